@@ -1,0 +1,3 @@
+from pcnctl.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""The pcnctl command line: a thin Typer layer. Each command parses, calls one core function, renders."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from pcnctl import __version__
+from pcnctl.cli import auth, directory, doctor, lab, profile
+from pcnctl.cli._common import State
+
+app = typer.Typer(
+    name="pcnctl",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pcnctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show debug logs and tracebacks (env PCNCTL_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """pcnctl: incident response for Edifice ENTs (Paris Classe Numérique and others).
+
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 config/auth, 4 refused by the ENT, 5 ENT unavailable,
+    6 partial failure, 7 refused by a safety rule, 8 playbook, 10/11 audit findings, 130 interrupted.
+    """
+    if debug:
+        State.debug = True
+    if State.debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+app.add_typer(profile.app, name="profile")
+app.add_typer(auth.app, name="auth")
+app.command("doctor")(doctor.doctor)
+app.add_typer(directory.schools_app, name="schools")
+app.add_typer(directory.users_app, name="users")
+app.add_typer(lab.app, name="lab")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        sys.exit(130)

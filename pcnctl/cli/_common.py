@@ -1,0 +1,153 @@
+"""What every command shares: option aliases, the error handler, the driver factory, output helpers.
+
+Heavy modules (requests, keyring, yaml, tabulate, sqlite3) are imported inside functions only, so
+``pcnctl --help`` stays fast; a startup test checks it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from pcnctl.errors import ExitCode, PcnError
+
+if TYPE_CHECKING:
+    from pcnctl.config import Profile
+    from pcnctl.edifice.driver import EdificeDriver
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    debug: bool = bool(os.environ.get("PCNCTL_DEBUG"))
+
+
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", "-p", envvar="PCNCTL_PROFILE", help="Profile to use (default: the current one)."
+    ),
+]
+# On commands that filter people by Edifice profile (Student, Teacher...), ``--profile`` names that profile,
+# as operators say it; the pcnctl profile is then chosen with -p / --ent-profile (or PCNCTL_PROFILE).
+EntProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ent-profile", "-p", envvar="PCNCTL_PROFILE", help="pcnctl profile to use (default: current)."
+    ),
+]
+OutputOpt = Annotated[
+    str,
+    typer.Option("--output", "-o", help="Output format: table, json, jsonl, csv or markdown."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only data on stdout; no notes on stderr.")]
+
+
+def check_format(fmt: str) -> str:
+    from pcnctl.output import FORMATS
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r} is not a format; choose from {', '.join(FORMATS)}", param_hint="-o"
+        )
+    return fmt
+
+
+def handle_errors(fn: F) -> F:
+    """Turn pcnctl errors into ``Error:``/``Hint:`` on stderr and the documented exit code.
+
+    A traceback is shown only with ``--debug`` (or ``PCNCTL_DEBUG=1``): locals and frames may hold secrets.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PcnError as exc:
+            if State.debug:
+                raise
+            _print_error(exc.message, exc.hint)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            _print_error("interrupted", None)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            # The reader (head, less) went away: not an error. Point stdout at /dev/null so the
+            # interpreter's final flush does not raise again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(int(ExitCode.OK)) from None
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except Exception as exc:
+            if State.debug:
+                raise
+            _print_error(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "this is a bug in pcnctl; rerun with --debug for the traceback and report it",
+            )
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    if hint:
+        sys.stderr.write(f"Hint: {hint}\n")
+
+
+def mfa_prompt(info: dict[str, Any]) -> str | None:
+    """Ask the operator for the MFA code when a terminal is attached; None otherwise."""
+    if not sys.stdin.isatty():
+        return None
+    channel = info.get("type") or "your second factor"
+    return str(typer.prompt(f"MFA code (sent by {channel})", err=True))
+
+
+def get_profile(name: str | None) -> Profile:
+    from pcnctl.config import resolve_profile
+
+    return resolve_profile(name)
+
+
+def open_driver(profile: Profile, *, use_cache: bool = True) -> EdificeDriver:
+    from pcnctl.edifice.driver import EdificeDriver
+
+    return EdificeDriver.open(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
+
+
+def get_driver(name: str | None) -> EdificeDriver:
+    """Resolve the profile and open an authenticated driver for it."""
+    return open_driver(get_profile(name))
+
+
+def emit(
+    rows: Iterable[Mapping[str, Any]], fmt: str, columns: Sequence[str], *, title: str | None = None
+) -> int:
+    from pcnctl.output import render
+
+    count = render(rows, check_format(fmt), columns, title=title)
+    if count == 0 and fmt == "table":
+        note("no results")
+    return count
+
+
+def emit_record(record: Mapping[str, Any], fmt: str) -> None:
+    from pcnctl.output import render_record
+
+    render_record(record, check_format(fmt))
+
+
+def note(text: str, quiet: bool = False) -> None:
+    if not quiet:
+        sys.stderr.write(text + "\n")
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(f"Warning: {text}\n")

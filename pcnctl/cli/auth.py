@@ -1,0 +1,125 @@
+"""``pcnctl auth``: log in (with MFA), show the session, log out."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pcnctl.cli._common import (
+    OutputOpt,
+    ProfileOpt,
+    emit_record,
+    get_profile,
+    handle_errors,
+    note,
+    open_driver,
+)
+
+app = typer.Typer(help="Log in to the ENT, show the session, log out.", no_args_is_help=True)
+
+
+@app.command("login")
+@handle_errors
+def login(
+    profile: ProfileOpt = None,
+    save: Annotated[bool, typer.Option("--save", help="Store the typed secret(s) in the keyring.")] = False,
+    secret_stdin: Annotated[
+        bool, typer.Option("--secret-stdin", help="Read the password (or client secret) from standard input.")
+    ] = False,
+    output: OutputOpt = "table",
+) -> None:
+    """Log in, pass MFA if asked, and show who the session is.
+
+    Secrets come from PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin)
+    or a hidden prompt; never from a command-line value.
+    """
+    from pcnctl import credentials
+
+    prof = get_profile(profile)
+    kinds = credentials.needed_kinds(prof)
+    if secret_stdin:
+        value = sys.stdin.readline().rstrip("\n")
+        if not value:
+            from pcnctl.errors import UsageError
+
+            raise UsageError("--secret-stdin given but standard input was empty")
+        credentials.provide(prof, kinds[0], value)
+    for kind in kinds:
+        found = credentials.lookup(prof, kind)
+        if found is None and sys.stdin.isatty():
+            label = "Password" if kind == "password" else "OAuth2 client secret"
+            value = typer.prompt(
+                f"{label} for {prof.login or prof.client_id} on {prof.url}", hide_input=True, err=True
+            )
+            credentials.provide(prof, kind, value)
+            found = credentials.lookup(prof, kind)
+        if save and found is not None and found.source == "prompt":
+            credentials.store(prof, kind, found.value)
+            note(f"{kind} saved in the keyring")
+    credentials.drop_session(prof)
+    driver = open_driver(prof)
+    ident = driver.whoami()
+    cached = credentials.load_session(prof) is not None
+    note(
+        f"Logged in to {prof.url} as {ident.label}"
+        + ("; session cached in the keyring" if cached else "; session not cached (no keyring)")
+    )
+    emit_record(ident.to_row(), output)
+
+
+@app.command("status")
+@handle_errors
+def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
+    """Show the profile, where its secrets come from, and whether the session works."""
+    from pcnctl import credentials
+    from pcnctl.errors import PcnError
+
+    prof = get_profile(profile)
+    record: dict[str, object] = {"profile": prof.name, "url": prof.url, "auth": prof.auth}
+    for kind in credentials.needed_kinds(prof):
+        found = credentials.lookup(prof, kind)
+        record[f"{kind}_source"] = found.source if found else "missing"
+    record["cached_session"] = credentials.load_session(prof) is not None
+    try:
+        ident = open_driver(prof).whoami()
+        record.update({"session": "valid", **{f"identity_{k}": v for k, v in ident.to_row().items()}})
+    except PcnError as exc:
+        record.update({"session": "unavailable", "reason": exc.message})
+        emit_record(record, output)
+        raise
+    emit_record(record, output)
+
+
+@app.command("logout")
+@handle_errors
+def logout(
+    profile: ProfileOpt = None,
+    forget: Annotated[
+        bool, typer.Option("--forget", help="Also delete the stored secrets from the keyring.")
+    ] = False,
+) -> None:
+    """Close the cached session on the ENT and forget it."""
+    from pcnctl import credentials
+    from pcnctl.edifice.auth import EdificeAuth
+    from pcnctl.http import HttpClient
+
+    prof = get_profile(profile)
+    cached = credentials.load_session(prof)
+    if cached:
+        http = HttpClient(
+            prof.url,
+            connect_timeout=prof.connect_timeout,
+            read_timeout=prof.read_timeout,
+            ca_file=prof.ca_file,
+        )
+        auth = EdificeAuth(prof)
+        auth.resume_or_login(http)
+        auth.logout(http)
+        note(f"Session closed on {prof.url}")
+    else:
+        note("No cached session")
+    if forget:
+        removed = credentials.forget(prof, ("password", "client_secret"))
+        note(f"Keyring entries deleted: {', '.join(removed) or 'none'}")

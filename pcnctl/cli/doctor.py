@@ -1,0 +1,27 @@
+"""``pcnctl doctor``: can pcnctl work against this ENT, and with what rights."""
+
+from __future__ import annotations
+
+from pcnctl.cli._common import OutputOpt, ProfileOpt, emit, get_profile, handle_errors, open_driver
+
+
+@handle_errors
+def doctor(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
+    """Check reachability, TLS, authentication, identity and scope, and probe capabilities."""
+    from pcnctl import doctor as core
+
+    prof = get_profile(profile)
+    report, error = core.run(prof, open_driver)
+    rows = [dict(c, kind="check") for c in report.checks]
+    rows += [
+        {
+            "kind": "capability",
+            "check": c.name,
+            "status": {"yes": "ok", "no": "no"}.get(c.to_row()["available"], "?"),
+            "detail": c.detail,
+        }
+        for c in report.capabilities
+    ]
+    emit(rows, output, ("kind", "check", "status", "detail"))
+    if error is not None:
+        raise error

@@ -1,0 +1,84 @@
+"""``pcnctl lab``: run the Edifice-compatible lab ENT on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pcnctl.cli._common import handle_errors, note
+
+app = typer.Typer(
+    help="The lab: an Edifice-compatible ENT on 127.0.0.1 for demos, tests and drills.", no_args_is_help=True
+)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Data directory (SQLite, lab.json).")]
+SeedOpt = Annotated[
+    str | None, typer.Option("--seed", help="Preset: small (20 schools) or paris (800 schools).")
+]
+RandomSeedOpt = Annotated[int, typer.Option("--random-seed", help="Random seed: same seed, same académie.")]
+
+
+def _check_preset(preset: str | None) -> None:
+    from pcnctl.errors import UsageError
+    from pcnctl.lab.seed import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown lab preset {preset!r}", hint=f"choose from {', '.join(PRESETS)}")
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    data: DataOpt = Path("pcnctl-lab"),
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1; 0 picks a free one.")] = 0,
+    seed: SeedOpt = None,
+    random_seed: RandomSeedOpt = 1,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Added latency per request.")] = 0.0,
+    capacity: Annotated[
+        float, typer.Option("--capacity", help="Requests/s above which the lab answers 429.")
+    ] = 0.0,
+    fail_rate: Annotated[float, typer.Option("--fail-rate", help="Fraction of requests answered 500.")] = 0.0,
+    sessions_limit: Annotated[int, typer.Option("--sessions-limit", help="Live sessions before 509.")] = 0,
+) -> None:
+    """Seed the data directory if needed, serve the lab, write DATA/lab.json; stop with Ctrl-C or SIGTERM."""
+    from pcnctl.errors import UsageError
+    from pcnctl.lab.app import Knobs
+    from pcnctl.lab.server import serve as run
+
+    _check_preset(seed)
+    if not 0 <= fail_rate <= 1:
+        raise UsageError("--fail-rate is a fraction between 0 and 1")
+    if latency_ms < 0 or capacity < 0 or sessions_limit < 0 or not 0 <= port <= 65535:
+        raise UsageError("--latency-ms, --capacity, --sessions-limit and --port must be positive")
+    knobs = Knobs(
+        latency_ms=latency_ms, capacity=capacity, fail_rate=fail_rate, sessions_limit=sessions_limit
+    )
+    note(f"Lab data in {data}; lab.json is written there once the server listens. Stop with Ctrl-C.")
+    run(data, port=port, preset=seed, random_seed=random_seed, knobs=knobs)
+    note("Lab stopped.")
+
+
+@app.command("seed")
+@handle_errors
+def seed_(
+    data: DataOpt = Path("pcnctl-lab"), seed: SeedOpt = "small", random_seed: RandomSeedOpt = 1
+) -> None:
+    """Generate a synthetic académie in the data directory (replaces what is there)."""
+    import time
+
+    from pcnctl.lab.seed import seed as run
+    from pcnctl.lab.store import Store
+
+    _check_preset(seed)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    started = time.perf_counter()
+    store = Store(data)
+    try:
+        info = run(store, seed or "small", random_seed)
+    finally:
+        store.close()
+    note(
+        f"Seeded {info['schools']} schools and {info['users']} users in {time.perf_counter() - started:.1f} s"
+    )

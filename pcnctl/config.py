@@ -1,0 +1,238 @@
+"""Profiles: which ENT to talk to and how, stored as YAML that never holds a secret.
+
+The file is ``$PCNCTL_CONFIG`` when set, else ``$XDG_CONFIG_HOME/pcnctl/config.yaml`` (``~/.config`` by
+default). It is written 0600 in a 0700 directory even though it holds no secret, because logins and URLs
+of an incident-response account are still worth keeping private. Keys that look like secrets are refused
+on load so a password pasted into the file by hand is caught, not silently used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pcnctl.errors import ConfigError, UsageError
+
+AUTH_MODES = ("cookie", "oauth-password", "oauth-client")
+CONFIG_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SECRET_KEYS = {"password", "secret", "client_secret", "token", "access_token", "cookie", "onesessionid"}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How to reach one ENT and who acts there. Secrets are resolved separately (see secrets.py)."""
+
+    name: str
+    url: str
+    auth: str = "cookie"
+    login: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
+    ca_file: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    mailstore: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("name")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole config file: profiles by name and the one in use."""
+
+    path: Path
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    current: str | None = None
+
+
+def config_path() -> Path:
+    """Where the config file lives: ``$PCNCTL_CONFIG``, else the XDG config dir."""
+    explicit = os.environ.get("PCNCTL_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "pcnctl" / "config.yaml"
+
+
+def state_dir() -> Path:
+    """Where incidents, journals and the audit log live: ``$PCNCTL_HOME``, else the XDG state dir."""
+    explicit = os.environ.get("PCNCTL_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pcnctl"
+
+
+def validate_url(url: str) -> str:
+    """Return a normalised base URL, refusing shapes that would leak credentials or mislead.
+
+    Plain ``http://`` is accepted only for loopback addresses (the lab): anywhere else a password or a
+    session cookie would cross the network in clear.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"{url!r} is not an ENT URL: expected https://host[:port]",
+            hint="give the address you open in a browser, e.g. https://ent.example.fr",
+        )
+    if parts.username or parts.password:
+        raise UsageError("the URL must not carry a login or password", hint="use --login and the keyring")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{url!r} has a query or fragment; give only the ENT's base address")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"{url!r} uses plain http to a remote host: credentials would travel in clear",
+            hint="use https:// (plain http is allowed only on 127.0.0.1/localhost, for the lab)",
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_profile(name: str, **values: Any) -> Profile:
+    """Build and check a profile from typed values (used by ``profile add`` and by the loader)."""
+    if not _NAME.match(name):
+        raise UsageError(
+            f"{name!r} is not a valid profile name",
+            hint="use letters, digits, '.', '_' or '-' (at most 64 characters)",
+        )
+    unknown = set(values) - set(Profile.__slots__) - {"name"}
+    if unknown:
+        raise ConfigError(f"profile {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    if "url" not in values or not values["url"]:
+        raise ConfigError(f"profile {name!r} has no url")
+    values["url"] = validate_url(str(values["url"]))
+    auth = values.get("auth", "cookie")
+    if auth not in AUTH_MODES:
+        raise UsageError(f"profile {name!r}: auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
+    if auth in ("cookie", "oauth-password") and not values.get("login"):
+        raise UsageError(f"profile {name!r}: auth {auth} needs a login", hint="add --login LOGIN")
+    if auth.startswith("oauth") and not values.get("client_id"):
+        raise UsageError(f"profile {name!r}: auth {auth} needs a client id", hint="add --client-id ID")
+    for key in ("connect_timeout", "read_timeout"):
+        if key in values and values[key] is not None:
+            try:
+                values[key] = float(values[key])
+            except (TypeError, ValueError):
+                raise ConfigError(f"profile {name!r}: {key} must be a number of seconds") from None
+            if not 0 < values[key] <= 600:
+                raise UsageError(f"profile {name!r}: {key} must be between 0 and 600 seconds")
+    ca_file = values.get("ca_file")
+    if ca_file:
+        values["ca_file"] = str(Path(ca_file).expanduser())
+    return Profile(name=name, **{k: v for k, v in values.items() if v is not None})
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and check the config file; a missing file is an empty config."""
+    path = path or config_path()
+    if not path.exists():
+        return Config(path=path)
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}",
+            hint="fix the file by hand, or move it away and re-create profiles with 'pcnctl profile add'",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if raw is None:
+        return Config(path=path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {path}: the top level must be a mapping with 'profiles'")
+    unknown = set(raw) - {"version", "current", "profiles"}
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    if raw.get("version", CONFIG_VERSION) != CONFIG_VERSION:
+        raise ConfigError(f"config file {path}: version {raw.get('version')!r} is not supported (expected 1)")
+    profiles_raw = raw.get("profiles") or {}
+    if not isinstance(profiles_raw, Mapping):
+        raise ConfigError(f"config file {path}: 'profiles' must be a mapping of name to settings")
+    profiles: dict[str, Profile] = {}
+    for name, values in profiles_raw.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config file {path}: profile {name!r} must be a mapping")
+        leaked = {str(k) for k in values if str(k).lower() in _SECRET_KEYS}
+        if leaked:
+            raise ConfigError(
+                f"config file {path}: profile {name!r} holds a secret ({', '.join(sorted(leaked))})",
+                hint="remove it from the file; secrets come from PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET "
+                "or the keyring ('pcnctl auth login --save')",
+            )
+        try:
+            profiles[str(name)] = make_profile(str(name), **dict(values))
+        except UsageError as exc:
+            raise ConfigError(f"config file {path}: {exc.message}", hint=exc.hint) from None
+    current = raw.get("current")
+    if current is not None and current not in profiles:
+        raise ConfigError(f"config file {path}: current profile {current!r} is not defined")
+    return Config(path=path, profiles=profiles, current=current)
+
+
+def save_config(config: Config) -> None:
+    """Write the config atomically, 0600 in a 0700 directory."""
+    import yaml
+
+    config.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data: dict[str, Any] = {"version": CONFIG_VERSION}
+    if config.current:
+        data["current"] = config.current
+    data["profiles"] = {name: p.to_dict() for name, p in sorted(config.profiles.items())}
+    tmp = config.path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, config.path)
+
+
+def resolve_profile(name: str | None = None, config: Config | None = None) -> Profile:
+    """Pick the profile: the flag, else ``$PCNCTL_PROFILE``, else the current one, else the only one."""
+    config = config or load_config()
+    chosen = name or os.environ.get("PCNCTL_PROFILE") or config.current
+    if chosen is None:
+        if len(config.profiles) == 1:
+            return next(iter(config.profiles.values()))
+        if not config.profiles:
+            raise ConfigError(
+                f"no profile is configured ({config.path})",
+                hint="add one: pcnctl profile add NAME --url https://ent.example.fr --login LOGIN",
+            )
+        raise ConfigError(
+            f"several profiles exist ({', '.join(sorted(config.profiles))}) and none is chosen",
+            hint="pass --profile NAME, set PCNCTL_PROFILE, or run 'pcnctl profile use NAME'",
+        )
+    if chosen not in config.profiles:
+        known = ", ".join(sorted(config.profiles)) or "none"
+        raise ConfigError(
+            f"unknown profile {chosen!r} (known: {known})",
+            hint="list them with 'pcnctl profile list' or add it with 'pcnctl profile add'",
+        )
+    return config.profiles[chosen]
+
+
+def with_overrides(profile: Profile, **values: Any) -> Profile:
+    """A copy of ``profile`` with some fields replaced (and re-validated)."""
+    merged = profile.to_dict() | {k: v for k, v in values.items() if v is not None}
+    return make_profile(profile.name, **merged) if merged != profile.to_dict() else replace(profile)

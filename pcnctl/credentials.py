@@ -1,0 +1,157 @@
+"""Secret resolution: environment first (cron, CI), then the keyring (people), never a file.
+
+``PCNCTL_PASSWORD`` and ``PCNCTL_CLIENT_SECRET`` win when set, so unattended runs never touch the keyring
+(and never pay its ~100 ms backend discovery). The keyring entry is service ``pcnctl``, user
+``<profile>:<kind>``. Session tokens obtained by ``auth login`` are cached the same way when a keyring
+exists, and only in memory otherwise: a session cookie is as good as a password while it lives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pcnctl.config import Profile
+from pcnctl.errors import ConfigError
+
+SERVICE = "pcnctl"
+ENV_VARS = {"password": "PCNCTL_PASSWORD", "client_secret": "PCNCTL_CLIENT_SECRET"}
+
+
+_MEMORY: dict[tuple[str, str], str] = {}
+
+
+def provide(profile: Profile, kind: str, value: str) -> None:
+    """Hold a secret typed at a prompt for this process only (nothing is written anywhere)."""
+    _MEMORY[(profile.name, kind)] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value and where it came from (``env:NAME`` or ``keyring``); repr never shows the value."""
+
+    value: str
+    source: str
+
+    def __repr__(self) -> str:
+        return f"Secret(source={self.source!r})"
+
+
+def needed_kinds(profile: Profile) -> tuple[str, ...]:
+    """Which secrets a profile's auth mode needs."""
+    return {
+        "cookie": ("password",),
+        "oauth-password": ("password", "client_secret"),
+        "oauth-client": ("client_secret",),
+    }[profile.auth]
+
+
+def _keyring() -> Any:
+    import keyring
+
+    return keyring
+
+
+def _keyring_error(exc: Exception) -> bool:
+    from keyring.errors import KeyringError
+
+    return isinstance(exc, KeyringError)
+
+
+def lookup(profile: Profile, kind: str) -> Secret | None:
+    """Return the secret from the environment or the keyring, or None when neither has it."""
+    env = ENV_VARS[kind]
+    if (profile.name, kind) in _MEMORY:
+        return Secret(_MEMORY[(profile.name, kind)], "prompt")
+    if os.environ.get(env):
+        return Secret(os.environ[env], f"env:{env}")
+    try:
+        value = _keyring().get_password(SERVICE, f"{profile.name}:{kind}")
+    except Exception as exc:
+        if _keyring_error(exc):
+            return None
+        raise
+    return Secret(value, "keyring") if value else None
+
+
+def require(profile: Profile, kind: str) -> Secret:
+    """Like :func:`lookup`, but a missing secret is a :class:`ConfigError` that says how to provide it."""
+    found = lookup(profile, kind)
+    if found:
+        return found
+    env = ENV_VARS[kind]
+    what = "password" if kind == "password" else "OAuth2 client secret"
+    hint = f"set {env} (cron, CI), or store it with 'pcnctl auth login --save -p {profile.name}'"
+    if not keyring_available():
+        hint = f"this machine has no keyring (headless?): set {env} in the environment of the command"
+    raise ConfigError(f"no {what} for profile {profile.name!r}", hint=hint)
+
+
+def keyring_available() -> bool:
+    """True when a real keyring backend is usable here."""
+    try:
+        backend = _keyring().get_keyring()
+    except Exception:
+        return False
+    name = type(backend).__module__ + "." + type(backend).__name__
+    return not name.startswith(("keyring.backends.fail", "keyring.backends.null"))
+
+
+def store(profile: Profile, kind: str, value: str) -> None:
+    """Save a secret in the keyring, or explain why it cannot be saved."""
+    if not keyring_available():
+        raise ConfigError(
+            "this machine has no keyring to save the secret in",
+            hint=f"set {ENV_VARS.get(kind, 'the variable')} in the environment instead",
+        )
+    _keyring().set_password(SERVICE, f"{profile.name}:{kind}", value)
+
+
+def forget(profile: Profile, kinds: tuple[str, ...] = ("password", "client_secret", "session")) -> list[str]:
+    """Delete the profile's keyring entries; returns the kinds that were there."""
+    if not keyring_available():
+        return []
+    removed = []
+    kr = _keyring()
+    for kind in kinds:
+        try:
+            kr.delete_password(SERVICE, f"{profile.name}:{kind}")
+            removed.append(kind)
+        except Exception as exc:
+            if not _keyring_error(exc):
+                raise
+    return removed
+
+
+def load_session(profile: Profile) -> dict[str, Any] | None:
+    """The session cached by ``auth login`` (cookies or token), if a keyring holds one."""
+    if os.environ.get("PCNCTL_NO_SESSION_CACHE") or not keyring_available():
+        return None
+    try:
+        raw = _keyring().get_password(SERVICE, f"{profile.name}:session")
+    except Exception as exc:
+        if _keyring_error(exc):
+            return None
+        raise
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("url") == profile.url else None
+
+
+def save_session(profile: Profile, data: dict[str, Any]) -> bool:
+    """Cache a session in the keyring; returns False (and caches nothing) when there is no keyring."""
+    if os.environ.get("PCNCTL_NO_SESSION_CACHE") or not keyring_available():
+        return False
+    _keyring().set_password(SERVICE, f"{profile.name}:session", json.dumps(data | {"url": profile.url}))
+    return True
+
+
+def drop_session(profile: Profile) -> None:
+    """Forget the cached session (after logout or when the ENT says it expired)."""
+    forget(profile, ("session",))

@@ -1,0 +1,107 @@
+"""``pcnctl doctor``: is the ENT reachable, is TLS right, does login work, who are we, what may we do.
+
+Each check records ok / warn / fail and a detail, and the first failure's error is kept so the CLI exits
+with the matching code. Checks after a failed login are skipped rather than run into confusing errors.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from pcnctl.config import Profile
+from pcnctl.errors import PcnError
+from pcnctl.models import DoctorReport
+
+
+def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[DoctorReport, PcnError | None]:
+    """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA)."""
+    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.http import HttpClient, RetryPolicy
+
+    report = DoctorReport()
+    first_error: PcnError | None = None
+
+    def fail(check: str, exc: PcnError) -> None:
+        nonlocal first_error
+        report.checks.append({"check": check, "status": "fail", "detail": exc.message})
+        first_error = first_error or exc
+
+    report.checks.append(
+        {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
+    )
+    probe = HttpClient(
+        profile.url,
+        connect_timeout=profile.connect_timeout,
+        read_timeout=profile.read_timeout,
+        ca_file=profile.ca_file,
+        retry=RetryPolicy(attempts=1),
+    )
+    times = []
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            probe.request("GET", "/auth/login", allow=(200, 302, 401, 404), auth=False)
+            times.append((time.perf_counter() - started) * 1000)
+    except PcnError as exc:
+        fail("reachability", exc)
+        return report, first_error
+    report.checks.append(
+        {
+            "check": "reachability",
+            "status": "ok",
+            "detail": f"round trip {statistics.median(times):.0f} ms (median of 3)",
+        }
+    )
+    scheme = urlsplit(profile.url).scheme
+    if scheme == "https":
+        where = f"CA file {profile.ca_file}" if profile.ca_file else "system CA bundle"
+        report.checks.append({"check": "tls", "status": "ok", "detail": f"certificate verified ({where})"})
+    else:
+        report.checks.append(
+            {"check": "tls", "status": "warn", "detail": "plain http on loopback (lab only)"}
+        )
+
+    try:
+        started = time.perf_counter()
+        driver = open_driver(profile)
+        assert isinstance(driver, EdificeDriver)
+        elapsed = (time.perf_counter() - started) * 1000
+        report.checks.append(
+            {
+                "check": "authentication",
+                "status": "ok",
+                "detail": f"{profile.auth} session in {elapsed:.0f} ms",
+            }
+        )
+    except PcnError as exc:
+        fail("authentication", exc)
+        return report, first_error
+
+    try:
+        ident = driver.whoami()
+        report.identity = ident
+        if ident.role == "ADMC":
+            detail = f"{ident.login}: ADMC (whole platform)"
+        elif ident.role == "ADML":
+            uais = ", ".join(s.uai for s in driver.list_schools())
+            detail = f"{ident.login}: ADML of {len(ident.adml_structures)} school(s): {uais}"
+        elif ident.role == "service":
+            detail = (
+                f"service account {ident.client_id} (client_credentials: bypasses rights filters and MFA)"
+            )
+        else:
+            detail = f"{ident.login}: not an administrator"
+        status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
+        report.checks.append({"check": "identity", "status": status, "detail": detail})
+    except PcnError as exc:
+        fail("identity", exc)
+        return report, first_error
+
+    try:
+        report.capabilities = driver.probe() if ident.role != "service" else []
+    except PcnError as exc:
+        fail("capabilities", exc)
+    return report, first_error

@@ -1,0 +1,1 @@
+"""The Edifice (ex Open ENT NG) driver: authentication flows, directory, capabilities."""

@@ -1,0 +1,203 @@
+"""The Edifice driver: typed calls over the platform's HTTP routes (reference: edifice-api.md §1, §8).
+
+The driver knows routes and JSON shapes and nothing about incidents, caps or plans: those live in the
+core modules, which talk to it through :class:`pcnctl.platform.EntDriver`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pcnctl.config import Profile
+from pcnctl.edifice.auth import EdificeAuth, MfaPrompt
+from pcnctl.errors import AuthError, PermissionDeniedError
+from pcnctl.http import HttpClient, RetryPolicy
+from pcnctl.models import Capability, Identity, School, User, school_type
+
+_PROBE = RetryPolicy(attempts=1)
+
+
+class EdificeDriver:
+    """One authenticated connection to an Edifice ENT."""
+
+    platform = "edifice"
+
+    def __init__(self, profile: Profile, http: HttpClient, auth: EdificeAuth) -> None:
+        self.profile = profile
+        self.http = http
+        self.auth = auth
+        self._schools: list[School] | None = None
+        self._identity: Identity | None = None
+
+    @classmethod
+    def open(
+        cls, profile: Profile, *, mfa_prompt: MfaPrompt | None = None, use_cache: bool = True
+    ) -> EdificeDriver:
+        """Build the HTTP client for ``profile`` and log in (or reuse the session ``auth login`` cached)."""
+        http = HttpClient(
+            profile.url,
+            connect_timeout=profile.connect_timeout,
+            read_timeout=profile.read_timeout,
+            ca_file=profile.ca_file,
+        )
+        auth = EdificeAuth(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
+        http.authenticator = auth
+        auth.resume_or_login(http)
+        return cls(profile, http, auth)
+
+    # -- identity ------------------------------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        """Who this session is, from ``GET /auth/oauth2/userinfo`` (a service token has no user)."""
+        if self._identity is not None:
+            return self._identity
+        if self.profile.auth == "oauth-client":
+            self._identity = Identity(auth_mode="oauth-client", client_id=self.profile.client_id)
+            return self._identity
+        info = self.http.request("GET", "/auth/oauth2/userinfo").json()
+        functions = info.get("functions") or {}
+        adml = functions.get("ADMIN_LOCAL") or {}
+        self._identity = Identity(
+            auth_mode=self.profile.auth,
+            user_id=info.get("userId"),
+            login=info.get("login"),
+            display_name=info.get("username"),
+            profile=info.get("type"),
+            admc="SUPER_ADMIN" in functions,
+            adml_structures=tuple(adml.get("scope") or ()),
+            client_id=self.profile.client_id,
+        )
+        return self._identity
+
+    # -- directory -----------------------------------------------------------------------------------
+
+    def list_schools(self) -> list[School]:
+        """Schools this identity administers, with city and académie when the caller may read them."""
+        if self._schools is not None:
+            return self._schools
+        rows = self.http.request("GET", "/directory/structure/admin/list").json()
+        details: dict[str, dict[str, Any]] = {}
+        # /directory/structures carries address fields but is an ADMC (workflow) route: an ADML gets 401.
+        extra = self.http.request("GET", "/directory/structures", allow=(401, 403))
+        if extra.status_code == 200:
+            details = {d["id"]: d for d in extra.json()}
+        schools = []
+        for row in rows:
+            more = details.get(row["id"], {})
+            name = row.get("name") or ""
+            schools.append(
+                School(
+                    id=row["id"],
+                    uai=(row.get("UAI") or "").upper(),
+                    name=name,
+                    type=school_type(name),
+                    city=more.get("city"),
+                    zip_code=more.get("zipCode"),
+                    academy=more.get("academy"),
+                )
+            )
+        schools.sort(key=lambda s: (s.uai, s.name))
+        self._schools = schools
+        return schools
+
+    def _uais(self, structures: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+        by_id = {s.id: s.uai for s in self._schools or self.list_schools()}
+        return tuple(sorted({by_id.get(s.get("id", ""), s.get("name", "?")) for s in structures}))
+
+    def _user(self, row: dict[str, Any]) -> User:
+        return User(
+            id=row["id"],
+            login=row.get("login") or "",
+            display_name=row.get("displayName") or "",
+            profile=row.get("type") or (row.get("profiles") or ["?"])[0],
+            blocked=bool(row.get("blocked")),
+            schools=self._uais(row.get("structures") or []),
+            first_name=row.get("firstName"),
+            last_name=row.get("lastName"),
+            last_login=row.get("lastLogin"),
+            functions=tuple(row.get("functions") or ()),
+        )
+
+    def list_users(
+        self, structure_id: str, *, profiles: Iterable[str] = (), search: str | None = None
+    ) -> list[User]:
+        """Users of one structure via ``GET /directory/user/admin/list`` (server-side filters)."""
+        params: list[tuple[str, Any]] = [("structureId", structure_id)]
+        params += [("profile", p) for p in profiles]
+        if search:
+            params += [("searchTerm", search), ("searchType", "displayName")]
+        rows = self.http.request("GET", "/directory/user/admin/list", params=params).json()
+        return [self._user(r) for r in rows]
+
+    def structure_users(self, structure_id: str) -> list[User]:
+        """Every user of a structure via ``GET /directory/structure/:id/users``."""
+        rows = self.http.request("GET", f"/directory/structure/{structure_id}/users").json()
+        return [self._user(r) for r in rows]
+
+    def get_user(self, user_id: str) -> User:
+        return self._user(self.http.request("GET", f"/directory/user/{user_id}").json())
+
+    def find_user_by_login(self, login: str) -> User | None:
+        """The user with this exact login, or None (``searchType=login`` on the admin user list)."""
+        rows = self.http.request(
+            "GET", "/directory/user/admin/list", params={"searchTerm": login, "searchType": "login"}
+        ).json()
+        exact = [r for r in rows if (r.get("login") or "").lower() == login.lower()]
+        return self._user(exact[0]) if exact else None
+
+    # -- capabilities --------------------------------------------------------------------------------
+
+    def probe(self) -> list[Capability]:
+        """Probe what this ENT and this identity allow, without changing anything (edifice-api.md §8)."""
+        caps: list[Capability] = []
+        ident = self.whoami()
+
+        def probe(name: str, method: str, path: str, **kwargs: Any) -> int | None:
+            try:
+                return self.http.request(
+                    method, path, allow=(200, 201, 204, 302, 400, 401, 403, 404), retry=_PROBE, **kwargs
+                ).status_code
+            except (AuthError, PermissionDeniedError) as exc:
+                caps.append(Capability(name, False, exc.message))
+                return None
+
+        status = probe("directory.users", "GET", "/directory/user/admin/list", params={"profile": "Guest"})
+        if status is not None:
+            caps.append(_verdict("directory.users", status, "list users (admin list, MFA-protected)"))
+        status = probe(
+            "conversation.api", "GET", "/conversation/api/folders/INBOX/messages", params={"page_size": 1}
+        )
+        if status is not None:
+            caps.append(_verdict("conversation.api", status, "mailbox API v1 (own mailbox only)"))
+        # An empty id list makes the real handler answer 400 before touching data: 400 means available.
+        status = probe(
+            "conversation.purge_by_id", "POST", "/conversation/api/purge/messages", json={"id": []}
+        )
+        if status is not None:
+            caps.append(_verdict("conversation.purge_by_id", status, "cross-mailbox purge by id", ok=(400,)))
+        epoch = int(time.time() * 1000)
+        status = probe(
+            "infra.event_store", "GET", f"/infra/v2/event/list/events/{epoch}", params={"duration": 1}
+        )
+        if status is not None:
+            caps.append(_verdict("infra.event_store", status, "event store: who sent when"))
+        status = probe(
+            "communication.verify", "GET", f"/communication/verify/{ident.user_id}/{ident.user_id}"
+        )
+        if status is not None:
+            caps.append(_verdict("communication.verify", status, "check who can message whom"))
+        return caps
+
+
+def _verdict(name: str, status: int, what: str, ok: tuple[int, ...] = (200, 204)) -> Capability:
+    if status in ok:
+        return Capability(name, True, what)
+    reason = {
+        302: "needs MFA on this session",
+        401: "denied for this identity",
+        403: "denied for this identity",
+        404: "route absent on this ENT (older release?)",
+    }.get(status, f"unexpected status {status}")
+    return Capability(name, False, f"{what}: {reason}")

@@ -1,0 +1,375 @@
+"""The one HTTP client of pcnctl: the only module that imports requests.
+
+Policy, stated once:
+
+* Every request has a connect and a read timeout. Redirects are never followed: on Edifice a 302 means
+  "log in" or "do MFA", and following it would turn an auth problem into a confusing HTML page.
+* Idempotent methods (GET, HEAD, PUT, DELETE) are retried on 429, 502, 503, 504, 509 and transport errors,
+  with exponential backoff and full jitter, honouring ``Retry-After``. POST is never retried: a send or a
+  purge must not run twice because an answer was lost.
+* A session that expires mid-run (302 to the login page, or a bearer token refused as invalid) is renewed
+  once through the :class:`Authenticator`, then the request is replayed.
+* Every error carries the method, path and status, and the server's own error key when it gave one.
+* Debug logs show method, path, status and time, never bodies, cookies or headers: those hold secrets.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from pcnctl import __version__
+from pcnctl.errors import (
+    ApiError,
+    AuthError,
+    MfaRequiredError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerError,
+    TransportError,
+)
+
+log = logging.getLogger("pcnctl.http")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504, 509})
+THROTTLE_STATUSES = frozenset({429, 503, 509})
+
+
+class Authenticator(Protocol):
+    """What the HTTP client needs from an auth flow: log in again, and pass a second factor."""
+
+    def renew(self, http: HttpClient) -> None:
+        """Open a fresh session (the previous one expired)."""
+
+    def complete_mfa(self, http: HttpClient) -> None:
+        """Validate the second factor for the current session, or raise MfaRequiredError."""
+
+
+@dataclass(slots=True)
+class HttpStats:
+    """Counters the doctor, the fan-out executor and the audit health check read."""
+
+    requests: int = 0
+    retries: int = 0
+    renewals: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    latency_ms: list[float] = field(default_factory=list)
+
+    @property
+    def throttled(self) -> int:
+        return sum(self.statuses[s] for s in THROTTLE_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to retry idempotent calls; the fan-out executor passes ``attempts=1`` and paces itself."""
+
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+
+
+class HttpClient:
+    """A requests.Session bound to one ENT, with the policy described in the module docstring."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        ca_file: str | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.retry = retry or RetryPolicy()
+        self.stats = HttpStats()
+        self.authenticator: Authenticator | None = None
+        self.bearer: str | None = None
+        self._sleep = sleep
+        self.session = requests.Session()
+        # TLS verification is always on: a CA file replaces the bundle, nothing turns it off.
+        self.session.verify = ca_file or True
+        self.session.headers["User-Agent"] = f"pcnctl/{__version__}"
+        self.session.headers["Accept"] = "application/json"
+
+    # -- session state -------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    def cookie(self, name: str) -> str | None:
+        for c in self.session.cookies:
+            if c.name == name:
+                return c.value
+        return None
+
+    def set_cookies(self, cookies: Mapping[str, str]) -> None:
+        self.session.cookies.clear()
+        for name, value in cookies.items():
+            self.session.cookies.set(name, value, domain=self.host, path="/")
+
+    def session_cookies(self) -> dict[str, str]:
+        return {c.name: c.value for c in self.session.cookies if c.value is not None}
+
+    def clear_auth(self) -> None:
+        self.session.cookies.clear()
+        self.bearer = None
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow: tuple[int, ...] = (),
+        retry: RetryPolicy | None = None,
+        auth: bool = True,
+    ) -> requests.Response:
+        """Send one request under the policy; return the response or raise a mapped :class:`PcnError`.
+
+        Statuses in ``allow`` are returned instead of raised (capability probes use it). ``auth=False``
+        marks the login calls themselves, which must not trigger a renewal loop.
+        """
+        method = method.upper()
+        policy = retry or self.retry
+        renewed = False
+        mfa_done = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._send(method, path, params=params, json=json, data=data, extra=headers)
+            except TransportError:
+                if method in IDEMPOTENT and attempt < policy.attempts:
+                    self._backoff(attempt, None, policy)
+                    continue
+                raise
+            status = response.status_code
+            if auth and self.authenticator is not None:
+                if self._is_mfa_redirect(response) and not mfa_done:
+                    self.authenticator.complete_mfa(self)
+                    mfa_done = True
+                    continue
+                if self._is_expired(response) and not renewed:
+                    self.stats.renewals += 1
+                    self.authenticator.renew(self)
+                    renewed = True
+                    continue
+            if status in allow:
+                return response
+            if status in RETRY_STATUSES and method in IDEMPOTENT and attempt < policy.attempts:
+                self._backoff(attempt, response, policy)
+                continue
+            if status < 300:
+                return response
+            raise self._error(method, path, response)
+
+    def _send(
+        self, method: str, path: str, *, extra: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        url = self.base_url + path
+        headers: dict[str, str] = dict(extra or {})
+        if self.bearer and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.bearer}"
+        elif method not in ("GET", "HEAD", "OPTIONS"):
+            xsrf = self.cookie("XSRF-TOKEN")
+            if xsrf:
+                headers["X-XSRF-TOKEN"] = xsrf
+        started = time.perf_counter()
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(
+                f"TLS verification failed for {self.host}: {_reason(exc)}",
+                hint="if the ENT uses a private CA, give its certificate with 'pcnctl profile add ... "
+                "--ca-file FILE'; verification is never turned off",
+            ) from None
+        except requests.exceptions.Timeout:
+            raise TransportError(
+                f"{method} {path}: no answer from {self.host} within {self.timeout[1]:g} s",
+                hint="the ENT may be overloaded; retry later or raise the profile's read_timeout",
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise TransportError(
+                f"cannot reach {self.base_url}: {_reason(exc)}",
+                hint="check the URL, the network and that the ENT is up ('pcnctl doctor')",
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"{method} {path} failed: {_reason(exc)}") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.requests += 1
+        self.stats.statuses[response.status_code] += 1
+        if len(self.stats.latency_ms) < 100_000:
+            self.stats.latency_ms.append(elapsed)
+        log.debug("%s %s -> %s in %.0f ms", method, _redact_path(path), response.status_code, elapsed)
+        return response
+
+    def _backoff(self, attempt: int, response: requests.Response | None, policy: RetryPolicy) -> None:
+        self.stats.retries += 1
+        wait = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
+        if response is None:
+            self._sleep(wait)
+            return
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None:
+            if retry_after > policy.max_retry_after:
+                raise ServerError(
+                    f"the ENT asks to wait {retry_after:.0f} s before retrying",
+                    method=response.request.method or "",
+                    path=_path_of(response),
+                    status=response.status_code,
+                    hint="the platform is saturated; retry later",
+                )
+            wait = retry_after + random.uniform(0, policy.base_delay)
+        self._sleep(wait)
+
+    @staticmethod
+    def _is_mfa_redirect(response: requests.Response) -> bool:
+        return response.status_code in (302, 303) and "/auth/validate-mfa" in response.headers.get(
+            "Location", ""
+        )
+
+    def _is_expired(self, response: requests.Response) -> bool:
+        if response.status_code in (302, 303):
+            return "/auth/login" in response.headers.get("Location", "")
+        if response.status_code == 401 and self.bearer:
+            return "invalid_token" in response.headers.get("WWW-Authenticate", "")
+        return False
+
+    def _error(self, method: str, path: str, response: requests.Response) -> Exception:
+        status = response.status_code
+        key = error_key(response)
+        shown = _redact_path(path)
+        if status in (302, 303):
+            location = response.headers.get("Location", "")
+            if "/auth/validate-mfa" in location:
+                return MfaRequiredError(
+                    f"{method} {shown}: the ENT requires MFA for this admin session",
+                    hint="run interactively to type the code, set PCNCTL_MFA_CODE, or use an oauth-client "
+                    "profile for unattended runs",
+                )
+            if "/auth/login" in location:
+                return AuthError(
+                    f"{method} {shown}: the session is not (or no longer) valid",
+                    hint="log in again with 'pcnctl auth login'",
+                )
+            return ApiError(f"unexpected redirect to {location}", method=method, path=shown, status=status)
+        if status == 401 and "invalid_token" in response.headers.get("WWW-Authenticate", ""):
+            return AuthError(
+                f"{method} {shown}: the access token was refused",
+                hint="log in again with 'pcnctl auth login'",
+            )
+        if status in (401, 403):
+            reason = "CSRF check failed" if key == "csrf" else "access denied"
+            return PermissionDeniedError(
+                f"{reason}: this identity may not do that{f' ({key})' if key and key != 'csrf' else ''}",
+                method=method,
+                path=shown,
+                status=status,
+                hint="check the profile's rights and admin scope with 'pcnctl doctor'",
+            )
+        if status == 404:
+            return NotFoundError(
+                f"not found{f' ({key})' if key else ''}", method=method, path=shown, status=status
+            )
+        if status in RETRY_STATUSES or status >= 500:
+            what = {
+                429: "rate limited",
+                509: "session quota exceeded",
+                503: "service unavailable",
+            }.get(status, "server error")
+            tries = "" if method in IDEMPOTENT else " (not retried: POST is not idempotent)"
+            return ServerError(
+                f"the ENT answered {what}{f' ({key})' if key else ''}{tries}",
+                method=method,
+                path=shown,
+                status=status,
+                hint="the platform may be overloaded; retry later",
+            )
+        return ApiError(
+            f"the ENT refused the request{f': {key}' if key else ''}",
+            method=method,
+            path=shown,
+            status=status,
+        )
+
+
+def error_key(response: requests.Response) -> str | None:
+    """The server's error key (``{"error": ...}``), when the body is JSON and has one."""
+    if "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        value = body.get("error_description") or body.get("error")
+        return str(value) if value else None
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _path_of(response: requests.Response | None) -> str:
+    if response is None or response.request is None or not response.request.url:
+        return ""
+    return _redact_path(urlsplit(response.request.url).path)
+
+
+def _redact_path(path: str) -> str:
+    if "access_token=" in path or "password=" in path:
+        return path.split("?", 1)[0] + "?<redacted>"
+    return path
+
+
+def _reason(exc: Exception) -> str:
+    """A one-line reason from a requests/urllib3 exception chain, without URLs that may carry tokens."""
+    text = str(exc)
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "certificate verify failed",
+        "No route to host",
+        "Temporary failure in name resolution",
+        "Connection reset",
+    ):
+        if marker in text:
+            return marker.lower()
+    return text.split(":")[-1].strip(" )'\"") or type(exc).__name__

@@ -1,0 +1,251 @@
+"""A synthetic académie for the lab, deterministic for a given random seed.
+
+Presets: ``small`` (about 20 schools and 5,000 users: tests, demo) and ``paris`` (about 800 schools and
+300,000 users: scale drills and benchmarks). Schools carry valid UAI codes; every school has one profile
+group per profile; users have Edifice-style logins (``prenom.nom``, numbered on collision). All users
+share one throwaway password, written to ``lab.json`` so drills can log in as anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pcnctl.lab.store import Store
+from pcnctl.models import PROFILES
+from pcnctl.uai import check_letter
+
+FIRST_NAMES = (
+    "Adam Alice Amir Anna Arthur Awa Camille Chloé Clément Emma Enzo Éva Gabriel Hugo Inès Jade Jules "
+    "Juliette Karim Léa Léo Lina Louis Louise Lucas Manon Maël Mathis Mohamed Nathan Nina Noah Noé Paul "
+    "Raphaël Rose Sacha Sarah Tom Victor Yasmine Zoé Ibrahim Fatou Lucie Maxime Théo Anaïs Baptiste Océane"
+).split()
+LAST_NAMES = (
+    "Martin Bernard Thomas Petit Robert Richard Durand Dubois Moreau Laurent Simon Michel Lefebvre Leroy "
+    "Roux David Bertrand Morel Fournier Girard Bonnet Dupont Lambert Fontaine Rousseau Vincent Muller "
+    "Lefèvre Faure André Mercier Blanc Guérin Boyer Garnier Chevalier François Legrand Gauthier Garcia "
+    "Perrin Robin Clément Morin Nicolas Henry Roussel Mathieu Gautier Masson Marchand Duval Denis Diallo "
+    "Traoré Nguyen Benali Haddad Cohen Da-Silva Ferreira Kaya"
+).split()
+PATRONS = (
+    "Victor Hugo|Jules Ferry|Jean Moulin|Marie Curie|Louise Michel|Simone Veil|Jean Jaurès|Voltaire|"
+    "Molière|Condorcet|Charlemagne|George Sand|Colette|Paul Éluard|Aimé Césaire|Olympe de Gouges|"
+    "Lucie Aubrac|Rosa Parks|Albert Camus|Jacques Prévert|Émile Zola|Gustave Eiffel|Pierre de Ronsard|"
+    "Honoré de Balzac|Claude Monet|Germaine Tillion|Joséphine Baker|Guillaume Apollinaire|Camille Claudel|"
+    "Hector Berlioz|Edgar Quinet|Jean de La Fontaine|Alexandre Dumas|Marcel Pagnol|Irène Joliot-Curie|"
+    "Antoine de Saint-Exupéry|Frédéric Mistral|Henri Bergson|Paul Valéry|Maurice Ravel"
+).split("|")
+PARIS_CITIES = [(f"Paris {n}e", f"750{n:02d}") for n in range(2, 21)] + [("Paris 1er", "75001")]
+OTHER_CITIES = [
+    ("Montreuil", "93100", "093", "Créteil"),
+    ("Saint-Denis", "93200", "093", "Créteil"),
+    ("Nanterre", "92000", "092", "Versailles"),
+    ("Boulogne-Billancourt", "92100", "092", "Versailles"),
+    ("Créteil", "94000", "094", "Créteil"),
+    ("Vitry-sur-Seine", "94400", "094", "Créteil"),
+    ("Versailles", "78000", "078", "Versailles"),
+    ("Évry-Courcouronnes", "91000", "091", "Versailles"),
+]
+
+KINDS = {
+    # kind: (name prefix, levels of education, students per school range)
+    "ecole": ("École élémentaire", [1], (90, 170)),
+    "college": ("Collège", [2], (300, 520)),
+    "lycee": ("Lycée", [2], (500, 900)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    schools: dict[str, int]
+    academy: str
+    paris_only: bool
+
+
+PRESETS = {
+    "small": Preset("small", {"ecole": 12, "college": 6, "lycee": 2}, "Île-de-France", paris_only=False),
+    "paris": Preset("paris", {"ecole": 640, "college": 115, "lycee": 45}, "Paris", paris_only=True),
+}
+
+ADMC_LOGIN = "admc.pcn"
+SERVICE_CLIENT_SCOPE = " ".join(
+    [
+        "org.entcore.directory.controllers.StructureController|listStructures",
+        "org.entcore.auth.controllers.AuthController|blockUser",
+        "org.entcore.conversation.controllers.ApiController|purgeMessages",
+        "org.entcore.infra.controllers.EventStoreController|listEvents",
+    ]
+)
+USER_CLIENT_SCOPE = "userinfo auth directory conversation appregistry communication timeline admin infra"
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if c.isascii() and (c.isalnum() or c in " -")).lower()
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def hash_password(password: str) -> str:
+    """How the lab stores a password changed by an operator (the shared default is kept in meta)."""
+    return "sha256:" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict[str, Any]:
+    """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown lab preset {preset_name!r} (choose from {', '.join(PRESETS)})")
+    preset = PRESETS[preset_name]
+    rng = random.Random(f"pcnctl-lab:{preset_name}:{random_seed}")
+    secret = random.Random(f"pcnctl-lab-secrets:{random_seed}")
+    user_password = "lab-" + "".join(secret.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(12))
+    mfa_code = f"{secret.randrange(10**6):06d}"
+    client_secret = "".join(secret.choice("abcdef0123456789") for _ in range(32))
+    service_secret = "".join(secret.choice("abcdef0123456789") for _ in range(32))
+
+    structures: list[tuple[Any, ...]] = []
+    used_stems: set[str] = set()
+    patrons = list(PATRONS)
+    for kind, count in preset.schools.items():
+        prefix, levels, _ = KINDS[kind]
+        for i in range(count):
+            if preset.paris_only:
+                city, zip_code = rng.choice(PARIS_CITIES)
+                dept, academy = "075", preset.academy
+            else:
+                city, zip_code, dept, academy = rng.choice(OTHER_CITIES)
+            while True:
+                stem = dept + f"{rng.randrange(10000):04d}"
+                if stem not in used_stems:
+                    used_stems.add(stem)
+                    break
+            uai = stem + check_letter(stem)
+            patron = patrons[(i * 7 + len(structures)) % len(patrons)]
+            name = f"{prefix} {patron}"
+            if any(s[2] == name for s in structures):
+                name = f"{name} ({city})"
+            structures.append(
+                (_uuid(rng), uai, name, kind, city, zip_code, academy, f"AAF-{uai}", str(levels[0]))
+            )
+
+    users: list[tuple[Any, ...]] = []
+    links: list[tuple[str, str]] = []
+    logins: dict[str, int] = {}
+
+    def add_user(
+        profile: str, structure_ids: list[str], first: str | None = None, last: str | None = None
+    ) -> str:
+        first = first or rng.choice(FIRST_NAMES)
+        last = last or rng.choice(LAST_NAMES)
+        base = f"{_ascii(first).replace(' ', '')}.{_ascii(last).replace(' ', '')}"
+        n = logins.get(base, 0)
+        logins[base] = n + 1
+        login = base if n == 0 else f"{base}{n}"
+        user_id = _uuid(rng)
+        created = f"20{rng.randrange(18, 24)}-0{rng.randrange(1, 9)}-{rng.randrange(10, 28)}T08:00:00.000Z"
+        users.append((user_id, login, first, last, f"{last.upper()} {first}", profile, created))
+        links.extend((user_id, sid) for sid in structure_ids)
+        return user_id
+
+    scale = 0.45 if preset_name == "small" else 0.9
+    for sid, _uai, _name, kind, *_ in structures:
+        low, high = KINDS[kind][2]
+        students = max(20, int(rng.randrange(low, high) * scale))
+        for _ in range(students):
+            add_user("Student", [sid])
+        for _ in range(int(students * rng.uniform(0.85, 1.05))):
+            add_user("Relative", [sid])
+        for _ in range(max(4, students // 14)):
+            add_user("Teacher", [sid])
+        for _ in range(rng.randrange(3, 9)):
+            add_user("Personnel", [sid])
+        for _ in range(rng.randrange(0, 3)):
+            add_user("Guest", [sid])
+
+    # Administrators: one ADMC (platform), and ADMLs over a few schools each.
+    admc_id = add_user("Personnel", [structures[0][0]], "Admin", "Central")
+    users[-1] = (*users[-1][:1], ADMC_LOGIN, *users[-1][2:])
+    functions: list[tuple[str, str, str | None]] = [(admc_id, "SUPER_ADMIN", None)]
+    adml_accounts = []
+    for n, chunk in enumerate(
+        (structures[0:2], structures[12:14] if len(structures) > 14 else structures[2:4])
+    ):
+        sids = [s[0] for s in chunk]
+        uid = add_user("Personnel", sids, "Admin", f"Local{n + 1}")
+        login = f"adml{n + 1}.pcn"
+        users[-1] = (*users[-1][:1], login, *users[-1][2:])
+        functions.extend((uid, "ADMIN_LOCAL", sid) for sid in sids)
+        adml_accounts.append({"login": login, "password": user_password, "schools": [s[1] for s in chunk]})
+
+    groups = []
+    for sid, _uai, name, *_ in structures:
+        for profile in PROFILES:
+            groups.append((_uuid(rng), sid, profile, f"{name}-{profile}"))
+
+    student_login = next(u[1] for u in users if u[5] == "Student")
+    with store.transaction() as db:
+        for table in (
+            "structures",
+            "users",
+            "user_structures",
+            "groups",
+            "functions",
+            "profiles",
+            "oauth_clients",
+            "sessions",
+            "meta",
+        ):
+            db.execute(f"DELETE FROM {table}")
+        db.executemany("INSERT INTO structures VALUES (?,?,?,?,?,?,?,?,?)", structures)
+        db.executemany(
+            "INSERT INTO users(id, login, first_name, last_name, display_name, profile, created)"
+            " VALUES (?,?,?,?,?,?,?)",
+            users,
+        )
+        db.executemany("INSERT INTO user_structures VALUES (?,?)", links)
+        db.executemany("INSERT INTO groups(id, structure_id, profile, name) VALUES (?,?,?,?)", groups)
+        db.executemany("INSERT INTO functions VALUES (?,?,?)", functions)
+        db.executemany("INSERT INTO profiles VALUES (?, 0)", [(p,) for p in PROFILES])
+        db.executemany(
+            "INSERT INTO oauth_clients VALUES (?,?,?,?)",
+            [
+                ("pcnctl-lab", client_secret, "password", USER_CLIENT_SCOPE),
+                ("pcnctl-service", service_secret, "client_credentials", SERVICE_CLIENT_SCOPE),
+            ],
+        )
+        meta = {
+            "preset": preset_name,
+            "random_seed": str(random_seed),
+            "user_password": user_password,
+            "mfa_code": mfa_code,
+        }
+        db.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
+    store.snapshot_pristine()
+    return {
+        "preset": preset_name,
+        "random_seed": random_seed,
+        "schools": len(structures),
+        "users": len(users),
+        "accounts": {
+            "admc": {"login": ADMC_LOGIN, "password": user_password},
+            "adml": adml_accounts,
+            "student": {"login": student_login, "password": user_password},
+            "user_password": user_password,
+        },
+        "mfa_code": mfa_code,
+        "oauth": {
+            "password_client": {"client_id": "pcnctl-lab", "client_secret": client_secret},
+            "service_client": {
+                "client_id": "pcnctl-service",
+                "client_secret": service_secret,
+                "scope": SERVICE_CLIENT_SCOPE,
+            },
+        },
+    }

@@ -1,0 +1,138 @@
+"""Typed records the core passes around and the CLI renders; ``to_row`` gives their stable output keys."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROFILES = ("Student", "Teacher", "Personnel", "Relative", "Guest")
+
+
+@dataclass(frozen=True, slots=True)
+class School:
+    id: str
+    uai: str
+    name: str
+    type: str
+    city: str | None = None
+    zip_code: str | None = None
+    academy: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    login: str
+    display_name: str
+    profile: str
+    blocked: bool
+    schools: tuple[str, ...] = ()
+    first_name: str | None = None
+    last_name: str | None = None
+    last_login: str | None = None
+    functions: tuple[str, ...] = ()
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "login": self.login,
+            "displayName": self.display_name,
+            "profile": self.profile,
+            "blocked": self.blocked,
+            "schools": list(self.schools),
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "lastLogin": self.last_login,
+            "functions": list(self.functions),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who acts: ADMC, ADML with its schools, a plain user, or a service account (client_credentials)."""
+
+    auth_mode: str
+    user_id: str | None = None
+    login: str | None = None
+    display_name: str | None = None
+    profile: str | None = None
+    admc: bool = False
+    adml_structures: tuple[str, ...] = ()
+    client_id: str | None = None
+
+    @property
+    def role(self) -> str:
+        if self.user_id is None:
+            return "service"
+        if self.admc:
+            return "ADMC"
+        if self.adml_structures:
+            return "ADML"
+        return "user"
+
+    @property
+    def label(self) -> str:
+        """How the audit log and journals name this identity."""
+        if self.user_id is None:
+            return f"service:{self.client_id}"
+        return f"{self.login} ({self.role}, {self.auth_mode})"
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "login": self.login,
+            "userId": self.user_id,
+            "displayName": self.display_name,
+            "authMode": self.auth_mode,
+            "clientId": self.client_id,
+            "admlStructures": list(self.adml_structures),
+        }
+
+
+@dataclass(slots=True)
+class Capability:
+    name: str
+    available: bool | None
+    detail: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        state = "yes" if self.available else ("no" if self.available is False else "unknown")
+        return {"capability": self.name, "available": state, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class DoctorReport:
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    capabilities: list[Capability] = field(default_factory=list)
+    identity: Identity | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c["status"] != "fail" for c in self.checks)
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free text for matching names typed without accents."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+_TYPES = (
+    ("ecole", re.compile(r"\b(ecole|elementaire|maternelle|primaire|ee|em|epp)\b")),
+    ("college", re.compile(r"\b(college|clg)\b")),
+    ("lycee", re.compile(r"\b(lycee|lyc|lgt|lp|lpo|erea)\b")),
+)
+
+
+def school_type(name: str) -> str:
+    """ecole, college, lycee or other, from the school's name (Edifice has no type field)."""
+    folded = fold(name).replace("-", " ")
+    for kind, pattern in _TYPES:
+        if pattern.search(folded):
+            return kind
+    return "other"

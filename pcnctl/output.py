@@ -1,0 +1,143 @@
+"""Rendering of results: data on stdout in the format asked, everything else on stderr.
+
+``json`` is always an array of objects whose keys are the declared columns, in order, so scripts can rely on
+them. ``jsonl`` streams one object per line for large results. ``csv`` neutralises cells a spreadsheet
+would run as a formula. rich and tabulate are imported only in the branch that needs them: they cost tens of
+milliseconds each and ``--help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any
+
+FORMATS = ("table", "json", "jsonl", "csv", "markdown")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any, *, machine: bool = False) -> str:
+    """A value as text for table and Markdown cells (yes/no), or CSV cells (``machine``: true/false)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        if machine:
+            return "true" if value else "false"
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple, set)):
+        return (";" if machine else ", ").join(cell(v, machine=machine) for v in value)
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def safe_csv_cell(text: str) -> str:
+    """Prefix text a spreadsheet would evaluate (=, +, -, @, tab, CR) with a quote, keeping plain numbers."""
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+            return text
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def render(
+    rows: Iterable[Mapping[str, Any]],
+    fmt: str,
+    columns: Sequence[str],
+    *,
+    stream: IO[str] | None = None,
+    title: str | None = None,
+) -> int:
+    """Write ``rows`` to ``stream`` (stdout) in ``fmt``; returns how many rows were written."""
+    out = stream or sys.stdout
+    if fmt == "json":
+        return _render_json(rows, columns, out)
+    if fmt == "jsonl":
+        count = 0
+        for row in rows:
+            out.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, default=str) + "\n")
+            count += 1
+        return count
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        count = 0
+        for row in rows:
+            writer.writerow([safe_csv_cell(cell(row.get(c), machine=True)) for c in columns])
+            count += 1
+        return count
+    materialised = [[cell(row.get(c)) for c in columns] for row in rows]
+    if fmt == "markdown":
+        from tabulate import tabulate
+
+        if title:
+            out.write(f"### {title}\n\n")
+        out.write(tabulate(materialised, headers=list(columns), tablefmt="github") + "\n")
+        return len(materialised)
+    if fmt == "table":
+        if not materialised:
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, show_edge=False, header_style="bold")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for values in materialised:
+            table.add_row(*values)
+        # Off a terminal (a pipe, a file, a test), keep rows on one line rather than folding at 80 columns.
+        width = None if out.isatty() else 240
+        Console(file=out, soft_wrap=False, width=width).print(table)
+        return len(materialised)
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+def _render_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[str]) -> int:
+    # Streamed as a valid array, one object per line, so a long listing starts printing at once.
+    out.write("[")
+    count = 0
+    for row in rows:
+        out.write(",\n " if count else "\n ")
+        out.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, default=str))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def render_record(record: Mapping[str, Any], fmt: str, *, stream: IO[str] | None = None) -> None:
+    """Write one object: key/value lines for a person, the object itself for json/jsonl."""
+    out = stream or sys.stdout
+    if fmt in ("json", "jsonl"):
+        indent = 2 if fmt == "json" else None
+        out.write(json.dumps(dict(record), ensure_ascii=False, default=str, indent=indent) + "\n")
+        return
+    rows = [{"field": k, "value": v} for k, v in record.items()]
+    render(rows, fmt, ("field", "value"), stream=out)
+
+
+class Messages:
+    """Human messages on stderr (progress, notes, warnings); silenced by ``--quiet`` except warnings."""
+
+    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
+        self.quiet = quiet
+        self._stream = stream
+
+    @property
+    def stream(self) -> IO[str]:
+        return self._stream or sys.stderr
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        self.stream.write(f"Warning: {text}\n")
+
+    def error(self, text: str, hint: str | None = None) -> None:
+        self.stream.write(f"Error: {text}\n")
+        if hint:
+            self.stream.write(f"Hint: {hint}\n")
