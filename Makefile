@@ -16,12 +16,12 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check pcnctl tests benchmarks
-	$(BIN)/ruff format --check pcnctl tests benchmarks
+	$(BIN)/ruff check pcnctl tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check pcnctl tests $(wildcard benchmarks)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check pcnctl tests benchmarks
+	$(BIN)/ruff check pcnctl tests $(wildcard benchmarks)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache build *.egg-info

@@ -4,7 +4,7 @@ Policy, stated once:
 
 * Every request has a connect and a read timeout. Redirects are never followed: on Edifice a 302 means
   "log in" or "do MFA", and following it would turn an auth problem into a confusing HTML page.
-* Idempotent methods (GET, HEAD, PUT, DELETE) are retried on 429, 502, 503, 504, 509 and transport errors,
+* Idempotent methods (GET, HEAD, PUT, DELETE) are retried on 429, 5xx, 509 and transport errors,
   with exponential backoff and full jitter, honouring ``Retry-After``. POST is never retried: a send or a
   purge must not run twice because an answer was lost.
 * A session that expires mid-run (302 to the login page, or a bearer token refused as invalid) is renewed
@@ -41,7 +41,7 @@ from pcnctl.errors import (
 log = logging.getLogger("pcnctl.http")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504, 509})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 509})
 THROTTLE_STATUSES = frozenset({429, 503, 509})
 
 

@@ -103,10 +103,10 @@ class LabApp:
             return bearer
         session = req.session
         assert session is not None
-        if session["user_id"] is None:  # client_credentials: scope by action, no user, no filters
-            if route.action is None:
-                raise HttpError(401, {"error": "invalid.user"})
-            if route.action not in (session["scope"] or ""):
+        if session["user_id"] is None:
+            # client_credentials: the action must be listed in the token's scope; no rights filter, no MFA.
+            # Handlers that need a user then answer 401 invalid.user themselves, as Edifice does.
+            if route.action is None or route.action not in (session["scope"] or ""):
                 raise unauthorized()
             return route.handler(req)
         if session["kind"] == "token":

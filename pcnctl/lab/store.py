@@ -48,6 +48,7 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = data_dir / "lab.sqlite"
         self.pristine = data_dir / "seed.sqlite"
         self.lock = threading.RLock()

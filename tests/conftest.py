@@ -1,0 +1,228 @@
+"""Shared fixtures: one lab ENT per test session (a real subprocess over real HTTP), reset between tests.
+
+Tests run the CLI in-process with Typer's CliRunner, as a user types it, against that lab. Nothing mocks
+HTTP or the database; only the environment (config path, secrets) is set per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keyring
+import pytest
+import requests
+from keyring.backend import KeyringBackend
+from keyring.backends.null import Keyring as NullKeyring
+from typer.testing import CliRunner
+
+from pcnctl.cli import app
+
+
+@dataclass
+class Lab:
+    """A running lab and what its lab.json says."""
+
+    info: dict[str, Any]
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return str(self.info["base_url"])
+
+    @property
+    def password(self) -> str:
+        return str(self.info["accounts"]["user_password"])
+
+    @property
+    def mfa_code(self) -> str:
+        return str(self.info["mfa_code"])
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"X-Lab-Control": self.info["control_token"]}
+        if body is None and path != "/__lab/reset":
+            response = requests.get(self.url + path, headers=headers, timeout=10)
+        else:
+            response = requests.post(self.url + path, json=body or {}, headers=headers, timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reset(self) -> None:
+        self.control("/__lab/reset")
+
+    def knobs(self, **values: Any) -> None:
+        self.control("/__lab/knobs", values)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.control("/__lab/state")["counters"])
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the lab's database directly (assertions on its state; the lab stays the writer)."""
+        import sqlite3
+
+        db = sqlite3.connect(self.data_dir / "lab.sqlite", timeout=10)
+        try:
+            return db.execute(query, args).fetchall()
+        finally:
+            db.close()
+
+    def write_sql(self, query: str, *args: Any) -> None:
+        """Set up a lab state that no route creates yet (e.g. a blocked profile); reset() undoes it."""
+        import sqlite3
+
+        db = sqlite3.connect(self.data_dir / "lab.sqlite", timeout=10)
+        try:
+            db.execute(query, args)
+            db.commit()
+        finally:
+            db.close()
+
+
+def start_lab(data_dir: Path, *extra: str) -> Lab:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcnctl", "lab", "serve", "--data", str(data_dir), "--port", "0", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    lab_json = data_dir / "lab.json"
+    deadline = time.monotonic() + 60
+    while not lab_json.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(
+                f"lab did not start: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        time.sleep(0.05)
+    return Lab(json.loads(lab_json.read_text()), data_dir, process)
+
+
+def stop_lab(lab: Lab) -> int:
+    lab.process.send_signal(signal.SIGTERM)
+    return lab.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = start_lab(tmp_path_factory.mktemp("lab"), "--seed", "small", "--random-seed", "1")
+    yield lab
+    assert stop_lab(lab) == 0, "the lab must stop cleanly on SIGTERM"
+    assert not (lab.data_dir / "lab.json").exists()
+
+
+@pytest.fixture
+def lab(lab_server: Lab) -> Lab:
+    lab_server.reset()
+    return lab_server
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring held in memory, standing in for a desktop keyring in tests."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        from keyring.errors import PasswordDeleteError
+
+        if (service, username) not in self.entries:
+            raise PasswordDeleteError(username)
+        del self.entries[(service, username)]
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own config and state dir, no secrets in the environment, and no keyring."""
+    from pcnctl import credentials
+
+    for name in list(os.environ):
+        if name.startswith("PCNCTL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PCNCTL_CONFIG", str(tmp_path / "config" / "config.yaml"))
+    monkeypatch.setenv("PCNCTL_HOME", str(tmp_path / "state"))
+    previous = keyring.get_keyring()
+    keyring.set_keyring(NullKeyring())
+    credentials._MEMORY.clear()
+    yield
+    keyring.set_keyring(previous)
+    credentials._MEMORY.clear()
+
+
+@pytest.fixture
+def memory_keyring() -> MemoryKeyring:
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    return backend
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs ``pcnctl ARGS`` in-process, as a user types it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runner = CliRunner()
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
+        from pcnctl import credentials
+
+        credentials._MEMORY.clear()  # each command is a new process for the user: nothing typed survives
+        result = self.runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    def setenv(self, **values: str) -> None:
+        for name, value in values.items():
+            self.monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
+    return Cli(monkeypatch)
+
+
+@pytest.fixture
+def admc(lab: Lab, cli: Cli) -> Cli:
+    """A CLI with the profile ``lab`` (the lab's ADMC, cookie auth) current and its secrets in the env."""
+    result = cli("profile", "add", "lab", "--url", lab.url, "--login", lab.info["accounts"]["admc"]["login"])
+    assert result.exit_code == 0, result.stderr
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    return cli
+
+
+@pytest.fixture
+def adml(lab: Lab, cli: Cli) -> Cli:
+    """A CLI acting as the lab's first ADML (two schools)."""
+    login = lab.info["accounts"]["adml"][0]["login"]
+    result = cli("profile", "add", "adml", "--url", lab.url, "--login", login)
+    assert result.exit_code == 0, result.stderr
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    return cli

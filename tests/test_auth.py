@@ -1,0 +1,203 @@
+"""Authentication against the lab: each mode, MFA, wrong secrets, headless machines, session renewal."""
+
+from __future__ import annotations
+
+import requests
+
+from pcnctl.config import resolve_profile
+from pcnctl.edifice.driver import EdificeDriver
+from tests.conftest import Cli, Lab, MemoryKeyring
+
+
+def test_cookie_login_with_mfa_from_env(admc: Cli) -> None:
+    result = admc("auth", "login", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    ident = result.json()
+    assert ident["role"] == "ADMC" and ident["login"] == "admc.pcn" and ident["authMode"] == "cookie"
+    assert "session not cached (no keyring)" in result.stderr
+
+
+def test_mfa_required_without_a_code_is_a_clear_error(admc: Cli, monkeypatch: object) -> None:
+    import os
+
+    del os.environ["PCNCTL_MFA_CODE"]
+    result = admc("users", "list", "--school", "0782268S")
+    assert result.exit_code == 3
+    assert "requires MFA" in result.stderr and "PCNCTL_MFA_CODE" in result.stderr
+
+
+def test_wrong_mfa_code(admc: Cli) -> None:
+    admc.setenv(PCNCTL_MFA_CODE="000000")
+    result = admc("users", "list", "--school", "0782268S")
+    assert result.exit_code == 3 and "MFA code was refused" in result.stderr
+
+
+def test_mfa_prompt_is_not_used_without_a_terminal(lab: Lab, admc: Cli) -> None:
+    import os
+
+    del os.environ["PCNCTL_MFA_CODE"]
+    result = admc("users", "list", "--school", "0782268S", input=lab.mfa_code + "\n")
+    assert result.exit_code == 3  # stdin is not a TTY: no prompt, a clear error instead
+
+
+def test_wrong_password(admc: Cli) -> None:
+    admc.setenv(PCNCTL_PASSWORD="not-the-password")
+    result = admc("schools", "list")
+    assert result.exit_code == 3
+    assert "login or password refused" in result.stderr and "not-the-password" not in result.stderr
+
+
+def test_blocked_account_gets_the_real_error(lab: Lab, admc: Cli) -> None:
+    lab.write_sql("UPDATE users SET blocked = 1 WHERE login = 'admc.pcn'")
+    result = admc("schools", "list")
+    assert result.exit_code == 3 and "blocked on the ENT" in result.stderr
+
+
+def test_headless_machine_without_secret_points_to_the_variable(lab: Lab, cli: Cli) -> None:
+    cli("profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn")
+    result = cli("schools", "list")
+    assert result.exit_code == 3
+    assert "no password for profile 'lab'" in result.stderr and "PCNCTL_PASSWORD" in result.stderr
+    assert "no keyring" in result.stderr
+
+
+def test_oauth_password_grant(lab: Lab, cli: Cli) -> None:
+    client = lab.info["oauth"]["password_client"]
+    cli(
+        "profile",
+        "add",
+        "tok",
+        "--url",
+        lab.url,
+        "--auth",
+        "oauth-password",
+        "--login",
+        "admc.pcn",
+        "--client-id",
+        client["client_id"],
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_CLIENT_SECRET=client["client_secret"])
+    result = cli("users", "list", "--school", "0782268S", "--profile", "Teacher", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json() and {u["profile"] for u in result.json()} == {"Teacher"}
+
+
+def test_oauth_wrong_client_secret(lab: Lab, cli: Cli) -> None:
+    cli(
+        "profile",
+        "add",
+        "tok",
+        "--url",
+        lab.url,
+        "--auth",
+        "oauth-password",
+        "--login",
+        "admc.pcn",
+        "--client-id",
+        "pcnctl-lab",
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_CLIENT_SECRET="wrong")
+    result = cli("schools", "list")
+    assert result.exit_code == 3 and "OAuth2 client 'pcnctl-lab' was refused" in result.stderr
+
+
+def test_client_credentials_is_a_service_identity(lab: Lab, cli: Cli) -> None:
+    service = lab.info["oauth"]["service_client"]
+    cli(
+        "profile",
+        "add",
+        "svc",
+        "--url",
+        lab.url,
+        "--auth",
+        "oauth-client",
+        "--client-id",
+        service["client_id"],
+        "--scope",
+        service["scope"],
+    )
+    cli.setenv(PCNCTL_CLIENT_SECRET=service["client_secret"])
+    result = cli("doctor", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    identity = next(r for r in result.json() if r["check"] == "identity")
+    assert "service account pcnctl-service" in identity["detail"] and "bypasses" in identity["detail"]
+    # The token is limited to the actions its scope lists: the admin user list needs a user session.
+    denied = cli("schools", "list")
+    assert denied.exit_code == 4 and "access denied" in denied.stderr
+
+
+def test_keyring_login_save_status_logout(lab: Lab, cli: Cli, memory_keyring: MemoryKeyring) -> None:
+    cli("profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn")
+    cli.setenv(PCNCTL_MFA_CODE=lab.mfa_code)
+    login = cli("auth", "login", "--save", "--secret-stdin", input=lab.password + "\n")
+    assert login.exit_code == 0, login.stderr
+    assert memory_keyring.entries[("pcnctl", "lab:password")] == lab.password
+    assert "session cached in the keyring" in login.stderr
+    status = cli("auth", "status", "-o", "json").json()
+    assert status["password_source"] == "keyring" and status["session"] == "valid"
+    assert status["cached_session"] is True and lab.password not in str(status)
+    # The cached session is reused: no new login is needed while it lives.
+    sessions = lab.sql("SELECT count(*) FROM sessions")[0][0]
+    assert cli("schools", "list", "-o", "json").exit_code == 0
+    assert lab.sql("SELECT count(*) FROM sessions")[0][0] == sessions
+    out = cli("auth", "logout", "--forget")
+    assert out.exit_code == 0 and ("pcnctl", "lab:password") not in memory_keyring.entries
+    assert ("pcnctl", "lab:session") not in memory_keyring.entries
+    assert lab.sql("SELECT count(*) FROM sessions")[0][0] == sessions - 1
+
+
+def test_session_expiring_mid_run_is_renewed_once(lab: Lab, admc: Cli) -> None:
+    driver = EdificeDriver.open(resolve_profile("lab"))
+    assert driver.list_users(driver.list_schools()[0].id, profiles=["Guest"]) is not None
+    lab.write_sql("DELETE FROM sessions")  # the ENT drops every session (restart, admin action)
+    driver._schools = None
+    schools = driver.list_schools()
+    assert len(schools) == 20 and driver.http.stats.renewals == 1
+
+
+def test_lab_security_gate(lab: Lab) -> None:
+    """The lab answers like Edifice: login redirect, invalid token, CSRF, ADML scope, service scope."""
+    no_session = requests.get(lab.url + "/directory/structure/admin/list", allow_redirects=False, timeout=5)
+    assert no_session.status_code == 302 and no_session.headers["Location"].startswith("/auth/login")
+    bad_token = requests.get(
+        lab.url + "/directory/structure/admin/list", headers={"Authorization": "Bearer nope"}, timeout=5
+    )
+    assert bad_token.status_code == 401 and "invalid_token" in bad_token.headers["WWW-Authenticate"]
+
+    s = requests.Session()
+    r = s.post(
+        lab.url + "/auth/login",
+        data={"email": "adml1.pcn", "password": lab.password},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert r.status_code == 302 and s.cookies.get("oneSessionId") and s.cookies.get("XSRF-TOKEN")
+    no_csrf = s.post(lab.url + "/auth/user/mfa/code", json={"key": lab.mfa_code}, timeout=5)
+    assert no_csrf.status_code == 403
+    mfa = s.get(lab.url + "/directory/user/admin/list?profile=Guest", allow_redirects=False, timeout=5)
+    assert mfa.status_code == 302 and "/auth/validate-mfa" in mfa.headers["Location"]
+    ok = s.post(
+        lab.url + "/auth/user/mfa/code",
+        json={"key": lab.mfa_code},
+        headers={"X-XSRF-TOKEN": s.cookies["XSRF-TOKEN"]},
+        timeout=5,
+    )
+    assert ok.json()["state"] == "valid"
+    other = lab.sql(
+        "SELECT id FROM structures WHERE uai NOT IN (?, ?) LIMIT 1",
+        *lab.info["accounts"]["adml"][0]["schools"],
+    )
+    denied = s.get(lab.url + f"/directory/structure/{other[0][0]}/users", allow_redirects=False, timeout=5)
+    assert denied.status_code == 401
+
+    service = lab.info["oauth"]["service_client"]
+    token = requests.post(
+        lab.url + "/auth/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": service["scope"]},
+        auth=(service["client_id"], service["client_secret"]),
+        timeout=5,
+    ).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert requests.get(lab.url + "/directory/structures", headers=bearer, timeout=5).status_code == 200
+    not_in_scope = requests.get(lab.url + "/directory/structure/admin/list", headers=bearer, timeout=5)
+    assert not_in_scope.status_code == 401

@@ -1,0 +1,85 @@
+"""The HTTP client against an overloaded or failing lab: retries, Retry-After, timeouts, unreachable hosts."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from pcnctl.config import resolve_profile
+from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.errors import ServerError, TransportError
+from pcnctl.http import HttpClient, RetryPolicy, parse_retry_after
+from tests.conftest import Cli, Lab
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server(cli: Cli) -> None:
+    cli("profile", "add", "gone", "--url", f"http://127.0.0.1:{free_port()}", "--login", "x")
+    cli.setenv(PCNCTL_PASSWORD="x")
+    result = cli("doctor")
+    assert result.exit_code == 5
+    assert "cannot reach" in result.stderr and "connection refused" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_capacity_limit_is_absorbed_by_retries_honouring_retry_after(lab: Lab, admc: Cli) -> None:
+    driver = EdificeDriver.open(resolve_profile("lab"))
+    waits: list[float] = []
+    driver.http._sleep = lambda seconds: (waits.append(seconds), time.sleep(seconds))  # type: ignore[func-returns-value]
+    lab.knobs(capacity=3)
+    for _ in range(4):
+        driver._schools = None
+        assert len(driver.list_schools()) == 20
+    assert (
+        driver.http.stats.statuses[429] > 0 and driver.http.stats.retries >= driver.http.stats.statuses[429]
+    )
+    assert waits and all(w >= 1.0 for w in waits)  # the lab's Retry-After (1 s) was honoured
+    assert lab.counters()["throttled"] == driver.http.stats.statuses[429]
+
+
+def test_server_errors_outlasting_retries_exit_5(lab: Lab, admc: Cli) -> None:
+    assert admc("auth", "login").exit_code == 0
+    lab.knobs(fail_rate=1.0)
+    result = admc("schools", "list")
+    assert result.exit_code == 5 and "server error" in result.stderr
+
+
+def test_post_is_never_retried(lab: Lab) -> None:
+    http = HttpClient(lab.url, retry=RetryPolicy(attempts=5, base_delay=0.0))
+    lab.knobs(fail_rate=1.0)
+    before = lab.counters()["requests"]
+    with pytest.raises(ServerError) as err:
+        http.request("POST", "/auth/user/mfa/code", json={"key": "1"})
+    assert "not retried" in err.value.message
+    assert lab.counters()["requests"] - before == 1
+    with pytest.raises(ServerError):
+        http.request("GET", "/auth/login")
+    assert lab.counters()["requests"] - before == 6
+
+
+def test_timeout_is_a_transport_error(lab: Lab) -> None:
+    lab.knobs(latency_ms=600)
+    http = HttpClient(lab.url, read_timeout=0.2, retry=RetryPolicy(attempts=1))
+    with pytest.raises(TransportError) as err:
+        http.request("GET", "/auth/login")
+    assert "no answer" in err.value.message
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_session_quota_gives_a_clear_error(lab: Lab, admc: Cli) -> None:
+    lab.knobs(sessions_limit=1)
+    assert admc("schools", "list").exit_code == 0  # first session fits
+    result = admc("schools", "list")  # no cache here: a second login
+    assert result.exit_code == 5 and "refused new sessions" in result.stderr
