@@ -18,6 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check pcnctl tests $(wildcard benchmarks)
 	$(BIN)/ruff format --check pcnctl tests $(wildcard benchmarks)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

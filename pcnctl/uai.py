@@ -25,7 +25,7 @@ def check_letter(digits: str) -> str:
 def is_valid(code: str) -> bool:
     """True when ``code`` is a well-formed UAI whose check letter is right (case-insensitive)."""
     match = _SHAPE.match(code.strip().upper())
-    return bool(match) and check_letter(match.group(1)) == match.group(2)
+    return match is not None and check_letter(match.group(1)) == match.group(2)
 
 
 def normalise(code: str) -> str:

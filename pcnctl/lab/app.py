@@ -210,7 +210,7 @@ class LabApp:
         self, user_id: str | None, kind: str, client_id: str | None = None, scope: str | None = None
     ) -> str:
         limit = self.knobs.sessions_limit
-        if limit and (self.store.one("SELECT count(*) n FROM sessions") or {"n": 0})["n"] >= limit:
+        if limit and self.store.get("SELECT count(*) n FROM sessions")["n"] >= limit:
             raise HttpError(509, {"error": "quota_overflow"})
         sid = secrets.token_urlsafe(24)
         xsrf = secrets.token_urlsafe(16) if kind == "cookie" else None

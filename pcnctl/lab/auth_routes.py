@@ -60,7 +60,7 @@ def register(router: Router, app: LabApp) -> None:
         if error:
             return _page(error, form.get("callBack", "/"))
         sid = app.new_session(user["id"], "cookie")
-        xsrf = store.one("SELECT xsrf FROM sessions WHERE id = ?", sid)["xsrf"]
+        xsrf = store.get("SELECT xsrf FROM sessions WHERE id = ?", sid)["xsrf"]
         store.execute(
             "UPDATE users SET last_login = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?", user["id"]
         )
@@ -155,7 +155,7 @@ def register(router: Router, app: LabApp) -> None:
 
     @router.route("GET", "/auth/user/mfa/code")
     def mfa_start(req: Request) -> Response:
-        if req.user is None:
+        if req.user is None or req.session is None:
             raise HttpError(401, {"error": "invalid.user"})
         store.execute("UPDATE sessions SET mfa_tries = 0 WHERE id = ?", req.session["id"])
         return Response.json({"type": "email", "waitInSeconds": 0, "state": "pending"})
@@ -165,7 +165,8 @@ def register(router: Router, app: LabApp) -> None:
         if req.user is None:
             raise HttpError(401, {"error": "invalid.user"})
         body = req.json()
-        session = store.one("SELECT * FROM sessions WHERE id = ?", req.session["id"])
+        assert req.session is not None
+        session = store.get("SELECT * FROM sessions WHERE id = ?", req.session["id"])
         tries_left = 3 - session["mfa_tries"]
         if tries_left <= 0:
             return Response.json({"state": "outdated", "tries": 0, "ttl": 0})

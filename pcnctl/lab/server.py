@@ -102,16 +102,16 @@ def summary(store: Store) -> dict[str, Any]:
         " JOIN structures s ON s.id = f.structure_id WHERE f.code = 'ADMIN_LOCAL' ORDER BY u.login, s.rowid"
     ):
         admls.setdefault(row["login"], []).append(row["uai"])
-    admc = store.one(
+    admc = store.get(
         "SELECT u.login FROM functions f JOIN users u ON u.id = f.user_id WHERE code = 'SUPER_ADMIN'"
     )
-    student = store.one("SELECT login FROM users WHERE profile = 'Student' ORDER BY rowid LIMIT 1")
+    student = store.get("SELECT login FROM users WHERE profile = 'Student' ORDER BY rowid LIMIT 1")
     clients = {r["client_id"]: r for r in store.all("SELECT * FROM oauth_clients")}
     return {
         "preset": store.meta("preset"),
         "random_seed": int(store.meta("random_seed") or 0),
-        "schools": store.one("SELECT count(*) n FROM structures")["n"],
-        "users": store.one("SELECT count(*) n FROM users")["n"],
+        "schools": store.get("SELECT count(*) n FROM structures")["n"],
+        "users": store.get("SELECT count(*) n FROM users")["n"],
         "accounts": {
             "admc": {"login": admc["login"], "password": password},
             "adml": [{"login": k, "password": password, "schools": v} for k, v in admls.items()],

@@ -78,6 +78,13 @@ class Store:
             row: sqlite3.Row | None = self.db.execute(sql, args).fetchone()
             return row
 
+    def get(self, sql: str, *args: Any) -> sqlite3.Row:
+        """Like :meth:`one` for a row that must exist (an aggregate, a row just written)."""
+        row = self.one(sql, *args)
+        if row is None:
+            raise LookupError(sql)
+        return row
+
     def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
