@@ -95,6 +95,7 @@ class ServerError(ApiError):
     """The ENT failed (5xx, 509 quota, 429 rate limit) after every retry allowed."""
 
     exit_code = ExitCode.UNAVAILABLE
+    retry_after: float | None = None  # what the ENT asked for, when it said (the fan-out paces on it)
 
 
 class TransportError(PcnError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -100,7 +101,14 @@ class HttpClient:
         self.authenticator: Authenticator | None = None
         self.bearer: str | None = None
         self._sleep = sleep
+        # Renewing a session must happen once even when many fan-out threads see it expire together.
+        self._auth_lock = threading.Lock()
+        self._auth_generation = 0
+        self._stats_lock = threading.Lock()
         self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         # TLS verification is always on: a CA file replaces the bundle, nothing turns it off.
         self.session.verify = ca_file or True
         self.session.headers["User-Agent"] = f"pcnctl/{__version__}"
@@ -157,6 +165,7 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
+            generation = self._auth_generation
             try:
                 response = self._send(method, path, params=params, json=json, data=data, extra=headers)
             except TransportError:
@@ -167,12 +176,18 @@ class HttpClient:
             status = response.status_code
             if auth and self.authenticator is not None:
                 if self._is_mfa_redirect(response) and not mfa_done:
-                    self.authenticator.complete_mfa(self)
+                    with self._auth_lock:
+                        if generation == self._auth_generation:
+                            self.authenticator.complete_mfa(self)
+                            self._auth_generation += 1
                     mfa_done = True
                     continue
                 if self._is_expired(response) and not renewed:
-                    self.stats.renewals += 1
-                    self.authenticator.renew(self)
+                    with self._auth_lock:
+                        if generation == self._auth_generation:  # nobody renewed it meanwhile
+                            self.stats.renewals += 1
+                            self.authenticator.renew(self)
+                            self._auth_generation += 1
                     renewed = True
                     continue
             if status in allow:
@@ -219,10 +234,11 @@ class HttpClient:
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"{method} {path} failed: {_reason(exc)}") from None
         elapsed = (time.perf_counter() - started) * 1000
-        self.stats.requests += 1
-        self.stats.statuses[response.status_code] += 1
-        if len(self.stats.latency_ms) < 100_000:
-            self.stats.latency_ms.append(elapsed)
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.statuses[response.status_code] += 1
+            if len(self.stats.latency_ms) < 100_000:
+                self.stats.latency_ms.append(elapsed)
         log.debug("%s %s -> %s in %.0f ms", method, _redact_path(path), response.status_code, elapsed)
         return response
 
@@ -301,13 +317,15 @@ class HttpClient:
                 503: "service unavailable",
             }.get(status, "server error")
             tries = "" if method in IDEMPOTENT else " (not retried: POST is not idempotent)"
-            return ServerError(
+            error = ServerError(
                 f"the ENT answered {what}{f' ({key})' if key else ''}{tries}",
                 method=method,
                 path=shown,
                 status=status,
                 hint="the platform may be overloaded; retry later",
             )
+            error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return error
         return ApiError(
             f"the ENT refused the request{f': {key}' if key else ''}",
             method=method,

@@ -17,6 +17,8 @@ from pcnctl.http import HttpClient, RetryPolicy
 from pcnctl.models import Capability, Identity, School, User, school_type
 
 _PROBE = RetryPolicy(attempts=1)
+# Bulk calls run under the fan-out executor, which paces and retries: one attempt per call here.
+SINGLE = RetryPolicy(attempts=1)
 
 
 class EdificeDriver:
@@ -146,6 +148,39 @@ class EdificeDriver:
         ).json()
         exact = [r for r in rows if (r.get("login") or "").lower() == login.lower()]
         return self._user(exact[0]) if exact else None
+
+    # -- accounts (edifice-api.md §5, §2.4) ----------------------------------------------------------
+
+    def block_user(self, user_id: str, block: bool = True) -> None:
+        """``PUT /auth/block/:id``: blocking also drops every session, token and CAS ticket at once."""
+        self.http.request("PUT", f"/auth/block/{user_id}", json={"block": block}, retry=SINGLE)
+
+    def force_change_password(self, user_id: str) -> None:
+        self.http.request("POST", "/auth/forceChangePassword", json={"userId": user_id}, retry=SINGLE)
+
+    def erase_password(self, user_id: str) -> None:
+        self.http.request("POST", "/auth/erasePassword", json={"userId": user_id}, retry=SINGLE)
+
+    def renewal_code(self, login: str) -> str:
+        """A one-time code for the legitimate user (``POST /auth/generatePasswordRenewalCode``)."""
+        body = self.http.request(
+            "POST", "/auth/generatePasswordRenewalCode", data={"login": login}, retry=SINGLE
+        ).json()
+        return str(body["renewalCode"])
+
+    def block_profile(self, structure_id: str, profile: str, block: bool) -> None:
+        """``PUT /directory/structure/:id/profile/block``: every user of that profile in the school."""
+        self.http.request(
+            "PUT",
+            f"/directory/structure/{structure_id}/profile/block",
+            json={"profile": profile, "block": block},
+        )
+
+    def block_traces(self, structure_id: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.http.request(
+            "GET", f"/admin/api/block/traces/{structure_id}"
+        ).json()
+        return rows
 
     # -- capabilities --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pcnctl.lab import auth_routes, directory_routes
+from pcnctl.lab import account_routes, auth_routes, directory_routes
 from pcnctl.lab.store import Store
 from pcnctl.lab.web import (
     WRITE_METHODS,
@@ -32,6 +32,7 @@ class Knobs:
     capacity: float = 0.0  # requests per second; 0 = unlimited
     fail_rate: float = 0.0  # fraction of API requests answered 500
     sessions_limit: int = 0  # live sessions; 0 = unlimited (above it logins get 509 quota_overflow)
+    fail_match: str = ""  # requests whose path contains this always get 500 (targeted faults for tests)
 
 
 class RateGate:
@@ -67,6 +68,7 @@ class LabApp:
         self.router = Router()
         auth_routes.register(self.router, self)
         directory_routes.register(self.router, self)
+        account_routes.register(self.router, self)
 
     # -- dispatch ------------------------------------------------------------------------------------
 
@@ -83,7 +85,8 @@ class LabApp:
                 raise HttpError(
                     429, {"error": "too.many.requests"}, {"Retry-After": str(max(1, math.ceil(wait)))}
                 )
-            if self.knobs.fail_rate > 0 and self.faults.random() < self.knobs.fail_rate:
+            targeted = bool(self.knobs.fail_match) and self.knobs.fail_match in req.path
+            if targeted or (self.knobs.fail_rate > 0 and self.faults.random() < self.knobs.fail_rate):
                 self.counters["faults"] += 1
                 raise HttpError(500, {"error": "lab.injected.fault"})
             return self._dispatch(req)

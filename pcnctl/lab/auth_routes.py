@@ -41,7 +41,12 @@ def register(router: Router, app: LabApp) -> None:
         else:
             ok = secrets.compare_digest(hash_password(password or ""), stored)
         if not ok:
-            return user, "auth.error.authenticationFailed"
+            code = store.one(
+                "SELECT rowid FROM renewal_codes WHERE user_id = ? AND code = ?", user["id"], password or ""
+            )
+            if code is None:
+                return user, "auth.error.authenticationFailed"
+            store.execute("DELETE FROM renewal_codes WHERE rowid = ?", code["rowid"])  # one-time
         if user["blocked"]:
             return user, "auth.error.blockedUser"
         profile = store.one("SELECT blocked FROM profiles WHERE name = ?", user["profile"])

@@ -40,6 +40,15 @@ CREATE TABLE IF NOT EXISTS sessions(
     id TEXT PRIMARY KEY, user_id TEXT, kind TEXT NOT NULL, client_id TEXT, scope TEXT, xsrf TEXT,
     mfa INTEGER NOT NULL DEFAULT 0, mfa_tries INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
+CREATE TABLE IF NOT EXISTS renewal_codes(user_id TEXT NOT NULL, code TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS block_traces(
+    id TEXT PRIMARY KEY, action TEXT NOT NULL, profile TEXT NOT NULL, structure_id TEXT NOT NULL,
+    created TEXT NOT NULL, owner_id TEXT, owner_name TEXT);
+-- Every account-state change the lab applied, for tests and drills: who, what, when, by whom.
+CREATE TABLE IF NOT EXISTS account_log(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, action TEXT NOT NULL,
+    caller TEXT, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS account_log_user ON account_log(user_id);
 """
 
 

@@ -1,0 +1,503 @@
+"""Compromised accounts: block, unblock, revoke sessions, reset passwords, renewal codes; in bulk, safely.
+
+The flow of every operation is the same, and it is the safety model of the design brief (§5):
+
+1. **resolve** the targets (ids, logins, a file, or a school and profile selection) and refuse unknown ones;
+2. **check scope** client-side (an ADML only inside its schools, never on an ADMC, never on itself);
+3. **plan**: how many accounts, where, of which profiles, how many already in the wanted state;
+4. **cap**: refuse above the cap before anything changes;
+5. **run** under the fan-out executor, journalled item by item and audited, resumable after a crash.
+
+Edifice facts encoded here (edifice-api.md §5): blocking drops sessions at once; there is no logout without
+block, so revoking sessions is block then unblock; erasing or forcing a password change leaves sessions
+alive, so resets revoke sessions first unless told not to.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pcnctl import directory
+from pcnctl.errors import PcnError, RefusedError, UsageError
+from pcnctl.fanout import Fanout, FanoutReport, Outcome
+from pcnctl.incident.journal import RunState
+from pcnctl.incident.run import RunContext
+from pcnctl.incident.store import write_private
+from pcnctl.models import User
+from pcnctl.platform import EntDriver
+from pcnctl.progress import progress_bar
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+DEFAULT_CAPS = {
+    "accounts.block": 100,
+    "accounts.unblock": 100,
+    "sessions.revoke": 100,
+    "accounts.reset-password": 100,
+    "accounts.renewal-codes": 500,
+}
+VERBS = {
+    "accounts.block": "block",
+    "accounts.unblock": "unblock",
+    "sessions.revoke": "revoke the sessions of",
+    "accounts.reset-password": "reset the password of",
+    "accounts.renewal-codes": "generate renewal codes for",
+}
+
+
+# -- targets ----------------------------------------------------------------------------------------------
+
+
+def read_refs_file(path: Path) -> list[str]:
+    """Ids or logins from a file: CSV with an ``id`` or ``login`` column, or one per line (``#`` comments)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text", hint="export the file as CSV UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise UsageError(
+            f"{path} holds no account", hint="one id or login per line, or a CSV with an id column"
+        )
+    first = lines[0]
+    if "," in first or ";" in first:
+        dialect = ";" if first.count(";") > first.count(",") else ","
+        reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter=dialect)
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        column = "id" if "id" in fields else "login" if "login" in fields else None
+        if column is None:
+            raise UsageError(f"{path}: a CSV needs an 'id' or 'login' column (found: {', '.join(fields)})")
+        refs = []
+        for number, row in enumerate(reader, start=2):
+            value = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}.get(column, "")
+            if not value:
+                raise UsageError(f"{path}, line {number}: empty {column}")
+            refs.append(value)
+        return refs
+    refs = [line.strip() for line in lines]
+    bad = [r for r in refs if not re.match(r"^[\w.@-]+$", r)]
+    if bad:
+        raise UsageError(f"{path}: {bad[0]!r} is neither a user id nor a login")
+    return refs
+
+
+def resolve_targets(
+    driver: EntDriver,
+    refs: Sequence[str] = (),
+    *,
+    from_file: Path | None = None,
+    school: str | None = None,
+    profiles: Sequence[str] = (),
+    max_concurrency: int = 16,
+) -> list[User]:
+    """Every targeted account, deduplicated; any unknown reference refuses the whole command."""
+    wanted = list(refs) + (read_refs_file(from_file) if from_file else [])
+    if profiles and not school:
+        raise UsageError("--profile selects accounts within a school: add --school UAI")
+    if not wanted and not school:
+        raise UsageError(
+            "no account given", hint="give ids or logins, --from-file FILE, or --school UAI --profile P"
+        )
+    users: dict[str, User] = {}
+    if school:
+        _school, selected = directory.list_users(driver, school, list(profiles) or None)
+        users.update((u.id, u) for u in selected)
+    unique = list(dict.fromkeys(r.strip() for r in wanted if r.strip()))
+    missing: list[str] = []
+
+    denied: list[str] = []
+
+    def lookup(ref: str) -> Outcome:
+        from pcnctl.errors import NotFoundError, PermissionDeniedError
+
+        try:
+            user = driver.get_user(ref) if _UUID.match(ref) else driver.find_user_by_login(ref)
+        except NotFoundError:
+            user = None
+        except PermissionDeniedError:
+            denied.append(ref)
+            return Outcome(ref, "refused", "out of scope")
+        if user is None:
+            missing.append(ref)
+            return Outcome(ref, "failed", "unknown")
+        users[user.id] = user
+        return Outcome(ref, "done")
+
+    if unique:
+        report = Fanout(lookup, key=lambda r: r, idempotent=True, max_concurrency=max_concurrency).run(unique)
+        errors = [o for o in report.outcomes if o.status == "failed" and o.detail != "unknown"]
+        if errors:
+            raise PcnError(f"could not look up {len(errors)} account(s): {errors[0].key}: {errors[0].detail}")
+    if denied:
+        raise RefusedError(
+            f"{len(denied)} account(s) are outside this identity's scope: {', '.join(sorted(denied)[:5])}",
+            hint="an ADML may only act inside its own schools; nothing was changed",
+        )
+    if missing:
+        shown = ", ".join(sorted(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+        raise UsageError(
+            f"{len(missing)} account(s) not found in this profile's scope: {shown}",
+            hint="nothing was changed; fix or remove them and run again",
+        )
+    return sorted(users.values(), key=lambda u: (u.schools, u.login))
+
+
+def check_scope(driver: EntDriver, users: Sequence[User]) -> None:
+    """Refuse, before any request, what the identity must not touch (some routes do not check it)."""
+    ident = driver.whoami()
+    if ident.user_id and any(u.id == ident.user_id for u in users):
+        raise RefusedError(
+            "the targets include the account pcnctl is acting as",
+            hint="act on your own account from another admin profile",
+        )
+    if ident.role != "ADML":
+        return
+    mine = {s.uai for s in driver.list_schools()}
+    outside = [u for u in users if not set(u.schools) & mine]
+    admc = [u for u in users if "SUPER_ADMIN" in u.functions]
+    if outside:
+        raise RefusedError(
+            f"{len(outside)} account(s) are outside the schools this ADML administers "
+            f"(e.g. {outside[0].login} in {', '.join(outside[0].schools) or 'no school'})",
+            hint="an ADML may only act inside its own schools; nothing was changed",
+        )
+    if admc:
+        raise RefusedError(f"an ADML may not act on ADMC accounts ({admc[0].login}); nothing was changed")
+
+
+# -- plan -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    op: str
+    users: list[User]
+    to_change: list[User]
+    already: list[User]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def schools(self) -> Counter[str]:
+        return Counter(s for u in self.to_change for s in (u.schools or ("?",)))
+
+    @property
+    def profiles(self) -> Counter[str]:
+        return Counter(u.profile for u in self.to_change)
+
+    @property
+    def wide(self) -> bool:
+        """Wide actions make the operator type the count to confirm."""
+        return len(self.schools) > 1 or len(self.to_change) > 20
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per school and profile: accounts to change and already in the wanted state."""
+        already = Counter((s, u.profile) for u in self.already for s in (u.schools or ("?",)))
+        change = Counter((s, u.profile) for u in self.to_change for s in (u.schools or ("?",)))
+        keys = sorted(set(already) | set(change))
+        return [
+            {"school": s, "profile": p, "to_change": change[(s, p)], "already": already[(s, p)]}
+            for s, p in keys
+        ]
+
+    def summary(self) -> str:
+        verb = VERBS[self.op]
+        text = (
+            f"Plan: {verb} {len(self.to_change)} account(s) in {len(self.schools)} school(s) "
+            f"({', '.join(f'{n} {p}' for p, n in self.profiles.most_common())})"
+        )
+        if self.already:
+            text += f"; {len(self.already)} already in the wanted state (left alone)"
+        return text
+
+
+def plan(op: str, users: Sequence[User], params: dict[str, Any] | None = None) -> Plan:
+    params = params or {}
+    if op == "accounts.block":
+        already = [u for u in users if u.blocked]
+    elif op == "accounts.unblock":
+        already = [u for u in users if not u.blocked]
+    elif op == "sessions.revoke":
+        # A blocked account has no session left; revoking would unblock it, which is not what was asked.
+        already = [u for u in users if u.blocked]
+    else:
+        already = []
+    ids = {u.id for u in already}
+    return Plan(op, list(users), [u for u in users if u.id not in ids], already, params)
+
+
+def check_cap(p: Plan, cap: int | None) -> None:
+    limit = DEFAULT_CAPS[p.op] if cap is None else cap
+    if len(p.to_change) > limit:
+        raise RefusedError(
+            f"the plan would {VERBS[p.op]} {len(p.to_change)} accounts, above the cap of {limit}",
+            hint=f"check the plan with --dry-run, then raise the cap with --max {len(p.to_change)}; "
+            "nothing was changed",
+        )
+
+
+# -- run --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpResult:
+    run: str
+    op: str
+    rows: list[dict[str, Any]]
+    report: FanoutReport
+    failures_file: Path | None = None
+    codes_file: Path | None = None
+    codes: dict[str, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(r["result"] for r in self.rows))
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.rows if r["result"] in ("failed", "refused"))
+
+
+def _item(u: User) -> dict[str, Any]:
+    return {
+        "key": u.id,
+        "login": u.login,
+        "profile": u.profile,
+        "schools": list(u.schools),
+        "blocked": u.blocked,
+    }
+
+
+def _step_fn(
+    ctx: RunContext, op: str, run: str, params: dict[str, Any], phases: dict[str, str], codes: dict[str, str]
+) -> Callable[[dict[str, Any]], Outcome]:
+    """The per-account work of ``op``, skipping phases the journal says were already done."""
+    driver = ctx.driver
+
+    def step(item: dict[str, Any]) -> Outcome:
+        uid = item["key"]
+        phase = phases.get(uid)
+        if phase is None:
+            ctx.item(run, uid, "start")
+        if op in ("accounts.block", "accounts.unblock"):
+            driver.block_user(uid, op == "accounts.block")
+        elif op == "sessions.revoke":
+            if phase != "blocked":
+                driver.block_user(uid, True)  # drops every session and token
+                ctx.item(run, uid, "blocked")
+                phases[uid] = "blocked"
+            if not params.get("keep_blocked"):
+                driver.block_user(uid, False)
+        elif op == "accounts.reset-password":
+            revoke = params.get("revoke", True) and not item.get("blocked")
+            if revoke and phase not in ("blocked", "reset"):
+                driver.block_user(uid, True)
+                ctx.item(run, uid, "blocked")
+                phases[uid] = phase = "blocked"
+            if phase != "reset":
+                if params.get("mode", "force-change") == "erase":
+                    driver.erase_password(uid)
+                else:
+                    driver.force_change_password(uid)
+                ctx.item(run, uid, "reset")
+                phases[uid] = "reset"
+            if revoke:
+                driver.block_user(uid, False)
+        elif op == "accounts.renewal-codes":
+            codes[uid] = driver.renewal_code(item["login"])
+        else:  # pragma: no cover - ops are validated before a run starts
+            raise ValueError(op)
+        return Outcome(uid, "done")
+
+    return step
+
+
+IDEMPOTENT_OPS = {"accounts.block", "accounts.unblock", "sessions.revoke", "accounts.reset-password"}
+
+
+def execute(
+    ctx: RunContext, p: Plan, *, run: str | None = None, phases: dict[str, str] | None = None
+) -> OpResult:
+    """Run a plan in the incident: journal, audit, fan-out; returns per-account results."""
+    items = [_item(u) for u in p.to_change]
+    if run is None:
+        run = ctx.start(p.op, p.params, items + [_item(u) for u in p.already])
+    labels = {u.id: u for u in p.users}
+    rows: list[dict[str, Any]] = []
+    for u in p.already:
+        ctx.record(run, p.op, u.id, "already", "already in the wanted state", u.login)
+        rows.append(result_row(u, "already", "already in the wanted state"))
+    phases = dict(phases or {})
+    codes: dict[str, str] = {}
+
+    def on_outcome(outcome: Outcome) -> None:
+        user = labels[outcome.key]
+        ctx.record(run, p.op, outcome.key, outcome.status, outcome.detail, user.login)
+        rows.append(result_row(user, outcome.status, outcome.detail))
+
+    with progress_bar(len(items), VERBS[p.op], enabled=ctx.show_progress) as advance:
+        fanout = Fanout(
+            _step_fn(ctx, p.op, run, p.params, phases, codes),
+            key=lambda i: str(i["key"]),
+            idempotent=p.op in IDEMPOTENT_OPS,
+            max_concurrency=ctx.max_concurrency,
+            rate_limit=ctx.rate_limit,
+            on_outcome=on_outcome,
+            on_progress=advance,
+        )
+        try:
+            report = fanout.run(items)
+        except KeyboardInterrupt:
+            ctx.end(run, "interrupted", dict(Counter(r["result"] for r in rows)))
+            raise
+    result = OpResult(run, p.op, sorted(rows, key=lambda r: (r["schools"], r["login"])), report, codes=codes)
+    if codes:
+        result.codes_file = _write_codes(ctx, run, [labels[k] for k in codes], codes)
+    failed = [r for r in result.rows if r["result"] in ("failed", "refused")]
+    if failed:
+        result.failures_file = ctx.incident.subdir("failures") / f"{run}.csv"
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["id", "login", "result", "reason"])
+        for r in failed:
+            writer.writerow([r["id"], r["login"], r["result"], r["detail"]])
+        write_private(result.failures_file, buffer.getvalue())
+    ctx.end(run, "partial" if failed else "completed", result.counts())
+    return result
+
+
+def result_row(u: User, result: str, detail: str) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "login": u.login,
+        "displayName": u.display_name,
+        "profile": u.profile,
+        "schools": list(u.schools),
+        "result": result,
+        "detail": detail,
+    }
+
+
+def _write_codes(ctx: RunContext, run: str, users: list[User], codes: dict[str, str]) -> Path:
+    """Renewal codes are secrets: a 0600 file in the incident, never the journal or the audit log."""
+    path = ctx.incident.subdir("codes") / f"{run}.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "login", "displayName", "schools", "code"])
+    for u in sorted(users, key=lambda u: (u.schools, u.login)):
+        writer.writerow([u.id, u.login, u.display_name, ";".join(u.schools), codes[u.id]])
+    write_private(path, buffer.getvalue())
+    return path
+
+
+# -- resume -----------------------------------------------------------------------------------------------
+
+
+def unfinished(runs: Sequence[RunState]) -> list[RunState]:
+    return [r for r in runs if r.op in DEFAULT_CAPS and not r.finished and r.pending]
+
+
+def resume_run(ctx: RunContext, state: RunState) -> OpResult:
+    """Finish a run: only its pending items, re-read from the ENT so nothing is done twice."""
+    pending = state.pending
+    fresh = resolve_targets(ctx.driver, [i["key"] for i in pending], max_concurrency=ctx.max_concurrency)
+    check_scope(ctx.driver, fresh)
+    by_id = {u.id: u for u in fresh}
+    recorded = {i["key"]: i for i in pending}
+    users = []
+    for uid, user in by_id.items():
+        # Keep the blocked state the plan saw: resets and revokes decide on it, not on what the run did.
+        users.append(replace(user, blocked=bool(recorded[uid].get("blocked"))))
+    p = plan(state.op, users, state.params)
+    # An item the journal left mid-way may have taken effect: re-plan it against the ENT's current state.
+    if state.op in ("accounts.block", "accounts.unblock"):
+        target = state.op == "accounts.block"
+        done_meanwhile = [u for u in p.to_change if by_id[u.id].blocked == target]
+        p.to_change = [u for u in p.to_change if u not in done_meanwhile]
+        p.already = p.already + done_meanwhile
+    phases = {k: v for k, v in state.phases.items() if k in recorded}
+    for uid, phase in list(phases.items()):
+        # Interrupted right after the block call: the ENT shows it took effect, so do not send it again.
+        if phase == "start" and uid in by_id and by_id[uid].blocked and not recorded[uid].get("blocked"):
+            phases[uid] = "blocked"
+    return execute(ctx, p, run=state.run, phases=phases)
+
+
+# -- profile blocks (a whole profile of a school) -----------------------------------------------------------
+
+
+@dataclass
+class ProfilePlan:
+    profile: str
+    block: bool
+    schools: list[Any]  # School
+    users: dict[str, list[User]]  # school id -> users of the profile
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for school in self.schools:
+            users = self.users[school.id]
+            blocked = sum(1 for u in users if u.blocked)
+            out.append(
+                {
+                    "school": school.uai,
+                    "name": school.name,
+                    "profile": self.profile,
+                    "accounts": len(users),
+                    "already": blocked if self.block else len(users) - blocked,
+                }
+            )
+        return out
+
+
+def plan_profile_block(
+    driver: EntDriver, school_refs: Sequence[str], profile: str, block: bool
+) -> ProfilePlan:
+    (wanted,) = directory.check_profiles([profile])
+    schools = [directory.resolve_school(driver, ref) for ref in school_refs]
+    users = {s.id: driver.list_users(s.id, profiles=[wanted]) for s in schools}
+    return ProfilePlan(wanted, block, schools, users)
+
+
+def execute_profile_block(ctx: RunContext, p: ProfilePlan) -> str:
+    """Block or unblock a profile school by school; a block first saves who was already blocked, so that
+    lifting it restores exactly that state (those accounts are blocked again)."""
+    import json
+
+    from pcnctl.incident.journal import read
+
+    op = "accounts.block-profile" if p.block else "accounts.unblock-profile"
+    items = [{"key": s.id, "uai": s.uai, "profile": p.profile} for s in p.schools]
+    run = ctx.start(op, {"profile": p.profile}, items)
+    snapshots = ctx.incident.subdir("snapshots")
+    previous = {}
+    if not p.block:
+        for state in read(ctx.incident.journal_path):
+            if state.op == "accounts.block-profile" and state.params.get("profile") == p.profile:
+                path = snapshots / f"{state.run}.json"
+                if path.exists():
+                    previous.update(json.loads(path.read_text(encoding="utf-8")))
+    if p.block:
+        snapshot = {s.id: sorted(u.id for u in p.users[s.id] if u.blocked) for s in p.schools}
+        write_private(snapshots / f"{run}.json", json.dumps(snapshot, indent=1))
+    for school in p.schools:
+        ctx.item(run, school.id, "start")
+        try:
+            ctx.driver.block_profile(school.id, p.profile, p.block)
+            for user_id in previous.get(school.id, []) if not p.block else []:
+                ctx.driver.block_user(user_id, True)  # blocked before the incident: stays blocked
+        except PcnError as exc:
+            ctx.record(run, op, school.id, "failed", exc.message, school.uai)
+            continue
+        kept = len(previous.get(school.id, [])) if not p.block else 0
+        detail = f"{kept} account(s) blocked before the incident kept blocked" if kept else ""
+        ctx.record(run, op, school.id, "done", detail, school.uai)
+    ctx.end(run, "completed", {"schools": len(p.schools)})
+    return run

@@ -1,0 +1,487 @@
+"""``pcnctl accounts`` and ``pcnctl sessions``: cut compromised accounts, safely and in bulk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note
+
+if TYPE_CHECKING:
+    from pcnctl.accounts import OpResult, Plan
+
+app = typer.Typer(
+    help="Block, unblock, reset compromised accounts (plan, caps, journal, audit).", no_args_is_help=True
+)
+sessions_app = typer.Typer(help="End the sessions of accounts.", no_args_is_help=True)
+
+TargetsArg = Annotated[list[str] | None, typer.Argument(help="User ids or logins.", show_default=False)]
+FromFileOpt = Annotated[
+    Path | None, typer.Option("--from-file", help="CSV with an id or login column, or one per line.")
+]
+SchoolOpt = Annotated[str | None, typer.Option("--school", help="Select the accounts of this school (UAI).")]
+UserProfileOpt = Annotated[
+    list[str] | None,
+    typer.Option("--profile", help="With --school: Student, Teacher, Personnel, Relative, Guest."),
+]
+IncidentOpt = Annotated[
+    str | None, typer.Option("--incident", help="Incident to record in (default: open a new one).")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")]
+MaxOpt = Annotated[int | None, typer.Option("--max", help="Raise the cap on accounts changed in one run.")]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", help="Upper bound of parallel calls.", min=1, max=128)
+]
+
+RESULT_COLUMNS = ("id", "login", "displayName", "profile", "schools", "result", "detail")
+PLAN_COLUMNS = ("school", "profile", "to_change", "already")
+
+
+def show_plan(p: Plan, quiet: bool) -> None:
+    from pcnctl.output import render
+
+    if quiet:
+        return
+    sys.stderr.write(p.summary() + "\n")
+    render(p.rows(), "table", PLAN_COLUMNS, stream=sys.stderr)
+
+
+def confirm(p: Plan, yes: bool) -> None:
+    """--yes, or a typed answer at a terminal; wide plans make the operator type the count."""
+    from pcnctl.accounts import VERBS
+    from pcnctl.errors import RefusedError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RefusedError(
+            "not confirmed: this run needs --yes when no one is at a terminal",
+            hint="check the plan with --dry-run first; nothing was changed",
+        )
+    n = len(p.to_change)
+    verb = VERBS[p.op]
+    if p.wide:
+        typed = typer.prompt(
+            f"This will {verb} {n} accounts in {len(p.schools)} schools. Type {n} to confirm", err=True
+        )
+        if typed.strip() != str(n):
+            raise RefusedError("the typed count did not match; nothing was changed")
+    elif not typer.confirm(f"{verb.capitalize()} {n} account(s)?", err=True):
+        raise RefusedError("not confirmed; nothing was changed")
+
+
+def finish(
+    result: OpResult | None,
+    output: str,
+    quiet: bool,
+    *,
+    rows: list[dict[str, Any]] | None = None,
+    columns: tuple[str, ...] = RESULT_COLUMNS,
+) -> None:
+    """Print per-account results and the summary; a partial failure exits 6 with the file to retry."""
+    from pcnctl.errors import PartialFailureError
+
+    if result is None:
+        return
+    emit(rows if rows is not None else result.rows, output, columns)
+    r = result.report
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
+    note(
+        f"{result.op}: {counts} in {r.elapsed:.1f} s ({r.calls} calls, peak concurrency "
+        f"{r.peak_concurrency}, {r.throttled} throttled, {r.retries} retried); run {result.run}",
+        quiet,
+    )
+    if result.failed:
+        raise PartialFailureError(
+            f"{result.failed} account(s) failed",
+            hint=f"the failures are in {result.failures_file}; retry them with "
+            f"--from-file {result.failures_file}",
+        )
+
+
+def run_op(
+    op: str,
+    params: dict[str, Any],
+    *,
+    targets: list[str] | None,
+    from_file: Path | None,
+    school: str | None,
+    user_profiles: list[str] | None,
+    ent_profile: str | None,
+    incident_id: str | None,
+    dry_run: bool,
+    yes: bool,
+    cap: int | None,
+    concurrency: int,
+    output: str,
+    quiet: bool,
+) -> OpResult | None:
+    """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
+    from pcnctl import accounts
+    from pcnctl.incident import open_incident
+    from pcnctl.incident.run import RunContext
+
+    driver = get_driver(ent_profile)
+    users = accounts.resolve_targets(
+        driver,
+        targets or [],
+        from_file=from_file,
+        school=school,
+        profiles=user_profiles or [],
+        max_concurrency=concurrency,
+    )
+    accounts.check_scope(driver, users)
+    p = accounts.plan(op, users, params)
+    show_plan(p, quiet)
+    if dry_run:
+        emit(p.rows(), output, PLAN_COLUMNS)
+        limit = accounts.DEFAULT_CAPS[op] if cap is None else cap
+        if len(p.to_change) > limit:
+            note(f"Note: above the cap of {limit}; the real run needs --max {len(p.to_change)}", quiet)
+        note("Dry run: nothing was changed.", quiet)
+        return None
+    accounts.check_cap(p, cap)
+    if not p.to_change:
+        note("Nothing to do: every account is already in the wanted state.", quiet)
+        emit(
+            [accounts.result_row(u, "already", "already in the wanted state") for u in p.already],
+            output,
+            RESULT_COLUMNS,
+        )
+        return None
+    confirm(p, yes)
+    ident = driver.whoami()
+    incident, created = open_incident(incident_id, operator=ident.label)
+    if created:
+        note(f"Opened incident {incident.id} ({incident.path})", quiet)
+    ctx = RunContext.create(driver, incident, max_concurrency=concurrency, show_progress=not quiet)
+    try:
+        result = accounts.execute(ctx, p)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"Interrupted: resume with 'pcnctl incident resume {incident.id}'\n")
+        raise
+    finally:
+        ctx.journal.close()
+    note(f"Incident {incident.id}: journal {incident.journal_path}", quiet)
+    return result
+
+
+@app.command("block")
+@handle_errors
+def block(
+    targets: TargetsArg = None,
+    from_file: FromFileOpt = None,
+    school: SchoolOpt = None,
+    user_profile: UserProfileOpt = None,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    max_: MaxOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Block accounts: their logins are refused and every session and token ends at once."""
+    result = run_op(
+        "accounts.block",
+        {},
+        targets=targets,
+        from_file=from_file,
+        school=school,
+        user_profiles=user_profile,
+        ent_profile=profile,
+        incident_id=incident,
+        dry_run=dry_run,
+        yes=yes,
+        cap=max_,
+        concurrency=concurrency,
+        output=output,
+        quiet=quiet,
+    )
+    finish(result, output, quiet)
+
+
+@app.command("unblock")
+@handle_errors
+def unblock(
+    targets: TargetsArg = None,
+    from_file: FromFileOpt = None,
+    school: SchoolOpt = None,
+    user_profile: UserProfileOpt = None,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    max_: MaxOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Unblock accounts so they can log in again."""
+    result = run_op(
+        "accounts.unblock",
+        {},
+        targets=targets,
+        from_file=from_file,
+        school=school,
+        user_profiles=user_profile,
+        ent_profile=profile,
+        incident_id=incident,
+        dry_run=dry_run,
+        yes=yes,
+        cap=max_,
+        concurrency=concurrency,
+        output=output,
+        quiet=quiet,
+    )
+    finish(result, output, quiet)
+
+
+@sessions_app.command("revoke")
+@handle_errors
+def revoke(
+    targets: TargetsArg = None,
+    from_file: FromFileOpt = None,
+    school: SchoolOpt = None,
+    user_profile: UserProfileOpt = None,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    keep_blocked: Annotated[bool, typer.Option("--keep-blocked", help="Leave the accounts blocked.")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    max_: MaxOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """End every session of the accounts.
+
+    Edifice has no logout without block: this blocks each account (which drops its sessions, tokens and CAS
+    tickets) then unblocks it, unless --keep-blocked. Accounts already blocked have no session and are left
+    blocked.
+    """
+    note(
+        "Edifice cannot end sessions without a block: each account is blocked"
+        + (" (and stays blocked)." if keep_blocked else ", then unblocked."),
+        quiet,
+    )
+    result = run_op(
+        "sessions.revoke",
+        {"keep_blocked": keep_blocked},
+        targets=targets,
+        from_file=from_file,
+        school=school,
+        user_profiles=user_profile,
+        ent_profile=profile,
+        incident_id=incident,
+        dry_run=dry_run,
+        yes=yes,
+        cap=max_,
+        concurrency=concurrency,
+        output=output,
+        quiet=quiet,
+    )
+    finish(result, output, quiet)
+
+
+@app.command("reset-password")
+@handle_errors
+def reset_password(
+    targets: TargetsArg = None,
+    from_file: FromFileOpt = None,
+    school: SchoolOpt = None,
+    user_profile: UserProfileOpt = None,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="force-change (next login) or erase (no password).")
+    ] = "force-change",
+    no_revoke: Annotated[bool, typer.Option("--no-revoke", help="Do not end live sessions first.")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    max_: MaxOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Reset passwords (force a change at next login, or erase them).
+
+    Neither route ends live sessions on Edifice, so the sessions are revoked first (block, reset, unblock)
+    unless --no-revoke; accounts already blocked stay blocked.
+    """
+    from pcnctl.errors import UsageError
+
+    if mode not in ("force-change", "erase"):
+        raise UsageError(f"--mode must be force-change or erase, not {mode!r}")
+    result = run_op(
+        "accounts.reset-password",
+        {"mode": mode, "revoke": not no_revoke},
+        targets=targets,
+        from_file=from_file,
+        school=school,
+        user_profiles=user_profile,
+        ent_profile=profile,
+        incident_id=incident,
+        dry_run=dry_run,
+        yes=yes,
+        cap=max_,
+        concurrency=concurrency,
+        output=output,
+        quiet=quiet,
+    )
+    finish(result, output, quiet)
+
+
+@app.command("renewal-codes")
+@handle_errors
+def renewal_codes(
+    targets: TargetsArg = None,
+    from_file: FromFileOpt = None,
+    school: SchoolOpt = None,
+    user_profile: UserProfileOpt = None,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also copy the codes to this file (created 0600).")
+    ] = None,
+    show_codes: Annotated[
+        bool, typer.Option("--show-codes", help="Print the codes even on a terminal.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    max_: MaxOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate one-time password renewal codes to hand to the legitimate users.
+
+    Codes are secrets: they go to a 0600 file in the incident (and --out), never to the journal or the audit
+    log, and on stdout only when it is not a terminal or with --show-codes.
+    """
+    import os
+    import shutil
+
+    from pcnctl.errors import UsageError
+
+    if out is not None and out.exists():
+        raise UsageError(f"{out} exists; codes are never written over an existing file")
+    result = run_op(
+        "accounts.renewal-codes",
+        {},
+        targets=targets,
+        from_file=from_file,
+        school=school,
+        user_profiles=user_profile,
+        ent_profile=profile,
+        incident_id=incident,
+        dry_run=dry_run,
+        yes=yes,
+        cap=max_,
+        concurrency=concurrency,
+        output=output,
+        quiet=quiet,
+    )
+    if result is None:
+        return
+    if result.codes_file is not None:
+        note(f"Renewal codes written to {result.codes_file} (0600): hand them over securely", quiet)
+        if out is not None:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as dst, result.codes_file.open("rb") as src:
+                shutil.copyfileobj(src, dst)
+            note(f"Codes also written to {out} (0600)", quiet)
+    reveal = show_codes or not sys.stdout.isatty()
+    rows = [
+        dict(r, code=result.codes.get(r["id"], "") if reveal else "(in the codes file)") for r in result.rows
+    ]
+    finish(result, output, quiet, rows=rows, columns=(*RESULT_COLUMNS, "code"))
+
+
+@app.command("block-profile")
+@handle_errors
+def block_profile(
+    school: Annotated[list[str], typer.Option("--school", help="UAI (repeatable).")],
+    user_profile: Annotated[
+        str, typer.Option("--profile", help="Student, Teacher, Personnel, Relative, Guest.")
+    ],
+    unblock: Annotated[
+        bool, typer.Option("--unblock", help="Lift the block (accounts blocked before stay).")
+    ] = False,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Block (or unblock) the logins of a whole profile in schools; sessions are dropped.
+
+    Uses PUT /directory/structure/:id/profile/block. The accounts of the profile that were already blocked
+    are recorded first, and stay blocked when the block is lifted in the same incident.
+    """
+    from pcnctl import accounts
+    from pcnctl.errors import RefusedError
+    from pcnctl.incident import open_incident
+    from pcnctl.incident.run import RunContext
+
+    driver = get_driver(profile)
+    p = accounts.plan_profile_block(driver, school, user_profile, not unblock)
+    rows = p.rows()
+    total = sum(r["accounts"] - r["already"] for r in rows)
+    verb = "block" if p.block else "unblock"
+    note(f"Plan: {verb} the {p.profile} profile in {len(rows)} school(s): {total} account(s) change", quiet)
+    if dry_run:
+        emit(rows, output, ("school", "name", "profile", "accounts", "already"))
+        note("Dry run: nothing was changed.", quiet)
+        return
+    if not yes:
+        import sys
+
+        if not sys.stdin.isatty():
+            raise RefusedError("not confirmed: this run needs --yes when no one is at a terminal")
+        typed = typer.prompt(
+            f"Type {total} to {verb} {total} {p.profile} accounts in {len(rows)} schools", err=True
+        )
+        if typed.strip() != str(total):
+            raise RefusedError("the typed count did not match; nothing was changed")
+    inc, created = open_incident(incident, operator=driver.whoami().label)
+    if created:
+        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    ctx = RunContext.create(driver, inc)
+    try:
+        run = accounts.execute_profile_block(ctx, p)
+    finally:
+        ctx.journal.close()
+    emit(rows, output, ("school", "name", "profile", "accounts", "already"))
+    note(f"{verb} {p.profile}: done in {len(rows)} school(s); incident {inc.id}, run {run}", quiet)
+
+
+@app.command("block-traces")
+@handle_errors
+def block_traces(
+    school: Annotated[str, typer.Option("--school", help="UAI.")],
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """The ENT's own traces of profile blocks in a school (who blocked or unblocked what, when)."""
+    from pcnctl import directory
+
+    driver = get_driver(profile)
+    s = directory.resolve_school(driver, school)
+    rows = [
+        {
+            "created": t.get("created"),
+            "action": t.get("action"),
+            "profile": t.get("profile"),
+            "school": s.uai,
+            "by": (t.get("owner") or {}).get("displayName"),
+        }
+        for t in driver.block_traces(s.id)
+    ]
+    emit(rows, output, ("created", "action", "profile", "school", "by"))

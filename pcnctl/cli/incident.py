@@ -1,0 +1,138 @@
+"""``pcnctl incident``: open, list, show and resume incidents; ``pcnctl audit verify-log``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, emit_record, handle_errors, note
+
+app = typer.Typer(help="Incidents: journal, resume, timeline.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+
+IdArg = Annotated[str, typer.Argument(help="Incident id.")]
+
+
+@app.command("open")
+@handle_errors
+def open_(
+    incident_id: Annotated[str | None, typer.Option("--id", help="Incident id (default: generated).")] = None,
+    title: Annotated[str, typer.Option("--title", help="What happened, in a few words.")] = "",
+) -> None:
+    """Open an incident; mutating commands record into it with --incident ID."""
+    import os
+
+    from pcnctl.errors import UsageError
+    from pcnctl.incident import open_incident
+
+    incident, created = open_incident(incident_id, title=title, operator=os.environ.get("USER", "unknown"))
+    if not created:
+        raise UsageError(f"incident {incident.id} already exists")
+    typer.echo(incident.id)
+    note(f"Opened incident {incident.id} in {incident.path}")
+
+
+@app.command("list")
+@handle_errors
+def list_(output: OutputOpt = "table") -> None:
+    """List incidents."""
+    from pcnctl.incident import list_incidents
+
+    rows = [
+        {"id": i.id, "status": i.status, "opened_at": i.opened_at, "opened_by": i.opened_by, "title": i.title}
+        for i in list_incidents()
+    ]
+    emit(rows, output, ("id", "status", "opened_at", "opened_by", "title"))
+
+
+@app.command("show")
+@handle_errors
+def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
+    """Show an incident's runs: what was done, by whom, with which identity, how it ended."""
+    from pcnctl.incident import Incident
+    from pcnctl.incident.journal import read
+
+    incident = Incident.load(incident_id)
+    rows = []
+    for state in read(incident.journal_path):
+        counts = state.counts()
+        rows.append(
+            {
+                "run": state.run,
+                "op": state.op,
+                "identity": state.meta.get("identity"),
+                "auth": state.meta.get("auth"),
+                "items": len(state.items),
+                "done": counts.get("done", 0),
+                "already": counts.get("already", 0),
+                "failed": counts.get("failed", 0) + counts.get("refused", 0),
+                "status": state.end or ("interrupted" if state.pending else "completed"),
+            }
+        )
+    note(f"Incident {incident.id} ({incident.status}), opened {incident.opened_at} by {incident.opened_by}")
+    emit(rows, output, ("run", "op", "identity", "auth", "items", "done", "already", "failed", "status"))
+
+
+@app.command("resume")
+@handle_errors
+def resume(
+    incident_id: IdArg,
+    profile: EntProfileOpt = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128)] = 32,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Finish the runs an interruption (Ctrl-C, crash, kill) left unfinished: only what is left."""
+    from pcnctl import accounts
+    from pcnctl.cli._common import get_driver
+    from pcnctl.cli.accounts import finish
+    from pcnctl.incident import Incident
+    from pcnctl.incident.journal import read
+    from pcnctl.incident.run import RunContext
+
+    incident = Incident.load(incident_id)
+    todo = accounts.unfinished(read(incident.journal_path))
+    if not todo:
+        note(f"Incident {incident.id}: nothing left to resume", quiet)
+        return
+    driver = get_driver(profile or todo[0].meta.get("profile"))
+    ctx = RunContext.create(driver, incident, max_concurrency=concurrency, show_progress=not quiet)
+    try:
+        for state in todo:
+            note(f"Resuming {state.op} run {state.run}: {len(state.pending)} item(s) left", quiet)
+            finish(accounts.resume_run(ctx, state), output, quiet)
+    finally:
+        ctx.journal.close()
+
+
+@audit_app.command("verify-log")
+@handle_errors
+def verify_log(
+    path: Annotated[
+        str | None, typer.Option("--file", help="Audit log (default: $PCNCTL_HOME/audit.log).")
+    ] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Check the audit log's hash chain; exits 11 at the first altered, removed or reordered line."""
+    from pathlib import Path
+
+    from pcnctl.errors import ExitCode
+    from pcnctl.incident import auditlog
+
+    result = auditlog.verify(Path(path) if path else None)
+    emit_record(
+        {
+            "file": str(Path(path) if path else auditlog.default_path()),
+            "entries": result.entries,
+            "intact": result.ok,
+            "first_bad_line": result.line,
+            "problem": result.problem,
+        },
+        output,
+    )
+    if not result.ok:
+        import sys
+
+        sys.stderr.write(f"Error: the audit log was altered at line {result.line}: {result.problem}\n")
+        raise typer.Exit(int(ExitCode.AUDIT_CRITICAL))

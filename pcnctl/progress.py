@@ -1,0 +1,47 @@
+"""A progress bar on stderr for work longer than a second; nothing when not a terminal or when quiet."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; the bar appears only once the work has lasted a second."""
+    if not enabled or total <= 0 or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    started = time.monotonic()
+    state: dict[str, Any] = {"bar": None, "task": None, "done": 0}
+    lock = threading.Lock()
+
+    def advance(n: int) -> None:
+        with lock:
+            state["done"] += n
+            if state["bar"] is None and time.monotonic() - started >= 1.0:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+                bar = Progress(
+                    f"[bold]{label}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                    transient=True,
+                )
+                bar.start()
+                state["bar"], state["task"] = bar, bar.add_task(label, total=total, completed=state["done"])
+            elif state["bar"] is not None:
+                state["bar"].update(state["task"], completed=state["done"])
+
+    try:
+        yield advance
+    finally:
+        if state["bar"] is not None:
+            state["bar"].stop()
