@@ -39,4 +39,11 @@ step pcnctl doctor -p lab-adml
 step pcnctl schools list -p lab-adml
 step pcnctl users list --school "$adml_school" --profile Teacher -p lab-adml
 step pcnctl schools show "$adml_school" -o json
+student=$(lab accounts.student.login)
+step pcnctl sessions revoke "$student" --yes --incident DEMO-1
+step pcnctl accounts block --school "$adml_school" --profile Student --dry-run
+step pcnctl accounts block "$student" --yes --incident DEMO-1
+step pcnctl accounts unblock "$student" --yes --incident DEMO-1
+step pcnctl incident show DEMO-1
+step pcnctl audit verify-log
 printf '\nDemo done: the lab ran at %s; profiles are in %s.\n' "$url" "$PCNCTL_CONFIG"

@@ -38,14 +38,16 @@ def _digest(prev: str, entry: dict[str, Any]) -> str:
 
 
 def _last_line(fd: int) -> bytes:
+    """The file's last line, reading backwards from the end only as far as needed."""
     size = os.lseek(fd, 0, os.SEEK_END)
-    if size == 0:
-        return b""
-    chunk = min(size, 65536)
-    os.lseek(fd, size - chunk, os.SEEK_SET)
-    data = os.read(fd, chunk)
-    lines = data.rstrip(b"\n").split(b"\n")
-    return lines[-1]
+    chunk = 2048
+    while True:
+        start = max(0, size - chunk)
+        os.lseek(fd, start, os.SEEK_SET)
+        data = os.read(fd, size - start).rstrip(b"\n")
+        if b"\n" in data or start == 0:
+            return data.rsplit(b"\n", 1)[-1]
+        chunk *= 4
 
 
 class AuditLog:
