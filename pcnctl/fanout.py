@@ -123,13 +123,17 @@ def _transient(exc: PcnError) -> tuple[bool, bool, float | None]:
 
 
 class Fanout(Generic[T]):
-    """Run ``fn`` over items with the pacing above; outcomes go to ``on_outcome`` as they arrive."""
+    """Run ``fn`` over items with the pacing above; outcomes go to ``on_outcome`` as they arrive.
+
+    An item may stand for several targets (a batch call): ``fn`` then returns one outcome per target, and
+    ``key`` names them all, so a batch that fails reports each of its targets.
+    """
 
     def __init__(
         self,
-        fn: Callable[[T], Outcome],
+        fn: Callable[[T], Outcome | list[Outcome]],
         *,
-        key: Callable[[T], str],
+        key: Callable[[T], str | list[str]],
         idempotent: bool,
         max_concurrency: int = 32,
         initial_concurrency: int = 4,
@@ -160,16 +164,22 @@ class Fanout(Generic[T]):
         remaining = [len(items)]
         done = threading.Event()
 
-        def finish(outcome: Outcome) -> None:
+        def finish(result: Outcome | list[Outcome]) -> None:
+            outcomes = result if isinstance(result, list) else [result]
             with self._lock:
-                report.outcomes.append(outcome)
+                report.outcomes.extend(outcomes)
                 remaining[0] -= 1
                 if remaining[0] == 0:
                     done.set()
             if self.on_outcome is not None:
-                self.on_outcome(outcome)
+                for outcome in outcomes:
+                    self.on_outcome(outcome)
             if self.on_progress is not None:
-                self.on_progress(1)
+                self.on_progress(len(outcomes))
+
+        def failed(item: T, detail: str) -> list[Outcome]:
+            keys = self.key(item)
+            return [Outcome(k, "failed", detail) for k in (keys if isinstance(keys, list) else [keys])]
 
         def worker() -> None:
             while not done.is_set() and not self.cancel.is_set():
@@ -195,11 +205,11 @@ class Fanout(Generic[T]):
                             report.retries += 1
                         work.put((item, attempt + 1))
                         continue
-                    finish(Outcome(self.key(item), "failed", exc.message))
+                    finish(failed(item, exc.message))
                     continue
                 except Exception as exc:  # a bug in an operation must not hang the whole batch
                     self.pacer.release(None)
-                    finish(Outcome(self.key(item), "failed", f"internal error: {type(exc).__name__}: {exc}"))
+                    finish(failed(item, f"internal error: {type(exc).__name__}: {exc}"))
                     continue
                 self.pacer.release(time.monotonic() - t0)
                 with self._lock:

@@ -81,6 +81,7 @@ def test_block_1000_accounts_in_one_call(lab: Lab, admc: Cli, tmp_path: Path) ->
     blocked = {r[0] for r in lab.sql("SELECT id FROM users WHERE blocked = 1")}
     assert blocked == wanted
     assert set(log_counts(lab, "block").values()) == {1} and set(log_counts(lab, "block")) == wanted
+    assert "(20 calls" in result.stderr  # an ADMC blocks through PUT /auth/users/block, 50 at a time
     # Again: nothing to do, nothing sent.
     again = admc("accounts", "block", "--from-file", str(ids), "--max", "1000", "--yes")
     assert again.exit_code == 0 and "already in the wanted state" in again.stderr
@@ -173,39 +174,54 @@ def test_acting_on_yourself_and_unknown_accounts_are_refused(lab: Lab, admc: Cli
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
 
 
-def test_partial_failure_exit_code_and_retry_file(lab: Lab, admc: Cli) -> None:
-    targets = students(lab, 5)
+def test_partial_failure_exit_code_and_retry_file(lab: Lab, adml: Cli) -> None:
+    """An ADML blocks account by account (PUT /auth/block/:id): one failing account fails alone."""
+    mine = lab.info["accounts"]["adml"][0]["schools"]
+    others = tuple(u for (u,) in lab.sql("SELECT uai FROM structures") if u not in mine)
+    targets = students(lab, 5, exclude_uais=others)
     failing = targets[2][0]
     lab.knobs(fail_match=f"/auth/block/{failing}")
-    result = admc("accounts", "block", *(i for i, _ in targets), "--yes", "--incident", "INC-P", "-o", "json")
+    result = adml(
+        "accounts",
+        "block",
+        *(i for i, _ in targets),
+        "--yes",
+        "--incident",
+        "INC-P",
+        "-o",
+        "json",
+        "-p",
+        "adml",
+    )
     assert result.exit_code == 6
     assert {r["id"]: r["result"] for r in result.json()}[failing] == "failed"
     failures = Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-P" / "failures"
     (path,) = list(failures.iterdir())
     assert failing in path.read_text() and "--from-file" in result.stderr
     lab.knobs(fail_match="")
-    retry = admc("accounts", "block", "--from-file", str(path), "--yes", "--incident", "INC-P")
+    retry = adml("accounts", "block", "--from-file", str(path), "--yes", "--incident", "INC-P", "-p", "adml")
     assert retry.exit_code == 0, retry.stderr
     assert lab.sql("SELECT count(*) FROM users WHERE blocked = 1") == [(5,)]
 
 
 def test_capacity_limit_is_absorbed_without_loss_or_repeat(lab: Lab, admc: Cli) -> None:
     targets = students(lab, 200)
-    lab.knobs(capacity=80)
-    result = admc("accounts", "block", *(i for i, _ in targets), "--max", "200", "--yes", "-o", "json")
+    lab.knobs(capacity=40)
+    result = admc("sessions", "revoke", *(i for i, _ in targets), "--max", "200", "--yes", "-o", "json")
     state = lab.counters()
     lab.knobs(capacity=0)
     assert result.exit_code == 0, result.stderr
     assert {r["result"] for r in result.json()} == {"done"} and len(result.json()) == 200
     counts = log_counts(lab, "block")
     assert set(counts) == {i for i, _ in targets} and set(counts.values()) == {1}
+    assert set(log_counts(lab, "unblock").values()) == {1}
     assert state["throttled"] > 0, state  # the lab did push back, and nothing was lost
 
 
 def test_injected_5xx_are_absorbed_without_loss_or_repeat(lab: Lab, admc: Cli) -> None:
     targets = students(lab, 200)
     lab.knobs(fail_rate=0.15)
-    result = admc("accounts", "block", *(i for i, _ in targets), "--max", "200", "--yes", "-o", "json")
+    result = admc("sessions", "revoke", *(i for i, _ in targets), "--max", "200", "--yes", "-o", "json")
     state = lab.counters()
     lab.knobs(fail_rate=0)
     assert result.exit_code == 0, result.stderr

@@ -36,6 +36,15 @@ MaxOpt = Annotated[int | None, typer.Option("--max", help="Raise the cap on acco
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", help="Upper bound of parallel calls.", min=1, max=128)
 ]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        help="ADMC: accounts per PUT /auth/users/block call; 0 = one call each.",
+        min=0,
+        max=500,
+    ),
+]
 
 RESULT_COLUMNS = ("id", "login", "displayName", "profile", "schools", "result", "detail")
 PLAN_COLUMNS = ("school", "profile", "to_change", "already")
@@ -119,6 +128,7 @@ def run_op(
     concurrency: int,
     output: str,
     quiet: bool,
+    batch_size: int = 50,
 ) -> OpResult | None:
     """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
     from pcnctl import accounts
@@ -158,7 +168,9 @@ def run_op(
     incident, created = open_incident(incident_id, operator=ident.label)
     if created:
         note(f"Opened incident {incident.id} ({incident.path})", quiet)
-    ctx = RunContext.create(driver, incident, max_concurrency=concurrency, show_progress=not quiet)
+    ctx = RunContext.create(
+        driver, incident, max_concurrency=concurrency, show_progress=not quiet, batch_size=batch_size
+    )
     try:
         result = accounts.execute(ctx, p)
     except KeyboardInterrupt:
@@ -183,6 +195,7 @@ def block(
     yes: YesOpt = False,
     max_: MaxOpt = None,
     concurrency: ConcurrencyOpt = 32,
+    batch_size: BatchOpt = 50,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -202,6 +215,7 @@ def block(
         concurrency=concurrency,
         output=output,
         quiet=quiet,
+        batch_size=batch_size,
     )
     finish(result, output, quiet)
 
@@ -219,6 +233,7 @@ def unblock(
     yes: YesOpt = False,
     max_: MaxOpt = None,
     concurrency: ConcurrencyOpt = 32,
+    batch_size: BatchOpt = 50,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -238,6 +253,7 @@ def unblock(
         concurrency=concurrency,
         output=output,
         quiet=quiet,
+        batch_size=batch_size,
     )
     finish(result, output, quiet)
 

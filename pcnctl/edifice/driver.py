@@ -155,6 +155,10 @@ class EdificeDriver:
         """``PUT /auth/block/:id``: blocking also drops every session, token and CAS ticket at once."""
         self.http.request("PUT", f"/auth/block/{user_id}", json={"block": block}, retry=SINGLE)
 
+    def block_users(self, user_ids: list[str], block: bool = True) -> None:
+        """``PUT /auth/users/block``: one call for many accounts (ADMC in practice; an ADML gets 401)."""
+        self.http.request("PUT", "/auth/users/block", json={"users": user_ids, "block": block}, retry=SINGLE)
+
     def force_change_password(self, user_id: str) -> None:
         self.http.request("POST", "/auth/forceChangePassword", json={"userId": user_id}, retry=SINGLE)
 

@@ -27,6 +27,7 @@ class RunContext:
     max_concurrency: int = 32
     rate_limit: float | None = None
     show_progress: bool = True
+    batch_size: int = 50  # accounts per PUT /auth/users/block call (ADMC only); 0 = one call per account
 
     @classmethod
     def create(cls, driver: EntDriver, incident: Incident, **options: Any) -> RunContext:
