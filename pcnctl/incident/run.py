@@ -54,6 +54,11 @@ class RunContext:
         self.journal.append(
             {"t": "run", "run": run, "op": op, "params": params, "items": items, "meta": self.meta()}
         )
+        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started")
+        return run
+
+    def log(self, run: str, action: str, target: str, result: str, **extra: Any) -> None:
+        """One audit-log entry, naming who acted and how they authenticated."""
         self.audit.append(
             actor=self.identity.label,
             auth=self.identity.auth_mode,
@@ -61,11 +66,11 @@ class RunContext:
             url=self.driver.profile.url,
             incident=self.incident.id,
             run=run,
-            action=f"{op}:start",
-            target=f"{len(items)} item(s)",
-            result="started",
+            action=action,
+            target=target,
+            result=result,
+            **extra,
         )
-        return run
 
     def item(self, run: str, key: str, phase: str, detail: str = "") -> None:
         record: dict[str, Any] = {"t": "item", "run": run, "key": key, "phase": phase}
@@ -76,19 +81,7 @@ class RunContext:
     def record(self, run: str, op: str, key: str, result: str, detail: str = "", label: str = "") -> None:
         """A final outcome: in the journal and in the audit log."""
         self.item(run, key, result, detail)
-        self.audit.append(
-            actor=self.identity.label,
-            auth=self.identity.auth_mode,
-            profile=self.driver.profile.name,
-            url=self.driver.profile.url,
-            incident=self.incident.id,
-            run=run,
-            action=op,
-            target=key,
-            target_label=label,
-            result=result,
-            detail=detail,
-        )
+        self.log(run, op, key, result, target_label=label, detail=detail)
 
     def end(self, run: str, status: str, counts: dict[str, int]) -> None:
         self.journal.append({"t": "end", "run": run, "status": status, "counts": counts})
