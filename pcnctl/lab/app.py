@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import secrets
@@ -10,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pcnctl.lab import account_routes, auth_routes, directory_routes
+from pcnctl.lab import account_routes, auth_routes, directory_routes, messaging_routes
 from pcnctl.lab.store import Store
 from pcnctl.lab.web import (
     WRITE_METHODS,
@@ -68,7 +69,9 @@ class LabApp:
         self.router = Router()
         auth_routes.register(self.router, self)
         directory_routes.register(self.router, self)
+        directory_routes.register_groups(self.router, self)
         account_routes.register(self.router, self)
+        messaging_routes.register(self.router, self)
 
     # -- dispatch ------------------------------------------------------------------------------------
 
@@ -217,8 +220,11 @@ class LabApp:
             raise HttpError(509, {"error": "quota_overflow"})
         sid = secrets.token_urlsafe(24)
         xsrf = secrets.token_urlsafe(16) if kind == "cookie" else None
+        # Workflow rights are computed once, at login, and cached in the session (as AuthManager does).
+        actions = json.dumps(messaging_routes.session_actions(self, user_id)) if user_id else "[]"
         self.store.execute(
-            "INSERT INTO sessions(id, user_id, kind, client_id, scope, xsrf, created) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO sessions(id, user_id, kind, client_id, scope, xsrf, created, actions)"
+            " VALUES (?,?,?,?,?,?,?,?)",
             sid,
             user_id,
             kind,
@@ -226,6 +232,7 @@ class LabApp:
             scope,
             xsrf,
             time.time(),
+            actions,
         )
         return sid
 

@@ -158,3 +158,39 @@ def register(router: Router, app: LabApp) -> None:
             if scope is not None and not ({s["id"] for s in rows[0]["structures"]} & scope):
                 raise unauthorized()
         return Response.json(rows[0])
+
+
+def register_groups(router: Router, app: LabApp) -> None:
+    """``GET /directory/group/admin/list``: the groups of a structure (profile groups here)."""
+    store = app.store
+
+    @router.route("GET", "/directory/group/admin/list", mfa=True)
+    def group_admin_list(req: Request) -> Response:
+        sid = req.arg("structureId")
+        if not sid:
+            raise HttpError(400, {"error": "missing.structureId"})
+        app.require_structure(req, sid)
+        kind = req.arg("type")
+        rows = store.all(
+            "SELECT g.*, (SELECT count(*) FROM users u JOIN user_structures us ON us.user_id = u.id"
+            "  WHERE us.structure_id = g.structure_id AND u.profile = g.profile) AS n"
+            " FROM groups g WHERE g.structure_id = ? ORDER BY g.name",
+            sid,
+        )
+        return Response.json(
+            [
+                {
+                    "id": g["id"],
+                    "name": g["name"],
+                    "displayName": g["name"],
+                    "type": g["type"],
+                    "filter": g["profile"],
+                    "subType": "StructureGroup",
+                    "nbUsers": g["n"],
+                    "internalCommunicationRule": "BOTH" if g["users_dir"] == "BOTH" else "NONE",
+                    "structures": [{"id": sid}],
+                }
+                for g in rows
+                if not kind or g["type"] == kind
+            ]
+        )

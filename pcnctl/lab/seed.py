@@ -9,13 +9,14 @@ share one throwaway password, written to ``lab.json`` so drills can log in as an
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pcnctl.lab.store import Store
+from pcnctl.lab.store import CONVERSATION_TABLES, SCHEMA_VERSION, Store
 from pcnctl.models import PROFILES
 from pcnctl.uai import check_letter
 
@@ -81,6 +82,39 @@ SERVICE_CLIENT_SCOPE = " ".join(
         "org.entcore.infra.controllers.EventStoreController|listEvents",
     ]
 )
+# Default communication rules of a school, as profile group -> profile group edges (a self edge lets the
+# members of a group write to each other). Parents and guests write only to staff.
+DEFAULT_RULES = {
+    "Student": ("Student", "Teacher", "Personnel"),
+    "Teacher": ("Student", "Teacher", "Personnel", "Relative"),
+    "Personnel": ("Student", "Teacher", "Personnel", "Relative", "Guest"),
+    "Relative": ("Teacher", "Personnel"),
+    "Guest": ("Teacher", "Personnel"),
+}
+MESSAGERIE_APP = "5e5f8a41-0000-4000-8000-00000000c0a1"
+MESSAGERIE_ROLE = "5e5f8a41-0000-4000-8000-00000000c0a2"
+CONVERSATION_ACTIONS = [
+    [
+        "org.entcore.conversation.controllers.ConversationController|view",
+        "conversation.view",
+        "SECURED_ACTION_WORKFLOW",
+    ],
+    [
+        "org.entcore.conversation.controllers.ConversationController|createDraft",
+        "conversation.create.draft",
+        "SECURED_ACTION_WORKFLOW",
+    ],
+    [
+        "org.entcore.conversation.controllers.ConversationController|listThreads",
+        "conversation.list.threads",
+        "SECURED_ACTION_WORKFLOW",
+    ],
+    [
+        "org.entcore.conversation.controllers.ApiController|recallMessage",
+        "conversation.recall",
+        "SECURED_ACTION_WORKFLOW",
+    ],
+]
 USER_CLIENT_SCOPE = "userinfo auth directory conversation appregistry communication timeline admin infra"
 
 
@@ -185,9 +219,12 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
         adml_accounts.append({"login": login, "password": user_password, "schools": [s[1] for s in chunk]})
 
     groups = []
+    edges: list[tuple[str, str]] = []
     for sid, _uai, name, *_ in structures:
+        ids = {profile: _uuid(rng) for profile in PROFILES}
         for profile in PROFILES:
-            groups.append((_uuid(rng), sid, profile, f"{name}-{profile}"))
+            groups.append((ids[profile], sid, profile, f"{name}-{profile}"))
+            edges.extend((ids[profile], ids[target]) for target in DEFAULT_RULES[profile])
 
     student_login = next(u[1] for u in users if u[5] == "Student")
     with store.transaction() as db:
@@ -201,8 +238,17 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "oauth_clients",
             "sessions",
             "meta",
+            "communique",
+            "applications",
+            "roles",
+            "role_groups",
+            "renewal_codes",
+            "block_traces",
+            "account_log",
         ):
             db.execute(f"DELETE FROM {table}")
+        for table in CONVERSATION_TABLES:
+            db.execute(f"DELETE FROM conversation.{table}")
         db.executemany("INSERT INTO structures VALUES (?,?,?,?,?,?,?,?,?)", structures)
         db.executemany(
             "INSERT INTO users(id, login, first_name, last_name, display_name, profile, created)"
@@ -211,6 +257,21 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
         )
         db.executemany("INSERT INTO user_structures VALUES (?,?)", links)
         db.executemany("INSERT INTO groups(id, structure_id, profile, name) VALUES (?,?,?,?)", groups)
+        db.executemany("INSERT INTO communique VALUES (?,?)", edges)
+        db.execute(
+            "INSERT INTO applications VALUES (?,?,?,?)",
+            (MESSAGERIE_APP, "Messagerie", "messagerie", "/conversation"),
+        )
+        db.execute(
+            "INSERT INTO roles VALUES (?,?,?,?,0)",
+            (
+                MESSAGERIE_ROLE,
+                "Messagerie - tous les droits",
+                MESSAGERIE_APP,
+                json.dumps(CONVERSATION_ACTIONS),
+            ),
+        )
+        db.executemany("INSERT INTO role_groups VALUES (?,?)", [(MESSAGERIE_ROLE, g[0]) for g in groups])
         db.executemany("INSERT INTO functions VALUES (?,?,?)", functions)
         db.executemany("INSERT INTO profiles VALUES (?, 0)", [(p,) for p in PROFILES])
         db.executemany(
@@ -225,6 +286,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "random_seed": str(random_seed),
             "user_password": user_password,
             "mfa_code": mfa_code,
+            "schema_version": SCHEMA_VERSION,
         }
         db.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
     store.snapshot_pristine()

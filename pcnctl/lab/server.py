@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pcnctl.lab.app import Knobs, LabApp
 from pcnctl.lab.seed import PRESETS, seed
-from pcnctl.lab.store import Store
+from pcnctl.lab.store import SCHEMA_VERSION, Store
 from pcnctl.lab.web import Request
 
 
@@ -85,7 +85,8 @@ def prepare(data_dir: Path, preset: str | None, random_seed: int) -> dict[str, A
     try:
         current = (store.meta("preset"), store.meta("random_seed"))
         wanted = (preset or current[0] or "small", str(random_seed))
-        if current != wanted or not store.pristine.exists():
+        stale = store.meta("schema_version") != SCHEMA_VERSION or not store.conversation_pristine.exists()
+        if current != wanted or stale or not store.pristine.exists():
             return seed(store, wanted[0], random_seed)
         store.reset()
         return summary(store)

@@ -29,7 +29,16 @@ CREATE TABLE IF NOT EXISTS user_structures(
 CREATE INDEX IF NOT EXISTS user_structures_structure ON user_structures(structure_id, user_id);
 CREATE TABLE IF NOT EXISTS groups(
     id TEXT PRIMARY KEY, structure_id TEXT NOT NULL, profile TEXT NOT NULL, name TEXT NOT NULL,
-    type TEXT NOT NULL DEFAULT 'ProfileGroup');
+    type TEXT NOT NULL DEFAULT 'ProfileGroup', users_dir TEXT NOT NULL DEFAULT 'BOTH');
+-- COMMUNIQUE edges between groups: members of start may write to members of end.
+CREATE TABLE IF NOT EXISTS communique(
+    start_id TEXT NOT NULL, end_id TEXT NOT NULL, PRIMARY KEY(start_id, end_id));
+CREATE TABLE IF NOT EXISTS applications(id TEXT PRIMARY KEY, name TEXT NOT NULL, display_name TEXT NOT NULL,
+    address TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roles(id TEXT PRIMARY KEY, name TEXT NOT NULL, app_id TEXT NOT NULL,
+    actions TEXT NOT NULL, transverse INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS role_groups(role_id TEXT NOT NULL, group_id TEXT NOT NULL,
+    PRIMARY KEY(role_id, group_id));
 CREATE INDEX IF NOT EXISTS groups_structure ON groups(structure_id);
 CREATE TABLE IF NOT EXISTS functions(user_id TEXT NOT NULL, code TEXT NOT NULL, structure_id TEXT);
 CREATE INDEX IF NOT EXISTS functions_user ON functions(user_id);
@@ -38,7 +47,8 @@ CREATE TABLE IF NOT EXISTS oauth_clients(
     client_id TEXT PRIMARY KEY, secret TEXT NOT NULL, grant_type TEXT NOT NULL, scope TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions(
     id TEXT PRIMARY KEY, user_id TEXT, kind TEXT NOT NULL, client_id TEXT, scope TEXT, xsrf TEXT,
-    mfa INTEGER NOT NULL DEFAULT 0, mfa_tries INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+    mfa INTEGER NOT NULL DEFAULT 0, mfa_tries INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    actions TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
 CREATE TABLE IF NOT EXISTS renewal_codes(user_id TEXT NOT NULL, code TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS block_traces(
@@ -51,6 +61,31 @@ CREATE TABLE IF NOT EXISTS account_log(
 CREATE INDEX IF NOT EXISTS account_log_user ON account_log(user_id);
 """
 
+# The conversation module's tables, with Edifice's names and columns (conversation/backend/src/main/
+# resources/sql): the lab keeps them in their own file attached as schema "conversation", so the same SQL
+# (conversation.messages, conversation.usermessages) reads the lab and a production PostgreSQL.
+CONVERSATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversation.messages(
+    id TEXT PRIMARY KEY, parent_id TEXT, subject TEXT, body TEXT, "from" TEXT, "fromName" TEXT,
+    "to" TEXT, cc TEXT, cci TEXT, "toName" TEXT, "ccName" TEXT, "cciName" TEXT, "displayNames" TEXT,
+    state TEXT, date BIGINT, thread_id TEXT);
+CREATE INDEX IF NOT EXISTS conversation.messages_date ON messages(date);
+CREATE INDEX IF NOT EXISTS conversation.messages_from ON messages("from");
+CREATE TABLE IF NOT EXISTS conversation.usermessages(
+    user_id TEXT NOT NULL, message_id TEXT NOT NULL, folder_id TEXT, trashed BOOLEAN DEFAULT 0,
+    unread BOOLEAN DEFAULT 1, total_quota BIGINT DEFAULT 0, PRIMARY KEY(user_id, message_id));
+CREATE INDEX IF NOT EXISTS conversation.usermessages_message ON usermessages(message_id);
+CREATE TABLE IF NOT EXISTS conversation.attachments(
+    id TEXT PRIMARY KEY, name TEXT, charset TEXT, filename TEXT, "contentType" TEXT,
+    "contentTransferEncoding" TEXT, size BIGINT);
+CREATE TABLE IF NOT EXISTS conversation.usermessagesattachments(
+    user_id TEXT NOT NULL, message_id TEXT NOT NULL, attachment_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conversation.folders(
+    id TEXT PRIMARY KEY, parent_id TEXT, user_id TEXT, name TEXT, depth INTEGER, trashed BOOLEAN DEFAULT 0);
+"""
+CONVERSATION_TABLES = ("messages", "usermessages", "attachments", "usermessagesattachments", "folders")
+SCHEMA_VERSION = "2"
+
 
 class Store:
     """The lab database: ``lab.sqlite`` in the data directory, plus the pristine ``seed.sqlite``."""
@@ -60,12 +95,16 @@ class Store:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = data_dir / "lab.sqlite"
         self.pristine = data_dir / "seed.sqlite"
+        self.conversation_path = data_dir / "conversation.sqlite"
+        self.conversation_pristine = data_dir / "seed-conversation.sqlite"
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self.db.execute("ATTACH DATABASE ? AS conversation", (str(self.conversation_path),))
+        self.db.executescript(CONVERSATION_SCHEMA)
 
     def close(self) -> None:
         with self.lock:
@@ -109,18 +148,36 @@ class Store:
     def snapshot_pristine(self) -> None:
         """Keep the current state as the one :meth:`reset` returns to."""
         with self.lock:
-            self.pristine.unlink(missing_ok=True)
+            for path in (self.pristine, self.conversation_pristine):
+                path.unlink(missing_ok=True)
             target = sqlite3.connect(self.pristine)
             try:
                 self.db.backup(target)
             finally:
                 target.close()
+            target = sqlite3.connect(self.conversation_pristine)
+            try:
+                self.db.backup(target, name="conversation")
+            finally:
+                target.close()
 
     def reset(self) -> None:
-        """Return to the seeded state (sessions, blocks and every change are dropped)."""
+        """Return to the seeded state (sessions, blocks, messages and every change are dropped)."""
         with self.lock:
             source = sqlite3.connect(self.pristine)
             try:
                 source.backup(self.db)
             finally:
                 source.close()
+            # The backup API writes a target's main schema only: copy the attached one table by table.
+            self.db.execute("ATTACH DATABASE ? AS pristine_conversation", (str(self.conversation_pristine),))
+            try:
+                self.db.execute("BEGIN")
+                for table in CONVERSATION_TABLES:
+                    self.db.execute(f"DELETE FROM conversation.{table}")
+                    self.db.execute(
+                        f"INSERT INTO conversation.{table} SELECT * FROM pristine_conversation.{table}"
+                    )
+                self.db.execute("COMMIT")
+            finally:
+                self.db.execute("DETACH DATABASE pristine_conversation")
