@@ -39,6 +39,8 @@ class Profile:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     mailstore: str | None = None
+    canary: str | None = None  # login of a test account whose sends prove a messaging block works
+    canary_to: str | None = None  # login the canary writes to (default: a teacher of its school)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -17,7 +17,11 @@ from pcnctl.config import Profile
 from pcnctl.errors import ConfigError
 
 SERVICE = "pcnctl"
-ENV_VARS = {"password": "PCNCTL_PASSWORD", "client_secret": "PCNCTL_CLIENT_SECRET"}
+ENV_VARS = {
+    "password": "PCNCTL_PASSWORD",
+    "client_secret": "PCNCTL_CLIENT_SECRET",
+    "canary_password": "PCNCTL_CANARY_PASSWORD",
+}
 
 
 _MEMORY: dict[tuple[str, str], str] = {}

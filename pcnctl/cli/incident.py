@@ -84,7 +84,7 @@ def resume(
     quiet: QuietOpt = False,
 ) -> None:
     """Finish the runs an interruption (Ctrl-C, crash, kill) left unfinished: only what is left."""
-    from pcnctl import accounts
+    from pcnctl import accounts, messaging
     from pcnctl.cli._common import get_driver
     from pcnctl.cli.accounts import finish
     from pcnctl.incident import Incident
@@ -92,7 +92,12 @@ def resume(
     from pcnctl.incident.run import RunContext
 
     incident = Incident.load(incident_id)
-    todo = accounts.unfinished(read(incident.journal_path))
+    runs = read(incident.journal_path)
+    todo = [
+        r
+        for r in runs
+        if not r.finished and r.pending and (r.op in accounts.DEFAULT_CAPS or r.op == messaging.OP_BLOCK)
+    ]
     if not todo:
         note(f"Incident {incident.id}: nothing left to resume", quiet)
         return
@@ -101,7 +106,11 @@ def resume(
     try:
         for state in todo:
             note(f"Resuming {state.op} run {state.run}: {len(state.pending)} item(s) left", quiet)
-            finish(accounts.resume_run(ctx, state), output, quiet)
+            if state.op == messaging.OP_BLOCK:
+                _run, rows = messaging.resume_block(ctx, state)
+                emit(rows, output, ("school", "name", "method", "result", "detail"))
+            else:
+                finish(accounts.resume_run(ctx, state), output, quiet)
     finally:
         ctx.journal.close()
 

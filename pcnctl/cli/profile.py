@@ -32,6 +32,10 @@ def add(
     mailstore: Annotated[
         str | None, typer.Option("--mailstore", help="Mailstore DSN (read-only SQL).")
     ] = None,
+    canary: Annotated[
+        str | None, typer.Option("--canary", help="Login of a test account used to prove messaging blocks.")
+    ] = None,
+    canary_to: Annotated[str | None, typer.Option("--canary-to", help="Login the canary writes to.")] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> None:
@@ -57,6 +61,8 @@ def add(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         mailstore=mailstore,
+        canary=canary,
+        canary_to=canary_to,
     )
     config.profiles[name] = profile
     if use or config.current is None:

@@ -186,6 +186,77 @@ class EdificeDriver:
         ).json()
         return rows
 
+    # -- messaging levers (edifice-api.md §2) --------------------------------------------------------
+
+    def profile_groups(self, structure_id: str) -> list[dict[str, Any]]:
+        """Structure-level profile groups: ``[{id, name, profile, users}]``."""
+        rows = self.http.request(
+            "GET", "/directory/group/admin/list", params={"structureId": structure_id, "type": "ProfileGroup"}
+        ).json()
+        return [
+            {"id": g["id"], "name": g.get("name"), "profile": g.get("filter"), "users": g.get("nbUsers", 0)}
+            for g in rows
+        ]
+
+    def group_links(self, group_id: str) -> dict[str, Any]:
+        """A group's link with its members (``users``: BOTH, INCOMING, OUTGOING, NONE), and its relations."""
+        group = self.http.request("GET", f"/communication/group/{group_id}").json()
+        outgoing = self.http.request("GET", f"/communication/group/{group_id}/outgoing").json()
+        return {"users": group.get("users"), "outgoing": sorted(g["id"] for g in outgoing)}
+
+    def remove_users_link(self, group_id: str) -> str:
+        return str(self.http.request("DELETE", f"/communication/group/{group_id}/users").json().get("users"))
+
+    def add_users_link(self, group_id: str) -> str:
+        return str(self.http.request("POST", f"/communication/group/{group_id}/users").json().get("users"))
+
+    def remove_relation(self, start_id: str, end_id: str) -> None:
+        self.http.request("DELETE", f"/communication/group/{start_id}/relations/{end_id}")
+
+    def add_relation(self, start_id: str, end_id: str) -> None:
+        self.http.request("POST", f"/communication/v2/group/{start_id}/communique/{end_id}")
+
+    def can_communicate(self, from_id: str, to_id: str) -> bool:
+        body = self.http.request("GET", f"/communication/verify/{from_id}/{to_id}").json()
+        return bool(body.get("canCommunicate"))
+
+    def messaging_roles(self, structure_id: str) -> list[dict[str, Any]]:
+        """Roles of the Messagerie app in a school, with the groups holding them."""
+        apps = self.http.request(
+            "GET", "/appregistry/applications", params={"structureId": structure_id}
+        ).json()
+        app_ids = [a["id"] for a in apps if a.get("name") == "Messagerie"]
+        if not app_ids:
+            return []
+        roles: list[dict[str, Any]] = self.http.request(
+            "GET", f"/appregistry/structure/{structure_id}/application/{app_ids[0]}/groups/roles"
+        ).json()
+        return roles
+
+    def remove_roles(self, structure_id: str, profiles: list[str], roles: list[str]) -> None:
+        # A JSON body on a DELETE: the platform reads it there.
+        self.http.request(
+            "DELETE",
+            f"/appregistry/structures/{structure_id}/roles",
+            json={"profiles": profiles, "roles": roles},
+        )
+
+    def add_roles(self, structure_id: str, profiles: list[str], roles: list[str]) -> None:
+        self.http.request(
+            "PUT",
+            f"/appregistry/structures/{structure_id}/roles",
+            json={"profiles": profiles, "roles": roles},
+        )
+
+    def send_message(self, to: list[str], subject: str, body: str) -> str:
+        """``POST /conversation/send`` as this session's user (the canary check)."""
+        sent = self.http.request(
+            "POST",
+            "/conversation/send",
+            json={"subject": subject, "body": body, "to": to, "cc": [], "cci": []},
+        ).json()
+        return str(sent.get("id"))
+
     # -- capabilities --------------------------------------------------------------------------------
 
     def probe(self) -> list[Capability]:

@@ -1,0 +1,353 @@
+"""``pcnctl messaging``: block and lift messaging with the lever chosen, prove it works, expire it."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note, warn
+
+if TYPE_CHECKING:
+    from pcnctl.config import Profile
+    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.messaging import Verification
+
+app = typer.Typer(
+    help="Block messaging (communication, roles or login lever), verify, lift, expire.", no_args_is_help=True
+)
+
+SchoolsOpt = Annotated[list[str] | None, typer.Option("--school", help="UAI (repeatable).")]
+AllSchoolsOpt = Annotated[bool, typer.Option("--all-schools", help="Every school in this profile's scope.")]
+IncidentOpt = Annotated[str | None, typer.Option("--incident", help="Incident to record in.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")]
+BLOCK_COLUMNS = ("school", "name", "method", "result", "detail")
+STATUS_COLUMNS = ("school", "profile", "method", "since", "by", "incident", "until", "expired", "reason")
+VERIFY_COLUMNS = ("school", "check", "expected", "observed", "ok")
+
+
+def canary_driver(profile: Profile) -> EdificeDriver | None:
+    """A session as the profile's canary account, when one is configured and its password is available."""
+    if not profile.canary:
+        return None
+    from pcnctl import credentials
+    from pcnctl.cli._common import open_driver
+    from pcnctl.config import make_profile
+
+    secret = credentials.lookup(profile, "canary_password")
+    if secret is None:
+        warn(
+            f"canary {profile.canary} configured but PCNCTL_CANARY_PASSWORD is not set: "
+            "real-send check skipped"
+        )
+        return None
+    canary = make_profile(
+        f"{profile.name}.canary", url=profile.url, login=profile.canary, ca_file=profile.ca_file
+    )
+    credentials.provide(canary, "password", secret.value)
+    return open_driver(canary, use_cache=False)
+
+
+def show_verification(result: Verification, output: str | None, quiet: bool) -> None:
+    from pcnctl.output import render
+
+    rows = [c.to_row() for c in result.checks]
+    if output is None:
+        if not quiet:
+            render(rows, "table", VERIFY_COLUMNS, stream=sys.stderr)
+    else:
+        emit(rows, output, VERIFY_COLUMNS)
+    verdict = "effective" if result.effective else "NOT effective"
+    note(f"Verification: {len(result.checks)} check(s), block {verdict}", quiet and result.effective)
+
+
+def _confirm(count: int, schools: int, what: str, yes: bool) -> None:
+    from pcnctl.errors import RefusedError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RefusedError(
+            "not confirmed: this run needs --yes when no one is at a terminal",
+            hint="check the plan with --dry-run first; nothing was changed",
+        )
+    if schools > 1:
+        typed = typer.prompt(
+            f"This will {what} in {schools} schools ({count} accounts). Type {count} to confirm", err=True
+        )
+        if typed.strip() != str(count):
+            raise RefusedError("the typed count did not match; nothing was changed")
+    elif not typer.confirm(f"{what.capitalize()} ({count} accounts)?", err=True):
+        raise RefusedError("not confirmed; nothing was changed")
+
+
+@app.command("block")
+@handle_errors
+def block(
+    user_profile: Annotated[
+        str, typer.Option("--profile", help="Student, Teacher, Personnel, Relative, Guest.")
+    ],
+    school: SchoolsOpt = None,
+    all_schools: AllSchoolsOpt = False,
+    method: Annotated[
+        str, typer.Option("--method", help="communication (default), roles or login.")
+    ] = "communication",
+    until: Annotated[
+        str | None, typer.Option("--until", help="Expiry: ISO date/time or duration (8h, 3d).")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the status and the report.")] = "",
+    revoke_sessions: Annotated[
+        bool, typer.Option("--revoke-sessions", help="With --method roles: also end live sessions.")
+    ] = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the verification after the block.")
+    ] = False,
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128)] = 16,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Stop a profile from sending messages in schools, saving the exact prior state first."""
+    from pcnctl import messaging
+    from pcnctl.errors import PartialFailureError
+    from pcnctl.incident import open_incident
+    from pcnctl.incident.run import RunContext
+    from pcnctl.output import render
+    from pcnctl.timespec import parse_when
+
+    when = parse_when(until) if until else None
+    driver = get_driver(profile)
+    p = messaging.plan_block(
+        driver,
+        user_profile,
+        school or [],
+        all_schools=all_schools,
+        method=method,
+        until=when,
+        reason=reason,
+        max_concurrency=concurrency,
+    )
+    note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
+    note(
+        f"Plan: block {p.profile} messaging in {len(p.to_change)} school(s), {p.users} account(s)"
+        + (
+            f"; {len(p.schools) - len(p.to_change)} already blocked"
+            if len(p.to_change) < len(p.schools)
+            else ""
+        ),
+        quiet,
+    )
+    if not quiet:
+        render(
+            p.rows(), "table", ("school", "name", "profile", "users", "method", "change"), stream=sys.stderr
+        )
+    if dry_run:
+        emit(p.rows(), output, ("school", "name", "profile", "users", "method", "change"))
+        note("Dry run: nothing was changed.", quiet)
+        return
+    if not p.to_change:
+        note("Nothing to do: messaging is already blocked there.", quiet)
+        return
+    _confirm(p.users, len(p.to_change), f"block {p.profile} messaging ({p.method})", yes)
+    inc, created = open_incident(incident, operator=driver.whoami().label)
+    if created:
+        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    ctx = RunContext.create(driver, inc, max_concurrency=concurrency, show_progress=not quiet)
+    try:
+        run, rows = messaging.execute_block(ctx, p)
+    finally:
+        ctx.journal.close()
+    emit(rows, output, BLOCK_COLUMNS)
+    note(
+        f"Snapshot of the prior state: {inc.path / 'snapshots' / (run + '.json')}; lift with "
+        f"'pcnctl messaging unblock --incident {inc.id}'",
+        quiet,
+    )
+    if p.method == "roles":
+        warn(
+            "the roles lever does not stop a scripted POST /conversation/send, and live sessions keep their "
+            "rights until they end"
+            + (
+                ""
+                if revoke_sessions
+                else "; add --revoke-sessions, or run "
+                "'pcnctl sessions revoke --school UAI --profile " + p.profile + "'"
+            )
+        )
+        if revoke_sessions:
+            _revoke(profile, inc.id, [s.school.uai for s in p.to_change], p.profile, quiet)
+    failed = [r for r in rows if r["result"] == "failed"]
+    if not no_verify:
+        blocks = [b for b in messaging.active_blocks() if b["run"] == run]
+        result = messaging.verify(
+            driver, blocks, canary=canary_driver(driver.profile), canary_to=driver.profile.canary_to
+        )
+        show_verification(result, None, quiet)
+        if not result.effective:
+            raise PartialFailureError(
+                "the block was applied but verification found it is not effective",
+                hint="see the checks above; consider --method login",
+            )
+    if failed:
+        raise PartialFailureError(
+            f"{len(failed)} school(s) failed", hint=f"resume: pcnctl incident resume {inc.id}"
+        )
+
+
+def _revoke(profile: str | None, incident: str, uais: list[str], user_profile: str, quiet: bool) -> None:
+    from pcnctl.cli.accounts import finish, run_op
+
+    for uai in uais:
+        result = run_op(
+            "sessions.revoke",
+            {"keep_blocked": False},
+            targets=None,
+            from_file=None,
+            school=uai,
+            user_profiles=[user_profile],
+            ent_profile=profile,
+            incident_id=incident,
+            dry_run=False,
+            yes=True,
+            cap=1_000_000,
+            concurrency=32,
+            output="table",
+            quiet=True,
+        )
+        if result is None:
+            continue
+        note(f"{uai}: sessions of {len(result.rows)} {user_profile} account(s) revoked", quiet)
+        if result.failed:
+            finish(result, "jsonl", True)  # raises the partial-failure error with its retry file
+
+
+def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, quiet: bool) -> None:
+    from pcnctl import messaging
+    from pcnctl.errors import PartialFailureError
+    from pcnctl.incident import Incident
+    from pcnctl.incident.run import RunContext
+
+    driver = get_driver(profile)
+    rows: list[dict[str, Any]] = []
+    for incident_id in sorted({b["incident"] for b in blocks}):
+        inc = Incident.load(incident_id)
+        ctx = RunContext.create(driver, inc)
+        try:
+            rows += messaging.execute_unblock(ctx, [b for b in blocks if b["incident"] == incident_id])
+        finally:
+            ctx.journal.close()
+    emit(rows, output, ("school", "method", "result", "detail"))
+    failed = [r for r in rows if r["result"] == "failed"]
+    if failed:
+        raise PartialFailureError(f"{len(failed)} block(s) could not be lifted", hint="run the command again")
+
+
+@app.command("unblock")
+@handle_errors
+def unblock(
+    incident: IncidentOpt = None,
+    school: SchoolsOpt = None,
+    all_schools: AllSchoolsOpt = False,
+    profile: EntProfileOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Restore exactly what the blocks saved; changes made by hand meanwhile are reported and kept."""
+    from pcnctl import messaging
+
+    blocks = messaging.select_blocks(incident=incident, school_refs=school or [], all_schools=all_schools)
+    if not blocks:
+        note("No messaging block in force matches.", quiet)
+        return
+    note(f"Plan: lift {len(blocks)} block(s) in {len({b['uai'] for b in blocks})} school(s)", quiet)
+    if dry_run:
+        emit(messaging.status_rows(), output, STATUS_COLUMNS)
+        note("Dry run: nothing was changed.", quiet)
+        return
+    _confirm(len(blocks), len({b["uai"] for b in blocks}), "lift the messaging blocks", yes)
+    _unblock(blocks, profile, output, quiet)
+
+
+@app.command("status")
+@handle_errors
+def status(
+    all_: Annotated[bool, typer.Option("--all", help="Include lifted blocks.")] = False,
+    output: OutputOpt = "table",
+) -> None:
+    """What is blocked, where, by which lever, since when, by whom, in which incident, until when."""
+    from pcnctl import messaging
+
+    rows = messaging.status_rows(include_lifted=all_)
+    columns = (*STATUS_COLUMNS, "status") if all_ else STATUS_COLUMNS
+    emit(rows, output, columns)
+    expired = sum(1 for r in rows if r["expired"] and r["status"] == "active")
+    if expired:
+        warn(f"{expired} block(s) past their --until are still in force: run 'pcnctl messaging expire'")
+
+
+@app.command("expire")
+@handle_errors
+def expire(
+    profile: EntProfileOpt = None,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Lift the blocks whose --until has passed (made for cron; silent when there is nothing to do)."""
+    from pcnctl import messaging
+
+    blocks = messaging.expired_blocks()
+    if not blocks:
+        note("No expired messaging block.", quiet)
+        return
+    if dry_run:
+        emit([r for r in messaging.status_rows() if r["expired"]], output, STATUS_COLUMNS)
+        return
+    _unblock(blocks, profile, output, quiet)
+
+
+@app.command("verify")
+@handle_errors
+def verify_(
+    incident: IncidentOpt = None,
+    school: SchoolsOpt = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, max=50, help="Accounts sampled per school.")
+    ] = 3,
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Prove the blocks in force work: sampled pairs via /communication/verify, and a canary's real send."""
+    from pcnctl import messaging
+    from pcnctl.errors import PartialFailureError
+
+    blocks = messaging.active_blocks()
+    if incident:
+        blocks = [b for b in blocks if b["incident"] == incident]
+    if school:
+        from pcnctl.uai import normalise
+
+        uais = {normalise(s) for s in school}
+        blocks = [b for b in blocks if b["uai"] in uais]
+    if not blocks:
+        note("No messaging block in force matches.", quiet)
+        return
+    driver = get_driver(profile)
+    result = messaging.verify(
+        driver,
+        blocks,
+        samples=samples,
+        canary=canary_driver(driver.profile),
+        canary_to=driver.profile.canary_to,
+    )
+    show_verification(result, output, quiet)
+    if not result.effective:
+        raise PartialFailureError("some checks show the block is not effective")

@@ -1,0 +1,568 @@
+"""Blocking messaging: every Edifice lever, with a snapshot before, verification after, expiry and an exact
+rollback that never overwrites what an administrator changed by hand.
+
+Edifice has no messaging switch (edifice-api.md §2). The levers, weakest to strongest:
+
+* ``roles``: remove the Messagerie role from the profile's groups. The app disappears for new sessions,
+  but ``POST /conversation/send`` needs no role, so a scripted send still works, and live sessions keep
+  the rights they cached at login until they end. Pair it with a session revoke, or use another lever.
+* ``communication`` (default): cut the profile group's link with its members (they can no longer write
+  through it) and the group's outgoing relations. The send route checks visibility live, so this stops
+  every send at once, scripted ones included; the members can still receive.
+* ``login``: block the logins of the whole profile in the school. Sessions drop at once and the whole ENT
+  stops for those accounts, not only messaging.
+
+Every block is recorded in the registry (``$PCNCTL_HOME/messaging-blocks.json``) with its lever, school,
+incident, author, times and optional expiry, and the exact prior state is saved in the incident before
+anything changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pcnctl import directory
+from pcnctl.config import state_dir
+from pcnctl.errors import PcnError, UsageError
+from pcnctl.fanout import Fanout, Outcome
+from pcnctl.incident.journal import RunState
+from pcnctl.incident.run import RunContext
+from pcnctl.incident.store import utcnow, write_private
+from pcnctl.models import School
+from pcnctl.platform import EntDriver
+from pcnctl.progress import progress_bar
+from pcnctl.timespec import iso
+
+METHODS = ("communication", "roles", "login")
+LEVERS = {
+    "communication": "cuts the profile group's link with its members and its outgoing relations: effective "
+    "at once, stops scripted sends too; the accounts can still receive and use the rest of the ENT.",
+    "roles": "removes the Messagerie role: hides the app for new sessions only. A scripted POST "
+    "/conversation/send still works, and live sessions keep their rights until they end: revoke them "
+    "(pcnctl sessions revoke --school UAI --profile P) or use --method communication.",
+    "login": "blocks every login of the profile in the school: sessions drop at once, and the whole ENT "
+    "stops for those accounts, not only messaging.",
+}
+OP_BLOCK = "messaging.block"
+
+
+# -- registry of blocks in force --------------------------------------------------------------------------
+
+
+def registry_path() -> Path:
+    return state_dir() / "messaging-blocks.json"
+
+
+@contextmanager
+def registry() -> Iterator[list[dict[str, Any]]]:
+    """The block registry, locked for the duration (two pcnctl processes never lose each other's writes)."""
+    path = registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        yield entries
+        write_private(path, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+
+
+def active_blocks() -> list[dict[str, Any]]:
+    with registry() as entries:
+        return [e for e in entries if e["status"] == "active"]
+
+
+# -- plan -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SchoolPlan:
+    school: School
+    group: dict[str, Any]
+    prior: dict[str, Any]
+    already: bool = False
+
+    def change(self, method: str) -> str:
+        if self.already:
+            return "already blocked by pcnctl (left alone)"
+        if method == "communication":
+            parts = []
+            if self.prior["users"] in ("BOTH", "INCOMING"):
+                parts.append(f"members' link {self.prior['users']} -> write-protected")
+            if self.prior["outgoing"]:
+                parts.append(f"cut {len(self.prior['outgoing'])} outgoing relation(s)")
+            return "; ".join(parts) or "nothing to cut (members cannot write through this group)"
+        if method == "roles":
+            n = len(self.prior["roles"])
+            return f"remove {n} Messagerie role(s)" if n else "no Messagerie role to remove"
+        return f"block {self.group['users'] - len(self.prior['blocked'])} login(s)"
+
+
+@dataclass
+class BlockPlan:
+    profile: str
+    method: str
+    schools: list[SchoolPlan]
+    until: datetime | None = None
+    reason: str = ""
+
+    @property
+    def to_change(self) -> list[SchoolPlan]:
+        return [s for s in self.schools if not s.already]
+
+    @property
+    def users(self) -> int:
+        return sum(int(s.group["users"]) for s in self.to_change)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "school": s.school.uai,
+                "name": s.school.name,
+                "profile": self.profile,
+                "users": s.group["users"],
+                "method": self.method,
+                "change": s.change(self.method),
+            }
+            for s in self.schools
+        ]
+
+
+def _profile_group(driver: EntDriver, school: School, profile: str) -> dict[str, Any]:
+    groups = [g for g in driver.profile_groups(school.id) if g["profile"] == profile]
+    if not groups:
+        raise PcnError(f"school {school.uai} has no {profile} profile group")
+    return groups[0]
+
+
+def _prior(
+    driver: EntDriver, school: School, group: dict[str, Any], method: str, profile: str
+) -> dict[str, Any]:
+    """The exact state a lever is about to change, read from the ENT."""
+    if method == "communication":
+        return driver.group_links(group["id"])
+    if method == "roles":
+        roles = driver.messaging_roles(school.id)
+        return {"roles": sorted(r["id"] for r in roles if any(g["id"] == group["id"] for g in r["groups"]))}
+    users = driver.list_users(school.id, profiles=[profile])
+    return {"blocked": sorted(u.id for u in users if u.blocked)}
+
+
+def plan_block(
+    driver: EntDriver,
+    profile: str,
+    school_refs: Sequence[str],
+    *,
+    all_schools: bool,
+    method: str,
+    until: datetime | None = None,
+    reason: str = "",
+    max_concurrency: int = 16,
+) -> BlockPlan:
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}", hint=f"choose from {', '.join(METHODS)}")
+    (wanted,) = directory.check_profiles([profile])
+    if all_schools == bool(school_refs):
+        raise UsageError("give --school UAI (repeatable) or --all-schools, not both and not neither")
+    if until is not None and until <= datetime.now(UTC):
+        raise UsageError(f"--until {iso(until)} is already past")
+    schools = (
+        driver.list_schools() if all_schools else [directory.resolve_school(driver, r) for r in school_refs]
+    )
+    schools = list({s.id: s for s in schools}.values())
+    current = {(b["school_id"], b["profile"], b["method"]) for b in active_blocks()}
+    plans: dict[str, SchoolPlan] = {}
+
+    def read(school: School) -> Outcome:
+        group = _profile_group(driver, school, wanted)
+        already = (school.id, wanted, method) in current
+        prior = {} if already else _prior(driver, school, group, method, wanted)
+        plans[school.id] = SchoolPlan(school, group, prior, already)
+        return Outcome(school.id, "done")
+
+    report = Fanout(read, key=lambda s: s.id, idempotent=True, max_concurrency=max_concurrency).run(schools)
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        raise PcnError(f"could not read the state of {len(failed)} school(s): {failed[0].detail}")
+    ordered = [plans[s.id] for s in sorted(schools, key=lambda s: s.uai)]
+    return BlockPlan(wanted, method, ordered, until, reason)
+
+
+# -- block ------------------------------------------------------------------------------------------------
+
+
+def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> None:
+    """Apply one school's block, skipping what is already in the blocked state (safe to run twice)."""
+    gid = sp.group["id"]
+    if method == "communication":
+        now = driver.group_links(gid)
+        if now["users"] in ("BOTH", "INCOMING"):
+            driver.remove_users_link(gid)
+        for end in now["outgoing"]:
+            driver.remove_relation(gid, end)
+    elif method == "roles":
+        if sp.prior["roles"]:
+            driver.remove_roles(sp.school.id, [profile], sp.prior["roles"])
+    else:
+        driver.block_profile(sp.school.id, profile, True)
+
+
+def execute_block(
+    ctx: RunContext, p: BlockPlan, *, run: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Snapshot every school first, then block school by school (journalled, resumable), then register."""
+    todo = p.to_change
+    items = [{"key": s.school.id, "uai": s.school.uai, "group": s.group["id"]} for s in todo]
+    params = {
+        "profile": p.profile,
+        "method": p.method,
+        "until": iso(p.until) if p.until else None,
+        "reason": p.reason,
+    }
+    fresh = run is None
+    run = run or ctx.start(OP_BLOCK, params, items)
+    snapshot_path = ctx.incident.subdir("snapshots") / f"{run}.json"
+    if fresh:
+        snapshot = {s.school.id: {"uai": s.school.uai, "group": s.group, "prior": s.prior} for s in todo}
+        write_private(
+            snapshot_path,
+            json.dumps(
+                {"profile": p.profile, "method": p.method, "schools": snapshot}, indent=1, ensure_ascii=False
+            ),
+        )
+    by_id = {s.school.id: s for s in todo}
+    rows: list[dict[str, Any]] = []
+
+    def step(sp: SchoolPlan) -> Outcome:
+        ctx.item(run, sp.school.id, "start")
+        _apply(ctx.driver, sp, p.method, p.profile)
+        return Outcome(sp.school.id, "done")
+
+    def on_outcome(o: Outcome) -> None:
+        sp = by_id[o.key]
+        ctx.record(run, OP_BLOCK, o.key, o.status, o.detail, sp.school.uai)
+        rows.append(
+            {
+                "school": sp.school.uai,
+                "name": sp.school.name,
+                "method": p.method,
+                "result": o.status,
+                "detail": o.detail or sp.change(p.method),
+            }
+        )
+        if o.status == "done":
+            _register(ctx, run, sp, p, snapshot_path)
+
+    with progress_bar(len(todo), f"block {p.profile} messaging", enabled=ctx.show_progress) as advance:
+        fanout = Fanout(
+            step,
+            key=lambda sp: sp.school.id,
+            idempotent=True,
+            max_concurrency=ctx.max_concurrency,
+            on_outcome=on_outcome,
+            on_progress=advance,
+        )
+        try:
+            fanout.run(todo)
+        except KeyboardInterrupt:
+            ctx.end(run, "interrupted", {"done": len(rows)})
+            raise
+    for sp in p.schools:
+        if sp.already:
+            rows.append(
+                {
+                    "school": sp.school.uai,
+                    "name": sp.school.name,
+                    "method": p.method,
+                    "result": "already",
+                    "detail": "already blocked by pcnctl",
+                }
+            )
+    failed = sum(1 for r in rows if r["result"] == "failed")
+    ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
+    return run, sorted(rows, key=lambda r: r["school"])
+
+
+def _register(ctx: RunContext, run: str, sp: SchoolPlan, p: BlockPlan, snapshot: Path) -> None:
+    with registry() as entries:
+        entries.append(
+            {
+                "id": f"{run}:{sp.school.uai}",
+                "run": run,
+                "incident": ctx.incident.id,
+                "school_id": sp.school.id,
+                "uai": sp.school.uai,
+                "name": sp.school.name,
+                "profile": p.profile,
+                "method": p.method,
+                "group": sp.group["id"],
+                "since": utcnow(),
+                "by": ctx.identity.label,
+                "auth": ctx.identity.auth_mode,
+                "until": iso(p.until) if p.until else None,
+                "reason": p.reason,
+                "snapshot": str(snapshot),
+                "status": "active",
+            }
+        )
+
+
+def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, Any]]]:
+    """Finish an interrupted block: the snapshot taken before the run stays the reference."""
+    snapshot = json.loads((ctx.incident.path / "snapshots" / f"{state.run}.json").read_text(encoding="utf-8"))
+    pending = {i["key"] for i in state.pending}
+    schools = {s.id: s for s in ctx.driver.list_schools()}
+    plans = [
+        SchoolPlan(schools[sid], entry["group"], entry["prior"])
+        for sid, entry in snapshot["schools"].items()
+        if sid in pending and sid in schools
+    ]
+    until = (
+        datetime.fromisoformat(state.params["until"].replace("Z", "+00:00"))
+        if state.params.get("until")
+        else None
+    )
+    p = BlockPlan(snapshot["profile"], snapshot["method"], plans, until, state.params.get("reason", ""))
+    return execute_block(ctx, p, run=state.run)
+
+
+# -- unblock ------------------------------------------------------------------------------------------------
+
+
+def select_blocks(
+    *, incident: str | None, school_refs: Sequence[str], all_schools: bool, driver: EntDriver | None = None
+) -> list[dict[str, Any]]:
+    if sum(bool(x) for x in (incident, school_refs, all_schools)) != 1:
+        raise UsageError("give exactly one of --incident ID, --school UAI (repeatable) or --all-schools")
+    blocks = active_blocks()
+    if incident:
+        return [b for b in blocks if b["incident"] == incident]
+    if school_refs:
+        from pcnctl.uai import normalise
+
+        uais = {normalise(r) for r in school_refs}
+        return [b for b in blocks if b["uai"] in uais]
+    return blocks
+
+
+def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+    """Put back exactly what the snapshot holds; report, and keep, what changed by hand since the block."""
+    notes: list[str] = []
+    gid, prior, method = entry["group"]["id"], entry["prior"], block["method"]
+    if method == "communication":
+        now = driver.group_links(gid)
+        if prior["users"] in ("BOTH", "INCOMING"):
+            if now["users"] in ("BOTH", "INCOMING"):
+                notes.append(f"members' link already {now['users']} (restored by hand): kept")
+            else:
+                restored = driver.add_users_link(gid)
+                if restored != prior["users"]:
+                    notes.append(
+                        f"members' link restored as {restored} (was {prior['users']}; the API "
+                        "restores BOTH only)"
+                    )
+        for end in prior["outgoing"]:
+            if end in now["outgoing"]:
+                notes.append(f"relation to {end} already back (restored by hand): kept")
+            else:
+                driver.add_relation(gid, end)
+        added = [g for g in now["outgoing"] if g not in prior["outgoing"]]
+        if added:
+            notes.append(f"{len(added)} relation(s) added by hand during the block: kept")
+    elif method == "roles":
+        roles = driver.messaging_roles(block["school_id"])
+        present = {r["id"] for r in roles if any(g["id"] == gid for g in r["groups"])}
+        missing = [r for r in prior["roles"] if r not in present]
+        if len(missing) < len(prior["roles"]):
+            notes.append(
+                f"{len(prior['roles']) - len(missing)} role(s) already back (restored by hand): kept"
+            )
+        if missing:
+            driver.add_roles(block["school_id"], [block["profile"]], missing)
+    else:
+        driver.block_profile(block["school_id"], block["profile"], False)
+        for user_id in prior["blocked"]:
+            driver.block_user(user_id, True)  # blocked before the incident: stays blocked
+        if prior["blocked"]:
+            notes.append(f"{len(prior['blocked'])} account(s) blocked before the block kept blocked")
+    return notes
+
+
+def execute_unblock(ctx: RunContext, blocks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    op = "messaging.unblock"
+    run = ctx.start(op, {}, [{"key": b["id"], "uai": b["uai"], "method": b["method"]} for b in blocks])
+    rows = []
+    snapshots: dict[str, dict[str, Any]] = {}
+    for block in sorted(blocks, key=lambda b: b["uai"]):
+        snap = snapshots.setdefault(
+            block["snapshot"], json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
+        )
+        entry = snap["schools"][block["school_id"]]
+        ctx.item(run, block["id"], "start")
+        try:
+            notes = _restore(ctx.driver, block, entry)
+        except PcnError as exc:
+            ctx.record(run, op, block["id"], "failed", exc.message, block["uai"])
+            rows.append(
+                {"school": block["uai"], "method": block["method"], "result": "failed", "detail": exc.message}
+            )
+            continue
+        with registry() as entries:
+            for e in entries:
+                if e["id"] == block["id"]:
+                    e.update(status="lifted", lifted_at=utcnow(), lifted_by=ctx.identity.label)
+        detail = "; ".join(notes)
+        ctx.record(run, op, block["id"], "done", detail, block["uai"])
+        rows.append({"school": block["uai"], "method": block["method"], "result": "done", "detail": detail})
+    ctx.end(run, "completed", {"schools": len(rows)})
+    return rows
+
+
+# -- status, expiry ---------------------------------------------------------------------------------------
+
+
+def status_rows(now: datetime | None = None, *, include_lifted: bool = False) -> list[dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    with registry() as entries:
+        rows = []
+        for e in entries:
+            if e["status"] != "active" and not include_lifted:
+                continue
+            expired = (
+                bool(e.get("until")) and datetime.fromisoformat(e["until"].replace("Z", "+00:00")) <= now
+            )
+            rows.append(
+                {
+                    "school": e["uai"],
+                    "name": e.get("name"),
+                    "profile": e["profile"],
+                    "method": e["method"],
+                    "since": e["since"],
+                    "by": e["by"],
+                    "incident": e["incident"],
+                    "until": e.get("until"),
+                    "expired": expired,
+                    "reason": e.get("reason"),
+                    "status": e["status"],
+                }
+            )
+        return sorted(rows, key=lambda r: (r["school"], r["since"]))
+
+
+def expired_blocks(now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    return [
+        b
+        for b in active_blocks()
+        if b.get("until") and datetime.fromisoformat(b["until"].replace("Z", "+00:00")) <= now
+    ]
+
+
+# -- verification -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    school: str
+    check: str
+    expected: str
+    observed: str
+    ok: bool
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "school": self.school,
+            "check": self.check,
+            "expected": self.expected,
+            "observed": self.observed,
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class Verification:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def effective(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def verify(
+    driver: EntDriver,
+    blocks: Sequence[dict[str, Any]],
+    *,
+    samples: int = 3,
+    canary: EntDriver | None = None,
+    canary_to: str | None = None,
+) -> Verification:
+    """Prove the blocks work: sampled sender/recipient pairs through ``/communication/verify``, then a real
+    send attempted by the canary account, when one is configured."""
+    result = Verification()
+    for block in blocks:
+        uai, profile = block["uai"], block["profile"]
+        members = driver.list_users(block["school_id"], profiles=[profile])
+        staff = driver.list_users(block["school_id"], profiles=["Teacher"]) or driver.list_users(
+            block["school_id"], profiles=["Personnel"]
+        )
+        if not members or not staff:
+            continue
+        for member in members[:samples]:
+            if block["method"] == "login":
+                blocked = driver.get_user(member.id).blocked
+                result.checks.append(
+                    Check(uai, f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
+                )
+                continue
+            can = driver.can_communicate(member.id, staff[0].id)
+            expected_can = block["method"] == "roles"  # the documented gap: roles do not stop sends
+            result.checks.append(
+                Check(
+                    uai,
+                    f"{member.login} -> {staff[0].login}",
+                    "can send (roles gap)" if expected_can else "cannot send",
+                    "can send" if can else "cannot send",
+                    can == expected_can,
+                )
+            )
+        back = driver.can_communicate(staff[0].id, members[0].id)
+        result.checks.append(
+            Check(
+                uai,
+                f"{staff[0].login} -> {members[0].login}",
+                "can send (staff unaffected)",
+                "can send" if back else "cannot send",
+                back or block["method"] == "login",
+            )
+        )
+    if canary is not None:
+        result.checks.append(_canary(canary, canary_to, blocks))
+    return result
+
+
+def _canary(canary: EntDriver, canary_to: str | None, blocks: Sequence[dict[str, Any]]) -> Check:
+    from pcnctl.errors import AuthError, PermissionDeniedError
+
+    ident = canary.whoami()
+    roles_only = bool(blocks) and all(b["method"] == "roles" for b in blocks)
+    target = canary.find_user_by_login(canary_to) if canary_to else None
+    to = [target.id] if target else []
+    label = f"canary {ident.login} real send"
+    if not to:
+        return Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)
+    try:
+        message = canary.send_message(to, "[pcnctl] test d'envoi - à ignorer", "Vérification d'un blocage.")
+    except (PermissionDeniedError, AuthError) as exc:
+        return Check("*", label, "refused", f"refused ({type(exc).__name__})", not roles_only)
+    observed = f"SENT (message {message})"
+    return Check("*", label, "sent (roles gap)" if roles_only else "refused", observed, roles_only)
