@@ -22,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,6 +250,10 @@ def execute_block(
 
     def on_outcome(o: Outcome) -> None:
         sp = by_id[o.key]
+        if o.status == "done":
+            # Registered before the journal says done: a crash in between re-runs the school on resume,
+            # and registering again replaces the entry instead of losing it.
+            _register(ctx, run, sp, p, snapshot_path)
         ctx.record(run, OP_BLOCK, o.key, o.status, o.detail, sp.school.uai)
         rows.append(
             {
@@ -260,8 +264,6 @@ def execute_block(
                 "detail": o.detail or sp.change(p.method),
             }
         )
-        if o.status == "done":
-            _register(ctx, run, sp, p, snapshot_path)
 
     with progress_bar(len(todo), f"block {p.profile} messaging", enabled=ctx.show_progress) as advance:
         fanout = Fanout(
@@ -294,10 +296,12 @@ def execute_block(
 
 
 def _register(ctx: RunContext, run: str, sp: SchoolPlan, p: BlockPlan, snapshot: Path) -> None:
+    entry_id = f"{run}:{sp.school.uai}"
     with registry() as entries:
+        entries[:] = [e for e in entries if e["id"] != entry_id]
         entries.append(
             {
-                "id": f"{run}:{sp.school.uai}",
+                "id": entry_id,
                 "run": run,
                 "incident": ctx.incident.id,
                 "school_id": sp.school.id,
@@ -503,7 +507,7 @@ def verify(
     blocks: Sequence[dict[str, Any]],
     *,
     samples: int = 3,
-    canary: EntDriver | None = None,
+    canary: Callable[[], EntDriver] | None = None,
     canary_to: str | None = None,
 ) -> Verification:
     """Prove the blocks work: sampled sender/recipient pairs through ``/communication/verify``, then a real
@@ -546,17 +550,33 @@ def verify(
             )
         )
     if canary is not None:
-        result.checks.append(_canary(canary, canary_to, blocks))
+        # The recipient is looked up with the admin session: the canary itself may not search the directory.
+        target = driver.find_user_by_login(canary_to) if canary_to else None
+        result.checks.append(_canary(canary, target.id if target else None, blocks))
     return result
 
 
-def _canary(canary: EntDriver, canary_to: str | None, blocks: Sequence[dict[str, Any]]) -> Check:
+def _canary(
+    open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[dict[str, Any]]
+) -> Check:
+    """Log in as the canary and try a real send; with the login lever, the refused login is the proof."""
     from pcnctl.errors import AuthError, PermissionDeniedError
 
+    login_lever = any(b["method"] == "login" for b in blocks)
+    try:
+        canary = open_canary()
+    except AuthError as exc:
+        observed = f"login refused ({exc.message})"
+        return Check(
+            "*",
+            "canary login",
+            "refused (login lever)" if login_lever else "login works",
+            observed,
+            login_lever,
+        )
     ident = canary.whoami()
     roles_only = bool(blocks) and all(b["method"] == "roles" for b in blocks)
-    target = canary.find_user_by_login(canary_to) if canary_to else None
-    to = [target.id] if target else []
+    to = [recipient] if recipient else []
     label = f"canary {ident.login} real send"
     if not to:
         return Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,8 +29,8 @@ STATUS_COLUMNS = ("school", "profile", "method", "since", "by", "incident", "unt
 VERIFY_COLUMNS = ("school", "check", "expected", "observed", "ok")
 
 
-def canary_driver(profile: Profile) -> EdificeDriver | None:
-    """A session as the profile's canary account, when one is configured and its password is available."""
+def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
+    """How to open a session as the profile's canary account, when one is configured with a password."""
     if not profile.canary:
         return None
     from pcnctl import credentials
@@ -47,7 +48,7 @@ def canary_driver(profile: Profile) -> EdificeDriver | None:
         f"{profile.name}.canary", url=profile.url, login=profile.canary, ca_file=profile.ca_file
     )
     credentials.provide(canary, "password", secret.value)
-    return open_driver(canary, use_cache=False)
+    return lambda: open_driver(canary, use_cache=False)
 
 
 def show_verification(result: Verification, output: str | None, quiet: bool) -> None:

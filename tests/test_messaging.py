@@ -1,0 +1,354 @@
+"""Messaging blocks over real HTTP against the lab: the real send route decides what each lever stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Cli, Lab, start_lab, stop_lab
+
+
+def login(lab: Lab, user: str) -> requests.Session:
+    s = requests.Session()
+    r = s.post(
+        lab.url + "/auth/login",
+        data={"email": user, "password": lab.password},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert r.status_code == 302, f"login of {user} failed"
+    return s
+
+
+def send(lab: Lab, s: requests.Session, to_id: str) -> int:
+    r = s.post(
+        lab.url + "/conversation/send",
+        json={"subject": "test", "body": "hello", "to": [to_id]},
+        headers={"X-XSRF-TOKEN": s.cookies["XSRF-TOKEN"]},
+        timeout=5,
+    )
+    return r.status_code
+
+
+def member(lab: Lab, uai: str, profile: str, n: int = 0) -> tuple[str, str]:
+    rows = lab.sql(
+        "SELECT u.id, u.login FROM users u JOIN user_structures us ON us.user_id = u.id JOIN structures s"
+        " ON s.id = us.structure_id WHERE s.uai = ? AND u.profile = ? ORDER BY u.login LIMIT 1 OFFSET ?",
+        uai,
+        profile,
+        n,
+    )
+    return rows[0][0], rows[0][1]
+
+
+def graph(lab: Lab, uai: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The communication state of a school: group link directions and group->group edges."""
+    groups = lab.sql(
+        "SELECT g.id, g.profile, g.users_dir FROM groups g JOIN structures s ON s.id = g.structure_id"
+        " WHERE s.uai = ? ORDER BY g.id",
+        uai,
+    )
+    edges = lab.sql(
+        "SELECT c.start_id, c.end_id FROM communique c JOIN groups g ON g.id = c.start_id"
+        " JOIN structures s ON s.id = g.structure_id WHERE s.uai = ? ORDER BY 1, 2",
+        uai,
+    )
+    return groups, edges
+
+
+SCHOOL = "0782268S"
+OTHER = "0948617F"
+
+
+def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) -> None:
+    (student_id, student), (teacher_id, teacher) = (
+        member(lab, SCHOOL, "Student"),
+        member(lab, SCHOOL, "Teacher"),
+    )
+    other_student, other_teacher = member(lab, OTHER, "Student")[1], member(lab, OTHER, "Teacher")[0]
+    pupil = login(lab, student)  # a session opened before the block
+    assert send(lab, pupil, teacher_id) == 200
+    result = admc(
+        "messaging",
+        "block",
+        "--profile",
+        "Student",
+        "--school",
+        SCHOOL,
+        "--yes",
+        "--reason",
+        "vague",
+        "--incident",
+        "INC-M1",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json()[0]["result"] == "done" and "block effective" in result.stderr
+    assert send(lab, pupil, teacher_id) == 401  # the real send route refuses, live session or not
+    assert send(lab, login(lab, student), teacher_id) == 401
+    assert send(lab, login(lab, teacher), student_id) == 200  # teachers still write to students
+    assert send(lab, login(lab, other_student), other_teacher) == 200  # other schools unaffected
+    status = admc("messaging", "status", "-o", "json").json()
+    assert [(s["school"], s["method"], s["incident"], s["reason"]) for s in status] == [
+        (SCHOOL, "communication", "INC-M1", "vague")
+    ]
+    assert status[0]["by"].startswith("admc.pcn")
+
+
+def test_unblock_restores_exactly_the_snapshot(lab: Lab, admc: Cli) -> None:
+    before = graph(lab, SCHOOL)
+    assert (
+        admc(
+            "messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--incident", "INC-M2"
+        ).exit_code
+        == 0
+    )
+    assert graph(lab, SCHOOL) != before
+    lifted = admc("messaging", "unblock", "--incident", "INC-M2", "--yes", "-o", "json")
+    assert lifted.exit_code == 0, lifted.stderr
+    assert graph(lab, SCHOOL) == before
+    assert admc("messaging", "status", "-o", "json").json() == []
+    (_student_id, student), (teacher_id, _t) = member(lab, SCHOOL, "Student"), member(lab, SCHOOL, "Teacher")
+    assert send(lab, login(lab, student), teacher_id) == 200
+
+
+def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, admc: Cli) -> None:
+    groups, edges = graph(lab, SCHOOL)
+    student_group = next(g[0] for g in groups if g[1] == "Student")
+    relative_group = next(g[0] for g in groups if g[1] == "Relative")
+    teacher_group = next(g[0] for g in groups if g[1] == "Teacher")
+    assert (
+        admc(
+            "messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--incident", "INC-M3"
+        ).exit_code
+        == 0
+    )
+    # An administrator restores one relation and adds a new one by hand, through the ENT's own API.
+    from pcnctl.config import resolve_profile
+    from pcnctl.edifice.driver import EdificeDriver
+
+    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver.add_relation(student_group, teacher_group)
+    driver.add_relation(student_group, relative_group)
+    lifted = admc("messaging", "unblock", "--school", SCHOOL, "--yes", "-o", "json")
+    assert lifted.exit_code == 0, lifted.stderr
+    detail = lifted.json()[0]["detail"]
+    assert (
+        "restored by hand): kept" in detail and "1 relation(s) added by hand during the block: kept" in detail
+    )
+    _groups, after = graph(lab, SCHOOL)
+    assert set(after) == set(edges) | {(student_group, relative_group)}
+
+
+def test_roles_lever_shows_its_documented_gap(lab: Lab, admc: Cli) -> None:
+    (_student_id, student), (teacher_id, _t) = member(lab, SCHOOL, "Student"), member(lab, SCHOOL, "Teacher")
+    live = login(lab, student)
+    assert live.get(lab.url + "/conversation/conversation", timeout=5).status_code == 200
+    result = admc(
+        "messaging",
+        "block",
+        "--profile",
+        "Student",
+        "--school",
+        SCHOOL,
+        "--method",
+        "roles",
+        "--yes",
+        "--incident",
+        "INC-M4",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "scripted POST /conversation/send still works" in result.stderr
+    assert "live sessions keep their rights" in result.stderr and "--revoke-sessions" in result.stderr
+    assert "can send (roles gap)" in result.stderr
+    fresh = login(lab, student)
+    assert fresh.get(lab.url + "/conversation/conversation", timeout=5).status_code == 401  # app hidden
+    assert live.get(lab.url + "/conversation/conversation", timeout=5).status_code == 200  # cached rights
+    assert send(lab, fresh, teacher_id) == 200  # and a scripted send still goes through
+    assert admc("messaging", "unblock", "--incident", "INC-M4", "--yes").exit_code == 0
+    assert login(lab, student).get(lab.url + "/conversation/conversation", timeout=5).status_code == 200
+
+
+def test_login_lever_and_canary(lab: Lab, cli: Cli) -> None:
+    (student_id, student), (_tid, teacher) = member(lab, SCHOOL, "Student"), member(lab, SCHOOL, "Teacher")
+    _canary_id, canary = member(lab, SCHOOL, "Student", 1)
+    already = member(lab, SCHOOL, "Student", 2)[0]
+    lab.write_sql("UPDATE users SET blocked = 1 WHERE id = ?", already)
+    cli(
+        "profile",
+        "add",
+        "lab",
+        "--url",
+        lab.url,
+        "--login",
+        "admc.pcn",
+        "--canary",
+        canary,
+        "--canary-to",
+        teacher,
+    )
+    cli.setenv(
+        PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code, PCNCTL_CANARY_PASSWORD=lab.password
+    )
+    verify_plain = cli(
+        "messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--incident", "INC-M5"
+    )
+    assert verify_plain.exit_code == 0, verify_plain.stderr
+    assert (
+        f"canary {canary} real send" in verify_plain.stderr
+        and "refused (PermissionDeniedError)" in verify_plain.stderr
+    )
+    assert cli("messaging", "unblock", "--incident", "INC-M5", "--yes").exit_code == 0
+    result = cli(
+        "messaging",
+        "block",
+        "--profile",
+        "Student",
+        "--school",
+        SCHOOL,
+        "--method",
+        "login",
+        "--yes",
+        "--incident",
+        "INC-M6",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "block effective" in result.stderr
+    r = requests.post(
+        lab.url + "/auth/login",
+        data={"email": student, "password": lab.password},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert "auth.error.blockedUser" in r.text
+    assert cli("messaging", "unblock", "--incident", "INC-M6", "--yes").exit_code == 0
+    assert lab.sql("SELECT blocked FROM users WHERE id = ?", student_id) == [(0,)]
+    assert lab.sql("SELECT blocked FROM users WHERE id = ?", already) == [(1,)]  # blocked before: kept
+
+
+def test_expire_lifts_only_expired_blocks(lab: Lab, admc: Cli) -> None:
+    assert (
+        admc(
+            "messaging",
+            "block",
+            "--profile",
+            "Student",
+            "--school",
+            SCHOOL,
+            "--until",
+            "1s",
+            "--yes",
+            "--no-verify",
+        ).exit_code
+        == 0
+    )
+    assert (
+        admc(
+            "messaging",
+            "block",
+            "--profile",
+            "Student",
+            "--school",
+            OTHER,
+            "--until",
+            "2h",
+            "--yes",
+            "--no-verify",
+        ).exit_code
+        == 0
+    )
+    time.sleep(1.2)
+    status = {s["school"]: s["expired"] for s in admc("messaging", "status", "-o", "json").json()}
+    assert status == {SCHOOL: True, OTHER: False}
+    expire = admc("messaging", "expire", "-o", "json")
+    assert expire.exit_code == 0, expire.stderr
+    assert [r["school"] for r in expire.json()] == [SCHOOL]
+    assert [s["school"] for s in admc("messaging", "status", "-o", "json").json()] == [OTHER]
+    assert admc("messaging", "expire", "-q").stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "Student", "--school", SCHOOL, "--method", "switch"], "unknown method 'switch'"),
+        (["--profile", "Student", "--school", SCHOOL, "--all-schools"], "not both"),
+        (["--profile", "Student"], "not both and not neither"),
+        (["--profile", "Pupil", "--school", SCHOOL], "unknown profile 'Pupil'"),
+        (["--profile", "Student", "--school", SCHOOL, "--until", "lundi"], "not a date"),
+        (["--profile", "Student", "--school", SCHOOL, "--until", "2020-01-01T08:00"], "already past"),
+        (["--profile", "Student", "--school", "0750654E"], "check letter"),
+    ],
+)
+def test_bad_input_changes_nothing(lab: Lab, admc: Cli, args: list[str], message: str) -> None:
+    before = graph(lab, SCHOOL)
+    result = admc("messaging", "block", *args, "--yes")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert graph(lab, SCHOOL) == before
+
+
+def test_all_schools_on_paris_completes_and_a_killed_run_resumes(tmp_path: Path, cli: Cli) -> None:
+    lab = start_lab(tmp_path / "paris", "--seed", "paris", "--random-seed", "2")
+    try:
+        cli("profile", "add", "paris", "--url", lab.url, "--login", "admc.pcn")
+        cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+        home = Path(os.environ["PCNCTL_HOME"])
+        env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pcnctl",
+                "messaging",
+                "block",
+                "--profile",
+                "Student",
+                "--all-schools",
+                "--yes",
+                "--incident",
+                "INC-ALL",
+                "--no-verify",
+                "-q",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        journal = home / "incidents" / "INC-ALL" / "journal.jsonl"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and journal.read_text().count('"phase":"done"') >= 150:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = [json.loads(line) for line in journal.read_text().splitlines()]
+        done_before = {r["key"] for r in done if r.get("phase") == "done"}
+        assert 150 <= len(done_before) < 800
+        resumed = cli("incident", "resume", "INC-ALL", "-o", "json")
+        assert resumed.exit_code == 0, resumed.stderr
+        assert not {r["school"] for r in resumed.json()} & set(
+            lab.sql(
+                f"SELECT uai FROM structures WHERE id IN ({','.join('?' * len(done_before))})", *done_before
+            )
+        )
+        open_groups = lab.sql(
+            "SELECT count(*) FROM groups WHERE profile = 'Student' AND users_dir != 'OUTGOING'"
+        )
+        assert open_groups == [(0,)]
+        edges = lab.sql(
+            "SELECT count(*) FROM communique c JOIN groups g ON g.id = c.start_id WHERE g.profile = 'Student'"
+        )
+        assert edges == [(0,)]
+        status = cli("messaging", "status", "-o", "json").json()
+        assert len(status) == 800 and {s["incident"] for s in status} == {"INC-ALL"}
+    finally:
+        assert stop_lab(lab) == 0
