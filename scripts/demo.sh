@@ -44,6 +44,10 @@ step pcnctl sessions revoke "$student" --yes --incident DEMO-1
 step pcnctl accounts block --school "$adml_school" --profile Student --dry-run
 step pcnctl accounts block "$student" --yes --incident DEMO-1
 step pcnctl accounts unblock "$student" --yes --incident DEMO-1
+step pcnctl messaging block --profile Student --school "$adml_school" --yes --incident DEMO-1 --until 8h \
+    --reason "drill"
+step pcnctl messaging status
+step pcnctl messaging unblock --incident DEMO-1 --yes
 step pcnctl incident show DEMO-1
 step pcnctl audit verify-log
 printf '\nDemo done: the lab ran at %s; profiles are in %s.\n' "$url" "$PCNCTL_CONFIG"
