@@ -82,3 +82,80 @@ def seed_(
     note(
         f"Seeded {info['schools']} schools and {info['users']} users in {time.perf_counter() - started:.1f} s"
     )
+
+
+@app.command("attack")
+@handle_errors
+def attack(
+    data: DataOpt = Path("pcnctl-lab"),
+    senders: Annotated[int, typer.Option("--senders", min=1, max=500, help="Hijacked student accounts.")] = 8,
+    messages: Annotated[int, typer.Option("--messages", min=1, max=100_000, help="Threats to send.")] = 60,
+    schools: Annotated[int, typer.Option("--schools", min=1, max=1000, help="Schools the wave hits.")] = 6,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Messages per second (0 = as fast as it can).")
+    ] = 20.0,
+    noise: Annotated[
+        int, typer.Option("--noise", min=0, help="Ordinary messages sent around the wave.")
+    ] = 30,
+    random_seed: RandomSeedOpt = 1,
+    background: Annotated[
+        bool, typer.Option("--background", help="Run detached (for drills); prints the pid.")
+    ] = False,
+) -> None:
+    """Play a bomb-threat wave through the lab's real routes; ground truth in DATA/attack-truth.json."""
+    import subprocess
+    import sys
+
+    from pcnctl.errors import UsageError
+
+    if not (data / "lab.json").exists():
+        raise UsageError(
+            f"no running lab in {data} (no lab.json)", hint="start one: pcnctl lab serve --data DIR"
+        )
+    if background:
+        args = [
+            sys.executable,
+            "-m",
+            "pcnctl",
+            "lab",
+            "attack",
+            "--data",
+            str(data),
+            "--senders",
+            str(senders),
+            "--messages",
+            str(messages),
+            "--schools",
+            str(schools),
+            "--rate",
+            str(rate),
+            "--noise",
+            str(noise),
+            "--random-seed",
+            str(random_seed),
+        ]
+        log = (data / "attack.log").open("w")
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        (data / "attack.pid").write_text(str(proc.pid))
+        typer.echo(proc.pid)
+        note(f"Wave running in the background (pid {proc.pid}); ground truth: {data / 'attack-truth.json'}")
+        return
+    from pcnctl.lab import attack as wave
+
+    truth = wave.run(
+        data,
+        senders=senders,
+        messages=messages,
+        schools=schools,
+        rate=rate,
+        noise=noise,
+        random_seed=random_seed,
+    )
+    note(
+        f"Wave done: {len(truth['messages'])} threat(s) delivered to {len(truth['recipients'])} "
+        f"recipient(s) in {len(truth['schools'])} school(s) by {len(truth['senders'])} account(s); "
+        f"{truth['refused']} refused; "
+        f"{len(truth['noise_messages'])} ordinary message(s). Truth: {data / 'attack-truth.json'}"
+    )

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pcnctl.lab import account_routes, auth_routes, directory_routes, messaging_routes
+from pcnctl.lab import account_routes, auth_routes, conversation_routes, directory_routes, messaging_routes
 from pcnctl.lab.store import Store
 from pcnctl.lab.web import (
     WRITE_METHODS,
@@ -72,6 +72,7 @@ class LabApp:
         directory_routes.register_groups(self.router, self)
         account_routes.register(self.router, self)
         messaging_routes.register(self.router, self)
+        conversation_routes.register(self.router, self)
 
     # -- dispatch ------------------------------------------------------------------------------------
 

@@ -15,10 +15,9 @@ Semantics kept from Edifice (edifice-api.md §2):
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
+from pcnctl.lab import conversation_routes
 from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
 
 if TYPE_CHECKING:
@@ -298,49 +297,4 @@ def register(router: Router, app: LabApp) -> None:
         for rid in recipients:
             if store.one("SELECT 1 FROM users WHERE id = ?", rid) is None or not visible(app, sender, rid):
                 raise unauthorized()  # VisiblesFilter: every recipient must be visible to the sender
-        return Response.json(store_message(app, req.user, body, recipients, req.headers))
-
-
-def store_message(
-    app: LabApp, sender: Any, body: dict[str, Any], recipients: list[str], headers: dict[str, str]
-) -> dict[str, Any]:
-    """Write a sent message the way Edifice stores it: one ``messages`` row, one ``usermessages`` row per
-    mailbox (OUTBOX for the sender, INBOX for each recipient)."""
-    message_id = str(uuid.uuid4())
-    now = int(time.time() * 1000)
-    names = {
-        r["id"]: r["display_name"]
-        for r in app.store.all(
-            f"SELECT id, display_name FROM users WHERE id IN ({','.join('?' * len(recipients))})", *recipients
-        )
-    }
-    display = [[sender["id"], sender["display_name"]]] + [[r, names.get(r, "")] for r in recipients]
-    with app.store.transaction() as db:
-        db.execute(
-            'INSERT INTO conversation.messages(id, subject, body, "from", "fromName", "to", cc, cci,'
-            ' "displayNames", state, date, thread_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
-            (
-                message_id,
-                str(body.get("subject") or ""),
-                str(body.get("body") or ""),
-                sender["id"],
-                sender["display_name"],
-                json.dumps(body.get("to") or []),
-                json.dumps(body.get("cc") or []),
-                json.dumps(body.get("cci") or []),
-                json.dumps(display),
-                "SENT",
-                now,
-                message_id,
-            ),
-        )
-        db.execute(
-            "INSERT INTO conversation.usermessages(user_id, message_id, folder_id, unread) VALUES (?,?,?,0)",
-            (sender["id"], message_id, "OUTBOX"),
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO conversation.usermessages(user_id, message_id, folder_id, unread)"
-            " VALUES (?,?,?,1)",
-            [(r, message_id, "INBOX") for r in dict.fromkeys(recipients)],
-        )
-    return {"id": message_id, "sent": len(set(recipients))}
+        return Response.json(conversation_routes.store_message(app, req.user, body, recipients, req.headers))

@@ -245,6 +245,8 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "renewal_codes",
             "block_traces",
             "account_log",
+            "timeline",
+            "events",
         ):
             db.execute(f"DELETE FROM {table}")
         for table in CONVERSATION_TABLES:

@@ -165,6 +165,7 @@ def serve(
             "pid": os.getpid(),
             "data_dir": str(data_dir.resolve()),
             "control_token": server.app.control_token,
+            "mailstore": f"sqlite:///{(data_dir / 'conversation.sqlite').resolve()}",
             **{k: v for k, v in info.items()},
             **server.app.describe(),
         },

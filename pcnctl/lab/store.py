@@ -59,6 +59,16 @@ CREATE TABLE IF NOT EXISTS account_log(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, action TEXT NOT NULL,
     caller TEXT, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS account_log_user ON account_log(user_id);
+-- Timeline notifications (Mongo "timeline" on the platform): they keep a copy of subject and body.
+CREATE TABLE IF NOT EXISTS timeline(
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, resource TEXT, sender TEXT, recipients TEXT NOT NULL,
+    params TEXT NOT NULL, date BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS timeline_resource ON timeline(resource);
+-- The event store (Mongo "events"): who did what, when, from where.
+CREATE TABLE IF NOT EXISTS events(
+    id TEXT PRIMARY KEY, event_type TEXT NOT NULL, module TEXT NOT NULL, resource_type TEXT,
+    user_id TEXT, profil TEXT, structures TEXT, date BIGINT NOT NULL, ip TEXT, ua TEXT, session_id TEXT);
+CREATE INDEX IF NOT EXISTS events_date ON events(date);
 """
 
 # The conversation module's tables, with Edifice's names and columns (conversation/backend/src/main/
@@ -84,7 +94,7 @@ CREATE TABLE IF NOT EXISTS conversation.folders(
     id TEXT PRIMARY KEY, parent_id TEXT, user_id TEXT, name TEXT, depth INTEGER, trashed BOOLEAN DEFAULT 0);
 """
 CONVERSATION_TABLES = ("messages", "usermessages", "attachments", "usermessagesattachments", "folders")
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 
 class Store:

@@ -1,0 +1,227 @@
+"""``pcnctl lab attack``: a bomb-threat wave played through the lab's real routes, with its ground truth.
+
+Hijacked student accounts in several schools log in (from a few foreign IP addresses, as the event store
+records them) and send a templated threat, varied a little each time and with a video attached, to the
+teachers and staff of their school, at a chosen rate. Ordinary messages go on around the wave, some using
+the same words innocently ("exercice d'évacuation", "la bombe atomique"), so a search that catches them is
+wrong. What was really sent is written to ``DIR/attack-truth.json`` for tests and drills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+FOREIGN_IPS = ("185.220.101.47", "185.220.101.52", "45.133.1.93", "103.251.167.20", "91.219.236.18")
+AGENTS = (
+    "python-requests/2.31.0",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Mobile Safari/537.36",
+)
+SUBJECTS = ("URGENT", "Alerte bombe", "ATTENTION !!!", "urgent - a lire", "ALERTE")
+THREAT = (
+    "Une bombe a ete placee dans votre etablissement{punct} Elle explosera a {hour}h{minute}{punct} "
+    "Evacuez tout le monde ou il y aura des morts{punct} {tail}"
+)
+TAILS = (
+    "Ce n'est pas une blague.",
+    "Ce n est pas une blague !",
+    "CE N'EST PAS UNE BLAGUE",
+    "Vous etes prevenus.",
+    "Ce n'est pas une blague. Vous etes prevenus.",
+)
+NOISE = (
+    ("Devoirs pour lundi", "Bonjour, pensez a finir les exercices 3 et 4 page 52 pour lundi."),
+    (
+        "Sortie au musee",
+        "La sortie au musee du Louvre aura lieu jeudi, rendez-vous a 8h30 devant le college.",
+    ),
+    ("Exercice d'evacuation", "Un exercice d'evacuation incendie aura lieu demain a 10h, restez calmes."),
+    ("Expose d'histoire", "Mon expose porte sur la bombe atomique et la fin de la seconde guerre mondiale."),
+    ("Conseil de classe", "Le conseil de classe du premier trimestre aura lieu le 12 decembre a 17h."),
+    ("Question", "Bonjour madame, je n'ai pas compris la consigne de l'exercice 2, pouvez-vous m'aider ?"),
+)
+ATTACHMENT = {"name": "video.mp4", "contentType": "video/mp4", "size": 4_812_345}
+
+
+@dataclass
+class Truth:
+    senders: list[str] = field(default_factory=list)
+    sender_logins: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    recipients: set[str] = field(default_factory=set)
+    schools: set[str] = field(default_factory=set)
+    noise: list[str] = field(default_factory=list)
+    refused: int = 0
+    started_at: float = 0.0
+    ended_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "senders": self.senders,
+            "sender_logins": self.sender_logins,
+            "messages": self.messages,
+            "recipients": sorted(self.recipients),
+            "schools": sorted(self.schools),
+            "noise_messages": self.noise,
+            "refused": self.refused,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+
+def threat_text(rng: random.Random) -> tuple[str, str]:
+    """One variant of the wave's template: same text, small changes (hour, punctuation, case, ending)."""
+    body = THREAT.format(
+        punct=rng.choice((".", " !", "!!", ".")),
+        hour=rng.choice(("10", "11", "14", "15")),
+        minute=rng.choice(("", "00", "30")),
+        tail=rng.choice(TAILS),
+    )
+    if rng.random() < 0.3:
+        body = body.upper()
+    if rng.random() < 0.3:
+        body = body.replace("etablissement", "college")
+    return rng.choice(SUBJECTS), body
+
+
+@dataclass
+class Roster:
+    schools: list[str]
+    staff: dict[str, list[str]]
+    pupils: dict[str, list[tuple[str, str]]]
+    uai: dict[str, str]
+    staff_logins: dict[str, str]
+
+
+def _roster(data_dir: Path) -> Roster:
+    """Who is where, read from the lab's database (read-only): the attacker's knowledge of its targets."""
+    db = sqlite3.connect(f"file:{data_dir / 'lab.sqlite'}?mode=ro", uri=True)
+    try:
+        schools = [r[0] for r in db.execute("SELECT id FROM structures ORDER BY uai")]
+        uai = dict(db.execute("SELECT id, uai FROM structures").fetchall())
+        staff: dict[str, list[str]] = {s: [] for s in schools}
+        pupils: dict[str, list[tuple[str, str]]] = {s: [] for s in schools}
+        logins: dict[str, str] = {}
+        rows = db.execute(
+            "SELECT us.structure_id, u.id, u.login, u.profile, u.blocked FROM users u"
+            " JOIN user_structures us ON us.user_id = u.id ORDER BY u.id"
+        )
+        for sid, uid, login, profile, blocked in rows:
+            if profile in ("Teacher", "Personnel"):
+                staff[sid].append(uid)
+                logins[uid] = login
+            elif profile == "Student" and not blocked:
+                pupils[sid].append((uid, login))
+        return Roster(schools, staff, pupils, uai, logins)
+    finally:
+        db.close()
+
+
+def _write(path: Path, truth: Truth) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(truth.to_json(), indent=1))
+    os.replace(tmp, path)
+
+
+def run(
+    data_dir: Path,
+    *,
+    senders: int = 8,
+    messages: int = 60,
+    schools: int = 6,
+    rate: float = 20.0,
+    noise: int = 30,
+    random_seed: int = 1,
+) -> dict[str, Any]:
+    info = json.loads((data_dir / "lab.json").read_text())
+    url, password = info["base_url"], info["accounts"]["user_password"]
+    rng = random.Random(f"attack:{random_seed}")
+    roster = _roster(data_dir)
+    all_schools, staff, pupils, uai = roster.schools, roster.staff, roster.pupils, roster.uai
+    targets = rng.sample(all_schools, min(schools, len(all_schools)))
+    hijacked = [(sid, *rng.choice(pupils[sid])) for sid in (targets * senders)[: max(senders, 1)]]
+    truth = Truth(started_at=time.time())
+    path = data_dir / "attack-truth.json"
+    sessions: dict[str, requests.Session | None] = {}
+
+    def session_for(login: str, ip: str) -> requests.Session | None:
+        if login not in sessions:
+            s = requests.Session()
+            s.headers.update({"X-Forwarded-For": ip, "User-Agent": rng.choice(AGENTS)})
+            r = s.post(
+                url + "/auth/login",
+                data={"email": login, "password": password},
+                allow_redirects=False,
+                timeout=10,
+            )
+            sessions[login] = s if s.cookies.get("oneSessionId") and r.status_code == 302 else None
+        return sessions[login]
+
+    def send(s: requests.Session, to: list[str], subject: str, body: str, attach: bool) -> str | None:
+        payload: dict[str, Any] = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
+        if attach:
+            payload["attachments"] = [ATTACHMENT]
+        r = s.post(
+            url + "/conversation/send",
+            json=payload,
+            headers={"X-XSRF-TOKEN": s.cookies.get("XSRF-TOKEN", "")},
+            allow_redirects=False,
+            timeout=10,
+        )
+        return str(r.json()["id"]) if r.status_code == 200 else None
+
+    # Ordinary traffic: teachers and pupils of the same schools, before and during the wave.
+    noise_plan = []
+    for _ in range(noise):
+        sid = rng.choice(all_schools)
+        if not pupils[sid] or not staff[sid]:
+            continue
+        teacher = rng.choice(staff[sid])
+        pupil = rng.choice(pupils[sid])
+        noise_plan.append((sid, teacher, pupil))
+    ips = {login: rng.choice(FOREIGN_IPS) for _sid, _uid, login in hijacked}
+    for uid_sid in hijacked:
+        if uid_sid[1] not in truth.senders:
+            truth.senders.append(uid_sid[1])
+            truth.sender_logins.append(uid_sid[2])
+    interval = 1.0 / rate if rate > 0 else 0.0
+    noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
+    logins = roster.staff_logins
+    for n in range(messages):
+        sid, _uid, login = hijacked[n % len(hijacked)]
+        s = session_for(login, ips[login])
+        recipients = rng.sample(staff[sid], min(len(staff[sid]), rng.randint(1, 4)))
+        subject, body = threat_text(rng)
+        message = send(s, recipients, subject, body, attach=rng.random() < 0.7) if s is not None else None
+        if message:
+            truth.messages.append(message)
+            truth.recipients.update(recipients)
+            truth.schools.add(uai[sid])
+        else:
+            truth.refused += 1
+        if noise_every and n % noise_every == 0 and noise_plan:
+            _sid, teacher, (pupil_id, pupil_login) = noise_plan.pop()
+            subject, body = rng.choice(NOISE)
+            teacher_session = session_for(logins[teacher], "10.0.0.1") if teacher in logins else None
+            pupil_session = session_for(pupil_login, "10.0.0.2")
+            sender = teacher_session if rng.random() < 0.5 else pupil_session
+            to = [pupil_id] if sender is teacher_session else [teacher]
+            if sender is not None:
+                legit = send(sender, to, subject, body, attach=False)
+                if legit:
+                    truth.noise.append(legit)
+        if n % 10 == 0:
+            _write(path, truth)
+        if interval:
+            time.sleep(interval)
+    truth.ended_at = time.time()
+    _write(path, truth)
+    return truth.to_json()
