@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pcnctl import __version__
-from pcnctl.cli import accounts, auth, directory, doctor, incident, lab, messaging, profile
+from pcnctl.cli import accounts, auth, directory, doctor, incident, lab, messages, messaging, profile
 from pcnctl.cli._common import State
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ app.add_typer(directory.users_app, name="users")
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(accounts.sessions_app, name="sessions")
 app.add_typer(messaging.app, name="messaging")
+app.add_typer(messages.app, name="messages")
 app.add_typer(incident.app, name="incident")
 app.add_typer(incident.audit_app, name="audit")
 app.add_typer(lab.app, name="lab")

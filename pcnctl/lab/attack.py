@@ -99,6 +99,7 @@ class Roster:
     pupils: dict[str, list[tuple[str, str]]]
     uai: dict[str, str]
     staff_logins: dict[str, str]
+    schools_of: dict[str, set[str]]
 
 
 def _roster(data_dir: Path) -> Roster:
@@ -110,17 +111,19 @@ def _roster(data_dir: Path) -> Roster:
         staff: dict[str, list[str]] = {s: [] for s in schools}
         pupils: dict[str, list[tuple[str, str]]] = {s: [] for s in schools}
         logins: dict[str, str] = {}
+        schools_of: dict[str, set[str]] = {}
         rows = db.execute(
             "SELECT us.structure_id, u.id, u.login, u.profile, u.blocked FROM users u"
             " JOIN user_structures us ON us.user_id = u.id ORDER BY u.id"
         )
         for sid, uid, login, profile, blocked in rows:
+            schools_of.setdefault(uid, set()).add(uai[sid])
             if profile in ("Teacher", "Personnel"):
                 staff[sid].append(uid)
                 logins[uid] = login
             elif profile == "Student" and not blocked:
                 pupils[sid].append((uid, login))
-        return Roster(schools, staff, pupils, uai, logins)
+        return Roster(schools, staff, pupils, uai, logins, schools_of)
     finally:
         db.close()
 
@@ -204,7 +207,8 @@ def run(
         if message:
             truth.messages.append(message)
             truth.recipients.update(recipients)
-            truth.schools.add(uai[sid])
+            for recipient in recipients:  # a recipient may work in several schools: each one is affected
+                truth.schools.update(roster.schools_of[recipient])
         else:
             truth.refused += 1
         if noise_every and n % noise_every == 0 and noise_plan:

@@ -6,8 +6,9 @@ and the sender filter run in the database; rows stream (a server-side cursor in 
 cursor) so memory stays flat however large the mailstore. Messages whose every mailbox copy was purged
 (orphans awaiting the platform's clean-up job) are not returned.
 
-DSNs: ``sqlite:///ABSOLUTE/PATH/conversation.sqlite`` or ``postgresql://user@host:port/db`` (the password
-from ``PGPASSWORD`` or ``~/.pgpass``, as psql does, never in the DSN stored in a profile).
+DSNs: ``sqlite:////ABSOLUTE/PATH/conversation.sqlite`` (``sqlite:///relative/path``) or
+``postgresql://user@host:port/db`` (the password from ``PGPASSWORD`` or ``~/.pgpass``, as psql does, never
+in the DSN stored in a profile).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def validate_dsn(dsn: str) -> str:
     if parts.scheme == "sqlite":
         if not parts.path or parts.netloc:
             raise UsageError(
-                f"{dsn!r} is not a SQLite DSN", hint="use sqlite:///ABSOLUTE/PATH/conversation.sqlite"
+                f"{dsn!r} is not a SQLite DSN", hint="use sqlite:////ABSOLUTE/PATH/conversation.sqlite"
             )
         return dsn
     if parts.scheme in ("postgresql", "postgres"):
@@ -89,14 +90,19 @@ class Mailstore:
         self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
         self.mark = "?" if self.kind == "sqlite" else "%s"
         if self.kind == "sqlite":
-            path = Path(parts.path)
-            if not path.exists():
+            # As SQLAlchemy writes them: sqlite:///relative.db, sqlite:////absolute/path.db
+            path = Path(parts.path[1:])
+            if not path.is_file():
                 raise ConfigError(
                     f"mailstore {path} does not exist", hint="check the profile's --mailstore DSN"
                 )
             self.db: Any = sqlite3.connect(":memory:", check_same_thread=False, uri=True)
-            # Read-only: the mailstore is evidence; pcnctl never writes it.
-            self.db.execute("ATTACH DATABASE ? AS conversation", (f"file:{path}?mode=ro",))
+            try:
+                # Read-only: the mailstore is evidence; pcnctl never writes it.
+                self.db.execute("ATTACH DATABASE ? AS conversation", (f"{path.resolve().as_uri()}?mode=ro",))
+                self.db.execute("SELECT 1 FROM conversation.messages LIMIT 1")
+            except sqlite3.Error as exc:
+                raise ConfigError(f"mailstore {path} is not a conversation database: {exc}") from None
         else:
             try:
                 import psycopg
