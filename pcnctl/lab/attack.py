@@ -148,7 +148,7 @@ def run(
     url, password = info["base_url"], info["accounts"]["user_password"]
     rng = random.Random(f"attack:{random_seed}")
     roster = _roster(data_dir)
-    all_schools, staff, pupils, uai = roster.schools, roster.staff, roster.pupils, roster.uai
+    all_schools, staff, pupils = roster.schools, roster.staff, roster.pupils
     targets = rng.sample(all_schools, min(schools, len(all_schools)))
     hijacked = [(sid, *rng.choice(pupils[sid])) for sid in (targets * senders)[: max(senders, 1)]]
     truth = Truth(started_at=time.time())
