@@ -96,6 +96,18 @@ def render(
     raise ValueError(f"unknown output format {fmt!r}")
 
 
+def render_excel_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], stream: IO[str]) -> int:
+    """CSV that French Excel opens as it should: semicolons, UTF-8 with a BOM, formulas neutralised."""
+    stream.write("\ufeff")
+    writer = csv.writer(stream, delimiter=";", lineterminator="\r\n")
+    writer.writerow(columns)
+    count = 0
+    for row in rows:
+        writer.writerow([safe_csv_cell(cell(row.get(c), machine=True)) for c in columns])
+        count += 1
+    return count
+
+
 def _render_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[str]) -> int:
     # Streamed as a valid array, one object per line, so a long listing starts printing at once.
     out.write("[")

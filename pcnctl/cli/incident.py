@@ -74,6 +74,28 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     emit(rows, output, ("run", "op", "identity", "auth", "items", "done", "already", "failed", "status"))
 
 
+@app.command("verify")
+@handle_errors
+def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
+    """Recompute the hashes of the incident's evidence bundles; exits 11 if anything changed."""
+    import sys
+
+    from pcnctl import evidence
+    from pcnctl.errors import ExitCode
+    from pcnctl.incident import Incident
+
+    checks = evidence.verify(Incident.load(incident_id))
+    emit([c.to_row() for c in checks], output, ("bundle", "file", "ok", "problem"))
+    bad = [c for c in checks if not c.ok]
+    if not checks:
+        note(f"Incident {incident_id} holds no evidence bundle")
+    if bad:
+        sys.stderr.write(f"Error: evidence altered: {bad[0].bundle}/{bad[0].file}: {bad[0].problem}\n")
+        raise typer.Exit(int(ExitCode.AUDIT_CRITICAL))
+    if checks:
+        note(f"{len(checks)} hash(es) checked: intact")
+
+
 @app.command("resume")
 @handle_errors
 def resume(
@@ -84,7 +106,7 @@ def resume(
     quiet: QuietOpt = False,
 ) -> None:
     """Finish the runs an interruption (Ctrl-C, crash, kill) left unfinished: only what is left."""
-    from pcnctl import accounts, messaging
+    from pcnctl import accounts, messaging, purge
     from pcnctl.cli._common import get_driver
     from pcnctl.cli.accounts import finish
     from pcnctl.incident import Incident
@@ -93,11 +115,8 @@ def resume(
 
     incident = Incident.load(incident_id)
     runs = read(incident.journal_path)
-    todo = [
-        r
-        for r in runs
-        if not r.finished and r.pending and (r.op in accounts.DEFAULT_CAPS or r.op == messaging.OP_BLOCK)
-    ]
+    resumable = set(accounts.DEFAULT_CAPS) | {messaging.OP_BLOCK, purge.OP}
+    todo = [r for r in runs if not r.finished and r.pending and r.op in resumable]
     if not todo:
         note(f"Incident {incident.id}: nothing left to resume", quiet)
         return
@@ -109,6 +128,15 @@ def resume(
             if state.op == messaging.OP_BLOCK:
                 _run, rows = messaging.resume_block(ctx, state)
                 emit(rows, output, ("school", "name", "method", "result", "detail"))
+            elif state.op == purge.OP:
+                from pcnctl.cli.messages import open_mailstore
+
+                store = open_mailstore(driver.profile, None)
+                try:
+                    result = purge.resume(ctx, store, state)
+                finally:
+                    store.close()
+                emit(result.summary_rows(), output, ("what", "count", "note"))
             else:
                 finish(accounts.resume_run(ctx, state), output, quiet)
     finally:

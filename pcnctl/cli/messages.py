@@ -176,3 +176,228 @@ def show(
         },
         output,
     )
+
+
+FromSearchOpt = Annotated[
+    Path, typer.Option("--from-search", help="A search saved with messages search --save.")
+]
+IncidentOpt = Annotated[
+    str | None, typer.Option("--incident", help="Incident to record in (default: a new one).")
+]
+
+
+@app.command("evidence")
+@handle_errors
+def evidence_(
+    from_search: FromSearchOpt,
+    incident: IncidentOpt = None,
+    mailstore: MailstoreOpt = None,
+    profile: EntProfileOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Preserve the messages of a saved search in the incident: full content, hashed, for the complaint."""
+    from pcnctl import evidence
+    from pcnctl.incident import open_incident
+    from pcnctl.search import load_saved
+
+    saved = load_saved(from_search)
+    driver = get_driver(profile)
+    ident = driver.whoami()
+    store = open_mailstore(driver.profile, mailstore)
+    inc, created = open_incident(incident, operator=ident.label)
+    if created:
+        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    try:
+        bundle, count = evidence.collect(
+            inc,
+            store,
+            [m["id"] for m in saved["matches"]],
+            query=saved.get("query", {}),
+            identity=ident,
+            profile=driver.profile.name,
+            url=driver.profile.url,
+            recipient_schools={m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]},
+            sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+        )
+    finally:
+        store.close()
+    typer.echo(str(bundle))
+    note(f"Evidence: {count} message(s) in {bundle}; check it with 'pcnctl incident verify {inc.id}'", quiet)
+
+
+@app.command("purge")
+@handle_errors
+def purge_(
+    from_search: FromSearchOpt,
+    incident: IncidentOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")] = False,
+    max_: Annotated[int | None, typer.Option("--max", help="Raise the cap on messages purged (500).")] = None,
+    mailstore: MailstoreOpt = None,
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Purge a saved search's messages from every mailbox, after taking evidence of them."""
+    from pcnctl import purge
+    from pcnctl.errors import PartialFailureError, RefusedError
+    from pcnctl.incident import open_incident
+    from pcnctl.incident.run import RunContext
+    from pcnctl.search import load_saved
+
+    saved = load_saved(from_search)
+    driver = get_driver(profile)
+    store = open_mailstore(driver.profile, mailstore)
+    try:
+        p = purge.plan(store, saved)
+        note(
+            f"Plan: purge {len(p.ids)} message(s), {p.copy_count} mailbox copies, in {len(p.school_set)} "
+            f"school(s); {len(p.gone)} already gone. Evidence is taken first.",
+            quiet,
+        )
+        if dry_run:
+            emit(p.rows(), output, ("school", "messages"))
+            note("Dry run: nothing was changed.", quiet)
+            return
+        purge.check_cap(p, max_)
+        if not p.ids:
+            note("Nothing to purge: every message is already gone.", quiet)
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise RefusedError(
+                    "not confirmed: this run needs --yes when no one is at a terminal",
+                    hint="check the plan with --dry-run first; nothing was changed",
+                )
+            typed = typer.prompt(
+                f"Type {len(p.ids)} to purge {len(p.ids)} messages from every mailbox", err=True
+            )
+            if typed.strip() != str(len(p.ids)):
+                raise RefusedError("the typed count did not match; nothing was changed")
+        inc, created = open_incident(incident, operator=driver.whoami().label)
+        if created:
+            note(f"Opened incident {inc.id} ({inc.path})", quiet)
+        ctx = RunContext.create(driver, inc, show_progress=not quiet)
+        try:
+            result = purge.execute(ctx, store, p, saved)
+        finally:
+            ctx.journal.close()
+    finally:
+        store.close()
+    emit(result.summary_rows(), output, ("what", "count", "note"))
+    note(f"Evidence: {result.evidence}; incident {inc.id}, run {result.run}", quiet)
+    if result.failed or result.leftovers:
+        raise PartialFailureError(
+            f"{len(result.failed)} message(s) failed and {len(result.leftovers)} still have copies",
+            hint=f"resume with 'pcnctl incident resume {inc.id}' or purge again from the search",
+        )
+
+
+@handle_errors
+def senders(
+    since: SinceOpt = "1h",
+    until: UntilOpt = None,
+    mass_messages: Annotated[int, typer.Option("--mass-messages", help="Flag from this many messages.")] = 20,
+    mass_recipients: Annotated[
+        int, typer.Option("--mass-recipients", help="Flag from this many recipients.")
+    ] = 40,
+    mass_rate: Annotated[
+        float, typer.Option("--mass-rate", help="Flag from this many messages a minute.")
+    ] = 5.0,
+    only_mass: Annotated[bool, typer.Option("--mass", help="Only the flagged accounts.")] = False,
+    mailstore: MailstoreOpt = None,
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Accounts that sent messages in a window (event store): rates, recipients, IPs; mass senders flagged.
+
+    The output feeds 'pcnctl accounts block --from-file' (it has an id column).
+    """
+    from datetime import UTC, datetime
+
+    from pcnctl.senders import Thresholds
+    from pcnctl.senders import senders as core
+    from pcnctl.timespec import parse_when
+
+    start = parse_when(since or "1h", future=False)
+    end = parse_when(until, future=False) if until else datetime.now(UTC)
+    driver = get_driver(profile)
+    store = open_mailstore(driver.profile, mailstore) if (mailstore or driver.profile.mailstore) else None
+    try:
+        rows = core(
+            driver,
+            int(start.timestamp() * 1000),
+            int(end.timestamp() * 1000),
+            store=store,
+            thresholds=Thresholds(mass_messages, mass_recipients, mass_rate),
+        )
+    finally:
+        if store is not None:
+            store.close()
+    if only_mass:
+        rows = [r for r in rows if r["mass"]]
+    emit(
+        rows,
+        output,
+        (
+            "id",
+            "login",
+            "profile",
+            "schools",
+            "messages",
+            "recipients",
+            "per_minute",
+            "ips",
+            "first",
+            "last",
+            "mass",
+            "why",
+        ),
+    )
+
+
+@handle_errors
+def export_affected(
+    affected: Annotated[
+        bool, typer.Option("--affected", help="The schools that received the threat.")
+    ] = False,
+    incident: Annotated[str | None, typer.Option("--incident", help="From the incident's evidence.")] = None,
+    from_search: Annotated[Path | None, typer.Option("--from-search", help="From a saved search.")] = None,
+    excel: Annotated[
+        bool, typer.Option("--excel", help="CSV for French Excel (semicolons, UTF-8 BOM).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "csv",
+) -> None:
+    """The affected schools for the crisis cell: UAI, name, counts, first and last threat, blocks in force."""
+    from pcnctl import export
+    from pcnctl.errors import UsageError
+    from pcnctl.incident import Incident
+    from pcnctl.output import render, render_excel_csv
+    from pcnctl.search import load_saved
+
+    if not affected:
+        raise UsageError("say what to export: --affected")
+    if (incident is None) == (from_search is None):
+        raise UsageError("give --incident ID or --from-search FILE (one of them)")
+    if incident is not None:
+        matches = export.matches_from_incident(Incident.load(incident))
+    else:
+        assert from_search is not None
+        matches = load_saved(from_search)["matches"]
+    rows = export.affected_schools(get_driver(profile), matches)
+    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        if excel:
+            render_excel_csv(rows, export.COLUMNS, stream)
+        else:
+            from pcnctl.cli._common import check_format
+
+            render(rows, check_format(output), export.COLUMNS, stream=stream)
+    finally:
+        if out:
+            stream.close()
+    note(f"{len(rows)} affected school(s)" + (f" written to {out}" if out else ""))

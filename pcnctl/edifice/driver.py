@@ -257,6 +257,28 @@ class EdificeDriver:
         ).json()
         return str(sent.get("id"))
 
+    # -- conversation and events (edifice-api.md §3, §4) -----------------------------------------------
+
+    def purge_messages(self, ids: list[str]) -> None:
+        """``POST /conversation/api/purge/messages``: every mailbox copy of these messages (ADMC + MFA)."""
+        self.http.request("POST", "/conversation/api/purge/messages", json={"id": ids}, retry=SINGLE)
+
+    def list_events(
+        self, epoch_ms: int, duration_ms: int, types: list[str]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the event store and whether more follow (``X-HAS-MORE``)."""
+        response = self.http.request(
+            "GET",
+            f"/infra/v2/event/list/events/{epoch_ms}",
+            params={
+                "duration": duration_ms,
+                "skip-synced": "false",
+                "event-types": ",".join(types),
+                "sorted": "true",
+            },
+        )
+        return response.json(), response.headers.get("X-HAS-MORE", "false").lower() == "true"
+
     # -- capabilities --------------------------------------------------------------------------------
 
     def probe(self) -> list[Capability]:

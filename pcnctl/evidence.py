@@ -1,0 +1,161 @@
+"""Evidence for the complaint: the messages in full, how they were found, who collected them, hashed.
+
+A bundle is a directory in the incident (``evidence/<time>-<n>/``) holding ``messages.jsonl`` (one message a
+line: content, sender, recipients and their schools, dates, mailbox copies, attachment metadata),
+``query.json`` (the search that found them, the ENT and the profile) and ``manifest.json`` (SHA-256 of each
+file, message count, operator, identity and authentication mode, tool version, UTC times), itself hashed in
+``manifest.sha256``. Files are 0600. ``pcnctl incident verify`` recomputes every hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pcnctl import __version__
+from pcnctl.incident.store import Incident, utcnow, write_private
+from pcnctl.models import Identity
+from pcnctl.sources.mailstore import Mailstore
+from pcnctl.timespec import iso
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def collect(
+    incident: Incident,
+    store: Mailstore,
+    message_ids: Sequence[str],
+    *,
+    query: dict[str, Any],
+    identity: Identity,
+    profile: str,
+    url: str,
+    recipient_schools: dict[str, dict[str, list[str]]] | None = None,
+    sender_schools: dict[str, list[str]] | None = None,
+) -> tuple[Path, int]:
+    """Write a bundle for the messages still in the mailstore; returns its path and how many it holds."""
+    started = utcnow()
+    root = incident.subdir("evidence")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while (root / f"{stamp}-{n}").exists():
+        n += 1
+    bundle = root / f"{stamp}-{n}"
+    bundle.mkdir(mode=0o700)
+    copies = store.mailboxes(list(message_ids))
+    lines = []
+    for message_id in message_ids:
+        message = store.get(message_id)
+        if message is None:
+            continue
+        lines.append(
+            json.dumps(
+                {
+                    "id": message.id,
+                    "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
+                    "date_ms": message.date,
+                    "from": message.sender,
+                    "from_name": message.sender_name,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "to": message.to,
+                    "cc": message.cc,
+                    "cci": message.cci,
+                    "state": message.state,
+                    "mailboxes": [{"user": u, "folder": f} for u, f in copies.get(message.id, [])],
+                    "recipient_schools": (recipient_schools or {}).get(message.id, {}),
+                    "from_schools": (sender_schools or {}).get(message.id, []),
+                    "attachments": store.attachments(message.id),
+                },
+                ensure_ascii=False,
+                sort_keys=True,
+            )
+        )
+    write_private(bundle / "messages.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    write_private(
+        bundle / "query.json",
+        json.dumps({"query": query, "profile": profile, "url": url}, indent=1, ensure_ascii=False) + "\n",
+    )
+    manifest = {
+        "files": {name: _sha256(bundle / name) for name in ("messages.jsonl", "query.json")},
+        "messages": len(lines),
+        "incident": incident.id,
+        "operator": identity.label,
+        "identity": identity.to_row(),
+        "tool": f"pcnctl {__version__}",
+        "mailstore": store.kind,
+        "started_at": started,
+        "completed_at": utcnow(),
+    }
+    write_private(bundle / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    write_private(bundle / "manifest.sha256", f"{_sha256(bundle / 'manifest.json')}  manifest.json\n")
+    return bundle, len(lines)
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    bundle: str
+    file: str
+    ok: bool
+    problem: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "file": self.file, "ok": self.ok, "problem": self.problem}
+
+
+def verify(incident: Incident) -> list[BundleCheck]:
+    """Recompute every hash of every evidence bundle of the incident."""
+    root = incident.path / "evidence"
+    checks: list[BundleCheck] = []
+    if not root.exists():
+        return checks
+    for bundle in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = bundle.name
+        try:
+            expected = (bundle / "manifest.sha256").read_text().split()[0]
+            manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, IndexError):
+            checks.append(BundleCheck(name, "manifest", False, "manifest missing or unreadable"))
+            continue
+        actual = _sha256(bundle / "manifest.json")
+        checks.append(
+            BundleCheck(
+                name,
+                "manifest.json",
+                actual == expected,
+                "" if actual == expected else "manifest changed after it was written",
+            )
+        )
+        for file, digest in manifest.get("files", {}).items():
+            path = bundle / file
+            if not path.exists():
+                checks.append(BundleCheck(name, file, False, "file missing"))
+                continue
+            ok = _sha256(path) == digest
+            checks.append(BundleCheck(name, file, ok, "" if ok else "content changed after it was written"))
+    return checks
+
+
+def verified_ids(incident: Incident) -> set[str]:
+    """Message ids held by bundles whose hashes all check out (an evidence gap is a purge outside them)."""
+    bad = {c.bundle for c in verify(incident) if not c.ok}
+    ids: set[str] = set()
+    root = incident.path / "evidence"
+    if not root.exists():
+        return ids
+    for bundle in root.iterdir():
+        if bundle.is_dir() and bundle.name not in bad and (bundle / "messages.jsonl").exists():
+            for line in (bundle / "messages.jsonl").read_text(encoding="utf-8").splitlines():
+                ids.add(json.loads(line)["id"])
+    return ids

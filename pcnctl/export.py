@@ -1,0 +1,87 @@
+"""The affected schools, for the crisis cell: one row per school that received the threat.
+
+Built client-side (Edifice has no such export, edifice-api.md §1): the recipients' schools of every threat
+found, joined with the directory (UAI, name, type, city) and with the messaging blocks in force.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pcnctl import messaging
+from pcnctl.incident.store import Incident
+from pcnctl.platform import EntDriver
+
+COLUMNS = (
+    "uai",
+    "name",
+    "type",
+    "city",
+    "messages_received",
+    "recipients_reached",
+    "senders_from_school",
+    "first_threat",
+    "last_threat",
+    "messaging_blocks",
+)
+
+
+def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
+    """The threats an incident preserved (its evidence bundles), as search matches."""
+    root = incident.path / "evidence"
+    out: dict[str, dict[str, Any]] = {}
+    if root.exists():
+        for bundle in sorted(root.iterdir()):
+            path = bundle / "messages.jsonl"
+            if not path.exists():
+                continue
+            for line in path.read_text(encoding="utf-8").splitlines():
+                m = json.loads(line)
+                out[m["id"]] = {
+                    "id": m["id"],
+                    "date": m["date"],
+                    "from": m["from"],
+                    "from_schools": m.get("from_schools") or [],
+                    "recipient_schools": m.get("recipient_schools") or {},
+                }
+    return list(out.values())
+
+
+def affected_schools(driver: EntDriver, matches: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    schools = {s.uai: s for s in driver.list_schools()}
+    per: dict[str, dict[str, Any]] = {}
+    for m in matches:
+        by_school: dict[str, set[str]] = {}
+        for recipient, uais in (m.get("recipient_schools") or {}).items():
+            for uai in uais:
+                by_school.setdefault(uai, set()).add(recipient)
+        for uai, recipients in by_school.items():
+            row = per.setdefault(uai, {"messages": set(), "recipients": set(), "senders": set(), "dates": []})
+            row["messages"].add(m["id"])
+            row["recipients"].update(recipients)
+            row["dates"].append(m["date"])
+            if uai in (m.get("from_schools") or []):
+                row["senders"].add(m["from"])
+    blocks: dict[str, list[str]] = {}
+    for b in messaging.active_blocks():
+        blocks.setdefault(b["uai"], []).append(f"{b['method']} ({b['profile']}, since {b['since'][:16]}Z)")
+    rows = []
+    for uai, row in sorted(per.items()):
+        school = schools.get(uai)
+        rows.append(
+            {
+                "uai": uai,
+                "name": school.name if school else "",
+                "type": school.type if school else "",
+                "city": school.city if school else "",
+                "messages_received": len(row["messages"]),
+                "recipients_reached": len(row["recipients"]),
+                "senders_from_school": len(row["senders"]),
+                "first_threat": min(row["dates"]),
+                "last_threat": max(row["dates"]),
+                "messaging_blocks": "; ".join(blocks.get(uai, [])),
+            }
+        )
+    return rows

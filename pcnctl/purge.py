@@ -1,0 +1,189 @@
+"""Purging the threat from every mailbox: evidence first, plan, caps, batches, then a check of what is left.
+
+``POST /conversation/api/purge/messages`` (ADMC + MFA) removes every mailbox copy of the given ids
+(edifice-api.md §4). pcnctl takes evidence of the messages first (it cannot be skipped), plans (messages,
+mailbox copies, schools), purges in batches under the fan-out executor with a journal (resumable), then
+reads the mailstore again to report copies left, and names what no API can reach: the timeline
+notifications that keep the text, and e-mail or push copies that cannot be recalled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcnctl import evidence
+from pcnctl.errors import RefusedError
+from pcnctl.fanout import Fanout, Outcome
+from pcnctl.incident.journal import RunState
+from pcnctl.incident.run import RunContext
+from pcnctl.sources.mailstore import Mailstore
+
+OP = "messages.purge"
+DEFAULT_CAP = 500
+BATCH = 100
+
+
+@dataclass
+class PurgePlan:
+    ids: list[str]  # still present
+    gone: list[str]  # already purged
+    copies: dict[str, list[tuple[str, str]]]
+    schools: dict[str, list[str]]  # message id -> recipient schools (from the search)
+    query: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def copy_count(self) -> int:
+        return sum(len(self.copies.get(i, [])) for i in self.ids)
+
+    @property
+    def school_set(self) -> set[str]:
+        return {s for i in self.ids for s in self.schools.get(i, [])}
+
+    def rows(self) -> list[dict[str, Any]]:
+        per: dict[str, dict[str, int]] = {}
+        for message_id in self.ids:
+            for uai in self.schools.get(message_id, []) or ["?"]:
+                row = per.setdefault(uai, {"messages": 0})
+                row["messages"] += 1
+        return [{"school": s, "messages": r["messages"]} for s, r in sorted(per.items())]
+
+
+def plan(store: Mailstore, saved: dict[str, Any]) -> PurgePlan:
+    ids = list(dict.fromkeys(m["id"] for m in saved["matches"]))
+    copies = store.mailboxes(ids)
+    schools = {m["id"]: list(m.get("schools") or []) for m in saved["matches"]}
+    return PurgePlan(
+        [i for i in ids if copies.get(i)],
+        [i for i in ids if not copies.get(i)],
+        copies,
+        schools,
+        saved.get("query", {}),
+    )
+
+
+def check_cap(p: PurgePlan, cap: int | None) -> None:
+    limit = DEFAULT_CAP if cap is None else cap
+    if len(p.ids) > limit:
+        raise RefusedError(
+            f"the plan would purge {len(p.ids)} messages, above the cap of {limit}",
+            hint=f"check it with --dry-run, then raise the cap with --max {len(p.ids)}; nothing was changed",
+        )
+
+
+@dataclass
+class PurgeResult:
+    run: str
+    purged: list[str]
+    failed: list[tuple[str, str]]
+    leftovers: dict[str, list[tuple[str, str]]]
+    evidence: Path | None
+    notifications: int
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"what": "messages purged", "count": len(self.purged), "note": "every mailbox copy removed"},
+            {
+                "what": "copies still in mailboxes",
+                "count": sum(len(v) for v in self.leftovers.values()),
+                "note": "checked in the mailstore after the purge",
+            },
+            {
+                "what": "timeline notifications with the text",
+                "count": self.notifications,
+                "note": "the purge does not remove them: delete by resource in the platform's timeline store",
+            },
+            {
+                "what": "e-mail and push copies",
+                "count": None,
+                "note": "cannot be recalled: tell the recipients (notifications may have been pushed)",
+            },
+        ]
+        if self.failed:
+            rows.insert(1, {"what": "messages failed", "count": len(self.failed), "note": self.failed[0][1]})
+        return rows
+
+
+def execute(
+    ctx: RunContext,
+    store: Mailstore,
+    p: PurgePlan,
+    saved: dict[str, Any],
+    *,
+    run: str | None = None,
+    done: Sequence[str] = (),
+) -> PurgeResult:
+    """Evidence, then purge in journalled batches, then the leftover check."""
+    bundle: Path | None = None
+    todo = [i for i in p.ids if i not in set(done)]
+    if todo:
+        schools = {m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]}
+        bundle, _count = evidence.collect(
+            ctx.incident,
+            store,
+            todo,
+            query=saved.get("query", {}),
+            identity=ctx.identity,
+            profile=ctx.driver.profile.name,
+            url=ctx.driver.profile.url,
+            recipient_schools=schools,
+            sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+        )
+    run = run or ctx.start(
+        OP, {"query": p.query, "evidence": str(bundle) if bundle else None}, [{"key": i} for i in p.ids]
+    )
+    purged: list[str] = list(done)
+    failed: list[tuple[str, str]] = []
+
+    def step(batch: list[str]) -> list[Outcome]:
+        for message_id in batch:
+            ctx.item(run, message_id, "start")
+        ctx.driver.purge_messages(batch)
+        return [Outcome(i, "done") for i in batch]
+
+    def on_outcome(o: Outcome) -> None:
+        ctx.record(run, OP, o.key, o.status, o.detail)
+        if o.status == "done":
+            purged.append(o.key)
+        else:
+            failed.append((o.key, o.detail))
+
+    batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
+    # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
+    fanout = Fanout(
+        step,
+        key=lambda b: list(b),
+        idempotent=True,
+        max_concurrency=2,
+        initial_concurrency=1,
+        on_outcome=on_outcome,
+    )
+    try:
+        fanout.run(batches)
+    except KeyboardInterrupt:
+        ctx.end(run, "interrupted", {"done": len(purged)})
+        raise
+    leftovers = {k: v for k, v in store.mailboxes(p.ids).items() if v}
+    notifications = sum(len([c for c in p.copies.get(i, []) if c[1] != "OUTBOX"]) for i in p.ids)
+    ctx.end(
+        run,
+        "partial" if failed or leftovers else "completed",
+        {
+            "purged": len(purged),
+            "failed": len(failed),
+            "leftover_copies": sum(len(v) for v in leftovers.values()),
+        },
+    )
+    return PurgeResult(run, purged, failed, leftovers, bundle, notifications)
+
+
+def resume(ctx: RunContext, store: Mailstore, state: RunState) -> PurgeResult:
+    """Finish an interrupted purge: messages still present are purged; evidence is taken for them first."""
+    ids = [i["key"] for i in state.items]
+    copies = store.mailboxes(ids)
+    present = [i for i in ids if copies.get(i)]
+    p = PurgePlan(present, [i for i in ids if not copies.get(i)], copies, {}, state.params.get("query", {}))
+    saved = {"matches": [{"id": i} for i in present], "query": state.params.get("query", {})}
+    return execute(ctx, store, p, saved, run=state.run)

@@ -1,0 +1,33 @@
+"""The event store: who created messages, when, from which IP (``GET /infra/v2/event/list/...``).
+
+It gives no message id and no content (edifice-api.md §3), but it needs no database access, so it is the
+first source during a wave: ``pcnctl senders`` reads it to find the accounts sending in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pcnctl.platform import EntDriver
+
+
+def iter_events(
+    driver: EntDriver, since_ms: int, until_ms: int, types: tuple[str, ...] = ("CREATE",)
+) -> Iterator[dict[str, Any]]:
+    """Events in ``[since, until)``, oldest first, following ``X-HAS-MORE`` pages."""
+    epoch = since_ms
+    seen: set[str] = set()
+    while epoch < until_ms:
+        rows, more = driver.list_events(epoch, until_ms - epoch, list(types))
+        fresh = [r for r in rows if r.get("_id") not in seen]
+        yield from fresh
+        if not more or not rows:
+            return
+        last = int(rows[-1]["date"])
+        # The next page starts at the last date seen; events at that very date are skipped by id.
+        seen = {r["_id"] for r in rows if int(r["date"]) == last} | (seen if last == epoch else set())
+        if last == epoch and not fresh:
+            epoch += 1  # a full page of one millisecond already seen: move on rather than loop
+        else:
+            epoch = last
