@@ -16,7 +16,7 @@ import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,6 +229,47 @@ def resolve_senders(driver: EntDriver, refs: Sequence[str]) -> list[str]:
     return ids
 
 
+def scan(
+    store: Mailstore,
+    query: Query,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    reference: set[tuple[str, str]] | None = None,
+    senders: list[str] | None = None,
+    school_members: set[str] | None = None,
+    on_scan: Callable[[int], None] | None = None,
+    counter: list[int] | None = None,
+) -> Iterator[tuple[StoredMessage, float | None]]:
+    """Stream the mailstore through the filters: the database narrows by time and sender, the rest here."""
+    subject = fold(query.subject) if query.subject else None
+    body = fold(query.body) if query.body else None
+    since = int(query.since.timestamp() * 1000) if query.since else None
+    until = int(query.until.timestamp() * 1000) if query.until else None
+    scanned = 0
+    for message in store.iter_messages(since_ms=since, until_ms=until, senders=senders):
+        scanned += 1
+        if counter is not None:
+            counter[0] = scanned
+        if on_scan is not None and scanned % 10_000 == 0:
+            on_scan(scanned)
+        if query.has_attachment is not None and message.has_attachment != query.has_attachment:
+            continue
+        if subject and subject not in fold(message.subject):
+            continue
+        if body and body not in fold(message.body):
+            continue
+        if pattern and not pattern.search(message.subject + "\n" + message.body):
+            continue
+        if school_members is not None and not set(message.recipients) & school_members:
+            continue
+        score = None
+        if reference is not None:
+            score = similarity(reference, shingles(message.subject + " " + message.body))
+            if score < query.threshold:
+                continue
+        yield message, score
+
+
 def run(
     driver: EntDriver,
     store: Mailstore,
@@ -260,32 +301,20 @@ def run(
     if query.to_school:
         school = directory.resolve_school(driver, query.to_school)
         school_members = {u.id for u in driver.list_users(school.id)}
-    subject = fold(query.subject) if query.subject else None
-    body = fold(query.body) if query.body else None
-    since = int(query.since.timestamp() * 1000) if query.since else None
-    until = int(query.until.timestamp() * 1000) if query.until else None
-    found: list[tuple[StoredMessage, float | None]] = []
-    scanned = 0
-    for message in store.iter_messages(since_ms=since, until_ms=until, senders=senders):
-        scanned += 1
-        if on_scan is not None and scanned % 10_000 == 0:
-            on_scan(scanned)
-        if query.has_attachment is not None and message.has_attachment != query.has_attachment:
-            continue
-        if subject and subject not in fold(message.subject):
-            continue
-        if body and body not in fold(message.body):
-            continue
-        if pattern and not pattern.search(message.subject + "\n" + message.body):
-            continue
-        if school_members is not None and not set(message.recipients) & school_members:
-            continue
-        score = None
-        if reference is not None:
-            score = similarity(reference, shingles(message.subject + " " + message.body))
-            if score < query.threshold:
-                continue
-        found.append((message, score))
+    counter = [0]
+    found = list(
+        scan(
+            store,
+            query,
+            pattern=pattern,
+            reference=reference,
+            senders=senders,
+            school_members=school_members,
+            on_scan=on_scan,
+            counter=counter,
+        )
+    )
+    scanned = counter[0]
     copies = store.mailboxes([m.id for m, _ in found])
     people = Directory(driver)
     people.load([m.sender for m, _ in found] + [r for m, _ in found for r in m.recipients])

@@ -72,6 +72,7 @@ class Lab:
 
         db = sqlite3.connect(self.data_dir / "lab.sqlite", timeout=10)
         try:
+            db.execute("ATTACH DATABASE ? AS conversation", (str(self.data_dir / "conversation.sqlite"),))
             return db.execute(query, args).fetchall()
         finally:
             db.close()

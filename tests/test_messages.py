@@ -1,0 +1,225 @@
+"""Find, preserve and purge the threat after a wave played through the lab; the affected schools.
+
+The search tests run twice: on the lab's SQLite mailstore and on a real PostgreSQL server holding the same
+rows with Edifice's column types.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcnctl.lab import attack
+from tests import pg
+from tests.conftest import Cli, Lab
+
+
+@pytest.fixture
+def wave(lab: Lab) -> dict[str, Any]:
+    return attack.run(lab.data_dir, senders=6, messages=40, schools=5, rate=0, noise=30, random_seed=3)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.Postgres]:
+    root = Path(tempfile.mkdtemp(prefix="pcnctl-pg-"))
+    server = pg.start(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mailstore(request: pytest.FixtureRequest, lab: Lab, wave: dict[str, Any]) -> str:
+    if request.param == "sqlite":
+        return str(lab.info["mailstore"])
+    import psycopg
+
+    from pcnctl.lab.pgmirror import copy_from_sqlite
+
+    server: pg.Postgres = request.getfixturevalue("postgres")
+    with psycopg.connect(server.dsn()) as conn:
+        copy_from_sqlite(lab.data_dir / "conversation.sqlite", conn)
+    return server.dsn()
+
+
+@pytest.fixture
+def ops(lab: Lab, cli: Cli, wave: dict[str, Any]) -> Cli:
+    cli(
+        "profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn", "--mailstore", lab.info["mailstore"]
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    return cli
+
+
+def ids(rows: list[dict[str, Any]]) -> set[str]:
+    return {r["id"] for r in rows}
+
+
+def test_like_finds_exactly_the_threat_copies(ops: Cli, wave: dict[str, Any], mailstore: str) -> None:
+    result = ops("messages", "search", "--like", wave["messages"][0], "--mailstore", mailstore, "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert ids(result.json()) == set(wave["messages"])  # none missed, no ordinary message caught
+    assert all(r["similarity"] >= 0.4 for r in result.json())
+    regex = ops("messages", "search", "--regex", r"bombe.*explosera", "--mailstore", mailstore, "-o", "json")
+    assert ids(regex.json()) == set(wave["messages"])
+    broad = ops("messages", "search", "--body", "bombe", "--mailstore", mailstore, "-o", "json")
+    assert set(wave["messages"]) <= ids(broad.json())  # a keyword also catches the history homework
+
+
+def test_filters_run_where_they_should(ops: Cli, lab: Lab, wave: dict[str, Any], mailstore: str) -> None:
+    login = wave["sender_logins"][0]
+    from_one = ops("messages", "search", "--from", login, "--mailstore", mailstore, "-o", "json").json()
+    assert from_one and {r["from_login"] for r in from_one} == {login}
+    with_attachment = ops(
+        "messages",
+        "search",
+        "--like",
+        wave["messages"][0],
+        "--has-attachment",
+        "--mailstore",
+        mailstore,
+        "-o",
+        "json",
+    ).json()
+    without = ops(
+        "messages",
+        "search",
+        "--like",
+        wave["messages"][0],
+        "--no-attachment",
+        "--mailstore",
+        mailstore,
+        "-o",
+        "json",
+    ).json()
+    assert ids(with_attachment) | ids(without) == set(wave["messages"]) and with_attachment and without
+    assert not ids(with_attachment) & ids(without)
+    school = sorted(wave["schools"])[0]
+    to_school = ops(
+        "messages",
+        "search",
+        "--like",
+        wave["messages"][0],
+        "--to-school",
+        school,
+        "--mailstore",
+        mailstore,
+        "-o",
+        "json",
+    ).json()
+    assert to_school and all(school in r["schools"] for r in to_school)
+    future = ops("messages", "search", "--since", "2099-01-01", "--mailstore", mailstore, "-o", "json").json()
+    assert future == []
+
+
+def test_bad_input_is_a_clear_error(ops: Cli, wave: dict[str, Any], tmp_path: Path) -> None:
+    cases = [
+        (["--regex", "["], 2, "invalid regular expression"),
+        (["--since", "hier"], 2, "not a date"),
+        (["--since", "2024-03-28", "--until", "2024-03-27"], 2, "--until must be after --since"),
+        (["--to-school", "0750654D"], 2, "no school with UAI"),
+        (["--like", "00000000-0000-4000-8000-000000000000"], 2, "no message"),
+        (["--mailstore", f"sqlite:///{tmp_path}/none.sqlite"], 3, "does not exist"),
+        (["--mailstore", "postgresql://nobody@127.0.0.1:1/db"], 5, "cannot reach the mailstore"),
+        (["--mailstore", "mysql://x/y"], 2, "not a mailstore DSN"),
+    ]
+    for args, code, message in cases:
+        result = ops("messages", "search", *args)
+        assert result.exit_code == code and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    purge = ops("messages", "purge", "--from-search", str(bad), "--yes")
+    assert purge.exit_code == 2 and "not a saved search" in purge.stderr
+
+
+def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
+    ops: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    saved = tmp_path / "threat.json"
+    assert ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    noise_marks = ",".join("?" * len(wave["noise_messages"]))
+    noise_sql = f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({noise_marks})"
+    noise_before = lab.sql(noise_sql, *wave["noise_messages"])
+    dry = ops("messages", "purge", "--from-search", str(saved), "--dry-run")
+    assert dry.exit_code == 0 and f"purge {len(wave['messages'])} message(s)" in dry.stderr
+    refused = ops("messages", "purge", "--from-search", str(saved), "--yes", "--max", "10")
+    assert refused.exit_code == 7 and "above the cap" in refused.stderr
+    result = ops(
+        "messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-W", "-o", "json"
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = {r["what"]: r["count"] for r in result.json()}
+    assert summary["messages purged"] == len(wave["messages"]) and summary["copies still in mailboxes"] == 0
+    assert summary["timeline notifications with the text"] > 0
+    marks = ",".join("?" * len(wave["messages"]))
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *wave["messages"]
+    ) == [(0,)]
+    assert lab.sql(noise_sql, *wave["noise_messages"]) == noise_before
+    # The timeline copies stay, as on the platform: the purge reports them instead of pretending.
+    assert lab.sql(f"SELECT count(*) FROM timeline WHERE resource IN ({marks})", *wave["messages"])[0][0] > 0
+    verify = ops("incident", "verify", "INC-W", "-o", "json")
+    assert verify.exit_code == 0 and verify.json() and all(c["ok"] for c in verify.json())
+    bundle = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-W" / "evidence").iterdir())
+    lines = (bundle / "messages.jsonl").read_text().splitlines()
+    assert {json.loads(line)["id"] for line in lines} == set(wave["messages"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["operator"].startswith("admc.pcn") and manifest["tool"].startswith("pcnctl ")
+    assert json.loads((bundle / "query.json").read_text())["query"]["like"] == wave["messages"][0]
+    (bundle / "messages.jsonl").write_text("\n".join(lines[1:]) + "\n")  # someone removes a message
+    tampered = ops("incident", "verify", "INC-W")
+    assert tampered.exit_code == 11 and "messages.jsonl" in tampered.stderr
+
+
+def test_affected_schools_export_equals_the_ground_truth(
+    ops: Cli, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    saved = tmp_path / "threat.json"
+    ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved))
+    result = ops("schools", "export", "--affected", "--from-search", str(saved), "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = result.json()
+    assert {r["uai"] for r in rows} == set(wave["schools"])
+    assert sum(r["senders_from_school"] for r in rows) >= len(wave["senders"])
+    assert all(r["name"] and r["type"] in ("ecole", "college", "lycee") for r in rows)
+    assert (
+        ops("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-X").exit_code == 0
+    )
+    from_incident = ops("schools", "export", "--affected", "--incident", "INC-X", "-o", "json").json()
+    assert {r["uai"] for r in from_incident} == set(wave["schools"])
+    excel = tmp_path / "affected.csv"
+    assert (
+        ops(
+            "schools", "export", "--affected", "--incident", "INC-X", "--excel", "--out", str(excel)
+        ).exit_code
+        == 0
+    )
+    raw = excel.read_bytes()
+    assert raw.startswith("\ufeff".encode()) and b";" in raw.splitlines()[0]
+    table = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
+    assert {r["uai"] for r in table} == set(wave["schools"])
+
+
+def test_senders_flags_exactly_the_hijacked_accounts(ops: Cli, wave: dict[str, Any]) -> None:
+    result = ops("senders", "--since", "1h", "--mass-messages", "5", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    flagged = {r["id"] for r in result.json() if r["mass"]}
+    assert flagged == set(wave["senders"])
+    row = next(r for r in result.json() if r["mass"])
+    assert row["ips"] and not row["ips"][0].startswith("10.") and row["recipients"] > 0
+
+
+def test_show_one_message(ops: Cli, wave: dict[str, Any]) -> None:
+    record = ops("messages", "show", wave["messages"][0], "-o", "json").json()
+    assert record["id"] == wave["messages"][0] and "bombe" in record["body"].lower()
+    assert record["copies"] and any("INBOX" in c for c in record["copies"])
