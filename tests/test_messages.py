@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pcnctl.lab import attack
+from pcnctl.lab.pgserver import Postgres
 from tests import pg
 from tests.conftest import Cli, Lab
 
@@ -29,7 +30,7 @@ def wave(lab: Lab) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[pg.Postgres]:
+def postgres() -> Iterator[Postgres]:
     root = Path(tempfile.mkdtemp(prefix="pcnctl-pg-"))
     server = pg.start(root)
     yield server
@@ -45,7 +46,7 @@ def mailstore(request: pytest.FixtureRequest, lab: Lab, wave: dict[str, Any]) ->
 
     from pcnctl.lab.pgmirror import copy_from_sqlite
 
-    server: pg.Postgres = request.getfixturevalue("postgres")
+    server: Postgres = request.getfixturevalue("postgres")
     with psycopg.connect(server.dsn()) as conn:
         copy_from_sqlite(lab.data_dir / "conversation.sqlite", conn)
     return server.dsn()

@@ -90,11 +90,12 @@ CREATE TABLE IF NOT EXISTS conversation.attachments(
     "contentTransferEncoding" TEXT, size BIGINT);
 CREATE TABLE IF NOT EXISTS conversation.usermessagesattachments(
     user_id TEXT NOT NULL, message_id TEXT NOT NULL, attachment_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS conversation.uma_message ON usermessagesattachments(message_id);
 CREATE TABLE IF NOT EXISTS conversation.folders(
     id TEXT PRIMARY KEY, parent_id TEXT, user_id TEXT, name TEXT, depth INTEGER, trashed BOOLEAN DEFAULT 0);
 """
 CONVERSATION_TABLES = ("messages", "usermessages", "attachments", "usermessagesattachments", "folders")
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 class Store:
