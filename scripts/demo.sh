@@ -31,7 +31,7 @@ adml_school=$(lab accounts.adml.0.schools.0)
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-step pcnctl profile add lab --url "$url" --login "$(lab accounts.admc.login)" --use
+step pcnctl profile add lab --url "$url" --login "$(lab accounts.admc.login)" --mailstore "$(lab mailstore)" --use
 step pcnctl profile add lab-adml --url "$url" --login "$adml_login"
 step pcnctl doctor
 step pcnctl schools list
@@ -48,6 +48,13 @@ step pcnctl messaging block --profile Student --school "$adml_school" --yes --in
     --reason "drill"
 step pcnctl messaging status
 step pcnctl messaging unblock --incident DEMO-1 --yes
+step pcnctl lab attack --data "$demo/lab" --messages 40 --rate 0
+threat=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["messages"][0])' "$demo/lab/attack-truth.json")
+step pcnctl senders --since 1h --mass --mass-messages 5
+step pcnctl messages search --like "$threat" --save "$demo/threat.json" -o csv
+step pcnctl messages purge --from-search "$demo/threat.json" --yes --incident DEMO-1
+step pcnctl incident verify DEMO-1
+step pcnctl schools export --affected --incident DEMO-1 -o markdown
 step pcnctl incident show DEMO-1
 step pcnctl audit verify-log
 printf '\nDemo done: the lab ran at %s; profiles are in %s.\n' "$url" "$PCNCTL_CONFIG"
