@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from pcnctl import __version__
-from pcnctl.cli import accounts, auth, directory, doctor, incident, lab, messages, messaging, profile
+from pcnctl.cli import (
+    accounts,
+    auth,
+    directory,
+    doctor,
+    incident,
+    lab,
+    messages,
+    messaging,
+    playbook,
+    profile,
+)
 from pcnctl.cli._common import State
 
 app = typer.Typer(
@@ -59,6 +70,7 @@ app.add_typer(messaging.app, name="messaging")
 app.add_typer(messages.app, name="messages")
 app.command("senders")(messages.senders)
 directory.schools_app.command("export")(messages.export_affected)
+app.add_typer(playbook.app, name="playbook")
 app.add_typer(incident.app, name="incident")
 app.add_typer(incident.audit_app, name="audit")
 app.add_typer(lab.app, name="lab")

@@ -159,3 +159,41 @@ def attack(
         f"{truth['refused']} refused; "
         f"{len(truth['noise_messages'])} ordinary message(s). Truth: {data / 'attack-truth.json'}"
     )
+
+
+@app.command("drill")
+@handle_errors
+def drill(
+    data: Annotated[Path, typer.Option("--data", help="Drill directory (recreated).")] = Path("pcnctl-drill"),
+    seed: SeedOpt = "small",
+    messages: Annotated[
+        int, typer.Option("--messages", min=10, help="Threats the wave tries to send.")
+    ] = 150,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Threats per second.")] = 15.0,
+    playbook: Annotated[Path | None, typer.Option("--playbook", help="Playbook to answer with.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table, json or markdown.")] = "table",
+) -> None:
+    """Start a lab, play a wave, answer it with bomb-threat-wave.yaml unattended, score the containment.
+
+    Exits 0 only when the wave is contained (and 6 otherwise).
+    """
+    from pcnctl.cli._common import emit
+    from pcnctl.errors import PartialFailureError
+    from pcnctl.lab import drill as core
+
+    _check_preset(seed)
+    note(
+        f"Drill in {data}: lab ({seed}), wave of {messages} threats at {rate:g}/s, playbook "
+        f"{core.PLAYBOOK.name} with every approval given."
+    )
+    report = core.run(
+        data,
+        seed=seed or "small",
+        messages=messages,
+        rate=rate,
+        on_step=lambda s: note(f"  [{s.status}] {s.id}: {s.summary}"),
+    )
+    emit(report.rows(), output, ("measure", "value"))
+    if not report.contained:
+        raise PartialFailureError("the wave was NOT contained", hint=f"see {data / 'drill-report.json'}")
+    note(f"Wave contained. Report: {data / 'drill-report.json'}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pcnctl.config import Profile
@@ -278,6 +279,22 @@ class EdificeDriver:
             },
         )
         return response.json(), response.headers.get("X-HAS-MORE", "false").lower() == "true"
+
+    def flash_message(self, structure_id: str, title: str, text: str, profiles: list[str]) -> None:
+        """A banner shown to a school's users (``POST /timeline/flashmsg/structure/:id``)."""
+        now = datetime.now(UTC)
+        self.http.request(
+            "POST",
+            f"/timeline/flashmsg/structure/{structure_id}",
+            json={
+                "title": title,
+                "contents": {"fr": text},
+                "profiles": profiles,
+                "color": "red",
+                "startDate": now.isoformat(),
+                "endDate": (now + timedelta(days=2)).isoformat(),
+            },
+        )
 
     # -- capabilities --------------------------------------------------------------------------------
 

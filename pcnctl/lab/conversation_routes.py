@@ -229,6 +229,25 @@ def register(router: Router, app: LabApp) -> None:
             db.execute(f"DELETE FROM conversation.usermessages WHERE message_id IN ({marks})", ids)
         return Response.json({"status": "ok"})
 
+    @router.route("POST", "/timeline/flashmsg/structure/:structureId", mfa=True)
+    def flash(req: Request) -> Response:
+        sid = req.params["structureId"]
+        app.require_structure(req, sid)  # AdmlOfStructure
+        body = req.json()
+        if not isinstance(body, dict) or not body.get("title") or not isinstance(body.get("contents"), dict):
+            raise HttpError(400, {"error": "invalid.flashmsg"})
+        store.execute(
+            "INSERT INTO flashmsg VALUES (?,?,?,?,?,?,?)",
+            str(uuid.uuid4()),
+            sid,
+            body["title"],
+            json.dumps(body["contents"]),
+            json.dumps(body.get("profiles") or []),
+            req.user["id"] if req.user is not None else None,
+            time.time(),
+        )
+        return Response.json({"id": sid}, 201)
+
     @router.route("GET", "/infra/v2/event/list/:type/:epoch", action=_EVENTS)
     def events(req: Request) -> Response:
         app.require_admc(req)  # SuperAdminFilter

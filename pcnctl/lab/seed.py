@@ -247,6 +247,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "account_log",
             "timeline",
             "events",
+            "flashmsg",
         ):
             db.execute(f"DELETE FROM {table}")
         for table in CONVERSATION_TABLES:

@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS events(
     id TEXT PRIMARY KEY, event_type TEXT NOT NULL, module TEXT NOT NULL, resource_type TEXT,
     user_id TEXT, profil TEXT, structures TEXT, date BIGINT NOT NULL, ip TEXT, ua TEXT, session_id TEXT);
 CREATE INDEX IF NOT EXISTS events_date ON events(date);
+CREATE TABLE IF NOT EXISTS flashmsg(
+    id TEXT PRIMARY KEY, structure_id TEXT, title TEXT, contents TEXT, profiles TEXT, owner TEXT,
+    created REAL);
 """
 
 # The conversation module's tables, with Edifice's names and columns (conversation/backend/src/main/
@@ -95,7 +98,7 @@ CREATE TABLE IF NOT EXISTS conversation.folders(
     id TEXT PRIMARY KEY, parent_id TEXT, user_id TEXT, name TEXT, depth INTEGER, trashed BOOLEAN DEFAULT 0);
 """
 CONVERSATION_TABLES = ("messages", "usermessages", "attachments", "usermessagesattachments", "folders")
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 
 class Store:

@@ -1,0 +1,292 @@
+"""The playbook format: loading YAML with positions, validating it, and data-only templating.
+
+A value may hold ``${{ inputs.NAME }}``, ``${{ steps.ID.FIELD }}`` or ``${{ incident.id }}``; a value that is
+exactly one expression keeps the type of what it names (a list stays a list). Nothing else is evaluated:
+no code runs from a playbook. Every error names the file, line and column, and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcnctl.errors import PlaybookError
+
+EXPR = re.compile(r"\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
+WHOLE = re.compile(r"^\s*\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}\s*$")
+STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
+INPUT_TYPES = {"string": str, "int": int, "bool": bool, "list": list, "float": float}
+COMPARATORS = {"gt", "ge", "lt", "le", "eq", "ne"}
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+@dataclass
+class Step:
+    id: str
+    op: str
+    params: dict[str, Any]
+    when: Any = None
+    on_error: str = "stop"
+    approval: bool = False
+    line: int = 0
+
+
+@dataclass
+class Playbook:
+    path: Path
+    name: str
+    description: str
+    inputs: dict[str, dict[str, Any]]
+    steps: list[Step] = field(default_factory=list)
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+def _plain(node: Any) -> Any:
+    """A YAML node to plain Python values (safe: only scalars, sequences and mappings)."""
+    import yaml
+
+    return yaml.safe_load(yaml.serialize(node)) if node is not None else None
+
+
+def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
+    """Parse and check a playbook; returns it (None when unusable) and every problem found."""
+    import yaml
+
+    from pcnctl.playbooks.ops import OPS
+
+    name = str(path)
+    problems: list[Problem] = []
+
+    def problem(node: Any, message: str) -> None:
+        mark = getattr(node, "start_mark", None)
+        problems.append(Problem(name, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, message))
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlaybookError(f"cannot read playbook {path}: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problems.append(Problem(name, line, column, f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+        return None, problems
+    if not isinstance(root, yaml.MappingNode):
+        problem(root, "expected a mapping with version, name, description, inputs and steps")
+        return None, problems
+    top = {k.value: v for k, v in root.value}
+    for key_node, _ in root.value:
+        if key_node.value not in ("version", "name", "description", "inputs", "steps"):
+            problem(
+                key_node,
+                f"unknown key {key_node.value!r} (expected version, name, description, inputs, steps)",
+            )
+    if _plain(top.get("version")) != 1:
+        problem(top.get("version", root), "expected version: 1")
+    for key in ("name", "description"):
+        if not isinstance(_plain(top.get(key)), str):
+            problem(top.get(key, root), f"expected {key}: a text")
+    inputs: dict[str, dict[str, Any]] = {}
+    inputs_node = top.get("inputs")
+    if inputs_node is not None:
+        if not isinstance(inputs_node, yaml.MappingNode):
+            problem(inputs_node, "expected inputs: a mapping of name to {type, default, description}")
+        else:
+            for key_node, spec_node in inputs_node.value:
+                spec = _plain(spec_node)
+                if not isinstance(spec, dict) or spec.get("type") not in INPUT_TYPES:
+                    problem(
+                        spec_node, f"input {key_node.value!r}: expected type one of {', '.join(INPUT_TYPES)}"
+                    )
+                    continue
+                unknown = set(spec) - {"type", "default", "description", "required"}
+                if unknown:
+                    problem(
+                        spec_node, f"input {key_node.value!r}: unknown key(s) {', '.join(sorted(unknown))}"
+                    )
+                if "default" in spec and not _type_ok(spec["default"], spec["type"]):
+                    problem(spec_node, f"input {key_node.value!r}: default is not a {spec['type']}")
+                inputs[key_node.value] = spec
+    steps_node = top.get("steps")
+    steps: list[Step] = []
+    produced: dict[str, set[str]] = {}
+    if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
+        problem(steps_node or root, "expected steps: a list of {id, op, with, when, on_error, approval}")
+    else:
+        for node in steps_node.value:
+            step = _step(node, problem, OPS, inputs, produced)
+            if step is not None:
+                if step.id in produced:
+                    problem(node, f"step id {step.id!r} is used twice")
+                produced[step.id] = set(OPS[step.op].produces) if step.op in OPS else set()
+                steps.append(step)
+    if problems:
+        return None, problems
+    return Playbook(path, str(_plain(top["name"])), str(_plain(top["description"])), inputs, steps), problems
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "any" or (isinstance(value, str) and WHOLE.match(value)):
+        return True
+    expected = INPUT_TYPES.get(kind, object)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return EXPR.findall(value)
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    return []
+
+
+def _step(
+    node: Any, problem: Any, ops: dict[str, Any], inputs: dict[str, Any], produced: dict[str, set[str]]
+) -> Step | None:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        problem(node, "expected a step: a mapping with id and op")
+        return None
+    fields = {k.value: (k, v) for k, v in node.value}
+    for key, (key_node, _v) in fields.items():
+        if key not in ("id", "op", "with", "when", "on_error", "approval", "description"):
+            problem(key_node, f"unknown step key {key!r} (expected id, op, with, when, on_error, approval)")
+    step_id = _plain(fields["id"][1]) if "id" in fields else None
+    if not isinstance(step_id, str) or not STEP_ID.match(step_id):
+        problem(fields.get("id", (node, node))[1], "expected id: lower-case letters, digits, '-' or '_'")
+        return None
+    op = _plain(fields["op"][1]) if "op" in fields else None
+    if op not in ops:
+        problem(
+            fields.get("op", (node, node))[1],
+            f"step {step_id}: unknown operation {op!r} (expected one of {', '.join(sorted(ops))})",
+        )
+        return None
+    spec = ops[op]
+    params_node = fields.get("with", (None, None))[1]
+    params = _plain(params_node) or {}
+    if not isinstance(params, dict):
+        problem(params_node, f"step {step_id}: expected with: a mapping of parameters")
+        return None
+    if params_node is not None:
+        for key_node, value_node in params_node.value:
+            if key_node.value not in spec.params:
+                problem(
+                    key_node,
+                    f"step {step_id}: unknown parameter {key_node.value!r} for {op} "
+                    f"(expected {', '.join(sorted(spec.params)) or 'none'})",
+                )
+                continue
+            kind = spec.params[key_node.value].type
+            if not _type_ok(_plain(value_node), kind) and not _refs(_plain(value_node)):
+                problem(value_node, f"step {step_id}: {key_node.value} must be a {kind}")
+    for name, p in spec.params.items():
+        if p.required and name not in params:
+            problem(node, f"step {step_id}: {op} needs the parameter {name!r}")
+    when = _plain(fields["when"][1]) if "when" in fields else None
+    on_error = _plain(fields["on_error"][1]) if "on_error" in fields else "stop"
+    if on_error not in ("stop", "continue"):
+        problem(fields["on_error"][1], f"step {step_id}: on_error must be stop or continue")
+    approval = _plain(fields["approval"][1]) if "approval" in fields else False
+    if not isinstance(approval, bool):
+        problem(fields["approval"][1], f"step {step_id}: approval must be true or false")
+    bad_when = isinstance(when, dict) and (
+        set(when) - {"value", "op", "than"} or when.get("op") not in COMPARATORS
+    )
+    if bad_when:
+        problem(
+            fields["when"][1],
+            f"step {step_id}: when is an expression, or {{value, op, than}} with op "
+            f"one of {', '.join(sorted(COMPARATORS))}",
+        )
+    for ref in _refs(params) + _refs(when):
+        parts = ref.split(".")
+        where = fields.get("with", fields.get("when", (node, node)))[1]
+        if parts[0] == "inputs":
+            if len(parts) != 2 or parts[1] not in inputs:
+                problem(where, f"step {step_id}: ${{{{ {ref} }}}} names no declared input")
+        elif parts[0] == "steps":
+            if len(parts) < 3 or parts[1] not in produced or not all(p.isdigit() for p in parts[3:]):
+                problem(where, f"step {step_id}: ${{{{ {ref} }}}} names no earlier step")
+            elif parts[2] not in produced[parts[1]]:
+                problem(
+                    where,
+                    f"step {step_id}: step {parts[1]} has no result {parts[2]!r} "
+                    f"(it gives {', '.join(sorted(produced[parts[1]]))})",
+                )
+        elif ref != "incident.id":
+            problem(
+                where,
+                f"step {step_id}: unknown reference ${{{{ {ref} }}}} (inputs.*, steps.*.*, incident.id)",
+            )
+    return Step(step_id, op, params, when, on_error, bool(approval), node.start_mark.line + 1)
+
+
+def resolve(value: Any, context: dict[str, Any]) -> Any:
+    """Substitute expressions from ``context`` ({"inputs": ..., "steps": ..., "incident": ...})."""
+    if isinstance(value, str):
+        whole = WHOLE.match(value)
+        if whole:
+            return _lookup(whole.group(1), context)
+        return EXPR.sub(lambda m: str(_lookup(m.group(1), context)), value)
+    if isinstance(value, list):
+        return [resolve(v, context) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, context) for k, v in value.items()}
+    return value
+
+
+def _lookup(ref: str, context: dict[str, Any]) -> Any:
+    value: Any = context
+    for part in ref.split("."):
+        if isinstance(value, list) and part.isdigit():  # steps.find.messages.0: an item of a list result
+            if int(part) >= len(value):
+                raise PlaybookError(f"${{{{ {ref} }}}}: the list has only {len(value)} item(s)")
+            value = value[int(part)]
+            continue
+        if not isinstance(value, dict) or part not in value:
+            raise PlaybookError(f"${{{{ {ref} }}}} has no value at this point of the run")
+        value = value[part]
+    return value
+
+
+def condition(when: Any, context: dict[str, Any]) -> bool:
+    if when is None:
+        return True
+    if isinstance(when, dict):
+        left, right = resolve(when["value"], context), resolve(when["than"], context)
+        if isinstance(left, list):
+            left = len(left)
+        verdict = {
+            "gt": left > right,
+            "ge": left >= right,
+            "lt": left < right,
+            "le": left <= right,
+            "eq": left == right,
+            "ne": left != right,
+        }[when["op"]]
+        return bool(verdict)
+    value = resolve(when, context)
+    return bool(len(value)) if isinstance(value, (list, dict)) else bool(value)

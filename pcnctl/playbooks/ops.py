@@ -1,0 +1,399 @@
+"""The operations a playbook step can call: the same core functions the commands use.
+
+Each operation declares its parameters (with types), whether it changes anything, whether it always needs
+an approval, and the results later steps may use. In check mode (``playbook plan``) read-only operations run
+for real against the ENT and mutating ones only plan, returning the same result fields.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pcnctl.errors import PcnError, PlaybookError
+
+
+@dataclass(frozen=True)
+class Param:
+    type: str  # string | int | float | bool | list
+    required: bool = False
+    default: Any = None
+
+
+@dataclass
+class Env:
+    """What a step runs with: the connection, the incident, the mailstore, and the run's mode."""
+
+    driver: Any
+    incident: Any  # Incident, or None in check mode
+    ctx: Any  # RunContext, or None in check mode
+    mailstore: Any  # Mailstore or None
+    check: bool
+    workdir: Path  # where saved searches go: the incident, or a scratch directory in check mode
+    notes: list[str] = field(default_factory=list)
+
+
+OpFn = Callable[[Env, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Op:
+    fn: OpFn
+    params: dict[str, Param]
+    produces: tuple[str, ...]
+    mutating: bool
+    approval: bool  # always needs an approval (destructive or wide)
+    summary: str
+
+
+def _ms(text: str | None, future: bool = False) -> int | None:
+    from pcnctl.timespec import parse_when
+
+    return int(parse_when(text, future=future).timestamp() * 1000) if text else None
+
+
+def op_search(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import search as core
+    from pcnctl.timespec import parse_when
+
+    if env.mailstore is None:
+        raise PlaybookError("the search step needs a mailstore: set --mailstore on the profile")
+    query = core.Query(
+        since=parse_when(p["since"], future=False) if p.get("since") else None,
+        until=parse_when(p["until"], future=False) if p.get("until") else None,
+        senders=list(p.get("from") or []),
+        subject=p.get("subject"),
+        body=p.get("body"),
+        regex=p.get("regex"),
+        has_attachment=p.get("has_attachment"),
+        like=p.get("like"),
+        threshold=float(p.get("similarity") or 0.4),
+    )
+    result = core.run(env.driver, env.mailstore, query)
+    env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = env.workdir / f"search-{int(time.time() * 1000)}.json"
+    result.save(path, profile=env.driver.profile.name, url=env.driver.profile.url)
+    senders = sorted({m.message.sender for m in result.matches})
+    schools = sorted({s for m in result.matches for s in m.schools})
+    sender_schools = sorted({s for m in result.matches for s in m.sender_schools})
+    return {
+        "messages": [m.message.id for m in result.matches],
+        "count": len(result.matches),
+        "senders": senders,
+        "schools": schools,
+        "sender_schools": sender_schools,
+        "saved": str(path),
+    }
+
+
+def op_senders(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl.senders import Thresholds, senders
+
+    rows = senders(
+        env.driver,
+        _ms(p.get("since") or "1h") or 0,
+        int(datetime.now(UTC).timestamp() * 1000),
+        store=env.mailstore,
+        thresholds=Thresholds(int(p.get("mass_messages") or 20)),
+    )
+    flagged = [r for r in rows if r["mass"]]
+    return {"accounts": [r["id"] for r in flagged], "count": len(flagged), "all": [r["id"] for r in rows]}
+
+
+def _accounts(env: Env, op: str, p: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import accounts
+
+    ids = list(dict.fromkeys(p.get("accounts") or []))
+    if not ids:
+        return {"accounts": [], "count": 0}
+    users = accounts.resolve_targets(env.driver, ids)
+    accounts.check_scope(env.driver, users)
+    plan = accounts.plan(op, users, params)
+    accounts.check_cap(plan, int(p.get("max") or 1000))
+    if env.check:
+        env.notes.append(plan.summary())
+        return {"accounts": [u.id for u in plan.to_change], "count": len(plan.to_change)}
+    result = accounts.execute(env.ctx, plan)
+    if result.failed:
+        raise PcnError(f"{result.failed} account(s) failed; failures in {result.failures_file}")
+    return {"accounts": [r["id"] for r in result.rows if r["result"] == "done"], "count": len(result.rows)}
+
+
+def op_block_accounts(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    return _accounts(env, "accounts.block", p, {})
+
+
+def op_unblock_accounts(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    return _accounts(env, "accounts.unblock", p, {})
+
+
+def op_revoke_sessions(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    return _accounts(env, "sessions.revoke", p, {"keep_blocked": bool(p.get("keep_blocked"))})
+
+
+def op_reset_password(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    return _accounts(
+        env, "accounts.reset-password", p, {"mode": p.get("mode") or "force-change", "revoke": True}
+    )
+
+
+def op_renewal_codes(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    out = _accounts(env, "accounts.renewal-codes", p, {})
+    out["file"] = str(env.incident.path / "codes")
+    return out
+
+
+def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import messaging
+    from pcnctl.timespec import parse_when
+
+    schools = list(p.get("schools") or [])
+    everywhere = bool(p.get("all_schools"))
+    if not schools and not everywhere:
+        return {"schools": [], "count": 0}
+    plan = messaging.plan_block(
+        env.driver,
+        p.get("profile") or "Student",
+        [] if everywhere else schools,
+        all_schools=everywhere,
+        method=p.get("method") or "communication",
+        until=parse_when(p["until"]) if p.get("until") else None,
+        reason=p.get("reason") or "",
+    )
+    if env.check:
+        env.notes.append(
+            f"would block {plan.profile} messaging ({plan.method}) in {len(plan.to_change)} "
+            f"school(s), {plan.users} account(s)"
+        )
+        return {"schools": [s.school.uai for s in plan.to_change], "count": len(plan.to_change)}
+    _run, rows = messaging.execute_block(env.ctx, plan)
+    failed = [r for r in rows if r["result"] == "failed"]
+    if failed:
+        raise PcnError(f"{len(failed)} school(s) failed to block")
+    return {"schools": [r["school"] for r in rows], "count": len(rows)}
+
+
+def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import messaging
+
+    incident = p.get("incident") or env.incident.id
+    blocks = [b for b in messaging.active_blocks() if b["incident"] == incident]
+    if env.check:
+        env.notes.append(f"would lift {len(blocks)} messaging block(s) of incident {incident}")
+        return {"schools": [b["uai"] for b in blocks], "count": len(blocks)}
+    rows = messaging.execute_unblock(env.ctx, blocks)
+    return {"schools": [r["school"] for r in rows], "count": len(rows)}
+
+
+def op_purge(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import purge
+    from pcnctl.search import load_saved
+
+    saved = load_saved(Path(p["search"]))
+    plan = purge.plan(env.mailstore, saved)
+    purge.check_cap(plan, int(p.get("max") or purge.DEFAULT_CAP))
+    if env.check:
+        env.notes.append(
+            f"would purge {len(plan.ids)} message(s), {plan.copy_count} mailbox copies (evidence first)"
+        )
+        return {"purged": len(plan.ids), "leftovers": 0, "evidence": ""}
+    if not plan.ids:
+        return {"purged": 0, "leftovers": 0, "evidence": ""}
+    result = purge.execute(env.ctx, env.mailstore, plan, saved)
+    return {
+        "purged": len(result.purged),
+        "leftovers": sum(len(v) for v in result.leftovers.values()),
+        "evidence": str(result.evidence or ""),
+    }
+
+
+def op_export(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import export
+    from pcnctl.output import render, render_excel_csv
+    from pcnctl.search import load_saved
+
+    if p.get("search"):
+        matches = load_saved(Path(p["search"]))["matches"]
+    else:
+        matches = export.matches_from_incident(env.incident) if env.incident is not None else []
+    rows = export.affected_schools(env.driver, matches)
+    fmt = p.get("format") or "csv"
+    path = env.workdir.parent / f"affected-schools.{'md' if fmt == 'markdown' else fmt}"
+    if env.check:
+        return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        if p.get("excel"):
+            render_excel_csv(rows, export.COLUMNS, fh)
+        else:
+            render(rows, fmt, export.COLUMNS, stream=fh)
+    return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+
+
+def op_notify(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import directory
+
+    schools = [directory.resolve_school(env.driver, s) for s in p.get("schools") or []]
+    if env.check:
+        env.notes.append(f"would show a banner in {len(schools)} school(s)")
+        return {"schools": [s.uai for s in schools], "count": len(schools)}
+    for school in schools:
+        env.driver.flash_message(
+            school.id,
+            p.get("title") or "Information",
+            p["message"],
+            list(p.get("profiles") or ["Teacher", "Personnel"]),
+        )
+        env.ctx.log(env.ctx.incident.id, "notify", school.uai, "done")
+    return {"schools": [s.uai for s in schools], "count": len(schools)}
+
+
+def op_wait(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    if not env.check:
+        time.sleep(float(p.get("seconds") or 0))
+    return {}
+
+
+def op_assert(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl.playbooks.model import condition
+
+    if not condition({"value": p["value"], "op": p.get("op") or "gt", "than": p.get("than", 0)}, {}):
+        raise PcnError(
+            p.get("message") or f"assertion failed: {p['value']!r} {p.get('op', 'gt')} {p.get('than', 0)!r}"
+        )
+    return {}
+
+
+STR, INT, FLT, BOOL, LIST, ANY = "string", "int", "float", "bool", "list", "any"
+OPS: dict[str, Op] = {
+    "search": Op(
+        op_search,
+        {
+            "since": Param(STR),
+            "until": Param(STR),
+            "from": Param(LIST),
+            "subject": Param(STR),
+            "body": Param(STR),
+            "regex": Param(STR),
+            "has_attachment": Param(BOOL),
+            "like": Param(STR),
+            "similarity": Param(FLT),
+        },
+        ("messages", "count", "senders", "schools", "sender_schools", "saved"),
+        False,
+        False,
+        "search the mailstore",
+    ),
+    "senders": Op(
+        op_senders,
+        {"since": Param(STR), "mass_messages": Param(INT)},
+        ("accounts", "count", "all"),
+        False,
+        False,
+        "accounts that sent in bulk",
+    ),
+    "block_accounts": Op(
+        op_block_accounts,
+        {"accounts": Param(LIST, True), "max": Param(INT)},
+        ("accounts", "count"),
+        True,
+        False,
+        "block accounts",
+    ),
+    "unblock_accounts": Op(
+        op_unblock_accounts,
+        {"accounts": Param(LIST, True), "max": Param(INT)},
+        ("accounts", "count"),
+        True,
+        False,
+        "unblock accounts",
+    ),
+    "revoke_sessions": Op(
+        op_revoke_sessions,
+        {"accounts": Param(LIST, True), "keep_blocked": Param(BOOL), "max": Param(INT)},
+        ("accounts", "count"),
+        True,
+        False,
+        "end sessions",
+    ),
+    "reset_password": Op(
+        op_reset_password,
+        {"accounts": Param(LIST, True), "mode": Param(STR), "max": Param(INT)},
+        ("accounts", "count"),
+        True,
+        False,
+        "reset passwords",
+    ),
+    "renewal_codes": Op(
+        op_renewal_codes,
+        {"accounts": Param(LIST, True), "max": Param(INT)},
+        ("accounts", "count", "file"),
+        True,
+        False,
+        "renewal codes",
+    ),
+    "block_messaging": Op(
+        op_block_messaging,
+        {
+            "profile": Param(STR),
+            "schools": Param(LIST),
+            "all_schools": Param(BOOL),
+            "method": Param(STR),
+            "until": Param(STR),
+            "reason": Param(STR),
+        },
+        ("schools", "count"),
+        True,
+        True,
+        "block messaging",
+    ),
+    "unblock_messaging": Op(
+        op_unblock_messaging,
+        {"incident": Param(STR)},
+        ("schools", "count"),
+        True,
+        False,
+        "lift messaging blocks",
+    ),
+    "purge": Op(
+        op_purge,
+        {"search": Param(STR, True), "max": Param(INT)},
+        ("purged", "leftovers", "evidence"),
+        True,
+        True,
+        "purge messages",
+    ),
+    "export": Op(
+        op_export,
+        {"search": Param(STR), "format": Param(STR), "excel": Param(BOOL)},
+        ("file", "schools", "count"),
+        False,
+        False,
+        "export the affected schools",
+    ),
+    "notify": Op(
+        op_notify,
+        {
+            "schools": Param(LIST, True),
+            "title": Param(STR),
+            "message": Param(STR, True),
+            "profiles": Param(LIST),
+        },
+        ("schools", "count"),
+        True,
+        False,
+        "banner in schools",
+    ),
+    "wait": Op(op_wait, {"seconds": Param(FLT, True)}, (), False, False, "wait"),
+    "assert": Op(
+        op_assert,
+        {"value": Param(ANY, True), "op": Param(STR), "than": Param(ANY), "message": Param(STR)},
+        (),
+        False,
+        False,
+        "stop unless true",
+    ),
+}

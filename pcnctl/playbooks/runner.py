@@ -1,0 +1,262 @@
+"""Running a playbook: check mode (plan), step-by-step runs in an incident with approvals, and resume.
+
+The journal gets a ``playbook`` record (file, its SHA-256, inputs, identity) and a ``step`` record per step
+with its status and result, so ``playbook resume`` restores the results of finished steps and continues
+with the first unfinished one; that step's own operation skips what it had already done (blocked accounts
+are "already", blocked schools are in the registry, purged messages are gone). A step that needs approval
+and has none stops the run *before* it: nothing of that step happens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcnctl.errors import PcnError, PlaybookError, RefusedError
+from pcnctl.playbooks.model import Playbook, Step, condition, resolve
+from pcnctl.playbooks.ops import OPS, Env
+
+Confirm = Callable[[Step, dict[str, Any]], bool]
+
+
+class ApprovalMissing(RefusedError):
+    """A step needs an approval the run does not have; the run stopped before it."""
+
+
+@dataclass
+class StepReport:
+    id: str
+    op: str
+    status: str  # done | skipped | failed | planned | awaiting-approval
+    summary: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        return {"step": self.id, "op": self.op, "status": self.status, "summary": self.summary}
+
+
+def coerce_inputs(playbook: Playbook, given: dict[str, str]) -> dict[str, Any]:
+    """Typed inputs from ``--input name=value`` and the declared defaults."""
+    unknown = set(given) - set(playbook.inputs)
+    if unknown:
+        raise PlaybookError(
+            f"unknown input(s) {', '.join(sorted(unknown))}",
+            hint=f"this playbook takes: {', '.join(sorted(playbook.inputs)) or 'none'}",
+        )
+    values: dict[str, Any] = {}
+    for name, spec in playbook.inputs.items():
+        if name not in given:
+            if "default" not in spec:
+                raise PlaybookError(f"input {name!r} is required", hint=f"pass --input {name}=VALUE")
+            values[name] = spec["default"]
+            continue
+        raw, kind = given[name], spec["type"]
+        try:
+            if kind == "int":
+                values[name] = int(raw)
+            elif kind == "float":
+                values[name] = float(raw)
+            elif kind == "bool":
+                if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                    raise ValueError(raw)
+                values[name] = raw.lower() in ("true", "yes", "1")
+            elif kind == "list":
+                values[name] = [v.strip() for v in raw.split(",") if v.strip()]
+            else:
+                values[name] = raw
+        except ValueError:
+            raise PlaybookError(f"input {name!r} must be a {kind}, not {raw!r}") from None
+    return values
+
+
+def _summary(op: str, result: dict[str, Any], notes: list[str]) -> str:
+    if notes:
+        return "; ".join(notes)
+    parts = [
+        f"{k}={v if not isinstance(v, list) else len(v)}"
+        for k, v in result.items()
+        if k in ("count", "purged", "leftovers", "file")
+    ]
+    return ", ".join(parts)
+
+
+def needs_approval(step: Step) -> bool:
+    return step.approval or OPS[step.op].approval
+
+
+def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any) -> list[StepReport]:
+    """Check mode: read-only steps run, mutating steps plan; nothing changes on the ENT."""
+    reports = []
+    context: dict[str, Any] = {"inputs": inputs, "steps": {}, "incident": {"id": "(plan)"}}
+    with tempfile.TemporaryDirectory(prefix="pcnctl-plan-") as scratch:
+        for step in playbook.steps:
+            if not condition(step.when, context):
+                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                reports.append(StepReport(step.id, step.op, "skipped", "condition false"))
+                continue
+            env = Env(driver, None, None, mailstore, True, Path(scratch) / "searches")
+            params = resolve(step.params, context)
+            try:
+                result = OPS[step.op].fn(env, params)
+            except PcnError as exc:
+                reports.append(StepReport(step.id, step.op, "failed", exc.message))
+                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                continue
+            context["steps"][step.id] = result
+            status = "planned" if OPS[step.op].mutating else "done"
+            approval = " (needs approval)" if needs_approval(step) else ""
+            reports.append(
+                StepReport(step.id, step.op, status, _summary(step.op, result, env.notes) + approval, result)
+            )
+    return reports
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(
+    playbook: Playbook,
+    inputs: dict[str, Any],
+    ctx: Any,
+    mailstore: Any,
+    *,
+    approvals: set[str] | None = None,
+    approve_all: bool = False,
+    confirm: Confirm | None = None,
+    resume_from: dict[str, Any] | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> list[StepReport]:
+    """Run the playbook in ``ctx``'s incident; returns a report per step."""
+    approvals = approvals or set()
+    state = resume_from or {}
+    run_id = state.get("run") or f"playbook-{secrets.token_hex(4)}"
+    done: dict[str, dict[str, Any]] = state.get("results", {})
+    if not resume_from:
+        ctx.journal.append(
+            {
+                "t": "playbook",
+                "run": run_id,
+                "file": str(playbook.path.resolve()),
+                "sha256": _sha256(playbook.path),
+                "name": playbook.name,
+                "inputs": inputs,
+                "meta": ctx.meta(),
+            }
+        )
+        ctx.log(run_id, "playbook:start", playbook.name, "started")
+    context: dict[str, Any] = {"inputs": inputs, "steps": dict(done), "incident": {"id": ctx.incident.id}}
+    reports: list[StepReport] = []
+    for step in playbook.steps:
+        if step.id in done:
+            reports.append(
+                StepReport(step.id, step.op, "done", "done before the interruption", done[step.id])
+            )
+            continue
+        if not condition(step.when, context):
+            result: dict[str, Any] = {k: [] for k in OPS[step.op].produces}
+            context["steps"][step.id] = result
+            ctx.journal.append(
+                {"t": "step", "run": run_id, "step": step.id, "status": "skipped", "result": result}
+            )
+            report = StepReport(step.id, step.op, "skipped", "condition false", result)
+            reports.append(report)
+            if on_step:
+                on_step(report)
+            continue
+        params = resolve(step.params, context)
+        if needs_approval(step) and not (approve_all or step.id in approvals):
+            if confirm is None or not confirm(step, params):
+                ctx.journal.append(
+                    {"t": "step", "run": run_id, "step": step.id, "status": "awaiting-approval"}
+                )
+                ctx.journal.sync()
+                raise ApprovalMissing(
+                    f"step {step.id!r} ({OPS[step.op].summary}) needs an approval: the run stopped before it",
+                    hint=f"approve it with --approve {step.id} (or at a terminal); finished steps are kept: "
+                    f"pcnctl playbook resume {ctx.incident.id} --approve {step.id}",
+                )
+            ctx.log(run_id, "playbook:approval", step.id, "approved at the terminal")
+        elif needs_approval(step):
+            ctx.log(run_id, "playbook:approval", step.id, "approved on the command line")
+        ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "start"})
+        env = Env(ctx.driver, ctx.incident, ctx, mailstore, False, ctx.incident.path / "searches")
+        try:
+            result = OPS[step.op].fn(env, params)
+        except PcnError as exc:
+            ctx.journal.append(
+                {"t": "step", "run": run_id, "step": step.id, "status": "failed", "detail": exc.message}
+            )
+            report = StepReport(step.id, step.op, "failed", exc.message)
+            reports.append(report)
+            if on_step:
+                on_step(report)
+            if step.on_error == "continue":
+                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                continue
+            ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "failed"})
+            raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
+        context["steps"][step.id] = result
+        ctx.journal.append(
+            {
+                "t": "step",
+                "run": run_id,
+                "step": step.id,
+                "status": "done",
+                "result": json.loads(json.dumps(result, default=str)),
+            }
+        )
+        report = StepReport(step.id, step.op, "done", _summary(step.op, result, env.notes), result)
+        reports.append(report)
+        if on_step:
+            on_step(report)
+    ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "completed"})
+    ctx.journal.sync()
+    ctx.log(run_id, "playbook:end", playbook.name, "completed")
+    return reports
+
+
+def unfinished(journal_path: Path) -> dict[str, Any] | None:
+    """The last playbook run of an incident that did not complete: its file, inputs and finished steps."""
+    if not journal_path.exists():
+        return None
+    runs: dict[str, dict[str, Any]] = {}
+    for line in journal_path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("t") == "playbook":
+            runs[rec["run"]] = {
+                "run": rec["run"],
+                "file": rec["file"],
+                "sha256": rec["sha256"],
+                "inputs": rec["inputs"],
+                "results": {},
+                "end": None,
+                "meta": rec.get("meta", {}),
+            }
+        elif rec.get("t") == "step" and rec.get("run") in runs and rec.get("status") in ("done", "skipped"):
+            runs[rec["run"]]["results"][rec["step"]] = rec.get("result", {})
+        elif rec.get("t") == "playbook-end" and rec.get("run") in runs:
+            runs[rec["run"]]["end"] = rec["status"]
+    pending = [r for r in runs.values() if r["end"] != "completed"]
+    return pending[-1] if pending else None
+
+
+def check_unchanged(state: dict[str, Any]) -> Path:
+    path = Path(state["file"])
+    if not path.exists():
+        raise PlaybookError(f"the playbook {path} of this run is gone", hint="restore it to resume")
+    if _sha256(path) != state["sha256"]:
+        raise PlaybookError(
+            f"the playbook {path} changed since the run started: resuming could do something else",
+            hint="restore the reviewed version, or start a new run",
+        )
+    return path
