@@ -75,7 +75,7 @@ class DrillReport:
             {"measure": "copies left in mailboxes", "value": self.copies_left},
             {
                 "measure": "affected schools (export = ground truth)",
-                "value": f"{len(self.schools_exported)} ({'match' if self.schools_exported == self.schools_expected else 'MISMATCH'})",
+                "value": f"{len(self.schools_exported)} ({match})",
             },
             {"measure": "affected-schools file", "value": self.export_file},
             {"measure": "verdict", "value": "CONTAINED" if self.contained else "NOT CONTAINED"},
