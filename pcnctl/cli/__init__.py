@@ -20,6 +20,7 @@ from pcnctl.cli import (
     messaging,
     playbook,
     profile,
+    rollback,
 )
 from pcnctl.cli._common import State
 
@@ -72,6 +73,7 @@ app.command("senders")(messages.senders)
 directory.schools_app.command("export")(messages.export_affected)
 app.add_typer(playbook.app, name="playbook")
 app.add_typer(incident.app, name="incident")
+app.command("rollback")(rollback.rollback)
 app.add_typer(incident.audit_app, name="audit")
 app.add_typer(lab.app, name="lab")
 

@@ -74,6 +74,58 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     emit(rows, output, ("run", "op", "identity", "auth", "items", "done", "already", "failed", "status"))
 
 
+@app.command("report")
+@handle_errors
+def report(
+    incident_id: IdArg,
+    fmt: Annotated[str, typer.Option("--output", "-o", help="markdown, html or json.")] = "markdown",
+    out: Annotated[str | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """The incident report for the crisis cell and the post-mortem (Markdown, HTML or JSON)."""
+    from pathlib import Path
+
+    from pcnctl.errors import UsageError
+    from pcnctl.incident import Incident
+    from pcnctl.incident import report as core
+
+    if fmt not in ("markdown", "html", "json"):
+        raise UsageError(f"{fmt!r} is not a report format: markdown, html or json")
+    data = core.collect(Incident.load(incident_id))
+    text = {"markdown": core.markdown, "html": core.html_page, "json": core.to_json}[fmt](data)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        note(f"Report written to {out}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command("close")
+@handle_errors
+def close(
+    incident_id: IdArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Close even with messaging blocks in force.")
+    ] = False,
+) -> None:
+    """Close an incident (its journal and evidence stay); refused while its messaging blocks are in force."""
+    from pcnctl import messaging
+    from pcnctl.errors import RefusedError
+    from pcnctl.incident import Incident
+    from pcnctl.incident.store import utcnow
+
+    inc = Incident.load(incident_id)
+    active = [b for b in messaging.active_blocks() if b["incident"] == inc.id]
+    if active and not force:
+        raise RefusedError(
+            f"incident {inc.id} still has {len(active)} messaging block(s) in force",
+            hint=f"lift them (pcnctl messaging unblock --incident {inc.id} or pcnctl rollback "
+            f"{inc.id}), or pass --force",
+        )
+    inc.status, inc.closed_at = "closed", utcnow()
+    inc.save()
+    note(f"Incident {inc.id} closed")
+
+
 @app.command("verify")
 @handle_errors
 def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:

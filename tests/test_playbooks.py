@@ -1,0 +1,268 @@
+"""Playbooks against the lab: validation with locations, check mode, approvals, resume after a kill, the
+shipped playbooks, and the drill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcnctl.lab import attack
+from tests.conftest import Cli, Lab
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "playbooks").glob("*.yaml"))
+WAVE = str(ROOT / "playbooks" / "bomb-threat-wave.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_playbooks_validate(cli: Cli, path: Path) -> None:
+    result = cli("playbook", "validate", str(path))
+    assert result.exit_code == 0, result.stderr
+
+
+HEAD = "version: 1\nname: x\ndescription: y\n"
+GOOD_STEP = "  - id: find\n    op: search\n    with:\n      since: 2h\n"
+CASES = [
+    (HEAD + "steps: [\n", 5, "not valid YAML"),
+    (HEAD + "foo: 1\nsteps:\n" + GOOD_STEP, 4, "unknown key 'foo'"),
+    ("version: 2\nname: x\ndescription: y\nsteps:\n" + GOOD_STEP, 1, "expected version: 1"),
+    (HEAD + "steps:\n  - id: a\n    op: nuke\n", 6, "unknown operation 'nuke'"),
+    (
+        HEAD + "steps:\n  - id: a\n    op: search\n    with:\n      colour: red\n",
+        8,
+        "unknown parameter 'colour'",
+    ),
+    (
+        HEAD + "steps:\n  - id: a\n    op: search\n    with:\n      since: [1]\n",
+        8,
+        "since must be a string",
+    ),
+    (
+        HEAD + "steps:\n  - id: a\n    op: purge\n",
+        5,
+        "needs the parameter 'search'",
+    ),
+    (HEAD + "steps:\n" + GOOD_STEP + GOOD_STEP, 9, "used twice"),
+    (
+        HEAD + "steps:\n  - id: a\n    op: block_accounts\n    with:\n"
+        "      accounts: ${{ steps.later.senders }}\n",
+        8,
+        "names no earlier step",
+    ),
+    (
+        HEAD + "steps:\n" + GOOD_STEP + "  - id: b\n    op: block_accounts\n    with:\n"
+        "      accounts: ${{ steps.find.nothing }}\n",
+        12,
+        "has no result 'nothing'",
+    ),
+    (
+        HEAD + "steps:\n  - id: a\n    op: search\n    with:\n      since: ${{ inputs.when }}\n",
+        8,
+        "names no declared input",
+    ),
+    (
+        HEAD + "steps:\n  - id: a\n    op: wait\n    on_error: retry\n    with:\n      seconds: 1\n",
+        7,
+        "on_error must be stop or continue",
+    ),
+    (
+        HEAD + "inputs:\n  n:\n    type: integer\nsteps:\n" + GOOD_STEP,
+        6,
+        "expected type one of",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), CASES, ids=[c[2][:30] for c in CASES])
+def test_validation_names_file_line_and_what_was_expected(
+    cli: Cli, tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = tmp_path / "book.yaml"
+    path.write_text(text)
+    result = cli("playbook", "validate", str(path))
+    assert result.exit_code == 8
+    located = [row for row in result.stderr.splitlines() if row.startswith(f"{path}:{line}:")]
+    assert any(message in row for row in located), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def wave(lab: Lab) -> dict[str, Any]:
+    return attack.run(lab.data_dir, senders=5, messages=30, schools=4, rate=0, noise=20, random_seed=5)
+
+
+@pytest.fixture
+def responder(lab: Lab, cli: Cli, wave: dict[str, Any]) -> Cli:
+    cli(
+        "profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn", "--mailstore", lab.info["mailstore"]
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    return cli
+
+
+def contained(lab: Lab, wave: dict[str, Any]) -> None:
+    """The end state of a full response, checked against the ground truth."""
+    senders = sorted(set(wave["senders"]))
+    assert lab.sql(
+        f"SELECT count(*) FROM users WHERE blocked = 1 AND id IN ({','.join('?' * len(senders))})", *senders
+    ) == [(len(senders),)]
+    marks = ",".join("?" * len(wave["messages"]))
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *wave["messages"]
+    ) == [(0,)]
+    open_groups = lab.sql(
+        "SELECT s.uai FROM groups g JOIN structures s ON s.id = g.structure_id WHERE g.profile = 'Student'"
+        " AND g.users_dir != 'OUTGOING'"
+    )
+    assert not {u for (u,) in open_groups} & set(wave["schools"])
+
+
+def test_plan_changes_nothing(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    result = responder("playbook", "plan", WAVE, "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    steps = {r["step"]: r for r in result.json()}
+    assert steps["variants"]["summary"] == f"count={len(wave['messages'])}"
+    assert steps["block-senders"]["status"] == "planned" and "needs approval" in steps["purge"]["summary"]
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
+    assert lab.sql("SELECT count(*) FROM groups WHERE users_dir != 'BOTH'") == [(0,)]
+
+
+def test_a_run_without_approval_stops_before_the_step(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    result = responder("playbook", "run", WAVE, "--incident", "PB-A")
+    assert result.exit_code == 7 and "block-senders" in result.stderr and "stopped before it" in result.stderr
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]  # nothing of the step happened
+    again = responder("playbook", "resume", "PB-A", "--approve", "block-senders")
+    assert again.exit_code == 7 and "block-student-messaging" in again.stderr
+    assert lab.sql("SELECT count(DISTINCT user_id) FROM account_log") == [(len(set(wave["senders"])),)]
+    done = responder("playbook", "resume", "PB-A", "--approve-all", "-o", "json")
+    assert done.exit_code == 0, done.stderr
+    statuses = {r["step"]: r["status"] for r in done.json()}
+    assert set(statuses.values()) == {"done"}
+    contained(lab, wave)
+    export = Path(os.environ["PCNCTL_HOME"]) / "incidents" / "PB-A" / "affected-schools.csv"
+    assert {line.split(",")[0] for line in export.read_text().splitlines()[1:]} == set(wave["schools"])
+    lift = responder(
+        "playbook",
+        "run",
+        str(ROOT / "playbooks" / "lift-restrictions.yaml"),
+        "--incident",
+        "PB-A",
+        "--approve-all",
+    )
+    assert lift.exit_code == 0, lift.stderr
+    assert lab.sql("SELECT count(*) FROM groups WHERE users_dir != 'BOTH'") == [(0,)]
+
+
+@pytest.mark.parametrize("kill_after", ["block-senders", "block-student-messaging", "purge"])
+def test_a_run_killed_mid_way_resumes_to_the_same_end_state(
+    responder: Cli, lab: Lab, wave: dict[str, Any], kill_after: str
+) -> None:
+    home = Path(os.environ["PCNCTL_HOME"])
+    journal = home / "incidents" / "PB-K" / "journal.jsonl"
+    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pcnctl",
+            "playbook",
+            "run",
+            WAVE,
+            "--incident",
+            "PB-K",
+            "--approve-all",
+            "-q",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    marker = f'"step":"{kill_after}","status":"start"'
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and marker in journal.read_text():
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = responder("playbook", "resume", "PB-K", "--approve-all", "-o", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    contained(lab, wave)
+    blocks = responder("messaging", "status", "-o", "json").json()
+    assert sorted(b["school"] for b in blocks) == sorted(set(wave["schools"]))  # each school blocked once
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    done = [r["step"] for r in records if r.get("t") == "step" and r.get("status") == "done"]
+    assert len(done) == len(set(done))  # no step finished twice
+
+
+def test_compromised_account_playbook(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    login = wave["sender_logins"][0]
+    sent = lab.sql('SELECT id FROM conversation.messages WHERE "from" = ?', wave["senders"][0])
+    result = responder(
+        "playbook",
+        "run",
+        str(ROOT / "playbooks" / "compromised-account.yaml"),
+        "--input",
+        f"account={login}",
+        "--incident",
+        "PB-C",
+        "--approve-all",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert lab.sql("SELECT blocked, password FROM users WHERE login = ?", login) == [(1, "ERASED")]
+    marks = ",".join("?" * len(sent))
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *[s[0] for s in sent]
+    ) == [(0,)]
+    codes = list((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "PB-C" / "codes").iterdir())
+    assert codes and login in codes[0].read_text()
+    bad = responder("playbook", "run", str(ROOT / "playbooks" / "compromised-account.yaml"))
+    assert bad.exit_code == 8 and "input 'account' is required" in bad.stderr
+
+
+def test_the_drill_contains_the_wave(cli: Cli, tmp_path: Path) -> None:
+    result = cli("lab", "drill", "--data", str(tmp_path / "drill"), "--messages", "90", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    report = {r["measure"]: r["value"] for r in result.json()}
+    assert report["verdict"] == "CONTAINED"
+    assert report["threats delivered after containment"] == 0 and report["copies left in mailboxes"] == 0
+    assert "(match)" in report["affected schools (export = ground truth)"]
+    saved = json.loads((tmp_path / "drill" / "drill-report.json").read_text())
+    assert saved["contained"] is True
+
+
+def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path) -> None:
+    before = lab.sql("SELECT id, users_dir FROM groups ORDER BY id")
+    assert responder("playbook", "run", WAVE, "--incident", "PB-R", "--approve-all").exit_code == 0
+    contained(lab, wave)
+    md = responder("incident", "report", "PB-R")
+    assert md.exit_code == 0 and "# Incident PB-R" in md.stdout and "accounts.block" in md.stdout
+    assert all(uai in md.stdout for uai in wave["schools"]) and "hashes intact" in md.stdout
+    page = tmp_path / "report.html"
+    assert responder("incident", "report", "PB-R", "-o", "html", "--out", str(page)).exit_code == 0
+    assert page.read_text().count("<table>") == 3
+    refused = responder("incident", "close", "PB-R")
+    assert refused.exit_code == 7 and "messaging block(s) in force" in refused.stderr
+    dry = responder("rollback", "PB-R", "--dry-run", "-o", "json")
+    kinds = [r["kind"] for r in dry.json()]
+    assert kinds == ["irreversible", "messaging", "accounts"]  # newest first; the purge cannot be undone
+    undone = responder("rollback", "PB-R", "--yes", "-o", "json")
+    assert undone.exit_code == 0, undone.stderr
+    assert lab.sql("SELECT id, users_dir FROM groups ORDER BY id") == before
+    senders = sorted(set(wave["senders"]))
+    assert lab.sql(
+        f"SELECT count(*) FROM users WHERE blocked = 1 AND id IN ({','.join('?' * len(senders))})", *senders
+    ) == [(0,)]
+    assert responder("incident", "close", "PB-R").exit_code == 0
+    listed = responder("incident", "list", "-o", "json").json()
+    assert {i["id"]: i["status"] for i in listed}["PB-R"] == "closed"
