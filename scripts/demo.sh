@@ -31,6 +31,10 @@ adml_school=$(lab accounts.adml.0.schools.0)
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
+printf '\n\033[1mThe drill: a bomb-threat wave on a fresh lab, answered by playbooks/bomb-threat-wave.yaml\033[0m\n'
+step pcnctl lab drill --data "$demo/drill"
+
+printf '\n\033[1mThe operator walkthrough, command by command\033[0m\n'
 step pcnctl profile add lab --url "$url" --login "$(lab accounts.admc.login)" --mailstore "$(lab mailstore)" --use
 step pcnctl profile add lab-adml --url "$url" --login "$adml_login"
 step pcnctl doctor

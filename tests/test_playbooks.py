@@ -266,3 +266,18 @@ def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any
     assert responder("incident", "close", "PB-R").exit_code == 0
     listed = responder("incident", "list", "-o", "json").json()
     assert {i["id"]: i["status"] for i in listed}["PB-R"] == "closed"
+
+
+def test_the_json_schema_lists_every_operation_and_parameter() -> None:
+    from pcnctl.playbooks.ops import OPS
+
+    schema = json.loads((ROOT / "docs" / "playbook.schema.json").read_text())
+    ops = schema["properties"]["steps"]["items"]["properties"]["op"]["enum"]
+    assert ops == sorted(OPS)
+    variants = {
+        v["if"]["properties"]["op"]["const"]: v["then"]["properties"]["with"]["properties"]
+        for v in schema["properties"]["steps"]["items"]["allOf"]
+    }
+    assert {name: sorted(props) for name, props in variants.items()} == {
+        name: sorted(op.params) for name, op in OPS.items()
+    }
