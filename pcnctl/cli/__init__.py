@@ -11,6 +11,7 @@ import typer
 from pcnctl import __version__
 from pcnctl.cli import (
     accounts,
+    audit,
     auth,
     directory,
     doctor,
@@ -75,6 +76,7 @@ app.add_typer(playbook.app, name="playbook")
 app.add_typer(incident.app, name="incident")
 app.command("rollback")(rollback.rollback)
 app.add_typer(incident.audit_app, name="audit")
+incident.audit_app.command("run")(audit.run)
 app.add_typer(lab.app, name="lab")
 
 

@@ -1,0 +1,366 @@
+"""The audit checks. Each returns a :class:`Finding`: a severity, a count, and the rows behind it.
+
+* ``mass_senders``: accounts that sent to many people, fast, or from several IPs (event store; mailstore);
+* ``watchlist``: new messages matching threat patterns (French default list, case and accent insensitive)
+  or near-duplicates of the threats preserved in past incidents;
+* ``blocks``: messaging blocks in force, their age and incident, expiry passed;
+* ``drift``: what an open incident blocked or purged and is no longer so (accounts unblocked, member links or
+  relations restored outside pcnctl, purged messages back in mailboxes);
+* ``evidence``: purges whose messages are in no verified evidence bundle;
+* ``health``: latency and errors of the key routes, throttling and quota answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pcnctl import evidence, messaging
+from pcnctl.incident import list_incidents
+from pcnctl.incident.journal import read
+from pcnctl.models import fold
+from pcnctl.platform import EntDriver
+from pcnctl.search import shingles, similarity
+from pcnctl.sources.mailstore import Mailstore
+from pcnctl.timespec import iso
+
+SEVERITIES = ("ok", "info", "warning", "critical")
+# Threat patterns, written without accents: messages are folded (accents, case) before matching. Each needs
+# a threat in context ("bombe" alone would catch a history homework on the atomic bomb).
+DEFAULT_WATCHLIST: tuple[tuple[str, str], ...] = (
+    (
+        "bomb threat",
+        r"\b(bombe|explosif|engin)\b[^.!?]{0,100}[.!?\s]*[^.!?]{0,100}\b(explos\w*|evacu\w*|"
+        r"mort\w*|tuer|sauter)\b",
+    ),
+    (
+        "blow up the school",
+        r"\b(faire sauter|exploser|bruler) (l'|le |la |votre )?(college|lycee|ecole|"
+        r"etablissement)",
+    ),
+    ("attack", r"\b(attentat|tuerie|fusillade|massacre)\b"),
+    ("kill threat", r"\b(je vais|on va|nous allons) (tous )?(vous )?(tuer|egorger|decapiter|abattre)\b"),
+    (
+        "weapon at school",
+        r"\b(arme|kalach\w*|pistolet|couteau)s? (dans|a) (l'|le |la )?(college|lycee|ecole|"
+        r"etablissement)",
+    ),
+)
+
+
+@dataclass
+class Finding:
+    check: str
+    severity: str
+    count: int
+    summary: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "count": self.count,
+            "summary": self.summary,
+            "rows": self.rows,
+        }
+
+
+@dataclass
+class Thresholds:
+    mass_messages: int = 20
+    mass_recipients: int = 40
+    mass_rate: float = 5.0
+    max_ips: int = 2
+    similarity: float = 0.4
+    latency_ms: float = 1500.0
+
+
+@dataclass
+class AuditEnv:
+    driver: EntDriver
+    mailstore: Mailstore | None
+    since_ms: int
+    until_ms: int
+    thresholds: Thresholds
+    watchlist: tuple[tuple[str, str], ...] = DEFAULT_WATCHLIST
+
+
+def load_watchlist(path: Any) -> tuple[tuple[str, str], ...]:
+    """``name: regular expression`` per line (``#`` comments); patterns apply to accent-folded text."""
+    from pcnctl.errors import UsageError
+
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, pattern = line.partition(":")
+        if not sep or not pattern.strip():
+            raise UsageError(f"{path}:{number}: expected 'name: regular expression'")
+        try:
+            re.compile(pattern.strip())
+        except re.error as exc:
+            raise UsageError(f"{path}:{number}: invalid regular expression: {exc}") from None
+        entries.append((name.strip(), pattern.strip()))
+    if not entries:
+        raise UsageError(f"{path} holds no pattern")
+    return tuple(entries)
+
+
+def _open_incidents() -> list[Any]:
+    return [i for i in list_incidents() if i.status == "open"]
+
+
+def mass_senders(env: AuditEnv) -> Finding:
+    from pcnctl.senders import Thresholds as SenderThresholds
+    from pcnctl.senders import senders
+
+    t = env.thresholds
+    rows = senders(
+        env.driver,
+        env.since_ms,
+        env.until_ms,
+        store=env.mailstore,
+        thresholds=SenderThresholds(t.mass_messages, t.mass_recipients, t.mass_rate),
+    )
+    for row in rows:
+        if len(row["ips"]) > t.max_ips:
+            row["mass"] = True
+            row["why"] = ", ".join(filter(None, [row["why"], f"{len(row['ips'])} IPs"]))
+    flagged = [r for r in rows if r["mass"]]
+    return Finding(
+        "mass_senders",
+        "critical" if flagged else "ok",
+        len(flagged),
+        f"{len(flagged)} account(s) sending in bulk among {len(rows)} sender(s)",
+        flagged,
+        ("login", "profile", "schools", "messages", "recipients", "per_minute", "ips", "why"),
+    )
+
+
+def watchlist(env: AuditEnv) -> Finding:
+    if env.mailstore is None:
+        return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
+    patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
+    templates = []
+    for incident in list_incidents():
+        root = incident.path / "evidence"
+        if root.exists():
+            for bundle in root.iterdir():
+                path = bundle / "messages.jsonl"
+                if path.exists():
+                    for line in path.read_text(encoding="utf-8").splitlines()[:20]:
+                        m = json.loads(line)
+                        templates.append((incident.id, shingles(m["subject"] + " " + m["body"])))
+    rows = []
+    for message in env.mailstore.iter_messages(since_ms=env.since_ms, until_ms=env.until_ms):
+        text = fold(message.subject + " " + message.body)
+        hit = next((name for name, p in patterns if p.search(text)), None)
+        like = None
+        if templates:
+            mine = shingles(message.subject + " " + message.body)
+            best = max(((similarity(mine, t), inc) for inc, t in templates), default=(0.0, ""))
+            if best[0] >= env.thresholds.similarity:
+                like = f"{best[1]} ({best[0]:.2f})"
+        if hit or like:
+            rows.append(
+                {
+                    "id": message.id,
+                    "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
+                    "date_ms": message.date,
+                    "from": message.sender,
+                    "from_name": message.sender_name,
+                    "subject": message.subject,
+                    "recipients": len(message.recipients),
+                    "pattern": hit or "",
+                    "like_incident": like or "",
+                }
+            )
+    return Finding(
+        "watchlist",
+        "critical" if rows else "ok",
+        len(rows),
+        f"{len(rows)} new message(s) match the threat watchlist or a past template",
+        rows,
+        ("date", "from_name", "subject", "recipients", "pattern", "like_incident"),
+    )
+
+
+def blocks(env: AuditEnv) -> Finding:
+    now = datetime.now(UTC)
+    rows = []
+    for b in messaging.status_rows(now):
+        since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
+        rows.append({**b, "age_hours": round((now - since).total_seconds() / 3600, 1)})
+    expired = [r for r in rows if r["expired"]]
+    severity = "warning" if expired else ("info" if rows else "ok")
+    return Finding(
+        "blocks",
+        severity,
+        len(rows),
+        f"{len(rows)} messaging block(s) in force, {len(expired)} past their expiry",
+        rows,
+        ("school", "profile", "method", "since", "age_hours", "by", "incident", "until", "expired"),
+    )
+
+
+def drift(env: AuditEnv) -> Finding:
+    from pcnctl.errors import PcnError
+
+    rows: list[dict[str, Any]] = []
+    for incident in _open_incidents():
+        runs = read(incident.journal_path)
+        blocked = {k for s in runs if s.op == "accounts.block" for k, p in s.phases.items() if p == "done"}
+        unblocked = {
+            k
+            for s in runs
+            if s.op in ("accounts.unblock", "sessions.revoke")
+            for k, p in s.phases.items()
+            if p == "done"
+        }
+        for user_id in sorted(blocked - unblocked):
+            try:
+                user = env.driver.get_user(user_id)
+            except PcnError:  # a deleted or unreachable account is reported elsewhere, not as drift
+                continue
+            if not user.blocked:
+                rows.append(
+                    {
+                        "incident": incident.id,
+                        "kind": "account unblocked outside pcnctl",
+                        "target": user.login,
+                        "detail": ", ".join(user.schools),
+                    }
+                )
+        purged = [k for s in runs if s.op == "messages.purge" for k, p in s.phases.items() if p == "done"]
+        if purged and env.mailstore is not None:
+            back = {k: v for k, v in env.mailstore.mailboxes(purged).items() if v}
+            rows += [
+                {
+                    "incident": incident.id,
+                    "kind": "purged message back in mailboxes",
+                    "target": k,
+                    "detail": f"{len(v)} copies",
+                }
+                for k, v in back.items()
+            ]
+    for b in messaging.active_blocks():
+        if b["method"] == "communication":
+            links = env.driver.group_links(b["group"])
+            if links["users"] in ("BOTH", "INCOMING") or links["outgoing"]:
+                rows.append(
+                    {
+                        "incident": b["incident"],
+                        "kind": "communication restored outside pcnctl",
+                        "target": b["uai"],
+                        "detail": f"members {links['users']}, {len(links['outgoing'])} relation(s)",
+                    }
+                )
+        elif b["method"] == "roles":
+            roles = env.driver.messaging_roles(b["school_id"])
+            if any(g["id"] == b["group"] for r in roles for g in r["groups"]):
+                rows.append(
+                    {
+                        "incident": b["incident"],
+                        "kind": "Messagerie role restored outside pcnctl",
+                        "target": b["uai"],
+                        "detail": b["profile"],
+                    }
+                )
+    return Finding(
+        "drift",
+        "critical" if rows else "ok",
+        len(rows),
+        f"{len(rows)} change(s) undone behind the incident's back",
+        rows,
+        ("incident", "kind", "target", "detail"),
+    )
+
+
+def evidence_gaps(env: AuditEnv) -> Finding:
+    rows: list[dict[str, Any]] = []
+    for incident in list_incidents():
+        runs = read(incident.journal_path)
+        purged = {k for s in runs if s.op == "messages.purge" for k, p in s.phases.items() if p == "done"}
+        if not purged:
+            continue
+        covered = evidence.verified_ids(incident)
+        missing = purged - covered
+        if missing:
+            rows.append(
+                {
+                    "incident": incident.id,
+                    "purged": len(purged),
+                    "without_evidence": len(missing),
+                    "example": sorted(missing)[0],
+                }
+            )
+    return Finding(
+        "evidence",
+        "critical" if rows else "ok",
+        sum(r["without_evidence"] for r in rows),
+        f"{len(rows)} incident(s) purged messages with no verified evidence",
+        rows,
+        ("incident", "purged", "without_evidence", "example"),
+    )
+
+
+def health(env: AuditEnv) -> Finding:
+    from pcnctl.errors import PcnError
+
+    http = env.driver.http
+    routes = [
+        ("GET", "/auth/login", False),
+        ("GET", "/auth/oauth2/userinfo", True),
+        ("GET", "/directory/structure/admin/list", True),
+    ]
+    rows: list[dict[str, Any]] = []
+    for method, path, auth in routes:
+        times, errors = [], 0
+        for _ in range(5):
+            started = time.perf_counter()
+            try:
+                http.request(method, path, auth=auth, allow=(200, 302, 401))
+            except PcnError:
+                errors += 1
+            times.append((time.perf_counter() - started) * 1000)
+        rows.append(
+            {
+                "route": f"{method} {path}",
+                "median_ms": round(statistics.median(times), 1),
+                "p95_ms": round(sorted(times)[-1], 1),
+                "errors": errors,
+            }
+        )
+    throttled = {s: http.stats.statuses[s] for s in (429, 503, 509) if http.stats.statuses[s]}
+    slow = [r for r in rows if float(r["p95_ms"]) > env.thresholds.latency_ms]
+    failing = [r for r in rows if r["errors"]]
+    severity = "critical" if failing else ("warning" if slow or throttled else "ok")
+    summary = (
+        f"{len(failing)} route(s) failing, {len(slow)} slow (p95 > {env.thresholds.latency_ms:g} ms)"
+        + (f", throttled: {throttled}" if throttled else "")
+    )
+    return Finding(
+        "health",
+        severity,
+        len(failing) + len(slow),
+        summary,
+        rows,
+        ("route", "median_ms", "p95_ms", "errors"),
+    )
+
+
+CHECKS = {
+    "mass_senders": mass_senders,
+    "watchlist": watchlist,
+    "blocks": blocks,
+    "drift": drift,
+    "evidence": evidence_gaps,
+    "health": health,
+}

@@ -1,0 +1,124 @@
+"""One audit run, as cron needs it: one at a time (a lock), ``--since last`` from a state file, the checks,
+and an exit code that says clean, warnings or critical.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pcnctl.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
+from pcnctl.config import state_dir
+from pcnctl.errors import ExitCode, RefusedError, UsageError
+from pcnctl.incident.store import write_private
+from pcnctl.platform import EntDriver
+from pcnctl.sources.mailstore import Mailstore
+from pcnctl.timespec import iso, parse_when
+
+FIRST_RUN = timedelta(hours=24)
+
+
+@dataclass
+class AuditReport:
+    profile: str
+    url: str
+    since: datetime
+    until: datetime
+    findings: list[Finding]
+
+    @property
+    def worst(self) -> str:
+        return max((f.severity for f in self.findings), key=SEVERITIES.index, default="ok")
+
+    def exit_code(self, fail_on: str) -> ExitCode:
+        worst = SEVERITIES.index(self.worst)
+        if worst >= SEVERITIES.index("critical") and SEVERITIES.index(fail_on) <= worst:
+            return ExitCode.AUDIT_CRITICAL
+        if worst >= SEVERITIES.index("warning") and fail_on == "warning":
+            return ExitCode.AUDIT_WARNING
+        return ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "url": self.url,
+            "since": iso(self.since),
+            "until": iso(self.until),
+            "worst": self.worst,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """Only one audit run at a time: a second one refuses at once instead of piling up behind cron."""
+    path = state_dir() / "audit.lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RefusedError(
+                "another audit run is in progress",
+                hint="cron runs overlap: lengthen the period or look at why the previous run is slow",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _state_path() -> Any:
+    return state_dir() / "audit-state.json"
+
+
+def window(since: str, profile: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or datetime.now(UTC)
+    if since == "last":
+        path = _state_path()
+        state = json.loads(path.read_text()) if path.exists() else {}
+        last = state.get(profile, {}).get("last_success")
+        start = datetime.fromisoformat(last.replace("Z", "+00:00")) if last else now - FIRST_RUN
+    else:
+        start = parse_when(since, now=now, future=False)
+    if start >= now:
+        raise UsageError(f"--since {since} is not in the past")
+    return start, now
+
+
+def remember(profile: str, until: datetime) -> None:
+    path = _state_path()
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state[profile] = {"last_success": iso(until)}
+    write_private(path, json.dumps(state, indent=1) + "\n")
+
+
+def run(
+    driver: EntDriver,
+    mailstore: Mailstore | None,
+    checks: Sequence[str],
+    start: datetime,
+    end: datetime,
+    thresholds: Thresholds | None = None,
+    watchlist: tuple[tuple[str, str], ...] | None = None,
+) -> AuditReport:
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise UsageError(f"unknown check(s) {', '.join(unknown)}", hint=f"choose from {', '.join(CHECKS)}")
+    env = AuditEnv(
+        driver,
+        mailstore,
+        int(start.timestamp() * 1000),
+        int(end.timestamp() * 1000),
+        thresholds or Thresholds(),
+    )
+    if watchlist:
+        env.watchlist = watchlist
+    findings = [CHECKS[name](env) for name in checks]
+    return AuditReport(driver.profile.name, driver.profile.url, start, end, findings)

@@ -1,0 +1,93 @@
+"""``pcnctl audit run``: the cron-made report (``audit verify-log`` lives with the incident commands)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pcnctl.cli._common import EntProfileOpt, get_driver, handle_errors
+
+
+@handle_errors
+def run(
+    checks: Annotated[
+        str,
+        typer.Option(
+            "--checks",
+            help="Comma-separated: mass_senders, watchlist, blocks, drift, evidence, health (default: all).",
+        ),
+    ] = "",
+    since: Annotated[
+        str,
+        typer.Option("--since", help="'last' (since the previous successful run) or a duration/ISO time."),
+    ] = "last",
+    output: Annotated[str, typer.Option("--output", "-o", help="markdown, html, json or csv.")] = "markdown",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the report to this file.")] = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="warning or critical: lowest severity that fails.")
+    ] = "warning",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Nothing on stdout unless something is found.")
+    ] = False,
+    lang: Annotated[str, typer.Option("--lang", help="en or fr.")] = "en",
+    mass_messages: Annotated[int, typer.Option("--mass-messages", help="Mass-sender threshold.")] = 20,
+    watchlist: Annotated[
+        Path | None,
+        typer.Option(
+            "--watchlist",
+            help="File of 'name: regex' lines (default: the French list for bomb and attack threats).",
+        ),
+    ] = None,
+    profile: EntProfileOpt = None,
+) -> None:
+    """Audit the ENT: mass senders, threat watchlist, blocks in force, drift, evidence gaps, health.
+
+    Exit codes: 0 clean, 10 warnings, 11 critical findings; 3/4/5/7 when the audit could not run.
+    """
+    from pcnctl.audit import render
+    from pcnctl.audit import run as core
+    from pcnctl.audit.checks import CHECKS, Thresholds, load_watchlist
+    from pcnctl.errors import UsageError
+    from pcnctl.sources.mailstore import Mailstore
+
+    if output not in ("markdown", "html", "json", "csv"):
+        raise UsageError(f"{output!r} is not a report format: markdown, html, json or csv")
+    if fail_on not in ("warning", "critical"):
+        raise UsageError("--fail-on takes warning or critical")
+    if lang not in render.LABELS:
+        raise UsageError("--lang takes en or fr")
+    names = [c.strip() for c in checks.split(",") if c.strip()] or list(CHECKS)
+    patterns = load_watchlist(watchlist) if watchlist else None
+    with core.exclusive():
+        driver = get_driver(profile)
+        start, end = core.window(since, driver.profile.name)
+        store = Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
+        try:
+            report = core.run(
+                driver, store, names, start, end, Thresholds(mass_messages=mass_messages), patterns
+            )
+        finally:
+            if store is not None:
+                store.close()
+        core.remember(driver.profile.name, end)
+    if output == "json":
+        text = render.to_json(report)
+    elif output == "csv":
+        text = render.to_csv(report)
+    else:
+        text = render.RENDERERS[output](report, lang)
+    code = report.exit_code(fail_on)
+    found = report.worst in ("warning", "critical")
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    elif found or not quiet:
+        sys.stdout.write(text)
+    if not quiet or found:
+        sys.stderr.write(
+            f"audit: {report.worst} ({', '.join(f'{f.check}={f.severity}' for f in report.findings)})\n"
+        )
+    if code:
+        raise typer.Exit(int(code))
