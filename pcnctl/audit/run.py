@@ -95,7 +95,9 @@ def window(since: str, profile: str, now: datetime | None = None) -> tuple[datet
 def remember(profile: str, until: datetime) -> None:
     path = _state_path()
     state = json.loads(path.read_text()) if path.exists() else {}
-    state[profile] = {"last_success": iso(until)}
+    # Milliseconds, as the message and event dates: a window rounded to the second would report again
+    # what arrived in the last second of the previous run.
+    state[profile] = {"last_success": until.astimezone(UTC).isoformat(timespec="milliseconds")}
     write_private(path, json.dumps(state, indent=1) + "\n")
 
 

@@ -1,0 +1,261 @@
+"""The cron audit against the lab: findings after an attack, drift, expiry, --since last, the lock, exit
+codes, the reports (one opened in a real headless browser), and the cron and systemd lines of docs/cron.md."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcnctl.lab import attack
+from tests.conftest import Cli, Lab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def wave(lab: Lab) -> dict[str, Any]:
+    return attack.run(lab.data_dir, senders=5, messages=30, schools=4, rate=0, noise=25, random_seed=9)
+
+
+@pytest.fixture
+def auditor(lab: Lab, cli: Cli) -> Cli:
+    cli(
+        "profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn", "--mailstore", lab.info["mailstore"]
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    return cli
+
+
+def findings(result: Any) -> dict[str, dict[str, Any]]:
+    return {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+
+
+def test_an_attack_triggers_mass_senders_and_watchlist(auditor: Cli, wave: dict[str, Any]) -> None:
+    result = auditor("audit", "run", "--since", "1h", "--mass-messages", "4", "-o", "json")
+    assert result.exit_code == 11, result.stderr
+    found = findings(result)
+    assert {r["id"] for r in found["mass_senders"]["rows"]} == set(wave["senders"])
+    assert {r["id"] for r in found["watchlist"]["rows"]} == set(
+        wave["messages"]
+    )  # ordinary traffic not caught
+    assert found["health"]["severity"] == "ok"
+    fr = auditor(
+        "audit", "run", "--since", "1h", "--checks", "mass_senders", "--lang", "fr", "--mass-messages", "4"
+    )
+    assert "Envois massifs" in fr.stdout and "critique" in fr.stdout
+
+
+def test_since_last_does_not_report_a_finding_twice(auditor: Cli, wave: dict[str, Any]) -> None:
+    first = auditor(
+        "audit",
+        "run",
+        "--since",
+        "last",
+        "--checks",
+        "watchlist,mass_senders",
+        "--mass-messages",
+        "4",
+        "-o",
+        "json",
+    )
+    assert first.exit_code == 11 and findings(first)["watchlist"]["count"] == len(wave["messages"])
+    second = auditor("audit", "run", "--since", "last", "--checks", "watchlist,mass_senders", "--quiet")
+    assert second.exit_code == 0 and second.stdout == ""
+
+
+def test_drift_and_expired_blocks(auditor: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    school = sorted(wave["schools"])[0]
+    assert (
+        auditor(
+            "messaging",
+            "block",
+            "--profile",
+            "Student",
+            "--school",
+            school,
+            "--until",
+            "1s",
+            "--yes",
+            "--no-verify",
+            "--incident",
+            "AUD-1",
+        ).exit_code
+        == 0
+    )
+    assert auditor("accounts", "block", wave["senders"][0], "--yes", "--incident", "AUD-1").exit_code == 0
+    time.sleep(1.2)
+    expired = auditor("audit", "run", "--since", "1h", "--checks", "blocks", "-o", "json")
+    assert expired.exit_code == 10 and findings(expired)["blocks"]["rows"][0]["expired"] is True
+    tolerant = auditor("audit", "run", "--since", "1h", "--checks", "blocks", "--fail-on", "critical", "-q")
+    assert tolerant.exit_code == 0
+    clean = auditor("audit", "run", "--since", "1h", "--checks", "drift", "-o", "json")
+    assert clean.exit_code == 0 and findings(clean)["drift"]["count"] == 0
+    # Behind the incident's back: the account is unblocked and the school's student link restored by hand.
+    lab.write_sql("UPDATE users SET blocked = 0 WHERE id = ?", wave["senders"][0])
+    lab.write_sql(
+        "UPDATE groups SET users_dir = 'BOTH' WHERE profile = 'Student' AND structure_id ="
+        " (SELECT id FROM structures WHERE uai = ?)",
+        school,
+    )
+    drift = auditor("audit", "run", "--since", "1h", "--checks", "drift", "-o", "json")
+    assert drift.exit_code == 11
+    kinds = {(r["kind"], r["target"]) for r in findings(drift)["drift"]["rows"]}
+    assert ("communication restored outside pcnctl", school) in kinds
+    assert any(k == "account unblocked outside pcnctl" for k, _ in kinds)
+
+
+def test_evidence_gaps(auditor: Cli, wave: dict[str, Any], tmp_path: Path) -> None:
+    saved = tmp_path / "s.json"
+    auditor("messages", "search", "--like", wave["messages"][0], "--save", str(saved))
+    assert (
+        auditor("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "AUD-2").exit_code
+        == 0
+    )
+    assert auditor("audit", "run", "--since", "1h", "--checks", "evidence").exit_code == 0
+    bundle = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "AUD-2" / "evidence").iterdir())
+    (bundle / "messages.jsonl").write_text("")  # the evidence is lost or tampered with
+    gap = auditor("audit", "run", "--since", "1h", "--checks", "evidence", "-o", "json")
+    assert gap.exit_code == 11 and findings(gap)["evidence"]["rows"][0]["incident"] == "AUD-2"
+
+
+def test_two_runs_never_overlap(auditor: Cli) -> None:
+    lock = Path(os.environ["PCNCTL_HOME"]) / "audit.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        second = auditor("audit", "run", "--checks", "blocks")
+        assert second.exit_code == 7 and "another audit run is in progress" in second.stderr
+    finally:
+        os.close(fd)
+    assert auditor("audit", "run", "--checks", "blocks").exit_code == 0
+
+
+def test_bad_input(auditor: Cli, tmp_path: Path) -> None:
+    assert auditor("audit", "run", "--checks", "nope").exit_code == 2
+    assert auditor("audit", "run", "--since", "tomorrow").exit_code == 2
+    assert auditor("audit", "run", "-o", "pdf").exit_code == 2
+    bad = tmp_path / "watch.txt"
+    bad.write_text("broken: (unclosed\n")
+    result = auditor("audit", "run", "--watchlist", str(bad))
+    assert result.exit_code == 2 and f"{bad}:1" in result.stderr
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("PCNCTL_REQUIRE_CHROMIUM"):
+            raise RuntimeError("chromium is required here (PCNCTL_REQUIRE_CHROMIUM)")
+        pytest.skip("Debian's chromium is not installed (CI installs it)")
+    return found
+
+
+def test_the_html_report_opens_in_a_headless_browser(
+    auditor: Cli, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    browser = chromium()
+    page = tmp_path / "audit.html"
+    result = auditor(
+        "audit", "run", "--since", "1h", "--mass-messages", "4", "-o", "html", "--out", str(page)
+    )
+    assert result.exit_code == 11 and result.stdout == ""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-500:]
+    assert dom.stdout.count("<table>") >= 4 and "Mass senders" in dom.stdout and "<svg" in dom.stdout
+    shot = tmp_path / "audit.png"
+    run = subprocess.run(
+        [browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and shot.exists()
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a rendered page with tables, not a blank one
+
+
+def doc_block(kind: str) -> str:
+    text = (ROOT / "docs" / "cron.md").read_text()
+    blocks = re.findall(rf"```{kind}\n(.*?)```", text, re.S)
+    return "\n".join(blocks)
+
+
+def redirect(command: str, tmp: Path) -> str:
+    return command.replace("/etc/pcnctl/audit.env", str(tmp / "audit.env")).replace(
+        "/var/lib/pcnctl", str(tmp)
+    )
+
+
+def cron_env(lab: Lab, tmp: Path) -> dict[str, str]:
+    (tmp / "audit.env").write_text(
+        f"PCNCTL_CONFIG={os.environ['PCNCTL_CONFIG']}\nPCNCTL_HOME={tmp / 'home'}\nPCNCTL_PROFILE=lab\n"
+        f"PCNCTL_PASSWORD={lab.password}\nPCNCTL_MFA_CODE={lab.mfa_code}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
+    return env
+
+
+def test_the_crontab_line_runs_as_written(
+    auditor: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    line = next(li for li in doc_block("crontab").splitlines() if li and not li.startswith("#"))
+    fields = line.split(None, 6)
+    assert fields[:5] == ["*/15", "*", "*", "*", "*"] and fields[5] == "pcnctl"
+    command = redirect(fields[6], tmp_path)
+    result = subprocess.run(
+        ["sh", "-c", command], env=cron_env(lab, tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 11, result.stderr  # the wave is a critical finding
+    assert result.stdout == "" and "critical" in result.stderr  # cron mails the summary
+    assert "Threat watchlist" in (tmp_path / "audit-latest.md").read_text()
+    again = subprocess.run(
+        ["sh", "-c", command], env=cron_env(lab, tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and again.stdout == "" and again.stderr == ""  # nothing new: silence
+
+
+def test_the_systemd_unit_runs_as_written(
+    auditor: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    unit = doc_block("ini")
+    exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M)
+    env_file = re.search(r"^EnvironmentFile=(.+)$", unit, re.M)
+    success = re.search(r"^SuccessExitStatus=(.+)$", unit, re.M)
+    assert exec_start and env_file and success and re.search(r"^OnCalendar=\*:0/15$", unit, re.M)
+    env = cron_env(lab, tmp_path)
+    for line in Path(redirect(env_file.group(1), tmp_path)).read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value
+    argv = redirect(exec_start.group(1), tmp_path).split()
+    argv[0] = shutil.which("pcnctl", path=env["PATH"]) or argv[0]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert (
+        result.returncode == 11 and str(result.returncode) not in success.group(1).split()
+    )  # the unit fails
+    page = (tmp_path / "audit-latest.html").read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page
