@@ -48,13 +48,25 @@ class Profile:
         return {k: v for k, v in data.items() if v is not None}
 
 
+AUDIT_KEYS = {
+    "mass_messages": int,
+    "mass_recipients": int,
+    "mass_rate": float,
+    "max_ips": int,
+    "similarity": float,
+    "latency_ms": float,
+    "watchlist": str,
+}
+
+
 @dataclass(slots=True)
 class Config:
-    """The whole config file: profiles by name and the one in use."""
+    """The whole config file: profiles by name, the one in use, and the audit thresholds."""
 
     path: Path
     profiles: dict[str, Profile] = field(default_factory=dict)
     current: str | None = None
+    audit: dict[str, Any] = field(default_factory=dict)
 
 
 def config_path() -> Path:
@@ -164,7 +176,7 @@ def load_config(path: Path | None = None) -> Config:
         return Config(path=path)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {path}: the top level must be a mapping with 'profiles'")
-    unknown = set(raw) - {"version", "current", "profiles"}
+    unknown = set(raw) - {"version", "current", "profiles", "audit"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
     if raw.get("version", CONFIG_VERSION) != CONFIG_VERSION:
@@ -190,7 +202,19 @@ def load_config(path: Path | None = None) -> Config:
     current = raw.get("current")
     if current is not None and current not in profiles:
         raise ConfigError(f"config file {path}: current profile {current!r} is not defined")
-    return Config(path=path, profiles=profiles, current=current)
+    audit = raw.get("audit") or {}
+    if not isinstance(audit, Mapping):
+        raise ConfigError(f"config file {path}: 'audit' must be a mapping of thresholds")
+    for key, value in audit.items():
+        kind = AUDIT_KEYS.get(str(key))
+        if kind is None:
+            raise ConfigError(
+                f"config file {path}: unknown audit setting {key!r} "
+                f"(expected {', '.join(sorted(AUDIT_KEYS))})"
+            )
+        if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+            raise ConfigError(f"config file {path}: audit.{key} must be a {kind.__name__}")
+    return Config(path=path, profiles=profiles, current=current, audit=dict(audit))
 
 
 def save_config(config: Config) -> None:
@@ -201,6 +225,8 @@ def save_config(config: Config) -> None:
     data: dict[str, Any] = {"version": CONFIG_VERSION}
     if config.current:
         data["current"] = config.current
+    if config.audit:
+        data["audit"] = dict(config.audit)
     data["profiles"] = {name: p.to_dict() for name, p in sorted(config.profiles.items())}
     tmp = config.path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

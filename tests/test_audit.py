@@ -259,3 +259,26 @@ def test_the_systemd_unit_runs_as_written(
     )  # the unit fails
     page = (tmp_path / "audit-latest.html").read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page
+
+
+def test_thresholds_from_the_config_file(auditor: Cli, wave: dict[str, Any]) -> None:
+    config = Path(os.environ["PCNCTL_CONFIG"])
+    config.write_text(config.read_text() + "audit:\n  mass_messages: 4\n")
+    flagged = auditor("audit", "run", "--since", "1h", "--checks", "mass_senders", "-o", "json")
+    assert {r["id"] for r in findings(flagged)["mass_senders"]["rows"]} == set(wave["senders"])
+    config.write_text(
+        config.read_text().replace("mass_messages: 4", "mass_messages: 1000\n  mass_rate: 1000.0")
+    )
+    assert auditor("audit", "run", "--since", "1h", "--checks", "mass_senders").exit_code == 0
+    config.write_text(config.read_text().replace("mass_messages: 1000", "mass_mesages: 4"))
+    bad = auditor("audit", "run", "--checks", "blocks")
+    assert bad.exit_code == 3 and "unknown audit setting 'mass_mesages'" in bad.stderr
+
+
+def test_account_blocks_of_open_incidents_are_listed(auditor: Cli, wave: dict[str, Any]) -> None:
+    assert auditor("accounts", "block", wave["senders"][0], "--yes", "--incident", "AUD-3").exit_code == 0
+    result = auditor("audit", "run", "--since", "1h", "--checks", "blocks", "-o", "json")
+    rows = findings(result)["blocks"]["rows"]
+    assert [(r["kind"], r["target"], r["incident"]) for r in rows] == [
+        ("account", wave["senders"][0], "AUD-3")
+    ]

@@ -194,19 +194,46 @@ def watchlist(env: AuditEnv) -> Finding:
 
 def blocks(env: AuditEnv) -> Finding:
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b in messaging.status_rows(now):
         since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
-        rows.append({**b, "age_hours": round((now - since).total_seconds() / 3600, 1)})
+        rows.append(
+            {
+                **b,
+                "kind": f"messaging ({b['method']})",
+                "age_hours": round((now - since).total_seconds() / 3600, 1),
+            }
+        )
+    for incident in _open_incidents():
+        runs = read(incident.journal_path)
+        blocked = {k for s in runs if s.op == "accounts.block" for k, p in s.phases.items() if p == "done"}
+        lifted = {k for s in runs if s.op == "accounts.unblock" for k, p in s.phases.items() if p == "done"}
+        opened = datetime.fromisoformat(incident.opened_at.replace("Z", "+00:00"))
+        for user_id in sorted(blocked - lifted):
+            rows.append(
+                {
+                    "school": "",
+                    "profile": "",
+                    "kind": "account",
+                    "method": "login",
+                    "target": user_id,
+                    "since": incident.opened_at,
+                    "by": incident.opened_by,
+                    "incident": incident.id,
+                    "until": None,
+                    "expired": False,
+                    "age_hours": round((now - opened).total_seconds() / 3600, 1),
+                }
+            )
     expired = [r for r in rows if r["expired"]]
     severity = "warning" if expired else ("info" if rows else "ok")
     return Finding(
         "blocks",
         severity,
         len(rows),
-        f"{len(rows)} messaging block(s) in force, {len(expired)} past their expiry",
+        f"{len(rows)} block(s) in force (messaging and accounts), {len(expired)} past their expiry",
         rows,
-        ("school", "profile", "method", "since", "age_hours", "by", "incident", "until", "expired"),
+        ("kind", "school", "target", "profile", "since", "age_hours", "by", "incident", "until", "expired"),
     )
 
 

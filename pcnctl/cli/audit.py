@@ -33,7 +33,9 @@ def run(
         bool, typer.Option("--quiet", "-q", help="Nothing on stdout unless something is found.")
     ] = False,
     lang: Annotated[str, typer.Option("--lang", help="en or fr.")] = "en",
-    mass_messages: Annotated[int, typer.Option("--mass-messages", help="Mass-sender threshold.")] = 20,
+    mass_messages: Annotated[
+        int | None, typer.Option("--mass-messages", help="Mass-sender threshold (default: config, else 20).")
+    ] = None,
     watchlist: Annotated[
         Path | None,
         typer.Option(
@@ -59,16 +61,21 @@ def run(
         raise UsageError("--fail-on takes warning or critical")
     if lang not in render.LABELS:
         raise UsageError("--lang takes en or fr")
+    from pcnctl.config import load_config
+
+    settings = load_config().audit  # thresholds kept in the config file's 'audit' section
     names = [c.strip() for c in checks.split(",") if c.strip()] or list(CHECKS)
-    patterns = load_watchlist(watchlist) if watchlist else None
+    source = watchlist or (Path(settings["watchlist"]) if settings.get("watchlist") else None)
+    patterns = load_watchlist(source) if source else None
+    thresholds = Thresholds(**{k: v for k, v in settings.items() if k != "watchlist"})
+    if mass_messages is not None:
+        thresholds.mass_messages = mass_messages
     with core.exclusive():
         driver = get_driver(profile)
         start, end = core.window(since, driver.profile.name)
         store = Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
         try:
-            report = core.run(
-                driver, store, names, start, end, Thresholds(mass_messages=mass_messages), patterns
-            )
+            report = core.run(driver, store, names, start, end, thresholds, patterns)
         finally:
             if store is not None:
                 store.close()
