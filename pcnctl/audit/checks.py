@@ -22,7 +22,7 @@ from typing import Any
 
 from pcnctl import evidence, messaging
 from pcnctl.incident import list_incidents
-from pcnctl.incident.journal import read
+from pcnctl.incident.journal import done_keys, read
 from pcnctl.models import fold
 from pcnctl.platform import EntDriver
 from pcnctl.search import shingles, similarity
@@ -206,8 +206,7 @@ def blocks(env: AuditEnv) -> Finding:
         )
     for incident in _open_incidents():
         runs = read(incident.journal_path)
-        blocked = {k for s in runs if s.op == "accounts.block" for k, p in s.phases.items() if p == "done"}
-        lifted = {k for s in runs if s.op == "accounts.unblock" for k, p in s.phases.items() if p == "done"}
+        blocked, lifted = done_keys(runs, "accounts.block"), done_keys(runs, "accounts.unblock")
         opened = datetime.fromisoformat(incident.opened_at.replace("Z", "+00:00"))
         for user_id in sorted(blocked - lifted):
             rows.append(
@@ -243,14 +242,8 @@ def drift(env: AuditEnv) -> Finding:
     rows: list[dict[str, Any]] = []
     for incident in _open_incidents():
         runs = read(incident.journal_path)
-        blocked = {k for s in runs if s.op == "accounts.block" for k, p in s.phases.items() if p == "done"}
-        unblocked = {
-            k
-            for s in runs
-            if s.op in ("accounts.unblock", "sessions.revoke")
-            for k, p in s.phases.items()
-            if p == "done"
-        }
+        blocked = done_keys(runs, "accounts.block")
+        unblocked = done_keys(runs, "accounts.unblock", "sessions.revoke")
         for user_id in sorted(blocked - unblocked):
             try:
                 user = env.driver.get_user(user_id)
@@ -265,7 +258,7 @@ def drift(env: AuditEnv) -> Finding:
                         "detail": ", ".join(user.schools),
                     }
                 )
-        purged = [k for s in runs if s.op == "messages.purge" for k, p in s.phases.items() if p == "done"]
+        purged = sorted(done_keys(runs, "messages.purge"))
         if purged and env.mailstore is not None:
             back = {k: v for k, v in env.mailstore.mailboxes(purged).items() if v}
             rows += [
@@ -314,7 +307,7 @@ def evidence_gaps(env: AuditEnv) -> Finding:
     rows: list[dict[str, Any]] = []
     for incident in list_incidents():
         runs = read(incident.journal_path)
-        purged = {k for s in runs if s.op == "messages.purge" for k, p in s.phases.items() if p == "done"}
+        purged = done_keys(runs, "messages.purge")
         if not purged:
             continue
         covered = evidence.verified_ids(incident)

@@ -102,6 +102,28 @@ def _print_error(message: str, hint: str | None) -> None:
         sys.stderr.write(f"Hint: {hint}\n")
 
 
+def confirm_action(question: str, *, yes: bool, count: int | None = None) -> None:
+    """Go ahead only with --yes, or an answer typed at a terminal; with ``count``, the operator must type it.
+
+    Raises RefusedError (exit 7) otherwise: unattended runs must say --yes explicitly.
+    """
+    from pcnctl.errors import RefusedError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RefusedError(
+            "not confirmed: this run needs --yes when no one is at a terminal",
+            hint="check the plan with --dry-run first; nothing was changed",
+        )
+    if count is not None:
+        typed = typer.prompt(f"{question} Type {count} to confirm", err=True)
+        if typed.strip() != str(count):
+            raise RefusedError("the typed count did not match; nothing was changed")
+    elif not typer.confirm(question, err=True):
+        raise RefusedError("not confirmed; nothing was changed")
+
+
 def mfa_prompt(info: dict[str, Any]) -> str | None:
     """Ask the operator for the MFA code when a terminal is attached; None otherwise."""
     if not sys.stdin.isatty():

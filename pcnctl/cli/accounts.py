@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    OutputOpt,
+    QuietOpt,
+    confirm_action,
+    emit,
+    get_driver,
+    handle_errors,
+    note,
+)
 
 if TYPE_CHECKING:
     from pcnctl.accounts import OpResult, Plan
@@ -62,25 +71,12 @@ def show_plan(p: Plan, quiet: bool) -> None:
 def confirm(p: Plan, yes: bool) -> None:
     """--yes, or a typed answer at a terminal; wide plans make the operator type the count."""
     from pcnctl.accounts import VERBS
-    from pcnctl.errors import RefusedError
 
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise RefusedError(
-            "not confirmed: this run needs --yes when no one is at a terminal",
-            hint="check the plan with --dry-run first; nothing was changed",
-        )
-    n = len(p.to_change)
-    verb = VERBS[p.op]
+    n, verb = len(p.to_change), VERBS[p.op]
     if p.wide:
-        typed = typer.prompt(
-            f"This will {verb} {n} accounts in {len(p.schools)} schools. Type {n} to confirm", err=True
-        )
-        if typed.strip() != str(n):
-            raise RefusedError("the typed count did not match; nothing was changed")
-    elif not typer.confirm(f"{verb.capitalize()} {n} account(s)?", err=True):
-        raise RefusedError("not confirmed; nothing was changed")
+        confirm_action(f"This will {verb} {n} accounts in {len(p.schools)} schools.", yes=yes, count=n)
+    else:
+        confirm_action(f"{verb.capitalize()} {n} account(s)?", yes=yes)
 
 
 def finish(
@@ -442,7 +438,6 @@ def block_profile(
     are recorded first, and stay blocked when the block is lifted in the same incident.
     """
     from pcnctl import accounts
-    from pcnctl.errors import RefusedError
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
 
@@ -456,16 +451,9 @@ def block_profile(
         emit(rows, output, ("school", "name", "profile", "accounts", "already"))
         note("Dry run: nothing was changed.", quiet)
         return
-    if not yes:
-        import sys
-
-        if not sys.stdin.isatty():
-            raise RefusedError("not confirmed: this run needs --yes when no one is at a terminal")
-        typed = typer.prompt(
-            f"Type {total} to {verb} {total} {p.profile} accounts in {len(rows)} schools", err=True
-        )
-        if typed.strip() != str(total):
-            raise RefusedError("the typed count did not match; nothing was changed")
+    confirm_action(
+        f"This will {verb} {total} {p.profile} accounts in {len(rows)} schools.", yes=yes, count=total
+    )
     inc, created = open_incident(incident, operator=driver.whoami().label)
     if created:
         note(f"Opened incident {inc.id} ({inc.path})", quiet)

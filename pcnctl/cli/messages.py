@@ -12,6 +12,7 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    confirm_action,
     emit,
     emit_record,
     get_driver,
@@ -242,7 +243,7 @@ def purge_(
 ) -> None:
     """Purge a saved search's messages from every mailbox, after taking evidence of them."""
     from pcnctl import purge
-    from pcnctl.errors import PartialFailureError, RefusedError
+    from pcnctl.errors import PartialFailureError
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
     from pcnctl.search import load_saved
@@ -265,17 +266,7 @@ def purge_(
         if not p.ids:
             note("Nothing to purge: every message is already gone.", quiet)
             return
-        if not yes:
-            if not sys.stdin.isatty():
-                raise RefusedError(
-                    "not confirmed: this run needs --yes when no one is at a terminal",
-                    hint="check the plan with --dry-run first; nothing was changed",
-                )
-            typed = typer.prompt(
-                f"Type {len(p.ids)} to purge {len(p.ids)} messages from every mailbox", err=True
-            )
-            if typed.strip() != str(len(p.ids)):
-                raise RefusedError("the typed count did not match; nothing was changed")
+        confirm_action(f"Purge {len(p.ids)} messages from every mailbox.", yes=yes, count=len(p.ids))
         inc, created = open_incident(incident, operator=driver.whoami().label)
         if created:
             note(f"Opened incident {inc.id} ({inc.path})", quiet)

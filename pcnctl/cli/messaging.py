@@ -65,23 +65,12 @@ def show_verification(result: Verification, output: str | None, quiet: bool) -> 
 
 
 def _confirm(count: int, schools: int, what: str, yes: bool) -> None:
-    from pcnctl.errors import RefusedError
+    from pcnctl.cli._common import confirm_action
 
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise RefusedError(
-            "not confirmed: this run needs --yes when no one is at a terminal",
-            hint="check the plan with --dry-run first; nothing was changed",
-        )
     if schools > 1:
-        typed = typer.prompt(
-            f"This will {what} in {schools} schools ({count} accounts). Type {count} to confirm", err=True
-        )
-        if typed.strip() != str(count):
-            raise RefusedError("the typed count did not match; nothing was changed")
-    elif not typer.confirm(f"{what.capitalize()} ({count} accounts)?", err=True):
-        raise RefusedError("not confirmed; nothing was changed")
+        confirm_action(f"This will {what} in {schools} schools ({count} accounts).", yes=yes, count=count)
+    else:
+        confirm_action(f"{what.capitalize()} ({count} accounts)?", yes=yes)
 
 
 @app.command("block")

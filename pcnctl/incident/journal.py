@@ -101,3 +101,8 @@ def read(path: Path) -> list[RunState]:
             elif kind == "end" and run in runs:
                 runs[run].end = rec.get("status")
     return list(runs.values())
+
+
+def done_keys(runs: list[RunState], *ops: str) -> set[str]:
+    """The items that runs of these operations finished (``done``): accounts blocked, messages purged..."""
+    return {k for s in runs if s.op in ops for k, phase in s.phases.items() if phase == "done"}

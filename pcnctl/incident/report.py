@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from pcnctl import evidence, export, messaging
-from pcnctl.incident.journal import read
+from pcnctl.incident.journal import done_keys, read
 from pcnctl.incident.store import Incident
 
 
@@ -36,10 +36,8 @@ def collect(incident: Incident) -> dict[str, Any]:
                 "status": state.end or ("interrupted" if state.pending else "completed"),
             }
         )
-    blocked_accounts = sorted(
-        {k for s in runs if s.op == "accounts.block" for k, p in s.phases.items() if p == "done"}
-    )
-    purged = sum(1 for s in runs if s.op == "messages.purge" for p in s.phases.values() if p == "done")
+    blocked_accounts = sorted(done_keys(runs, "accounts.block"))
+    purged = len(done_keys(runs, "messages.purge"))
     checks = evidence.verify(incident)
     blocks = [b for b in messaging.status_rows(include_lifted=True) if b["incident"] == incident.id]
     matches = export.matches_from_incident(incident)
