@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import requests
+from pcnctl.lab.process import LabProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "benchmarks.md"
 
 
-class Lab:
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pcnctl", "lab", "serve", "--data", str(data_dir), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        path = data_dir / "lab.json"
-        deadline = time.monotonic() + 120
-        while not path.exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("the lab did not start")
-            time.sleep(0.05)
-        self.info: dict[str, Any] = json.loads(path.read_text())
-        self.url = str(self.info["base_url"])
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"X-Lab-Control": self.info["control_token"]}
-        if body is None and path != "/__lab/reset":
-            r = requests.get(self.url + path, headers=headers, timeout=30)
-        else:
-            r = requests.post(self.url + path, json=body or {}, headers=headers, timeout=30)
-        r.raise_for_status()
-        data: dict[str, Any] = r.json()
-        return data
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+class Lab(LabProcess):
+    """The lab the benchmarks drive (see pcnctl.lab.process)."""
 
 
 def write_section(name: str, markdown: str) -> None:

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +15,16 @@ from typing import Any
 
 import keyring
 import pytest
-import requests
 from keyring.backend import KeyringBackend
 from keyring.backends.null import Keyring as NullKeyring
 from typer.testing import CliRunner
 
 from pcnctl.cli import app
+from pcnctl.lab.process import LabProcess
 
 
-@dataclass
-class Lab:
-    """A running lab and what its lab.json says."""
-
-    info: dict[str, Any]
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return str(self.info["base_url"])
+class Lab(LabProcess):
+    """A running lab, with the helpers the tests use on top of its control endpoints."""
 
     @property
     def password(self) -> str:
@@ -46,16 +33,6 @@ class Lab:
     @property
     def mfa_code(self) -> str:
         return str(self.info["mfa_code"])
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"X-Lab-Control": self.info["control_token"]}
-        if body is None and path != "/__lab/reset":
-            response = requests.get(self.url + path, headers=headers, timeout=10)
-        else:
-            response = requests.post(self.url + path, json=body or {}, headers=headers, timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
 
     def reset(self) -> None:
         self.control("/__lab/reset")
@@ -90,28 +67,11 @@ class Lab:
 
 
 def start_lab(data_dir: Path, *extra: str) -> Lab:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pcnctl", "lab", "serve", "--data", str(data_dir), "--port", "0", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    lab_json = data_dir / "lab.json"
-    deadline = time.monotonic() + 60
-    while not lab_json.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(
-                f"lab did not start: {process.stderr.read().decode() if process.stderr else ''}"
-            )
-        time.sleep(0.05)
-    return Lab(json.loads(lab_json.read_text()), data_dir, process)
+    return Lab(data_dir, *extra)
 
 
 def stop_lab(lab: Lab) -> int:
-    lab.process.send_signal(signal.SIGTERM)
-    return lab.process.wait(timeout=20)
+    return lab.stop()
 
 
 @pytest.fixture(scope="session")

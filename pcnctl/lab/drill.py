@@ -106,6 +106,7 @@ def run(
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
+    from pcnctl.lab.process import LabProcess
     from pcnctl.playbooks import runner
     from pcnctl.playbooks.model import load
     from pcnctl.sources.mailstore import Mailstore
@@ -117,21 +118,11 @@ def run(
         PCNCTL_CONFIG=str(root / "config.yaml"), PCNCTL_HOME=str(root / "state"), PCNCTL_NO_SESSION_CACHE="1"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
-    lab = subprocess.Popen(
-        [sys.executable, "-m", "pcnctl", "lab", "serve", "--data", str(data), "--seed", seed],
-        stdout=subprocess.DEVNULL,
-        stderr=(root / "lab.log").open("w"),
-        env=env,
-    )
+    lab = LabProcess(data, "--seed", seed, log=(root / "lab.log").open("wb"))
     wave: subprocess.Popen[bytes] | None = None
     report = DrillReport(started_at=time.time())
     try:
-        deadline = time.monotonic() + 120
-        while not (data / "lab.json").exists():
-            if lab.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the lab did not start (see {root / 'lab.log'})")
-            time.sleep(0.05)
-        info = json.loads((data / "lab.json").read_text())
+        info = lab.info
         profile = make_profile(
             "drill",
             url=info["base_url"],
@@ -240,5 +231,4 @@ def run(
         if wave is not None and wave.poll() is None:
             wave.send_signal(signal.SIGTERM)
             wave.wait(timeout=30)
-        lab.send_signal(signal.SIGTERM)
-        lab.wait(timeout=30)
+        lab.stop()
