@@ -8,8 +8,10 @@ import typer
 
 from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, emit_record, handle_errors, note
 
-app = typer.Typer(help="Incidents: journal, resume, timeline.", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app = typer.Typer(help="Incidents: open, list, show, report, verify, resume, close.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Audit reports for cron (run) and the hash-chained audit log (verify-log).", no_args_is_help=True
+)
 
 IdArg = Annotated[str, typer.Argument(help="Incident id.")]
 
