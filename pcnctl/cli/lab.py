@@ -104,7 +104,6 @@ def attack(
 ) -> None:
     """Play a bomb-threat wave through the lab's real routes; ground truth in DATA/attack-truth.json."""
     import subprocess
-    import sys
 
     from pcnctl.errors import UsageError
 
@@ -113,27 +112,17 @@ def attack(
             f"no running lab in {data} (no lab.json)", hint="start one: pcnctl lab serve --data DIR"
         )
     if background:
-        args = [
-            sys.executable,
-            "-m",
-            "pcnctl",
-            "lab",
-            "attack",
-            "--data",
-            str(data),
-            "--senders",
-            str(senders),
-            "--messages",
-            str(messages),
-            "--schools",
-            str(schools),
-            "--rate",
-            str(rate),
-            "--noise",
-            str(noise),
-            "--random-seed",
-            str(random_seed),
-        ]
+        from pcnctl.lab.attack import command
+
+        args = command(
+            data,
+            senders=senders,
+            messages=messages,
+            schools=schools,
+            rate=rate,
+            noise=noise,
+            random_seed=random_seed,
+        )
         log = (data / "attack.log").open("w")
         proc = subprocess.Popen(
             args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

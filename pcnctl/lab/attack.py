@@ -128,6 +128,16 @@ def _roster(data_dir: Path) -> Roster:
         db.close()
 
 
+def command(data_dir: Path, **options: Any) -> list[str]:
+    """The ``pcnctl lab attack`` command line that plays a wave in a child process (drills, background)."""
+    import sys
+
+    args = [sys.executable, "-m", "pcnctl", "lab", "attack", "--data", str(data_dir)]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
 def _write(path: Path, truth: Truth) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(truth.to_json(), indent=1))

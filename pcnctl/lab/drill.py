@@ -15,7 +15,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +105,7 @@ def run(
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
+    from pcnctl.lab.attack import command
     from pcnctl.lab.process import LabProcess
     from pcnctl.playbooks import runner
     from pcnctl.playbooks.model import load
@@ -133,23 +133,7 @@ def run(
         credentials.provide(profile, "password", info["accounts"]["user_password"])
         os.environ["PCNCTL_MFA_CODE"] = info["mfa_code"]
         wave = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pcnctl",
-                "lab",
-                "attack",
-                "--data",
-                str(data),
-                "--messages",
-                str(messages),
-                "--rate",
-                str(rate),
-                "--senders",
-                str(senders),
-                "--schools",
-                str(schools),
-            ],
+            command(data, messages=messages, rate=rate, senders=senders, schools=schools),
             stdout=subprocess.DEVNULL,
             stderr=(root / "attack.log").open("w"),
             env=env,
