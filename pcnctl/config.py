@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -258,9 +258,3 @@ def resolve_profile(name: str | None = None, config: Config | None = None) -> Pr
             hint="list them with 'pcnctl profile list' or add it with 'pcnctl profile add'",
         )
     return config.profiles[chosen]
-
-
-def with_overrides(profile: Profile, **values: Any) -> Profile:
-    """A copy of ``profile`` with some fields replaced (and re-validated)."""
-    merged = profile.to_dict() | {k: v for k, v in values.items() if v is not None}
-    return make_profile(profile.name, **merged) if merged != profile.to_dict() else replace(profile)

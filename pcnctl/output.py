@@ -129,27 +129,3 @@ def render_record(record: Mapping[str, Any], fmt: str, *, stream: IO[str] | None
         return
     rows = [{"field": k, "value": v} for k, v in record.items()]
     render(rows, fmt, ("field", "value"), stream=out)
-
-
-class Messages:
-    """Human messages on stderr (progress, notes, warnings); silenced by ``--quiet`` except warnings."""
-
-    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
-        self.quiet = quiet
-        self._stream = stream
-
-    @property
-    def stream(self) -> IO[str]:
-        return self._stream or sys.stderr
-
-    def info(self, text: str) -> None:
-        if not self.quiet:
-            self.stream.write(text + "\n")
-
-    def warn(self, text: str) -> None:
-        self.stream.write(f"Warning: {text}\n")
-
-    def error(self, text: str, hint: str | None = None) -> None:
-        self.stream.write(f"Error: {text}\n")
-        if hint:
-            self.stream.write(f"Hint: {hint}\n")
