@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pcnctl import __version__
+from pcnctl import __version__, roundtrip
 from pcnctl.errors import (
     ApiError,
     AuthError,
@@ -211,6 +211,7 @@ class HttpClient:
             if xsrf:
                 headers["X-XSRF-TOKEN"] = xsrf
         started = time.perf_counter()
+        sent = time.monotonic()  # round-trip hook for the fan-out's limiter (pcnctl.roundtrip)
         try:
             response = self.session.request(
                 method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
@@ -233,6 +234,7 @@ class HttpClient:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"{method} {path} failed: {_reason(exc)}") from None
+        roundtrip.note(sent, time.monotonic())
         elapsed = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self.stats.requests += 1
