@@ -69,7 +69,8 @@ def read_refs_file(path: Path) -> list[str]:
             f"{path} holds no account", hint="one id or login per line, or a CSV with an id column"
         )
     first = lines[0]
-    if "," in first or ";" in first:
+    # A one-column CSV has no delimiter: its header alone says it is one (no account is named "id").
+    if "," in first or ";" in first or first.strip().lower() in ("id", "login"):
         dialect = ";" if first.count(";") > first.count(",") else ","
         reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter=dialect)
         fields = [f.strip().lower() for f in reader.fieldnames or []]

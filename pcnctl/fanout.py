@@ -2,13 +2,17 @@
 
 The server is the limit, so the executor runs as close to it as it can without making an outage worse:
 
-* **AIMD.** Concurrency starts low and grows by about one slot per window of successful calls while
-  latency stays near its baseline; a throttling answer (429, 503, 509) halves it, and latency above three
-  times the baseline cuts it by 30 %.
-* **Retry-After.** A throttling answer that says how long to wait pauses *every* worker until then, not
+* **A limit that follows the ENT** (:class:`pcnctl.limiter.Limiter`): round trips timed from send to answer
+  are compared, once per sampling window, with the minimum round trip; a queueing ENT gets fewer calls in
+  flight, an ENT that is only slower gets them back. The state is logged at debug level per window.
+* **Throttling** (429, 503, 509) halves the limit; a ``Retry-After`` pauses *every* worker until then, not
   only the one that was told.
-* **Retries** happen only for work declared idempotent, and only for transient failures (throttling, 5xx,
-  transport errors). Anything else is a final outcome for that item, reported, never retried blindly.
+* **Failures** (transport errors, 5xx) pause every worker with exponential backoff and jitter, and while
+  they last a single probe is in flight. After repeated failures (:class:`pcnctl.limiter.Breaker`) the
+  circuit opens: nothing more is sent, every unfinished item is reported as failed with the reason, and
+  :class:`CircuitOpenError` (exit 5) is raised so the run can be resumed once the ENT is back.
+* **Retries** happen only for work declared idempotent, and only for transient failures. Anything else is a
+  final outcome for that item, reported, never retried blindly.
 * **Ctrl-C** stops handing out new items, lets the calls in flight finish and report, then re-raises so
   the journal can be resumed.
 
@@ -18,17 +22,23 @@ made here, where the whole batch is visible.
 
 from __future__ import annotations
 
+import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pcnctl import roundtrip
 from pcnctl.errors import PcnError, ServerError, TransportError
 from pcnctl.http import THROTTLE_STATUSES
+from pcnctl.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger("pcnctl.fanout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,33 +59,75 @@ class FanoutReport:
     peak_concurrency: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    stopped: str | None = None  # why the circuit opened, when it did
+    decisions: list[Decision] = field(default_factory=list)  # the limiter's, window by window
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
 
-class Pacer:
-    """The AIMD controller shared by the workers; all state behind one condition variable."""
+class CircuitOpenError(TransportError):
+    """The ENT kept failing: the fan-out stopped sending; unfinished items were reported as failed."""
 
-    def __init__(self, initial: int = 4, maximum: int = 32, rate_limit: float | None = None) -> None:
-        self.limit = float(max(1, min(initial, maximum)))
-        self.maximum = maximum
+    def __init__(self, reason: str, report: FanoutReport, unfinished: int) -> None:
+        super().__init__(
+            f"stopped sending to the ENT after repeated failures ({reason}); {unfinished} item(s) not done "
+            "were reported as failed",
+            hint="check that the ENT is up ('pcnctl doctor'), then resume: 'pcnctl incident resume ID' "
+            "re-runs only what is not done",
+        )
+        self.report = report
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How one call failed, as the pacing sees it."""
+
+    retryable: bool
+    throttled: bool = False
+    breaks: bool = False  # counts toward the circuit breaker (transport error, 5xx other than 509)
+    retry_after: float | None = None
+
+
+class Pacer:
+    """Slots, pauses and the optional rate cap, shared by the workers behind one condition variable.
+
+    The decisions themselves are the :class:`Limiter`'s and the :class:`Breaker`'s; this class only applies
+    them under the lock and wakes the workers.
+    """
+
+    def __init__(
+        self,
+        limiter: LimiterSettings | None = None,
+        breaker: BreakerSettings | None = None,
+        *,
+        rate_limit: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.limiter = Limiter(limiter, clock=clock)
+        self.breaker = Breaker(breaker, clock=clock, rng=rng or random.Random())
         self.in_flight = 0
         self.pause_until = 0.0
-        self.baseline: float | None = None
         self.peak = 0
         self.rate_limit = rate_limit
+        self.decisions: list[Decision] = []
         self._next_slot = 0.0
         self._cond = threading.Condition()
 
+    @property
+    def limit(self) -> int:
+        return 1 if self.breaker.probing else self.limiter.limit
+
     def acquire(self, cancel: threading.Event) -> bool:
-        """Wait for a free slot (and the rate cap); False when cancelled meanwhile."""
+        """Wait for a free slot (and the rate cap); False when cancelled or the circuit opened meanwhile."""
         with self._cond:
             while True:
-                if cancel.is_set():
+                if cancel.is_set() or self.breaker.open:
                     return False
-                now = time.monotonic()
-                if self.in_flight < int(self.limit) and now >= self.pause_until and now >= self._next_slot:
+                now = self.clock()
+                if self.in_flight < self.limit and now >= self.pause_until and now >= self._next_slot:
                     self.in_flight += 1
                     self.peak = max(self.peak, self.in_flight)
                     if self.rate_limit:
@@ -84,42 +136,65 @@ class Pacer:
                 wake = max(self.pause_until, self._next_slot) - now
                 self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
 
-    def release(
-        self,
-        latency: float | None,
-        *,
-        throttled: bool = False,
-        transient: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
+    def answered(self, trips: Sequence[tuple[float, float]]) -> None:
+        """The ENT answered the item's calls (success or a final refusal): feed the round trips."""
         with self._cond:
             self.in_flight -= 1
-            if throttled:
-                self.limit = max(1.0, self.limit / 2)
-                wait = retry_after if retry_after is not None else 0.5
-                self.pause_until = max(self.pause_until, time.monotonic() + min(wait, 60.0))
-            elif transient:  # a 5xx or a reset: ease off; the item goes back to the end of the queue
-                self.limit = max(1.0, self.limit * 0.7)
-            elif latency is not None:
-                if self.baseline is None:
-                    self.baseline = latency
-                elif latency > 3 * self.baseline and latency > 0.05:
-                    self.limit = max(1.0, self.limit * 0.7)
-                else:
-                    # Additive increase: about +1 slot per `limit` successes.
-                    self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
-                    self.baseline = 0.95 * self.baseline + 0.05 * latency
+            self.breaker.on_success()
+            for sent, answered in trips:
+                self._note(self.limiter.on_answer(sent, answered - sent))
             self._cond.notify_all()
 
+    def failed(self, sent: float, failure: Failure, detail: str) -> None:
+        """A call failed: throttling pauses as asked; failures back off and may open the circuit."""
+        with self._cond:
+            self.in_flight -= 1
+            now = self.clock()
+            if failure.throttled:
+                self._note(self.limiter.on_throttle(sent))
+                wait = failure.retry_after if failure.retry_after is not None else 0.5
+                self.pause_until = max(self.pause_until, now + min(wait, 60.0))
+            elif failure.retryable:
+                self._note(self.limiter.on_failure(sent))
+            if failure.breaks:
+                delay = self.breaker.on_failure(sent, detail)
+                self.pause_until = max(self.pause_until, now + delay)
+                if self.breaker.open:
+                    log.debug("circuit open: %s", self.breaker.reason)
+            self._cond.notify_all()
 
-def _transient(exc: PcnError) -> tuple[bool, bool, float | None]:
-    """(retryable, throttled, retry_after) for an error raised by one call."""
+    def release(self) -> None:
+        """A slot given back without anything learnt (an internal error in the operation)."""
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def _note(self, decision: Decision | None) -> None:
+        if decision is not None:
+            self.decisions.append(decision)
+            log.debug("%s", decision.describe())
+
+
+def classify(exc: PcnError) -> Failure:
+    """How the pacing treats an error raised by one call."""
     if isinstance(exc, TransportError):
-        return True, False, None
+        return Failure(retryable=True, breaks=True)
     if isinstance(exc, ServerError):
-        throttled = exc.status in THROTTLE_STATUSES
-        return True, throttled, exc.retry_after
-    return False, False, None
+        status = exc.status or 500
+        return Failure(
+            retryable=True,
+            throttled=status in THROTTLE_STATUSES,
+            breaks=status >= 500 and status != 509,
+            retry_after=exc.retry_after,
+        )
+    return Failure(retryable=False)
+
+
+@dataclass(slots=True)
+class _Task(Generic[T]):
+    item: T
+    attempt: int = 1
+    last_error: str = ""
 
 
 class Fanout(Generic[T]):
@@ -141,101 +216,143 @@ class Fanout(Generic[T]):
         max_attempts: int = 8,
         on_outcome: Callable[[Outcome], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        limiter: LimiterSettings | None = None,
+        breaker: BreakerSettings | None = None,
     ) -> None:
         self.fn = fn
         self.key = key
         self.idempotent = idempotent
-        self.max_concurrency = max(1, max_concurrency)
-        self.pacer = Pacer(initial_concurrency, self.max_concurrency, rate_limit)
+        maximum = max(1, max_concurrency)
+        settings = limiter or LimiterSettings(
+            initial=max(1, min(initial_concurrency, maximum)), maximum=maximum
+        )
+        self.max_concurrency = max(1, settings.maximum)
+        self.pacer = Pacer(settings, breaker, rate_limit=rate_limit)
         self.max_attempts = max_attempts
         self.on_outcome = on_outcome
         self.on_progress = on_progress
         self.cancel = threading.Event()
         self._lock = threading.Lock()
+        self._work: queue.Queue[_Task[T]] = queue.Queue()
+        self._remaining = 0
+        self._done = threading.Event()
+        self._report = FanoutReport()
 
     def run(self, items: Sequence[T]) -> FanoutReport:
-        report = FanoutReport()
+        self._report = report = FanoutReport()
         if not items:
             return report
         started = time.monotonic()
-        work: queue.Queue[tuple[T, int]] = queue.Queue()
+        self._work = queue.Queue()
         for item in items:
-            work.put((item, 1))
-        remaining = [len(items)]
-        done = threading.Event()
-
-        def finish(result: Outcome | list[Outcome]) -> None:
-            outcomes = result if isinstance(result, list) else [result]
-            with self._lock:
-                report.outcomes.extend(outcomes)
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set()
-            if self.on_outcome is not None:
-                for outcome in outcomes:
-                    self.on_outcome(outcome)
-            if self.on_progress is not None:
-                self.on_progress(len(outcomes))
-
-        def failed(item: T, detail: str) -> list[Outcome]:
-            keys = self.key(item)
-            return [Outcome(k, "failed", detail) for k in (keys if isinstance(keys, list) else [keys])]
-
-        def worker() -> None:
-            while not done.is_set() and not self.cancel.is_set():
-                try:
-                    item, attempt = work.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                if not self.pacer.acquire(self.cancel):
-                    return
-                t0 = time.monotonic()
-                try:
-                    outcome = self.fn(item)
-                except PcnError as exc:
-                    retryable, throttled, retry_after = _transient(exc)
-                    self.pacer.release(
-                        None, throttled=throttled, transient=retryable, retry_after=retry_after
-                    )
-                    with self._lock:
-                        report.calls += 1
-                        report.throttled += int(throttled)
-                    if retryable and self.idempotent and attempt < self.max_attempts:
-                        with self._lock:
-                            report.retries += 1
-                        work.put((item, attempt + 1))
-                        continue
-                    finish(failed(item, exc.message))
-                    continue
-                except Exception as exc:  # a bug in an operation must not hang the whole batch
-                    self.pacer.release(None)
-                    finish(failed(item, f"internal error: {type(exc).__name__}: {exc}"))
-                    continue
-                self.pacer.release(time.monotonic() - t0)
-                with self._lock:
-                    report.calls += 1
-                finish(outcome)
-
+            self._work.put(_Task(item))
+        self._remaining = len(items)
+        self._done = threading.Event()
         threads = [
-            threading.Thread(target=worker, name=f"fanout-{i}", daemon=True)
+            threading.Thread(target=self._worker, name=f"fanout-{i}", daemon=True)
             for i in range(min(self.max_concurrency, len(items)))
         ]
         for thread in threads:
             thread.start()
         try:
-            while not done.wait(0.1):
+            while not self._done.wait(0.1):
                 if not any(t.is_alive() for t in threads):
                     break
         except KeyboardInterrupt:
             self.cancel.set()
             report.interrupted = True
-            for thread in threads:
-                thread.join(timeout=30)
-            report.elapsed = time.monotonic() - started
-            report.peak_concurrency = self.pacer.peak
+            self._join(threads, started, 30)
             raise
-        for thread in threads:
-            thread.join(timeout=5)
-        report.elapsed = time.monotonic() - started
-        report.peak_concurrency = self.pacer.peak
+        self._join(threads, started, 5)
+        if self.pacer.breaker.open:
+            self._stop_unfinished()
         return report
+
+    def _join(self, threads: list[threading.Thread], started: float, timeout: float) -> None:
+        for thread in threads:
+            thread.join(timeout=timeout)
+        self._report.elapsed = time.monotonic() - started
+        self._report.peak_concurrency = self.pacer.peak
+        self._report.decisions = list(self.pacer.decisions)
+
+    def _stop_unfinished(self) -> None:
+        """The circuit opened: report what is left, then raise so the caller exits 5 and can resume."""
+        reason = self.pacer.breaker.reason or "the ENT kept failing"
+        self._report.stopped = reason
+        unfinished = 0
+        while True:
+            try:
+                task = self._work.get_nowait()
+            except queue.Empty:
+                break
+            unfinished += 1
+            if task.attempt == 1:
+                detail = f"not attempted: the ENT kept failing ({reason})"
+            else:
+                detail = f"{task.last_error}; not retried: the ENT kept failing"
+            self._finish(self._failed(task.item, detail))
+        raise CircuitOpenError(reason, self._report, unfinished)
+
+    def _finish(self, result: Outcome | list[Outcome]) -> None:
+        outcomes = result if isinstance(result, list) else [result]
+        with self._lock:
+            self._report.outcomes.extend(outcomes)
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._done.set()
+        if self.on_outcome is not None:
+            for outcome in outcomes:
+                self.on_outcome(outcome)
+        if self.on_progress is not None:
+            self.on_progress(len(outcomes))
+
+    def _failed(self, item: T, detail: str) -> list[Outcome]:
+        keys = self.key(item)
+        return [Outcome(k, "failed", detail) for k in (keys if isinstance(keys, list) else [keys])]
+
+    def _worker(self) -> None:
+        while not self._done.is_set() and not self.cancel.is_set() and not self.pacer.breaker.open:
+            try:
+                task = self._work.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if not self.pacer.acquire(self.cancel):
+                self._work.put(task)  # left for the report of unfinished items (or the journal's resume)
+                return
+            self._attempt(task)
+
+    def _attempt(self, task: _Task[T]) -> None:
+        """One call of ``fn`` for one item, its round trips fed to the pacer, its outcome routed."""
+        with roundtrip.recording() as trips:
+            t0 = time.monotonic()
+            try:
+                outcome = self.fn(task.item)
+            except PcnError as exc:
+                self._on_error(task, exc, trips[-1][1] if trips else t0, list(trips))
+                return
+            except Exception as exc:  # a bug in an operation must not hang the whole batch
+                self.pacer.release()
+                self._finish(self._failed(task.item, f"internal error: {type(exc).__name__}: {exc}"))
+                return
+        self.pacer.answered(trips or [(t0, time.monotonic())])
+        with self._lock:
+            self._report.calls += 1
+        self._finish(outcome)
+
+    def _on_error(self, task: _Task[T], exc: PcnError, sent: float, trips: list[tuple[float, float]]) -> None:
+        failure = classify(exc)
+        if failure.retryable:
+            self.pacer.failed(sent, failure, exc.message)
+        elif trips:
+            self.pacer.answered(trips)  # the ENT answered: a final refusal is not a sign of overload
+        else:
+            self.pacer.release()  # refused before anything was sent
+        with self._lock:
+            self._report.calls += 1
+            self._report.throttled += int(failure.throttled)
+        if failure.retryable and self.idempotent and task.attempt < self.max_attempts:
+            with self._lock:
+                self._report.retries += 1
+            self._work.put(_Task(task.item, task.attempt + 1, exc.message))
+            return
+        self._finish(self._failed(task.item, exc.message))

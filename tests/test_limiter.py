@@ -1,0 +1,345 @@
+"""The fan-out's limiter and circuit breaker: decisions on recorded round trips, then runs against the lab.
+
+The unit tests replay sequences of (sent, round trip) on a clock they drive, so every decision is exact.
+The lab runs check what matters end to end: every item done exactly once through a latency change and an
+outage, and a bounded number of calls to an ENT that keeps failing.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pcnctl import roundtrip
+from pcnctl.accounts import read_refs_file
+from pcnctl.config import resolve_profile
+from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.errors import ExitCode, TransportError
+from pcnctl.fanout import CircuitOpenError, Fanout, Outcome
+from pcnctl.http import HttpClient, RetryPolicy
+from pcnctl.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings
+from tests.conftest import Cli, Lab
+from tests.test_accounts import log_counts, students
+
+SINGLE = RetryPolicy(attempts=1)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def replay(
+    limiter: Limiter, clock: Clock, rtt: float | Callable[[Limiter], float], seconds: float
+) -> list[Decision]:
+    """Keep ``limit`` calls in flight for ``seconds`` against an ENT answering in ``rtt``; the decisions.
+
+    Answers trickle in evenly, as they do from a busy server: each slot is refilled when its answer comes.
+    """
+    decisions = []
+    end = clock.now + seconds
+    while clock.now < end:
+        step = rtt(limiter) if callable(rtt) else rtt
+        flight = limiter.limit
+        for _ in range(flight):
+            clock.now += step / flight
+            decision = limiter.on_answer(clock.now - step, step)
+            if decision is not None:
+                decisions.append(decision)
+    return decisions
+
+
+def actions(decisions: list[Decision]) -> list[str]:
+    return [d.action for d in decisions]
+
+
+def test_healthy_ent_grows_fast_then_stays_at_the_maximum() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32), clock=clock)
+    decisions = replay(limiter, clock, 0.02, 5.0)
+    assert set(actions(decisions)) == {"increase"}
+    limits = [d.limit for d in decisions]
+    assert limits[:4] == [6.0, 9.0, 13.5, 20.25]  # half again per window until the first cut
+    assert limiter.limit == 32 and max(limits) == 32.0
+
+
+def test_latency_rise_cuts_once_then_accepts_the_new_normal_and_climbs_back() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=32, maximum=32), clock=clock)
+    replay(limiter, clock, 0.1, 2.0)
+    assert limiter.limit == 32 and limiter.min_rtt == pytest.approx(0.1)
+    rise = replay(limiter, clock, 0.5, 6.0)
+    # The window open at the rise closes on the first slow answer (still fast in the median), the next
+    # one cuts, and the one after the cut is no faster: the ENT is slower, not queueing our calls.
+    assert actions(rise)[:3] == ["increase", "decrease", "rebase"]
+    cut = rise[1]
+    assert cut.limit_before == 32 and cut.limit == pytest.approx(32 * 0.4)  # ratio 5: the deepest cut
+    assert cut.sampled_rtt == pytest.approx(0.5) and cut.min_rtt == pytest.approx(0.1)
+    assert rise[2].min_rtt == pytest.approx(0.5)  # re-measured: the slower ENT is the new normal
+    assert actions(rise).count("decrease") == 1
+    climbed = [d.limit for d in rise[3:]]
+    assert climbed[:3] == [pytest.approx(12.8 * 1.5), pytest.approx(12.8 * 2.25), 32.0]
+    assert limiter.limit == 32
+
+
+def test_answers_to_calls_sent_before_a_cut_do_not_cut_again() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=32, maximum=32, window_samples=4), clock=clock)
+    replay(limiter, clock, 0.02, 1.0)
+    sent = clock.now
+    made = []
+    for _ in range(64):  # a slow flight: the window open at the rise closes, the next one cuts
+        clock.now += 0.01
+        made.append(limiter.on_answer(sent, 0.2))
+    assert actions([d for d in made if d is not None]) == ["increase", "decrease"]
+    assert limiter.limit == 12
+    late = []
+    for _ in range(40):  # more answers to calls sent before the cut: they say nothing about it
+        clock.now += 0.05
+        late.append(limiter.on_answer(sent + 0.001, 0.2))
+    assert late == [None] * 40 and limiter.limit == 12
+
+
+def test_queueing_ent_is_cut_and_kept_near_what_it_serves() -> None:
+    """An ENT serving ``cap`` calls at once: every call above that queues, the round trip grows with it."""
+    cap = [8]
+
+    def ent(lim: Limiter) -> float:
+        return 0.05 * max(1.0, lim.limit / cap[0])
+
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32), clock=clock)
+    grown = replay(limiter, clock, ent, 4.0)
+    assert "decrease" not in actions(grown) and 8 <= limiter.limit <= 16
+    cap[0] = 4  # other load takes half of it
+    after = replay(limiter, clock, ent, 20.0)
+    assert actions(after).count("decrease") == 1 and "rebase" not in actions(after)  # cutting relieved it
+    assert "probe" in actions(after)  # holding above its minimum, it checks the minimum again
+    assert limiter.min_rtt == pytest.approx(0.05)
+    assert all(d.limit <= 2 * 4 + 1 for d in after[1:])  # never much more than twice what it serves
+
+
+def test_latency_fall_updates_the_minimum_at_once_and_keeps_growing() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=16, maximum=32), clock=clock)
+    replay(limiter, clock, 0.5, 3.0)
+    fall = replay(limiter, clock, 0.1, 2.0)
+    assert fall and fall[0].min_rtt == pytest.approx(0.1)
+    assert set(actions(fall)) == {"increase"} and limiter.limit == 32
+
+
+def test_moderate_rise_holds_then_cuts_in_proportion() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=20, maximum=20), clock=clock)
+    replay(limiter, clock, 0.1, 1.0)
+    hold = replay(limiter, clock, 0.18, 2.0)  # 1.8 x: between healthy and tolerance
+    assert set(actions(hold[1:])) == {"hold"} and limiter.limit == 20
+    cut = replay(limiter, clock, 0.25, 0.6)  # 2.5 x: cut to 1.5 / 2.5 of the limit
+    assert "decrease" in actions(cut)
+    assert next(d for d in cut if d.action == "decrease").limit == pytest.approx(20 * 1.5 / 2.5)
+
+
+def test_throttle_burst_halves_once_per_flight_down_to_the_minimum() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=32, maximum=32), clock=clock)
+    replay(limiter, clock, 0.02, 1.0)
+    sent = clock.now
+    clock.now += 0.02
+    burst = [limiter.on_throttle(sent) for _ in range(32)]  # a whole flight answered 429 at once
+    assert actions([d for d in burst if d is not None]) == ["throttle"] and limiter.limit == 16
+    for _ in range(10):  # each later flight that is throttled again halves again
+        clock.now += 1.0
+        limiter.on_throttle(clock.now - 0.01)
+    assert limiter.limit == 1  # never below the minimum
+    after = replay(limiter, clock, 0.02, 2.0)
+    assert set(actions(after)) == {"increase"}
+    assert [d.limit for d in after][:3] == [2.0, 3.0, 4.0]  # after a throttle: one slot per window
+
+
+def test_breaker_counts_a_failing_flight_once_backs_off_and_opens() -> None:
+    clock = Clock()
+    breaker = Breaker(
+        BreakerSettings(failures=4, base_delay=0.2, max_delay=1.0), clock=clock, rng=random.Random(1)
+    )
+    sent = clock.now
+    clock.now += 0.01
+    first = [breaker.on_failure(sent, "connection refused") for _ in range(32)]
+    assert breaker.streak == 1 and first[1:] == [0.0] * 31 and 0.1 <= first[0] <= 0.2
+    delays = []
+    for _ in range(3):  # single probes, each sent after the previous failure
+        clock.now += 0.5
+        delays.append(breaker.on_failure(clock.now - 0.001, "connection refused"))
+    assert [0.2 <= delays[0] <= 0.4, 0.4 <= delays[1] <= 0.8, 0.5 <= delays[2] <= 1.0] == [True] * 3
+    assert breaker.open and breaker.reason == "4 consecutive failures, the last: connection refused"
+
+
+def test_breaker_success_resets_and_silence_opens() -> None:
+    clock = Clock()
+    breaker = Breaker(BreakerSettings(failures=100, silence=10.0), clock=clock, rng=random.Random(1))
+    for _ in range(5):
+        clock.now += 1
+        breaker.on_failure(clock.now - 0.1, "500")
+    breaker.on_success()
+    assert breaker.streak == 0 and not breaker.probing and not breaker.open
+    clock.now += 11
+    breaker.on_failure(clock.now - 0.1, "500")
+    assert breaker.open and breaker.reason is not None and breaker.reason.startswith("no success for 11 s")
+
+
+def test_round_trips_are_recorded_per_context_only(lab: Lab) -> None:
+    http = HttpClient(lab.url)
+    http.request("GET", "/auth/oauth2/userinfo", allow=(401, 302), retry=SINGLE)
+    with roundtrip.recording() as trips:
+        http.request("GET", "/auth/oauth2/userinfo", allow=(401, 302), retry=SINGLE)
+        seen_elsewhere: list[int] = []
+        other = threading.Thread(target=lambda: seen_elsewhere.append(len(_record_in_thread(http))))
+        other.start()
+        other.join()
+    assert len(trips) == 1 and trips[0][0] <= trips[0][1]
+    assert seen_elsewhere == [1]  # the other thread's recorder saw its own call, not this one
+
+
+def _record_in_thread(http: HttpClient) -> list[tuple[float, float]]:
+    with roundtrip.recording() as trips:
+        http.request("GET", "/auth/oauth2/userinfo", allow=(401, 302), retry=SINGLE)
+    return trips
+
+
+# -- against the lab ------------------------------------------------------------------------------------
+
+
+def lab_driver(lab: Lab, admc: Cli) -> EdificeDriver:
+    assert admc("auth", "login").exit_code == 0
+    return EdificeDriver.open(resolve_profile("lab"))
+
+
+def block_run(driver: EdificeDriver, ids: list[str], **kwargs: object) -> Fanout[str]:
+    def block(uid: str) -> Outcome:
+        driver.block_user(uid, True)
+        return Outcome(uid, "done")
+
+    return Fanout(block, key=lambda uid: uid, idempotent=True, **kwargs)  # type: ignore[arg-type]
+
+
+def test_latency_change_mid_run_completes_every_item_once(lab: Lab, admc: Cli) -> None:
+    driver = lab_driver(lab, admc)
+    ids = [uid for uid, _ in students(lab, 400)]
+    seen: list[str] = []
+
+    def on_outcome(outcome: Outcome) -> None:
+        seen.append(outcome.key)
+        if len(seen) == 100:
+            lab.knobs(latency_ms=60)  # the ENT becomes slower mid-run (lab latency is per request)
+        if len(seen) == 300:
+            lab.knobs(latency_ms=0)
+
+    fanout = block_run(driver, ids, on_outcome=on_outcome, max_concurrency=16)
+    report = fanout.run(ids)
+    assert Counter(o.status for o in report.outcomes) == {"done": 400}
+    assert sorted(seen) == sorted(ids)
+    assert log_counts(lab, "block") == dict.fromkeys(ids, 1)  # each account blocked exactly once
+    assert report.decisions and report.peak_concurrency <= 16
+    assert all(1 <= d.limit <= 16 for d in report.decisions)
+
+
+def test_two_second_outage_ends_with_every_item_done_and_few_calls_during_it(lab: Lab, admc: Cli) -> None:
+    driver = lab_driver(lab, admc)
+    ids = [uid for uid, _ in students(lab, 300)]
+    count = [0]
+    timers: list[threading.Timer] = []
+
+    def on_outcome(_outcome: Outcome) -> None:
+        count[0] += 1
+        if count[0] == 100:
+            lab.knobs(fail_match="/auth/block/")
+            timer = threading.Timer(2.0, lambda: lab.knobs(fail_match=""))
+            timers.append(timer)
+            timer.start()
+
+    fanout = block_run(driver, ids, on_outcome=on_outcome, breaker=BreakerSettings(failures=12))
+    report = fanout.run(ids)
+    timers[0].join()
+    faults = lab.counters()["faults"]
+    assert Counter(o.status for o in report.outcomes) == {"done": 300}
+    assert log_counts(lab, "block") == dict.fromkeys(ids, 1)
+    # One flight in progress when the outage began, then a single probe per backoff step.
+    assert 1 <= faults <= 32 + 12
+    assert report.calls == 300 + faults and report.retries == faults
+
+
+def test_dead_ent_gets_a_bounded_number_of_calls_and_every_item_is_reported(lab: Lab, admc: Cli) -> None:
+    driver = lab_driver(lab, admc)
+    ids = [uid for uid, _ in students(lab, 200)]
+    lab.knobs(fail_rate=1.0)
+    outcomes: list[Outcome] = []
+    fanout = block_run(
+        driver, ids, on_outcome=outcomes.append, breaker=BreakerSettings(failures=5, base_delay=0.05)
+    )
+    with pytest.raises(CircuitOpenError) as raised:
+        fanout.run(ids)
+    assert raised.value.exit_code == ExitCode.UNAVAILABLE
+    assert "5 consecutive failures" in raised.value.message
+    faults = lab.counters()["faults"]
+    assert faults <= 4 + 5  # the first flight (the initial limit), then one probe at a time
+    assert sorted(o.key for o in outcomes) == sorted(ids) and {o.status for o in outcomes} == {"failed"}
+    not_attempted = [o for o in outcomes if o.detail.startswith("not attempted")]
+    assert len(not_attempted) >= 200 - faults
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
+
+
+def test_unreachable_ent_gets_a_bounded_number_of_calls() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = HttpClient(f"http://127.0.0.1:{port}")
+    calls = [0]
+
+    def call(uid: str) -> Outcome:
+        calls[0] += 1
+        http.request("PUT", f"/auth/block/{uid}", json={"block": True}, retry=SINGLE)
+        return Outcome(uid, "done")
+
+    fanout = Fanout(call, key=lambda u: u, idempotent=True, breaker=BreakerSettings(base_delay=0.02))
+    with pytest.raises(CircuitOpenError) as raised:
+        fanout.run([f"u{i}" for i in range(1000)])
+    assert isinstance(raised.value, TransportError) and "connection refused" in raised.value.message
+    assert calls[0] <= 4 + 6
+    report = raised.value.report
+    assert len(report.outcomes) == 1000 and report.stopped is not None
+
+
+def test_block_stopped_by_a_failing_ent_exits_5_and_resumes(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    targets = students(lab, 30)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("id\n" + "".join(f"{i}\n" for i, _ in targets))
+    lab.knobs(fail_match="/block")  # PUT /auth/block/:id and the ADMC's PUT /auth/users/block
+    result = admc(
+        "accounts", "block", "--from-file", str(ids), "--max", "30", "--yes", "--incident", "INC-CB"
+    )
+    assert result.exit_code == 5 and "stopped sending to the ENT" in result.stderr
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
+    lab.knobs(fail_match="")
+    resumed = admc("incident", "resume", "INC-CB")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert log_counts(lab, "block") == {uid: 1 for uid, _ in targets}
+
+
+@pytest.mark.parametrize("header", ["id", "ID", "login"])
+def test_one_column_csv_header_is_not_an_account(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "refs.csv"
+    path.write_text(f"{header}\nabc-1\nabc-2\n", encoding="utf-8")
+    assert read_refs_file(path) == ["abc-1", "abc-2"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("abc-1\nabc-2\n", encoding="utf-8")
+    assert read_refs_file(plain) == ["abc-1", "abc-2"]
