@@ -74,31 +74,92 @@ CREATE TABLE IF NOT EXISTS flashmsg(
     created REAL);
 """
 
-# The conversation module's tables, with Edifice's names and columns (conversation/backend/src/main/
-# resources/sql): the lab keeps them in their own file attached as schema "conversation", so the same SQL
-# (conversation.messages, conversation.usermessages) reads the lab and a production PostgreSQL.
+# The conversation module's tables as the platform's SQL scripts 001-023 leave them (Edifice
+# conversation/backend/src/main/resources/sql): same tables, columns, NULLs, defaults, keys and indexes,
+# no extra index. The lab keeps them in their own file attached as schema "conversation", so the same SQL
+# reads the lab and a production PostgreSQL. PostgreSQL's full-text column (text_searchable, script 008)
+# has a SQLite equivalent here: an FTS5 index over subject and body kept by triggers (messages_fts).
 CONVERSATION_SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation.messages(
-    id TEXT PRIMARY KEY, parent_id TEXT, subject TEXT, body TEXT, "from" TEXT, "fromName" TEXT,
-    "to" TEXT, cc TEXT, cci TEXT, "toName" TEXT, "ccName" TEXT, "cciName" TEXT, "displayNames" TEXT,
-    state TEXT, date BIGINT, thread_id TEXT);
-CREATE INDEX IF NOT EXISTS conversation.messages_date ON messages(date);
-CREATE INDEX IF NOT EXISTS conversation.messages_from ON messages("from");
-CREATE TABLE IF NOT EXISTS conversation.usermessages(
-    user_id TEXT NOT NULL, message_id TEXT NOT NULL, folder_id TEXT, trashed BOOLEAN DEFAULT 0,
-    unread BOOLEAN DEFAULT 1, total_quota BIGINT DEFAULT 0, PRIMARY KEY(user_id, message_id));
-CREATE INDEX IF NOT EXISTS conversation.usermessages_message ON usermessages(message_id);
+    id VARCHAR(36) NOT NULL PRIMARY KEY, parent_id VARCHAR(36) REFERENCES messages(id) ON DELETE SET NULL,
+    subject VARCHAR(1024), body TEXT, "from" VARCHAR(36) NOT NULL, "fromName" VARCHAR(255),
+    "to" JSONB NOT NULL, "toName" JSONB, cc JSONB, "ccName" JSONB, "displayNames" JSONB,
+    state VARCHAR(10) NOT NULL DEFAULT 'DRAFT', date BIGINT NOT NULL,
+    language VARCHAR(2) NOT NULL DEFAULT 'fr', text_searchable TEXT, thread_id VARCHAR(36), cci JSONB,
+    "cciName" JSONB, content_version INTEGER DEFAULT 0, "noReply" BOOLEAN NOT NULL DEFAULT 0,
+    schedule_at TIMESTAMP);
+CREATE INDEX IF NOT EXISTS conversation.messages_date_idx ON messages(date);
+CREATE INDEX IF NOT EXISTS conversation.idx_parent_id ON messages(parent_id);
+CREATE INDEX IF NOT EXISTS conversation.idx_from ON messages("from");
+CREATE INDEX IF NOT EXISTS conversation.idx_thread_id ON messages(thread_id);
 CREATE TABLE IF NOT EXISTS conversation.attachments(
-    id TEXT PRIMARY KEY, name TEXT, charset TEXT, filename TEXT, "contentType" TEXT,
-    "contentTransferEncoding" TEXT, size BIGINT);
-CREATE TABLE IF NOT EXISTS conversation.usermessagesattachments(
-    user_id TEXT NOT NULL, message_id TEXT NOT NULL, attachment_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS conversation.uma_message ON usermessagesattachments(message_id);
+    id VARCHAR(36) NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, charset VARCHAR(10) NOT NULL,
+    filename VARCHAR(255) NOT NULL, "contentType" VARCHAR(255) NOT NULL,
+    "contentTransferEncoding" VARCHAR(10) NOT NULL, size BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS conversation.folders(
-    id TEXT PRIMARY KEY, parent_id TEXT, user_id TEXT, name TEXT, depth INTEGER, trashed BOOLEAN DEFAULT 0);
+    id VARCHAR(36) NOT NULL PRIMARY KEY, parent_id VARCHAR(36) REFERENCES folders(id) ON DELETE CASCADE,
+    user_id VARCHAR(36) NOT NULL, name VARCHAR(255) NOT NULL, depth INTEGER NOT NULL DEFAULT 1,
+    trashed BOOLEAN NOT NULL DEFAULT 0, skip_uniq BOOLEAN DEFAULT 0);
+CREATE UNIQUE INDEX IF NOT EXISTS conversation.conversation_foldername_parent_uniq_idx
+    ON folders(name, user_id, parent_id, skip_uniq) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS conversation.conversation_foldername_uniq_idx
+    ON folders(name, user_id, skip_uniq) WHERE parent_id IS NULL;
+CREATE INDEX IF NOT EXISTS conversation.idx_folders_userparent ON folders(user_id, parent_id);
+CREATE TABLE IF NOT EXISTS conversation.usermessages(
+    user_id VARCHAR(36) NOT NULL, message_id VARCHAR(36) NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    folder_id VARCHAR(36) REFERENCES folders(id) ON DELETE CASCADE, trashed BOOLEAN NOT NULL DEFAULT 0,
+    unread BOOLEAN NOT NULL DEFAULT 1, total_quota BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY(user_id, message_id));
+CREATE INDEX IF NOT EXISTS conversation.idx_message_id ON usermessages(message_id);
+CREATE INDEX IF NOT EXISTS conversation.idx_usermessages_message_id ON usermessages(message_id);
+CREATE TABLE IF NOT EXISTS conversation.usermessagesattachments(
+    user_id VARCHAR(36) NOT NULL, message_id VARCHAR(36) NOT NULL,
+    attachment_id VARCHAR(36) NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    PRIMARY KEY(user_id, message_id, attachment_id),
+    FOREIGN KEY(user_id, message_id) REFERENCES usermessages(user_id, message_id) ON DELETE CASCADE);
+CREATE INDEX IF NOT EXISTS conversation.idx_usermessagesattachments_attachment_id
+    ON usermessagesattachments(attachment_id);
+CREATE TABLE IF NOT EXISTS conversation.threads(
+    id VARCHAR(36) NOT NULL PRIMARY KEY, date BIGINT NOT NULL, subject VARCHAR(1024),
+    "from" VARCHAR(36) NOT NULL, "to" JSONB NOT NULL, cc JSONB, cci JSONB, "displayNames" JSONB);
+CREATE INDEX IF NOT EXISTS conversation.idx_threads_date ON threads(date);
+CREATE TABLE IF NOT EXISTS conversation.userthreads(
+    user_id VARCHAR(36) NOT NULL, thread_id VARCHAR(36) NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+    nb_unread INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(user_id, thread_id));
+CREATE INDEX IF NOT EXISTS conversation.idx_userthreads_thread_id ON userthreads(thread_id);
+CREATE TABLE IF NOT EXISTS conversation.originalmessages(
+    message_id VARCHAR(36) NOT NULL PRIMARY KEY, body TEXT);
+CREATE INDEX IF NOT EXISTS conversation.idx_originalmessages ON originalmessages(message_id);
+CREATE TABLE IF NOT EXISTS conversation.scripts(
+    filename VARCHAR(255) NOT NULL PRIMARY KEY, passed TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE VIRTUAL TABLE IF NOT EXISTS conversation.messages_fts USING fts5(
+    subject, body, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS conversation.messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, subject, body) VALUES (new.rowid, new.subject, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS conversation.messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, subject, body)
+    VALUES ('delete', old.rowid, old.subject, old.body);
+END;
+CREATE TRIGGER IF NOT EXISTS conversation.messages_fts_update AFTER UPDATE OF subject, body ON messages
+BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, subject, body)
+    VALUES ('delete', old.rowid, old.subject, old.body);
+    INSERT INTO messages_fts(rowid, subject, body) VALUES (new.rowid, new.subject, new.body);
+END;
 """
-CONVERSATION_TABLES = ("messages", "usermessages", "attachments", "usermessagesattachments", "folders")
-SCHEMA_VERSION = "5"
+# In copy order (a row's references first); messages_fts follows messages through its triggers.
+CONVERSATION_TABLES = (
+    "messages",
+    "attachments",
+    "folders",
+    "usermessages",
+    "usermessagesattachments",
+    "threads",
+    "userthreads",
+    "originalmessages",
+)
+SCHEMA_VERSION = "7"
 
 
 class Store:
