@@ -19,7 +19,7 @@ from pcnctl.errors import RefusedError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
-from pcnctl.sources.mailstore import Mailstore
+from pcnctl.sources.mailstore import Mailbox, Mailstore
 
 OP = "messages.purge"
 DEFAULT_CAP = 500
@@ -30,7 +30,7 @@ BATCH = 100
 class PurgePlan:
     ids: list[str]  # still present
     gone: list[str]  # already purged
-    copies: dict[str, list[tuple[str, str]]]
+    copies: dict[str, list[Mailbox]]
     schools: dict[str, list[str]]  # message id -> recipient schools (from the search)
     query: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +78,7 @@ class PurgeResult:
     run: str
     purged: list[str]
     failed: list[tuple[str, str]]
-    leftovers: dict[str, list[tuple[str, str]]]
+    leftovers: dict[str, list[Mailbox]]
     evidence: Path | None
     notifications: int
 
@@ -166,7 +166,9 @@ def execute(
         ctx.end(run, "interrupted", {"done": len(purged)})
         raise
     leftovers = {k: v for k, v in store.mailboxes(p.ids).items() if v}
-    notifications = sum(len([c for c in p.copies.get(i, []) if c[1] != "OUTBOX"]) for i in p.ids)
+    # One timeline notification per person reached but the sender; drafts and scheduled messages have
+    # only the sender's copy, hence none.
+    notifications = sum(len([c for c in p.copies.get(i, []) if not c.own]) for i in p.ids)
     ctx.end(
         run,
         "partial" if failed or leftovers else "completed",

@@ -6,17 +6,22 @@ folded, digits and punctuation dropped, then word pairs (bigrams) compared with 
 of one template score high (above 0.5 in the lab's waves; the default threshold is 0.4); ordinary
 messages that share a word or two score near zero.
 
-Time window and sender filters run in the database; text filters run here, on accent-folded text, because
-French is typed with and without accents.
+Where each filter runs: time window, senders, states and attachments in the database; the text filters
+first as a full-text prefilter in the database (:func:`prefilter`: words every match must hold, derived so
+that it never drops a message the exact filter keeps), then exactly here, on the visible text (tags
+replaced by spaces) with accents folded, because French is typed with and without accents. Recipients and
+schools come from the mailbox copies of the candidates (a group send reaches each member), read in
+batches; drafts and scheduled messages are left out unless ``states`` asks for them.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +32,25 @@ from pcnctl.errors import UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.models import User, fold
 from pcnctl.platform import EntDriver
-from pcnctl.sources.mailstore import Mailstore, StoredMessage
+from pcnctl.sources.mailstore import DELIVERED, STATES, Mailstore, Prefilter, Scan, StoredMessage
 from pcnctl.timespec import iso
 
 _TAGS = re.compile(r"<[^>]+>")
 _WORD = re.compile(r"[a-z]+")
-SAVED_VERSION = 1
+# Characters at which both full-text indexes split words exactly as tokens() does. Others (digits, dots,
+# @, /, -, _) may glue a word into a number, host, e-mail or path token, so a word next to them is not used.
+_EDGES = frozenset(" \t\r\n,;!?()[]{}\"'«»")
+MIN_WORD = 3
+SAVED_VERSION = 2
+
+
+def visible(text: str) -> str:
+    """The text a reader sees: tags replaced by spaces (as the platform's index strips them)."""
+    return _TAGS.sub(" ", text)
 
 
 def tokens(text: str) -> list[str]:
-    return _WORD.findall(fold(_TAGS.sub(" ", text)))
+    return _WORD.findall(fold(visible(text)))
 
 
 def shingles(text: str) -> set[tuple[str, str]]:
@@ -48,6 +62,95 @@ def similarity(a: set[tuple[str, str]], b: set[tuple[str, str]]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+def bounded_words(text: str, *, left_edge: bool = False, right_edge: bool = False) -> list[str]:
+    """Words of a literal text that are whole words wherever the text occurs.
+
+    A word counts when an edge character (or, with ``left_edge``/``right_edge``, the start or end of the
+    text) stands on each side: a word at an open end may be part of a longer one where it occurs.
+    """
+    folded = fold(text)
+    out = []
+    for m in _WORD.finditer(folded):
+        left = folded[m.start() - 1] in _EDGES if m.start() else left_edge
+        right = folded[m.end()] in _EDGES if m.end() < len(folded) else right_edge
+        if left and right and len(m.group()) >= MIN_WORD:
+            out.append(m.group())
+    return list(dict.fromkeys(out))
+
+
+def regex_words(pattern: str) -> list[str]:
+    """Words every match of the regular expression contains as whole words (its mandatory literal runs).
+
+    Only the top level of the pattern is read: a literal run is cut by anything else (classes, groups,
+    repeats, alternatives); ``^`` and ``$`` close a run on an edge. An alternative at the top gives none.
+    """
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        parsed = _parser.parse(pattern)
+    except re.error:
+        return []
+    edges = (c.AT_BEGINNING, c.AT_BEGINNING_STRING, c.AT_END, c.AT_END_STRING)
+    words: list[str] = []
+    run, left = "", False
+    for op, arg in [*parsed, (None, None)]:
+        if op is c.LITERAL:
+            run += chr(arg)
+            continue
+        edge = op is c.AT and arg in edges
+        words += bounded_words(run, left_edge=left, right_edge=edge)
+        run, left = "", edge
+    return list(dict.fromkeys(words))
+
+
+def like_words(
+    reference: set[tuple[str, str]], threshold: float, frequency: Callable[[list[str]], dict[str, float]]
+) -> tuple[str, ...]:
+    """Words of which every near-duplicate holds at least one: the ``--like`` prefilter.
+
+    A message with similarity >= t shares at least m = ceil(t * |A|) of the reference's bigrams A (since
+    |A ∩ B| >= t * |A ∪ B| >= t * |A|), so it holds at least k distinct words of A: the fewest whose
+    bigram counts reach those m bigrams' word count. Words the index cannot test (short words,
+    stop words: frequency below 0) may be among them, so at least k - |untestable| of the indexable ones
+    are there; any |indexable| - (k - |untestable|) + 1 of those then include one it holds. The rarest
+    are chosen. Empty when no such set exists.
+    """
+    if not reference:
+        return ()
+    m = math.ceil(threshold * len(reference) - 1e-9)
+    degree: Counter[str] = Counter(w for pair in reference for w in set(pair) if w)
+    needed = sum(sorted(len({w for w in pair if w}) for pair in reference)[:m])
+    k, covered = 0, 0
+    for _word, count in degree.most_common():
+        if covered >= needed:
+            break
+        covered += count
+        k += 1
+    freq = frequency([w for w in degree if len(w) >= MIN_WORD])
+    indexable = [w for w in degree if freq.get(w, -1.0) >= 0]
+    must = k - (len(degree) - len(indexable))
+    if must <= 0 or not indexable:
+        return ()
+    rarest = sorted(indexable, key=lambda w: (freq.get(w, 0.0), -len(w), w))
+    return tuple(rarest[: len(indexable) - must + 1])
+
+
+def prefilter(store: Mailstore, query: Query, reference: set[tuple[str, str]] | None = None) -> Prefilter:
+    """The words the database's full-text index narrows the scan with; the exact filters still decide."""
+    all_of: list[str] = []
+    if query.subject:
+        all_of += bounded_words(query.subject)
+    if query.body:
+        all_of += bounded_words(query.body)
+    if query.regex:
+        all_of += regex_words(query.regex)
+    any_of: tuple[str, ...] = ()
+    if reference is not None:
+        any_of = like_words(reference, query.threshold, store.word_frequencies)
+    return Prefilter(tuple(dict.fromkeys(all_of)), any_of)
 
 
 @dataclass
@@ -62,6 +165,7 @@ class Query:
     to_school: str | None = None
     like: str | None = None
     threshold: float = 0.4
+    states: list[str] = field(default_factory=lambda: list(DELIVERED))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,11 +174,28 @@ class Query:
         return data
 
 
+def parse_states(values: Sequence[str]) -> list[str]:
+    """``--state`` values: DRAFT, SENT, RECALL, SCHEDULE (any case, repeatable), or ``all``."""
+    if not values:
+        return list(DELIVERED)
+    out: list[str] = []
+    for value in values:
+        for part in value.upper().replace(",", " ").split():
+            if part == "ALL":
+                out += STATES
+            elif part in STATES:
+                out.append(part)
+            else:
+                raise UsageError(f"unknown message state {part!r}", hint=f"use {', '.join(STATES)} or all")
+    return list(dict.fromkeys(out))
+
+
 @dataclass
 class Match:
     message: StoredMessage
     score: float | None
     sender_login: str
+    sender_name: str
     sender_schools: list[str]
     recipient_schools: dict[str, list[str]]  # recipient id -> UAIs
 
@@ -88,17 +209,22 @@ class Match:
             "id": m.id,
             "date": iso(datetime.fromtimestamp(m.date / 1000, UTC)),
             "date_ms": m.date,
+            "state": m.state,
+            "recalled": m.recalled,
             "from": m.sender,
             "from_login": self.sender_login,
-            "from_name": m.sender_name,
+            "from_name": self.sender_name,
             "from_schools": self.sender_schools,
             "subject": m.subject,
+            "addressed": m.addressed,
+            "groups": [m.group_names[g] for g in m.groups],
             "recipients": m.recipients,
             "recipient_count": len(m.recipients),
             "copies": len(m.mailboxes),
+            "notifications": m.notified,
             "schools": self.schools,
             "recipient_schools": self.recipient_schools,
-            "has_attachment": m.has_attachment,
+            "has_attachment": bool(m.has_attachment),
             "similarity": round(self.score, 3) if self.score is not None else None,
         }
 
@@ -184,7 +310,7 @@ def load_saved(path: Path) -> dict[str, Any]:
 
 
 class Directory:
-    """User lookups with a cache: sender logins and recipient schools for the matches."""
+    """User lookups with a cache: sender logins and names, recipient schools for the matches."""
 
     def __init__(self, driver: EntDriver, max_concurrency: int = 16) -> None:
         self.driver = driver
@@ -211,6 +337,10 @@ class Directory:
         user = self.users.get(user_id)
         return user.login if user else ""
 
+    def name(self, user_id: str) -> str:
+        user = self.users.get(user_id)
+        return user.display_name if user else ""
+
     def schools(self, user_id: str) -> list[str]:
         user = self.users.get(user_id)
         return list(user.schools) if user else []
@@ -229,6 +359,30 @@ def resolve_senders(driver: EntDriver, refs: Sequence[str]) -> list[str]:
     return ids
 
 
+@dataclass
+class Exact:
+    """The filters confirmed here, on the candidates the database returned."""
+
+    subject: str | None = None
+    body: str | None = None
+    pattern: re.Pattern[str] | None = None
+    reference: set[tuple[str, str]] | None = None
+    threshold: float = 0.4
+
+    def score(self, message: StoredMessage) -> tuple[bool, float | None]:
+        if self.subject and self.subject not in fold(message.subject):
+            return False, None
+        text = visible(message.body)
+        if self.body and self.body not in fold(text):
+            return False, None
+        if self.pattern and not self.pattern.search(message.subject + "\n" + text):
+            return False, None
+        if self.reference is None:
+            return True, None
+        score = similarity(self.reference, shingles(message.subject + " " + message.body))
+        return score >= self.threshold, score
+
+
 def scan(
     store: Mailstore,
     query: Query,
@@ -239,35 +393,40 @@ def scan(
     school_members: set[str] | None = None,
     on_scan: Callable[[int], None] | None = None,
     counter: list[int] | None = None,
+    use_index: bool = True,
 ) -> Iterator[tuple[StoredMessage, float | None]]:
-    """Stream the mailstore through the filters: the database narrows by time and sender, the rest here."""
-    subject = fold(query.subject) if query.subject else None
-    body = fold(query.body) if query.body else None
+    """Stream the mailstore through the filters: the database narrows, the exact checks decide here.
+
+    ``use_index=False`` skips the full-text prefilter (a full scan: the reference the prefilter is
+    checked against).
+    """
+    exact = Exact(
+        fold(query.subject) if query.subject else None,
+        fold(query.body) if query.body else None,
+        pattern,
+        reference,
+        query.threshold,
+    )
     since = int(query.since.timestamp() * 1000) if query.since else None
     until = int(query.until.timestamp() * 1000) if query.until else None
-    scanned = 0
-    for message in store.iter_messages(since_ms=since, until_ms=until, senders=senders):
-        scanned += 1
-        if counter is not None:
-            counter[0] = scanned
-        if on_scan is not None and scanned % 10_000 == 0:
-            on_scan(scanned)
-        if query.has_attachment is not None and message.has_attachment != query.has_attachment:
-            continue
-        if subject and subject not in fold(message.subject):
-            continue
-        if body and body not in fold(message.body):
-            continue
-        if pattern and not pattern.search(message.subject + "\n" + message.body):
-            continue
+    words = prefilter(store, query, reference) if use_index else Prefilter()
+    rows = store.iter_messages(Scan(since, until, senders, tuple(query.states), query.has_attachment, words))
+    scores: dict[str, float | None] = {}
+
+    def confirmed() -> Iterable[StoredMessage]:
+        for scanned, message in enumerate(rows, 1):
+            if counter is not None:
+                counter[0] = scanned
+            if on_scan is not None and scanned % 10_000 == 0:
+                on_scan(scanned)
+            ok, scores[message.id] = exact.score(message)
+            if ok:
+                yield message
+
+    for message in store.with_copies(confirmed()):
         if school_members is not None and not set(message.recipients) & school_members:
             continue
-        score = None
-        if reference is not None:
-            score = similarity(reference, shingles(message.subject + " " + message.body))
-            if score < query.threshold:
-                continue
-        yield message, score
+        yield message, scores.pop(message.id, None)
 
 
 def run(
@@ -314,20 +473,21 @@ def run(
             counter=counter,
         )
     )
-    scanned = counter[0]
-    copies = store.mailboxes([m.id for m, _ in found])
+    return SearchResult(query, enrich(driver, found), counter[0])
+
+
+def enrich(driver: EntDriver, found: Sequence[tuple[StoredMessage, float | None]]) -> list[Match]:
+    """Sender logins, names and schools, recipients' schools, from the directory (cached)."""
     people = Directory(driver)
     people.load([m.sender for m, _ in found] + [r for m, _ in found for r in m.recipients])
-    matches = []
-    for message, score in found:
-        message.mailboxes = copies.get(message.id, [])
-        matches.append(
-            Match(
-                message,
-                score,
-                people.login(message.sender),
-                people.schools(message.sender),
-                {r: people.schools(r) for r in message.recipients},
-            )
+    return [
+        Match(
+            message,
+            score,
+            people.login(message.sender),
+            message.sender_name or people.name(message.sender),
+            people.schools(message.sender),
+            {r: people.schools(r) for r in message.recipients},
         )
-    return SearchResult(query, matches, scanned)
+        for message, score in found
+    ]

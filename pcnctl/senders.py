@@ -1,7 +1,8 @@
 """``pcnctl senders``: the accounts that sent messages in a window, with rates, recipients and IPs.
 
 Mass senders are flagged on thresholds (messages, recipients, rate); the event store gives counts, times,
-IPs and user agents, and the mailstore, when configured, adds how many people each account reached.
+IPs and user agents, and the mailstore, when configured, adds how many people each account reached (its
+messages' mailbox copies, group sends expanded; drafts and scheduled messages do not count).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from pcnctl.platform import EntDriver
 from pcnctl.search import Directory
 from pcnctl.sources.events import iter_events
-from pcnctl.sources.mailstore import Mailstore
+from pcnctl.sources.mailstore import Mailstore, Scan
 from pcnctl.timespec import iso
 
 
@@ -56,7 +57,9 @@ def senders(
         row["structures"].update(event.get("structures") or [])
     reached: dict[str, set[str]] = {}
     if store is not None and stats:
-        for message in store.iter_messages(since_ms=since_ms, until_ms=until_ms, senders=list(stats)):
+        # The copies say who was reached: a send to a group reaches each of its members.
+        scan = Scan(since_ms, until_ms, list(stats))
+        for message in store.with_copies(store.iter_messages(scan)):
             reached.setdefault(message.sender, set()).update(message.recipients)
     people = Directory(driver)
     people.load(list(stats))

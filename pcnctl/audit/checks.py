@@ -25,8 +25,8 @@ from pcnctl.incident import list_incidents
 from pcnctl.incident.journal import done_keys, read
 from pcnctl.models import fold
 from pcnctl.platform import EntDriver
-from pcnctl.search import shingles, similarity
-from pcnctl.sources.mailstore import Mailstore
+from pcnctl.search import Directory, shingles, similarity, visible
+from pcnctl.sources.mailstore import Mailstore, Scan
 from pcnctl.timespec import iso
 
 SEVERITIES = ("ok", "info", "warning", "critical")
@@ -158,9 +158,11 @@ def watchlist(env: AuditEnv) -> Finding:
                     for line in path.read_text(encoding="utf-8").splitlines()[:20]:
                         m = json.loads(line)
                         templates.append((incident.id, shingles(m["subject"] + " " + m["body"])))
-    rows = []
-    for message in env.mailstore.iter_messages(since_ms=env.since_ms, until_ms=env.until_ms):
-        text = fold(message.subject + " " + message.body)
+    rows: list[dict[str, Any]] = []
+    # As messages search: delivered messages only, recipients from the copies, names from the directory.
+    candidates = env.mailstore.iter_messages(Scan(env.since_ms, env.until_ms))
+    for message in env.mailstore.with_copies(candidates):
+        text = fold(message.subject + " " + visible(message.body))
         hit = next((name for name, p in patterns if p.search(text)), None)
         like = None
         if templates:
@@ -182,6 +184,10 @@ def watchlist(env: AuditEnv) -> Finding:
                     "like_incident": like or "",
                 }
             )
+    people = Directory(env.driver)  # fromName is NULL on the platform's send path
+    people.load([r["from"] for r in rows if not r["from_name"]])
+    for row in rows:
+        row["from_name"] = row["from_name"] or people.name(row["from"])
     return Finding(
         "watchlist",
         "critical" if rows else "ok",

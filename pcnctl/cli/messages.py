@@ -22,6 +22,7 @@ from pcnctl.cli._common import (
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
+    from pcnctl.platform import EntDriver
     from pcnctl.sources.mailstore import Mailstore
 
 app = typer.Typer(help="Search, show, preserve and purge messages across mailboxes.", no_args_is_help=True)
@@ -35,6 +36,7 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="Until: ISO date/t
 MATCH_COLUMNS = (
     "id",
     "date",
+    "state",
     "from_login",
     "subject",
     "recipient_count",
@@ -85,6 +87,13 @@ def search(
         str | None, typer.Option("--like", help="Near-duplicates of this message id (templates).")
     ] = None,
     threshold: Annotated[float, typer.Option("--similarity", help="With --like: 0-1.")] = 0.4,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            help="Message states to search (repeatable): SENT, RECALL (the default), DRAFT, SCHEDULE, all.",
+        ),
+    ] = None,
     save: Annotated[
         Path | None, typer.Option("--save", help="Keep the result for purge/export/evidence.")
     ] = None,
@@ -109,11 +118,17 @@ def search(
         to_school=to_school,
         like=like,
         threshold=threshold,
+        states=core.parse_states(state or []),
     )
     driver = get_driver(profile)
     store = open_mailstore(driver.profile, mailstore)
+
+    def progress(scanned: int) -> None:
+        if scanned % 100_000 == 0:
+            note(f"... {scanned} candidate message(s) read", quiet)
+
     try:
-        result = core.run(driver, store, query)
+        result = core.run(driver, store, query, on_scan=progress)
     finally:
         store.close()
     emit((m.to_row() for m in result.matches), output, MATCH_COLUMNS)
@@ -157,6 +172,7 @@ def show(
         if message is None:
             raise UsageError(f"no message {message_id} in the mailstore (or every copy was purged)")
         attachments = store.attachments(message_id)
+        name = "" if message.sender_name else _display_name(driver, message.sender)
     finally:
         store.close()
     from datetime import UTC, datetime
@@ -166,17 +182,29 @@ def show(
             "id": message.id,
             "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
             "from": message.sender,
-            "from_name": message.sender_name,
+            "from_name": message.sender_name or name,
+            "state": message.state,
             "subject": message.subject,
             "body": message.body,
             "to": message.to,
             "cc": message.cc,
             "cci": message.cci,
-            "copies": [f"{u}:{f}" for u, f in message.mailboxes],
+            "groups": [f"{g}:{n}" for g, n in message.group_names.items()],
+            "recipients": len(message.recipients),
+            "copies": [f"{b.user}:{b.folder}" for b in message.mailboxes],
             "attachments": [f"{a['name']} ({a['contentType']}, {a['size']} B)" for a in attachments],
         },
         output,
     )
+
+
+def _display_name(driver: EntDriver, user_id: str) -> str:
+    """The sender's name from the directory (the platform leaves ``fromName`` NULL when sending)."""
+    from pcnctl.search import Directory
+
+    people = Directory(driver)
+    people.load([user_id])
+    return people.name(user_id)
 
 
 FromSearchOpt = Annotated[

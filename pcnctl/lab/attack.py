@@ -2,9 +2,13 @@
 
 Hijacked student accounts in several schools log in (from a few foreign IP addresses, as the event store
 records them) and send a templated threat, varied a little each time and with a video attached, to the
-teachers and staff of their school, at a chosen rate. Ordinary messages go on around the wave, some using
-the same words innocently ("exercice d'évacuation", "la bombe atomique"), so a search that catches them is
-wrong. What was really sent is written to ``DIR/attack-truth.json`` for tests and drills.
+teachers and staff of their school (a few of them at a time, or the whole teachers' group in one send), at
+a chosen rate. Along the way they leave drafts of the text, schedule a few sends for later (only the
+sender's copy exists until then) and recall one message (its copies stay): none of the drafts or
+scheduled ones reached anybody. Ordinary messages go on around the wave, some using the same words
+innocently ("exercice d'évacuation", "la bombe atomique"), so a search that catches them is wrong. What
+was really sent, and who received it (group members included), is written to ``DIR/attack-truth.json``
+for tests and drills.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ class Truth:
     recipients: set[str] = field(default_factory=set)
     schools: set[str] = field(default_factory=set)
     noise: list[str] = field(default_factory=list)
+    group_sends: list[str] = field(default_factory=list)
+    drafts: list[str] = field(default_factory=list)
+    scheduled: list[str] = field(default_factory=list)
+    recalled: list[str] = field(default_factory=list)
     refused: int = 0
     started_at: float = 0.0
     ended_at: float | None = None
@@ -71,6 +79,10 @@ class Truth:
             "recipients": sorted(self.recipients),
             "schools": sorted(self.schools),
             "noise_messages": self.noise,
+            "group_sends": self.group_sends,
+            "drafts": self.drafts,
+            "scheduled": self.scheduled,
+            "recalled": self.recalled,
             "refused": self.refused,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
@@ -100,6 +112,7 @@ class Roster:
     uai: dict[str, str]
     staff_logins: dict[str, str]
     schools_of: dict[str, set[str]]
+    teachers_group: dict[str, tuple[str, list[str]]]  # school id -> (group id, members)
 
 
 def _roster(data_dir: Path) -> Roster:
@@ -123,7 +136,17 @@ def _roster(data_dir: Path) -> Roster:
                 logins[uid] = login
             elif profile == "Student" and not blocked:
                 pupils[sid].append((uid, login))
-        return Roster(schools, staff, pupils, uai, logins, schools_of)
+        groups: dict[str, tuple[str, list[str]]] = {}
+        for gid, sid in db.execute(
+            "SELECT id, structure_id FROM groups WHERE profile = 'Teacher' ORDER BY id"
+        ):
+            members = db.execute(
+                "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
+                " WHERE us.structure_id = ? AND u.profile = 'Teacher' ORDER BY u.id",
+                (sid,),
+            ).fetchall()
+            groups[sid] = (gid, [m[0] for m in members])
+        return Roster(schools, staff, pupils, uai, logins, schools_of, groups)
     finally:
         db.close()
 
@@ -178,18 +201,15 @@ def run(
             sessions[login] = s if s.cookies.get("oneSessionId") and r.status_code == 302 else None
         return sessions[login]
 
-    def send(s: requests.Session, to: list[str], subject: str, body: str, attach: bool) -> str | None:
+    def send(
+        s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
+    ) -> str | None:
         payload: dict[str, Any] = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
         if attach:
             payload["attachments"] = [ATTACHMENT]
-        r = s.post(
-            url + "/conversation/send",
-            json=payload,
-            headers={"X-XSRF-TOKEN": s.cookies.get("XSRF-TOKEN", "")},
-            allow_redirects=False,
-            timeout=10,
-        )
-        return str(r.json()["id"]) if r.status_code == 200 else None
+        if route == "schedule":  # the platform delivers it later; until then only the sender has it
+            payload["scheduleAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        return _post(s, url + ("/conversation/draft" if route == "draft" else "/conversation/send"), payload)
 
     # Ordinary traffic: teachers and pupils of the same schools, before and during the wave.
     noise_plan = []
@@ -211,11 +231,23 @@ def run(
     for n in range(messages):
         sid, _uid, login = hijacked[n % len(hijacked)]
         s = session_for(login, ips[login])
-        recipients = rng.sample(staff[sid], min(len(staff[sid]), rng.randint(1, 4)))
+        group, members = roster.teachers_group.get(sid, ("", []))
+        if n % 5 == 2 and members:  # the whole teachers' group in one send: one id, every member reached
+            to, recipients = [group], members
+        else:
+            to = recipients = rng.sample(staff[sid], min(len(staff[sid]), rng.randint(1, 4)))
         subject, body = threat_text(rng)
-        message = send(s, recipients, subject, body, attach=rng.random() < 0.7) if s is not None else None
+        message = send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None else None
+        if message and n % 10 == 4:  # the attacker also leaves drafts and schedules sends for later
+            for route, kept in (("draft", truth.drafts), ("schedule", truth.scheduled)):
+                assert s is not None
+                other = send(s, to, *threat_text(rng), attach=False, route=route)
+                if other:
+                    kept.append(other)
         if message:
             truth.messages.append(message)
+            if to == [group]:
+                truth.group_sends.append(message)
             truth.recipients.update(recipients)
             for recipient in recipients:  # a recipient may work in several schools: each one is affected
                 truth.schools.update(roster.schools_of[recipient])
@@ -236,6 +268,29 @@ def run(
             _write(path, truth)
         if interval:
             time.sleep(interval)
+    first = truth.messages[0] if truth.messages else None
+    s = sessions.get(hijacked[0][2]) if first else None
+    if (
+        s is not None
+        and first is not None
+        and _post(s, f"{url}/conversation/api/messages/{first}/recall", {}) is not None
+    ):
+        truth.recalled.append(first)  # recalled: the copies stay, the platform hides the body
     truth.ended_at = time.time()
     _write(path, truth)
     return truth.to_json()
+
+
+def _post(s: requests.Session, url: str, payload: dict[str, Any]) -> str | None:
+    """POST as the hijacked session: the new message's id ("" when the answer has none), None if refused."""
+    r = s.post(
+        url,
+        json=payload,
+        headers={"X-XSRF-TOKEN": s.cookies.get("XSRF-TOKEN", "")},
+        allow_redirects=False,
+        timeout=10,
+    )
+    if r.status_code not in (200, 201):
+        return None
+    data = r.json()
+    return str(data.get("id", "")) if isinstance(data, dict) else ""

@@ -1,10 +1,21 @@
-"""The lab's conversation module: how a sent message is stored, the mailbox routes a user has, the
+"""The lab's conversation module: how a message is written, the mailbox routes a user has, the
 cross-mailbox purge (ADMC + MFA, by id), timeline notifications, and the event store.
 
-Storage follows Edifice: one ``conversation.messages`` row per message, one ``conversation.usermessages``
-row per mailbox copy, attachments linked per mailbox. Each send also writes a timeline notification per
-recipient that keeps the subject and the stripped body (a purge leaves them, as on the platform), and a
-``CREATE`` event with the sender's profile, schools, IP and user agent.
+Rows are written as the platform's send code writes them (SqlConversationService):
+
+* a message is first a **draft**: one ``conversation.messages`` row (state ``DRAFT``, its own id as
+  ``thread_id``, ``fromName`` left NULL, ``displayNames`` as ``id$displayName$groupName$groupDisplayName``
+  strings) and the sender's mailbox row; attachments are linked to the sender's copy;
+* **sending** moves the state to ``SENT`` (or ``SCHEDULE`` when ``scheduleAt`` is given: then nobody else
+  gets a copy yet), marks the sender's copy read, upserts ``threads``/``userthreads``, and writes one
+  ``usermessages`` row per recipient (``to``/``cc``/``cci`` hold user **and group** ids; a group stands for
+  its members) with a NULL ``folder_id`` (system folders are not rows of ``conversation.folders``), and
+  the attachment links of each copy;
+* a **recall** sets the state to ``RECALL``; the copies stay.
+
+Each send (not a scheduled one) also writes one timeline notification whose recipients are the people
+reached but the sender, keeping the subject and the stripped body (a purge leaves it, as on the
+platform), and a ``CREATE`` event with the sender's profile, schools, IP and user agent.
 """
 
 from __future__ import annotations
@@ -13,125 +24,294 @@ import json
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from pcnctl.lab.app import LabApp
 
 _API = "org.entcore.conversation.controllers.ApiController|"
+_CONV = "org.entcore.conversation.controllers.ConversationController|"
 _EVENTS = "org.entcore.infra.controllers.EventStoreController|listEvents"
 _TAGS = re.compile(r"<[^>]+>")
 PAGE_LIMIT = 1000
+RECALL_MINUTES = 60
 
 
-def store_message(
-    app: LabApp, sender: Any, body: dict[str, Any], recipients: list[str], headers: dict[str, str]
-) -> dict[str, Any]:
-    message_id = str(uuid.uuid4())
-    now = int(time.time() * 1000)
+@dataclass(frozen=True)
+class Recipients:
+    """What ``to``/``cc``/``cci`` name, resolved: the users reached and the groups that were addressed."""
+
+    users: list[str]  # every person reached, groups expanded, in order, without duplicates
+    groups: dict[str, str]  # group id -> name
+    names: dict[str, str]  # user id -> display name
+
+
+def resolve_recipients(app: LabApp, sender: str, ids: list[str]) -> Recipients:
+    """Users and groups of a send, each checked visible to the sender (VisiblesFilter), groups expanded.
+
+    Raises:
+        HttpError: 401 when one id is neither a user nor a group the sender may write to.
+    """
+    from pcnctl.lab.messaging_routes import SENDERS, user_groups, visible
+
     store = app.store
-    unique = list(dict.fromkeys(recipients))
+    users: list[str] = []
+    groups: dict[str, str] = {}
+    sending = [g["id"] for g in user_groups(app, sender) if g["users_dir"] in SENDERS]
+    for rid in dict.fromkeys(ids):
+        group = store.one("SELECT id, name, structure_id, profile FROM groups WHERE id = ?", rid)
+        if group is not None:
+            marks = ",".join("?" * len(sending))
+            if not sending or not store.one(
+                f"SELECT 1 FROM communique WHERE start_id IN ({marks}) AND end_id = ?", *sending, rid
+            ):
+                raise unauthorized()
+            groups[rid] = group["name"]
+            users += [
+                r["id"]
+                for r in store.all(
+                    "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
+                    " WHERE us.structure_id = ? AND u.profile = ? ORDER BY u.id",
+                    group["structure_id"],
+                    group["profile"],
+                )
+            ]
+        elif store.one("SELECT 1 FROM users WHERE id = ?", rid) is not None and visible(app, sender, rid):
+            users.append(rid)
+        else:
+            raise unauthorized()
+    unique = list(dict.fromkeys(users))
     names = {
         r["id"]: r["display_name"]
         for r in store.all(
             f"SELECT id, display_name FROM users WHERE id IN ({','.join('?' * len(unique))})", *unique
         )
     }
-    display = [[sender["id"], sender["display_name"]]] + [[r, names.get(r, "")] for r in unique]
-    subject, text = str(body.get("subject") or ""), str(body.get("body") or "")
-    attachments = [a for a in body.get("attachments") or [] if isinstance(a, dict)]
+    return Recipients(unique, groups, names)
+
+
+def _display_names(sender: Any, rec: Recipients) -> list[str]:
+    """The platform's ``displayNames``: ``id$displayName$name$groupDisplayName``, blank parts a space."""
+    out = [f"{sender['id']}${sender['display_name']}$ $ "]
+    out += [f"{gid}$ ${name}$ " for gid, name in rec.groups.items()]
+    out += [f"{uid}${rec.names.get(uid, ' ')}$ $ " for uid in rec.users if uid != sender["id"]]
+    return list(dict.fromkeys(out))
+
+
+def create_draft(db: sqlite3.Connection, sender: Any, body: dict[str, Any], rec: Recipients, now: int) -> str:
+    """A ``DRAFT`` row and the sender's copy, with the draft's attachments linked to that copy."""
+    message_id = str(uuid.uuid4())
+    db.execute(
+        'INSERT INTO conversation.messages(id, subject, body, "from", "to", cc, cci, "displayNames", state,'
+        " date, thread_id) VALUES (?,?,?,?,?,?,?,?,'DRAFT',?,?)",
+        (
+            message_id,
+            str(body.get("subject") or ""),
+            str(body.get("body") or ""),
+            sender["id"],
+            json.dumps([str(x) for x in body.get("to") or []]),
+            json.dumps([str(x) for x in body.get("cc") or []]),
+            json.dumps([str(x) for x in body.get("cci") or []]),
+            json.dumps(_display_names(sender, rec)),
+            now,
+            message_id,
+        ),
+    )
+    db.execute(
+        "INSERT INTO conversation.usermessages(user_id, message_id) VALUES (?,?)", (sender["id"], message_id)
+    )
+    for attachment in [a for a in body.get("attachments") or [] if isinstance(a, dict)]:
+        attachment_id = str(uuid.uuid4())
+        db.execute(
+            'INSERT INTO conversation.attachments(id, name, charset, filename, "contentType",'
+            ' "contentTransferEncoding", size) VALUES (?,?,?,?,?,?,?)',
+            (
+                attachment_id,
+                str(attachment.get("name") or "file"),
+                "UTF-8",
+                str(attachment.get("name") or "file"),
+                str(attachment.get("contentType") or "application/octet-stream"),
+                "binary",
+                int(attachment.get("size") or 0),
+            ),
+        )
+        db.execute(
+            "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
+            (sender["id"], message_id, attachment_id),
+        )
+    return message_id
+
+
+def deliver(
+    db: sqlite3.Connection, sender: Any, message_id: str, rec: Recipients, schedule: str | None
+) -> None:
+    """Send a draft: state, the sender's copy read, the thread, one copy per recipient (unless scheduled)."""
+    me = sender["id"]
+    state = "SCHEDULE" if schedule else "SENT"
+    if (
+        db.execute(
+            "UPDATE conversation.messages SET state = ? WHERE id = ? AND state = 'DRAFT'", (state, message_id)
+        ).rowcount
+        != 1
+    ):
+        raise HttpError(400, {"error": "conversation.send.error"})
+    db.execute(
+        "UPDATE conversation.usermessages SET unread = ? WHERE user_id = ? AND message_id = ?",
+        (1 if me in rec.users else 0, me, message_id),
+    )
+    db.execute(
+        'INSERT INTO conversation.threads(id, date, subject, "from", "to", cc, cci, "displayNames")'
+        ' SELECT thread_id, date, subject, "from", "to", cc, cci, "displayNames" FROM conversation.messages'
+        " WHERE id = ? ON CONFLICT(id) DO UPDATE SET date = excluded.date, subject = excluded.subject,"
+        ' "from" = excluded."from", "to" = excluded."to", cc = excluded.cc, cci = excluded.cci,'
+        ' "displayNames" = excluded."displayNames"',
+        (message_id,),
+    )
+    thread = db.execute("SELECT thread_id FROM conversation.messages WHERE id = ?", (message_id,)).fetchone()[
+        0
+    ]
+    upsert = (
+        "INSERT INTO conversation.userthreads(user_id, thread_id, nb_unread) VALUES (?,?,?)"
+        " ON CONFLICT(user_id, thread_id) DO UPDATE SET nb_unread = nb_unread + 1"
+    )
+    db.execute(upsert, (me, thread, 0))
+    if schedule:
+        db.execute("UPDATE conversation.messages SET schedule_at = ? WHERE id = ?", (schedule, message_id))
+        return
+    others = [u for u in rec.users if u != me]
+    quota = db.execute(
+        "SELECT coalesce(sum(a.size), 0) FROM conversation.usermessagesattachments uma JOIN"
+        " conversation.attachments a ON a.id = uma.attachment_id"
+        " WHERE uma.user_id = ? AND uma.message_id = ?",
+        (me, message_id),
+    ).fetchone()[0]
+    attachments = [
+        r[0]
+        for r in db.execute(
+            "SELECT attachment_id FROM conversation.usermessagesattachments"
+            " WHERE user_id = ? AND message_id = ?",
+            (me, message_id),
+        )
+    ]
+    db.executemany(
+        "INSERT INTO conversation.usermessages(user_id, message_id, total_quota) VALUES (?,?,?)",
+        [(u, message_id, quota) for u in others],
+    )
+    db.executemany(upsert, [(u, thread, 1) for u in others])
+    db.executemany(
+        "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
+        [(u, message_id, a) for u in others for a in attachments],
+    )
+
+
+def _notify(db: sqlite3.Connection, sender: Any, message_id: str, rec: Recipients, now: int) -> None:
+    """The timeline notification of a send: the people reached but the sender, with the text."""
+    subject, text = db.execute(
+        "SELECT subject, body FROM conversation.messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    stripped = _TAGS.sub(" ", text or "").strip()
+    db.execute(
+        "INSERT INTO timeline VALUES (?,?,?,?,?,?,?)",
+        (
+            str(uuid.uuid4()),
+            "messagerie.send-message",
+            message_id,
+            sender["id"],
+            json.dumps([u for u in rec.users if u != sender["id"]]),
+            json.dumps({"subject": subject, "body": stripped[:500], "pushNotif": {"body": stripped[:140]}}),
+            now,
+        ),
+    )
+
+
+def _event(db: sqlite3.Connection, app: LabApp, sender: Any, headers: dict[str, str], now: int) -> None:
     structures = [
         r["structure_id"]
-        for r in store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", sender["id"])
+        for r in app.store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", sender["id"])
     ]
-    with store.transaction() as db:
-        db.execute(
-            'INSERT INTO conversation.messages(id, subject, body, "from", "fromName", "to", cc, cci,'
-            ' "displayNames", state, date, thread_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
-            (
-                message_id,
-                subject,
-                text,
-                sender["id"],
-                sender["display_name"],
-                json.dumps(body.get("to") or []),
-                json.dumps(body.get("cc") or []),
-                json.dumps(body.get("cci") or []),
-                json.dumps(display),
-                "SENT",
-                now,
-                message_id,
-            ),
-        )
-        mailboxes = [(sender["id"], "OUTBOX", 0)] + [(r, "INBOX", 1) for r in unique if r != sender["id"]]
-        db.executemany(
-            "INSERT OR IGNORE INTO conversation.usermessages(user_id, message_id, folder_id, unread)"
-            " VALUES (?,?,?,?)",
-            [(user, message_id, folder, unread) for user, folder, unread in mailboxes],
-        )
-        for attachment in attachments:
-            attachment_id = str(uuid.uuid4())
-            db.execute(
-                'INSERT INTO conversation.attachments(id, name, charset, filename, "contentType",'
-                ' "contentTransferEncoding", size) VALUES (?,?,?,?,?,?,?)',
-                (
-                    attachment_id,
-                    str(attachment.get("name") or "file"),
-                    "UTF-8",
-                    str(attachment.get("name") or ""),
-                    str(attachment.get("contentType") or "application/octet-stream"),
-                    "binary",
-                    int(attachment.get("size") or 0),
-                ),
-            )
-            db.executemany(
-                "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
-                [(user, message_id, attachment_id) for user, _f, _u in mailboxes],
-            )
-        stripped = _TAGS.sub(" ", text).strip()
-        db.execute(
-            "INSERT INTO timeline VALUES (?,?,?,?,?,?,?)",
-            (
-                str(uuid.uuid4()),
-                "messagerie.send-message",
-                message_id,
-                sender["id"],
-                json.dumps(unique),
-                json.dumps(
-                    {"subject": subject, "body": stripped[:500], "pushNotif": {"body": stripped[:140]}}
-                ),
-                now,
-            ),
-        )
-        ip = (headers.get("x-forwarded-for") or "127.0.0.1").split(",")[0].strip()
-        db.execute(
-            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                str(uuid.uuid4()),
-                "CREATE",
-                "Conversation",
-                "message",
-                sender["id"],
-                sender["profile"],
-                json.dumps(structures),
-                now,
-                ip,
-                headers.get("user-agent", ""),
-                None,
-            ),
-        )
-    return {"id": message_id, "sent": len(unique)}
+    ip = (headers.get("x-forwarded-for") or "127.0.0.1").split(",")[0].strip()
+    db.execute(
+        "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            str(uuid.uuid4()),
+            "CREATE",
+            "Conversation",
+            "message",
+            sender["id"],
+            sender["profile"],
+            json.dumps(structures),
+            now,
+            ip,
+            headers.get("user-agent", ""),
+            None,
+        ),
+    )
+
+
+def store_message(
+    app: LabApp,
+    sender: Any,
+    body: dict[str, Any],
+    recipients: list[str],
+    headers: dict[str, str],
+    draft_id: str | None = None,
+) -> dict[str, Any]:
+    """``POST /conversation/send``: a new draft sent at once, or the sender's draft ``draft_id``."""
+    rec = resolve_recipients(app, sender["id"], recipients)
+    schedule = str(body.get("scheduleAt") or "") or None
+    now = int(time.time() * 1000)
+    with app.store.transaction() as db:
+        if draft_id is None:
+            message_id = create_draft(db, sender, body, rec, now)
+        else:
+            row = db.execute(
+                "SELECT 1 FROM conversation.messages WHERE id = ? AND \"from\" = ? AND state = 'DRAFT'",
+                (draft_id, sender["id"]),
+            ).fetchone()
+            if row is None:
+                raise unauthorized()
+            message_id = draft_id
+        deliver(db, sender, message_id, rec, schedule)
+        if not schedule:
+            _notify(db, sender, message_id, rec, now)
+        _event(db, app, sender, headers, now)
+    return {"id": message_id, "sent": len(rec.users)}
+
+
+def _people(row: Any, column: str, users: set[str]) -> dict[str, list[dict[str, str]]]:
+    """A recipients field as the platform's API shows it: users and groups, with display names."""
+    names: dict[str, tuple[str, str]] = {}
+    for item in json.loads(row["displayNames"] or "[]"):
+        parts = [*str(item).split("$"), "", "", ""][:4]
+        names[parts[0]] = (parts[1].strip(), parts[2].strip())
+    out: dict[str, list[dict[str, str]]] = {"users": [], "groups": []}
+    for rid in json.loads(row[column] or "[]"):
+        display, group = names.get(rid, ("", ""))
+        if group or (rid not in users and not display):
+            out["groups"].append({"id": rid, "displayName": group})
+        else:
+            out["users"].append({"id": rid, "displayName": display})
+    return out
 
 
 def _summary(app: LabApp, row: Any) -> dict[str, Any]:
-    recipients = json.loads(row["to"] or "[]")
-    names = dict(json.loads(row["displayNames"] or "[]"))
-    sender = app.store.one("SELECT profile FROM users WHERE id = ?", row["from"])
+    sender = app.store.one("SELECT profile, display_name FROM users WHERE id = ?", row["from"])
+    copies = {
+        r["user_id"]
+        for r in app.store.all(
+            "SELECT user_id FROM conversation.usermessages WHERE message_id = ?", row["id"]
+        )
+    }
     has_attachment = (
         app.store.one(
-            "SELECT 1 FROM conversation.usermessagesattachments WHERE message_id = ? LIMIT 1", row["id"]
+            "SELECT 1 FROM conversation.usermessagesattachments WHERE user_id = ? AND message_id = ? LIMIT 1",
+            row["from"],
+            row["id"],
         )
         is not None
     )
@@ -140,17 +320,30 @@ def _summary(app: LabApp, row: Any) -> dict[str, Any]:
         "subject": row["subject"],
         "from": {
             "id": row["from"],
-            "displayName": row["fromName"],
+            "displayName": row["fromName"] or (sender["display_name"] if sender else None),
             "profile": sender["profile"] if sender else None,
         },
-        "to": {"users": [{"id": r, "displayName": names.get(r, "")} for r in recipients], "groups": []},
-        "cc": {"users": [], "groups": []},
-        "cci": {"users": [], "groups": []},
+        "to": _people(row, "to", copies),
+        "cc": _people(row, "cc", copies),
+        "cci": _people(row, "cci", copies),
         "state": row["state"],
         "date": row["date"],
-        "noReply": False,
+        "noReply": bool(row["noReply"]),
         "hasAttachment": has_attachment,
     }
+
+
+# The system folders are not rows of conversation.folders: a copy's folder_id is NULL and the folder
+# follows from the state and from who sent it.
+_FOLDERS = {
+    "INBOX": "um.folder_id IS NULL AND um.trashed = 0 AND m.state IN ('SENT','RECALL')"
+    ' AND (m."from" <> um.user_id OR um.unread = 1)',
+    "OUTBOX": "um.folder_id IS NULL AND um.trashed = 0 AND m.state IN ('SENT','RECALL')"
+    ' AND m."from" = um.user_id',
+    "DRAFT": "um.trashed = 0 AND m.state = 'DRAFT' AND m.\"from\" = um.user_id",
+    "SCHEDULE": "um.trashed = 0 AND m.state = 'SCHEDULE' AND m.\"from\" = um.user_id",
+    "TRASH": "um.trashed = 1",
+}
 
 
 def register(router: Router, app: LabApp) -> None:
@@ -161,11 +354,11 @@ def register(router: Router, app: LabApp) -> None:
         if req.user is None:
             raise HttpError(401, {"error": "invalid.user"})
         folder = req.params["folderId"].upper()
-        if folder not in ("INBOX", "OUTBOX", "DRAFT", "TRASH", "SCHEDULE"):
+        if folder not in _FOLDERS:
             raise unauthorized()  # SystemOrUserFolderFilter: a folder of the caller's only
         size = min(int(req.arg("page_size", "25") or 25), 25)
         page = max(int(req.arg("page", "0") or 0), 0)
-        where, args = ["um.user_id = ?", "um.folder_id = ?"], [req.user["id"], folder]
+        where, args = ["um.user_id = ?", _FOLDERS[folder]], [req.user["id"]]
         if req.arg("unread") == "true":
             where.append("um.unread = 1")
         search = req.arg("search")
@@ -206,12 +399,41 @@ def register(router: Router, app: LabApp) -> None:
         return Response.json(
             {
                 **_summary(app, row),
-                "body": row["body"],
+                "body": "" if row["state"] == "RECALL" else row["body"],
                 "folder_id": row["folder_id"],
                 "trashed": bool(row["trashed"]),
                 "unread": bool(row["unread"]),
             }
         )
+
+    @router.route("POST", "/conversation/draft", action=_CONV + "createDraft")
+    def draft(req: Request) -> Response:
+        if req.user is None:
+            raise HttpError(401, {"error": "invalid.user"})
+        body = req.json()
+        if not isinstance(body, dict):
+            raise HttpError(400, {"error": "conversation.draft.invalid"})
+        ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
+        rec = resolve_recipients(app, req.user["id"], ids)
+        with store.transaction() as db:
+            message_id = create_draft(db, req.user, body, rec, int(time.time() * 1000))
+        return Response.json({"id": message_id}, 201)
+
+    @router.route("POST", "/conversation/api/messages/:id/recall", action=_API + "recallMessage")
+    def recall(req: Request) -> Response:
+        if req.user is None:
+            raise HttpError(401, {"error": "invalid.user"})
+        since = int(time.time() * 1000) - RECALL_MINUTES * 60 * 1000
+        changed = store.execute(
+            "UPDATE conversation.messages SET state = 'RECALL' WHERE id = ? AND state = 'SENT' AND date >= ?"
+            ' AND "from" = ?',
+            req.params["id"],
+            since,
+            req.user["id"],
+        )
+        if changed != 1:
+            raise HttpError(400, {"error": "conversation.error.recall.mail"})
+        return Response.json({})
 
     @router.route(
         "POST", "/conversation/api/purge/messages", mfa=True, csrf=False, action=_API + "purgeMessages"

@@ -1,10 +1,22 @@
 """The mailstore: read-only SQL on Edifice's conversation tables, in PostgreSQL or (the lab) SQLite.
 
-The same queries run on both: tables are addressed as ``conversation.messages`` etc. (a schema in
-PostgreSQL, an attached database in SQLite), dates are epoch milliseconds, recipients JSON. The time window
-and the sender filter run in the database; rows stream (a server-side cursor in PostgreSQL, SQLite's lazy
-cursor) so memory stays flat however large the mailstore. Messages whose every mailbox copy was purged
-(orphans awaiting the platform's clean-up job) are not returned.
+What the platform's schema means (conversation SQL scripts 001-023 and the send code):
+
+* ``to``/``cc``/``cci`` hold the ids the sender **addressed**: users and groups. Who **received** a message
+  is its mailbox copies (``usermessages``), one per person, the sender's own copy included. Recipients are
+  read from the copies, for the candidates only, in batches.
+* ``state`` is ``DRAFT``, ``SENT``, ``SCHEDULE`` (only the sender's copy until delivery) or ``RECALL``
+  (the copies stay); scans return ``SENT`` and ``RECALL`` unless asked otherwise.
+* ``folder_id`` is NULL for the system folders (it references ``conversation.folders``): the folder of a
+  copy follows from the state, the trash flag and whether it is the sender's.
+* ``fromName`` is NULL on the send path: names come from the directory.
+
+Where the work is done: the time window, senders, states and the attachment test run in SQL; a text
+prefilter (:class:`Prefilter`) runs on the platform's full-text index (``text_searchable``, configuration
+``conversation.fr``) in PostgreSQL and on the lab's FTS5 table in SQLite; callers confirm exactly. The
+attachment test reaches ``usermessagesattachments`` through each copy's key, the only index the platform
+gives that table. Rows stream; PostgreSQL runs in autocommit on a read-only session, so no transaction
+stays open between statements, and a scan interrupted (Ctrl-C, an error) is cancelled on the server.
 
 DSNs: ``sqlite:////ABSOLUTE/PATH/conversation.sqlite`` (``sqlite:///relative/path``) or
 ``postgresql://user@host:port/db`` (the password from ``PGPASSWORD`` or ``~/.pgpass``, as psql does, never
@@ -13,9 +25,10 @@ in the DSN stored in a profile).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +36,29 @@ from urllib.parse import urlsplit
 
 from pcnctl.errors import ConfigError, TransportError, UsageError
 
+STATES = ("DRAFT", "SENT", "RECALL", "SCHEDULE")
+DELIVERED = ("SENT", "RECALL")
+CHUNK = 500
+TS_CONFIG = "conversation.fr"
 _COLUMNS = (
-    'm.id, m.subject, m.body, m."from", m."fromName", m."to", m.cc, m.cci, m.date, m.state, '
-    "EXISTS (SELECT 1 FROM conversation.usermessagesattachments a WHERE a.message_id = m.id)"
+    'm.id, m.subject, m.body, m."from", m."fromName", m."to", m.cc, m.cci, m.date, m.state, m.thread_id,'
+    ' m."displayNames"'
 )
+# Through each copy's key (user_id, message_id): usermessagesattachments has no index by message alone.
+_HAS_ATTACHMENT = (
+    "EXISTS (SELECT 1 FROM conversation.usermessages ua JOIN conversation.usermessagesattachments uma"
+    " ON uma.user_id = ua.user_id AND uma.message_id = ua.message_id WHERE ua.message_id = m.id)"
+)
+_HAS_COPY = "EXISTS (SELECT 1 FROM conversation.usermessages um WHERE um.message_id = m.id)"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One mailbox copy: whose it is and which folder it shows in."""
+
+    user: str
+    folder: str  # INBOX, OUTBOX, DRAFT, SCHEDULE, TRASH, or a user folder's id
+    own: bool = False  # the sender's copy
 
 
 @dataclass
@@ -35,18 +67,69 @@ class StoredMessage:
     subject: str
     body: str
     sender: str
-    sender_name: str
+    sender_name: str  # fromName when the platform wrote one; the directory fills it otherwise
     to: list[str]
     cc: list[str]
     cci: list[str]
     date: int
     state: str
-    has_attachment: bool
-    mailboxes: list[tuple[str, str]] = field(default_factory=list)  # (user id, folder)
+    thread_id: str = ""
+    group_names: dict[str, str] = field(default_factory=dict)  # addressed group id -> name
+    has_attachment: bool | None = None  # known once the copies are read
+    mailboxes: list[Mailbox] = field(default_factory=list)
+
+    @property
+    def addressed(self) -> list[str]:
+        """The ids the sender typed (users and groups)."""
+        return list(dict.fromkeys(self.to + self.cc + self.cci))
 
     @property
     def recipients(self) -> list[str]:
-        return list(dict.fromkeys(self.to + self.cc + self.cci))
+        """The people who received it: copies but the sender's (unless the sender addressed themself)."""
+        own = self.sender in self.addressed
+        return [b.user for b in self.mailboxes if b.user != self.sender or own]
+
+    @property
+    def groups(self) -> list[str]:
+        return [g for g in self.addressed if g in self.group_names]
+
+    @property
+    def recalled(self) -> bool:
+        return self.state == "RECALL"
+
+    @property
+    def notified(self) -> int:
+        """Timeline notifications the send wrote: one per recipient but the sender (none for drafts)."""
+        if self.state not in DELIVERED:
+            return 0
+        return len([b for b in self.mailboxes if not b.own])
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    """Words a candidate must hold, for the full-text index: all of ``all_of``, one of ``any_of``.
+
+    Words are folded (lower case, no accents, letters only). The store drops what its index cannot test
+    (stop words), so the prefilter only ever widens; the caller's exact filter decides.
+    """
+
+    all_of: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.all_of or self.any_of)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What the database filters: window, senders, states, attachments, words."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    senders: Sequence[str] | None = None
+    states: Sequence[str] = DELIVERED
+    has_attachment: bool | None = None
+    words: Prefilter = Prefilter()
 
 
 def _json_list(value: Any) -> list[str]:
@@ -59,6 +142,16 @@ def _json_list(value: Any) -> list[str]:
     except (TypeError, ValueError):
         return []
     return [str(v) for v in data] if isinstance(data, list) else []
+
+
+def _groups(display_names: Any) -> dict[str, str]:
+    """Group ids and names from ``displayNames`` (``id$displayName$groupName$groupDisplayName``)."""
+    out: dict[str, str] = {}
+    for item in _json_list(display_names):
+        parts = [*item.split("$"), "", "", ""]
+        if parts[2].strip():
+            out[parts[0]] = parts[2].strip()
+    return out
 
 
 def validate_dsn(dsn: str) -> str:
@@ -81,6 +174,17 @@ def validate_dsn(dsn: str) -> str:
     )
 
 
+def folder_of(user: str, folder_id: Any, trashed: Any, sender: str, state: str) -> str:
+    """The folder a copy shows in: a user folder's id, else the system folder its state implies."""
+    if folder_id:
+        return str(folder_id)
+    if trashed:
+        return "TRASH"
+    if user == sender:
+        return state if state in ("DRAFT", "SCHEDULE") else "OUTBOX"
+    return "INBOX"
+
+
 class Mailstore:
     """A read-only connection to the conversation tables."""
 
@@ -89,83 +193,56 @@ class Mailstore:
         parts = urlsplit(dsn)
         self.kind = "sqlite" if parts.scheme == "sqlite" else "postgresql"
         self.mark = "?" if self.kind == "sqlite" else "%s"
-        if self.kind == "sqlite":
-            # As SQLAlchemy writes them: sqlite:///relative.db, sqlite:////absolute/path.db
-            path = Path(parts.path[1:])
-            if not path.is_file():
-                raise ConfigError(
-                    f"mailstore {path} does not exist", hint="check the profile's --mailstore DSN"
-                )
-            self.db: Any = sqlite3.connect(":memory:", check_same_thread=False, uri=True)
-            try:
-                # Read-only: the mailstore is evidence; pcnctl never writes it.
-                self.db.execute("ATTACH DATABASE ? AS conversation", (f"{path.resolve().as_uri()}?mode=ro",))
-                self.db.execute("SELECT 1 FROM conversation.messages LIMIT 1")
-            except sqlite3.Error as exc:
-                raise ConfigError(f"mailstore {path} is not a conversation database: {exc}") from None
-        else:
-            try:
-                import psycopg
-            except ImportError:
-                raise ConfigError(
-                    "the PostgreSQL mailstore needs the psycopg driver",
-                    hint="install it with: pip install 'pcnctl[postgres]'",
-                ) from None
-            try:
-                self.db = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
-                self.db.read_only = True
-            except psycopg.OperationalError as exc:
-                raise TransportError(
-                    f"cannot reach the mailstore {parts.hostname or 'localhost'}:{parts.port or 5432}: "
-                    f"{str(exc).strip().splitlines()[0]}",
-                    hint="check the DSN, the network and the database rights (read-only access is enough)",
-                ) from None
+        self._scan_db: Any = None
+        self.db: Any = self._open_sqlite(Path(parts.path[1:])) if self.kind == "sqlite" else self._open_pg()
+
+    @staticmethod
+    def _open_sqlite(path: Path) -> sqlite3.Connection:
+        # As SQLAlchemy writes them: sqlite:///relative.db, sqlite:////absolute/path.db
+        if not path.is_file():
+            raise ConfigError(f"mailstore {path} does not exist", hint="check the profile's --mailstore DSN")
+        db = sqlite3.connect(":memory:", check_same_thread=False, uri=True)
+        try:
+            # Read-only: the mailstore is evidence; pcnctl never writes it.
+            db.execute("ATTACH DATABASE ? AS conversation", (f"{path.resolve().as_uri()}?mode=ro",))
+            db.execute("SELECT 1 FROM conversation.messages LIMIT 1")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"mailstore {path} is not a conversation database: {exc}") from None
+        return db
+
+    def _open_pg(self) -> Any:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(
+                "the PostgreSQL mailstore needs the psycopg driver",
+                hint="install it with: pip install 'pcnctl[postgres]'",
+            ) from None
+        parts = urlsplit(self.dsn)
+        try:
+            # Autocommit: each statement is its own short transaction, so a purge that waits on the API
+            # never holds one open (idle_in_transaction_session_timeout); the session is read-only.
+            return psycopg.connect(
+                self.dsn,
+                connect_timeout=10,
+                autocommit=True,
+                application_name="pcnctl",
+                options="-c default_transaction_read_only=on",
+            )
+        except psycopg.OperationalError as exc:
+            raise TransportError(
+                f"cannot reach the mailstore {parts.hostname or 'localhost'}:{parts.port or 5432}: "
+                f"{str(exc).strip().splitlines()[0]}",
+                hint="check the DSN, the network and the database rights (read-only access is enough)",
+            ) from None
 
     def close(self) -> None:
-        self.db.close()
-
-    def _cursor(self, streaming: bool = False) -> Any:
-        if self.kind == "postgresql" and streaming:
-            cursor = self.db.cursor(name="pcnctl_search")
-            cursor.itersize = 2000
-            return cursor
-        return self.db.cursor()
+        for db in (self._scan_db, self.db):
+            if db is not None:
+                db.close()
 
     def _sql(self, text: str) -> str:
         return text.replace("?", self.mark)
-
-    def iter_messages(
-        self,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        senders: Sequence[str] | None = None,
-    ) -> Iterator[StoredMessage]:
-        """Messages in the window (and from those senders), oldest first, streamed."""
-        where = ["EXISTS (SELECT 1 FROM conversation.usermessages um WHERE um.message_id = m.id)"]
-        args: list[Any] = []
-        if since_ms is not None:
-            where.append("m.date >= ?")
-            args.append(since_ms)
-        if until_ms is not None:
-            where.append("m.date < ?")
-            args.append(until_ms)
-        if senders is not None:
-            if not senders:
-                return
-            where.append(f'm."from" IN ({",".join("?" * len(senders))})')
-            args.extend(senders)
-        sql = f"SELECT {_COLUMNS} FROM conversation.messages m WHERE {' AND '.join(where)}"
-        sql += " ORDER BY m.date, m.id"
-        cursor = self._cursor(streaming=True)
-        try:
-            cursor.execute(self._sql(sql), args)
-            for row in cursor:
-                yield self._message(row)
-        except Exception as exc:
-            self._raise(exc)
-        finally:
-            cursor.close()
 
     def _raise(self, exc: Exception) -> None:
         if isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith("psycopg"):
@@ -174,6 +251,206 @@ class Mailstore:
                 hint="check that the conversation tables exist and are readable",
             ) from None
         raise exc
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        try:
+            cursor = self.db.cursor()
+            try:
+                cursor.execute(self._sql(sql), list(args))
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except Exception as exc:
+            self._raise(exc)
+            return []
+
+    # -- scans --------------------------------------------------------------------------------------------
+
+    def _where(self, scan: Scan) -> tuple[list[str], list[Any]]:
+        states = [s for s in scan.states if s in STATES]
+        where = [f"m.state IN ({','.join('?' * len(states))})", _HAS_COPY]
+        args: list[Any] = list(states)
+        if scan.since_ms is not None:
+            where.append("m.date >= ?")
+            args.append(scan.since_ms)
+        if scan.until_ms is not None:
+            where.append("m.date < ?")
+            args.append(scan.until_ms)
+        if scan.senders is not None:
+            where.append(f'm."from" IN ({",".join("?" * len(scan.senders))})')
+            args.extend(scan.senders)
+        if scan.has_attachment is not None:
+            where.append(_HAS_ATTACHMENT if scan.has_attachment else f"NOT {_HAS_ATTACHMENT}")
+        return where, args
+
+    def iter_messages(self, scan: Scan = Scan()) -> Iterator[StoredMessage]:
+        """Messages passing the scan's database filters, oldest first, streamed (no copies read yet)."""
+        if (scan.senders is not None and not scan.senders) or not [s for s in scan.states if s in STATES]:
+            return
+        where, args = self._where(scan)
+        source = "conversation.messages m"
+        if scan.words:
+            text = self._text_filter(scan.words)
+            if text is not None:
+                if self.kind == "sqlite":
+                    source += " JOIN conversation.messages_fts f ON f.rowid = m.rowid"
+                    where.append("f.messages_fts MATCH ?")
+                else:
+                    where.append(f"m.text_searchable @@ to_tsquery('{TS_CONFIG}', ?)")
+                args.append(text)
+        sql = f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)} ORDER BY m.date, m.id"
+        if self.kind == "sqlite":
+            yield from self._stream_sqlite(sql, args)
+        else:
+            yield from self._stream_pg(sql, args)
+
+    def _stream_sqlite(self, sql: str, args: list[Any]) -> Iterator[StoredMessage]:
+        cursor = self.db.cursor()
+        try:
+            cursor.execute(sql, args)
+            for row in cursor:
+                yield self._message(row)
+        except sqlite3.Error as exc:
+            self._raise(exc)
+        finally:
+            cursor.close()
+
+    def _stream_pg(self, sql: str, args: list[Any]) -> Iterator[StoredMessage]:
+        """Rows in chunks over a second connection (the first stays free for lookups between chunks).
+
+        Leaving early (Ctrl-C, an error, a consumer that stops) cancels the query on the server.
+        """
+        if self._scan_db is None:
+            self._scan_db = self._open_pg()
+        cursor = self._scan_db.cursor()
+        try:
+            for row in cursor.stream(self._sql(sql), args, size=2000):
+                yield self._message(row)
+        except Exception as exc:
+            self._raise(exc)
+        finally:
+            self._cancel_if_busy()
+            cursor.close()
+
+    def _cancel_if_busy(self) -> None:
+        import psycopg
+
+        conn = self._scan_db
+        if (
+            conn is not None
+            and not conn.closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        ):
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=5.0)
+            conn.close()  # its state is unknown after a cancel: the next scan opens a fresh one
+            self._scan_db = None
+
+    def _text_filter(self, words: Prefilter) -> str | None:
+        """The prefilter in the index's own language, or None when the index cannot narrow it."""
+        if self.kind == "sqlite":
+            parts = [f'"{w}"' for w in words.all_of]
+            if words.any_of:
+                parts.append("(" + " OR ".join(f'"{w}"' for w in words.any_of) + ")")
+            return " AND ".join(parts) or None
+        # The words themselves, not their lexemes: to_tsquery stems them exactly as the trigger stemmed
+        # the messages. A stop word is not indexed: it cannot narrow anything, so it is left out.
+        lexemes = self.lexemes([*words.all_of, *words.any_of])
+        parts = [w for w in words.all_of if lexemes.get(w)]
+        if words.any_of and all(lexemes.get(w) for w in words.any_of):
+            parts.append("(" + " | ".join(words.any_of) + ")")
+        return " & ".join(parts) or None
+
+    def lexemes(self, words: Sequence[str]) -> dict[str, str]:
+        """What the full-text index stores for each word ('' for a stop word it does not index)."""
+        if self.kind == "sqlite":
+            return {w: w for w in words}
+        rows = self._rows(
+            f"SELECT w, array_to_string(tsvector_to_array(to_tsvector('{TS_CONFIG}', w)), ' ')"
+            " FROM unnest(?::text[]) w",
+            [list(dict.fromkeys(words))],
+        )
+        return {str(w): str(lex or "") if " " not in str(lex or "") else "" for w, lex in rows}
+
+    def word_frequencies(self, words: Sequence[str]) -> dict[str, float]:
+        """The share of messages holding each word, as the planner's statistics know it (0 when rare).
+
+        PostgreSQL keeps the most common lexemes of ``text_searchable`` in ``pg_stats``; a word not among
+        them is rarer than all of them; a stop word, which the index does not hold, gets -1. SQLite has no
+        such statistics: longer words count as rarer.
+        """
+        if self.kind == "sqlite":
+            return {w: 1.0 / (1 + len(w)) for w in words}
+        lexemes = self.lexemes(words)
+        rows = self._rows(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+            " WHERE schemaname = 'conversation' AND tablename = 'messages' AND attname = 'text_searchable'",
+            [],
+        )
+        common: dict[str, float] = {}
+        if rows and rows[0][0]:
+            common = dict(zip(rows[0][0], rows[0][1], strict=False))
+        return {w: float(common.get(lexemes[w], 0.0)) if lexemes.get(w) else -1.0 for w in words}
+
+    # -- copies, single messages, attachments ---------------------------------------------------------------
+
+    def with_copies(self, messages: Iterable[StoredMessage]) -> Iterator[StoredMessage]:
+        """The messages again, their copies and attachment flag read in batches (the candidates only)."""
+        batch: list[StoredMessage] = []
+        for message in messages:
+            batch.append(message)
+            if len(batch) >= CHUNK:
+                yield from self._fill(batch)
+                batch = []
+        if batch:
+            yield from self._fill(batch)
+
+    def _fill(self, batch: list[StoredMessage]) -> list[StoredMessage]:
+        by_id = {m.id: m for m in batch}
+        copies = self.mailboxes(list(by_id), {m.id: (m.sender, m.state) for m in batch})
+        flags = self.attachment_flags(list(by_id))
+        for m in batch:
+            m.mailboxes = copies.get(m.id, [])
+            m.has_attachment = m.id in flags
+        return batch
+
+    def mailboxes(
+        self, ids: Sequence[str], known: dict[str, tuple[str, str]] | None = None
+    ) -> dict[str, list[Mailbox]]:
+        """Mailbox copies still present: message id -> copies, each with the folder it shows in."""
+        out: dict[str, list[Mailbox]] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            rows = self._rows(
+                'SELECT um.message_id, um.user_id, um.folder_id, um.trashed, m."from", m.state'
+                " FROM conversation.usermessages um JOIN conversation.messages m ON m.id = um.message_id"
+                f" WHERE um.message_id IN ({','.join('?' * len(chunk))}) ORDER BY um.message_id, um.user_id",
+                chunk,
+            )
+            for message_id, user_id, folder, trashed, sender, state in rows:
+                sender, state = (known or {}).get(str(message_id), (str(sender), str(state)))
+                out.setdefault(str(message_id), []).append(
+                    Mailbox(
+                        str(user_id),
+                        folder_of(str(user_id), folder, trashed, sender, state),
+                        str(user_id) == sender,
+                    )
+                )
+        return out
+
+    def attachment_flags(self, ids: Sequence[str]) -> set[str]:
+        """Which of these messages have an attachment (through their copies' keys)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            rows = self._rows(
+                "SELECT DISTINCT um.message_id FROM conversation.usermessages um JOIN"
+                " conversation.usermessagesattachments uma ON uma.user_id = um.user_id"
+                f" AND uma.message_id = um.message_id WHERE um.message_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(str(r[0]) for r in rows)
+        return found
 
     @staticmethod
     def _message(row: Sequence[Any]) -> StoredMessage:
@@ -188,66 +465,25 @@ class Mailstore:
             cci=_json_list(row[7]),
             date=int(row[8] or 0),
             state=row[9] or "",
-            has_attachment=bool(row[10]),
+            thread_id=str(row[10] or ""),
+            group_names=_groups(row[11]),
         )
 
     def get(self, message_id: str) -> StoredMessage | None:
-        cursor = self._cursor()
-        try:
-            cursor.execute(
-                self._sql(f"SELECT {_COLUMNS} FROM conversation.messages m WHERE m.id = ?"), [message_id]
-            )
-            row = cursor.fetchone()
-        except Exception as exc:
-            self._raise(exc)
+        """One message with its copies, whatever its state (orphans whose copies were all purged: None)."""
+        rows = self._rows(f"SELECT {_COLUMNS} FROM conversation.messages m WHERE m.id = ?", [message_id])
+        if not rows:
             return None
-        finally:
-            cursor.close()
-        if row is None:
-            return None
-        message = self._message(row)
-        message.mailboxes = self.mailboxes([message_id]).get(message_id, [])
-        return message
-
-    def mailboxes(self, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-        """Mailbox copies still present: message id -> [(user id, folder)]."""
-        out: dict[str, list[tuple[str, str]]] = {}
-        cursor = self._cursor()
-        try:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                cursor.execute(
-                    self._sql(
-                        "SELECT message_id, user_id, folder_id FROM conversation.usermessages"
-                        f" WHERE message_id IN ({','.join('?' * len(chunk))}) ORDER BY message_id, user_id"
-                    ),
-                    chunk,
-                )
-                for message_id, user_id, folder in cursor.fetchall():
-                    out.setdefault(str(message_id), []).append((str(user_id), str(folder or "")))
-        except Exception as exc:
-            self._raise(exc)
-        finally:
-            cursor.close()
-        return out
+        message = self._fill([self._message(rows[0])])[0]
+        return message if message.mailboxes else None
 
     def attachments(self, message_id: str) -> list[dict[str, Any]]:
-        cursor = self._cursor()
-        try:
-            cursor.execute(
-                self._sql(
-                    'SELECT DISTINCT a.id, a.name, a.filename, a."contentType", a.size FROM'
-                    " conversation.attachments a JOIN conversation.usermessagesattachments uma ON"
-                    " uma.attachment_id = a.id WHERE uma.message_id = ?"
-                ),
-                [message_id],
-            )
-            return [
-                {"id": r[0], "name": r[1], "filename": r[2], "contentType": r[3], "size": r[4]}
-                for r in cursor.fetchall()
-            ]
-        except Exception as exc:
-            self._raise(exc)
-            return []
-        finally:
-            cursor.close()
+        rows = self._rows(
+            'SELECT DISTINCT a.id, a.name, a.filename, a."contentType", a.size'
+            " FROM conversation.usermessages um"
+            " JOIN conversation.usermessagesattachments uma ON uma.user_id = um.user_id"
+            " AND uma.message_id = um.message_id JOIN conversation.attachments a ON a.id = uma.attachment_id"
+            " WHERE um.message_id = ? ORDER BY a.id",
+            [message_id],
+        )
+        return [{"id": r[0], "name": r[1], "filename": r[2], "contentType": r[3], "size": r[4]} for r in rows]
