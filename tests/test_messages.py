@@ -224,3 +224,214 @@ def test_show_one_message(ops: Cli, wave: dict[str, Any]) -> None:
     record = ops("messages", "show", wave["messages"][0], "-o", "json").json()
     assert record["id"] == wave["messages"][0] and "bombe" in record["body"].lower()
     assert record["copies"] and any("INBOX" in c for c in record["copies"])
+
+
+# -- the platform's conversation schema and its semantics --------------------------------------------------
+
+
+def pg_mirror(server: Postgres, sqlite_path: Path) -> str:
+    import psycopg
+
+    from pcnctl.lab.pgmirror import copy_from_sqlite
+
+    with psycopg.connect(server.dsn()) as conn:
+        copy_from_sqlite(sqlite_path, conn)
+    return server.dsn()
+
+
+def test_postgres_schema_is_the_platforms(lab: Lab, wave: dict[str, Any], postgres: Postgres) -> None:
+    import psycopg
+
+    dsn = pg_mirror(postgres, lab.data_dir / "conversation.sqlite")
+    with psycopg.connect(dsn) as conn:
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'conversation'")
+        }
+        nulls = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE folder_id IS NULL) FROM conversation.usermessages"
+        ).fetchone()
+        vectors = conn.execute(
+            "SELECT count(*) FROM conversation.messages"
+            " WHERE text_searchable @@ to_tsquery('conversation.fr', 'bombe')"
+        ).fetchone()
+        names = conn.execute(
+            'SELECT count(*) FROM conversation.messages WHERE "fromName" IS NOT NULL'
+        ).fetchone()
+        uma_keys = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'usermessagesattachments'"
+        ).fetchall()
+    platform = set(
+        """
+        messages_pkey attachments_pkey folders_pkey usermessages_pkey usermessagesattachments_pkey
+        scripts_pkey threads_pkey userthreads_pkey originalmessages_pkey idx_message_to idx_message_cc
+        idx_message_dname messages_date_idx idx_message_textsearch idx_message_id idx_parent_id idx_from
+        idx_thread_id conversation_foldername_parent_uniq_idx conversation_foldername_uniq_idx
+        idx_folders_userparent idx_originalmessages idx_usermessagesattachments_attachment_id
+        idx_usermessages_message_id idx_userthreads_thread_id idx_threads_date
+        """.split()
+    )
+    assert indexes == platform  # no index the platform does not have
+    assert not any("(message_id)" in r[0] for r in uma_keys)  # its key starts with user_id
+    assert nulls is not None and nulls[0] > 0 and nulls[0] == nulls[1]  # system folders are NULL
+    assert vectors is not None and vectors[0] >= len(wave["messages"])  # the trigger filled text_searchable
+    assert names == (0,)  # the send path leaves fromName NULL
+
+
+def test_group_send_reaches_every_member_and_their_school(
+    ops: Cli, lab: Lab, wave: dict[str, Any], mailstore: str
+) -> None:
+    assert wave["group_sends"], "the wave sends to whole groups"
+    rows = ops(
+        "messages", "search", "--like", wave["messages"][0], "--mailstore", mailstore, "-o", "json"
+    ).json()
+    by_id = {r["id"]: r for r in rows}
+    for message_id in wave["group_sends"]:
+        row = by_id[message_id]
+        (group,) = row["addressed"]  # one id typed: the teachers' group
+        copies = lab.sql("SELECT user_id FROM conversation.usermessages WHERE message_id = ?", message_id)
+        assert row["recipient_count"] == len(copies) - 1 > 1  # every member's copy, not the sender's
+        assert row["groups"] and group not in row["recipients"]
+        assert row["schools"] and set(row["schools"]) <= set(wave["schools"])
+        school = row["schools"][0]
+        to_school = ops(
+            "messages",
+            "search",
+            "--like",
+            message_id,
+            "--to-school",
+            school,
+            "--mailstore",
+            mailstore,
+            "-o",
+            "json",
+        ).json()
+        assert message_id in ids(to_school)
+    reached = {r for row in rows for r in row["recipients"]}
+    assert reached == set(wave["recipients"])  # group members included, as the ground truth has them
+    assert {s for row in rows for s in row["schools"]} == set(wave["schools"])
+
+
+def test_senders_count_the_people_reached_through_groups(
+    ops: Cli, wave: dict[str, Any], mailstore: str
+) -> None:
+    rows = ops("senders", "--since", "1h", "--mailstore", mailstore, "-o", "json").json()
+    reached = {r["id"]: r["recipients"] for r in rows}
+    threats = ops(
+        "messages", "search", "--like", wave["messages"][0], "--mailstore", mailstore, "-o", "json"
+    ).json()
+    group_senders = {r["from"] for r in threats if r["groups"]}
+    assert group_senders
+    for sender in wave["senders"]:
+        mine = [r for r in threats if r["from"] == sender]
+        people = {p for r in mine for p in r["recipients"]}
+        assert reached[sender] == len(people)  # the copies, group members included
+        groups = {a for r in mine for a in r["addressed"]} - people
+        assert (sender in group_senders) == bool(groups)  # a group id typed is not a person reached
+
+
+def test_drafts_and_scheduled_are_not_threats_unless_asked(
+    ops: Cli, lab: Lab, wave: dict[str, Any], mailstore: str
+) -> None:
+    assert wave["drafts"] and wave["scheduled"] and wave["recalled"]
+    states = dict(lab.sql("SELECT id, state FROM conversation.messages"))
+    assert {states[i] for i in wave["drafts"]} == {"DRAFT"} and {states[i] for i in wave["scheduled"]} == {
+        "SCHEDULE"
+    }
+    default = ops("messages", "search", "--regex", "explosera", "--mailstore", mailstore, "-o", "json").json()
+    assert ids(default) == set(wave["messages"])  # the recalled one included
+    assert [r["id"] for r in default if r["recalled"]] == wave["recalled"]
+    every = ops(
+        "messages", "search", "--regex", "explosera", "--state", "all", "--mailstore", mailstore, "-o", "json"
+    ).json()
+    assert ids(every) == set(wave["messages"]) | set(wave["drafts"]) | set(wave["scheduled"])
+    assert all(
+        r["recipient_count"] == 0 for r in every if r["id"] in set(wave["drafts"]) | set(wave["scheduled"])
+    )
+    bad = ops("messages", "search", "--state", "ARCHIVED", "--mailstore", mailstore)
+    assert bad.exit_code == 2 and "unknown message state" in bad.stderr
+
+
+def test_show_names_the_sender_from_the_directory(ops: Cli, wave: dict[str, Any]) -> None:
+    record = ops("messages", "show", wave["messages"][0], "-o", "json").json()
+    assert record["from_name"] and record["state"] in ("SENT", "RECALL")
+    assert any(c.endswith(":OUTBOX") for c in record["copies"]) and any(
+        c.endswith(":INBOX") for c in record["copies"]
+    )
+
+
+def test_purge_timeline_count_matches_the_platforms(
+    ops: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    saved = tmp_path / "threat.json"
+    assert ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    marks = ",".join("?" * len(wave["messages"]))
+    notified = sum(
+        len(json.loads(r[0]))
+        for r in lab.sql(f"SELECT recipients FROM timeline WHERE resource IN ({marks})", *wave["messages"])
+    )
+    result = ops("messages", "purge", "--from-search", str(saved), "--yes", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    summary = {r["what"]: r["count"] for r in result.json()}
+    assert summary["timeline notifications with the text"] == notified  # the sender's copy is not one
+
+
+def test_purge_survives_idle_in_transaction_timeout_with_slow_api(
+    ops: Cli, lab: Lab, wave: dict[str, Any], postgres: Postgres, tmp_path: Path
+) -> None:
+    dsn = pg_mirror(postgres, lab.data_dir / "conversation.sqlite")
+    timed = dsn + "&options=-c%20idle_in_transaction_session_timeout%3D3s"
+    import psycopg
+
+    with psycopg.connect(timed) as conn:  # the setting production often has
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("3s",)
+    saved = tmp_path / "threat.json"
+    found = ops(
+        "messages", "search", "--like", wave["messages"][0], "--mailstore", timed, "--save", str(saved)
+    )
+    assert found.exit_code == 0, found.stderr
+    lab.knobs(latency_ms=1600)  # every API call takes 1.6 s: the purge lasts well over the 3 s timeout
+    try:
+        result = ops(
+            "messages", "purge", "--from-search", str(saved), "--yes", "--mailstore", timed, "-o", "json"
+        )
+    finally:
+        lab.knobs(latency_ms=0)
+    # The mirror is not what the lab purged: its copies are still there, so the run ends partial (6).
+    assert result.exit_code == 6 and "mailstore query failed" not in result.stderr, result.stderr
+    summary = {r["what"]: r["count"] for r in result.json()}
+    assert summary["messages purged"] == len(wave["messages"])
+    assert summary["copies still in mailboxes"] > 0  # read after the purge, on the same session
+
+
+def test_ctrl_c_cancels_the_server_query(postgres: Postgres, lab: Lab, wave: dict[str, Any]) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    dsn = pg_mirror(postgres, lab.data_dir / "conversation.sqlite")
+    script = (
+        "import sys\nfrom pcnctl.sources.mailstore import Mailstore\n"
+        "store = Mailstore(sys.argv[1])\nprint('ready', flush=True)\n"
+        "try:\n    print(sum(1 for _ in store.iter_messages()))\n"
+        "except KeyboardInterrupt:\n    sys.exit(130)\n"
+    )
+    with psycopg.connect(dsn) as locker, psycopg.connect(dsn, autocommit=True) as watch:
+        locker.execute("LOCK TABLE conversation.messages IN ACCESS EXCLUSIVE MODE")  # the scan now waits
+        child = subprocess.Popen([sys.executable, "-c", script, dsn], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pcnctl' AND state = 'active'"
+        )
+        for _ in range(200):
+            if watch.execute(waiting).fetchone() == (1,):
+                break
+            time.sleep(0.05)
+        assert watch.execute(waiting).fetchone() == (1,)
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == 130
+        # The lock is still held, so a query left on the server would still be active: it was cancelled.
+        assert watch.execute(waiting).fetchone() == (0,)
+        locker.rollback()

@@ -131,7 +131,10 @@ def search(
         result = core.run(driver, store, query, on_scan=progress)
     finally:
         store.close()
-    emit((m.to_row() for m in result.matches), output, MATCH_COLUMNS)
+    # JSON carries every field of a match (recipients, groups, schools per recipient); tables the summary.
+    rows = [m.to_row() for m in result.matches]
+    full = output in ("json", "jsonl") and rows
+    emit(rows, output, list(rows[0]) if full else MATCH_COLUMNS)
     note(f"{len(result.matches)} match(es) among {result.scanned} message(s) scanned", quiet)
     if not quiet and result.matches:
         render(

@@ -95,17 +95,20 @@ def resolve_recipients(app: LabApp, sender: str, ids: list[str]) -> Recipients:
     return Recipients(unique, groups, names)
 
 
-def _display_names(sender: Any, rec: Recipients) -> list[str]:
-    """The platform's ``displayNames``: ``id$displayName$name$groupDisplayName``, blank parts a space."""
+def _display_names(sender: Any, rec: Recipients, addressed: list[str]) -> list[str]:
+    """The platform's ``displayNames`` for the sender and the ids addressed (not the groups' members):
+    ``id$displayName$groupName$groupDisplayName``, blank parts a space."""
     out = [f"{sender['id']}${sender['display_name']}$ $ "]
-    out += [f"{gid}$ ${name}$ " for gid, name in rec.groups.items()]
-    out += [f"{uid}${rec.names.get(uid, ' ')}$ $ " for uid in rec.users if uid != sender["id"]]
+    for rid in addressed:
+        group = rec.groups.get(rid)
+        out.append(f"{rid}$ ${group}$ " if group else f"{rid}${rec.names.get(rid) or ' '}$ $ ")
     return list(dict.fromkeys(out))
 
 
 def create_draft(db: sqlite3.Connection, sender: Any, body: dict[str, Any], rec: Recipients, now: int) -> str:
     """A ``DRAFT`` row and the sender's copy, with the draft's attachments linked to that copy."""
     message_id = str(uuid.uuid4())
+    addressed = list(dict.fromkeys(str(x) for key in ("to", "cc", "cci") for x in body.get(key) or []))
     db.execute(
         'INSERT INTO conversation.messages(id, subject, body, "from", "to", cc, cci, "displayNames", state,'
         " date, thread_id) VALUES (?,?,?,?,?,?,?,?,'DRAFT',?,?)",
@@ -117,7 +120,7 @@ def create_draft(db: sqlite3.Connection, sender: Any, body: dict[str, Any], rec:
             json.dumps([str(x) for x in body.get("to") or []]),
             json.dumps([str(x) for x in body.get("cc") or []]),
             json.dumps([str(x) for x in body.get("cci") or []]),
-            json.dumps(_display_names(sender, rec)),
+            json.dumps(_display_names(sender, rec, addressed)),
             now,
             message_id,
         ),

@@ -292,6 +292,9 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "schema_version": SCHEMA_VERSION,
         }
         db.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
+    from pcnctl.lab.mailseed import seed_messages  # days of ordinary mail before the seed
+
+    seed_messages(store, random.Random(f"pcnctl-lab-mail:{preset_name}:{random_seed}"))
     store.snapshot_pristine()
     return {
         "preset": preset_name,

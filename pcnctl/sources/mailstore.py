@@ -222,13 +222,9 @@ class Mailstore:
         try:
             # Autocommit: each statement is its own short transaction, so a purge that waits on the API
             # never holds one open (idle_in_transaction_session_timeout); the session is read-only.
-            return psycopg.connect(
-                self.dsn,
-                connect_timeout=10,
-                autocommit=True,
-                application_name="pcnctl",
-                options="-c default_transaction_read_only=on",
-            )
+            conn = psycopg.connect(self.dsn, connect_timeout=10, autocommit=True, application_name="pcnctl")
+            conn.execute("SET default_transaction_read_only = on")
+            return conn
         except psycopg.OperationalError as exc:
             raise TransportError(
                 f"cannot reach the mailstore {parts.hostname or 'localhost'}:{parts.port or 5432}: "
