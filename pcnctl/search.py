@@ -36,21 +36,31 @@ from pcnctl.sources.mailstore import DELIVERED, STATES, Mailstore, Prefilter, Sc
 from pcnctl.timespec import iso
 
 _TAGS = re.compile(r"<[^>]+>")
-_WORD = re.compile(r"[a-z]+")
-# Characters at which both full-text indexes split words exactly as tokens() does. Others (digits, dots,
-# @, /, -, _) may glue a word into a number, host, e-mail or path token, so a word next to them is not used.
+_ENTITIES = re.compile(r"&(?:[a-z]+|#[0-9]+|#x[0-9a-f]+);", re.IGNORECASE)
+# A word is a run of letters, as the platform's index cuts it: a run holding digits (15h30, bombe2) is a
+# number token there, and runs joined by . @ / (x.bombe.fr, a@b.fr, e.g) are host, e-mail or path tokens,
+# so neither is a word here either.
+_CHUNK = re.compile(r"[a-z0-9]+(?:[.@/][a-z0-9]+)*")
+_LETTERS = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "ı": "i"})
+# Characters at which both full-text indexes cut words exactly as tokens() does; a word next to another
+# character (a dot, @, /, a digit) may be part of a longer token there.
 _EDGES = frozenset(" \t\r\n,;!?()[]{}\"'«»")
 MIN_WORD = 3
 SAVED_VERSION = 2
 
 
 def visible(text: str) -> str:
-    """The text a reader sees: tags replaced by spaces (as the platform's index strips them)."""
-    return _TAGS.sub(" ", text)
+    """The text a reader sees: tags and entities replaced by spaces (the platform's index drops both)."""
+    return _ENTITIES.sub(" ", _TAGS.sub(" ", text))
+
+
+def folded(text: str) -> str:
+    """Lower case without accents, ligatures spelt out (as ``unaccent`` does)."""
+    return fold(text.lower().translate(_LETTERS))
 
 
 def tokens(text: str) -> list[str]:
-    return _WORD.findall(fold(visible(text)))
+    return [c for c in _CHUNK.findall(folded(visible(text))) if c.isalpha()]
 
 
 def shingles(text: str) -> set[tuple[str, str]]:
@@ -64,24 +74,38 @@ def similarity(a: set[tuple[str, str]], b: set[tuple[str, str]]) -> float:
     return len(a & b) / len(a | b)
 
 
-def bounded_words(text: str, *, left_edge: bool = False, right_edge: bool = False) -> list[str]:
-    """Words of a literal text that are whole words wherever the text occurs.
+@dataclass(frozen=True)
+class Terms:
+    """What a literal text tells the indexes: whole words (any index), and its FTS5 terms."""
 
-    A word counts when an edge character (or, with ``left_edge``/``right_edge``, the start or end of the
-    text) stands on each side: a word at an open end may be part of a longer one where it occurs.
+    words: tuple[str, ...] = ()  # letters only, edge characters on both sides
+    fts: tuple[tuple[str, bool], ...] = ()  # (alphanumeric run, prefix?) cut by any other character
+
+
+def literal_terms(text: str, *, left_edge: bool = False, right_edge: bool = False) -> Terms:
+    """Terms of a literal text that hold wherever the text occurs.
+
+    A word counts when an edge character stands on each side, or the start (``left_edge``) or end
+    (``right_edge``) of the text when the match is known to be cut there: a word at an open end may be
+    part of a longer one where it occurs. SQLite's FTS5 cuts at every character but letters and digits:
+    a run open on the right only is a prefix there.
     """
-    folded = fold(text)
-    out = []
-    for m in _WORD.finditer(folded):
-        left = folded[m.start() - 1] in _EDGES if m.start() else left_edge
-        right = folded[m.end()] in _EDGES if m.end() < len(folded) else right_edge
-        if left and right and len(m.group()) >= MIN_WORD:
-            out.append(m.group())
-    return list(dict.fromkeys(out))
+    text = folded(text)
+    words: list[str] = []
+    fts: list[tuple[str, bool]] = []
+    for m in re.finditer(r"[a-z0-9]+", text):
+        before = text[m.start() - 1] if m.start() else ""
+        after = text[m.end()] if m.end() < len(text) else ""
+        left, right = (before in _EDGES if before else left_edge), (after in _EDGES if after else right_edge)
+        if left and right and m.group().isalpha() and len(m.group()) >= MIN_WORD:
+            words.append(m.group())
+        if (before or left_edge) and len(m.group()) >= MIN_WORD:
+            fts.append((m.group(), not (after or right_edge)))
+    return Terms(tuple(dict.fromkeys(words)), tuple(dict.fromkeys(fts)))
 
 
-def regex_words(pattern: str) -> list[str]:
-    """Words every match of the regular expression contains as whole words (its mandatory literal runs).
+def regex_terms(pattern: str) -> Terms:
+    """Terms every match of the regular expression holds (from its mandatory literal runs).
 
     Only the top level of the pattern is read: a literal run is cut by anything else (classes, groups,
     repeats, alternatives); ``^`` and ``$`` close a run on an edge. An alternative at the top gives none.
@@ -92,18 +116,21 @@ def regex_words(pattern: str) -> list[str]:
     try:
         parsed = _parser.parse(pattern)
     except re.error:
-        return []
+        return Terms()
     edges = (c.AT_BEGINNING, c.AT_BEGINNING_STRING, c.AT_END, c.AT_END_STRING)
     words: list[str] = []
+    fts: list[tuple[str, bool]] = []
     run, left = "", False
     for op, arg in [*parsed, (None, None)]:
         if op is c.LITERAL:
             run += chr(arg)
             continue
         edge = op is c.AT and arg in edges
-        words += bounded_words(run, left_edge=left, right_edge=edge)
+        terms = literal_terms(run, left_edge=left, right_edge=edge)
+        words += terms.words
+        fts += terms.fts
         run, left = "", edge
-    return list(dict.fromkeys(words))
+    return Terms(tuple(dict.fromkeys(words)), tuple(dict.fromkeys(fts)))
 
 
 def like_words(
@@ -112,45 +139,45 @@ def like_words(
     """Words of which every near-duplicate holds at least one: the ``--like`` prefilter.
 
     A message with similarity >= t shares at least m = ceil(t * |A|) of the reference's bigrams A (since
-    |A ∩ B| >= t * |A ∪ B| >= t * |A|), so it holds at least k distinct words of A: the fewest whose
-    bigram counts reach those m bigrams' word count. Words the index cannot test (short words,
-    stop words: frequency below 0) may be among them, so at least k - |untestable| of the indexable ones
-    are there; any |indexable| - (k - |untestable|) + 1 of those then include one it holds. The rarest
-    are chosen. Empty when no such set exists.
+    |A ∩ B| >= t * |A ∪ B| >= t * |A|). A message holding none of a set S of words shares none of the
+    bigrams S covers, so if S covers |A| - m + 1 bigrams, every near-duplicate holds a word of S. S is
+    built, greedily, from rare words covering many bigrams among those the index can test (frequency
+    >= 0: not too short, not a stop word); empty when they cannot cover enough.
     """
     if not reference:
         return ()
-    m = math.ceil(threshold * len(reference) - 1e-9)
-    degree: Counter[str] = Counter(w for pair in reference for w in set(pair) if w)
-    needed = sum(sorted(len({w for w in pair if w}) for pair in reference)[:m])
-    k, covered = 0, 0
-    for _word, count in degree.most_common():
-        if covered >= needed:
+    need = len(reference) - math.ceil(threshold * len(reference) - 1e-9) + 1
+    words = {w for pair in reference for w in pair if w}
+    freq = frequency(sorted(w for w in words if len(w) >= MIN_WORD))
+    pairs = {w: {p for p in reference if w in p} for w in freq if freq[w] >= 0}
+    chosen: list[str] = []
+    covered: set[tuple[str, str]] = set()
+    while len(covered) < need and pairs:
+        # Greedy weighted cover: the most bigrams newly covered per share of messages matched.
+        word = max(sorted(pairs), key=lambda w: len(pairs[w] - covered) / (freq[w] + 0.001))
+        if not pairs[word] - covered:
             break
-        covered += count
-        k += 1
-    freq = frequency([w for w in degree if len(w) >= MIN_WORD])
-    indexable = [w for w in degree if freq.get(w, -1.0) >= 0]
-    must = k - (len(degree) - len(indexable))
-    if must <= 0 or not indexable:
-        return ()
-    rarest = sorted(indexable, key=lambda w: (freq.get(w, 0.0), -len(w), w))
-    return tuple(rarest[: len(indexable) - must + 1])
+        chosen.append(word)
+        covered |= pairs.pop(word)
+    return tuple(chosen) if len(covered) >= need else ()
 
 
 def prefilter(store: Mailstore, query: Query, reference: set[tuple[str, str]] | None = None) -> Prefilter:
-    """The words the database's full-text index narrows the scan with; the exact filters still decide."""
-    all_of: list[str] = []
-    if query.subject:
-        all_of += bounded_words(query.subject)
-    if query.body:
-        all_of += bounded_words(query.body)
+    """The terms the database's full-text index narrows the scan with; the exact filters still decide.
+
+    ``--subject``/``--body`` match from the start of a word, so their first run is cut on the left.
+    """
+    parts = [literal_terms(t, left_edge=True) for t in (query.subject, query.body) if t]
     if query.regex:
-        all_of += regex_words(query.regex)
+        parts.append(regex_terms(query.regex))
     any_of: tuple[str, ...] = ()
     if reference is not None:
         any_of = like_words(reference, query.threshold, store.word_frequencies)
-    return Prefilter(tuple(dict.fromkeys(all_of)), any_of)
+    return Prefilter(
+        tuple(dict.fromkeys(w for t in parts for w in t.words)),
+        any_of,
+        tuple(dict.fromkeys(f for t in parts for f in t.fts)),
+    )
 
 
 @dataclass
@@ -359,21 +386,26 @@ def resolve_senders(driver: EntDriver, refs: Sequence[str]) -> list[str]:
     return ids
 
 
+def from_word_start(text: str) -> re.Pattern[str]:
+    """``--subject``/``--body``: the folded text, starting where a word starts."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(folded(text)))
+
+
 @dataclass
 class Exact:
     """The filters confirmed here, on the candidates the database returned."""
 
-    subject: str | None = None
-    body: str | None = None
+    subject: re.Pattern[str] | None = None
+    body: re.Pattern[str] | None = None
     pattern: re.Pattern[str] | None = None
     reference: set[tuple[str, str]] | None = None
     threshold: float = 0.4
 
     def score(self, message: StoredMessage) -> tuple[bool, float | None]:
-        if self.subject and self.subject not in fold(message.subject):
+        if self.subject and not self.subject.search(folded(visible(message.subject))):
             return False, None
         text = visible(message.body)
-        if self.body and self.body not in fold(text):
+        if self.body and not self.body.search(folded(text)):
             return False, None
         if self.pattern and not self.pattern.search(message.subject + "\n" + text):
             return False, None
@@ -401,8 +433,8 @@ def scan(
     checked against).
     """
     exact = Exact(
-        fold(query.subject) if query.subject else None,
-        fold(query.body) if query.body else None,
+        from_word_start(query.subject) if query.subject else None,
+        from_word_start(query.body) if query.body else None,
         pattern,
         reference,
         query.threshold,

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -435,3 +436,85 @@ def test_ctrl_c_cancels_the_server_query(postgres: Postgres, lab: Lab, wave: dic
         # The lock is still held, so a query left on the server would still be active: it was cancelled.
         assert watch.execute(waiting).fetchone() == (0,)
         locker.rollback()
+
+
+def _corpus(path: Path, count: int = 400) -> str:
+    """A conversation database with near and far variants of the threat, written as the platform does."""
+    import random
+    import sqlite3
+
+    from pcnctl.lab.attack import NOISE, threat_text
+    from pcnctl.lab.conversation_routes import Recipients, create_draft, deliver
+    from pcnctl.lab.store import CONVERSATION_SCHEMA
+
+    rng = random.Random(11)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("ATTACH DATABASE ? AS conversation", (str(path),))
+    db.executescript(CONVERSATION_SCHEMA)
+    glue = [" ", ", ", "-", ". ", "<br>", " <b>", "</p><p>", "'", " (", "10h"]
+    reference = ""
+    for n in range(count):
+        subject, body = threat_text(rng) if n % 3 else rng.choice(NOISE)
+        words = body.split()
+        for _ in range(rng.randrange(0, 12)):  # drop, swap, glue and accent words: every similarity
+            i = rng.randrange(len(words))
+            choice = rng.random()
+            if choice < 0.4 and len(words) > 3:
+                words.pop(i)
+            elif choice < 0.6:
+                words[i] = rng.choice(("élève", "Collège", "demain", "évacuez", "BOMBE", "l'école"))
+            elif choice < 0.8 and i + 1 < len(words):
+                words[i : i + 2] = [words[i] + rng.choice(glue) + words[i + 1]]
+            else:
+                words.insert(i, rng.choice(("<i>", "bombe2", "x.explosera.fr", "a@blague.fr", "&nbsp;")))
+        html = f"<div>{' '.join(words)}</div>"
+        sender = {"id": f"u{n % 17:04d}", "display_name": f"ELEVE {n % 17}"}
+        rec = Recipients([f"t{n % 5:04d}", f"t{(n + 1) % 5:04d}"], {}, {})
+        mid = create_draft(
+            db, sender, {"subject": subject, "body": html, "to": rec.users}, rec, 1_700_000_000 + n
+        )
+        deliver(db, sender, mid, rec, None)
+        reference = reference or (mid if n % 3 else "")
+    db.close()
+    return reference
+
+
+def test_full_text_prefilter_never_drops_an_exact_match(tmp_path: Path, postgres: Postgres) -> None:
+    from pcnctl import search
+    from pcnctl.sources.mailstore import Mailstore
+
+    path = tmp_path / "conversation.sqlite"
+    reference_id = _corpus(path)
+    dsns = [f"sqlite:///{path}", pg_mirror(postgres, path)]
+    queries = [
+        search.Query(body="bombe"),
+        search.Query(body="a ete placee dans"),
+        search.Query(subject="alerte"),
+        search.Query(regex=r"bombe.*explos"),
+        search.Query(regex=r" morts[.!]"),
+        search.Query(regex=r"^URGENT\n une bombe a ete placee dans"),
+        *[search.Query(like=reference_id, threshold=t) for t in (0.2, 0.3, 0.4, 0.5, 0.7)],
+    ]
+    for dsn in dsns:
+        store = Mailstore(dsn)
+        try:
+            ref = store.get(reference_id)
+            assert ref is not None
+            shingles = search.shingles(ref.subject + " " + ref.body)
+            narrowed = []
+            for query in queries:
+                pattern = re.compile(query.regex, re.IGNORECASE) if query.regex else None
+                reference = shingles if query.like else None
+                kwargs: dict[str, Any] = {"pattern": pattern, "reference": reference}
+                full, scanned_full = [0], [0]
+                exact = {m.id for m, _ in search.scan(store, query, counter=full, use_index=False, **kwargs)}
+                fast = {m.id for m, _ in search.scan(store, query, counter=scanned_full, **kwargs)}
+                assert fast == exact, (dsn, query)  # the prefilter only narrows what the exact filter sees
+                assert exact, query  # each case has matches to lose
+                narrowed.append(scanned_full[0] < full[0])
+            # And it narrows (fewer candidates read) wherever whole words are known: words between edges,
+            # --like from 0.4 up; a lone word open at its end narrows only on SQLite (FTS5 prefixes).
+            assert all(narrowed[i] for i in (1, 5, 8, 9, 10)), (dsn, narrowed)
+            assert dsn.startswith("postgresql") or all(narrowed[i] for i in (0, 2, 4)), narrowed
+        finally:
+            store.close()

@@ -115,9 +115,10 @@ class Prefilter:
 
     all_of: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
+    fts: tuple[tuple[str, bool], ...] = ()  # SQLite's FTS5 also takes these (term, prefix?), all of them
 
     def __bool__(self) -> bool:
-        return bool(self.all_of or self.any_of)
+        return bool(self.all_of or self.any_of or self.fts)
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,9 @@ class Mailstore:
     def _text_filter(self, words: Prefilter) -> str | None:
         """The prefilter in the index's own language, or None when the index cannot narrow it."""
         if self.kind == "sqlite":
-            parts = [f'"{w}"' for w in words.all_of]
+            terms = [f'"{w}"' for w in words.all_of]
+            terms += [f'"{t}"*' if prefix else f'"{t}"' for t, prefix in words.fts]
+            parts = list(dict.fromkeys(terms))
             if words.any_of:
                 parts.append("(" + " OR ".join(f'"{w}"' for w in words.any_of) + ")")
             return " AND ".join(parts) or None
