@@ -26,6 +26,7 @@ in the DSN stored in a profile).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -116,6 +117,13 @@ class Prefilter:
     all_of: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
     fts: tuple[tuple[str, bool], ...] = ()  # SQLite's FTS5 also takes these (term, prefix?), all of them
+    at_least: int = 1  # how many of ``any_of`` a candidate holds (1 or 2)
+
+    def alternatives(self) -> list[tuple[str, ...]]:
+        """``any_of`` as alternatives of words all present: single words, or every pair."""
+        if self.at_least >= 2:
+            return list(itertools.combinations(self.any_of, 2))
+        return [(w,) for w in self.any_of]
 
     def __bool__(self) -> bool:
         return bool(self.all_of or self.any_of or self.fts)
@@ -350,14 +358,16 @@ class Mailstore:
             terms += [f'"{t}"*' if prefix else f'"{t}"' for t, prefix in words.fts]
             parts = list(dict.fromkeys(terms))
             if words.any_of:
-                parts.append("(" + " OR ".join(f'"{w}"' for w in words.any_of) + ")")
+                either = [" AND ".join(f'"{w}"' for w in alt) for alt in words.alternatives()]
+                parts.append("(" + " OR ".join(f"({e})" for e in either) + ")")
             return " AND ".join(parts) or None
         # The words themselves, not their lexemes: to_tsquery stems them exactly as the trigger stemmed
         # the messages. A stop word is not indexed: it cannot narrow anything, so it is left out.
         lexemes = self.lexemes([*words.all_of, *words.any_of])
         parts = [w for w in words.all_of if lexemes.get(w)]
         if words.any_of and all(lexemes.get(w) for w in words.any_of):
-            parts.append("(" + " | ".join(words.any_of) + ")")
+            either = [" & ".join(alt) for alt in words.alternatives()]
+            parts.append("(" + " | ".join(f"({e})" for e in either) + ")")
         return " & ".join(parts) or None
 
     def lexemes(self, words: Sequence[str]) -> dict[str, str]:
