@@ -109,9 +109,11 @@ def resolve_targets(
             "no account given", hint="give ids or logins, --from-file FILE, or --school UAI --profile P"
         )
     users: dict[str, User] = {}
+    hints: list[str] = []
     if school:
-        _school, selected = directory.list_users(driver, school, list(profiles) or None)
+        school_record, selected = directory.list_users(driver, school, list(profiles) or None)
         users.update((u.id, u) for u in selected)
+        hints.append(school_record.id)
     unique = list(dict.fromkeys(r.strip() for r in wanted if r.strip()))
     missing: list[str] = []
 
@@ -121,7 +123,7 @@ def resolve_targets(
         from pcnctl.errors import NotFoundError, PermissionDeniedError
 
         try:
-            user = driver.get_user(ref) if _UUID.match(ref) else driver.find_user_by_login(ref)
+            user = driver.get_user(ref) if _UUID.match(ref) else driver.find_user_by_login(ref, hints)
         except NotFoundError:
             user = None
         except PermissionDeniedError:
@@ -160,9 +162,9 @@ def check_scope(driver: EntDriver, users: Sequence[User]) -> None:
             "the targets include the account pcnctl is acting as",
             hint="act on your own account from another admin profile",
         )
-    if ident.role != "ADML":
+    mine = directory.adml_schools(driver)
+    if mine is None:
         return
-    mine = {s.uai for s in driver.list_schools()}
     outside = [u for u in users if not set(u.schools) & mine]
     admc = [u for u in users if "SUPER_ADMIN" in u.functions]
     if outside:

@@ -140,6 +140,12 @@ def make_profile(name: str, **values: Any) -> Profile:
         raise UsageError(f"profile {name!r}: auth {auth} needs a login", hint="add --login LOGIN")
     if auth.startswith("oauth") and not values.get("client_id"):
         raise UsageError(f"profile {name!r}: auth {auth} needs a client id", hint="add --client-id ID")
+    if auth == "oauth-client" and not values.get("scope"):
+        # Edifice grants a client_credentials token asked without a scope no scope at all.
+        raise UsageError(
+            f"profile {name!r}: auth oauth-client needs the scopes registered for the client",
+            hint="add --scope 'Controller|action ...' as the ENT's OAuth2 client configuration lists them",
+        )
     for key in ("connect_timeout", "read_timeout"):
         if key in values and values[key] is not None:
             try:

@@ -18,6 +18,24 @@ from pcnctl.platform import EntDriver
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+def adml_schools(driver: EntDriver) -> set[str] | None:
+    """The UAIs an ADML may act in, or None for an identity not bound to schools (ADMC, service).
+
+    An identity whose admin functions the platform did not report is refused here rather than taken
+    for a plain user: that would skip every client-side scope check below.
+    """
+    ident = driver.whoami()
+    if ident.role == "unknown":
+        raise RefusedError(
+            "the ENT did not say which admin functions this account holds, so its school scope is unknown",
+            hint="the platform's userinfo lacks 'functions' (release older than userinfo v2.0?): use a "
+            "cookie profile for this account, or an ADMC",
+        )
+    if ident.role != "ADML":
+        return None
+    return {s.uai for s in driver.list_schools()}
+
+
 def list_schools(driver: EntDriver, search: str | None = None) -> list[School]:
     """Schools in the identity's scope, optionally filtered by UAI, name or city (accent-insensitive)."""
     schools = driver.list_schools()
@@ -42,8 +60,7 @@ def resolve_school(driver: EntDriver, ref: str) -> School:
     for school in schools:
         if school.uai == code:
             return school
-    ident = driver.whoami()
-    if ident.role == "ADML":
+    if adml_schools(driver) is not None:
         raise RefusedError(
             f"school {code} is not in the schools this ADML administers",
             hint="an ADML may only act inside its own schools; ask an ADMC, or check the UAI",
@@ -94,11 +111,11 @@ def find_user(driver: EntDriver, ref: str) -> User:
     user = driver.get_user(ref) if _UUID.match(ref) else driver.find_user_by_login(ref)
     if user is None:
         raise UsageError(
-            f"no user with login {ref!r} in this profile's scope", hint="search: pcnctl users list"
+            f"no user with login {ref!r} in this profile's scope",
+            hint="a login alias is found only inside a school: give the user id, or search with "
+            "'pcnctl users list --school UAI --search NAME'",
         )
-    ident = driver.whoami()
-    if ident.role == "ADML":
-        mine = {s.uai for s in driver.list_schools()}
-        if not set(user.schools) & mine:
-            raise RefusedError(f"user {ref} is outside the schools this ADML administers")
+    mine = adml_schools(driver)
+    if mine is not None and not set(user.schools) & mine:
+        raise RefusedError(f"user {ref} is outside the schools this ADML administers")
     return user

@@ -15,11 +15,26 @@ from pcnctl.config import Profile
 from pcnctl.errors import PcnError
 from pcnctl.models import DoctorReport
 
+_PAGES = {
+    "login": ("ok", ""),
+    "saturated": ("warn", ": the ENT's session limit is reached (its login page asks users to wait)"),
+    "foreign": ("warn", ": the login page does not look like an Edifice one (wrong URL or a proxy page?)"),
+    "none": ("warn", ": no login page at /auth/login"),
+}
+
+
+def _reachability(times: list[float], page: str) -> dict[str, str]:
+    status, note = _PAGES[page]
+    return {
+        "check": "reachability",
+        "status": status,
+        "detail": f"round trip {statistics.median(times):.0f} ms (median of {len(times)}){note}",
+    }
+
 
 def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[DoctorReport, PcnError | None]:
     """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA)."""
     from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.http import HttpClient, RetryPolicy
 
     report = DoctorReport()
     first_error: PcnError | None = None
@@ -32,29 +47,12 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
     report.checks.append(
         {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
     )
-    probe = HttpClient(
-        profile.url,
-        connect_timeout=profile.connect_timeout,
-        read_timeout=profile.read_timeout,
-        ca_file=profile.ca_file,
-        retry=RetryPolicy(attempts=1),
-    )
-    times = []
     try:
-        for _ in range(3):
-            started = time.perf_counter()
-            probe.request("GET", "/auth/login", allow=(200, 302, 401, 404), auth=False)
-            times.append((time.perf_counter() - started) * 1000)
+        reach = EdificeDriver.reach(profile)
     except PcnError as exc:
         fail("reachability", exc)
         return report, first_error
-    report.checks.append(
-        {
-            "check": "reachability",
-            "status": "ok",
-            "detail": f"round trip {statistics.median(times):.0f} ms (median of 3)",
-        }
-    )
+    report.checks.append(_reachability(reach.times_ms, reach.page))
     scheme = urlsplit(profile.url).scheme
     if scheme == "https":
         where = f"CA file {profile.ca_file}" if profile.ca_file else "system CA bundle"

@@ -2,13 +2,14 @@
 
 Policy, stated once:
 
-* Every request has a connect and a read timeout. Redirects are never followed: on Edifice a 302 means
-  "log in" or "do MFA", and following it would turn an auth problem into a confusing HTML page.
+* Every request has a connect and a read timeout. Redirects are never followed: on an ENT a redirect
+  means "log in" or "do MFA", and following it would turn an auth problem into a confusing HTML page.
 * Idempotent methods (GET, HEAD, PUT, DELETE) are retried on 429, 5xx, 509 and transport errors,
   with exponential backoff and full jitter, honouring ``Retry-After``. POST is never retried: a send or a
   purge must not run twice because an answer was lost.
-* A session that expires mid-run (302 to the login page, or a bearer token refused as invalid) is renewed
-  once through the :class:`Authenticator`, then the request is replayed.
+* The client knows no platform: an :class:`Authenticator` (the platform driver's) adds the credentials
+  to each request, tells an expired session or a second-factor demand from an ordinary answer, and names
+  the platform's own auth errors. An expired session is renewed once, then the request is replayed.
 * Every error carries the method, path and status, and the server's own error key when it gave one.
 * Debug logs show method, path, status and time, never bodies, cookies or headers: those hold secrets.
 """
@@ -31,9 +32,8 @@ import requests
 from pcnctl import __version__, roundtrip
 from pcnctl.errors import (
     ApiError,
-    AuthError,
-    MfaRequiredError,
     NotFoundError,
+    PcnError,
     PermissionDeniedError,
     ServerError,
     TransportError,
@@ -47,13 +47,22 @@ THROTTLE_STATUSES = frozenset({429, 503, 509})
 
 
 class Authenticator(Protocol):
-    """What the HTTP client needs from an auth flow: log in again, and pass a second factor."""
+    """What the HTTP client needs from a platform's auth flow."""
+
+    def headers(self, http: HttpClient, method: str) -> dict[str, str]:
+        """Credentials for one request (a bearer token, an anti-CSRF header...)."""
+
+    def challenge(self, response: requests.Response) -> str | None:
+        """``"expired"``, ``"second-factor"``, or None when the answer is not an auth challenge."""
 
     def renew(self, http: HttpClient) -> None:
         """Open a fresh session (the previous one expired)."""
 
     def complete_mfa(self, http: HttpClient) -> None:
         """Validate the second factor for the current session, or raise MfaRequiredError."""
+
+    def auth_error(self, method: str, path: str, response: requests.Response) -> PcnError | None:
+        """The platform's meaning of an auth-related error answer, or None to use the generic one."""
 
 
 @dataclass(slots=True)
@@ -99,7 +108,6 @@ class HttpClient:
         self.retry = retry or RetryPolicy()
         self.stats = HttpStats()
         self.authenticator: Authenticator | None = None
-        self.bearer: str | None = None
         self._sleep = sleep
         # Renewing a session must happen once even when many fan-out threads see it expire together.
         self._auth_lock = threading.Lock()
@@ -134,9 +142,8 @@ class HttpClient:
     def session_cookies(self) -> dict[str, str]:
         return {c.name: c.value for c in self.session.cookies if c.value is not None}
 
-    def clear_auth(self) -> None:
+    def clear_cookies(self) -> None:
         self.session.cookies.clear()
-        self.bearer = None
 
     # -- requests ------------------------------------------------------------------------------------
 
@@ -174,22 +181,15 @@ class HttpClient:
                     continue
                 raise
             status = response.status_code
-            if auth and self.authenticator is not None:
-                if self._is_mfa_redirect(response) and not mfa_done:
-                    with self._auth_lock:
-                        if generation == self._auth_generation:
-                            self.authenticator.complete_mfa(self)
-                            self._auth_generation += 1
-                    mfa_done = True
-                    continue
-                if self._is_expired(response) and not renewed:
-                    with self._auth_lock:
-                        if generation == self._auth_generation:  # nobody renewed it meanwhile
-                            self.stats.renewals += 1
-                            self.authenticator.renew(self)
-                            self._auth_generation += 1
-                    renewed = True
-                    continue
+            challenge = self.authenticator.challenge(response) if auth and self.authenticator else None
+            if challenge == "second-factor" and not mfa_done:
+                self._reauthenticate(generation, mfa=True)
+                mfa_done = True
+                continue
+            if challenge == "expired" and not renewed:
+                self._reauthenticate(generation, mfa=False)
+                renewed = True
+                continue
             if status in allow:
                 return response
             if status in RETRY_STATUSES and method in IDEMPOTENT and attempt < policy.attempts:
@@ -199,17 +199,27 @@ class HttpClient:
                 return response
             raise self._error(method, path, response)
 
+    def _reauthenticate(self, generation: int, *, mfa: bool) -> None:
+        """Renew the session or pass the second factor once, even when many threads ask together."""
+        assert self.authenticator is not None
+        with self._auth_lock:
+            if generation != self._auth_generation:  # another thread did it meanwhile
+                return
+            if mfa:
+                self.authenticator.complete_mfa(self)
+            else:
+                self.stats.renewals += 1
+                self.authenticator.renew(self)
+            self._auth_generation += 1
+
     def _send(
         self, method: str, path: str, *, extra: Mapping[str, str] | None = None, **kwargs: Any
     ) -> requests.Response:
         url = self.base_url + path
-        headers: dict[str, str] = dict(extra or {})
-        if self.bearer and "Authorization" not in headers:
-            headers["Authorization"] = f"Bearer {self.bearer}"
-        elif method not in ("GET", "HEAD", "OPTIONS"):
-            xsrf = self.cookie("XSRF-TOKEN")
-            if xsrf:
-                headers["X-XSRF-TOKEN"] = xsrf
+        headers: dict[str, str] = {}
+        if self.authenticator is not None and "Authorization" not in (extra or {}):
+            headers.update(self.authenticator.headers(self, method))
+        headers.update(extra or {})
         started = time.perf_counter()
         sent = time.monotonic()  # round-trip hook for the fan-out's limiter (pcnctl.roundtrip)
         try:
@@ -263,46 +273,20 @@ class HttpClient:
             wait = retry_after + random.uniform(0, policy.base_delay)
         self._sleep(wait)
 
-    @staticmethod
-    def _is_mfa_redirect(response: requests.Response) -> bool:
-        return response.status_code in (302, 303) and "/auth/validate-mfa" in response.headers.get(
-            "Location", ""
-        )
-
-    def _is_expired(self, response: requests.Response) -> bool:
-        if response.status_code in (302, 303):
-            return "/auth/login" in response.headers.get("Location", "")
-        if response.status_code == 401 and self.bearer:
-            return "invalid_token" in response.headers.get("WWW-Authenticate", "")
-        return False
-
     def _error(self, method: str, path: str, response: requests.Response) -> Exception:
         status = response.status_code
         key = error_key(response)
         shown = _redact_path(path)
-        if status in (302, 303):
+        if self.authenticator is not None:
+            specific = self.authenticator.auth_error(method, shown, response)
+            if specific is not None:
+                return specific
+        if status in (301, 302, 303, 307, 308):
             location = response.headers.get("Location", "")
-            if "/auth/validate-mfa" in location:
-                return MfaRequiredError(
-                    f"{method} {shown}: the ENT requires MFA for this admin session",
-                    hint="run interactively to type the code, set PCNCTL_MFA_CODE, or use an oauth-client "
-                    "profile for unattended runs",
-                )
-            if "/auth/login" in location:
-                return AuthError(
-                    f"{method} {shown}: the session is not (or no longer) valid",
-                    hint="log in again with 'pcnctl auth login'",
-                )
             return ApiError(f"unexpected redirect to {location}", method=method, path=shown, status=status)
-        if status == 401 and "invalid_token" in response.headers.get("WWW-Authenticate", ""):
-            return AuthError(
-                f"{method} {shown}: the access token was refused",
-                hint="log in again with 'pcnctl auth login'",
-            )
         if status in (401, 403):
-            reason = "CSRF check failed" if key == "csrf" else "access denied"
             return PermissionDeniedError(
-                f"{reason}: this identity may not do that{f' ({key})' if key and key != 'csrf' else ''}",
+                f"access denied: this identity may not do that{f' ({key})' if key else ''}",
                 method=method,
                 path=shown,
                 status=status,

@@ -36,11 +36,13 @@ class User:
     last_name: str | None = None
     last_login: str | None = None
     functions: tuple[str, ...] = ()
+    alias: str | None = None  # the login alias, when the user chose one (login stays the original)
 
     def to_row(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "login": self.login,
+            "alias": self.alias,
             "displayName": self.display_name,
             "profile": self.profile,
             "blocked": self.blocked,
@@ -64,11 +66,14 @@ class Identity:
     admc: bool = False
     adml_structures: tuple[str, ...] = ()
     client_id: str | None = None
+    role_known: bool = True  # False when the platform did not say which admin functions the user holds
 
     @property
     def role(self) -> str:
         if self.user_id is None:
             return "service"
+        if not self.role_known:
+            return "unknown"
         if self.admc:
             return "ADMC"
         if self.adml_structures:
@@ -94,6 +99,16 @@ class Identity:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class BlockTrace:
+    """The platform's own record of a profile block or unblock in a school."""
+
+    created: str  # ISO 8601, UTC
+    action: str
+    profile: str
+    by: str | None
+
+
 @dataclass(slots=True)
 class Capability:
     name: str
@@ -103,6 +118,23 @@ class Capability:
     def to_row(self) -> dict[str, Any]:
         state = "yes" if self.available else ("no" if self.available is False else "unknown")
         return {"capability": self.name, "available": state, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class Reach:
+    """What an anonymous GET of the login page showed."""
+
+    times_ms: list[float]
+    page: str  # login | saturated | foreign | none
+
+
+@dataclass(slots=True)
+class RouteHealth:
+    """Response times of one route, sampled by the audit's health check."""
+
+    route: str
+    times_ms: list[float] = field(default_factory=list)
+    errors: int = 0
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pcnctl.edifice.auth import login_page_error
 from tests.conftest import Cli, Lab, start_lab, stop_lab
 
 
@@ -229,10 +230,12 @@ def test_login_lever_and_canary(lab: Lab, cli: Cli) -> None:
         allow_redirects=False,
         timeout=5,
     )
-    assert "auth.error.blockedUser" in r.text
+    assert login_page_error(r) == "auth.error.blockedUser"
     assert cli("messaging", "unblock", "--incident", "INC-M6", "--yes").exit_code == 0
-    assert lab.sql("SELECT blocked FROM users WHERE id = ?", student_id) == [(0,)]
-    assert lab.sql("SELECT blocked FROM users WHERE id = ?", already) == [(1,)]  # blocked before: kept
+    assert lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE id = ?", student_id) == [(0,)]
+    assert lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE id = ?", already) == [
+        (1,)
+    ]  # blocked before: kept
 
 
 def test_expire_lifts_only_expired_blocks(lab: Lab, admc: Cli) -> None:

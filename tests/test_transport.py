@@ -78,8 +78,33 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
-def test_session_quota_gives_a_clear_error(lab: Lab, admc: Cli) -> None:
+def test_session_quota_gives_a_clear_error(lab: Lab, cli: Cli) -> None:
+    """Above its session limit the platform answers 509 on the token endpoint (the cookie form does not
+    check it: only the login page turns into the "too many of you" page, which doctor reports)."""
+    client = lab.info["oauth"]["password_client"]
+    cli(
+        "profile",
+        "add",
+        "tok",
+        "--url",
+        lab.url,
+        "--auth",
+        "oauth-password",
+        "--login",
+        "admc.pcn",
+        "--client-id",
+        client["client_id"],
+    )
+    cli("profile", "add", "web", "--url", lab.url, "--login", "admc.pcn")
+    cli.setenv(
+        PCNCTL_PASSWORD=lab.password,
+        PCNCTL_CLIENT_SECRET=client["client_secret"],
+        PCNCTL_MFA_CODE=lab.mfa_code,
+    )
     lab.knobs(sessions_limit=1)
-    assert admc("schools", "list").exit_code == 0  # first session fits
-    result = admc("schools", "list")  # no cache here: a second login
+    assert cli("schools", "list", "-p", "tok").exit_code == 0  # first session fits
+    result = cli("schools", "list", "-p", "tok")  # no cache here: a second login
     assert result.exit_code == 5 and "refused new sessions" in result.stderr
+    doctor = cli("doctor", "-p", "web", "-o", "json")
+    reach = next(c for c in doctor.json() if c["check"] == "reachability")
+    assert reach["status"] == "warn" and "session limit" in reach["detail"]

@@ -479,13 +479,7 @@ def block_traces(
     driver = get_driver(profile)
     s = directory.resolve_school(driver, school)
     rows = [
-        {
-            "created": t.get("created"),
-            "action": t.get("action"),
-            "profile": t.get("profile"),
-            "school": s.uai,
-            "by": (t.get("owner") or {}).get("displayName"),
-        }
+        {"created": t.created, "action": t.action, "profile": t.profile, "school": s.uai, "by": t.by}
         for t in driver.block_traces(s.id)
     ]
     emit(rows, output, ("created", "action", "profile", "school", "by"))

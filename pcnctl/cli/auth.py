@@ -103,18 +103,14 @@ def logout(
     """Close the cached session on the ENT and forget it."""
     from pcnctl import credentials
     from pcnctl.edifice.auth import EdificeAuth
-    from pcnctl.http import HttpClient
+    from pcnctl.edifice.driver import EdificeDriver
 
     prof = get_profile(profile)
     cached = credentials.load_session(prof)
     if cached:
-        http = HttpClient(
-            prof.url,
-            connect_timeout=prof.connect_timeout,
-            read_timeout=prof.read_timeout,
-            ca_file=prof.ca_file,
-        )
+        http = EdificeDriver.client(prof)
         auth = EdificeAuth(prof)
+        http.authenticator = auth
         auth.resume_or_login(http)
         auth.logout(http)
         note(f"Session closed on {prof.url}")

@@ -6,6 +6,7 @@ core modules, which talk to it through :class:`pcnctl.platform.EntDriver`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,16 @@ from typing import Any
 
 from pcnctl.config import Profile
 from pcnctl.edifice.auth import EdificeAuth, MfaPrompt
-from pcnctl.errors import AuthError, PermissionDeniedError
+from pcnctl.edifice.shapes import (
+    SchoolIndex,
+    parse_block_trace,
+    parse_identity,
+    parse_school,
+    parse_user,
+)
+from pcnctl.errors import AuthError, NotFoundError, PcnError, PermissionDeniedError
 from pcnctl.http import HttpClient, RetryPolicy
-from pcnctl.models import Capability, Identity, School, User, school_type
+from pcnctl.models import BlockTrace, Capability, Identity, Reach, RouteHealth, School, User
 
 _PROBE = RetryPolicy(attempts=1)
 # Bulk calls run under the fan-out executor, which paces and retries: one attempt per call here.
@@ -32,19 +40,28 @@ class EdificeDriver:
         self.http = http
         self.auth = auth
         self._schools: list[School] | None = None
+        self._index = SchoolIndex()
         self._identity: Identity | None = None
+        # Admin-list rows of the structures already listed to find an alias, kept for the connection.
+        self._listed: dict[str, list[dict[str, Any]]] = {}
+
+    @staticmethod
+    def client(profile: Profile, retry: RetryPolicy | None = None) -> HttpClient:
+        """The HTTP client for ``profile``, not logged in."""
+        return HttpClient(
+            profile.url,
+            connect_timeout=profile.connect_timeout,
+            read_timeout=profile.read_timeout,
+            ca_file=profile.ca_file,
+            retry=retry,
+        )
 
     @classmethod
     def open(
         cls, profile: Profile, *, mfa_prompt: MfaPrompt | None = None, use_cache: bool = True
     ) -> EdificeDriver:
         """Build the HTTP client for ``profile`` and log in (or reuse the session ``auth login`` cached)."""
-        http = HttpClient(
-            profile.url,
-            connect_timeout=profile.connect_timeout,
-            read_timeout=profile.read_timeout,
-            ca_file=profile.ca_file,
-        )
+        http = cls.client(profile)
         auth = EdificeAuth(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
         http.authenticator = auth
         auth.resume_or_login(http)
@@ -53,25 +70,18 @@ class EdificeDriver:
     # -- identity ------------------------------------------------------------------------------------
 
     def whoami(self) -> Identity:
-        """Who this session is, from ``GET /auth/oauth2/userinfo`` (a service token has no user)."""
+        """Who this session is, from ``GET /auth/oauth2/userinfo?version=v2.0`` (a service token has no user).
+
+        Version 2.0 keeps ``functions`` for a bearer token, where the default 1.0 drops them; see
+        :func:`pcnctl.edifice.shapes.parse_identity` for what happens on a platform without it.
+        """
         if self._identity is not None:
             return self._identity
         if self.profile.auth == "oauth-client":
             self._identity = Identity(auth_mode="oauth-client", client_id=self.profile.client_id)
             return self._identity
-        info = self.http.request("GET", "/auth/oauth2/userinfo").json()
-        functions = info.get("functions") or {}
-        adml = functions.get("ADMIN_LOCAL") or {}
-        self._identity = Identity(
-            auth_mode=self.profile.auth,
-            user_id=info.get("userId"),
-            login=info.get("login"),
-            display_name=info.get("username"),
-            profile=info.get("type"),
-            admc="SUPER_ADMIN" in functions,
-            adml_structures=tuple(adml.get("scope") or ()),
-            client_id=self.profile.client_id,
-        )
+        info = self.http.request("GET", "/auth/oauth2/userinfo", params={"version": "v2.0"}).json()
+        self._identity = parse_identity(info, auth_mode=self.profile.auth, client_id=self.profile.client_id)
         return self._identity
 
     # -- directory -----------------------------------------------------------------------------------
@@ -86,42 +96,17 @@ class EdificeDriver:
         extra = self.http.request("GET", "/directory/structures", allow=(401, 403))
         if extra.status_code == 200:
             details = {d["id"]: d for d in extra.json()}
-        schools = []
-        for row in rows:
-            more = details.get(row["id"], {})
-            name = row.get("name") or ""
-            schools.append(
-                School(
-                    id=row["id"],
-                    uai=(row.get("UAI") or "").upper(),
-                    name=name,
-                    type=school_type(name),
-                    city=more.get("city"),
-                    zip_code=more.get("zipCode"),
-                    academy=more.get("academy"),
-                )
-            )
+        schools = [parse_school(row, details.get(row["id"])) for row in rows]
+        for row, school in zip(rows, schools, strict=True):
+            self._index.add(school.id, row.get("externalId"), school.uai)
         schools.sort(key=lambda s: (s.uai, s.name))
         self._schools = schools
         return schools
 
-    def _uais(self, structures: Iterable[dict[str, Any]]) -> tuple[str, ...]:
-        by_id = {s.id: s.uai for s in self._schools or self.list_schools()}
-        return tuple(sorted({by_id.get(s.get("id", ""), s.get("name", "?")) for s in structures}))
-
     def _user(self, row: dict[str, Any]) -> User:
-        return User(
-            id=row["id"],
-            login=row.get("login") or "",
-            display_name=row.get("displayName") or "",
-            profile=row.get("type") or (row.get("profiles") or ["?"])[0],
-            blocked=bool(row.get("blocked")),
-            schools=self._uais(row.get("structures") or []),
-            first_name=row.get("firstName"),
-            last_name=row.get("lastName"),
-            last_login=row.get("lastLogin"),
-            functions=tuple(row.get("functions") or ()),
-        )
+        if self._schools is None:
+            self.list_schools()
+        return parse_user(row, self._index)
 
     def list_users(
         self, structure_id: str, *, profiles: Iterable[str] = (), search: str | None = None
@@ -142,23 +127,75 @@ class EdificeDriver:
     def get_user(self, user_id: str) -> User:
         return self._user(self.http.request("GET", f"/directory/user/{user_id}").json())
 
-    def find_user_by_login(self, login: str) -> User | None:
-        """The user with this exact login, or None (``searchType=login`` on the admin user list)."""
-        rows = self.http.request(
-            "GET", "/directory/user/admin/list", params={"searchTerm": login, "searchType": "login"}
-        ).json()
-        exact = [r for r in rows if (r.get("login") or "").lower() == login.lower()]
-        return self._user(exact[0]) if exact else None
+    def find_user_by_login(self, login: str, schools: Iterable[str] = ()) -> User | None:
+        """The user whose login or alias is ``login``, or None, without listing the platform.
+
+        Edifice has no search by login. Generated logins are ``prenom.nom`` (accents and symbols dropped,
+        a number from 2 on collision), so the admin list's name search (``firstName``/``lastName``,
+        prefix match on the search fields) finds the few homonyms, and the exact login is picked among
+        them. An alias can be anything: it is looked for in the structures given (or the ADML's own),
+        each listed once per connection.
+        """
+        wanted = login.strip().lower()
+        ident = self.whoami()
+        if ident.user_id and wanted == (ident.login or "").lower():
+            return self.get_user(ident.user_id)
+        guess = login_name_guess(wanted)
+        if guess is not None:
+            first, last = guess
+            rows = self.http.request(
+                "GET", "/directory/user/admin/list", params={"firstName": first, "lastName": last}
+            ).json()
+            found = _pick_login(rows, wanted)
+            if found is not None:
+                return self._user(found)
+        places = list(schools) or (list(ident.adml_structures) if ident.role == "ADML" else [])
+        for structure_id in places:
+            found = _pick_login(self._structure_rows(structure_id), wanted)
+            if found is not None:
+                return self._user(found)
+        return None
+
+    def _structure_rows(self, structure_id: str) -> list[dict[str, Any]]:
+        if structure_id not in self._listed:
+            self._listed[structure_id] = self.http.request(
+                "GET", "/directory/user/admin/list", params={"structureId": structure_id}
+            ).json()
+        return self._listed[structure_id]
 
     # -- accounts (edifice-api.md §5, §2.4) ----------------------------------------------------------
 
     def block_user(self, user_id: str, block: bool = True) -> None:
         """``PUT /auth/block/:id``: blocking also drops every session, token and CAS ticket at once."""
-        self.http.request("PUT", f"/auth/block/{user_id}", json={"block": block}, retry=SINGLE)
+        response = self.http.request(
+            "PUT", f"/auth/block/{user_id}", json={"block": block}, retry=SINGLE, allow=(400,)
+        )
+        if response.status_code == 400:  # the platform's answer for an id it does not know
+            raise NotFoundError(
+                f"no account {user_id} on the ENT", method="PUT", path="/auth/block/…", status=400
+            )
 
     def block_users(self, user_ids: list[str], block: bool = True) -> None:
-        """``PUT /auth/users/block``: one call for many accounts (ADMC in practice; an ADML gets 401)."""
-        self.http.request("PUT", "/auth/users/block", json={"users": user_ids, "block": block}, retry=SINGLE)
+        """``PUT /auth/users/block``: one call for many accounts (ADMC in practice; an ADML gets 401).
+
+        With one unknown id in the list the platform answers 400 but blocks the others **without**
+        dropping their sessions: pcnctl then blocks each account on its own, which does drop them."""
+        response = self.http.request(
+            "PUT",
+            "/auth/users/block",
+            json={"users": user_ids, "block": block},
+            retry=SINGLE,
+            allow=(400,),
+        )
+        if response.status_code == 400:
+            unknown = []
+            for user_id in user_ids:
+                try:
+                    self.block_user(user_id, block)
+                except NotFoundError:
+                    unknown.append(user_id)
+            if unknown:
+                raise NotFoundError(f"{len(unknown)} account(s) unknown on the ENT: {', '.join(unknown[:5])}")
 
     def force_change_password(self, user_id: str) -> None:
         self.http.request("POST", "/auth/forceChangePassword", json={"userId": user_id}, retry=SINGLE)
@@ -167,11 +204,21 @@ class EdificeDriver:
         self.http.request("POST", "/auth/erasePassword", json={"userId": user_id}, retry=SINGLE)
 
     def renewal_code(self, login: str) -> str:
-        """A one-time code for the legitimate user (``POST /auth/generatePasswordRenewalCode``)."""
-        body = self.http.request(
-            "POST", "/auth/generatePasswordRenewalCode", data={"login": login}, retry=SINGLE
-        ).json()
-        return str(body["renewalCode"])
+        """A one-time code for the legitimate user (``POST /auth/generatePasswordRenewalCode``).
+
+        ``login`` must be the original login, not an alias; the platform answers 500 when no activated,
+        non-federated account has exactly that login."""
+        response = self.http.request(
+            "POST", "/auth/generatePasswordRenewalCode", data={"login": login}, retry=SINGLE, allow=(500,)
+        )
+        if response.status_code == 500:
+            raise NotFoundError(
+                f"the ENT has no activated local account with login {login!r} for a renewal code",
+                method="POST",
+                path="/auth/generatePasswordRenewalCode",
+                status=500,
+            )
+        return str(response.json()["renewalCode"])
 
     def block_profile(self, structure_id: str, profile: str, block: bool) -> None:
         """``PUT /directory/structure/:id/profile/block``: every user of that profile in the school."""
@@ -181,11 +228,9 @@ class EdificeDriver:
             json={"profile": profile, "block": block},
         )
 
-    def block_traces(self, structure_id: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.http.request(
-            "GET", f"/admin/api/block/traces/{structure_id}"
-        ).json()
-        return rows
+    def block_traces(self, structure_id: str) -> list[BlockTrace]:
+        rows = self.http.request("GET", f"/admin/api/block/traces/{structure_id}").json()
+        return sorted((parse_block_trace(r) for r in rows), key=lambda t: t.created)
 
     # -- messaging levers (edifice-api.md §2) --------------------------------------------------------
 
@@ -271,12 +316,13 @@ class EdificeDriver:
         response = self.http.request(
             "GET",
             f"/infra/v2/event/list/events/{epoch_ms}",
-            params={
-                "duration": duration_ms,
-                "skip-synced": "false",
-                "event-types": ",".join(types),
-                "sorted": "true",
-            },
+            # event-types is repeated, one type a value: a comma list would match no event.
+            params=[
+                ("duration", duration_ms),
+                ("skip-synced", "false"),
+                ("sorted", "true"),
+                *(("event-types", t) for t in types),
+            ],
         )
         return response.json(), response.headers.get("X-HAS-MORE", "false").lower() == "true"
 
@@ -295,6 +341,42 @@ class EdificeDriver:
                 "endDate": (now + timedelta(days=2)).isoformat(),
             },
         )
+
+    # -- health ------------------------------------------------------------------------------------
+
+    @classmethod
+    def reach(cls, profile: Profile, rounds: int = 3) -> Reach:
+        """Time the login page without logging in, and say what it is: the login form, the platform's
+        "too many of you today" page (its session limit is reached), or something that is not Edifice."""
+        http = cls.client(profile, RetryPolicy(attempts=1))
+        times: list[float] = []
+        page = ""
+        for _ in range(rounds):
+            started = time.perf_counter()
+            response = http.request("GET", "/auth/login", allow=(200, 302, 401, 404), auth=False)
+            times.append((time.perf_counter() - started) * 1000)
+            page = response.text if response.status_code == 200 else ""
+        return Reach(times_ms=times, page=_login_page_kind(page))
+
+    def health(self, rounds: int = 5) -> list[RouteHealth]:
+        """Response times of a few cheap routes, anonymous and authenticated, for the audit."""
+        routes = (
+            ("GET", "/auth/login", False),
+            ("GET", "/auth/oauth2/userinfo", True),
+            ("GET", "/directory/structure/admin/list", True),
+        )
+        out = []
+        for method, path, auth in routes:
+            sample = RouteHealth(f"{method} {path}")
+            for _ in range(rounds):
+                started = time.perf_counter()
+                try:
+                    self.http.request(method, path, auth=auth, allow=(200, 302, 401), retry=_PROBE)
+                except PcnError:
+                    sample.errors += 1
+                sample.times_ms.append((time.perf_counter() - started) * 1000)
+            out.append(sample)
+        return out
 
     # -- capabilities --------------------------------------------------------------------------------
 
@@ -338,6 +420,36 @@ class EdificeDriver:
         if status is not None:
             caps.append(_verdict("communication.verify", status, "check who can message whom"))
         return caps
+
+
+def _login_page_kind(html: str) -> str:
+    if not html:
+        return "none"
+    if "tooload" in html or "très nombreux aujourd" in html:
+        return "saturated"
+    if "/auth/login" in html or 'name="password"' in html:
+        return "login"
+    return "foreign"
+
+
+_GENERATED_LOGIN = re.compile(r"^([a-z0-9_]+)\.([a-z0-9_]*[a-z_])(\d*)$")
+
+
+def login_name_guess(login: str) -> tuple[str, str] | None:
+    """(first name, last name) search terms from a generated ``prenom.nom[N]`` login, else None."""
+    match = _GENERATED_LOGIN.match(login)
+    if match is None:
+        return None
+    return match.group(1).replace("_", ""), match.group(2).replace("_", "")
+
+
+def _pick_login(rows: Iterable[dict[str, Any]], wanted: str) -> dict[str, Any] | None:
+    """The row whose original login or alias is ``wanted`` (case-insensitive)."""
+    for row in rows:
+        names = {str(row.get(k) or "").lower() for k in ("login", "originalLogin", "loginAlias")}
+        if wanted in names:
+            return row
+    return None
 
 
 def _verdict(name: str, status: int, what: str, ok: tuple[int, ...] = (200, 204)) -> Capability:

@@ -1,219 +1,261 @@
 """The lab's account routes: block/unblock (dropping sessions), passwords, renewal codes, profile blocks.
 
-Rights as on Edifice (edifice-api.md §5, §2.4): ``PUT /auth/block/:userId`` is ADMC, or ADML of one of the
+Each handler names its contract (``tests/contracts/auth/*.yaml``, ``directory/profile-block``,
+``admin/block-traces``). Rights as on Edifice: ``PUT /auth/block/:userId`` is ADMC, or ADML of one of the
 user's schools, never on an ADMC; ``PUT /auth/users/block`` and the mass renewal route are ADMC in
 practice; ``forceChangePassword`` and ``erasePassword`` are AdminFilter routes that do **not** check the
-ADML's scope (which is why pcnctl checks it client-side). Blocking drops every session and token at once.
+ADML's scope (which is why pcnctl checks it client-side). Unknown ids are answered as the platform does:
+400 for a block, 200 for the password routes, a code anyway from the mass renewal route.
 """
 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
 
+ROUTES = Module("accounts")
 _AUTH = "org.entcore.auth.controllers.AuthController|"
-_CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
-def register(router: Router, app: LabApp) -> None:
-    store = app.store
+def _caller(req: Request) -> str:
+    if req.user is not None:
+        return str(req.user["login"])
+    return f"service:{req.session['client_id'] if req.session is not None else '?'}"
 
-    def caller(req: Request) -> str:
-        if req.user is not None:
-            return str(req.user["login"])
-        return f"service:{req.session['client_id'] if req.session is not None else '?'}"
 
-    def user_or_404(user_id: str) -> Any:
-        user = store.one("SELECT * FROM users WHERE id = ?", user_id)
-        if user is None:
-            raise HttpError(404, {"error": "user.not.found"})
-        return user
+def _require_user_admin(app: LabApp, req: Request, user_id: str) -> None:
+    """AuthResourcesProvider: ADMC; ADML of one of the user's schools; never an ADML on an ADMC."""
+    if app.is_service(req):
+        return
+    assert req.user is not None
+    if app.is_admc(req.user["id"]):
+        return
+    scope = app.adml_scope(req.user["id"])
+    schools = {
+        r["structure_id"]
+        for r in app.store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", user_id)
+    }
+    if not scope or not schools & scope or app.is_admc(user_id):
+        raise unauthorized()
 
-    def require_user_admin(req: Request, user_id: str) -> None:
-        """AuthResourcesProvider: ADMC; ADML of one of the user's schools; never an ADML on an ADMC."""
-        if app.is_service(req):
-            return
-        assert req.user is not None
-        if app.is_admc(req.user["id"]):
-            return
-        scope = app.adml_scope(req.user["id"])
-        schools = {
-            r["structure_id"]
-            for r in store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", user_id)
-        }
-        if not scope or not schools & scope or app.is_admc(user_id):
-            raise unauthorized()
 
-    def set_blocked(user_id: str, block: bool, who: str) -> None:
-        with store.transaction() as db:
-            db.execute("UPDATE users SET blocked = ? WHERE id = ?", (1 if block else 0, user_id))
-            if block:  # Edifice drops sessions, OAuth tokens and CAS tickets at once
-                db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-            db.execute(
-                "INSERT INTO account_log(user_id, action, caller, at) VALUES (?,?,?,?)",
-                (user_id, "block" if block else "unblock", who, time.time()),
-            )
-
-    def block_flag(req: Request) -> bool:
-        if not req.body:
-            return True
-        body = req.json()
-        value = body.get("block", True) if isinstance(body, dict) else True
-        if not isinstance(value, bool):
-            raise HttpError(400, {"error": "invalid.block"})
-        return value
-
-    @router.route("PUT", "/auth/block/:userId", action=_AUTH + "blockUser")
-    def block_user(req: Request) -> Response:
-        user_id = req.params["userId"]
-        user_or_404(user_id)
-        require_user_admin(req, user_id)
-        set_blocked(user_id, block_flag(req), caller(req))
-        return Response.empty(200)
-
-    @router.route("PUT", "/auth/users/block", action=_AUTH + "blockUsers")
-    def block_users(req: Request) -> Response:
-        body = req.json()
-        ids = body.get("users") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise HttpError(400, {"error": "invalid.users"})
-        if not app.is_service(req):
-            app.require_admc(req)  # non-ADMC callers must teach a class holding every user: ADML gets 401
-        block = body.get("block", True)
-        for user_id in ids:
-            if store.one("SELECT 1 FROM users WHERE id = ?", user_id) is not None:
-                set_blocked(user_id, bool(block), caller(req))
-        return Response.empty(200)
-
-    @router.route("POST", "/auth/forceChangePassword", action=_AUTH + "forceChangePassword")
-    def force_change(req: Request) -> Response:
-        app.require_admin(req)  # AdminFilter: any ADML, any user (no scope check on the platform)
-        user_id = str(req.json().get("userId") or "")
-        user_or_404(user_id)
-        store.execute("UPDATE users SET change_pw = 1 WHERE id = ?", user_id)
-        store.execute(
-            "INSERT INTO account_log(user_id, action, caller, at) VALUES (?,?,?,?)",
-            user_id,
-            "force-change",
-            caller(req),
-            time.time(),
-        )
-        return Response.json({})
-
-    @router.route("POST", "/auth/erasePassword", action=_AUTH + "erasePassword")
-    def erase(req: Request) -> Response:
-        app.require_admin(req)
-        user_id = str(req.json().get("userId") or "")
-        user_or_404(user_id)
-        store.execute("UPDATE users SET password = 'ERASED' WHERE id = ?", user_id)
-        store.execute(
-            "INSERT INTO account_log(user_id, action, caller, at) VALUES (?,?,?,?)",
-            user_id,
-            "erase",
-            caller(req),
-            time.time(),
-        )
-        return Response.json({"status": "OK", "result": "User's password erased successfully"})
-
-    def new_code(user_id: str, who: str) -> str:
-        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
-        store.execute("INSERT INTO renewal_codes VALUES (?,?,?)", user_id, code, time.time())
-        store.execute(
-            "INSERT INTO account_log(user_id, action, caller, at) VALUES (?,?,?,?)",
-            user_id,
-            "renewal-code",
-            who,
-            time.time(),
-        )
-        return code
-
-    @router.route("POST", "/auth/generatePasswordRenewalCode", action=_AUTH + "generatePasswordRenewalCode")
-    def renewal_code(req: Request) -> Response:
-        login = req.form().get("login", "")
-        user = store.one("SELECT * FROM users WHERE lower(login) = lower(?)", login)
-        if user is None:
-            raise HttpError(404, {"error": "user.not.found"})
-        require_user_admin(req, user["id"])
-        return Response.json({"renewalCode": new_code(user["id"], caller(req))})
-
-    @router.route("POST", "/auth/massGeneratePasswordRenewalCode", action=_AUTH + "massGenerateResetCode")
-    def mass_renewal(req: Request) -> Response:
-        if not app.is_service(req):
-            app.require_admc(req)
-        ids = req.json().get("users")
-        if not isinstance(ids, list):
-            raise HttpError(400, {"error": "invalid.users"})
-        now = int(time.time() * 1000)
-        out = {}
-        for user_id in ids:
-            if store.one("SELECT 1 FROM users WHERE id = ?", user_id) is not None:
-                out[user_id] = {"code": new_code(user_id, caller(req)), "date": now}
-        return Response.json(out)
-
-    @router.route("PUT", "/directory/structure/:id/profile/block", mfa=True)
-    def block_profile(req: Request) -> Response:
-        sid = req.params["id"]
-        if store.one("SELECT 1 FROM structures WHERE id = ?", sid) is None:
-            raise unauthorized()
-        app.require_structure(req, sid)
-        body = req.json()
-        profile, block = body.get("profile"), body.get("block", True)
-        if not isinstance(profile, str) or not isinstance(block, bool):
-            raise HttpError(400, {"error": "invalid.body"})
-        caller_is_admc = req.user is not None and app.is_admc(req.user["id"])
-        rows = store.all(
-            "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
-            " WHERE us.structure_id = ? AND u.profile = ?",
-            sid,
-            profile,
-        )
-        targets = [r["id"] for r in rows if caller_is_admc or not app.is_admc(r["id"])]
-        for user_id in targets:
-            set_blocked(user_id, block, caller(req))
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        assert req.user is not None
-        store.execute(
-            "INSERT INTO block_traces VALUES (?,?,?,?,?,?,?)",
-            str(uuid.uuid4()),
-            "BLOCK" if block else "UNBLOCK",
-            profile,
-            sid,
-            now,
-            req.user["id"],
-            req.user["display_name"],
-        )
-        return Response.empty(204)
-
-    @router.route(
-        "GET",
-        "/admin/api/block/traces/:structureId",
-        mfa=True,
-        action="org.entcore.admin.controllers.BlockProfileTraceController|listBlockProfileTraces",
+def _log(db: sqlite3.Connection, user_id: str, action: str, who: str) -> None:
+    db.execute(
+        "INSERT INTO account_log(user_id, action, caller, at) VALUES (?,?,?,?)",
+        (user_id, action, who, time.time()),
     )
-    def traces(req: Request) -> Response:
-        app.require_admin(req)  # AdminFilter
-        rows = store.all(
-            "SELECT * FROM block_traces WHERE structure_id = ? ORDER BY created", req.params["structureId"]
-        )
-        return Response.json(
-            [
-                {
-                    "_id": r["id"],
-                    "action": r["action"],
-                    "profile": r["profile"],
-                    "structureId": r["structure_id"],
-                    "created": r["created"],
-                    "modified": r["created"],
-                    "owner": {"userId": r["owner_id"], "displayName": r["owner_name"]},
-                }
-                for r in rows
-            ]
-        )
+
+
+def _set_blocked(app: LabApp, user_id: str, block: bool, who: str, *, drop_sessions: bool = True) -> None:
+    with app.store.transaction() as db:
+        db.execute("UPDATE users SET blocked = ? WHERE id = ?", (1 if block else 0, user_id))
+        if block and drop_sessions:  # Edifice drops sessions, OAuth tokens and CAS tickets at once
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+        _log(db, user_id, "block" if block else "unblock", who)
+
+
+def _block_flag(req: Request) -> bool:
+    if not req.body:
+        return True
+    body = req.json()
+    value = body.get("block", True) if isinstance(body, dict) else True
+    if not isinstance(value, bool):
+        raise HttpError(400, {"error": "invalid.block"})
+    return value
+
+
+def _exists(app: LabApp, user_id: str) -> bool:
+    return app.store.one("SELECT 1 FROM users WHERE id = ?", user_id) is not None
+
+
+# -- blocks -----------------------------------------------------------------------------------------------
+
+
+@ROUTES.route("PUT", "/auth/block/:userId", contract="auth/block-user", action=_AUTH + "blockUser")
+def block_user(app: LabApp, req: Request) -> Response:
+    user_id = req.params["userId"]
+    if not _exists(app, user_id):
+        return Response.empty(400)
+    _require_user_admin(app, req, user_id)
+    _set_blocked(app, user_id, _block_flag(req), _caller(req))
+    return Response.empty(200)
+
+
+@ROUTES.route("PUT", "/auth/users/block", contract="auth/users-block", action=_AUTH + "blockUsers")
+def block_users(app: LabApp, req: Request) -> Response:
+    """Block many; with an unknown id among them the known ones are blocked but keep their sessions."""
+    body = req.json()
+    ids = body.get("users") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise unauthorized()
+    if not app.is_service(req):
+        app.require_admc(req)  # non-ADMC callers must teach a class holding every user: ADML gets 401
+    block = bool(body.get("block", True))
+    known = [i for i in ids if _exists(app, i)]
+    complete = len(known) == len(ids)
+    for user_id in known:
+        _set_blocked(app, user_id, block, _caller(req), drop_sessions=complete)
+    return Response.empty(200 if complete else 400)
+
+
+@ROUTES.route("PUT", "/directory/structure/:id/profile/block", contract="directory/profile-block", mfa=True)
+def block_profile(app: LabApp, req: Request) -> Response:
+    sid = req.params["id"]
+    if app.store.one("SELECT 1 FROM structures WHERE id = ?", sid) is None:
+        raise unauthorized()
+    app.require_structure(req, sid)
+    body = req.json()
+    profile, block = body.get("profile"), body.get("block", True)
+    if not isinstance(profile, str) or not isinstance(block, bool):
+        raise HttpError(400, {"error": "invalid.body"})
+    caller_is_admc = req.user is not None and app.is_admc(req.user["id"])
+    rows = app.store.all(
+        "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
+        " WHERE us.structure_id = ? AND u.profile = ?",
+        sid,
+        profile,
+    )
+    for row in rows:
+        if caller_is_admc or not app.is_admc(row["id"]):
+            _set_blocked(app, row["id"], block, _caller(req))
+    assert req.user is not None
+    app.store.execute(
+        "INSERT INTO block_traces VALUES (?,?,?,?,?,?,?)",
+        str(uuid.uuid4()),
+        "BLOCK" if block else "UNBLOCK",
+        profile,
+        sid,
+        str(int(time.time() * 1000)),
+        req.user["id"],
+        req.user["display_name"],
+    )
+    return Response.empty(204)
+
+
+@ROUTES.route(
+    "GET",
+    "/admin/api/block/traces/:structureId",
+    contract="admin/block-traces",
+    mfa=True,
+    action="org.entcore.admin.controllers.BlockProfileTraceController|listBlockProfileTraces",
+)
+def traces(app: LabApp, req: Request) -> Response:
+    """Profile-block traces, dates as MongoDB gives them: ``{"$date": epoch ms}``."""
+    app.require_admin(req)  # AdminFilter
+    rows = app.store.all(
+        "SELECT * FROM block_traces WHERE structure_id = ? ORDER BY rowid", req.params["structureId"]
+    )
+    return Response.json(
+        [
+            {
+                "_id": r["id"],
+                "action": r["action"],
+                "profile": r["profile"],
+                "structureId": r["structure_id"],
+                "created": {"$date": int(r["created"])},
+                "modified": {"$date": int(r["created"])},
+                "owner": {"userId": r["owner_id"], "displayName": r["owner_name"]},
+            }
+            for r in rows
+        ]
+    )
+
+
+# -- passwords --------------------------------------------------------------------------------------------
+
+
+def _user_id(req: Request) -> str:
+    user_id = str(req.json().get("userId") or "").strip()
+    if not user_id:
+        raise HttpError(400)
+    return user_id
+
+
+@ROUTES.route(
+    "POST",
+    "/auth/forceChangePassword",
+    contract="auth/force-change-password",
+    action=_AUTH + "forceChangePassword",
+)
+def force_change(app: LabApp, req: Request) -> Response:
+    app.require_admin(req)  # AdminFilter: any ADML, any user (no scope check on the platform)
+    user_id = _user_id(req)
+    if _exists(app, user_id):
+        with app.store.transaction() as db:
+            db.execute("UPDATE users SET change_pw = 1 WHERE id = ?", (user_id,))
+            _log(db, user_id, "force-change", _caller(req))
+    return Response.json({})
+
+
+@ROUTES.route("POST", "/auth/erasePassword", contract="auth/erase-password", action=_AUTH + "erasePassword")
+def erase(app: LabApp, req: Request) -> Response:
+    app.require_admin(req)
+    user_id = _user_id(req)
+    if not _exists(app, user_id):
+        return Response.json({"status": "OK", "result": "Failed to erase user's password: user not found"})
+    with app.store.transaction() as db:
+        db.execute("UPDATE users SET password = 'ERASED' WHERE id = ?", (user_id,))
+        _log(db, user_id, "erase", _caller(req))
+    return Response.json({"status": "OK", "result": "User's password erased successfully"})
+
+
+# -- renewal codes ----------------------------------------------------------------------------------------
+
+
+def _new_code(app: LabApp, user_id: str, who: str) -> str:
+    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+    with app.store.transaction() as db:
+        db.execute("DELETE FROM renewal_codes WHERE user_id = ?", (user_id,))  # a new code replaces the last
+        db.execute("INSERT INTO renewal_codes VALUES (?,?,?)", (user_id, code, time.time()))
+        _log(db, user_id, "renewal-code", who)
+    return code
+
+
+@ROUTES.route(
+    "POST",
+    "/auth/generatePasswordRenewalCode",
+    contract="auth/renewal-code",
+    action=_AUTH + "generatePasswordRenewalCode",
+)
+def renewal_code(app: LabApp, req: Request) -> Response:
+    """A code for the account whose original login is exactly ``login`` (no alias, case-sensitive)."""
+    login = req.form().get("login", "")
+    if not login:
+        raise HttpError(400, {"error": "login required"})
+    user = app.store.one("SELECT * FROM users WHERE login = ?", login)
+    if user is None:
+        return Response(500, b"", {"Content-Type": "application/json"})
+    _require_user_admin(app, req, user["id"])
+    return Response.json({"renewalCode": _new_code(app, user["id"], _caller(req))})
+
+
+@ROUTES.route(
+    "POST",
+    "/auth/massGeneratePasswordRenewalCode",
+    contract="auth/mass-renewal-code",
+    action=_AUTH + "massGeneratePasswordRenewalCode",
+)
+def mass_renewal(app: LabApp, req: Request) -> Response:
+    """A code per id sent; an unknown id gets one too (stored nowhere), as on the platform."""
+    if not app.is_service(req):
+        app.require_admc(req)
+    ids = req.json().get("users")
+    if not isinstance(ids, list):
+        raise HttpError(400, {"error": "invalid.users"})
+    now = int(time.time() * 1000)
+    out = {}
+    for user_id in ids:
+        if _exists(app, user_id):
+            out[user_id] = {"code": _new_code(app, user_id, _caller(req)), "date": now}
+        else:
+            out[user_id] = {"code": "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8)), "date": now}
+    return Response.json(out)

@@ -6,12 +6,21 @@ import json
 import math
 import random
 import secrets
+import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pcnctl.lab import account_routes, auth_routes, conversation_routes, directory_routes, messaging_routes
+from pcnctl.lab import (
+    account_routes,
+    auth_routes,
+    conversation_routes,
+    directory_routes,
+    infra_routes,
+    messaging_routes,
+)
 from pcnctl.lab.store import Store
 from pcnctl.lab.web import (
     WRITE_METHODS,
@@ -24,6 +33,9 @@ from pcnctl.lab.web import (
     unauthorized,
 )
 
+# Modules whose configuration leaves the anti-CSRF filter off (no csrf-token key in their template).
+_NO_CSRF_MODULES = frozenset({"admin", "timeline"})
+
 
 @dataclass
 class Knobs:
@@ -32,8 +44,12 @@ class Knobs:
     latency_ms: float = 0.0
     capacity: float = 0.0  # requests per second; 0 = unlimited
     fail_rate: float = 0.0  # fraction of API requests answered 500
-    sessions_limit: int = 0  # live sessions; 0 = unlimited (above it logins get 509 quota_overflow)
+    # Live sessions; 0 = unlimited. At the limit the login page is the "too many" page and the token
+    # endpoint answers 509 quota_overflow (the cookie form itself does not check it, as on the platform).
+    sessions_limit: int = 0
     fail_match: str = ""  # requests whose path contains this always get 500 (targeted faults for tests)
+    # The platform's loginUri: where an expired session is sent (an SSO portal); empty = /auth/login.
+    login_uri: str = ""
 
 
 class RateGate:
@@ -67,10 +83,10 @@ class LabApp:
         self.faults = random.Random(0)
         self.counters: dict[str, int] = {"requests": 0, "throttled": 0, "faults": 0}
         self.router = Router()
-        auth_routes.register(self.router, self)
-        directory_routes.register(self.router, self)
-        directory_routes.register_groups(self.router, self)
-        account_routes.register(self.router, self)
+        self.router.mount(auth_routes.ROUTES, self)
+        self.router.mount(directory_routes.ROUTES, self)
+        self.router.mount(account_routes.ROUTES, self)
+        self.router.mount(infra_routes.ROUTES, self)
         messaging_routes.register(self.router, self)
         conversation_routes.register(self.router, self)
 
@@ -105,9 +121,9 @@ class LabApp:
         if route.access == "public":
             self._load_session(req, required=False)
             return route.handler(req)
-        bearer = self._load_session(req, required=True)
-        if isinstance(bearer, Response):
-            return bearer
+        missing = self._load_session(req, required=True)
+        if missing is not None:
+            return missing
         session = req.session
         assert session is not None
         if session["user_id"] is None:
@@ -118,18 +134,21 @@ class LabApp:
             return route.handler(req)
         if session["kind"] == "token":
             module = req.path.strip("/").split("/")[0]
-            if module not in (session["scope"] or "").split():
-                raise unauthorized()
-        if (
-            route.mfa
-            and session["kind"] == "cookie"
-            and not session["mfa"]
-            and self.is_admin(session["user_id"])
-        ):
-            return mfa_redirect(req)
-        csrf_needed = session["kind"] == "cookie" and req.method in WRITE_METHODS and route.csrf
+            scopes = (session["scope"] or "").split()
+            userinfo = req.path == "/auth/oauth2/userinfo" and "userinfo" in scopes
+            if module not in scopes and not userinfo:
+                return login_redirect(req, self.knobs.login_uri)  # the platform treats it as no session
+        if route.mfa and not session["mfa"] and self.is_admin(session["user_id"]):
+            return mfa_redirect(req)  # cookie sessions and user tokens alike
+        module = req.path.strip("/").split("/")[0]
+        csrf_needed = (
+            session["kind"] == "cookie"
+            and req.method in WRITE_METHODS
+            and route.csrf
+            and module not in _NO_CSRF_MODULES
+        )
         if csrf_needed and (not session["xsrf"] or req.headers.get("x-xsrf-token") != session["xsrf"]):
-            raise HttpError(403, {"error": "csrf"})
+            raise HttpError(403, {"error": "invalid.xsrf.token"})
         return route.handler(req)
 
     def _load_session(self, req: Request, *, required: bool) -> Response | None:
@@ -138,11 +157,8 @@ class LabApp:
         if token:
             row = self.store.one("SELECT * FROM sessions WHERE id = ? AND kind = 'token'", token)
             if row is None:
-                if required:
-                    raise HttpError(
-                        401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-                    )
-                return None
+                # An unknown or expired token is no session: the platform redirects to its login page.
+                return login_redirect(req, self.knobs.login_uri) if required else None
         else:
             sid = req.cookies.get("oneSessionId")
             row = (
@@ -151,21 +167,15 @@ class LabApp:
                 else None
             )
             if row is None:
-                return login_redirect(req) if required else None
+                return login_redirect(req, self.knobs.login_uri) if required else None
         req.session = row
         if row["user_id"] is not None:
             req.user = self.store.one("SELECT * FROM users WHERE id = ?", row["user_id"])
             if req.user is None or req.user["blocked"]:
                 req.session = req.user = None
                 if required:
-                    return login_redirect(req) if not token else self._invalid_token()
+                    return login_redirect(req, self.knobs.login_uri)
         return None
-
-    @staticmethod
-    def _invalid_token() -> Response:
-        return HttpError(
-            401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        ).response()
 
     # -- rights helpers (Edifice filters) ------------------------------------------------------------
 
@@ -213,12 +223,18 @@ class LabApp:
         if not self.is_admc(req.user["id"]):
             raise unauthorized()
 
-    def new_session(
-        self, user_id: str | None, kind: str, client_id: str | None = None, scope: str | None = None
-    ) -> str:
+    def over_session_limit(self) -> bool:
+        """The platform's sessions-limit: at the knob's count, its login page and token endpoint refuse."""
         limit = self.knobs.sessions_limit
-        if limit and self.store.get("SELECT count(*) n FROM sessions")["n"] >= limit:
-            raise HttpError(509, {"error": "quota_overflow"})
+        return bool(limit) and self.store.get("SELECT count(*) n FROM sessions")["n"] >= limit
+
+    def new_session(
+        self,
+        user_id: str | None,
+        kind: str,
+        client_id: str | None = None,
+        scope: str | None = None,
+    ) -> str:
         sid = secrets.token_urlsafe(24)
         xsrf = secrets.token_urlsafe(16) if kind == "cookie" else None
         # Workflow rights are computed once, at login, and cached in the session (as AuthManager does).
@@ -236,6 +252,29 @@ class LabApp:
             actions,
         )
         return sid
+
+    def record_login(self, req: Request, user: sqlite3.Row, client_id: str | None = None) -> None:
+        """The auth module's ``LOGIN`` event: who, from which address and user agent."""
+        structures = [
+            r["structure_id"]
+            for r in self.store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", user["id"])
+        ]
+        ip = (req.headers.get("x-forwarded-for") or "127.0.0.1").split(",")[0].strip()
+        self.store.execute(
+            "INSERT INTO events(id, event_type, module, resource_type, user_id, profil, structures, date, ip,"
+            " ua, session_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            str(uuid.uuid4()),
+            "LOGIN",
+            client_id or "Auth",  # a token login is recorded under the OAuth2 client's name
+            None,
+            user["id"],
+            user["profile"],
+            json.dumps(structures),
+            int(time.time() * 1000),
+            ip,
+            req.headers.get("user-agent", ""),
+            None,
+        )
 
     # -- control (tests, drills, benchmarks) ----------------------------------------------------------
 

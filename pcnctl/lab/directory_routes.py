@@ -1,196 +1,428 @@
-"""The lab's ``/directory`` module: structures and users, with the rights of the real filters."""
+"""The lab's ``/directory`` module: structures, users and groups, in the platform's shapes and rights.
+
+Each handler names its contract (``tests/contracts/directory/*.yaml``), which says what the platform answers
+and where in its source that was read. The shapes differ per route on purpose: the platform's queries
+differ (see :mod:`pcnctl.edifice.shapes`).
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
+from pcnctl.lab.seed import search_field
+from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
 
 _CTRL = "org.entcore.directory.controllers."
+ROUTES = Module("directory")
 
 
-def register(router: Router, app: LabApp) -> None:
-    store = app.store
+# -- reading the lab's tables --------------------------------------------------------------------------
 
-    def user_rows(where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        rows = store.all(
-            "SELECT u.*, group_concat(s.id || '|' || s.name, char(31)) AS structs"
-            " FROM users u JOIN user_structures us ON us.user_id = u.id"
-            " JOIN structures s ON s.id = us.structure_id"
-            f" WHERE {where} GROUP BY u.id ORDER BY u.last_name, u.first_name, u.login",
-            *args,
-        )
-        functions: dict[str, list[str]] = {}
-        ids = [r["id"] for r in rows]
-        if ids:
-            for f in store.all(
-                f"SELECT user_id, code FROM functions WHERE user_id IN ({','.join('?' * len(ids))})", *ids
-            ):
-                functions.setdefault(f["user_id"], []).append(f["code"])
-        out = []
-        for r in rows:
-            structures = [
-                {"id": s.split("|", 1)[0], "name": s.split("|", 1)[1]}
-                for s in (r["structs"] or "").split("\x1f")
-                if s
-            ]
-            out.append(
-                {
-                    "id": r["id"],
-                    "type": r["profile"],
-                    "profiles": [r["profile"]],
-                    "externalId": f"EXT-{r['id'][:8]}",
-                    "login": r["login"],
-                    "firstName": r["first_name"],
-                    "lastName": r["last_name"],
-                    "displayName": r["display_name"],
-                    "blocked": bool(r["blocked"]),
-                    "creationDate": r["created"],
-                    "lastLogin": r["last_login"],
-                    "email": r["email"],
-                    "source": "AAF",
-                    "structures": structures,
-                    "functions": sorted(set(functions.get(r["id"], []))),
-                }
-            )
-        return out
 
-    @router.route("GET", "/directory/structure/admin/list")
-    def structure_admin_list(req: Request) -> Response:
+def _users(app: LabApp, where: str, args: tuple[Any, ...], order: str) -> list[sqlite3.Row]:
+    return app.store.all(f"SELECT u.* FROM users u WHERE {where} ORDER BY {order}", *args)
+
+
+def _structures_of(app: LabApp, ids: list[str]) -> dict[str, list[sqlite3.Row]]:
+    out: dict[str, list[sqlite3.Row]] = {i: [] for i in ids}
+    for chunk in _chunks(ids):
+        for row in app.store.all(
+            "SELECT us.user_id, s.* FROM user_structures us JOIN structures s ON s.id = us.structure_id"
+            f" WHERE us.user_id IN ({','.join('?' * len(chunk))}) ORDER BY s.name",
+            *chunk,
+        ):
+            out[row["user_id"]].append(row)
+    return out
+
+
+def _functions_of(app: LabApp, ids: list[str]) -> dict[str, list[list[Any]]]:
+    """``[code, scope]`` pairs per user, scope the structure ids of an ADML (the platform's HAS_FUNCTION)."""
+    scopes: dict[str, dict[str, list[str]]] = {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for f in app.store.all(
+            f"SELECT user_id, code, structure_id FROM functions WHERE user_id IN ({marks})", *chunk
+        ):
+            held = scopes.setdefault(f["user_id"], {}).setdefault(f["code"], [])
+            if f["structure_id"]:
+                held.append(f["structure_id"])
+    return {
+        uid: [[code, sorted(scope) or None] for code, scope in sorted(held.items())]
+        for uid, held in scopes.items()
+    }
+
+
+def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _blocked(row: sqlite3.Row) -> bool | None:
+    """The node's ``blocked`` property: absent (null) until an administrator set it."""
+    return None if row["blocked"] is None else bool(row["blocked"])
+
+
+def _external_id(row: sqlite3.Row) -> str:
+    return f"EXT-{row['id'][:8]}"
+
+
+def _hide_admc(app: LabApp, req: Request) -> bool:
+    """Non-ADMC callers do not see ADMC accounts in listings (the platform's EXCLUDE_ADMC filter)."""
+    return not app.is_service(req) and req.user is not None and not app.is_admc(req.user["id"])
+
+
+# -- structures ---------------------------------------------------------------------------------------
+
+
+@ROUTES.route("GET", "/directory/structure/admin/list", contract="directory/structure-admin-list")
+def structure_admin_list(app: LabApp, req: Request) -> Response:
+    """The structures an admin manages (an ADML with an empty scope would get them all)."""
+    scope = app.require_admin(req)
+    rows = app.store.all("SELECT * FROM structures ORDER BY name")
+    return Response.json(
+        [
+            {
+                "id": s["id"],
+                "UAI": s["uai"],
+                "name": s["name"],
+                "externalId": s["external_id"],
+                "timetable": None,
+                "punctualTimetable": None,
+                "hasApp": True,
+                "ignoreMFA": False,
+                "levelsOfEducation": [int(s["levels"] or 1)],
+                "distributions": [],
+                "manualName": False,
+                "feederName": s["name"],
+                "source": "AAF",
+                "exports": None,
+                "parents": None,
+            }
+            for s in rows
+            if not scope or s["id"] in scope
+        ]
+    )
+
+
+@ROUTES.route(
+    "GET",
+    "/directory/structures",
+    contract="directory/structures",
+    action=_CTRL + "StructureController|listStructures",
+)
+def structures(app: LabApp, req: Request) -> Response:
+    app.require_admc(req)  # workflow right structure.list.all, held by ADMC only in the lab
+    rows = app.store.all("SELECT * FROM structures ORDER BY name")
+    return Response.json(
+        [
+            {
+                "id": s["id"],
+                "externalId": s["external_id"],
+                "name": s["name"],
+                "UAI": s["uai"],
+                "address": None,
+                "zipCode": s["zip_code"],
+                "city": s["city"],
+                "phone": None,
+                "academy": s["academy"],
+            }
+            for s in rows
+        ]
+    )
+
+
+@ROUTES.route("GET", "/directory/structure/:id/users", contract="directory/structure-users", mfa=True)
+def structure_users(app: LabApp, req: Request) -> Response:
+    """Every user of a structure; ``login`` is the original login here, never the alias."""
+    sid = req.params["id"]
+    if app.store.one("SELECT 1 FROM structures WHERE id = ?", sid) is None:
+        raise unauthorized()
+    app.require_structure(req, sid)
+    rows = _users(
+        app,
+        "u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)",
+        (sid,),
+        "u.last_name, u.first_name",
+    )
+    ids = [r["id"] for r in rows]
+    schools, functions = _structures_of(app, ids), _functions_of(app, ids)
+    if _hide_admc(app, req):
+        rows = [r for r in rows if not any(f[0] == "SUPER_ADMIN" for f in functions.get(r["id"], []))]
+    return Response.json(
+        [
+            {
+                "id": r["id"],
+                "type": r["profile"],
+                "code": None,
+                "login": r["login"],
+                "firstName": r["first_name"],
+                "lastName": r["last_name"],
+                "displayName": r["display_name"],
+                "source": "AAF",
+                "deleteDate": None,
+                "disappearanceDate": None,
+                "blocked": _blocked(r),
+                "creationDate": r["created"],
+                "removedFromStructures": None,
+                "aafFunctions": [],
+                "classes": [],
+                "functionalGroups": [],
+                "manualGroups": [],
+                "functions": functions.get(r["id"], []),
+                "duplicates": [],
+                "structures": [
+                    {"id": s["id"], "name": s["name"], "externalId": s["external_id"]}
+                    for s in schools[r["id"]]
+                ],
+                "userPositions": [],
+            }
+            for r in rows
+        ]
+    )
+
+
+# -- users --------------------------------------------------------------------------------------------
+
+
+def _admin_list_filter(app: LabApp, req: Request) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses of the admin list: structure, profiles, the name/e-mail search, activity, scope."""
+    scope = app.require_admin(req)
+    term = req.arg("searchTerm")
+    if term is not None and len(term.strip()) < 3:
+        raise unauthorized()  # the platform answers a short term with its 401 page
+    where: list[str] = []
+    args: list[Any] = []
+    sid = req.arg("structureId")
+    if sid:
+        # Outside an ADML's scope the query still runs, restricted to its schools: an empty list.
+        where.append("u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)")
+        args.append(sid)
+    else:
+        # No structure: every user attached to one, restricted to the ADML's schools (WB-2077).
+        where.append("u.id IN (SELECT user_id FROM user_structures)")
+    if scope is not None:
+        marks = ",".join("?" * len(scope))
+        where.append(f"u.id IN (SELECT user_id FROM user_structures WHERE structure_id IN ({marks}))")
+        args.extend(sorted(scope))
+    profiles = req.args("profile")
+    if profiles:
+        where.append(f"u.profile IN ({','.join('?' * len(profiles))})")
+        args.extend(profiles)
+    clause = _search_clause(req)
+    if clause is not None:
+        where.append(clause[0])
+        args.extend(clause[1])
+    if req.arg("filterActive") == "inactive":
+        where.append("u.last_login IS NULL")
+    return where, args
+
+
+def _search_clause(req: Request) -> tuple[str, list[str]] | None:
+    """The platform's transversal search: firstName/lastName prefixes, or searchType email/displayName.
+
+    Any other searchType (``login`` included) means no filter at all, as on the platform.
+    """
+    first, last = req.arg("firstName"), req.arg("lastName")
+    if first or last:
+        parts, args = [], []
+        if last:
+            parts.append("u.last_search LIKE ? || '%'")
+            args.append(_term(last))
+        if first:
+            parts.append("u.first_search LIKE ? || '%'")
+            args.append(_term(first))
+        return " AND ".join(parts), args
+    term, kind = req.arg("searchTerm"), req.arg("searchType")
+    if not term:
+        return None
+    if kind == "email":
+        return "lower(replace(coalesce(u.email, ''), ' ', '')) LIKE '%' || ? || '%'", [
+            term.lower().replace(" ", "")
+        ]
+    if kind in ("displayName", "undefined"):
+        return "u.display_search LIKE '%' || ? || '%'", [_term(term)]
+    return None
+
+
+def _term(text: str) -> str:
+    """A search term as the platform normalises it: accents and non-word characters dropped."""
+    return "".join(c for c in search_field(text) if c.isalnum())
+
+
+@ROUTES.route("GET", "/directory/user/admin/list", contract="directory/user-admin-list", mfa=True)
+def user_admin_list(app: LabApp, req: Request) -> Response:
+    """Users matching the filters; without structureId an ADMC gets every user of the platform."""
+    where, args = _admin_list_filter(app, req)
+    rows = _users(app, " AND ".join(where), tuple(args), "u.profile DESC, u.display_name")
+    ids = [r["id"] for r in rows]
+    schools, functions = _structures_of(app, ids), _functions_of(app, ids)
+    if _hide_admc(app, req):
+        rows = [r for r in rows if not any(f[0] == "SUPER_ADMIN" for f in functions.get(r["id"], []))]
+    return Response.json([_admin_row(r, schools[r["id"]], functions.get(r["id"])) for r in rows])
+
+
+def _admin_row(r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] | None) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "type": r["profile"],
+        "externalId": _external_id(r),
+        "code": None,
+        "login": r["login_alias"] or r["login"],
+        "originalLogin": r["login"],
+        "firstName": r["first_name"],
+        "lastName": r["last_name"],
+        "displayName": r["display_name"],
+        "source": "AAF",
+        "attachmentId": None,
+        "birthDate": None,
+        "blocked": _blocked(r),
+        "creationDate": r["created"],
+        "lastLogin": r["last_login"],
+        "email": r["email"],
+        "phone": None,
+        "mobile": None,
+        "zipCode": None,
+        "address": None,
+        "city": None,
+        "country": None,
+        "aafFunctions": [],
+        "structures": [{"id": s["id"], "name": s["name"]} for s in schools],
+        "allClasses": [{"id": None, "name": None}],
+        "functions": functions or [[None, None]],
+        "parents": [],
+        "children": [],
+        "parent1ExternalId": None,
+        "parent2ExternalId": None,
+        "hasClass": False,
+        "chamiloProfile": "PROFS" if r["profile"] == "Teacher" else "ELEVES",
+        "allClassesSubject": [{"name": None}],
+        "birthYear": None,
+        "safeAddress": None,
+    }
+
+
+@ROUTES.route(
+    "GET", "/directory/user/:userId", contract="directory/user-get", action=_CTRL + "UserController|get"
+)
+def get_user(app: LabApp, req: Request) -> Response:
+    """The user node merged with its schools (``structureNodes``); ``type`` is the profile list."""
+    uid = req.params["userId"]
+    row = app.store.one("SELECT * FROM users WHERE id = ?", uid)
+    if row is None:
+        raise HttpError(404, {"error": "not.found"})
+    schools = _structures_of(app, [uid])[uid]
+    if not app.is_service(req) and req.user is not None and req.user["id"] != uid:
         scope = app.require_admin(req)
-        rows = store.all("SELECT * FROM structures ORDER BY name")
-        return Response.json(
-            [
-                {
-                    "id": s["id"],
-                    "UAI": s["uai"],
-                    "name": s["name"],
-                    "externalId": s["external_id"],
-                    "levelsOfEducation": [int(s["levels"] or 1)],
-                    "hasApp": True,
-                    "ignoreMFA": False,
-                    "source": "AAF",
-                    "parents": [],
-                }
-                for s in rows
-                if scope is None or s["id"] in scope
-            ]
-        )
-
-    @router.route("GET", "/directory/structures", action=_CTRL + "StructureController|listStructures")
-    def structures(req: Request) -> Response:
-        app.require_admc(req)  # workflow right structure.list.all, held by ADMC only in the lab
-        rows = store.all("SELECT * FROM structures ORDER BY name")
-        return Response.json(
-            [
-                {
-                    "id": s["id"],
-                    "externalId": s["external_id"],
-                    "name": s["name"],
-                    "UAI": s["uai"],
-                    "address": None,
-                    "zipCode": s["zip_code"],
-                    "city": s["city"],
-                    "academy": s["academy"],
-                }
-                for s in rows
-            ]
-        )
-
-    @router.route("GET", "/directory/structure/:id/users", mfa=True)
-    def structure_users(req: Request) -> Response:
-        sid = req.params["id"]
-        if store.one("SELECT 1 FROM structures WHERE id = ?", sid) is None:
+        if scope is not None and not ({s["id"] for s in schools} & scope):
             raise unauthorized()
+    node: dict[str, Any] = {
+        "id": row["id"],
+        "externalId": _external_id(row),
+        "login": row["login"],
+        "firstName": row["first_name"],
+        "lastName": row["last_name"],
+        "displayName": row["display_name"],
+        "profiles": [row["profile"]],
+        "structures": [s["external_id"] for s in schools],
+        "source": "AAF",
+        "created": row["created"],
+        "lastLogin": row["last_login"],
+        "email": row["email"],
+    }
+    if row["login_alias"]:
+        node["loginAlias"] = row["login_alias"]
+    if row["blocked"] is not None:
+        node["blocked"] = bool(row["blocked"])
+    functions = _functions_of(app, [uid]).get(uid) or [[None, None]]
+    node.update(
+        {
+            "type": [row["profile"]],
+            "structureNodes": [_structure_node(s) for s in schools],
+            "functions": functions,
+            "children": [{"id": None, "displayName": None, "externalId": None}],
+            "parents": [{"id": None, "displayName": None, "externalId": None}],
+            "functionalGroups": [{"id": None, "name": None}],
+            "administrativeStructures": [{"id": None}],
+            "subjectCodes": [],
+            "userPositions": [],
+            "hasTotp": False,
+        }
+    )
+    return Response.json(node)
+
+
+def _structure_node(s: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": s["id"],
+        "externalId": s["external_id"],
+        "name": s["name"],
+        "UAI": s["uai"],
+        "zipCode": s["zip_code"],
+        "city": s["city"],
+        "academy": s["academy"],
+        "source": "AAF",
+    }
+
+
+# -- groups -------------------------------------------------------------------------------------------
+
+
+_GROUP_TYPES = frozenset(
+    {
+        "ProfileGroup",
+        "FunctionalGroup",
+        "ManualGroup",
+        "CommunityGroup",
+        "DeleteGroup",
+        "HTGroup",
+        "DirectionGroup",
+    }
+)
+
+
+@ROUTES.route("GET", "/directory/group/admin/list", contract="directory/group-admin-list", mfa=True)
+def group_admin_list(app: LabApp, req: Request) -> Response:
+    """The groups of a structure (profile groups here), or of the whole platform without structureId."""
+    sid = req.arg("structureId")
+    kind = req.arg("type")
+    if kind and kind not in _GROUP_TYPES:
+        raise HttpError(400, {"error": "invalid.group.type"})
+    if sid:
         app.require_structure(req, sid)
-        rows = user_rows("u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)", (sid,))
-        if not app.is_service(req) and req.user is not None and not app.is_admc(req.user["id"]):
-            rows = [r for r in rows if "SUPER_ADMIN" not in r["functions"]]  # ADMC hidden from non-ADMC
-        return Response.json(rows)
-
-    @router.route("GET", "/directory/user/admin/list", mfa=True)
-    def user_admin_list(req: Request) -> Response:
-        scope = app.require_admin(req)
-        sid = req.arg("structureId")
-        where, args = ["1=1"], []
-        if sid:
-            if scope is not None and sid not in scope:
-                raise unauthorized()
-            where.append("u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)")
-            args.append(sid)
-        elif scope is not None:
-            marks = ",".join("?" * len(scope))
-            where.append(f"u.id IN (SELECT user_id FROM user_structures WHERE structure_id IN ({marks}))")
-            args.extend(sorted(scope))
-        profiles = req.args("profile")
-        if profiles:
-            where.append(f"u.profile IN ({','.join('?' * len(profiles))})")
-            args.extend(profiles)
-        term = req.arg("searchTerm")
-        if term:
-            if len(term) < 3:
-                raise HttpError(400, {"error": "search.term.too.short"})
-            kind = req.arg("searchType", "displayName")
-            column = {
-                "email": "u.email",
-                "login": "u.login",
-                "fullName": "u.first_name || ' ' || u.last_name",
-            }.get(kind or "", "u.display_name")
-            where.append(f"lower({column}) LIKE lower(?)")
-            args.append(f"%{term}%")
-        if req.arg("filterActive") == "inactive":
-            where.append("u.last_login IS NULL")
-        if not sid and scope is None and not profiles and not term:
-            raise HttpError(400, {"error": "missing.filter"})  # the real route refuses an unbounded listing
-        return Response.json(user_rows(" AND ".join(where), tuple(args)))
-
-    @router.route("GET", "/directory/user/:userId", action=_CTRL + "UserController|get")
-    def get_user(req: Request) -> Response:
-        uid = req.params["userId"]
-        rows = user_rows("u.id = ?", (uid,))
-        if not rows:
-            raise HttpError(404, {"error": "user.not.found"})
-        if not app.is_service(req) and req.user is not None and req.user["id"] != uid:
-            scope = app.require_admin(req)
-            if scope is not None and not ({s["id"] for s in rows[0]["structures"]} & scope):
-                raise unauthorized()
-        return Response.json(rows[0])
-
-
-def register_groups(router: Router, app: LabApp) -> None:
-    """``GET /directory/group/admin/list``: the groups of a structure (profile groups here)."""
-    store = app.store
-
-    @router.route("GET", "/directory/group/admin/list", mfa=True)
-    def group_admin_list(req: Request) -> Response:
-        sid = req.arg("structureId")
-        if not sid:
-            raise HttpError(400, {"error": "missing.structureId"})
-        app.require_structure(req, sid)
-        kind = req.arg("type")
-        rows = store.all(
-            "SELECT g.*, (SELECT count(*) FROM users u JOIN user_structures us ON us.user_id = u.id"
-            "  WHERE us.structure_id = g.structure_id AND u.profile = g.profile) AS n"
-            " FROM groups g WHERE g.structure_id = ? ORDER BY g.name",
-            sid,
-        )
-        return Response.json(
-            [
-                {
-                    "id": g["id"],
-                    "name": g["name"],
-                    "displayName": g["name"],
-                    "type": g["type"],
-                    "filter": g["profile"],
-                    "subType": "StructureGroup",
-                    "nbUsers": g["n"],
-                    "internalCommunicationRule": "BOTH" if g["users_dir"] == "BOTH" else "NONE",
-                    "structures": [{"id": sid}],
-                }
-                for g in rows
-                if not kind or g["type"] == kind
-            ]
-        )
+    elif app.require_admin(req) is not None:
+        raise HttpError(400, {"error": "forbidden"})
+    rows = app.store.all(
+        "SELECT g.*, s.name AS structure_name, (SELECT count(*) FROM users u JOIN user_structures us"
+        "  ON us.user_id = u.id WHERE us.structure_id = g.structure_id AND u.profile = g.profile) AS n"
+        " FROM groups g JOIN structures s ON s.id = g.structure_id"
+        f" WHERE {'g.structure_id = ?' if sid else '1=1'} ORDER BY g.name",
+        *([sid] if sid else []),
+    )
+    return Response.json(
+        [
+            {
+                "id": g["id"],
+                "name": g["name"],
+                "displayName": None,
+                "filter": g["profile"],
+                "labels": ["Group", g["type"], "Visible"],
+                "type": g["type"],
+                "internalCommunicationRule": g["users_dir"],
+                "nbUsers": g["n"],
+                "classes": None,
+                "structures": [{"id": g["structure_id"], "name": g["structure_name"]}],
+                "subType": "StructureGroup",
+                "createdAt": None,
+                "createdByName": None,
+                "modifiedAt": None,
+                "modifiedByName": None,
+                "lockDelete": None,
+                "lockCompose": None,
+            }
+            for g in rows
+            if not kind or g["type"] == kind
+        ]
+    )

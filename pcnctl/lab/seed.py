@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ SERVICE_CLIENT_SCOPE = " ".join(
         "org.entcore.directory.controllers.StructureController|listStructures",
         "org.entcore.auth.controllers.AuthController|blockUser",
         "org.entcore.conversation.controllers.ApiController|purgeMessages",
-        "org.entcore.infra.controllers.EventStoreController|listEvents",
+        "org.entcore.infra.controllers.EventStoreController|listEventsPartial",
     ]
 )
 # Default communication rules of a school, as profile group -> profile group edges (a self edge lets the
@@ -121,6 +122,29 @@ USER_CLIENT_SCOPE = "userinfo auth directory conversation appregistry communicat
 def _ascii(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if c.isascii() and (c.isalnum() or c in " -")).lower()
+
+
+def search_field(text: str) -> str:
+    """The directory's search form of a name: no accents, spaces, hyphens or apostrophes, lower case."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(c for c in plain if not c.isspace() and c not in "-'").lower()
+
+
+def search_fields(first: str, last: str) -> tuple[str, str, str]:
+    """(first, last, display name) search fields; the display name's holds both orders of the words."""
+    given, family = search_field(first), search_field(last)
+    return given, family, f"{family}{given} {given}{family}"
+
+
+def generated_login(first: str, last: str, taken: dict[str, int]) -> str:
+    """``prenom.nom`` as the feeder makes it (accents and symbols dropped, 30 characters a part), then
+    ``prenom.nom2``, ``prenom.nom3``... on collision."""
+    parts = [re.sub(r"\W+", "", _ascii(p)).replace("_", "")[:30] for p in (first, last)]
+    base = ".".join(parts)
+    n = taken.get(base, 0) + 1
+    taken[base] = n
+    return base if n == 1 else f"{base}{n}"
 
 
 def _uuid(rng: random.Random) -> str:
@@ -178,13 +202,14 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
     ) -> str:
         first = first or rng.choice(FIRST_NAMES)
         last = last or rng.choice(LAST_NAMES)
-        base = f"{_ascii(first).replace(' ', '')}.{_ascii(last).replace(' ', '')}"
-        n = logins.get(base, 0)
-        logins[base] = n + 1
-        login = base if n == 0 else f"{base}{n}"
+        login = generated_login(first, last, logins)
         user_id = _uuid(rng)
         created = f"20{rng.randrange(18, 24)}-0{rng.randrange(1, 9)}-{rng.randrange(10, 28)}T08:00:00.000Z"
-        users.append((user_id, login, first, last, f"{last.upper()} {first}", profile, created))
+        # About one user in forty chose a login alias (the platform's pattern: [0-9a-z.]+).
+        alias = (
+            f"{search_field(first)[:3]}{search_field(last)}.{user_id[:4]}" if rng.random() < 0.025 else None
+        )
+        users.append((user_id, login, alias, first, last, f"{last.upper()} {first}", profile, created))
         links.extend((user_id, sid) for sid in structure_ids)
         return user_id
 
@@ -205,7 +230,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
 
     # Administrators: one ADMC (platform), and ADMLs over a few schools each.
     admc_id = add_user("Personnel", [structures[0][0]], "Admin", "Central")
-    users[-1] = (*users[-1][:1], ADMC_LOGIN, *users[-1][2:])
+    users[-1] = (users[-1][0], ADMC_LOGIN, None, *users[-1][3:])
     functions: list[tuple[str, str, str | None]] = [(admc_id, "SUPER_ADMIN", None)]
     adml_accounts = []
     for n, chunk in enumerate(
@@ -214,7 +239,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
         sids = [s[0] for s in chunk]
         uid = add_user("Personnel", sids, "Admin", f"Local{n + 1}")
         login = f"adml{n + 1}.pcn"
-        users[-1] = (*users[-1][:1], login, *users[-1][2:])
+        users[-1] = (users[-1][0], login, None, *users[-1][3:])
         functions.extend((uid, "ADMIN_LOCAL", sid) for sid in sids)
         adml_accounts.append({"login": login, "password": user_password, "schools": [s[1] for s in chunk]})
 
@@ -226,7 +251,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             groups.append((ids[profile], sid, profile, f"{name}-{profile}"))
             edges.extend((ids[profile], ids[target]) for target in DEFAULT_RULES[profile])
 
-    student_login = next(u[1] for u in users if u[5] == "Student")
+    student_login = next(u[1] for u in users if u[6] == "Student" and u[2] is None)
     with store.transaction() as db:
         for table in (
             "structures",
@@ -254,9 +279,9 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             db.execute(f"DELETE FROM conversation.{table}")
         db.executemany("INSERT INTO structures VALUES (?,?,?,?,?,?,?,?,?)", structures)
         db.executemany(
-            "INSERT INTO users(id, login, first_name, last_name, display_name, profile, created)"
-            " VALUES (?,?,?,?,?,?,?)",
-            users,
+            "INSERT INTO users(id, login, login_alias, first_name, last_name, display_name, profile, created,"
+            " first_search, last_search, display_search) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(*u, *search_fields(u[3], u[4])) for u in users],
         )
         db.executemany("INSERT INTO user_structures VALUES (?,?)", links)
         db.executemany("INSERT INTO groups(id, structure_id, profile, name) VALUES (?,?,?,?)", groups)

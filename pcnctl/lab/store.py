@@ -19,10 +19,13 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS structures(
     id TEXT PRIMARY KEY, uai TEXT UNIQUE NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
     city TEXT, zip_code TEXT, academy TEXT, external_id TEXT, levels TEXT);
+-- blocked: NULL until an administrator blocks or unblocks the account (the platform's node property).
+-- *_search: the directory's search fields (accents, spaces, hyphens and apostrophes dropped, lower case).
 CREATE TABLE IF NOT EXISTS users(
-    id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL, first_name TEXT, last_name TEXT,
-    display_name TEXT NOT NULL, profile TEXT NOT NULL, blocked INTEGER NOT NULL DEFAULT 0,
-    password TEXT, change_pw INTEGER NOT NULL DEFAULT 0, created TEXT, last_login TEXT, email TEXT);
+    id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL, login_alias TEXT UNIQUE, first_name TEXT,
+    last_name TEXT, display_name TEXT NOT NULL, profile TEXT NOT NULL, blocked INTEGER,
+    password TEXT, change_pw INTEGER NOT NULL DEFAULT 0, created TEXT, last_login TEXT, email TEXT,
+    first_search TEXT, last_search TEXT, display_search TEXT);
 CREATE INDEX IF NOT EXISTS users_profile ON users(profile);
 CREATE TABLE IF NOT EXISTS user_structures(
     user_id TEXT NOT NULL, structure_id TEXT NOT NULL, PRIMARY KEY(user_id, structure_id));

@@ -109,6 +109,7 @@ def unauthorized() -> HttpError:
 
 
 Handler = Callable[[Request], Response]
+AppHandler = Callable[[Any, Request], Response]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,51 @@ class Route:
     mfa: bool
     action: str | None  # "Controller|method" matched against client_credentials scopes
     csrf: bool
+    path: str = ""
+    contract: str | None = None  # tests/contracts/NAME.yaml: what the platform answers on this route
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One route of a platform module, declared next to its handler ``(app, request) -> response``."""
+
+    method: str
+    path: str
+    handler: AppHandler
+    contract: str
+    access: str = "session"
+    mfa: bool = False
+    action: str | None = None
+    csrf: bool = True
+
+
+class Module:
+    """The routes of one platform module (``/directory``, ``/auth``...), as a table built at import.
+
+    Handlers are plain functions of the application and the request, so each one can be read, and tested,
+    on its own; :meth:`Router.mount` binds them to one running lab.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.specs: list[RouteSpec] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        contract: str,
+        access: str = "session",
+        mfa: bool = False,
+        action: str | None = None,
+        csrf: bool = True,
+    ) -> Callable[[AppHandler], AppHandler]:
+        def register(fn: AppHandler) -> AppHandler:
+            self.specs.append(RouteSpec(method, path, fn, contract, access, mfa, action, csrf))
+            return fn
+
+        return register
 
 
 class Router:
@@ -138,13 +184,32 @@ class Router:
         action: str | None = None,
         csrf: bool = True,
     ) -> Callable[[Handler], Handler]:
-        regex = "^" + re.sub(r":(\w+)", r"(?P<\1>[^/]+)", path) + "$"
-
         def register(fn: Handler) -> Handler:
-            self.routes.append(Route(method, re.compile(regex), fn, access, mfa, action, csrf))
+            self.routes.append(Route(method, _pattern(path), fn, access, mfa, action, csrf, path))
             return fn
 
         return register
+
+    def mount(self, module: Module, app: Any) -> None:
+        """Serve every route of ``module`` with ``app`` bound as the handlers' first argument."""
+        for spec in module.specs:
+
+            def bound(req: Request, fn: AppHandler = spec.handler) -> Response:
+                return fn(app, req)
+
+            self.routes.append(
+                Route(
+                    spec.method,
+                    _pattern(spec.path),
+                    bound,
+                    spec.access,
+                    spec.mfa,
+                    spec.action,
+                    spec.csrf,
+                    spec.path,
+                    spec.contract,
+                )
+            )
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """The route for method+path, its params, and whether the path exists under another method."""
@@ -158,9 +223,22 @@ class Router:
         return None, {}, path_known
 
 
-def login_redirect(req: Request) -> Response:
-    return Response.redirect(f"/auth/login?callback={quote(req.path)}")
+def _pattern(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r":(\w+)", r"(?P<\1>[^/]+)", path) + "$")
+
+
+def _origin(req: Request) -> str:
+    return f"http://{req.headers.get('host', '127.0.0.1')}"
+
+
+def login_redirect(req: Request, login_uri: str = "") -> Response:
+    """No session: the login page (an absolute URL, the callback too), or the configured ``loginUri``."""
+    if login_uri:
+        return Response.redirect(login_uri)
+    callback = quote(_origin(req) + req.path, safe="")
+    return Response.redirect(f"{_origin(req)}/auth/login?callback={callback}")
 
 
 def mfa_redirect(req: Request) -> Response:
-    return Response.redirect(f"/auth/validate-mfa?force=true&redirect={quote(req.path)}")
+    redirect = quote(_origin(req) + req.path, safe="")
+    return Response.redirect(f"{_origin(req)}/auth/validate-mfa?force=true&redirect={redirect}")
