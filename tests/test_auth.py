@@ -218,3 +218,58 @@ def test_lab_security_gate(lab: Lab) -> None:
     not_in_scope = requests.get(lab.url + "/directory/structure/admin/list", headers=bearer, timeout=5)
     assert not_in_scope.status_code == 401
     load("common/action-denied").check_response(not_in_scope)
+
+
+def test_an_expired_session_sent_to_an_sso_portal_is_renewed(lab: Lab, admc: Cli) -> None:
+    """A platform with a ``loginUri`` sends expired sessions to its SSO portal, not to /auth/login."""
+    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver.list_schools()
+    lab.knobs(login_uri="https://sso.example.fr/cas/login?service=ent")
+    lab.write_sql("DELETE FROM sessions")
+    driver._schools = None
+    assert len(driver.list_schools()) == 20 and driver.http.stats.renewals == 1
+
+
+def test_a_session_the_ent_keeps_sending_to_its_portal_names_the_portal(lab: Lab, admc: Cli) -> None:
+    lab.knobs(login_uri="https://sso.example.fr/cas/login")
+    lab.write_sql("UPDATE users SET password = 'ERASED' WHERE login = 'admc.pcn'")
+    result = admc("schools", "list")
+    assert result.exit_code == 3 and "login or password refused" in result.stderr
+    lab.write_sql("UPDATE users SET password = NULL WHERE login = 'admc.pcn'")
+    cookie = requests.get(
+        lab.url + "/directory/structure/admin/list",
+        cookies={"oneSessionId": "stale"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert cookie.status_code == 302 and cookie.headers["Location"].startswith("https://sso.example.fr/")
+
+
+def test_a_blocked_account_is_told_so_on_both_login_routes(lab: Lab, cli: Cli) -> None:
+    """The cookie form answers with the translated text, the token endpoint with access_denied."""
+    client = lab.info["oauth"]["password_client"]
+    login = lab.info["accounts"]["student"]["login"]
+    lab.write_sql("UPDATE users SET blocked = 1 WHERE login = ?", login)
+    cli("profile", "add", "web", "--url", lab.url, "--login", login)
+    cli("profile", "add", "tok", "--url", lab.url, "--auth", "oauth-password", "--login", login,
+        "--client-id", client["client_id"])  # fmt: skip
+    cli.setenv(PCNCTL_PASSWORD="wrong-password", PCNCTL_CLIENT_SECRET=client["client_secret"])
+    for name in ("web", "tok"):
+        result = cli("schools", "list", "-p", name)
+        assert result.exit_code == 3 and "this account is blocked on the ENT" in result.stderr, result.stderr
+
+
+def test_a_scope_the_client_may_not_have_is_named(lab: Lab, cli: Cli) -> None:
+    client = lab.info["oauth"]["password_client"]
+    cli("profile", "add", "tok", "--url", lab.url, "--auth", "oauth-password", "--login", "admc.pcn",
+        "--client-id", client["client_id"], "--scope", "userinfo directory payroll")  # fmt: skip
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_CLIENT_SECRET=client["client_secret"])
+    result = cli("schools", "list", "-p", "tok")
+    assert result.exit_code == 3 and "may not ask for scope 'userinfo directory payroll'" in result.stderr
+
+
+def test_a_service_profile_without_scope_is_refused_before_any_request(lab: Lab, cli: Cli) -> None:
+    before = lab.counters()["requests"]
+    result = cli("profile", "add", "svc", "--url", lab.url, "--auth", "oauth-client", "--client-id", "x")
+    assert result.exit_code == 2 and "needs the scopes registered" in result.stderr
+    assert lab.counters()["requests"] == before

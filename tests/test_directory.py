@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pcnctl.config import resolve_profile
+from pcnctl.edifice.driver import EdificeDriver
 from pcnctl.uai import is_valid
 from tests.conftest import Cli, Lab
 
@@ -111,3 +113,38 @@ def test_non_admin_account_is_refused_by_the_ent(lab: Lab, cli: Cli) -> None:
     doctor = cli("doctor", "-o", "json")
     identity = next(r for r in doctor.json() if r["check"] == "identity")
     assert identity["status"] == "warn" and "not an administrator" in identity["detail"]
+
+
+def _alias(lab: Lab, uai: str) -> tuple[str, str]:
+    return lab.sql(
+        "SELECT u.login, u.login_alias FROM users u JOIN user_structures us ON us.user_id = u.id"
+        " JOIN structures s ON s.id = us.structure_id WHERE s.uai = ? AND u.login_alias IS NOT NULL LIMIT 1",
+        uai,
+    )[0]
+
+
+def test_a_generated_login_is_found_with_a_name_search_not_a_listing(lab: Lab, admc: Cli) -> None:
+    """No platform route searches by login: pcnctl asks the admin list for the login's first and last
+    names, a handful of rows, instead of the whole platform."""
+    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver.list_users(driver.list_schools()[0].id, profiles=["Guest"])  # the second factor, once
+    driver.whoami()
+    login = lab.info["accounts"]["student"]["login"]
+    before = driver.http.stats.requests
+    user = driver.find_user_by_login(login)
+    assert user is not None and user.login == login
+    assert driver.http.stats.requests - before == 1  # one name search
+
+
+def test_an_alias_is_found_inside_a_school(lab: Lab, admc: Cli, adml: Cli) -> None:
+    uai = lab.info["accounts"]["adml"][0]["schools"][0]
+    login, alias = _alias(lab, uai)
+    shown = adml("users", "show", alias, "-p", "adml", "-o", "json")  # an ADML's own schools are searched
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.json()["login"] == login and shown.json()["alias"] == alias
+    anywhere = admc("users", "show", alias, "-p", "lab")  # an ADMC would have to list the platform
+    assert anywhere.exit_code == 2 and "alias is found only inside a school" in anywhere.stderr
+    planned = admc(
+        "accounts", "block", alias, "--school", uai, "--profile", "Guest", "--dry-run", "-p", "lab"
+    )
+    assert planned.exit_code == 0, planned.stderr
