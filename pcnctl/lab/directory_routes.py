@@ -202,7 +202,7 @@ def _admin_list_filter(app: LabApp, req: Request) -> tuple[list[str], list[Any]]
         args.append(sid)
     else:
         # No structure: every user attached to one, restricted to the ADML's schools (WB-2077).
-        where.append("u.id IN (SELECT user_id FROM user_structures)")
+        where.append("EXISTS (SELECT 1 FROM user_structures a WHERE a.user_id = u.id)")
     if scope is not None:
         marks = ",".join("?" * len(scope))
         where.append(f"u.id IN (SELECT user_id FROM user_structures WHERE structure_id IN ({marks}))")
@@ -228,12 +228,11 @@ def _search_clause(req: Request) -> tuple[str, list[str]] | None:
     first, last = req.arg("firstName"), req.arg("lastName")
     if first or last:
         parts, args = [], []
-        if last:
-            parts.append("u.last_search LIKE ? || '%'")
-            args.append(_term(last))
-        if first:
-            parts.append("u.first_search LIKE ? || '%'")
-            args.append(_term(first))
+        # A prefix as a range, so that the index on the search field serves it (STARTS WITH on the platform).
+        for column, value in (("u.last_search", last), ("u.first_search", first)):
+            if value:
+                parts.append(f"{column} >= ? AND {column} < ? || char(1114111)")
+                args += [_term(value)] * 2
         return " AND ".join(parts), args
     term, kind = req.arg("searchTerm"), req.arg("searchType")
     if not term:

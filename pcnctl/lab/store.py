@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS users(
     password TEXT, change_pw INTEGER NOT NULL DEFAULT 0, created TEXT, last_login TEXT, email TEXT,
     first_search TEXT, last_search TEXT, display_search TEXT);
 CREATE INDEX IF NOT EXISTS users_profile ON users(profile);
+CREATE INDEX IF NOT EXISTS users_last_search ON users(last_search, first_search);
 CREATE TABLE IF NOT EXISTS user_structures(
     user_id TEXT NOT NULL, structure_id TEXT NOT NULL, PRIMARY KEY(user_id, structure_id));
 CREATE INDEX IF NOT EXISTS user_structures_structure ON user_structures(structure_id, user_id);
@@ -162,7 +163,7 @@ CONVERSATION_TABLES = (
     "userthreads",
     "originalmessages",
 )
-SCHEMA_VERSION = "7"
+SCHEMA_VERSION = "8"
 
 
 class Store:
