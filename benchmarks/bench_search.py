@@ -1,13 +1,19 @@
-"""Search over a mailstore of one million messages, on SQLite and on PostgreSQL: time and peak memory.
+"""Search over a production-sized mailstore on the platform's conversation schema: time and peak memory.
 
-Builds a conversation database with Edifice's tables (one million messages over 30 days, two mailbox
-copies each, 0.1 % of them variants of a threat template with an attachment), copies it into a disposable
-PostgreSQL server with Edifice's column types, then runs, in a fresh process per case, the same scan
-``pcnctl messages search`` runs: a near-duplicate search (``--like``) over the whole mailstore, and one
-narrowed to the last day (the time window is filtered in the database). Reports wall time, messages
-scanned per second and peak resident memory, which should stay flat: rows stream. Not a test.
+Builds, on a disposable PostgreSQL server, the schema of the conversation module's SQL scripts 001-023
+(``pcnctl.lab.pgmirror``: the platform's indexes only, ``text_searchable`` filled by its trigger) and fills
+it in the server (``generate_series``) as the send code writes rows: HTML bodies of a few hundred to a few
+thousand characters drawn from thousands of French school sentences, 5 % of sends to a whole group (eight
+copies), attachments linked to every copy, 2 % drafts, scheduled and recalled messages, one threat variant
+in a thousand over 30 days and a wave of them in the last two hours. The same rows are then copied into
+the lab's SQLite schema (FTS5) for the SQLite case.
 
-    python benchmarks/bench_search.py [--messages 1000000]
+Each case runs, in a fresh process, the scan ``pcnctl messages search`` runs (database filters, full-text
+prefilter, exact check, mailbox copies of the matches; the directory lookups, which depend on the ENT, are
+left out): a near-duplicate search (``--like``) over the whole mailstore, and ``--since 2h --regex``. Each
+figure comes with a plain ``SELECT count(*)`` of the messages table on the same server in the same run.
+
+    python benchmarks/bench_search.py --messages 1000000 [--messages 10000000] [--sqlite 1000000]
 """
 
 from __future__ import annotations
@@ -21,66 +27,280 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _lab import write_section
 
-ORDINARY = (
-    ("Devoirs", "Pensez a finir les exercices 3 et 4 page 52 pour lundi."),
-    ("Sortie", "La sortie au musee aura lieu jeudi, rendez-vous a 8h30 devant le college."),
-    ("Exercice d'evacuation", "Un exercice d'evacuation incendie aura lieu demain a 10h, restez calmes."),
-    ("Expose", "Mon expose porte sur la bombe atomique et la fin de la seconde guerre mondiale."),
-    ("Conseil de classe", "Le conseil de classe du premier trimestre aura lieu le 12 decembre a 17h."),
-    ("Question", "Bonjour madame, je n'ai pas compris la consigne de l'exercice 2, pouvez-vous m'aider ?"),
+OPENINGS = (
+    "Bonjour à tous", "Chers parents", "Madame, Monsieur", "Bonjour madame", "Chers collègues",
+    "Bonsoir", "Rappel important", "Pour information", "Suite à notre échange", "Comme convenu",
+    "Bonjour monsieur", "Chers élèves", "À l'attention des familles", "Petit rappel", "Bonne nouvelle",
+)  # fmt: skip
+SUBJECTS = (
+    "la sortie au musée", "le conseil de classe", "la réunion parents-professeurs", "le voyage en Espagne",
+    "l'exposé d'histoire", "le devoir de mathématiques", "la cantine", "le bulletin du trimestre",
+    "la visite médicale", "le club théâtre", "la chorale", "le cours de sport",
+    "la photo de classe", "le carnet de correspondance", "la kermesse", "le brevet blanc",
+    "l'atelier numérique", "la bibliothèque", "les inscriptions", "le stage en entreprise",
+    "le projet de sciences", "la fête de fin d'année", "le CDI", "le tournoi de handball", "la dictée",
+)  # fmt: skip
+VERBS = (
+    "aura lieu", "est reporté", "est confirmé", "commence", "se déroulera", "est annulé",
+    "nécessite une autorisation", "demande un peu de préparation", "sera présenté", "est organisé",
+)  # fmt: skip
+WHENS = (
+    "lundi matin", "mardi à 14h", "mercredi après-midi", "jeudi prochain", "vendredi à 8h30",
+    "la semaine prochaine", "avant les vacances", "demain", "ce soir", "le 12 décembre", "en janvier",
+    "à la rentrée", "dans la salle polyvalente", "au gymnase", "devant le collège",
+)  # fmt: skip
+ENDINGS = (
+    "Merci de votre compréhension.", "Cordialement.", "Bonne journée.", "N'hésitez pas à me contacter.",
+    "Pensez à signer le carnet.", "Merci de prévenir la vie scolaire.", "À bientôt.", "Bien à vous.",
+    "Les documents sont en pièce jointe.", "Merci de répondre avant vendredi.",
+)  # fmt: skip
+CONFUSERS = (
+    "Un exercice d'évacuation incendie aura lieu demain à 10h, restez calmes.",
+    "Mon exposé porte sur la bombe atomique et la fin de la seconde guerre mondiale.",
+)
+USERS = 300_000
+GROUPS = 20_000
+
+
+def sentences(rng: random.Random, count: int = 6000) -> list[str]:
+    """Thousands of distinct, ordinary sentences of school mail."""
+    out: set[str] = set()
+    while len(out) < count:
+        out.add(
+            f"{rng.choice(OPENINGS)}, {rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(WHENS)}. "
+            f"{rng.choice(ENDINGS)}"
+        )
+    return sorted(out)
+
+
+def threats(rng: random.Random, count: int = 500) -> list[tuple[str, str]]:
+    from pcnctl.lab.attack import threat_text
+
+    return [threat_text(rng) for _ in range(count)]
+
+
+# A non-negative hash of a number (hashint8 can be the smallest integer, whose abs() overflows).
+HASH = (
+    "CREATE FUNCTION pg_temp.h(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE"
+    " AS $$ SELECT hashint8($1)::bigint & 2147483647 $$"
+)
+# One batch of rows, computed in the server: which kind of message g is, deterministically from g.
+BATCH_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS batch (g bigint, id text, sender text, kind text, state text, date bigint,
+    subject text, body text, rcpt text[], grp text, attach boolean, vec tsvector);
+TRUNCATE batch;
+INSERT INTO batch
+SELECT g, md5('m' || g)::uuid::text, md5('u' || (pg_temp.h((g)) %% %(users)s))::uuid::text,
+       k.kind,
+       CASE WHEN g %% 50 = 1 THEN 'DRAFT' WHEN g %% 200 = 3 THEN 'SCHEDULE' WHEN g %% 500 = 7 THEN 'RECALL'
+            ELSE 'SENT' END,
+       %(start)s + g * %(step)s + pg_temp.h((g + 1)) %% %(step)s,
+       CASE WHEN k.kind = 'threat'
+            THEN (SELECT subject FROM pg_temp.variants WHERE i = pg_temp.h(g) %% %(nthreats)s)
+            ELSE (SELECT subject FROM pg_temp.bodies WHERE i = pg_temp.h(g + 2) %% %(nbodies)s) END,
+       CASE WHEN k.kind = 'threat'
+            THEN (SELECT '<div><p>' || body || '</p></div>' FROM pg_temp.variants
+                  WHERE i = pg_temp.h(g) %% %(nthreats)s)
+            ELSE (SELECT '<div>' || b1.body || b2.body || '</div>' FROM pg_temp.bodies b1, pg_temp.bodies b2
+                  WHERE b1.i = pg_temp.h(g + 3) %% %(nbodies)s
+                    AND b2.i = pg_temp.h(g + 8) %% %(nbodies)s) END,
+       CASE WHEN k.kind = 'group'
+            THEN ARRAY(SELECT md5('u' || ((pg_temp.h((g + 4)) %% %(groups)s) * 8 + j) %% %(users)s)::uuid
+                       ::text FROM generate_series(0, 7) j)
+            ELSE ARRAY(SELECT md5('u' || (pg_temp.h((g * 8 + j)) %% %(users)s))::uuid::text
+                       FROM generate_series(0, (pg_temp.h((g + 5)) %% 2)::int) j) END,
+       CASE WHEN k.kind = 'group' THEN md5('g' || (pg_temp.h((g + 4)) %% %(groups)s))::uuid::text END,
+       CASE WHEN k.kind = 'threat' THEN pg_temp.h((g + 6)) %% 10 < 7 ELSE pg_temp.h((g + 6)) %% 20 = 1 END,
+       CASE WHEN k.kind = 'threat'
+            THEN (SELECT setweight(svec, 'A') || setweight(vec, 'B') FROM pg_temp.variants
+                  WHERE i = pg_temp.h(g) %% %(nthreats)s)
+            ELSE (SELECT setweight(s.svec, 'A') || setweight(b1.vec || b2.vec, 'B')
+                  FROM pg_temp.bodies s, pg_temp.bodies b1, pg_temp.bodies b2
+                  WHERE s.i = pg_temp.h(g + 2) %% %(nbodies)s AND b1.i = pg_temp.h(g + 3) %% %(nbodies)s
+                    AND b2.i = pg_temp.h(g + 8) %% %(nbodies)s) END
+FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g,
+LATERAL (SELECT CASE WHEN g %% 1000 = 500 OR (g > %(wave)s AND g %% 20 = 0) THEN 'threat'
+                     WHEN pg_temp.h((g + 7)) %% 20 = 0 THEN 'group' ELSE 'user' END AS kind) k;
+
+INSERT INTO conversation.messages (id, subject, body, "from", "to", cc, cci, "displayNames", state, date,
+                                   thread_id, schedule_at, text_searchable)
+SELECT id, subject, body, sender, to_jsonb(CASE WHEN grp IS NULL THEN rcpt ELSE ARRAY[grp] END), '[]', '[]',
+       d.names, state, date, id, CASE WHEN state = 'SCHEDULE' THEN now() + interval '1 day' END,
+       vec || setweight(to_tsvector('fr', regexp_replace(d.names::text, '"[a-z0-9-]{17,36}', ' ', 'g')), 'B')
+FROM batch, LATERAL (
+    SELECT to_jsonb(ARRAY[sender || '$ELEVE ' || left(sender, 4) || '$ $ ']
+                    || CASE WHEN grp IS NULL
+                            THEN ARRAY(SELECT r || '$NOM ' || left(r, 4) || '$ $ ' FROM unnest(rcpt) r)
+                            ELSE ARRAY[grp || '$ $Enseignants ' || left(grp, 4) || '$ '] END) AS names
+) d;
+INSERT INTO conversation.usermessages (user_id, message_id, unread)
+SELECT sender, id, false FROM batch
+UNION SELECT r, id, true FROM batch, unnest(rcpt) r WHERE state IN ('SENT', 'RECALL') AND r <> sender;
+INSERT INTO conversation.attachments
+    (id, name, charset, filename, "contentType", "contentTransferEncoding", size)
+SELECT md5('a' || g)::uuid::text, 'video.mp4', 'UTF-8', 'video.mp4', 'video/mp4', 'binary', 4812345
+FROM batch WHERE attach;
+INSERT INTO conversation.usermessagesattachments (user_id, message_id, attachment_id)
+SELECT sender, id, md5('a' || g)::uuid::text FROM batch WHERE attach
+UNION SELECT r, id, md5('a' || g)::uuid::text FROM batch, unnest(rcpt) r
+WHERE attach AND state IN ('SENT', 'RECALL') AND r <> sender;
+"""
+# VECTORS: the trigger computes text_searchable per row (about 0.6 ms for a body of 1,500 characters,
+# too slow for 10 million rows here); the load computes the same vectors once per paragraph group and
+# joins them (setweight, ||), trigger disabled meanwhile: the index holds the same lexemes and weights,
+# only positions may differ by a stop word at a join, which no search here uses. The trigger is enabled
+# again afterwards.
+TRIGGER = "tsvector_update_trigger"
+SECONDARY = (
+    'CREATE INDEX idx_message_to ON conversation.messages USING GIN ("to")',
+    "CREATE INDEX idx_message_cc ON conversation.messages USING GIN (cc)",
+    'CREATE INDEX idx_message_dname ON conversation.messages USING GIN ("displayNames")',
+    "CREATE INDEX messages_date_idx ON conversation.messages (date)",
+    "CREATE INDEX idx_message_textsearch ON conversation.messages USING GIN (text_searchable)",
+    "CREATE INDEX idx_message_id ON conversation.usermessages (message_id)",
+    "CREATE INDEX idx_parent_id ON conversation.messages (parent_id)",
+    'CREATE INDEX idx_from ON conversation.messages ("from")',
+    "CREATE INDEX idx_thread_id ON conversation.messages (thread_id)",
+    "CREATE INDEX idx_usermessagesattachments_attachment_id ON conversation.usermessagesattachments"
+    " (attachment_id)",
+    "CREATE INDEX idx_usermessages_message_id ON conversation.usermessages (message_id)",
 )
 
 
-def build(path: Path, count: int) -> tuple[str, int]:
-    """Write the mailstore; returns a threat's id (the --like reference) and how many threats it holds."""
-    from pcnctl.lab.attack import threat_text
-    from pcnctl.lab.store import CONVERSATION_SCHEMA
+def build_pg(dsn: str, count: int) -> dict[str, Any]:
+    """The schema, then ``count`` messages in batches on two connections, then the indexes and stats."""
+    import psycopg
+
+    from pcnctl.lab.pgmirror import create_schema
 
     rng = random.Random(7)
-    db = sqlite3.connect(":memory:")
-    db.execute("ATTACH DATABASE ? AS conversation", (str(path),))
-    db.executescript(CONVERSATION_SCHEMA)
+    pool, variants = sentences(rng), threats(rng)
+    # Halves of bodies (1 to 14 paragraphs each); a message joins two: hundreds of millions of texts.
+    bodies = [
+        (rng.choice(pool)[:60], "".join(f"<p>{rng.choice(pool)}</p>" for _ in range(rng.randint(1, 14))))
+        for _ in range(20_000)
+    ]
+    for n, text in enumerate(CONFUSERS * 50):  # about 1 % of messages use the threat's words innocently
+        bodies[n * 199] = (text[:40], f"<p>{text}</p>")
     now = int(time.time() * 1000)
     span = 30 * 24 * 3600 * 1000
-    reference, threats = "", 0
-    batch_m, batch_u, batch_a = [], [], []
-    for i in range(count):
-        mid = f"{i:08d}-0000-4000-8000-{rng.getrandbits(48):012x}"
-        sender, recipient = f"u{rng.randrange(300_000):06d}", f"u{rng.randrange(300_000):06d}"
-        if i % 1000 == 500:
-            subject, body = threat_text(rng)
-            threats += 1
-            reference = reference or mid
-            batch_a.append((recipient, mid, f"a{i}"))
-        else:
-            subject, body = rng.choice(ORDINARY)
-        date = now - span + (span * i) // count
-        batch_m.append(
-            (mid, subject, body, sender, "X", json.dumps([recipient]), "[]", "[]", "[]", "SENT", date, mid)
-        )
-        batch_u.append((sender, mid, "OUTBOX"))
-        batch_u.append((recipient, mid, "INBOX"))
-        if len(batch_m) >= 50_000 or i == count - 1:
-            db.executemany(
-                'INSERT INTO conversation.messages(id, subject, body, "from", "fromName", "to", cc, cci,'
-                ' "displayNames", state, date, thread_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
-                batch_m,
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO conversation.usermessages(user_id, message_id, folder_id)"
-                " VALUES (?,?,?)",
-                batch_u,
-            )
-            db.executemany("INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)", batch_a)
-            db.commit()
-            batch_m, batch_u, batch_a = [], [], []
+    with psycopg.connect(dsn) as conn:
+        create_schema(conn)
+        for statement in SECONDARY:  # built after the load, as a restore does: same indexes, faster
+            conn.execute(f"DROP INDEX conversation.{statement.split()[2]}")
+        conn.execute(f"ALTER TABLE conversation.messages DISABLE TRIGGER {TRIGGER}")
+        conn.commit()
+    step = max(span // count, 1)
+    params = {
+        "users": USERS,
+        "groups": GROUPS,
+        "start": now - span,
+        "step": step,
+        "wave": count - (2 * 3600 * 1000) // step,
+        "nthreats": len(variants),
+        "nbodies": len(bodies),
+    }
+    batches = [(lo, min(lo + 100_000 - 1, count - 1)) for lo in range(0, count, 100_000)]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(HASH)
+            for table, rows in (("variants", variants), ("bodies", bodies)):
+                conn.execute(
+                    f"CREATE TEMP TABLE {table} (i int PRIMARY KEY, subject text, body text, svec tsvector,"
+                    " vec tsvector)"
+                )
+                with conn.cursor().copy(f"COPY pg_temp.{table} (i, subject, body) FROM STDIN") as copy:
+                    for n, (subject, body) in enumerate(rows):
+                        copy.write_row((n, subject, body))
+                # The trigger's vectors, computed once per paragraph group (see VECTORS).
+                conn.execute(
+                    f"UPDATE pg_temp.{table} SET svec = to_tsvector('fr', coalesce(subject, '')),"
+                    " vec = to_tsvector('fr', regexp_replace(body, '<[^>]*>', ' ', 'g'))"
+                )
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    lo, hi = batches.pop(0)
+                for statement in BATCH_SQL.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement, {**params, "lo": lo, "hi": hi} if "%(" in statement else None)
+                conn.commit()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    loaded = time.perf_counter() - started
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE conversation.messages ENABLE TRIGGER {TRIGGER}")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for statement in SECONDARY:
+            conn.execute(statement)
+        conn.execute("VACUUM ANALYZE")
+        sizes = conn.execute(
+            "SELECT (SELECT count(*) FROM conversation.usermessages),"
+            " pg_size_pretty(pg_database_size(current_database()))"
+        ).fetchone()
+        reference = conn.execute(
+            "SELECT id FROM conversation.messages WHERE state = 'SENT' AND subject = %s ORDER BY date DESC"
+            " LIMIT 1",
+            (variants[0][0],),
+        ).fetchone()
+    assert sizes is not None and reference is not None
+    return {
+        "reference": reference[0],
+        "copies": sizes[0],
+        "size": sizes[1],
+        "load_s": loaded,
+        "build_s": time.perf_counter() - started,
+    }
+
+
+def copy_to_sqlite(dsn: str, path: Path) -> None:
+    """The same rows in the lab's SQLite schema (its FTS5 triggers index them as they arrive)."""
+    import psycopg
+
+    from pcnctl.lab.store import CONVERSATION_SCHEMA
+
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("ATTACH DATABASE ? AS conversation", (str(path),))
+    db.execute("PRAGMA conversation.journal_mode=OFF")
+    db.execute("PRAGMA conversation.synchronous=OFF")
+    db.executescript(CONVERSATION_SCHEMA)
+    tables = {
+        "messages": 'id, subject, body, "from", "to", cc, cci, "displayNames", state, date, thread_id',
+        "usermessages": "user_id, message_id, folder_id, trashed, unread, total_quota",
+        "attachments": 'id, name, charset, filename, "contentType", "contentTransferEncoding", size',
+        "usermessagesattachments": "user_id, message_id, attachment_id",
+    }
+    with psycopg.connect(dsn) as conn:
+        for table, columns in tables.items():
+            marks = ",".join("?" * len(columns.split(",")))
+            cur = conn.cursor(name=f"copy_{table}")
+            cur.itersize = 20_000
+            cur.execute(f"SELECT {columns} FROM conversation.{table}")
+            db.execute("BEGIN")
+            while rows := cur.fetchmany(20_000):
+                db.executemany(
+                    f"INSERT INTO conversation.{table} ({columns}) VALUES ({marks})",
+                    [[json.dumps(v) if isinstance(v, list) else v for v in r] for r in rows],
+                )
+            db.execute("COMMIT")
+            cur.close()
+    db.execute("ANALYZE conversation")
     db.close()
-    return reference, threats
 
 
 CHILD = """
@@ -88,93 +308,131 @@ import json, re, resource, sys, time
 from datetime import datetime, timedelta, UTC
 from pcnctl.search import Query, scan, shingles
 from pcnctl.sources.mailstore import Mailstore
-dsn, reference, window = sys.argv[1], sys.argv[2], sys.argv[3]
-store = Mailstore(dsn)
-ref = store.get(reference)
-query = Query(like=reference, since=datetime.now(UTC) - timedelta(days=1) if window == "day" else None)
-counter = [0]
+dsn, reference, case = sys.argv[1], sys.argv[2], sys.argv[3]
 started = time.perf_counter()
-found = sum(1 for _ in scan(store, query, reference=shingles(ref.subject + " " + ref.body), counter=counter))
+store = Mailstore(dsn)
+if case == "count":
+    cur = store.db.cursor()
+    cur.execute("SELECT count(*) FROM conversation.messages")
+    found = scanned = cur.fetchone()[0]
+else:
+    if case == "like":
+        ref = store.get(reference)
+        query = Query(like=reference)
+        kwargs = {"reference": shingles(ref.subject + " " + ref.body)}
+    else:
+        query = Query(since=datetime.now(UTC) - timedelta(hours=2), regex=r"bombe.*explos")
+        kwargs = {"pattern": re.compile(query.regex, re.IGNORECASE)}
+    counter = [0]
+    found = sum(1 for _ in scan(store, query, counter=counter, **kwargs))
+    scanned = counter[0]
 elapsed = time.perf_counter() - started
-print(json.dumps({"found": found, "scanned": counter[0], "seconds": elapsed,
+print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+CASES = {"like": "`--like` over the whole mailstore", "since": "`--since 2h --regex 'bombe.*explos'`"}
+GOALS = {("like", 1_000_000): 2.0, ("like", 10_000_000): 10.0, ("since", 10_000_000): 1.0}
 
 
-def measure(dsn: str, reference: str, window: str) -> dict[str, float]:
+def measure(dsn: str, reference: str, case: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, dsn, reference, window], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, dsn, reference, case], capture_output=True, text=True, check=True
     )
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def run_cases(backend: str, dsn: str, reference: str, count: int) -> list[dict[str, Any]]:
+    rows = []
+    baseline = measure(dsn, reference, "count")
+    for case in CASES:
+        r = measure(dsn, reference, case)
+        goal = GOALS.get((case, count))
+        r.update(backend=backend, messages=count, case=case, baseline=baseline["seconds"], goal=goal)
+        rows.append(r)
+        print(
+            f"{backend} {count}: {case} {r['found']} found / {r['scanned']} read in {r['seconds']:.2f} s"
+            f" (count(*) {baseline['seconds']:.2f} s), peak {r['peak_mb']:.0f} MB",
+            flush=True,
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, action="append", help="PostgreSQL sizes (repeatable)")
+    parser.add_argument("--sqlite", type=int, default=1_000_000, help="SQLite size (0: none)")
+    parser.add_argument(
+        "--results", type=Path, help="JSON file of earlier runs' rows to report with these (updated)"
+    )
     args = parser.parse_args()
+    sizes = sorted(args.messages or [1_000_000])
+    from pcnctl.lab.pgserver import start
+
+    earlier = json.loads(args.results.read_text()) if args.results and args.results.exists() else {}
+    rows: list[dict[str, Any]] = earlier.get("rows", [])
+    builds: list[str] = earlier.get("builds", [])
     root = Path(tempfile.mkdtemp(prefix="pcnctl-bench-"))
-    rows = []
+    server = start(root, {"shared_buffers": "4GB", "max_wal_size": "16GB", "work_mem": "64MB"})
     try:
-        path = root / "conversation.sqlite"
-        started = time.perf_counter()
-        reference, threats = build(path, args.messages)
-        built = time.perf_counter() - started
-        print(f"mailstore built: {args.messages} messages, {threats} threats, {built:.0f} s")
-        cases = [("SQLite", f"sqlite:///{path}")]
-        server = None
-        try:
-            import psycopg
-
-            from pcnctl.lab.pgmirror import copy_from_sqlite
-            from pcnctl.lab.pgserver import start
-
-            server = start(Path(tempfile.mkdtemp(prefix="pcnctl-pg-")))
-            with psycopg.connect(server.dsn()) as conn:
-                copy_from_sqlite(path, conn)
-                conn.execute("ANALYZE")
-            cases.append(("PostgreSQL", server.dsn()))
-        except Exception as exc:  # the benchmark still reports SQLite
-            print(f"PostgreSQL skipped: {exc}")
-        try:
-            for name, dsn in cases:
-                for window in ("all", "day"):
-                    r = measure(dsn, reference, window)
-                    r.update(backend=name, window="whole mailstore" if window == "all" else "last day")
-                    rows.append(r)
-                    print(
-                        f"{name} {r['window']}: {r['found']:.0f} found / {r['scanned']:.0f} scanned in "
-                        f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
-                    )
-        finally:
-            if server is not None:
-                server.stop()
+        for count in sizes:
+            info = build_pg(server.dsn(), count)
+            builds.append(
+                f"{count:,} messages: {info['copies']:,} mailbox copies, {info['size']} on disk, built in "
+                f"{info['build_s'] / 60:.0f} min"
+            )
+            print(builds[-1], flush=True)
+            rows += run_cases("PostgreSQL", server.dsn(), info["reference"], count)
+            if count == args.sqlite:
+                path = root / "conversation.sqlite"
+                copy_to_sqlite(server.dsn(), path)
+                rows += run_cases("SQLite", f"sqlite:///{path}", info["reference"], count)
+                path.unlink()
+            if args.results:
+                args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
     finally:
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
+    sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
+    write_section("search", report(rows, builds, sizes, args.sqlite))
+
+
+def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqlite_size: int) -> str:
+    argv = " ".join(f"--messages {n}" for n in sizes) + f" --sqlite {sqlite_size}"
     lines = [
-        "## Search: near-duplicate matching over one million messages",
+        "## Search on the platform's conversation schema",
         "",
-        f"`python benchmarks/bench_search.py --messages {args.messages}` on {platform.machine()} / Python "
-        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}: a mailstore of {args.messages} messages "
-        f"({args.messages // 1000} threat variants with attachments) in SQLite, copied into PostgreSQL with "
-        "Edifice's column types. Each case runs in a fresh process; peak memory is the process's maximum RSS "
-        "(interpreter and libraries included).",
+        f"`python benchmarks/bench_search.py {argv}` on {platform.machine()} (2 cores) / Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}. The schema of the conversation SQL "
+        "scripts 001-023 (the platform's indexes only, `text_searchable` filled by its trigger), rows "
+        "written as the send code writes them: HTML bodies of 300 to 3,000 characters, 5 % group sends "
+        "(8 copies), attachments on every copy, drafts, scheduled and recalled messages, 0.1 % threat "
+        "variants plus a wave in the last two hours. "
+        + "; ".join(builds)
+        + ". SQLite holds the same rows in the lab's schema (FTS5). Each case runs in a fresh process "
+        "(connection included); peak memory is its maximum RSS; `count(*)` is a plain `SELECT count(*) "
+        "FROM conversation.messages` on the same server in the same run.",
         "",
-        "| backend | window | scanned | found | time | messages/s | peak memory |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | messages | case | read | found | time | count(*) | ratio | peak memory | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        goal = r["goal"]
+        met = "" if goal is None else (f"≤ {goal:.0f} s: " + ("met" if r["seconds"] <= goal else "missed"))
         lines.append(
-            f"| {r['backend']} | {r['window']} | {r['scanned']:.0f} | {r['found']:.0f} | "
-            f"{r['seconds']:.1f} s | {r['scanned'] / r['seconds']:.0f} | {r['peak_mb']:.0f} MB |"
+            f"| {r['backend']} | {r['messages']:,} | {CASES[r['case']]} | {r['scanned']:,} | "
+            f"{r['found']:,} | "
+            f"{r['seconds']:.2f} s | {r['baseline']:.2f} s | {r['seconds'] / r['baseline']:.2f} | "
+            f"{r['peak_mb']:.0f} MB | {met} |"
         )
     lines += [
         "",
-        "The time window is filtered in the database (indexed `date`): the last-day rows scan only "
-        "that day. Memory stays flat with the mailstore's size because rows stream (SQLite's cursor, a "
-        "PostgreSQL server-side cursor).",
+        "`read` is the candidates the database returned to Python: the full-text prefilter (the platform's "
+        "`text_searchable` GIN index on PostgreSQL, FTS5 on SQLite) and the indexed `date` window narrow "
+        "the scan before the exact check; drafts and scheduled messages are filtered in SQL. Memory stays "
+        "flat because rows stream.",
     ]
-    write_section("search", "\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ _ENTITIES = re.compile(r"&(?:[a-z]+|#[0-9]+|#x[0-9a-f]+);", re.IGNORECASE)
 # A word is a run of letters, as the platform's index cuts it: a run holding digits (15h30, bombe2) is a
 # number token there, and runs joined by . @ / (x.bombe.fr, a@b.fr, e.g) are host, e-mail or path tokens,
 # so neither is a word here either.
-_CHUNK = re.compile(r"[a-z0-9]+(?:[.@/][a-z0-9]+)*")
+_WORDS = re.compile(r"(?<![a-z0-9])(?<![a-z0-9][.@/])[a-z]+(?![a-z0-9])(?![.@/][a-z0-9])")
+_LIGATURES = re.compile("[œæßøłđı]")
 _MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _LETTERS = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "ı": "i"})
 # Characters at which both full-text indexes cut words exactly as tokens() does; a word next to another
@@ -62,7 +63,9 @@ def folded(text: str) -> str:
     text = text.lower()
     if text.isascii():
         return text
-    return _MARKS.sub("", unicodedata.normalize("NFKD", text.translate(_LETTERS)))
+    if _LIGATURES.search(text):
+        text = text.translate(_LETTERS)
+    return _MARKS.sub("", unicodedata.normalize("NFKD", text))
 
 
 def tokens(text: str) -> list[str]:
@@ -70,7 +73,7 @@ def tokens(text: str) -> list[str]:
 
 
 def words_of(folded_text: str) -> list[str]:
-    return [c for c in _CHUNK.findall(folded_text) if c.isalpha()]
+    return _WORDS.findall(folded_text)
 
 
 def pairs_of(words: list[str]) -> set[tuple[str, str]]:

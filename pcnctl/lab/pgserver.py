@@ -42,7 +42,8 @@ class Postgres:
         )
 
 
-def start(tmp: Path) -> Postgres:
+def start(tmp: Path, settings: dict[str, str] | None = None) -> Postgres:
+    """Start a server under ``tmp``; ``settings`` are extra server parameters (the benchmarks' memory)."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not initdb or not pg_ctl:
         raise MissingPostgres("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -74,7 +75,8 @@ def start(tmp: Path) -> Postgres:
             "-l",
             str(tmp / "server.log"),
             "-o",
-            f"-p {port} -k {sockets} -c listen_addresses='' -c fsync=off",
+            f"-p {port} -k {sockets} -c listen_addresses='' -c fsync=off"
+            + "".join(f" -c {k}={v}" for k, v in (settings or {}).items()),
             "start",
         ],
         check=True,

@@ -385,11 +385,20 @@ class Mailstore:
         """The share of messages holding each word, as the planner's statistics know it (0 when rare).
 
         PostgreSQL keeps the most common lexemes of ``text_searchable`` in ``pg_stats``; a word not among
-        them is rarer than all of them; a stop word, which the index does not hold, gets -1. SQLite has no
-        such statistics: longer words count as rarer.
+        them is rarer than all of them; a stop word, which the index does not hold, gets -1. SQLite counts
+        them in the FTS5 index itself (``fts5vocab``).
         """
         if self.kind == "sqlite":
-            return {w: 1.0 / (1 + len(w)) for w in words}
+            self.db.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.messages_vocab"
+                " USING fts5vocab(conversation, messages_fts, row)"
+            )
+            total = max(int(self._rows("SELECT count(*) FROM conversation.messages", [])[0][0]), 1)
+            marks = ",".join("?" * len(words))
+            found = dict(
+                self._rows(f"SELECT term, doc FROM temp.messages_vocab WHERE term IN ({marks})", words)
+            )
+            return {w: found.get(w, 0) / total for w in words}
         lexemes = self.lexemes(words)
         rows = self._rows(
             "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
