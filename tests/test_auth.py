@@ -273,3 +273,17 @@ def test_a_service_profile_without_scope_is_refused_before_any_request(lab: Lab,
     result = cli("profile", "add", "svc", "--url", lab.url, "--auth", "oauth-client", "--client-id", "x")
     assert result.exit_code == 2 and "needs the scopes registered" in result.stderr
     assert lab.counters()["requests"] == before
+
+
+def test_an_admin_account_forced_to_change_its_password_gets_a_clear_error(lab: Lab, admc: Cli) -> None:
+    lab.write_sql("UPDATE users SET change_pw = 1 WHERE login = 'admc.pcn'")
+    result = admc("schools", "list")
+    assert result.exit_code == 3 and "requires a new password for 'admc.pcn'" in result.stderr
+    assert "change the password" in result.stderr
+
+
+def test_a_malformed_mfa_code_is_refused_before_it_is_sent(lab: Lab, admc: Cli) -> None:
+    admc.setenv(PCNCTL_MFA_CODE="12ab")
+    result = admc("users", "list", "--school", "0782268S", "--profile", "Guest")
+    assert result.exit_code == 3 and "6 digits" in result.stderr
+    assert lab.sql("SELECT max(mfa_tries) FROM sessions") == [(0,)]  # no try was spent

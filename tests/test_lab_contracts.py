@@ -282,3 +282,22 @@ def test_event_types_are_a_repeated_parameter(world: World) -> None:
 def test_an_adml_outside_its_schools_gets_an_empty_list(world: World) -> None:
     rows = world.adml.get(world.url("/directory/user/admin/list?structureId={other}"), timeout=10)
     assert rows.status_code == 200 and rows.json() == []
+
+
+def test_a_session_that_must_change_its_password_reaches_only_userinfo(world: World) -> None:
+    lab = world.lab
+    assert world.admc.post(
+        world.url("/auth/forceChangePassword"), json={"userId": world.ids["student"]}, timeout=5
+    ).ok
+    pupil = _session(lab, world.ids["login"], mfa=False)
+    blocked = pupil.get(world.url("/directory/user/{student}"), allow_redirects=False, timeout=5)
+    load("common/force-change-password-redirect").check_response(blocked)
+    assert "/auth/reset/forceChangePassword?callback=%2Fdirectory%2Fuser%2F" in blocked.headers["Location"]
+    info = pupil.get(world.url("/auth/oauth2/userinfo?version=v2.0"), allow_redirects=False, timeout=5)
+    assert info.status_code == 200 and info.json()["forceChangePassword"] is True
+
+
+def test_an_mfa_code_of_the_wrong_length_is_refused(world: World) -> None:
+    short = world.adml.post(world.url("/auth/user/mfa/code"), json={"key": "123"}, timeout=5)
+    load("auth/mfa-code-post").check_response(short)
+    assert short.status_code == 400

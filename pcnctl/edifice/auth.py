@@ -176,8 +176,13 @@ class EdificeAuth:
                 hint="run the command in a terminal to type the code, set PCNCTL_MFA_CODE, or use an "
                 "oauth-client profile for unattended runs",
             )
+        code = code.strip()
+        if not re.fullmatch(r"\d{6}", code):
+            raise AuthError(
+                "an MFA code is 6 digits", hint="type the code the ENT sent, or set PCNCTL_MFA_CODE to it"
+            )
         result = http.request(
-            "POST", "/auth/user/mfa/code", json={"key": code.strip()}, auth=False, retry=_NO_RETRY
+            "POST", "/auth/user/mfa/code", json={"key": code}, auth=False, retry=_NO_RETRY
         ).json()
         state = result.get("state")
         if state != "valid":

@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pcnctl.lab import (
     account_routes,
@@ -30,9 +31,14 @@ from pcnctl.lab.web import (
     Router,
     login_redirect,
     mfa_redirect,
+    origin,
     unauthorized,
 )
 
+# The routes a session that must change its password may still call (the platform's allow-list).
+_CHANGE_PW_ALLOWED = frozenset(
+    {"/auth/oauth2/userinfo", "/auth/user/requirements", "/theme", "/userbook/preference/language"}
+)
 # Modules whose configuration leaves the anti-CSRF filter off (no csrf-token key in their template).
 _NO_CSRF_MODULES = frozenset({"admin", "timeline"})
 
@@ -138,6 +144,11 @@ class LabApp:
             userinfo = req.path == "/auth/oauth2/userinfo" and "userinfo" in scopes
             if module not in scopes and not userinfo:
                 return login_redirect(req, self.knobs.login_uri)  # the platform treats it as no session
+        if session["force_pw"] and req.path not in _CHANGE_PW_ALLOWED:
+            # A session opened after a forced password change reaches nothing but a few routes.
+            return Response.redirect(
+                f"{origin(req)}/auth/reset/forceChangePassword?callback={quote(req.path, safe='')}"
+            )
         if route.mfa and not session["mfa"] and self.is_admin(session["user_id"]):
             return mfa_redirect(req)  # cookie sessions and user tokens alike
         module = req.path.strip("/").split("/")[0]
@@ -240,8 +251,9 @@ class LabApp:
         # Workflow rights are computed once, at login, and cached in the session (as AuthManager does).
         actions = json.dumps(messaging_routes.session_actions(self, user_id)) if user_id else "[]"
         self.store.execute(
-            "INSERT INTO sessions(id, user_id, kind, client_id, scope, xsrf, created, actions)"
-            " VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO sessions(id, user_id, kind, client_id, scope, xsrf, created, actions, force_pw)"
+            " VALUES (?,?,?,?,?,?,?,?,"
+            " coalesce((SELECT change_pw FROM users WHERE id = ?), 0))",
             sid,
             user_id,
             kind,
@@ -250,6 +262,7 @@ class LabApp:
             xsrf,
             time.time(),
             actions,
+            user_id,
         )
         return sid
 

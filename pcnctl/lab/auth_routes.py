@@ -306,11 +306,14 @@ def mfa_check(app: LabApp, req: Request) -> Response:
     if req.user is None or req.session is None:
         raise HttpError(401, {"error": "invalid.user"})
     body = req.json()
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or len(key) != 6:
+        raise HttpError(400, {"error": "invalid.key"})
     session = app.store.get("SELECT * FROM sessions WHERE id = ?", req.session["id"])
     tries_left = 3 - session["mfa_tries"]
     if tries_left <= 0:
         return Response.json({"state": "outdated", "tries": 0, "ttl": 0})
-    if secrets.compare_digest(str(body.get("key", "")), app.store.meta("mfa_code") or ""):
+    if secrets.compare_digest(key, app.store.meta("mfa_code") or ""):
         app.store.execute("UPDATE sessions SET mfa = 1 WHERE id = ?", req.session["id"])
         return Response.json({"state": "valid"})
     app.store.execute("UPDATE sessions SET mfa_tries = mfa_tries + 1 WHERE id = ?", req.session["id"])

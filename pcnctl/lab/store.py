@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS oauth_clients(
 CREATE TABLE IF NOT EXISTS sessions(
     id TEXT PRIMARY KEY, user_id TEXT, kind TEXT NOT NULL, client_id TEXT, scope TEXT, xsrf TEXT,
     mfa INTEGER NOT NULL DEFAULT 0, mfa_tries INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
-    actions TEXT NOT NULL DEFAULT '[]');
+    actions TEXT NOT NULL DEFAULT '[]', force_pw INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
 CREATE TABLE IF NOT EXISTS renewal_codes(user_id TEXT NOT NULL, code TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS block_traces(
@@ -163,7 +163,7 @@ CONVERSATION_TABLES = (
     "userthreads",
     "originalmessages",
 )
-SCHEMA_VERSION = "8"
+SCHEMA_VERSION = "9"
 
 
 class Store:

@@ -227,7 +227,8 @@ def _pattern(path: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r":(\w+)", r"(?P<\1>[^/]+)", path) + "$")
 
 
-def _origin(req: Request) -> str:
+def origin(req: Request) -> str:
+    """The scheme and host the client used, for the absolute URLs the platform redirects to."""
     return f"http://{req.headers.get('host', '127.0.0.1')}"
 
 
@@ -235,10 +236,10 @@ def login_redirect(req: Request, login_uri: str = "") -> Response:
     """No session: the login page (an absolute URL, the callback too), or the configured ``loginUri``."""
     if login_uri:
         return Response.redirect(login_uri)
-    callback = quote(_origin(req) + req.path, safe="")
-    return Response.redirect(f"{_origin(req)}/auth/login?callback={callback}")
+    callback = quote(origin(req) + req.path, safe="")
+    return Response.redirect(f"{origin(req)}/auth/login?callback={callback}")
 
 
 def mfa_redirect(req: Request) -> Response:
-    redirect = quote(_origin(req) + req.path, safe="")
-    return Response.redirect(f"{_origin(req)}/auth/validate-mfa?force=true&redirect={redirect}")
+    redirect = quote(origin(req) + req.path, safe="")
+    return Response.redirect(f"{origin(req)}/auth/validate-mfa?force=true&redirect={redirect}")
