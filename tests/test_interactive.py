@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -62,3 +63,30 @@ def test_mfa_code_is_prompted_on_a_terminal(lab: Lab, admc: Cli, tmp_path: Path)
         assert proc.wait(timeout=20) == 0
     os.close(primary)
     assert '"profile": "Teacher"' in out.read_text()
+
+
+def test_ctrl_c_at_a_confirmation_prompt_exits_130(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    login = lab.info["accounts"]["student"]["login"]
+    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pcnctl", "accounts", "block", login],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
+    os.close(secondary)
+    assert b"[y/N]" in read_until(primary, b"[y/N]")
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: what the terminal sends the foreground process
+    screen = read_until(primary, b"interrupted", timeout=10)
+    assert proc.wait(timeout=20) == 130 and b"Aborted" not in screen
+    os.close(primary)
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(lab: Lab, admc: Cli) -> None:
+    plain = admc("users", "show", "no.such.login")
+    debug = admc("--debug", "users", "show", "no.such.login")
+    assert plain.exit_code == debug.exit_code == 2
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr

@@ -69,11 +69,11 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PcnError as exc:
-            if State.debug:
-                raise
+            _traceback()
             _print_error(exc.message, exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, typer.Abort):
+            # Ctrl-C anywhere, at a confirmation prompt too (click turns it into Abort there).
             _print_error("interrupted", None)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
@@ -82,11 +82,10 @@ def handle_errors(fn: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(int(ExitCode.OK)) from None
-        except (typer.Exit, typer.Abort, typer.BadParameter):
+        except (typer.Exit, typer.BadParameter):
             raise
         except Exception as exc:
-            if State.debug:
-                raise
+            _traceback()
             _print_error(
                 f"internal error: {type(exc).__name__}: {exc}",
                 "this is a bug in pcnctl; rerun with --debug for the traceback and report it",
@@ -94,6 +93,14 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _traceback() -> None:
+    """With --debug, the traceback goes to stderr; the exit code stays the documented one."""
+    if State.debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
 
 
 def _print_error(message: str, hint: str | None) -> None:
