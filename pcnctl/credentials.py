@@ -3,7 +3,8 @@
 ``PCNCTL_PASSWORD`` and ``PCNCTL_CLIENT_SECRET`` win when set, so unattended runs never touch the keyring
 (and never pay its ~100 ms backend discovery). The keyring entry is service ``pcnctl``, user
 ``<profile>:<kind>``. Session tokens obtained by ``auth login`` are cached the same way when a keyring
-exists, and only in memory otherwise: a session cookie is as good as a password while it lives.
+exists; on a headless machine in the kernel keyring (memory only, per user, expiring after a shift); never
+in a file: a session cookie is as good as a password while it lives.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from pcnctl.config import Profile
 from pcnctl.errors import ConfigError
+from pcnctl.kernelkeys import KernelKeyring
 
 SERVICE = "pcnctl"
 ENV_VARS = {
@@ -129,16 +131,33 @@ def forget(profile: Profile, kinds: tuple[str, ...] = ("password", "client_secre
     return removed
 
 
+SESSION_TTL_S = 12 * 3600  # a shift: the kernel forgets a cached session after that
+
+
+def session_store() -> str:
+    """Where ``auth login`` caches sessions here: ``keyring``, ``kernel`` (headless), or ``none``."""
+    if os.environ.get("PCNCTL_NO_SESSION_CACHE"):
+        return "none"
+    if keyring_available():
+        return "keyring"
+    if not os.environ.get("PCNCTL_NO_KERNEL_KEYRING") and KernelKeyring.open() is not None:
+        return "kernel"
+    return "none"
+
+
 def load_session(profile: Profile) -> dict[str, Any] | None:
-    """The session cached by ``auth login`` (cookies or token), if a keyring holds one."""
-    if os.environ.get("PCNCTL_NO_SESSION_CACHE") or not keyring_available():
-        return None
-    try:
-        raw = _keyring().get_password(SERVICE, f"{profile.name}:session")
-    except Exception as exc:
-        if _keyring_error(exc):
-            return None
-        raise
+    """The session cached by ``auth login`` (cookies or token), if one is cached for this profile's URL."""
+    where = session_store()
+    raw: str | None = None
+    if where == "keyring":
+        try:
+            raw = _keyring().get_password(SERVICE, f"{profile.name}:session")
+        except Exception as exc:
+            if not _keyring_error(exc):
+                raise
+    elif where == "kernel":
+        ring = KernelKeyring.open()
+        raw = ring.get(f"{profile.name}:session") if ring else None
     if not raw:
         return None
     try:
@@ -149,13 +168,20 @@ def load_session(profile: Profile) -> dict[str, Any] | None:
 
 
 def save_session(profile: Profile, data: dict[str, Any]) -> bool:
-    """Cache a session in the keyring; returns False (and caches nothing) when there is no keyring."""
-    if os.environ.get("PCNCTL_NO_SESSION_CACHE") or not keyring_available():
-        return False
-    _keyring().set_password(SERVICE, f"{profile.name}:session", json.dumps(data | {"url": profile.url}))
-    return True
+    """Cache a session in the keyring, else in the kernel keyring (memory only, expiring); False when
+    neither is there (nothing is cached, and never in a file)."""
+    where = session_store()
+    raw = json.dumps(data | {"url": profile.url})
+    if where == "keyring":
+        _keyring().set_password(SERVICE, f"{profile.name}:session", raw)
+        return True
+    ring = KernelKeyring.open() if where == "kernel" else None
+    return ring is not None and ring.put(f"{profile.name}:session", raw, SESSION_TTL_S)
 
 
 def drop_session(profile: Profile) -> None:
     """Forget the cached session (after logout or when the ENT says it expired)."""
     forget(profile, ("session",))
+    ring = KernelKeyring.open() if session_store() == "kernel" else None
+    if ring is not None:
+        ring.drop(f"{profile.name}:session")

@@ -121,6 +121,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
             monkeypatch.delenv(name)
     monkeypatch.setenv("PCNCTL_CONFIG", str(tmp_path / "config" / "config.yaml"))
     monkeypatch.setenv("PCNCTL_HOME", str(tmp_path / "state"))
+    # The kernel keyring is shared by every process of the user: tests opt in to it one by one.
+    monkeypatch.setenv("PCNCTL_NO_KERNEL_KEYRING", "1")
     previous = keyring.get_keyring()
     keyring.set_keyring(NullKeyring())
     credentials._MEMORY.clear()

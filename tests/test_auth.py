@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
 import requests
 
 from pcnctl.config import resolve_profile
@@ -287,3 +291,33 @@ def test_a_malformed_mfa_code_is_refused_before_it_is_sent(lab: Lab, admc: Cli) 
     result = admc("users", "list", "--school", "0782268S", "--profile", "Guest")
     assert result.exit_code == 3 and "6 digits" in result.stderr
     assert lab.sql("SELECT max(mfa_tries) FROM sessions") == [(0,)]  # no try was spent
+
+
+def test_a_headless_machine_logs_in_once_per_shift(
+    lab: Lab, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No desktop keyring: the session (and its passed MFA) is cached in the kernel keyring, in memory."""
+    name = f"shift{os.getpid()}"
+    monkeypatch.delenv("PCNCTL_NO_KERNEL_KEYRING")
+    cli("profile", "add", name, "--url", lab.url, "--login", "admc.pcn")
+    saved = cli("auth", "login", "--save", "-p", name, input=lab.password + "\n")
+    assert saved.exit_code == 3 and "no keyring to save the secret" in saved.stderr
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    try:
+        login = cli("auth", "login", "-p", name)
+        assert login.exit_code == 0 and "kernel keyring" in login.stderr, login.stderr
+        monkeypatch.delenv("PCNCTL_MFA_CODE")  # no second code: the cached session has passed MFA
+        sessions = lab.sql("SELECT count(*) FROM sessions")[0][0]
+        listed = cli(
+            "users", "list", "--school", "0782268S", "--profile", "Teacher", "-p", name, "-o", "json"
+        )
+        assert listed.exit_code == 0 and listed.json(), listed.stderr
+        assert lab.sql("SELECT count(*) FROM sessions")[0][0] == sessions
+        assert not any(
+            lab.password in p.read_text(errors="ignore")
+            for p in Path(os.environ["PCNCTL_HOME"]).rglob("*")
+            if p.is_file()
+        )
+    finally:
+        assert cli("auth", "logout", "-p", name).exit_code == 0
+    assert cli("auth", "status", "-p", name, "-o", "json").json()["cached_session"] is False

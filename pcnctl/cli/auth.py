@@ -39,6 +39,14 @@ def login(
 
     prof = get_profile(profile)
     kinds = credentials.needed_kinds(prof)
+    if save and not credentials.keyring_available():
+        from pcnctl.errors import ConfigError
+
+        raise ConfigError(
+            "this machine has no keyring to save the secret in (nothing was asked or sent)",
+            hint="log in without --save: the session is cached in memory for the shift when the kernel "
+            "keyring is there; for cron, set the secret in the job's environment",
+        )
     if secret_stdin:
         value = sys.stdin.readline().rstrip("\n")
         if not value:
@@ -61,10 +69,17 @@ def login(
     credentials.drop_session(prof)
     driver = open_driver(prof)
     ident = driver.whoami()
+    driver.pass_second_factor()  # now, so that the cached session needs no code for the rest of the shift
+    where = {
+        "keyring": "; session cached in the keyring",
+        "kernel": "; session cached in the kernel keyring (memory only) for "
+        f"{credentials.SESSION_TTL_S // 3600} h",
+    }
     cached = credentials.load_session(prof) is not None
+    store = credentials.session_store()
     note(
         f"Logged in to {prof.url} as {ident.label}"
-        + ("; session cached in the keyring" if cached else "; session not cached (no keyring)")
+        + (where[store] if cached else "; session not cached (no keyring)")
     )
     emit_record(ident.to_row(), output)
 

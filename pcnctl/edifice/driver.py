@@ -84,6 +84,14 @@ class EdificeDriver:
         self._identity = parse_identity(info, auth_mode=self.profile.auth, client_id=self.profile.client_id)
         return self._identity
 
+    def pass_second_factor(self) -> None:
+        """Make the platform ask for MFA now if it will ask at all (admins only), through one small
+        MFA-protected read, so that a session cached by ``auth login`` has passed it already."""
+        if self.whoami().role in ("ADMC", "ADML"):
+            schools = self.list_schools()
+            if schools:
+                self.list_users(schools[0].id, profiles=["Guest"])
+
     # -- directory -----------------------------------------------------------------------------------
 
     def list_schools(self) -> list[School]:
