@@ -518,3 +518,36 @@ def test_full_text_prefilter_never_drops_an_exact_match(tmp_path: Path, postgres
             assert dsn.startswith("postgresql") or all(narrowed[i] for i in (0, 2, 4)), narrowed
         finally:
             store.close()
+
+
+def test_lab_send_and_draft_answer_as_the_contracts_say(lab: Lab, wave: dict[str, Any]) -> None:
+    import jsonschema
+    import requests
+
+    from tests import contract
+
+    session = requests.Session()
+    login = wave["sender_logins"][0]
+    session.post(lab.url + "/auth/login", data={"email": login, "password": lab.password}, timeout=10)
+    xsrf = {"X-XSRF-TOKEN": session.cookies.get("XSRF-TOKEN", "")}
+    to = lab.sql("SELECT user_id FROM conversation.usermessages WHERE message_id = ?", wave["messages"][0])
+    recipient = next(u for (u,) in to if u != wave["senders"][0])
+    send = contract.load("conversation/send-post")
+    ok = session.post(lab.url + "/conversation/send", json={"subject": "s", "to": [recipient]}, headers=xsrf)
+    assert ok.status_code == 200
+    jsonschema.validate(ok.json(), send.answer(200).schema)
+    empty = session.post(lab.url + "/conversation/send", json={"to": []}, headers=xsrf)
+    assert empty.status_code == 200 and empty.json()["sent"] == 0  # accepted, reaching nobody
+    extra = session.post(
+        lab.url + "/conversation/send", json={"to": [recipient], "attachments": []}, headers=xsrf
+    )
+    assert extra.status_code == 400  # every key is a column: attachments have their own route
+    jsonschema.validate(extra.json(), send.answer(400, "save or the send failed").schema)
+    draft = session.post(
+        lab.url + "/conversation/draft", json={"subject": "d", "to": [recipient]}, headers=xsrf
+    )
+    assert draft.status_code == 201
+    jsonschema.validate(draft.json(), contract.load("conversation/draft-post").answer(201).schema)
+    again = session.post(f"{lab.url}/conversation/send?id={draft.json()['id']}", json={}, headers=xsrf)
+    twice = session.post(f"{lab.url}/conversation/send?id={draft.json()['id']}", json={}, headers=xsrf)
+    assert again.status_code == 200 and twice.status_code in (400, 401)  # a draft is sent once

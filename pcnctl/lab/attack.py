@@ -204,12 +204,18 @@ def run(
     def send(
         s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
     ) -> str | None:
+        """As the web client does: a draft, the attachment uploaded to it, then the send of the draft."""
         payload: dict[str, Any] = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
-        if attach:
-            payload["attachments"] = [ATTACHMENT]
-        if route == "schedule":  # the platform delivers it later; until then only the sender has it
-            payload["scheduleAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
-        return _post(s, url + ("/conversation/draft" if route == "draft" else "/conversation/send"), payload)
+        if not attach and route == "send":
+            return _post(s, url + "/conversation/send", payload)
+        draft = _post(s, url + "/conversation/draft", payload)
+        if draft is None or route == "draft":
+            return draft
+        if attach and _upload(s, f"{url}/conversation/message/{draft}/attachment") is None:
+            return None
+        later = {"scheduleAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))}
+        # A scheduled send: the platform delivers it later; until then only the sender has a copy.
+        return _post(s, f"{url}/conversation/send?id={draft}", later if route == "schedule" else {})
 
     # Ordinary traffic: teachers and pupils of the same schools, before and during the wave.
     noise_plan = []
@@ -279,6 +285,22 @@ def run(
     truth.ended_at = time.time()
     _write(path, truth)
     return truth.to_json()
+
+
+def _upload(s: requests.Session, url: str) -> str | None:
+    """The video, uploaded to the draft (its bytes stand in for the file)."""
+    r = s.post(
+        url,
+        params={"name": str(ATTACHMENT["name"])},
+        data=b"\0" * 48_123,
+        headers={
+            "X-XSRF-TOKEN": s.cookies.get("XSRF-TOKEN", ""),
+            "Content-Type": str(ATTACHMENT["contentType"]),
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    return str(r.json().get("id")) if r.status_code == 200 else None
 
 
 def _post(s: requests.Session, url: str, payload: dict[str, Any]) -> str | None:

@@ -128,26 +128,38 @@ def create_draft(db: sqlite3.Connection, sender: Any, body: dict[str, Any], rec:
     db.execute(
         "INSERT INTO conversation.usermessages(user_id, message_id) VALUES (?,?)", (sender["id"], message_id)
     )
-    for attachment in [a for a in body.get("attachments") or [] if isinstance(a, dict)]:
-        attachment_id = str(uuid.uuid4())
-        db.execute(
-            'INSERT INTO conversation.attachments(id, name, charset, filename, "contentType",'
-            ' "contentTransferEncoding", size) VALUES (?,?,?,?,?,?,?)',
-            (
-                attachment_id,
-                str(attachment.get("name") or "file"),
-                "UTF-8",
-                str(attachment.get("name") or "file"),
-                str(attachment.get("contentType") or "application/octet-stream"),
-                "binary",
-                int(attachment.get("size") or 0),
-            ),
-        )
-        db.execute(
-            "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
-            (sender["id"], message_id, attachment_id),
-        )
     return message_id
+
+
+def attach(
+    db: sqlite3.Connection, user_id: str, message_id: str, name: str, content_type: str, size: int
+) -> str:
+    """An attachment uploaded to a draft (``POST /conversation/message/:id/attachment``): linked to the
+    uploader's copy; the send links it to every recipient's."""
+    attachment_id = str(uuid.uuid4())
+    db.execute(
+        'INSERT INTO conversation.attachments(id, name, charset, filename, "contentType",'
+        ' "contentTransferEncoding", size) VALUES (?,?,?,?,?,?,?)',
+        (attachment_id, name, "UTF-8", name, content_type, "binary", size),
+    )
+    db.execute(
+        "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
+        (user_id, message_id, attachment_id),
+    )
+    return attachment_id
+
+
+MESSAGE_KEYS = ("subject", "body", "to", "cc", "cci", "noReply", "scheduleAt")
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    """The platform inserts every key of the body as a column: an unknown key fails the insert (400)."""
+    if not isinstance(body, dict):
+        raise HttpError(400, {"error": "ERROR: invalid message"})
+    for key in body:
+        if key not in MESSAGE_KEYS:
+            raise HttpError(400, {"error": f'ERROR: column "{key}" of relation "messages" does not exist'})
+    return body
 
 
 def deliver(
@@ -265,6 +277,7 @@ def store_message(
     draft_id: str | None = None,
 ) -> dict[str, Any]:
     """``POST /conversation/send``: a new draft sent at once, or the sender's draft ``draft_id``."""
+    check_body(body)
     rec = resolve_recipients(app, sender["id"], recipients)
     schedule = str(body.get("scheduleAt") or "") or None
     now = int(time.time() * 1000)
@@ -283,7 +296,21 @@ def store_message(
         if not schedule:
             _notify(db, sender, message_id, rec, now)
         _event(db, app, sender, headers, now)
-    return {"id": message_id, "sent": len(rec.users)}
+        subject, text, thread = db.execute(
+            "SELECT subject, body, thread_id FROM conversation.messages WHERE id = ?", (message_id,)
+        ).fetchone()
+    # The platform's answer: the row read back by the state change, and who was reached.
+    return {
+        "update_message_with_state_transition": "",
+        "id": message_id,
+        "subject": subject,
+        "body": text,
+        "thread_id": thread,
+        "inactive": [],
+        "undelivered": [],
+        "sent": len(rec.users),
+        "inactiveCount": 0,
+    }
 
 
 def _people(row: Any, column: str, users: set[str]) -> dict[str, list[dict[str, str]]]:
@@ -413,14 +440,33 @@ def register(router: Router, app: LabApp) -> None:
     def draft(req: Request) -> Response:
         if req.user is None:
             raise HttpError(401, {"error": "invalid.user"})
-        body = req.json()
-        if not isinstance(body, dict):
-            raise HttpError(400, {"error": "conversation.draft.invalid"})
+        body = check_body(req.json())
         ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
         rec = resolve_recipients(app, req.user["id"], ids)
         with store.transaction() as db:
             message_id = create_draft(db, req.user, body, rec, int(time.time() * 1000))
         return Response.json({"id": message_id}, 201)
+
+    @router.route("POST", "/conversation/message/:id/attachment", action=_CONV + "postAttachment")
+    def upload(req: Request) -> Response:
+        """The file is the raw body (the platform takes a multipart upload); its name in ``?name=``."""
+        if req.user is None:
+            raise HttpError(401, {"error": "invalid.user"})
+        if (
+            store.one(
+                "SELECT 1 FROM conversation.usermessages WHERE user_id = ? AND message_id = ?",
+                req.user["id"],
+                req.params["id"],
+            )
+            is None
+        ):
+            raise unauthorized()  # MessageUserFilter
+        content_type = req.headers.get("content-type") or "application/octet-stream"
+        with store.transaction() as db:
+            attachment_id = attach(
+                db, req.user["id"], req.params["id"], req.arg("name") or "file", content_type, len(req.body)
+            )
+        return Response.json({"id": attachment_id})
 
     @router.route("POST", "/conversation/api/messages/:id/recall", action=_API + "recallMessage")
     def recall(req: Request) -> Response:

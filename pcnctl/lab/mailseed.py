@@ -12,7 +12,7 @@ import sqlite3
 import time
 from typing import Any
 
-from pcnctl.lab.conversation_routes import Recipients, create_draft, deliver
+from pcnctl.lab.conversation_routes import Recipients, attach, create_draft, deliver
 from pcnctl.lab.store import Store
 
 DAY_MS = 24 * 3600 * 1000
@@ -27,7 +27,7 @@ HISTORY = (
     ("Absence", "<p>Madame, mon fils sera absent demain pour un rendez-vous médical.</p>"),
     ("Club théâtre", "<p>Le club théâtre reprend jeudi en salle polyvalente, ouvert à tous.</p>"),
 )
-ATTACHMENT = {"name": "document.pdf", "contentType": "application/pdf", "size": 182_044}
+ATTACHMENT = ("document.pdf", "application/pdf", 182_044)
 
 
 Groups = dict[str, list[tuple[str, str, str]]]
@@ -83,9 +83,9 @@ def seed_messages(store: Store, rng: random.Random, schools: int = 4, per_school
                     to = [p["id"] for p in rng.sample(people, min(3, len(people))) if p["id"] != sender["id"]]
                     rec = Recipients(to, {}, {})
                 message: dict[str, Any] = {"subject": subject, "body": body, "to": to}
-                if n % 4 == 1:
-                    message["attachments"] = [ATTACHMENT]
                 message_id = create_draft(db, sender, message, rec, date)
+                if n % 4 == 1:
+                    attach(db, sender["id"], message_id, *ATTACHMENT)
                 written += 1
                 if n == 5:
                     continue  # a draft, never sent
