@@ -30,8 +30,8 @@ def test_small_seed_is_deterministic_and_valid(tmp_path: Path) -> None:
     assert kinds == {"ecole": 12, "college": 6, "lycee": 2}
     profiles = {r[0] for r in store_a.all("SELECT DISTINCT profile FROM users")}
     assert profiles == {"Student", "Teacher", "Personnel", "Relative", "Guest"}
-    groups = store_a.one("SELECT count(*) n FROM groups")
-    assert groups is not None and groups["n"] == 20 * 5  # one profile group per profile and school
+    groups = store_a.one("SELECT count(*) n FROM groups WHERE sub_type = 'StructureGroup'")
+    assert groups is not None and groups["n"] == 20 * 5  # one structure group per profile and school
     logins = store_a.one("SELECT count(*) n, count(DISTINCT login) d FROM users")
     assert logins is not None and logins["n"] == logins["d"]
 

@@ -16,7 +16,9 @@ from urllib.parse import quote
 
 from pcnctl.lab import (
     account_routes,
+    appregistry_routes,
     auth_routes,
+    communication_routes,
     conversation_routes,
     directory_routes,
     infra_routes,
@@ -93,6 +95,8 @@ class LabApp:
         self.router.mount(directory_routes.ROUTES, self)
         self.router.mount(account_routes.ROUTES, self)
         self.router.mount(infra_routes.ROUTES, self)
+        self.router.mount(communication_routes.ROUTES, self)
+        self.router.mount(appregistry_routes.ROUTES, self)
         messaging_routes.register(self.router, self)
         conversation_routes.register(self.router, self)
 

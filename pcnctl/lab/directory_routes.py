@@ -394,9 +394,9 @@ def group_admin_list(app: LabApp, req: Request) -> Response:
     elif app.require_admin(req) is not None:
         raise HttpError(400, {"error": "forbidden"})
     rows = app.store.all(
-        "SELECT g.*, s.name AS structure_name, (SELECT count(*) FROM users u JOIN user_structures us"
-        "  ON us.user_id = u.id WHERE us.structure_id = g.structure_id AND u.profile = g.profile) AS n"
-        " FROM groups g JOIN structures s ON s.id = g.structure_id"
+        "SELECT g.*, s.name AS structure_name, c.name AS class_name,"
+        " (SELECT count(*) FROM group_members gm WHERE gm.group_id = g.id) AS n"
+        " FROM groups g JOIN structures s ON s.id = g.structure_id LEFT JOIN classes c ON c.id = g.class_id"
         f" WHERE {'g.structure_id = ?' if sid else '1=1'} ORDER BY g.name",
         *([sid] if sid else []),
     )
@@ -411,9 +411,9 @@ def group_admin_list(app: LabApp, req: Request) -> Response:
                 "type": g["type"],
                 "internalCommunicationRule": g["users_dir"],
                 "nbUsers": g["n"],
-                "classes": None,
+                "classes": [{"id": g["class_id"], "name": g["class_name"]}] if g["class_id"] else None,
                 "structures": [{"id": g["structure_id"], "name": g["structure_name"]}],
-                "subType": "StructureGroup",
+                "subType": g["sub_type"],
                 "createdAt": None,
                 "createdByName": None,
                 "modifiedAt": None,

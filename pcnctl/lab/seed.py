@@ -1,9 +1,10 @@
 """A synthetic académie for the lab, deterministic for a given random seed.
 
 Presets: ``small`` (about 20 schools and 5,000 users: tests, demo) and ``paris`` (about 800 schools and
-300,000 users: scale drills and benchmarks). Schools carry valid UAI codes; every school has one profile
-group per profile; users have Edifice-style logins (``prenom.nom``, numbered on collision). All users
-share one throwaway password, written to ``lab.json`` so drills can log in as anyone.
+300,000 users: scale drills and benchmarks). Schools carry valid UAI codes, classes, and the
+platform's structure and class profile groups under its default rules (``seed_graph``); users have
+Edifice-style logins (``prenom.nom``, numbered on collision). All users share one throwaway password,
+written to ``lab.json`` so drills can log in as anyone.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import random
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pcnctl.lab.store import CONVERSATION_TABLES, SCHEMA_VERSION, Store
+from pcnctl.lab import seed_graph
+from pcnctl.lab.store import CONVERSATION_TABLES, GRAPH_TABLES, SCHEMA_VERSION, Store
 from pcnctl.models import PROFILES
 from pcnctl.uai import check_letter
 
@@ -67,6 +69,9 @@ class Preset:
     schools: dict[str, int]
     academy: str
     paris_only: bool
+    # The communication rule set of each kind of school ("*": the others), from graph.RULE_SETS: the
+    # lycées' operator lets students write to each other.
+    rules: dict[str, str] = field(default_factory=lambda: {"*": "reference", "lycee": "students-open"})
 
 
 PRESETS = {
@@ -83,15 +88,6 @@ SERVICE_CLIENT_SCOPE = " ".join(
         "org.entcore.infra.controllers.EventStoreController|listEventsPartial",
     ]
 )
-# Default communication rules of a school, as profile group -> profile group edges (a self edge lets the
-# members of a group write to each other). Parents and guests write only to staff.
-DEFAULT_RULES = {
-    "Student": ("Student", "Teacher", "Personnel"),
-    "Teacher": ("Student", "Teacher", "Personnel", "Relative"),
-    "Personnel": ("Student", "Teacher", "Personnel", "Relative", "Guest"),
-    "Relative": ("Teacher", "Personnel"),
-    "Guest": ("Teacher", "Personnel"),
-}
 MESSAGERIE_APP = "5e5f8a41-0000-4000-8000-00000000c0a1"
 MESSAGERIE_ROLE = "5e5f8a41-0000-4000-8000-00000000c0a2"
 CONVERSATION_ACTIONS = [
@@ -243,15 +239,17 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
         functions.extend((uid, "ADMIN_LOCAL", sid) for sid in sids)
         adml_accounts.append({"login": login, "password": user_password, "schools": [s[1] for s in chunk]})
 
-    groups = []
-    edges: list[tuple[str, str]] = []
-    for sid, _uai, name, *_ in structures:
-        ids = {profile: _uuid(rng) for profile in PROFILES}
-        for profile in PROFILES:
-            groups.append((ids[profile], sid, profile, f"{name}-{profile}"))
-            edges.extend((ids[profile], ids[target]) for target in DEFAULT_RULES[profile])
+    graph_rng = random.Random(f"pcnctl-lab-graph:{preset_name}:{random_seed}")
+    schools = {sid: seed_graph.School(sid, name, kind) for sid, _uai, name, kind, *_ in structures}
+    profile_of = {u[0]: u[6] for u in users}
+    for uid, sid in links:
+        schools[sid].people[profile_of[uid]].append(uid)
+    graph = seed_graph.build(list(schools.values()), graph_rng)
+    rule_sets = {sid: preset.rules.get(s.kind, preset.rules["*"]) for sid, s in schools.items()}
+    groups = [g for g in graph.groups if g[4] == "ProfileGroup" and g[5] == "StructureGroup"]
 
     student_login = next(u[1] for u in users if u[6] == "Student" and u[2] is None)
+    store.rebuild(GRAPH_TABLES)
     with store.transaction() as db:
         for table in (
             "structures",
@@ -263,7 +261,6 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             "oauth_clients",
             "sessions",
             "meta",
-            "communique",
             "applications",
             "roles",
             "role_groups",
@@ -284,8 +281,7 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
             [(*u, *search_fields(u[3], u[4])) for u in users],
         )
         db.executemany("INSERT INTO user_structures VALUES (?,?)", links)
-        db.executemany("INSERT INTO groups(id, structure_id, profile, name) VALUES (?,?,?,?)", groups)
-        db.executemany("INSERT INTO communique VALUES (?,?)", edges)
+        seed_graph.write(db, graph, rule_sets)
         db.execute(
             "INSERT INTO applications VALUES (?,?,?,?)",
             (MESSAGERIE_APP, "Messagerie", "messagerie", "/conversation"),
@@ -299,7 +295,10 @@ def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict
                 json.dumps(CONVERSATION_ACTIONS),
             ),
         )
-        db.executemany("INSERT INTO role_groups VALUES (?,?)", [(MESSAGERIE_ROLE, g[0]) for g in groups])
+        db.executemany(
+            "INSERT INTO role_groups VALUES (?,?)",
+            [(MESSAGERIE_ROLE, g[0]) for g in groups if g[0] not in graph.no_role],
+        )
         db.executemany("INSERT INTO functions VALUES (?,?,?)", functions)
         db.executemany("INSERT INTO profiles VALUES (?, 0)", [(p,) for p in PROFILES])
         db.executemany(

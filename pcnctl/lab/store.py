@@ -31,12 +31,41 @@ CREATE INDEX IF NOT EXISTS users_last_search ON users(last_search, first_search)
 CREATE TABLE IF NOT EXISTS user_structures(
     user_id TEXT NOT NULL, structure_id TEXT NOT NULL, PRIMARY KEY(user_id, structure_id));
 CREATE INDEX IF NOT EXISTS user_structures_structure ON user_structures(structure_id, user_id);
+-- Sub-structures: (structure)-[:HAS_ATTACHMENT]->(parent) on the platform.
+CREATE TABLE IF NOT EXISTS structure_parents(
+    structure_id TEXT NOT NULL, parent_id TEXT NOT NULL, PRIMARY KEY(structure_id, parent_id));
+CREATE TABLE IF NOT EXISTS classes(id TEXT PRIMARY KEY, structure_id TEXT NOT NULL, name TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS classes_structure ON classes(structure_id);
+-- A child's relatives: (child)-[:RELATED]->(relative).
+CREATE TABLE IF NOT EXISTS related(
+    child_id TEXT NOT NULL, relative_id TEXT NOT NULL, PRIMARY KEY(child_id, relative_id));
+CREATE INDEX IF NOT EXISTS related_relative ON related(relative_id);
+-- Groups as the communication module sees them (docs/edifice-communication.md §1-2):
+-- profile: the filter of a profile group (NULL for other kinds); sub_type StructureGroup / ClassGroup;
+-- class_id: the class a class-level group depends on; parent_id: the structure group a class group
+-- depends on; users_dir: the node's `users` property (NULL when absent); member_in / member_out: whether
+-- the members' (User)->(group) / (group)->(User) COMMUNIQUE edges exist (the property and the edges are
+-- written by different statements and can disagree); relative_student: relativeCommuniqueStudent.
 CREATE TABLE IF NOT EXISTS groups(
-    id TEXT PRIMARY KEY, structure_id TEXT NOT NULL, profile TEXT NOT NULL, name TEXT NOT NULL,
-    type TEXT NOT NULL DEFAULT 'ProfileGroup', users_dir TEXT NOT NULL DEFAULT 'BOTH');
--- COMMUNIQUE edges between groups: members of start may write to members of end.
+    id TEXT PRIMARY KEY, structure_id TEXT NOT NULL, profile TEXT, name TEXT NOT NULL,
+    type TEXT NOT NULL DEFAULT 'ProfileGroup', users_dir TEXT, sub_type TEXT, class_id TEXT,
+    parent_id TEXT, member_in INTEGER NOT NULL DEFAULT 0, member_out INTEGER NOT NULL DEFAULT 0,
+    relative_student TEXT);
+CREATE INDEX IF NOT EXISTS groups_parent ON groups(parent_id);
+CREATE INDEX IF NOT EXISTS groups_class ON groups(class_id, profile);
+CREATE INDEX IF NOT EXISTS groups_profile ON groups(structure_id, profile, sub_type);
+-- (User)-[:IN]->(Group).
+CREATE TABLE IF NOT EXISTS group_members(
+    group_id TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY(group_id, user_id));
+CREATE INDEX IF NOT EXISTS group_members_user ON group_members(user_id, group_id);
+-- Group->Group COMMUNIQUE edges; the start group's communiqueWith property is kept equal to them.
 CREATE TABLE IF NOT EXISTS communique(
     start_id TEXT NOT NULL, end_id TEXT NOT NULL, PRIMARY KEY(start_id, end_id));
+CREATE INDEX IF NOT EXISTS communique_end ON communique(end_id);
+-- COMMUNIQUE_DIRECT edges, user to user.
+CREATE TABLE IF NOT EXISTS communique_direct(
+    start_id TEXT NOT NULL, end_id TEXT NOT NULL, PRIMARY KEY(start_id, end_id));
+CREATE INDEX IF NOT EXISTS communique_direct_end ON communique_direct(end_id);
 CREATE TABLE IF NOT EXISTS applications(id TEXT PRIMARY KEY, name TEXT NOT NULL, display_name TEXT NOT NULL,
     address TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roles(id TEXT PRIMARY KEY, name TEXT NOT NULL, app_id TEXT NOT NULL,
@@ -163,7 +192,17 @@ CONVERSATION_TABLES = (
     "userthreads",
     "originalmessages",
 )
-SCHEMA_VERSION = "9"
+SCHEMA_VERSION = "10"
+# The communication graph's tables (rebuilt when a stale lab directory is seeded again).
+GRAPH_TABLES = (
+    "structure_parents",
+    "classes",
+    "related",
+    "groups",
+    "group_members",
+    "communique",
+    "communique_direct",
+)
 
 
 class Store:
@@ -184,6 +223,13 @@ class Store:
         self.db.executescript(SCHEMA)
         self.db.execute("ATTACH DATABASE ? AS conversation", (str(self.conversation_path),))
         self.db.executescript(CONVERSATION_SCHEMA)
+
+    def rebuild(self, tables: tuple[str, ...]) -> None:
+        """Drop and recreate tables whose columns changed with the schema version (a stale lab directory)."""
+        with self.lock:
+            for table in tables:
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self.lock:
