@@ -57,34 +57,24 @@ def resolve_recipients(app: LabApp, sender: str, ids: list[str]) -> Recipients:
     Raises:
         HttpError: 401 when one id is neither a user nor a group the sender may write to.
     """
-    from pcnctl.lab.messaging_routes import SENDERS, user_groups, visible
+    from pcnctl.lab import graph
 
     store = app.store
     users: list[str] = []
     groups: dict[str, str] = {}
-    sending = [g["id"] for g in user_groups(app, sender) if g["users_dir"] in SENDERS]
-    for rid in dict.fromkeys(ids):
-        group = store.one("SELECT id, name, structure_id, profile FROM groups WHERE id = ?", rid)
-        if group is not None:
-            marks = ",".join("?" * len(sending))
-            if not sending or not store.one(
-                f"SELECT 1 FROM communique WHERE start_id IN ({marks}) AND end_id = ?", *sending, rid
-            ):
-                raise unauthorized()
-            groups[rid] = group["name"]
-            users += [
-                r["id"]
-                for r in store.all(
-                    "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
-                    " WHERE us.structure_id = ? AND u.profile = ? ORDER BY u.id",
-                    group["structure_id"],
-                    group["profile"],
-                )
-            ]
-        elif store.one("SELECT 1 FROM users WHERE id = ?", rid) is not None and visible(app, sender, rid):
-            users.append(rid)
-        else:
+    wanted = list(dict.fromkeys(ids))
+    with store.lock:
+        allowed = graph.visible(store.db, sender, wanted)
+    for rid in wanted:
+        if rid not in allowed:
             raise unauthorized()
+        group = store.one("SELECT id, name FROM groups WHERE id = ?", rid)
+        if group is None:
+            users.append(rid)
+            continue
+        groups[rid] = group["name"]
+        with store.lock:
+            users += graph.members_of(store.db, [rid])  # every member, as the platform resolves them
     unique = list(dict.fromkeys(users))
     names = {
         r["id"]: r["display_name"]
