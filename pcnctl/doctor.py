@@ -90,6 +90,11 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
             detail = (
                 f"service account {ident.client_id} (client_credentials: bypasses rights filters and MFA)"
             )
+        elif ident.role == "unknown":
+            detail = (
+                f"{ident.login}: the ENT's userinfo does not say which admin functions this account holds; "
+                "actions bound to an ADML's schools will be refused"
+            )
         else:
             detail = f"{ident.login}: not an administrator"
         status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
@@ -99,7 +104,31 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
         return report, first_error
 
     try:
-        report.capabilities = driver.probe() if ident.role != "service" else []
+        report.capabilities = driver.probe()
     except PcnError as exc:
         fail("capabilities", exc)
+        return report, first_error
+    report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
     return report, first_error
+
+
+# What each audit check reads, as capability names of the driver's probe ("mailstore": a DSN on the profile).
+AUDIT_NEEDS = {
+    "mass_senders": ("directory.schools", "infra.event_store"),
+    "watchlist": ("mailstore",),
+    "blocks": (),
+    "drift": ("directory.users",),
+    "evidence": (),
+    "health": ("directory.schools",),
+}
+
+
+def _audit_readiness(report: DoctorReport, *, has_mailstore: bool) -> dict[str, str]:
+    """Which audit checks this identity can run from cron, and what stops the others."""
+    have = {c.name for c in report.capabilities if c.available} | ({"mailstore"} if has_mailstore else set())
+    blocked = {check: [n for n in needs if n not in have] for check, needs in AUDIT_NEEDS.items()}
+    missing = {check: needs for check, needs in blocked.items() if needs}
+    if not missing:
+        return {"check": "audit", "status": "ok", "detail": "every audit check can run with this profile"}
+    detail = "; ".join(f"{check} needs {', '.join(needs)}" for check, needs in missing.items())
+    return {"check": "audit", "status": "warn", "detail": f"audit checks that cannot run: {detail}"}

@@ -204,8 +204,11 @@ def doc_block(kind: str) -> str:
 
 
 def redirect(command: str, tmp: Path) -> str:
-    return command.replace("/etc/pcnctl/audit.env", str(tmp / "audit.env")).replace(
-        "/var/lib/pcnctl", str(tmp)
+    pcnctl = str(Path(sys.executable).parent / "pcnctl")
+    return (
+        command.replace("/etc/pcnctl/audit.env", str(tmp / "audit.env"))
+        .replace("/var/lib/pcnctl", str(tmp))
+        .replace("/usr/local/bin/pcnctl", pcnctl)
     )
 
 
@@ -213,11 +216,11 @@ def cron_env(lab: Lab, tmp: Path) -> dict[str, str]:
     (tmp / "audit.env").write_text(
         f"PCNCTL_CONFIG={os.environ['PCNCTL_CONFIG']}\nPCNCTL_HOME={tmp / 'home'}\nPCNCTL_PROFILE=lab\n"
         f"PCNCTL_PASSWORD={lab.password}\nPCNCTL_MFA_CODE={lab.mfa_code}\n"
+        # The test machine's kernel keyring is shared by every test: no session cached there.
+        "PCNCTL_NO_KERNEL_KEYRING=1\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
-    return env
+    # What cron gives a job, and nothing else (Debian's cron: PATH=/usr/bin:/bin, the user's HOME).
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "SHELL": "/bin/sh", "LOGNAME": "pcnctl"}
 
 
 def test_the_crontab_line_runs_as_written(
@@ -226,17 +229,22 @@ def test_the_crontab_line_runs_as_written(
     line = next(li for li in doc_block("crontab").splitlines() if li and not li.startswith("#"))
     fields = line.split(None, 6)
     assert fields[:5] == ["*/15", "*", "*", "*", "*"] and fields[5] == "pcnctl"
+    assert fields[6].split(" && ")[-1].startswith("/usr/local/bin/pcnctl ")  # cron's PATH has no pcnctl
     command = redirect(fields[6], tmp_path)
     result = subprocess.run(
         ["sh", "-c", command], env=cron_env(lab, tmp_path), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 11, result.stderr  # the wave is a critical finding
     assert result.stdout == "" and "critical" in result.stderr  # cron mails the summary
-    assert "Threat watchlist" in (tmp_path / "audit-latest.md").read_text()
+    time.sleep(1.1)  # reports are named to the second
     again = subprocess.run(
         ["sh", "-c", command], env=cron_env(lab, tmp_path), capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""  # nothing new: silence
+    reports = sorted((tmp_path / "reports").glob("audit-*.md"))
+    assert len(reports) == 2 and "Threat watchlist" in reports[0].read_text()  # the critical one is kept
+    latest = tmp_path / "reports" / "latest.md"
+    assert latest.is_symlink() and latest.resolve() == reports[1].resolve()
 
 
 def test_the_systemd_unit_runs_as_written(
@@ -247,18 +255,40 @@ def test_the_systemd_unit_runs_as_written(
     env_file = re.search(r"^EnvironmentFile=(.+)$", unit, re.M)
     success = re.search(r"^SuccessExitStatus=(.+)$", unit, re.M)
     assert exec_start and env_file and success and re.search(r"^OnCalendar=\*:0/15$", unit, re.M)
-    env = cron_env(lab, tmp_path)
+    assert re.search(r"^Wants=network-online.target$", unit, re.M)
+    failed = re.search(r"^OnFailure=(.+)$", unit, re.M)
+    assert failed and f"/etc/systemd/system/{failed.group(1)}" in unit  # the unit it names is given too
+    cron_env(lab, tmp_path)
+    env = {}  # systemd gives the service the environment file's variables and no PATH of its own
     for line in Path(redirect(env_file.group(1), tmp_path)).read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
     argv = redirect(exec_start.group(1), tmp_path).split()
-    argv[0] = shutil.which("pcnctl", path=env["PATH"]) or argv[0]
+    assert os.path.isabs(argv[0])
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert (
         result.returncode == 11 and str(result.returncode) not in success.group(1).split()
     )  # the unit fails
-    page = (tmp_path / "audit-latest.html").read_text()
+    page = (tmp_path / "reports" / "latest.html").read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page
+
+
+def test_fail_on_decides_what_a_quiet_run_prints(auditor: Cli, lab: Lab) -> None:
+    config = Path(os.environ["PCNCTL_CONFIG"])
+    config.write_text(config.read_text() + "audit:\n  latency_ms: 0.001\n")  # every route is slow
+    warned = auditor("audit", "run", "--since", "1h", "--checks", "health", "--quiet")
+    assert warned.exit_code == 10 and "warning" in warned.stderr
+    quiet = auditor("audit", "run", "--since", "1h", "--checks", "health", "--quiet", "--fail-on", "critical")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_an_unwritable_report_path_is_refused_before_the_audit_runs(auditor: Cli, lab: Lab) -> None:
+    before = lab.counters()["requests"]
+    bad = auditor("audit", "run", "--checks", "health", "--out", "/proc/pcnctl/report.md")
+    assert bad.exit_code == 2 and "cannot write" in bad.stderr
+    both = auditor("audit", "run", "--out", "a.md", "--out-dir", "reports")
+    assert both.exit_code == 2 and "exclusive" in both.stderr
+    assert lab.counters()["requests"] == before
 
 
 def test_thresholds_from_the_config_file(auditor: Cli, wave: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pcnctl.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
@@ -124,3 +125,24 @@ def run(
         env.watchlist = watchlist
     findings = [CHECKS[name](env) for name in checks]
     return AuditReport(driver.profile.name, driver.profile.url, start, end, findings)
+
+
+EXTENSIONS = {"markdown": "md", "html": "html", "json": "json", "csv": "csv"}
+
+
+def keep_report(directory: Path, text: str, fmt: str, until: datetime) -> Path:
+    """Write this run's report under its own UTC time, and point ``latest.EXT`` at it.
+
+    A report every 15 minutes must not replace the critical one of a quarter of an hour ago: each run keeps
+    its file, and the link (replaced atomically) says which one is the newest.
+    """
+    ext = EXTENSIONS[fmt]
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"audit-{until.astimezone(UTC):%Y%m%dT%H%M%S}Z.{ext}"
+    write_private(path, text)
+    link = directory / f"latest.{ext}"
+    staging = directory / f".latest.{ext}.{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(path.name)
+    staging.replace(link)
+    return path

@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -180,3 +181,22 @@ def note(text: str, quiet: bool = False) -> None:
 
 def warn(text: str) -> None:
     sys.stderr.write(f"Warning: {text}\n")
+
+
+def check_writable(path: Path, *, directory: bool = False) -> None:
+    """Refuse, before anything is sent, an output path that cannot be written (a report lost after the
+    work is done, or renewal codes generated on the ENT and then not saved, cost more than an early error)."""
+    from pcnctl.errors import UsageError
+
+    where = path if directory else path.parent
+    if directory and not path.exists():
+        existing = next((p for p in path.parents if p.exists()), Path("/"))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot create {path}: {existing} is not writable")
+        return
+    if path.exists() and path.is_dir() and not directory:
+        raise UsageError(f"{path} is a directory; give a file name")
+    if not where.exists():
+        raise UsageError(f"cannot write {path}: {where} does not exist")
+    if not os.access(where, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied", hint="choose another --out path")

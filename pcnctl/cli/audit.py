@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, get_driver, handle_errors
+from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, handle_errors
 
 
 @handle_errors
@@ -26,6 +26,12 @@ def run(
     ] = "last",
     output: Annotated[str, typer.Option("--output", "-o", help="markdown, html, json or csv.")] = "markdown",
     out: Annotated[Path | None, typer.Option("--out", help="Write the report to this file.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Keep each run's report in this directory (audit-TIME.EXT) and link latest.EXT."
+        ),
+    ] = None,
     fail_on: Annotated[
         str, typer.Option("--fail-on", help="warning or critical: lowest severity that fails.")
     ] = "warning",
@@ -61,6 +67,12 @@ def run(
         raise UsageError("--fail-on takes warning or critical")
     if lang not in render.LABELS:
         raise UsageError("--lang takes en or fr")
+    if out is not None and out_dir is not None:
+        raise UsageError("--out and --out-dir are exclusive: one file, or one file a run in a directory")
+    if out is not None:
+        check_writable(out)
+    if out_dir is not None:
+        check_writable(out_dir, directory=True)
     from pcnctl.config import load_config
 
     settings = load_config().audit  # thresholds kept in the config file's 'audit' section
@@ -87,8 +99,10 @@ def run(
     else:
         text = render.RENDERERS[output](report, lang)
     code = report.exit_code(fail_on)
-    found = report.worst in ("warning", "critical")
-    if out is not None:
+    found = code != 0  # --fail-on decides what counts: below it a quiet run stays silent
+    if out_dir is not None:
+        core.keep_report(out_dir, text, output, end)
+    elif out is not None:
         out.write_text(text, encoding="utf-8")
     elif found or not quiet:
         sys.stdout.write(text)

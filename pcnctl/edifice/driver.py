@@ -402,6 +402,9 @@ class EdificeDriver:
                 caps.append(Capability(name, False, exc.message))
                 return None
 
+        status = probe("directory.schools", "GET", "/directory/structure/admin/list")
+        if status is not None:
+            caps.append(_verdict("directory.schools", status, "list the schools administered"))
         status = probe("directory.users", "GET", "/directory/user/admin/list", params={"profile": "Guest"})
         if status is not None:
             caps.append(_verdict("directory.users", status, "list users (admin list, MFA-protected)"))
@@ -422,12 +425,24 @@ class EdificeDriver:
         )
         if status is not None:
             caps.append(_verdict("infra.event_store", status, "event store: who sent when"))
-        status = probe(
-            "communication.verify", "GET", f"/communication/verify/{ident.user_id}/{ident.user_id}"
-        )
-        if status is not None:
-            caps.append(_verdict("communication.verify", status, "check who can message whom"))
+        if ident.user_id:
+            status = probe(
+                "communication.verify", "GET", f"/communication/verify/{ident.user_id}/{ident.user_id}"
+            )
+            if status is not None:
+                caps.append(_verdict("communication.verify", status, "check who can message whom"))
         return caps
+
+
+def _group_row(g: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": g["id"],
+        "name": g.get("name"),
+        "profile": g.get("filter"),
+        "users": g.get("nbUsers", 0),
+        "sub_type": g.get("subType"),
+        "type": g.get("type"),
+    }
 
 
 def _login_page_kind(html: str) -> str:
