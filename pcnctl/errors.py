@@ -91,6 +91,10 @@ class NotFoundError(ApiError):
     """The object or the route does not exist on this ENT."""
 
 
+class ConflictError(ApiError):
+    """The ENT refused the change in the object's current state (409): nothing was changed."""
+
+
 class ServerError(ApiError):
     """The ENT failed (5xx, 509 quota, 429 rate limit) after every retry allowed."""
 

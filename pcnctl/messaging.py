@@ -36,6 +36,15 @@ from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.incident.store import utcnow, write_private
+from pcnctl.messaging_cut import (
+    CutPlan,
+    apply_cut,
+    check_cut,
+    plan_cut,
+    restore_cut,
+    restore_roles,
+    roles_prior,
+)
 from pcnctl.models import School
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
@@ -96,15 +105,12 @@ class SchoolPlan:
         if self.already:
             return "already blocked by pcnctl (left alone)"
         if method == "communication":
-            parts = []
-            if self.prior["users"] in ("BOTH", "INCOMING"):
-                parts.append(f"members' link {self.prior['users']} -> write-protected")
-            if self.prior["outgoing"]:
-                parts.append(f"cut {len(self.prior['outgoing'])} outgoing relation(s)")
-            return "; ".join(parts) or "nothing to cut (members cannot write through this group)"
+            return CutPlan.from_json(self.prior).summary()
         if method == "roles":
             n = len(self.prior["roles"])
-            return f"remove {n} Messagerie role(s)" if n else "no Messagerie role to remove"
+            subs = len(self.prior.get("order", [])) - 1
+            also = f"; also in {subs} sub-structure(s) attached below (restored exactly)" if subs > 0 else ""
+            return (f"remove {n} Messagerie role(s)" if n else "no Messagerie role to remove") + also
         return f"block {self.group['users'] - len(self.prior['blocked'])} login(s)"
 
 
@@ -139,7 +145,12 @@ class BlockPlan:
 
 
 def _profile_group(driver: EntDriver, school: School, profile: str) -> dict[str, Any]:
-    groups = [g for g in driver.profile_groups(school.id) if g["profile"] == profile]
+    """The school's structure group of the profile (class groups have the same ``filter``)."""
+    groups = [
+        g
+        for g in driver.profile_groups(school.id)
+        if g["profile"] == profile and g["sub_type"] != "ClassGroup"
+    ]
     if not groups:
         raise PcnError(f"school {school.uai} has no {profile} profile group")
     return groups[0]
@@ -150,10 +161,9 @@ def _prior(
 ) -> dict[str, Any]:
     """The exact state a lever is about to change, read from the ENT."""
     if method == "communication":
-        return driver.group_links(group["id"])
+        return plan_cut(driver, school.id, profile).to_json()
     if method == "roles":
-        roles = driver.messaging_roles(school.id)
-        return {"roles": sorted(r["id"] for r in roles if any(g["id"] == group["id"] for g in r["groups"]))}
+        return roles_prior(driver, school.id, profile, [])
     users = driver.list_users(school.id, profiles=[profile])
     return {"blocked": sorted(u.id for u in users if u.blocked)}
 
@@ -203,13 +213,8 @@ def plan_block(
 
 def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> None:
     """Apply one school's block, skipping what is already in the blocked state (safe to run twice)."""
-    gid = sp.group["id"]
     if method == "communication":
-        now = driver.group_links(gid)
-        if now["users"] in ("BOTH", "INCOMING"):
-            driver.remove_users_link(gid)
-        for end in now["outgoing"]:
-            driver.remove_relation(gid, end)
+        apply_cut(driver, CutPlan.from_json(sp.prior))
     elif method == "roles":
         if sp.prior["roles"]:
             driver.remove_roles(sp.school.id, [profile], sp.prior["roles"])
@@ -362,37 +367,11 @@ def select_blocks(
 def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) -> list[str]:
     """Put back exactly what the snapshot holds; report, and keep, what changed by hand since the block."""
     notes: list[str] = []
-    gid, prior, method = entry["group"]["id"], entry["prior"], block["method"]
+    prior, method = entry["prior"], block["method"]
     if method == "communication":
-        now = driver.group_links(gid)
-        if prior["users"] in ("BOTH", "INCOMING"):
-            if now["users"] in ("BOTH", "INCOMING"):
-                notes.append(f"members' link already {now['users']} (restored by hand): kept")
-            else:
-                restored = driver.add_users_link(gid)
-                if restored != prior["users"]:
-                    notes.append(
-                        f"members' link restored as {restored} (was {prior['users']}; the API "
-                        "restores BOTH only)"
-                    )
-        for end in prior["outgoing"]:
-            if end in now["outgoing"]:
-                notes.append(f"relation to {end} already back (restored by hand): kept")
-            else:
-                driver.add_relation(gid, end)
-        added = [g for g in now["outgoing"] if g not in prior["outgoing"]]
-        if added:
-            notes.append(f"{len(added)} relation(s) added by hand during the block: kept")
+        notes += restore_cut(driver, CutPlan.from_json(prior))
     elif method == "roles":
-        roles = driver.messaging_roles(block["school_id"])
-        present = {r["id"] for r in roles if any(g["id"] == gid for g in r["groups"])}
-        missing = [r for r in prior["roles"] if r not in present]
-        if len(missing) < len(prior["roles"]):
-            notes.append(
-                f"{len(prior['roles']) - len(missing)} role(s) already back (restored by hand): kept"
-            )
-        if missing:
-            driver.add_roles(block["school_id"], [block["profile"]], missing)
+        notes += restore_roles(driver, block["profile"], prior)
     else:
         driver.block_profile(block["school_id"], block["profile"], False)
         for user_id in prior["blocked"]:
@@ -496,10 +475,29 @@ class Check:
 @dataclass
 class Verification:
     checks: list[Check] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # what this identity could not check, and why
+    roles: bool = False  # a roles block is in the set: it never stops a scripted send
 
     @property
     def effective(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """What the checks prove, no more: the roles lever and unchecked parts are said as such."""
+        if not self.effective:
+            return "NOT effective"
+        if self.roles:
+            return "not effective against scripted sends (roles lever: the app is hidden, sends still pass)"
+        if self.unchecked:
+            return "effective on what could be checked (" + "; ".join(self.unchecked) + ")"
+        return "effective"
+
+
+def _prior_of(block: dict[str, Any]) -> dict[str, Any]:
+    snapshot = json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
+    prior: dict[str, Any] = snapshot["schools"][block["school_id"]]["prior"]
+    return prior
 
 
 def verify(
@@ -510,50 +508,76 @@ def verify(
     canary: Callable[[], EntDriver] | None = None,
     canary_to: str | None = None,
 ) -> Verification:
-    """Prove the blocks work: sampled sender/recipient pairs through ``/communication/verify``, then a real
-    send attempted by the canary account, when one is configured."""
-    result = Verification()
+    """Prove the blocks work: the cut groups re-read, sampled pairs through ``/communication/verify``
+    (ADMC only: an ADML is told it was not checked), then a real send by the canary, which stays the proof."""
+    result = Verification(roles=any(b["method"] == "roles" for b in blocks))
     for block in blocks:
-        uai, profile = block["uai"], block["profile"]
-        members = driver.list_users(block["school_id"], profiles=[profile])
-        staff = driver.list_users(block["school_id"], profiles=["Teacher"]) or driver.list_users(
-            block["school_id"], profiles=["Personnel"]
+        if block["method"] == "login":
+            _verify_login(driver, block, samples, result)
+        else:
+            _verify_pairs(driver, block, samples, result)
+    if canary is not None:
+        # The recipient is looked up with the admin session: the canary itself may not search the directory.
+        target = driver.find_user_by_login(canary_to) if canary_to else None
+        result.checks.append(_canary(canary, target.id if target else None, blocks))
+    return result
+
+
+def _verify_login(driver: EntDriver, block: dict[str, Any], samples: int, result: Verification) -> None:
+    for member in driver.list_users(block["school_id"], profiles=[block["profile"]])[:samples]:
+        blocked = driver.get_user(member.id).blocked
+        result.checks.append(
+            Check(block["uai"], f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
         )
-        if not members or not staff:
-            continue
-        for member in members[:samples]:
-            if block["method"] == "login":
-                blocked = driver.get_user(member.id).blocked
+
+
+def _verify_pairs(driver: EntDriver, block: dict[str, Any], samples: int, result: Verification) -> None:
+    """The pairs that matter for the lever and the profile: members to staff and to each other; staff
+    to members only for students and relatives (the rules never let staff write to guests)."""
+    uai, profile, sid = block["uai"], block["profile"], block["school_id"]
+    if block["method"] == "communication":
+        for name, observed, ok in check_cut(driver, CutPlan.from_json(_prior_of(block))):
+            result.checks.append(Check(uai, f"{name} cut", "cannot write through it", observed, ok))
+    members = driver.list_users(sid, profiles=[profile])
+    staff = (
+        driver.list_users(sid, profiles=["Teacher"])[:samples]
+        + driver.list_users(sid, profiles=["Personnel"])[:1]
+    )
+    recipients = staff + members[samples : samples * 2]
+    roles = block["method"] == "roles"
+    reached = 0
+    for member in members[:samples]:
+        for other in recipients:
+            can = driver.can_communicate(member.id, other.id)
+            if can is None:
+                result.unchecked.append(f"{uai}: sender/recipient pairs (the verify route is ADMC-only)")
+                return
+            reached += bool(can)
+            if not roles:
                 result.checks.append(
-                    Check(uai, f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
+                    Check(uai, f"{member.login} -> {other.login}", "cannot send", _said(can), not can)
                 )
-                continue
-            can = driver.can_communicate(member.id, staff[0].id)
-            expected_can = block["method"] == "roles"  # the documented gap: roles do not stop sends
-            result.checks.append(
-                Check(
-                    uai,
-                    f"{member.login} -> {staff[0].login}",
-                    "can send (roles gap)" if expected_can else "cannot send",
-                    "can send" if can else "cannot send",
-                    can == expected_can,
-                )
+    if roles:
+        result.checks.append(
+            Check(
+                uai, f"{profile} sends (sampled)", "can send (roles gap)", f"{reached} pair(s) can send", True
             )
+        )
+    elif profile in ("Student", "Relative") and staff and members:
         back = driver.can_communicate(staff[0].id, members[0].id)
         result.checks.append(
             Check(
                 uai,
                 f"{staff[0].login} -> {members[0].login}",
                 "can send (staff unaffected)",
-                "can send" if back else "cannot send",
-                back or block["method"] == "login",
+                _said(back),
+                bool(back),
             )
         )
-    if canary is not None:
-        # The recipient is looked up with the admin session: the canary itself may not search the directory.
-        target = driver.find_user_by_login(canary_to) if canary_to else None
-        result.checks.append(_canary(canary, target.id if target else None, blocks))
-    return result
+
+
+def _said(can: bool | None) -> str:
+    return "can send" if can else "cannot send"
 
 
 def _canary(

@@ -123,10 +123,13 @@ def test_unblock_restores_exactly_the_snapshot(lab: Lab, admc: Cli) -> None:
 
 
 def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, admc: Cli) -> None:
-    groups, edges = graph(lab, SCHOOL)
-    student_group = next(g[0] for g in groups if g[1] == "Student")
-    relative_group = next(g[0] for g in groups if g[1] == "Relative")
-    teacher_group = next(g[0] for g in groups if g[1] == "Teacher")
+    klass = lab.sql(
+        "SELECT g.class_id FROM groups g JOIN structures s ON s.id = g.structure_id WHERE s.uai = ?"
+        " AND g.class_id IS NOT NULL LIMIT 1",
+        SCHOOL,
+    )[0][0]
+    ids = dict(lab.sql("SELECT profile, id FROM groups WHERE class_id = ? AND profile IS NOT NULL", klass))
+    _groups, edges = graph(lab, SCHOOL)
     assert (
         admc(
             "messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--incident", "INC-M3"
@@ -138,8 +141,8 @@ def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, 
     from pcnctl.edifice.driver import EdificeDriver
 
     driver = EdificeDriver.open(resolve_profile("lab"))
-    driver.add_relation(student_group, teacher_group)
-    driver.add_relation(student_group, relative_group)
+    driver.add_relation(ids["Student"], ids["Teacher"])
+    driver.add_relation(ids["Student"], ids["Guest"])
     lifted = admc("messaging", "unblock", "--school", SCHOOL, "--yes", "-o", "json")
     assert lifted.exit_code == 0, lifted.stderr
     detail = lifted.json()[0]["detail"]
@@ -147,7 +150,7 @@ def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, 
         "restored by hand): kept" in detail and "1 relation(s) added by hand during the block: kept" in detail
     )
     _groups, after = graph(lab, SCHOOL)
-    assert set(after) == set(edges) | {(student_group, relative_group)}
+    assert set(after) == set(edges) | {(ids["Student"], ids["Guest"])}
 
 
 def test_roles_lever_shows_its_documented_gap(lab: Lab, admc: Cli) -> None:

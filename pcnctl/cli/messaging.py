@@ -60,8 +60,7 @@ def show_verification(result: Verification, output: str | None, quiet: bool) -> 
             render(rows, "table", VERIFY_COLUMNS, stream=sys.stderr)
     else:
         emit(rows, output, VERIFY_COLUMNS)
-    verdict = "effective" if result.effective else "NOT effective"
-    note(f"Verification: {len(result.checks)} check(s), block {verdict}", quiet and result.effective)
+    note(f"Verification: {len(result.checks)} check(s), block {result.verdict}", quiet and result.effective)
 
 
 def _confirm(count: int, schools: int, what: str, yes: bool) -> None:

@@ -21,7 +21,7 @@ from pcnctl.edifice.shapes import (
     parse_school,
     parse_user,
 )
-from pcnctl.errors import AuthError, NotFoundError, PcnError, PermissionDeniedError
+from pcnctl.errors import AuthError, ConflictError, NotFoundError, PcnError, PermissionDeniedError
 from pcnctl.http import HttpClient, RetryPolicy
 from pcnctl.models import BlockTrace, Capability, Identity, Reach, RouteHealth, School, User
 
@@ -243,36 +243,95 @@ class EdificeDriver:
     # -- messaging levers (edifice-api.md §2) --------------------------------------------------------
 
     def profile_groups(self, structure_id: str) -> list[dict[str, Any]]:
-        """Structure-level profile groups: ``[{id, name, profile, users}]``."""
+        """Profile groups of a school, structure and class level: ``[{id, name, profile, users, sub_type,
+        type}]`` (``users`` is the member count)."""
         rows = self.http.request(
             "GET", "/directory/group/admin/list", params={"structureId": structure_id, "type": "ProfileGroup"}
         ).json()
-        return [
-            {"id": g["id"], "name": g.get("name"), "profile": g.get("filter"), "users": g.get("nbUsers", 0)}
-            for g in rows
-        ]
+        return [_group_row(g) for g in rows]
+
+    def school_groups(self, structure_id: str) -> list[dict[str, Any]]:
+        """Every group of a school (profile, functional, manual, head-teacher...), same rows."""
+        rows = self.http.request(
+            "GET", "/directory/group/admin/list", params={"structureId": structure_id}
+        ).json()
+        return [_group_row(g) for g in rows]
 
     def group_links(self, group_id: str) -> dict[str, Any]:
-        """A group's link with its members (``users``: BOTH, INCOMING, OUTGOING, NONE), and its relations."""
+        """A group's link with its members (``users``: BOTH, INCOMING, OUTGOING, NONE, or None when the
+        property is absent), ``relativeCommuniqueStudent``, and its outgoing and incoming relations."""
         group = self.http.request("GET", f"/communication/group/{group_id}").json()
         outgoing = self.http.request("GET", f"/communication/group/{group_id}/outgoing").json()
-        return {"users": group.get("users"), "outgoing": sorted(g["id"] for g in outgoing)}
+        incoming = self.http.request("GET", f"/communication/group/{group_id}/incoming").json()
+        return {
+            "users": group.get("users"),
+            "relative": group.get("relativeCommuniqueStudent"),
+            "outgoing": sorted(g["id"] for g in outgoing),
+            "incoming": sorted(g["id"] for g in incoming),
+        }
 
-    def remove_users_link(self, group_id: str) -> str:
-        return str(self.http.request("DELETE", f"/communication/group/{group_id}/users").json().get("users"))
+    def remove_users_link(self, group_id: str) -> str | None:
+        """``DELETE .../users``: the server picks the side; None when both went. A 409 (the group both
+        sends and receives) raises :class:`ConflictError`."""
+        r = self.http.request("DELETE", f"/communication/group/{group_id}/users", allow=(409,))
+        if r.status_code == 409:
+            raise ConflictError(f"group {group_id}: {r.json().get('error')}")
+        value = r.json().get("users")
+        return None if value is None else str(value)
 
     def add_users_link(self, group_id: str) -> str:
         return str(self.http.request("POST", f"/communication/group/{group_id}/users").json().get("users"))
 
-    def remove_relation(self, start_id: str, end_id: str) -> None:
-        self.http.request("DELETE", f"/communication/group/{start_id}/relations/{end_id}")
+    def set_users_link(self, group_id: str, direction: str) -> None:
+        """The deprecated ``POST /communication/group/:id?direction=``: the only exact way to write
+        INCOMING, OUTGOING or NONE."""
+        self.http.request("POST", f"/communication/group/{group_id}", params={"direction": direction})
+
+    def remove_relation(self, start_id: str, end_id: str) -> dict[str, Any] | None:
+        """The answer's ``sender``/``receiver`` (null = that side's members' link was cut too); None for a
+        400, which the platform sends **after** deleting the edge (a group without ``users``)."""
+        r = self.http.request("DELETE", f"/communication/group/{start_id}/relations/{end_id}", allow=(400,))
+        if r.status_code == 400:
+            return None
+        answer: dict[str, Any] = r.json()
+        return answer
 
     def add_relation(self, start_id: str, end_id: str) -> None:
-        self.http.request("POST", f"/communication/v2/group/{start_id}/communique/{end_id}")
+        """The deprecated v1 route: the edge and the id, no direction change (an exact restore)."""
+        self.http.request("POST", f"/communication/group/{start_id}/communique/{end_id}")
 
-    def can_communicate(self, from_id: str, to_id: str) -> bool:
-        body = self.http.request("GET", f"/communication/verify/{from_id}/{to_id}").json()
-        return bool(body.get("canCommunicate"))
+    def remove_relative_links(self, group_id: str, direction: str) -> int:
+        r = self.http.request(
+            "DELETE", f"/communication/relative/{group_id}", params={"direction": direction}
+        )
+        return int(r.json().get("number") or 0)
+
+    def add_relative_links(self, group_id: str, direction: str) -> int:
+        r = self.http.request("POST", f"/communication/relative/{group_id}", params={"direction": direction})
+        return int(r.json().get("number") or 0)
+
+    def sub_structures(self, structure_id: str) -> list[str]:
+        """The structures attached below this one, at any depth (from the admin list's ``parents``)."""
+        rows = self.http.request("GET", "/directory/structure/admin/list").json()
+        children: dict[str, list[str]] = {}
+        for row in rows:
+            for parent in row.get("parents") or []:
+                if parent.get("id"):
+                    children.setdefault(parent["id"], []).append(row["id"])
+        out, todo = [], [structure_id]
+        while todo:
+            for child in sorted(children.get(todo.pop(), [])):
+                if child not in out and child != structure_id:
+                    out.append(child)
+                    todo.append(child)
+        return out
+
+    def can_communicate(self, from_id: str, to_id: str) -> bool | None:
+        """``GET /communication/verify``: None when the route is refused (ADMC only on the platform)."""
+        r = self.http.request("GET", f"/communication/verify/{from_id}/{to_id}", allow=(401, 403))
+        if r.status_code in (401, 403):
+            return None
+        return bool(r.json().get("canCommunicate"))
 
     def messaging_roles(self, structure_id: str) -> list[dict[str, Any]]:
         """Roles of the Messagerie app in a school, with the groups holding them."""

@@ -82,6 +82,11 @@ def structure_admin_list(app: LabApp, req: Request) -> Response:
     """The structures an admin manages (an ADML with an empty scope would get them all)."""
     scope = app.require_admin(req)
     rows = app.store.all("SELECT * FROM structures ORDER BY name")
+    parents: dict[str, list[dict[str, str]]] = {}
+    for r in app.store.all(
+        "SELECT p.structure_id, s.id, s.name FROM structure_parents p JOIN structures s ON s.id = p.parent_id"
+    ):
+        parents.setdefault(r["structure_id"], []).append({"id": r["id"], "name": r["name"]})
     return Response.json(
         [
             {
@@ -99,7 +104,7 @@ def structure_admin_list(app: LabApp, req: Request) -> Response:
                 "feederName": s["name"],
                 "source": "AAF",
                 "exports": None,
-                "parents": None,
+                "parents": parents.get(s["id"]),
             }
             for s in rows
             if not scope or s["id"] in scope
@@ -116,6 +121,11 @@ def structure_admin_list(app: LabApp, req: Request) -> Response:
 def structures(app: LabApp, req: Request) -> Response:
     app.require_admc(req)  # workflow right structure.list.all, held by ADMC only in the lab
     rows = app.store.all("SELECT * FROM structures ORDER BY name")
+    parents: dict[str, list[dict[str, str]]] = {}
+    for r in app.store.all(
+        "SELECT p.structure_id, s.id, s.name FROM structure_parents p JOIN structures s ON s.id = p.parent_id"
+    ):
+        parents.setdefault(r["structure_id"], []).append({"id": r["id"], "name": r["name"]})
     return Response.json(
         [
             {

@@ -1,0 +1,276 @@
+"""The ``communication`` and ``roles`` levers on the platform's real graph (docs/edifice-communication.md §6).
+
+A profile sends through every group of which its members are members with a writing link: the school's
+structure group, **each class group**, functional and manual groups, and, for students, the direct edges
+to their relatives. The cut, per group that lets its members write, follows what the server does:
+
+1. remove the group's outgoing relations first (``DELETE .../users`` on a group that both sends and
+   receives is a 409); each removal may also cut the receiving group's members' link (``receiver: null``)
+   or the sender's, and a head-teacher target answers 400 after the edge is gone;
+2. then ``DELETE .../users``, whose side the server chooses (INCOMING when the group still receives);
+3. for a student block, ``DELETE /communication/relative/:g?direction=INCOMING`` on the relative groups.
+
+The snapshot holds every group the cut can touch, the targets and the groups they send to, with their
+``users`` value (INCOMING-only and OUTGOING-only included), relatives' setting and relations; the restore
+writes exactly those values back with the routes that change nothing else (v1 relation route, the
+deprecated direction route for anything but BOTH).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pcnctl.errors import ConflictError
+from pcnctl.platform import EntDriver
+
+WRITES = ("INCOMING", "BOTH")
+# Group kinds whose members' writing link a block cuts besides the profile's own groups.
+SHARED_KINDS = ("FunctionalGroup", "ManualGroup")
+
+
+@dataclass
+class GroupState:
+    """One group as the snapshot keeps it."""
+
+    id: str
+    name: str
+    kind: str
+    users: str | None
+    relative: str | None
+    outgoing: list[str] = field(default_factory=list)
+    incoming: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, driver: EntDriver, row: dict[str, Any]) -> GroupState:
+        links = driver.group_links(row["id"])
+        kind = row.get("sub_type") or row.get("type") or "Group"
+        return cls(
+            row["id"],
+            str(row.get("name") or row["id"]),
+            str(kind),
+            links["users"],
+            links["relative"],
+            links["outgoing"],
+            links["incoming"],
+        )
+
+
+@dataclass
+class CutPlan:
+    """What the communication lever cuts in one school, and the state it found."""
+
+    targets: list[str]  # groups whose members' writing link is cut (after their outgoing relations)
+    relatives: list[str]  # relative groups whose child -> relative direct edges are cut
+    groups: dict[str, GroupState]  # every group that can change: targets, their relations' ends
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "relatives": self.relatives,
+            "groups": {k: asdict(v) for k, v in self.groups.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CutPlan:
+        return cls(
+            list(data["targets"]),
+            list(data["relatives"]),
+            {k: GroupState(**v) for k, v in data["groups"].items()},
+        )
+
+    def summary(self) -> str:
+        if not self.targets and not self.relatives:
+            return "nothing to cut (no group lets these members write)"
+        relations = sum(len(self.groups[t].outgoing) for t in self.targets)
+        classes = sum(1 for t in self.targets if self.groups[t].kind == "ClassGroup")
+        shared = sum(1 for t in self.targets if self.groups[t].kind in SHARED_KINDS)
+        parts = [f"cut the writing link of {len(self.targets)} group(s) ({classes} class, {shared} shared)"]
+        if relations:
+            parts.append(f"{relations} relation(s)")
+        if self.relatives:
+            parts.append(f"children->relatives links of {len(self.relatives)} group(s)")
+        if shared:
+            parts.append("shared groups are cut for all their members")
+        return "; ".join(parts)
+
+
+def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
+    """Read the school's groups and decide, from their state, what lets ``profile`` write."""
+    rows = driver.school_groups(school_id)
+    mine = [r for r in rows if r.get("profile") == profile and r.get("type") == "ProfileGroup"]
+    shared = [r for r in rows if r.get("type") in SHARED_KINDS] if profile in ("Student", "Relative") else []
+    groups: dict[str, GroupState] = {}
+    targets: list[str] = []
+    relatives: list[str] = []
+    for row in mine + shared:
+        state = GroupState.read(driver, row)
+        groups[state.id] = state
+        if state.users in WRITES:
+            targets.append(state.id)
+    if profile == "Student":
+        for row in rows:
+            if row.get("profile") == "Relative" and row.get("type") == "ProfileGroup":
+                state = GroupState.read(driver, row)
+                if state.relative in ("INCOMING", "BOTH"):
+                    groups[state.id] = state
+                    relatives.append(state.id)
+    by_id = {r["id"]: r for r in rows}
+    for target in list(targets):
+        for end in groups[target].outgoing:
+            if end not in groups:
+                groups[end] = GroupState.read(driver, by_id.get(end, {"id": end}))
+    return CutPlan(sorted(targets), sorted(relatives), groups)
+
+
+def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
+    """Cut what is still open (safe to run again after an interruption); returns notes on what the
+    server did beyond the call made."""
+    notes: list[str] = []
+    for gid in cut.targets:
+        now = driver.group_links(gid)
+        for end in now["outgoing"]:
+            answer = driver.remove_relation(gid, end)
+            if answer is None:
+                notes.append(
+                    f"{_name(cut, end)}: relation removed, the server then failed (group without users)"
+                )
+            elif answer.get("receiver") is None:
+                notes.append(
+                    f"{_name(cut, end)} lost its members' link as a side effect (restored on unblock)"
+                )
+        if driver.group_links(gid)["users"] in WRITES:
+            try:
+                driver.remove_users_link(gid)
+            except ConflictError:
+                # Relations came back meanwhile: cut them again, then the link.
+                for end in driver.group_links(gid)["outgoing"]:
+                    driver.remove_relation(gid, end)
+                driver.remove_users_link(gid)
+    for gid in cut.relatives:
+        if driver.group_links(gid)["relative"] in ("INCOMING", "BOTH"):
+            driver.remove_relative_links(gid, "INCOMING")
+    return notes
+
+
+def _name(cut: CutPlan, gid: str) -> str:
+    state = cut.groups.get(gid)
+    return state.name if state else gid
+
+
+def restore_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
+    """Put every snapshotted group back as it was; keep, and report, what was changed by hand."""
+    notes: list[str] = []
+    for gid in cut.targets:
+        now = driver.group_links(gid)
+        before = cut.groups[gid]
+        for end in before.outgoing:
+            if end not in now["outgoing"]:
+                driver.add_relation(gid, end)
+            else:
+                notes.append(f"relation to {end} already back (restored by hand): kept")
+        added = [g for g in now["outgoing"] if g not in before.outgoing]
+        if added:
+            notes.append(f"{len(added)} relation(s) added by hand during the block: kept")
+    for gid, before in cut.groups.items():
+        now = driver.group_links(gid)
+        if now["users"] == before.users:
+            continue
+        if gid in cut.targets and now["users"] in WRITES:
+            notes.append(f"members' link of {before.name} already {now['users']} (restored by hand): kept")
+        elif before.users == "BOTH":
+            driver.add_users_link(gid)
+        elif before.users is not None:
+            driver.set_users_link(gid, before.users)
+        else:
+            notes.append(f"{before.name}: had no members' link before; now {now['users']} (left)")
+    for gid in cut.relatives:
+        before = cut.groups[gid]
+        if before.relative and driver.group_links(gid)["relative"] != before.relative:
+            driver.add_relative_links(gid, before.relative)
+    return notes
+
+
+def check_cut(driver: EntDriver, cut: CutPlan) -> list[tuple[str, str, bool]]:
+    """(group, observed, ok) for each cut group: no writing link, no relation, no relatives' link left."""
+    out = []
+    for gid in cut.targets:
+        now = driver.group_links(gid)
+        ok = now["users"] not in WRITES and not now["outgoing"]
+        out.append((cut.groups[gid].name, f"members {now['users']}, {len(now['outgoing'])} relation(s)", ok))
+    for gid in cut.relatives:
+        now = driver.group_links(gid)
+        out.append((cut.groups[gid].name, f"children->relatives {now['relative']}", now["relative"] is None))
+    return out
+
+
+# -- roles: the school and every structure attached below it --------------------------------------------
+
+
+def roles_prior(driver: EntDriver, school_id: str, profile: str, role_ids: list[str]) -> dict[str, Any]:
+    """Which Messagerie roles the profile's structure group holds, in the school and each sub-structure."""
+    held: dict[str, list[str]] = {}
+    below = driver.sub_structures(school_id)
+    tree: dict[str, str | None] = {school_id: None, **dict.fromkeys(below, school_id)}
+    for child in below:  # top down: the deepest parent found last is the direct one
+        for grandchild in driver.sub_structures(child) if len(below) > 1 else []:
+            tree[grandchild] = child
+    for sid in [school_id, *below]:
+        group = next(
+            (
+                g
+                for g in driver.profile_groups(sid)
+                if g["profile"] == profile and g["sub_type"] != "ClassGroup"
+            ),
+            None,
+        )
+        if group is None:
+            continue
+        roles = driver.messaging_roles(sid)
+        held[sid] = sorted(
+            r["id"]
+            for r in roles
+            if (not role_ids or r["id"] in role_ids) and any(g["id"] == group["id"] for g in r["groups"])
+        )
+    union = sorted({r for rs in held.values() for r in rs})
+    return {"roles": union, "held": held, "order": list(held), "tree": tree}
+
+
+def restore_roles(driver: EntDriver, profile: str, prior: dict[str, Any]) -> list[str]:
+    """Top down: the PUT on a structure grants its sub-structures too, so a sub-structure that lacked a
+    role loses it again with a DELETE of its own, and its own sub-structures get theirs back."""
+    notes: list[str] = []
+    held: dict[str, list[str]] = prior["held"]
+    tree: dict[str, str | None] = prior["tree"]
+    roles: list[str] = prior["roles"]
+    current: dict[str, set[str]] = {
+        sid: set() for sid in held
+    }  # after the block: nothing left in the whole tree
+    for sid in prior["order"]:
+        for role in roles:
+            want = role in held[sid]
+            if want == (role in current[sid]):
+                continue
+            if want:
+                driver.add_roles(sid, [profile], [role])
+            else:
+                driver.remove_roles(sid, [profile], [role])
+                notes.append(f"{sid}: {role} removed again (the grant on the parent reached it)")
+            for other in [sid, *_below(sid, tree, held)]:
+                if want:
+                    current[other].add(role)
+                else:
+                    current[other].discard(role)
+    return notes
+
+
+def _below(sid: str, tree: dict[str, str | None], held: dict[str, list[str]]) -> list[str]:
+    out = []
+    for other in held:
+        parent = tree.get(other)
+        while parent is not None:
+            if parent == sid:
+                out.append(other)
+                break
+            parent = tree.get(parent)
+    return out
