@@ -260,6 +260,7 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
         ).fetchone()
     assert sizes is not None and reference is not None
     return {
+        "now": now / 1000,
         "reference": reference[0],
         "copies": sizes[0],
         "size": sizes[1],
@@ -308,7 +309,7 @@ import json, re, resource, sys, time
 from datetime import datetime, timedelta, UTC
 from pcnctl.search import Query, scan, shingles
 from pcnctl.sources.mailstore import Mailstore
-dsn, reference, case = sys.argv[1], sys.argv[2], sys.argv[3]
+dsn, reference, case, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 started = time.perf_counter()
 store = Mailstore(dsn)
 if case == "count":
@@ -321,7 +322,7 @@ else:
         query = Query(like=reference)
         kwargs = {"reference": shingles(ref.subject + " " + ref.body)}
     else:
-        query = Query(since=datetime.now(UTC) - timedelta(hours=2), regex=r"bombe.*explos")
+        query = Query(since=datetime.fromtimestamp(now, UTC) - timedelta(hours=2), regex=r"bombe.*explos")
         kwargs = {"pattern": re.compile(query.regex, re.IGNORECASE)}
     counter = [0]
     found = sum(1 for _ in scan(store, query, counter=counter, **kwargs))
@@ -334,19 +335,24 @@ CASES = {"like": "`--like` over the whole mailstore", "since": "`--since 2h --re
 GOALS = {("like", 1_000_000): 2.0, ("like", 10_000_000): 10.0, ("since", 10_000_000): 1.0}
 
 
-def measure(dsn: str, reference: str, case: str) -> dict[str, Any]:
+def measure(dsn: str, reference: str, case: str, now: float) -> dict[str, Any]:
+    """One case in a fresh process; the window ends at the data's ``now`` (when it was built)."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, dsn, reference, case], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, dsn, reference, case, str(now)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
-def run_cases(backend: str, dsn: str, reference: str, count: int) -> list[dict[str, Any]]:
+def run_cases(backend: str, dsn: str, info: dict[str, Any], count: int) -> list[dict[str, Any]]:
     rows = []
-    baseline = measure(dsn, reference, "count")
+    reference, now = info["reference"], info["now"]
+    baseline = measure(dsn, reference, "count", now)
     for case in CASES:
-        r = measure(dsn, reference, case)
+        r = measure(dsn, reference, case, now)
         goal = GOALS.get((case, count))
         r.update(backend=backend, messages=count, case=case, baseline=baseline["seconds"], goal=goal)
         rows.append(r)
@@ -382,11 +388,11 @@ def main() -> None:
                 f"{info['build_s'] / 60:.0f} min"
             )
             print(builds[-1], flush=True)
-            rows += run_cases("PostgreSQL", server.dsn(), info["reference"], count)
+            rows += run_cases("PostgreSQL", server.dsn(), info, count)
             if count == args.sqlite:
                 path = root / "conversation.sqlite"
                 copy_to_sqlite(server.dsn(), path)
-                rows += run_cases("SQLite", f"sqlite:///{path}", info["reference"], count)
+                rows += run_cases("SQLite", f"sqlite:///{path}", info, count)
                 path.unlink()
             if args.results:
                 args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
@@ -394,7 +400,8 @@ def main() -> None:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
     sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
-    write_section("search", report(rows, builds, sizes, args.sqlite))
+    sqlite_size = max((r["messages"] for r in rows if r["backend"] == "SQLite"), default=0)
+    write_section("search", report(rows, builds, sizes, sqlite_size))
 
 
 def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqlite_size: int) -> str:

@@ -112,7 +112,7 @@ class Roster:
     uai: dict[str, str]
     staff_logins: dict[str, str]
     schools_of: dict[str, set[str]]
-    teachers_group: dict[str, tuple[str, list[str]]]  # school id -> (group id, members)
+    reach: dict[str, tuple[list[str], list[tuple[str, list[str]]]]]  # pupil -> (staff, teacher groups)
 
 
 def _roster(data_dir: Path) -> Roster:
@@ -136,17 +136,25 @@ def _roster(data_dir: Path) -> Roster:
                 logins[uid] = login
             elif profile == "Student" and not blocked:
                 pupils[sid].append((uid, login))
-        groups: dict[str, tuple[str, list[str]]] = {}
-        for gid, sid in db.execute(
-            "SELECT id, structure_id FROM groups WHERE profile = 'Teacher' ORDER BY id"
-        ):
-            members = db.execute(
-                "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
-                " WHERE us.structure_id = ? AND u.profile = 'Teacher' ORDER BY u.id",
-                (sid,),
-            ).fetchall()
-            groups[sid] = (gid, [m[0] for m in members])
-        return Roster(schools, staff, pupils, uai, logins, schools_of, groups)
+        return Roster(schools, staff, pupils, uai, logins, schools_of, {})
+    finally:
+        db.close()
+
+
+def _reach(
+    data_dir: Path, pupil: str, sid: str, staff: list[str]
+) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Whom a pupil can write to, as the web client lists them: the school's staff the communication
+    graph lets through, and the teachers' groups (of the school or the pupil's classes) with members."""
+    from pcnctl.lab import graph
+
+    db = sqlite3.connect(f"file:{data_dir / 'lab.sqlite'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        ids = [r[0] for r in db.execute("SELECT id FROM groups WHERE profile = 'Teacher' ORDER BY id")]
+        allowed = graph.visible(db, pupil, staff + ids)
+        groups = [(g, graph.members_of(db, [g])) for g in ids if g in allowed]
+        return [u for u in staff if u in allowed], [(g, m) for g, m in groups if m]
     finally:
         db.close()
 
@@ -184,6 +192,8 @@ def run(
     all_schools, staff, pupils = roster.schools, roster.staff, roster.pupils
     targets = rng.sample(all_schools, min(schools, len(all_schools)))
     hijacked = [(sid, *rng.choice(pupils[sid])) for sid in (targets * senders)[: max(senders, 1)]]
+    for sid, uid, _login in hijacked:
+        roster.reach[uid] = _reach(data_dir, uid, sid, staff[sid])
     truth = Truth(started_at=time.time())
     path = data_dir / "attack-truth.json"
     sessions: dict[str, requests.Session | None] = {}
@@ -235,15 +245,17 @@ def run(
     noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
     logins = roster.staff_logins
     for n in range(messages):
-        sid, _uid, login = hijacked[n % len(hijacked)]
+        sid, uid, login = hijacked[n % len(hijacked)]
         s = session_for(login, ips[login])
-        group, members = roster.teachers_group.get(sid, ("", []))
-        if n % 5 == 2 and members:  # the whole teachers' group in one send: one id, every member reached
+        people, groups = roster.reach[uid]
+        if (n % 5 == 2 or not people) and groups:  # a whole teachers' group: one id, every member reached
+            group, members = groups[n % len(groups)]
             to, recipients = [group], members
         else:
-            to = recipients = rng.sample(staff[sid], min(len(staff[sid]), rng.randint(1, 4)))
+            group = ""
+            to = recipients = rng.sample(people, min(len(people), rng.randint(1, 4)))
         subject, body = threat_text(rng)
-        message = send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None else None
+        message = send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None and to else None
         if message and n % 10 == 4:  # the attacker also leaves drafts and schedules sends for later
             for route, kept in (("draft", truth.drafts), ("schedule", truth.scheduled)):
                 assert s is not None
@@ -252,7 +264,7 @@ def run(
                     kept.append(other)
         if message:
             truth.messages.append(message)
-            if to == [group]:
+            if group:
                 truth.group_sends.append(message)
             truth.recipients.update(recipients)
             for recipient in recipients:  # a recipient may work in several schools: each one is affected

@@ -31,6 +31,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,9 +42,10 @@ STATES = ("DRAFT", "SENT", "RECALL", "SCHEDULE")
 DELIVERED = ("SENT", "RECALL")
 CHUNK = 500
 TS_CONFIG = "conversation.fr"
+# Recipients as text: a scan decodes them only for the messages that pass the exact filters.
 _COLUMNS = (
-    'm.id, m.subject, m.body, m."from", m."fromName", m."to", m.cc, m.cci, m.date, m.state, m.thread_id,'
-    ' m."displayNames"'
+    'm.id, m.subject, m.body, m."from", m."fromName", CAST(m."to" AS TEXT), CAST(m.cc AS TEXT),'
+    ' CAST(m.cci AS TEXT), m.date, m.state, m.thread_id, CAST(m."displayNames" AS TEXT)'
 )
 # Through each copy's key (user_id, message_id): usermessagesattachments has no index by message alone.
 _HAS_ATTACHMENT = (
@@ -69,15 +71,29 @@ class StoredMessage:
     body: str
     sender: str
     sender_name: str  # fromName when the platform wrote one; the directory fills it otherwise
-    to: list[str]
-    cc: list[str]
-    cci: list[str]
     date: int
     state: str
     thread_id: str = ""
-    group_names: dict[str, str] = field(default_factory=dict)  # addressed group id -> name
+    stored: tuple[Any, Any, Any, Any] = (None, None, None, None)  # to, cc, cci, displayNames as stored
     has_attachment: bool | None = None  # known once the copies are read
     mailboxes: list[Mailbox] = field(default_factory=list)
+
+    @cached_property
+    def to(self) -> list[str]:
+        return _json_list(self.stored[0])
+
+    @cached_property
+    def cc(self) -> list[str]:
+        return _json_list(self.stored[1])
+
+    @cached_property
+    def cci(self) -> list[str]:
+        return _json_list(self.stored[2])
+
+    @cached_property
+    def group_names(self) -> dict[str, str]:
+        """Addressed group id -> name."""
+        return _groups(self.stored[3])
 
     @property
     def addressed(self) -> list[str]:
@@ -478,13 +494,10 @@ class Mailstore:
             body=row[2] or "",
             sender=str(row[3] or ""),
             sender_name=row[4] or "",
-            to=_json_list(row[5]),
-            cc=_json_list(row[6]),
-            cci=_json_list(row[7]),
             date=int(row[8] or 0),
             state=row[9] or "",
             thread_id=str(row[10] or ""),
-            group_names=_groups(row[11]),
+            stored=(row[5], row[6], row[7], row[11]),
         )
 
     def get(self, message_id: str) -> StoredMessage | None:
