@@ -67,6 +67,7 @@ def graph(lab: Lab, uai: str) -> tuple[list[tuple[object, ...]], list[tuple[obje
 
 SCHOOL = "0782268S"
 OTHER = "0948617F"
+COLLEGE = "0785226G"
 
 
 def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) -> None:
@@ -358,3 +359,112 @@ def test_all_schools_on_paris_completes_and_a_killed_run_resumes(tmp_path: Path,
         assert len(status) == 800 and {s["incident"] for s in status} == {"INC-ALL"}
     finally:
         assert stop_lab(lab) == 0
+
+
+def school_state(lab: Lab, uai: str) -> list[list[tuple[object, ...]]]:
+    """Every communication row of a school: groups with their link property, edges and relatives'
+    setting, group relations, direct edges of its users."""
+    sid = lab.sql("SELECT id FROM structures WHERE uai = ?", uai)[0][0]
+    return [
+        lab.sql(
+            "SELECT id, users_dir, member_in, member_out, relative_student FROM groups WHERE structure_id = ?"
+            " ORDER BY id",
+            sid,
+        ),
+        lab.sql(
+            "SELECT c.* FROM communique c JOIN groups g ON g.id = c.start_id WHERE g.structure_id = ?"
+            " ORDER BY 1, 2",
+            sid,
+        ),
+        lab.sql(
+            "SELECT d.* FROM communique_direct d JOIN user_structures us ON us.user_id = d.end_id"
+            " WHERE us.structure_id = ? ORDER BY 1, 2",
+            sid,
+        ),
+    ]
+
+
+def pupil_paths(lab: Lab, uai: str, n: int = 0) -> dict[str, str]:
+    """A student of a class of the school, and what he can write to under the platform's default rules:
+    a classmate, a teacher of the class, his relative, the class groups."""
+    sid = lab.sql("SELECT id FROM structures WHERE uai = ?", uai)[0][0]
+    gid, klass = lab.sql(
+        "SELECT id, class_id FROM groups WHERE structure_id = ? AND sub_type = 'ClassGroup'"
+        " AND profile = 'Student' ORDER BY name LIMIT 1 OFFSET ?",
+        sid,
+        n,
+    )[0]
+    groups = dict(lab.sql("SELECT profile, id FROM groups WHERE class_id = ? AND profile IS NOT NULL", klass))
+    pupils = [r[0] for r in lab.sql("SELECT user_id FROM group_members WHERE group_id = ? ORDER BY 1", gid)]
+    first = lambda sql, *a: lab.sql(sql, *a)[0][0]  # noqa: E731
+    student = next(p for p in pupils if lab.sql("SELECT 1 FROM related WHERE child_id = ?", p))
+    return {
+        "student": student,
+        "login": first("SELECT login FROM users WHERE id = ?", student),
+        "classmate": next(p for p in pupils if p != student),
+        "teacher": first(
+            "SELECT user_id FROM group_members WHERE group_id = ? ORDER BY 1", groups["Teacher"]
+        ),
+        "relative": first("SELECT relative_id FROM related WHERE child_id = ?", student),
+        "class_students": groups["Student"],
+        "class_teachers": groups["Teacher"],
+    }
+
+
+def test_a_student_block_stops_every_path_of_the_real_graph(lab: Lab, admc: Cli) -> None:
+    """A collège: several classes, head-teacher groups (a relation whose removal answers 400) and
+    functional groups mixing students and teachers."""
+    paths = [pupil_paths(lab, COLLEGE, n) for n in (0, 1)]
+    before, other_before = school_state(lab, COLLEGE), school_state(lab, OTHER)
+    for p in paths:
+        pupil = login(lab, p["login"])
+        for target in ("classmate", "teacher", "relative", "class_students", "class_teachers"):
+            assert send(lab, pupil, p[target]) == 200, target  # the paths exist before the block
+    result = admc(
+        "messaging", "block", "--profile", "Student", "--school", COLLEGE, "--yes", "--incident", "INC-G"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "block effective" in result.stderr
+    for p in paths:
+        pupil = login(lab, p["login"])
+        for target in ("classmate", "teacher", "relative", "class_students", "class_teachers"):
+            assert send(lab, pupil, p[target]) == 401, target
+        teacher = lab.sql("SELECT login FROM users WHERE id = ?", p["teacher"])[0][0]
+        assert send(lab, login(lab, teacher), p["student"]) == 200  # teachers still write to students
+    assert school_state(lab, OTHER) == other_before  # other schools untouched
+    lifted = admc("messaging", "unblock", "--incident", "INC-G", "--yes", "-o", "json")
+    assert lifted.exit_code == 0, lifted.stderr
+    assert school_state(lab, COLLEGE) == before  # exactly the graph the snapshot was taken on
+
+
+def test_a_school_with_other_rules_is_cut_and_restored_exactly(lab: Lab, admc: Cli) -> None:
+    lycee = lab.sql("SELECT uai FROM structures WHERE kind = 'lycee' ORDER BY uai LIMIT 1")[0][0]
+    a, b = pupil_paths(lab, lycee, 0), pupil_paths(lab, lycee, 1)
+    before = school_state(lab, lycee)
+    pupil = login(lab, a["login"])
+    assert send(lab, pupil, b["student"]) == 200  # another class's student: the operator's students-open rule
+    result = admc(
+        "messaging", "block", "--profile", "Student", "--school", lycee, "--yes", "--incident", "INC-O"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert send(lab, pupil, b["student"]) == 401 and send(lab, pupil, a["classmate"]) == 401
+    assert admc("messaging", "unblock", "--incident", "INC-O", "--yes").exit_code == 0
+    assert school_state(lab, lycee) == before
+    assert send(lab, pupil, b["student"]) == 200
+
+
+def test_an_interrupted_block_resumes_from_the_state_before_it(lab: Lab, admc: Cli) -> None:
+    before = school_state(lab, SCHOOL)
+    lab.knobs(fail_match="/communication/relative/")  # the block dies after cutting the class groups
+    failed = admc(
+        "messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--incident", "INC-R"
+    )
+    assert failed.exit_code != 0
+    assert school_state(lab, SCHOOL) != before  # half cut
+    lab.knobs(fail_match="")
+    resumed = admc("incident", "resume", "INC-R", "-o", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    p = pupil_paths(lab, SCHOOL)
+    assert send(lab, login(lab, p["login"]), p["relative"]) == 401
+    assert admc("messaging", "unblock", "--incident", "INC-R", "--yes").exit_code == 0
+    assert school_state(lab, SCHOOL) == before  # the snapshot was the state before the first attempt
