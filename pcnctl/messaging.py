@@ -580,6 +580,26 @@ def _said(can: bool | None) -> str:
     return "can send" if can else "cannot send"
 
 
+def verify_run(ctx: RunContext, run: str) -> Verification:
+    """Verify the blocks a run registered: what the command and the playbook operation both do after
+    a block."""
+    return verify(ctx.driver, [b for b in active_blocks() if b["run"] == run])
+
+
+def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:
+    """End the live sessions of the profile in the blocked schools (the roles lever leaves them their
+    cached rights); returns how many accounts were revoked."""
+    from pcnctl import accounts
+
+    users = [u for s in p.to_change for u in ctx.driver.list_users(s.school.id, profiles=[p.profile])]
+    if not users:
+        return 0
+    result = accounts.execute(ctx, accounts.plan("sessions.revoke", users, {"keep_blocked": False}))
+    if result.failed:
+        raise PcnError(f"{result.failed} session revoke(s) failed; failures in {result.failures_file}")
+    return len(result.rows)
+
+
 def _canary(
     open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[dict[str, Any]]
 ) -> Check:

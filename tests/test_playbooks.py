@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pcnctl.lab import attack
+from tests.browser import open_page
 from tests.conftest import Cli, Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,24 +122,43 @@ def contained(lab: Lab, wave: dict[str, Any]) -> None:
     assert lab.sql(
         f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *wave["messages"]
     ) == [(0,)]
+    # No student group of those schools lets its members write (class and structure groups alike), and
+    # no child -> relative direct edge is left there.
     open_groups = lab.sql(
         "SELECT s.uai FROM groups g JOIN structures s ON s.id = g.structure_id WHERE g.profile = 'Student'"
-        " AND g.users_dir != 'OUTGOING'"
+        " AND (g.member_in = 1 OR g.users_dir IN ('INCOMING', 'BOTH'))"
     )
     assert not {u for (u,) in open_groups} & set(wave["schools"])
+    direct = lab.sql(
+        "SELECT s.uai FROM communique_direct d JOIN user_structures us ON us.user_id = d.start_id"
+        " JOIN structures s ON s.id = us.structure_id JOIN users u ON u.id = d.start_id"
+        " WHERE u.profile = 'Student'"
+    )
+    assert not {u for (u,) in direct} & set(wave["schools"])
+
+
+def graph_state(lab: Lab) -> list[list[tuple[object, ...]]]:
+    """The whole communication graph: every group's link, relations, direct edges."""
+    return [
+        lab.sql("SELECT id, users_dir, member_in, member_out, relative_student FROM groups ORDER BY id"),
+        lab.sql("SELECT * FROM communique ORDER BY 1, 2"),
+        lab.sql("SELECT * FROM communique_direct ORDER BY 1, 2"),
+    ]
 
 
 def test_plan_changes_nothing(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    before = graph_state(lab)
     result = responder("playbook", "plan", WAVE, "-o", "json")
     assert result.exit_code == 0, result.stderr
     steps = {r["step"]: r for r in result.json()}
     assert steps["variants"]["summary"] == f"count={len(wave['messages'])}"
     assert steps["block-senders"]["status"] == "planned" and "needs approval" in steps["purge"]["summary"]
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
-    assert lab.sql("SELECT count(*) FROM groups WHERE users_dir != 'BOTH'") == [(0,)]
+    assert graph_state(lab) == before
 
 
 def test_a_run_without_approval_stops_before_the_step(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    before = graph_state(lab)
     result = responder("playbook", "run", WAVE, "--incident", "PB-A")
     assert result.exit_code == 7 and "block-senders" in result.stderr and "stopped before it" in result.stderr
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]  # nothing of the step happened
@@ -158,7 +181,7 @@ def test_a_run_without_approval_stops_before_the_step(responder: Cli, lab: Lab, 
         "--approve-all",
     )
     assert lift.exit_code == 0, lift.stderr
-    assert lab.sql("SELECT count(*) FROM groups WHERE users_dir != 'BOTH'") == [(0,)]
+    assert graph_state(lab) == before
 
 
 @pytest.mark.parametrize("kill_after", ["block-senders", "block-student-messaging", "purge"])
@@ -242,11 +265,11 @@ def test_the_drill_contains_the_wave(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path) -> None:
-    before = lab.sql("SELECT id, users_dir FROM groups ORDER BY id")
+    before = graph_state(lab)
     assert responder("playbook", "run", WAVE, "--incident", "PB-R", "--approve-all").exit_code == 0
     contained(lab, wave)
     md = responder("incident", "report", "PB-R")
-    assert md.exit_code == 0 and "# Incident PB-R" in md.stdout and "accounts.block" in md.stdout
+    assert md.exit_code == 0 and "# Incident PB-R" in md.stdout and "accounts blocked" in md.stdout
     assert all(uai in md.stdout for uai in wave["schools"]) and "hashes intact" in md.stdout
     page = tmp_path / "report.html"
     assert responder("incident", "report", "PB-R", "-o", "html", "--out", str(page)).exit_code == 0
@@ -258,7 +281,7 @@ def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any
     assert kinds == ["irreversible", "messaging", "accounts"]  # newest first; the purge cannot be undone
     undone = responder("rollback", "PB-R", "--yes", "-o", "json")
     assert undone.exit_code == 0, undone.stderr
-    assert lab.sql("SELECT id, users_dir FROM groups ORDER BY id") == before
+    assert graph_state(lab) == before
     senders = sorted(set(wave["senders"]))
     assert lab.sql(
         f"SELECT count(*) FROM users WHERE blocked = 1 AND id IN ({','.join('?' * len(senders))})", *senders
@@ -266,6 +289,49 @@ def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any
     assert responder("incident", "close", "PB-R").exit_code == 0
     listed = responder("incident", "list", "-o", "json").json()
     assert {i["id"]: i["status"] for i in listed}["PB-R"] == "closed"
+
+
+# Labels of the English report: none may be left in the French one.
+ENGLISH = (
+    "Timeline",
+    "Affected schools",
+    "Messaging blocks",
+    "threats received",
+    "incident opened",
+    "playbook step",
+    "banner shown",
+    "accounts blocked",
+    "Times in",
+    "completed",
+    "opened ",
+)
+
+
+def test_the_french_report_for_the_crisis_cell(
+    responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    assert responder("playbook", "run", WAVE, "--incident", "PB-F", "--approve-all").exit_code == 0
+    page = tmp_path / "rapport.html"
+    made = responder("incident", "report", "PB-F", "-o", "html", "--lang", "fr", "--out", str(page))
+    assert made.exit_code == 0, made.stderr
+    dom, png = open_page(page, tmp_path)
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    for label in ("Chronologie", "Établissements touchés", "étape du playbook", "bandeau affiché", "terminé"):
+        assert label in dom, label
+    assert not [word for word in ENGLISH if word in dom]
+    names = dict(lab.sql("SELECT uai, name FROM structures"))
+    assert all(f"{names[uai]} ({uai})" in dom for uai in wave["schools"])  # names with the UAIs
+    times = re.findall(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2}", dom)
+    assert times and "Heures de Europe/Paris" in dom
+    data = json.loads(responder("incident", "report", "PB-F", "-o", "json", "--offline").stdout)
+    steps = [e for e in data["timeline"] if e["what"] == "step"]
+    assert steps and all(e["status"] in ("done", "skipped") for e in steps)
+    banners = [e for e in data["timeline"] if e["what"] == "banner"]
+    assert {e["target"] for e in banners} == set(wave["schools"])
+    paris = datetime.fromisoformat(data["timeline"][0]["at"].replace("Z", "+00:00")).astimezone(
+        ZoneInfo("Europe/Paris")
+    )
+    assert paris.strftime("%d/%m/%Y %H:%M:%S") in dom  # the first event, in Paris time
 
 
 def test_the_json_schema_lists_every_operation_and_parameter() -> None:

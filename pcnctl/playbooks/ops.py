@@ -170,10 +170,16 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
             f"school(s), {plan.users} account(s)"
         )
         return {"schools": [s.school.uai for s in plan.to_change], "count": len(plan.to_change)}
-    _run, rows = messaging.execute_block(env.ctx, plan)
+    run, rows = messaging.execute_block(env.ctx, plan)
     failed = [r for r in rows if r["result"] == "failed"]
     if failed:
         raise PcnError(f"{len(failed)} school(s) failed to block")
+    if plan.method == "roles":  # the same follow-up as the command's --revoke-sessions
+        env.notes.append(f"sessions of {messaging.revoke_sessions(env.ctx, plan)} account(s) revoked")
+    result = messaging.verify_run(env.ctx, run)
+    env.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
+    if not result.effective:
+        raise PcnError("the block was applied but verification found it is not effective")
     return {"schools": [r["school"] for r in rows], "count": len(rows)}
 
 
