@@ -580,10 +580,17 @@ def _said(can: bool | None) -> str:
     return "can send" if can else "cannot send"
 
 
-def verify_run(ctx: RunContext, run: str) -> Verification:
+def verify_run(
+    ctx: RunContext,
+    run: str,
+    *,
+    canary: Callable[[], EntDriver] | None = None,
+    canary_to: str | None = None,
+) -> Verification:
     """Verify the blocks a run registered: what the command and the playbook operation both do after
     a block."""
-    return verify(ctx.driver, [b for b in active_blocks() if b["run"] == run])
+    blocks = [b for b in active_blocks() if b["run"] == run]
+    return verify(ctx.driver, blocks, canary=canary, canary_to=canary_to)
 
 
 def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:

@@ -348,7 +348,8 @@ def test_all_schools_on_paris_completes_and_a_killed_run_resumes(tmp_path: Path,
             )
         )
         open_groups = lab.sql(
-            "SELECT count(*) FROM groups WHERE profile = 'Student' AND users_dir != 'OUTGOING'"
+            "SELECT count(*) FROM groups WHERE profile = 'Student' AND (member_in = 1 OR users_dir IN"
+            " ('INCOMING', 'BOTH'))"
         )
         assert open_groups == [(0,)]
         edges = lab.sql(
@@ -468,3 +469,32 @@ def test_an_interrupted_block_resumes_from_the_state_before_it(lab: Lab, admc: C
     assert send(lab, login(lab, p["login"]), p["relative"]) == 401
     assert admc("messaging", "unblock", "--incident", "INC-R", "--yes").exit_code == 0
     assert school_state(lab, SCHOOL) == before  # the snapshot was the state before the first attempt
+
+
+def test_roles_on_a_school_with_a_sub_structure_are_restored_exactly(lab: Lab, admc: Cli) -> None:
+    parent, child = lab.sql(
+        "SELECT p.uai, c.uai FROM structure_parents sp JOIN structures p ON p.id = sp.parent_id"
+        " JOIN structures c ON c.id = sp.structure_id ORDER BY p.uai LIMIT 1"
+    )[0]
+    roles = "SELECT role_id, group_id FROM role_groups ORDER BY 1, 2"
+    before = lab.sql(roles)
+    held = (
+        "SELECT count(*) FROM role_groups rg JOIN groups g ON g.id = rg.group_id JOIN structures s"
+        " ON s.id = g.structure_id WHERE s.uai = ? AND g.profile = 'Student'"
+    )
+    assert lab.sql(held, child) == [(0,)]  # the sub-structure's students never had Messagerie
+    _sid, student = member(lab, parent, "Student")
+    live = login(lab, student)
+    result = admc(
+        "messaging", "block", "--profile", "Student", "--school", parent, "--method", "roles",
+        "--revoke-sessions", "--yes", "--incident", "INC-SUB",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "also in 1 sub-structure(s) attached below" in result.stderr
+    assert "block not effective against scripted sends" in result.stderr
+    assert (
+        live.get(lab.url + "/conversation/conversation", allow_redirects=False, timeout=5).status_code == 302
+    )
+    assert lab.sql(held, parent) == [(0,)]
+    assert admc("messaging", "unblock", "--incident", "INC-SUB", "--yes").exit_code == 0
+    assert lab.sql(roles) == before  # the grant on the parent reached the sub-structure: taken back

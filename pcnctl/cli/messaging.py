@@ -149,6 +149,15 @@ def block(
     ctx = RunContext.create(driver, inc, max_concurrency=concurrency, show_progress=not quiet)
     try:
         run, rows = messaging.execute_block(ctx, p)
+        if p.method == "roles" and revoke_sessions:
+            note(f"Sessions of {messaging.revoke_sessions(ctx, p)} {p.profile} account(s) revoked", quiet)
+        result = (
+            None
+            if no_verify
+            else messaging.verify_run(
+                ctx, run, canary=canary_driver(driver.profile), canary_to=driver.profile.canary_to
+            )
+        )
     finally:
         ctx.journal.close()
     emit(rows, output, BLOCK_COLUMNS)
@@ -168,14 +177,8 @@ def block(
                 "'pcnctl sessions revoke --school UAI --profile " + p.profile + "'"
             )
         )
-        if revoke_sessions:
-            _revoke(profile, inc.id, [s.school.uai for s in p.to_change], p.profile, quiet)
     failed = [r for r in rows if r["result"] == "failed"]
-    if not no_verify:
-        blocks = [b for b in messaging.active_blocks() if b["run"] == run]
-        result = messaging.verify(
-            driver, blocks, canary=canary_driver(driver.profile), canary_to=driver.profile.canary_to
-        )
+    if result is not None:
         show_verification(result, None, quiet)
         if not result.effective:
             raise PartialFailureError(
@@ -186,33 +189,6 @@ def block(
         raise PartialFailureError(
             f"{len(failed)} school(s) failed", hint=f"resume: pcnctl incident resume {inc.id}"
         )
-
-
-def _revoke(profile: str | None, incident: str, uais: list[str], user_profile: str, quiet: bool) -> None:
-    from pcnctl.cli.accounts import finish, run_op
-
-    for uai in uais:
-        result = run_op(
-            "sessions.revoke",
-            {"keep_blocked": False},
-            targets=None,
-            from_file=None,
-            school=uai,
-            user_profiles=[user_profile],
-            ent_profile=profile,
-            incident_id=incident,
-            dry_run=False,
-            yes=True,
-            cap=1_000_000,
-            concurrency=32,
-            output="table",
-            quiet=True,
-        )
-        if result is None:
-            continue
-        note(f"{uai}: sessions of {len(result.rows)} {user_profile} account(s) revoked", quiet)
-        if result.failed:
-            finish(result, "jsonl", True)  # raises the partial-failure error with its retry file
 
 
 def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, quiet: bool) -> None:
