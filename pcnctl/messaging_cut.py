@@ -39,21 +39,17 @@ class GroupState:
     users: str | None
     relative: str | None
     outgoing: list[str] = field(default_factory=list)
-    incoming: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, driver: EntDriver, row: dict[str, Any]) -> GroupState:
+    def read(cls, driver: EntDriver, row: dict[str, Any]) -> tuple[GroupState, dict[str, str | None]]:
+        """The group's state, and the ``users`` of the groups it sends to (read in the same answer)."""
         links = driver.group_links(row["id"])
         kind = row.get("sub_type") or row.get("type") or "Group"
-        return cls(
-            row["id"],
-            str(row.get("name") or row["id"]),
-            str(kind),
-            links["users"],
-            links["relative"],
-            links["outgoing"],
-            links["incoming"],
+        state = cls(
+            row["id"], str(row.get("name") or row["id"]), str(kind), links["users"], links["relative"]
         )
+        state.outgoing = list(links["outgoing"])
+        return state, dict(links["peers"])
 
 
 @dataclass
@@ -103,43 +99,50 @@ def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
     groups: dict[str, GroupState] = {}
     targets: list[str] = []
     relatives: list[str] = []
+    by_id = {r["id"]: r for r in rows}
     for row in mine + shared:
-        state = GroupState.read(driver, row)
-        groups[state.id] = state
-        if state.users in WRITES:
-            targets.append(state.id)
+        state, peers = GroupState.read(driver, row)
+        groups.setdefault(state.id, state)
+        if state.users not in WRITES:
+            continue
+        targets.append(state.id)
+        for end, users in peers.items():  # the groups a relation removal can change as a side effect
+            if end not in groups:
+                peer = by_id.get(end, {"id": end})
+                kind = peer.get("sub_type") or peer.get("type") or "Group"
+                groups[end] = GroupState(end, str(peer.get("name") or end), str(kind), users, None)
     if profile == "Student":
         for row in rows:
             if row.get("profile") == "Relative" and row.get("type") == "ProfileGroup":
-                state = GroupState.read(driver, row)
+                state, _peers = GroupState.read(driver, row)
                 if state.relative in ("INCOMING", "BOTH"):
-                    groups[state.id] = state
+                    kept = groups.setdefault(state.id, state)
+                    kept.relative = state.relative
                     relatives.append(state.id)
-    by_id = {r["id"]: r for r in rows}
-    for target in list(targets):
-        for end in groups[target].outgoing:
-            if end not in groups:
-                groups[end] = GroupState.read(driver, by_id.get(end, {"id": end}))
     return CutPlan(sorted(targets), sorted(relatives), groups)
 
 
 def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
-    """Cut what is still open (safe to run again after an interruption); returns notes on what the
-    server did beyond the call made."""
+    """Cut what is still open, reading each group once (safe to run again after an interruption);
+    returns notes on what the server did beyond the call made."""
     notes: list[str] = []
     for gid in cut.targets:
         now = driver.group_links(gid)
+        writes = now["users"] in WRITES
         for end in now["outgoing"]:
             answer = driver.remove_relation(gid, end)
             if answer is None:
                 notes.append(
-                    f"{_name(cut, end)}: relation removed, the server then failed (group without users)"
+                    f"{_name(cut, end)}: relation removed, then the server failed (group without users)"
                 )
-            elif answer.get("receiver") is None:
+                continue
+            if answer.get("sender") is None:
+                writes = False  # the removal of the last relation cut an INCOMING link already
+            if answer.get("receiver") is None:
                 notes.append(
                     f"{_name(cut, end)} lost its members' link as a side effect (restored on unblock)"
                 )
-        if driver.group_links(gid)["users"] in WRITES:
+        if writes:
             try:
                 driver.remove_users_link(gid)
             except ConflictError:
@@ -148,8 +151,8 @@ def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
                     driver.remove_relation(gid, end)
                 driver.remove_users_link(gid)
     for gid in cut.relatives:
-        if driver.group_links(gid)["relative"] in ("INCOMING", "BOTH"):
-            driver.remove_relative_links(gid, "INCOMING")
+        # Only a group that still has the property is changed: calling it again is harmless.
+        driver.remove_relative_links(gid, "INCOMING")
     return notes
 
 

@@ -258,16 +258,17 @@ class EdificeDriver:
         return [_group_row(g) for g in rows]
 
     def group_links(self, group_id: str) -> dict[str, Any]:
-        """A group's link with its members (``users``: BOTH, INCOMING, OUTGOING, NONE, or None when the
-        property is absent), ``relativeCommuniqueStudent``, and its outgoing and incoming relations."""
+        """One ``GET /communication/group/:id``: the members' link (``users``: BOTH, INCOMING, OUTGOING,
+        NONE, or None when the property is absent), ``relativeCommuniqueStudent``, the outgoing relations
+        (the answer's ``communiqueWith`` holds the node of every group this one has an edge to) and those
+        groups' own ``users`` (``peers``)."""
         group = self.http.request("GET", f"/communication/group/{group_id}").json()
-        outgoing = self.http.request("GET", f"/communication/group/{group_id}/outgoing").json()
-        incoming = self.http.request("GET", f"/communication/group/{group_id}/incoming").json()
+        peers = {g["id"]: g.get("users") for g in group.get("communiqueWith") or [] if isinstance(g, dict)}
         return {
             "users": group.get("users"),
             "relative": group.get("relativeCommuniqueStudent"),
-            "outgoing": sorted(g["id"] for g in outgoing),
-            "incoming": sorted(g["id"] for g in incoming),
+            "outgoing": sorted(peers),
+            "peers": peers,
         }
 
     def remove_users_link(self, group_id: str) -> str | None:
