@@ -494,7 +494,8 @@ class Verification:
         return "effective"
 
 
-def _prior_of(block: dict[str, Any]) -> dict[str, Any]:
+def prior_of(block: dict[str, Any]) -> dict[str, Any]:
+    """The prior state a registered block saved (its school's entry in the run's snapshot)."""
     snapshot = json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
     prior: dict[str, Any] = snapshot["schools"][block["school_id"]]["prior"]
     return prior
@@ -536,7 +537,7 @@ def _verify_pairs(driver: EntDriver, block: dict[str, Any], samples: int, result
     to members only for students and relatives (the rules never let staff write to guests)."""
     uai, profile, sid = block["uai"], block["profile"], block["school_id"]
     if block["method"] == "communication":
-        for name, observed, ok in check_cut(driver, CutPlan.from_json(_prior_of(block))):
+        for name, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(block))):
             result.checks.append(Check(uai, f"{name} cut", "cannot write through it", observed, ok))
     members = driver.list_users(sid, profiles=[profile])
     staff = (

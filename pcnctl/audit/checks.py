@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pcnctl import evidence, messaging
+from pcnctl import evidence, messaging, messaging_cut
 from pcnctl.incident import list_incidents
 from pcnctl.incident.journal import done_keys, read
 from pcnctl.models import fold
@@ -277,14 +277,16 @@ def drift(env: AuditEnv) -> Finding:
             ]
     for b in messaging.active_blocks():
         if b["method"] == "communication":
-            links = env.driver.group_links(b["group"])
-            if links["users"] in ("BOTH", "INCOMING") or links["outgoing"]:
+            # Every group the block cut (class groups included), re-read as the verification does.
+            cut = messaging_cut.CutPlan.from_json(messaging.prior_of(b))
+            reopened = [(name, seen) for name, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok]
+            if reopened:
                 rows.append(
                     {
                         "incident": b["incident"],
                         "kind": "communication restored outside pcnctl",
                         "target": b["uai"],
-                        "detail": f"members {links['users']}, {len(links['outgoing'])} relation(s)",
+                        "detail": "; ".join(f"{name}: {seen}" for name, seen in reopened[:3]),
                     }
                 )
         elif b["method"] == "roles":
