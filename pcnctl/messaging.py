@@ -6,9 +6,9 @@ Edifice has no messaging switch (edifice-api.md §2). The levers, weakest to str
 * ``roles``: remove the Messagerie role from the profile's groups. The app disappears for new sessions,
   but ``POST /conversation/send`` needs no role, so a scripted send still works, and live sessions keep
   the rights they cached at login until they end. Pair it with a session revoke, or use another lever.
-* ``communication`` (default): cut the profile group's link with its members (they can no longer write
-  through it) and the group's outgoing relations. The send route checks visibility live, so this stops
-  every send at once, scripted ones included; the members can still receive.
+* ``communication`` (default): cut every group that lets the profile write, structure and class groups
+  alike (:mod:`pcnctl.messaging_cut`). The send route checks visibility live, so this stops every send
+  at once, scripted ones included; the members can still receive.
 * ``login``: block the logins of the whole profile in the school. Sessions drop at once and the whole ENT
   stops for those accounts, not only messaging.
 
@@ -52,8 +52,9 @@ from pcnctl.timespec import iso
 
 METHODS = ("communication", "roles", "login")
 LEVERS = {
-    "communication": "cuts the profile group's link with its members and its outgoing relations: effective "
-    "at once, stops scripted sends too; the accounts can still receive and use the rest of the ENT.",
+    "communication": "cuts every group that lets the profile write (class groups included), its relations "
+    "first, then its members' link, and students' links to their relatives: effective at once, stops "
+    "scripted sends too; the accounts can still receive and use the rest of the ENT.",
     "roles": "removes the Messagerie role: hides the app for new sessions only. A scripted POST "
     "/conversation/send still works, and live sessions keep their rights until they end: revoke them "
     "(pcnctl sessions revoke --school UAI --profile P) or use --method communication.",
