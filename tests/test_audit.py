@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from pcnctl.lab import attack
+from tests.browser import open_page
 from tests.conftest import Cli, Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,50 +151,17 @@ def test_bad_input(auditor: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{bad}:1" in result.stderr
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        if os.environ.get("PCNCTL_REQUIRE_CHROMIUM"):
-            raise RuntimeError("chromium is required here (PCNCTL_REQUIRE_CHROMIUM)")
-        pytest.skip("Debian's chromium is not installed (CI installs it)")
-    return found
-
-
 def test_the_html_report_opens_in_a_headless_browser(
     auditor: Cli, wave: dict[str, Any], tmp_path: Path
 ) -> None:
-    browser = chromium()
     page = tmp_path / "audit.html"
     result = auditor(
         "audit", "run", "--since", "1h", "--mass-messages", "4", "-o", "html", "--out", str(page)
     )
     assert result.exit_code == 11 and result.stdout == ""
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dom = subprocess.run(
-        [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    )
-    assert dom.returncode == 0, dom.stderr[-500:]
-    assert dom.stdout.count("<table>") >= 4 and "Mass senders" in dom.stdout and "<svg" in dom.stdout
-    shot = tmp_path / "audit.png"
-    run = subprocess.run(
-        [browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0 and shot.exists()
-    data = shot.read_bytes()
-    assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a rendered page with tables, not a blank one
+    dom, png = open_page(page, tmp_path)
+    assert dom.count("<table>") >= 4 and "Mass senders" in dom and "<svg" in dom
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a rendered page with tables, not a blank one
 
 
 def doc_block(kind: str) -> str:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, emit_record, handle_errors, note
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    OutputOpt,
+    QuietOpt,
+    check_writable,
+    emit,
+    emit_record,
+    get_driver,
+    handle_errors,
+    note,
+)
 
 app = typer.Typer(help="Incidents: open, list, show, report, verify, resume, close.", no_args_is_help=True)
 audit_app = typer.Typer(
@@ -82,18 +93,49 @@ def report(
     incident_id: IdArg,
     fmt: Annotated[str, typer.Option("--output", "-o", help="markdown, html or json.")] = "markdown",
     out: Annotated[str | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="en or fr (Markdown and HTML).")] = "en",
+    tz: Annotated[
+        str, typer.Option("--tz", help="Time zone of the times shown (default Europe/Paris).")
+    ] = "Europe/Paris",
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Do not ask the ENT for school names (the incident's records only)."),
+    ] = False,
 ) -> None:
-    """The incident report for the crisis cell and the post-mortem (Markdown, HTML or JSON)."""
-    from pathlib import Path
+    """The incident report for the crisis cell and the post-mortem (Markdown, HTML or JSON).
 
-    from pcnctl.errors import UsageError
+    Examples:
+      pcnctl incident report INC-0327 -o html --lang fr --out rapport.html
+      pcnctl incident report INC-0327 -o json --offline
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from pcnctl.errors import PcnError, UsageError
     from pcnctl.incident import Incident
     from pcnctl.incident import report as core
 
     if fmt not in ("markdown", "html", "json"):
         raise UsageError(f"{fmt!r} is not a report format: markdown, html or json")
-    data = core.collect(Incident.load(incident_id))
-    text = {"markdown": core.markdown, "html": core.html_page, "json": core.to_json}[fmt](data)
+    if lang not in core.LABELS:
+        raise UsageError("--lang takes en or fr")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {tz!r}", hint="an IANA name such as Europe/Paris") from None
+    if out:
+        check_writable(Path(out))
+    incident = Incident.load(incident_id)
+    names: dict[str, str] = {}
+    if not offline and incident.profiles:
+        try:
+            names = {s.uai: s.name for s in get_driver(incident.profiles[0]).list_schools()}
+        except PcnError as exc:
+            note(f"School names from the incident's records only (ENT: {exc.message})")
+    data = core.collect(incident, names)
+    if fmt == "json":
+        text = core.to_json(data)
+    else:
+        text = (core.markdown if fmt == "markdown" else core.html_page)(data, lang, tz)
     if out:
         Path(out).write_text(text, encoding="utf-8")
         note(f"Report written to {out}")

@@ -74,6 +74,19 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
+    def entries(self) -> list[dict[str, Any]]:
+        """Every readable entry, oldest first (a torn last line is skipped: :func:`verify` reports it)."""
+        if not self.path.exists():
+            return []
+        out = []
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class Verification:

@@ -60,6 +60,7 @@ class RunState:
     phases: dict[str, str] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
     end: str | None = None
+    started_at: str = ""  # UTC time of the run's first record
 
     @property
     def finished(self) -> bool:
@@ -91,9 +92,11 @@ def read(path: Path) -> list[RunState]:
                 continue
             kind, run = rec.get("t"), rec.get("run")
             if kind == "run":
+                first = runs[run].started_at if run in runs else rec.get("at", "")
                 runs[run] = RunState(
                     run, rec["op"], rec.get("params", {}), rec.get("items", []), rec.get("meta", {})
                 )
+                runs[run].started_at = first
             elif kind == "item" and run in runs:
                 runs[run].phases[rec["key"]] = rec["phase"]
                 if rec.get("detail"):

@@ -1,9 +1,10 @@
 """The incident report for the crisis cell and the post-mortem: what was done, when, by whom, with which
 identity, what was found and preserved, which schools were affected, what is still in force.
 
-Built from the incident directory only (journal, snapshots, evidence, the block registry), so it can be
-written after the fact, without the ENT. Markdown for mail and tickets, a self-contained HTML page for
-people.
+Built from the incident's own records (journal, evidence, the block registry, the audit log's entries for
+the incident), so it can be written after the fact, without the ENT; school names come from those records,
+or from the ENT when the caller can reach it. Times are kept in UTC in the JSON and shown in the crisis
+cell's time zone (Europe/Paris by default) in Markdown and HTML, in English or French.
 """
 
 from __future__ import annotations
@@ -11,40 +12,50 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pcnctl import evidence, export, messaging
+from pcnctl.incident.auditlog import AuditLog
 from pcnctl.incident.journal import done_keys, read
 from pcnctl.incident.store import Incident
 
+DEFAULT_TZ = "Europe/Paris"
 
-def collect(incident: Incident) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the timeline: an operation run, a playbook step, a banner, the incident's life."""
+
+    at: str  # UTC, ISO 8601
+    what: str  # a label key (see LABELS) or an operation name
+    target: str
+    status: str
+    by: str = ""
+    detail: str = ""
+    counts: tuple[int, int, int, int] | None = None  # items, done, already, failed (operation runs)
+
+
+def collect(incident: Incident, school_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything the report shows, from the incident's records (JSON-ready, times in UTC)."""
     runs = read(incident.journal_path)
-    timeline = []
-    for state in runs:
-        counts = state.counts()
-        timeline.append(
-            {
-                "run": state.run,
-                "op": state.op,
-                "by": state.meta.get("identity", ""),
-                "auth": state.meta.get("auth", ""),
-                "items": len(state.items),
-                "done": counts.get("done", 0),
-                "already": counts.get("already", 0),
-                "failed": counts.get("failed", 0) + counts.get("refused", 0),
-                "status": state.end or ("interrupted" if state.pending else "completed"),
-            }
-        )
-    blocked_accounts = sorted(done_keys(runs, "accounts.block"))
-    purged = len(done_keys(runs, "messages.purge"))
-    checks = evidence.verify(incident)
+    names = dict(school_names or {})
     blocks = [b for b in messaging.status_rows(include_lifted=True) if b["incident"] == incident.id]
+    names.update({b["school"]: b["name"] for b in blocks if b.get("name")})
+    events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]
+    events += _run_events(incident)
+    events += _audit_events(incident)
+    if incident.closed_at:
+        events.append(Event(incident.closed_at, "closed", incident.id, "closed"))
     matches = export.matches_from_incident(incident)
     schools: Counter[str] = Counter()
     for m in matches:
         for uai in {u for uais in (m.get("recipient_schools") or {}).values() for u in uais}:
             schools[uai] += 1
+    checks = evidence.verify(incident)
     return {
         "incident": {
             "id": incident.id,
@@ -55,116 +66,295 @@ def collect(incident: Incident) -> dict[str, Any]:
             "closed_at": incident.closed_at,
             "profiles": incident.profiles,
         },
-        "timeline": timeline,
-        "accounts_blocked": len(blocked_accounts),
+        "timeline": [asdict(e) for e in sorted(events, key=lambda e: e.at)],
+        "school_names": names,
+        "accounts_blocked": len(done_keys(runs, "accounts.block")),
         "messages_preserved": len(matches),
-        "messages_purged": purged,
+        "messages_purged": len(done_keys(runs, "messages.purge")),
         "evidence": {"bundles": len({c.bundle for c in checks}), "intact": all(c.ok for c in checks)},
-        "messaging_blocks": blocks,
-        "affected_schools": [{"uai": u, "messages": n} for u, n in sorted(schools.items())],
+        "messaging_blocks": [dict(b, name=names.get(b["school"], b.get("name"))) for b in blocks],
+        "affected_schools": [
+            {"uai": u, "name": names.get(u), "messages": n} for u, n in sorted(schools.items())
+        ],
     }
 
 
-def markdown(data: dict[str, Any]) -> str:
+def _run_events(incident: Incident) -> list[Event]:
+    """Operation runs (with their final status) and playbook steps, from the journal."""
+    out: list[Event] = []
+    started: dict[str, tuple[str, str]] = {}
+    for state in read(incident.journal_path):
+        counts = state.counts()
+        done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("refused", 0)
+        status = state.end or ("interrupted" if state.pending else "completed")
+        tally = (len(state.items), done, counts.get("already", 0), failed)
+        by = state.meta.get("identity", "")
+        out.append(Event(state.started_at, state.op, state.run, status, by, counts=tally))
+    for rec in _records(incident):
+        kind = rec.get("t")
+        if kind == "playbook":
+            started[rec["run"]] = (rec["name"], rec.get("meta", {}).get("identity", ""))
+            out.append(Event(rec["at"], "playbook", rec["name"], "started", started[rec["run"]][1]))
+        elif kind == "step" and rec.get("status") != "start":
+            name = started.get(rec.get("run", ""), ("", ""))[0]
+            out.append(
+                Event(rec["at"], "step", f"{name}: {rec['step']}", rec["status"], "", rec.get("detail", ""))
+            )
+        elif kind == "playbook-end":
+            name, by = started.get(rec.get("run", ""), ("", ""))
+            out.append(Event(rec["at"], "playbook-end", name, rec["status"], by))
+    return out
+
+
+def _records(incident: Incident) -> list[dict[str, Any]]:
+    if not incident.journal_path.exists():
+        return []
+    out = []
+    for line in incident.journal_path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line
+    return out
+
+
+def _audit_events(incident: Incident) -> list[Event]:
+    """Banners shown in schools: the audit log is where the banner operation records each school."""
+    return [
+        Event(e["at"], "banner", str(e.get("target", "")), str(e.get("result", "")), str(e.get("actor", "")))
+        for e in AuditLog().entries()
+        if e.get("incident") == incident.id and e.get("action") == "notify"
+    ]
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "incident": "Incident",
+        "status": "Status",
+        "opened_by": "opened {at} by {by}",
+        "closed_on": "closed {at}",
+        "profiles": "ENT profiles",
+        "summary": "Accounts blocked: {blocked}; messages preserved as evidence: {kept}; purged: {purged}",
+        "evidence": "Evidence bundles: {n} ({state})",
+        "intact": "hashes intact",
+        "altered": "ALTERED",
+        "timeline": "Timeline",
+        "time": "time",
+        "what": "what",
+        "target": "target",
+        "by": "by",
+        "result": "result",
+        "detail": "detail",
+        "counts": "{0} items: {1} done, {2} already so, {3} failed",
+        "affected": "Affected schools",
+        "school": "school",
+        "uai": "UAI",
+        "threats": "threats received",
+        "blocks": "Messaging blocks",
+        "profile": "profile",
+        "lever": "lever",
+        "since": "since",
+        "until": "until",
+        "times_in": "Times in {tz}.",
+        "opened": "incident opened",
+        "closed": "incident closed",
+        "playbook": "playbook started",
+        "playbook-end": "playbook ended",
+        "step": "playbook step",
+        "banner": "banner shown",
+        "accounts.block": "accounts blocked",
+        "accounts.unblock": "accounts unblocked",
+        "accounts.block-profile": "profile blocked in a school",
+        "accounts.unblock-profile": "profile unblocked in a school",
+        "accounts.reset-password": "passwords reset",
+        "accounts.renewal-codes": "renewal codes generated",
+        "sessions.revoke": "sessions revoked",
+        "messaging.block": "messaging blocked",
+        "messaging.unblock": "messaging block lifted",
+        "messages.purge": "messages purged",
+    },
+    "fr": {
+        "incident": "Incident",
+        "status": "État",
+        "opened_by": "ouvert le {at} par {by}",
+        "closed_on": "clos le {at}",
+        "profiles": "Profils ENT",
+        "summary": "Comptes bloqués : {blocked} ; messages conservés comme preuves : {kept} ; "
+        "supprimés : {purged}",
+        "evidence": "Lots de preuves : {n} ({state})",
+        "intact": "empreintes intactes",
+        "altered": "ALTÉRÉES",
+        "timeline": "Chronologie",
+        "time": "heure",
+        "what": "action",
+        "target": "cible",
+        "by": "par",
+        "result": "résultat",
+        "detail": "détail",
+        "counts": "{0} éléments : {1} faits, {2} déjà faits, {3} en échec",
+        "affected": "Établissements touchés",
+        "school": "établissement",
+        "uai": "UAI",
+        "threats": "menaces reçues",
+        "blocks": "Blocages de la messagerie",
+        "profile": "profil",
+        "lever": "levier",
+        "since": "depuis",
+        "until": "jusqu'au",
+        "times_in": "Heures de {tz}.",
+        "opened": "ouverture de l'incident",
+        "closed": "clôture de l'incident",
+        "playbook": "début du playbook",
+        "playbook-end": "fin du playbook",
+        "step": "étape du playbook",
+        "banner": "bandeau affiché",
+        "accounts.block": "comptes bloqués",
+        "accounts.unblock": "comptes débloqués",
+        "accounts.block-profile": "profil bloqué dans un établissement",
+        "accounts.unblock-profile": "profil débloqué dans un établissement",
+        "accounts.reset-password": "mots de passe réinitialisés",
+        "accounts.renewal-codes": "codes de renouvellement générés",
+        "sessions.revoke": "sessions révoquées",
+        "messaging.block": "messagerie bloquée",
+        "messaging.unblock": "blocage de la messagerie levé",
+        "messages.purge": "messages supprimés",
+    },
+}
+# What statuses read as; English keeps the words the journal uses.
+STATUS: dict[str, dict[str, str]] = {
+    "en": {},
+    "fr": {
+        "open": "ouvert",
+        "closed": "clos",
+        "completed": "terminé",
+        "partial": "partiel",
+        "interrupted": "interrompu",
+        "failed": "échec",
+        "done": "fait",
+        "skipped": "sauté",
+        "awaiting-approval": "en attente d'approbation",
+        "started": "commencé",
+        "active": "en vigueur",
+        "lifted": "levé",
+        "expired": "expiré",
+    },
+}
+
+
+class _View:
+    """Labels and local times for one language and time zone."""
+
+    def __init__(self, lang: str, tz: str) -> None:
+        self.t = LABELS[lang]
+        self.lang = lang
+        self.zone = ZoneInfo(tz)
+        self.tz = tz
+
+    def word(self, key: str) -> str:
+        return self.t.get(key, key)
+
+    def status(self, key: str) -> str:
+        return STATUS[self.lang].get(key, key)
+
+    def when(self, value: str | None) -> str:
+        if not value:
+            return ""
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(self.zone)
+        return moment.strftime("%d/%m/%Y %H:%M:%S" if self.lang == "fr" else "%Y-%m-%d %H:%M:%S %Z")
+
+    def school(self, uai: str, name: str | None) -> str:
+        return f"{name} ({uai})" if name else uai
+
+    def header(self, data: dict[str, Any]) -> list[str]:
+        inc, t = data["incident"], self.t
+        state = t["intact"] if data["evidence"]["intact"] else t["altered"]
+        opened = t["opened_by"].format(at=self.when(inc["opened_at"]), by=inc["opened_by"])
+        closed = f", {t['closed_on'].format(at=self.when(inc['closed_at']))}" if inc["closed_at"] else ""
+        return [
+            f"{t['status']}: {self.status(inc['status'])} ({opened}{closed})",
+            f"{t['profiles']}: {', '.join(inc['profiles']) or '-'}",
+            t["summary"].format(
+                blocked=data["accounts_blocked"],
+                kept=data["messages_preserved"],
+                purged=data["messages_purged"],
+            ),
+            t["evidence"].format(n=data["evidence"]["bundles"], state=state),
+        ]
+
+    def tables(self, data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+        t = self.t
+        names = data.get("school_names") or {}
+        timeline = [
+            [
+                self.when(e["at"]),
+                self.word(e["what"]),
+                self.school(e["target"], names.get(e["target"])),
+                e["by"],
+                self.status(e["status"]),
+                t["counts"].format(*e["counts"]) if e.get("counts") else e["detail"],
+            ]
+            for e in data["timeline"]
+        ]
+        affected = [[self.school(s["uai"], s["name"]), str(s["messages"])] for s in data["affected_schools"]]
+        blocks = [
+            [
+                self.school(b["school"], b.get("name")),
+                b["profile"],
+                b["method"],
+                self.when(b["since"]),
+                self.when(b["until"]),
+                self.status(b["status"]),
+            ]
+            for b in data["messaging_blocks"]
+        ]
+        return [
+            (t["timeline"], [t["time"], t["what"], t["target"], t["by"], t["result"], t["detail"]], timeline),
+            (t["affected"], [t["school"], t["threats"]], affected),
+            (
+                t["blocks"],
+                [t["school"], t["profile"], t["lever"], t["since"], t["until"], t["status"]],
+                blocks,
+            ),
+        ]
+
+
+def markdown(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> str:
     from tabulate import tabulate
 
+    view = _View(lang, tz)
     inc = data["incident"]
-    out = [
-        f"# Incident {inc['id']}: {inc['title']}",
-        "",
-        f"- Status: **{inc['status']}** (opened {inc['opened_at']} by {inc['opened_by']}"
-        + (f", closed {inc['closed_at']}" if inc["closed_at"] else "")
-        + ")",
-        f"- ENT profiles: {', '.join(inc['profiles']) or '-'}",
-        f"- Accounts blocked: {data['accounts_blocked']}; messages preserved as evidence: "
-        f"{data['messages_preserved']}; purged: {data['messages_purged']}",
-        f"- Evidence bundles: {data['evidence']['bundles']} "
-        f"({'hashes intact' if data['evidence']['intact'] else 'ALTERED'})",
-        "",
-    ]
-    out += ["## Timeline", ""]
-    rows = [
-        [t["run"], t["op"], t["by"], t["auth"], t["items"], t["done"], t["already"], t["failed"], t["status"]]
-        for t in data["timeline"]
-    ]
-    out.append(
-        tabulate(
-            rows,
-            headers=["run", "operation", "by", "auth", "items", "done", "already", "failed", "status"],
-            tablefmt="github",
-        )
-    )
-    out += ["", "## Affected schools", ""]
-    out.append(
-        tabulate(
-            [[s["uai"], s["messages"]] for s in data["affected_schools"]],
-            headers=["UAI", "threats received"],
-            tablefmt="github",
-        )
-    )
-    out += ["", "## Messaging blocks", ""]
-    out.append(
-        tabulate(
-            [
-                [b["school"], b["profile"], b["method"], b["since"], b["until"] or "", b["status"]]
-                for b in data["messaging_blocks"]
-            ],
-            headers=["UAI", "profile", "lever", "since", "until", "status"],
-            tablefmt="github",
-        )
-    )
+    out = [f"# {view.t['incident']} {inc['id']}: {inc['title']}", ""]
+    out += [f"- {line}" for line in view.header(data)] + ["", f"_{view.t['times_in'].format(tz=tz)}_"]
+    for title, headers, rows in view.tables(data):
+        out += ["", f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github")]
     return "\n".join(out) + "\n"
 
 
-def html_page(data: dict[str, Any]) -> str:
-    def table(headers: list[str], rows: list[list[Any]]) -> str:
+def html_page(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> str:
+    view = _View(lang, tz)
+    inc = data["incident"]
+
+    def table(headers: list[str], rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    inc = data["incident"]
+    header = "".join(f"<li>{html.escape(line)}</li>" for line in view.header(data))
+    sections = "".join(
+        f"<h2>{html.escape(title)}</h2>" + table(h, rows) for title, h, rows in view.tables(data)
+    )
+    altered = "" if data["evidence"]["intact"] else f'<p class="bad">{html.escape(view.t["altered"])}</p>'
     return (
-        '<!doctype html><html lang="fr"><head><meta charset="utf-8">'
-        f"<title>Incident {html.escape(inc['id'])}</title><style>"
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
+        f"<title>{html.escape(view.t['incident'])} {html.escape(inc['id'])}</title><style>"
         "body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
         "th,td{border:1px solid #bbb;padding:.3rem .6rem;text-align:left}th{background:#eee}"
         ".bad{color:#b00;font-weight:bold}</style></head><body>"
-        f"<h1>Incident {html.escape(inc['id'])}: {html.escape(inc['title'])}</h1>"
-        f"<p>Status <b>{html.escape(inc['status'])}</b>, opened {html.escape(inc['opened_at'])} by "
-        f"{html.escape(inc['opened_by'])}. Accounts blocked: {data['accounts_blocked']}; messages preserved: "
-        f"{data['messages_preserved']}; purged: {data['messages_purged']}. Evidence: "
-        f"{data['evidence']['bundles']} bundle(s), "
-        + ("hashes intact" if data["evidence"]["intact"] else '<span class="bad">ALTERED</span>')
-        + ".</p>"
-        "<h2>Timeline</h2>"
-        + table(
-            ["run", "operation", "by", "auth", "items", "done", "already", "failed", "status"],
-            [
-                [
-                    t["run"],
-                    t["op"],
-                    t["by"],
-                    t["auth"],
-                    t["items"],
-                    t["done"],
-                    t["already"],
-                    t["failed"],
-                    t["status"],
-                ]
-                for t in data["timeline"]
-            ],
-        )
-        + "<h2>Affected schools</h2>"
-        + table(["UAI", "threats received"], [[s["uai"], s["messages"]] for s in data["affected_schools"]])
-        + "<h2>Messaging blocks</h2>"
-        + table(
-            ["UAI", "profile", "lever", "since", "until", "status"],
-            [
-                [b["school"], b["profile"], b["method"], b["since"], b["until"] or "", b["status"]]
-                for b in data["messaging_blocks"]
-            ],
-        )
-        + "</body></html>\n"
+        f"<h1>{html.escape(view.t['incident'])} {html.escape(inc['id'])}: {html.escape(inc['title'])}</h1>"
+        f"<ul>{header}</ul>{altered}<p><em>{html.escape(view.t['times_in'].format(tz=tz))}</em></p>"
+        f"{sections}</body></html>\n"
     )
 
 
