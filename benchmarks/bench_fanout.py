@@ -3,8 +3,8 @@
 Starts a lab (``small`` académie), resolves a few thousand student and parent accounts, then blocks them
 through the same core path as ``pcnctl accounts block`` while the lab enforces ``--capacity`` (429 with
 Retry-After above it) and optional added latency. Reports achieved blocks/s as a ratio of the capacity,
-how many 429s the run drew, and the peak concurrency the AIMD controller reached. Writes the table to
-docs/benchmarks.md. Not a test: numbers depend on the machine; ratios are what to compare.
+how many 429s the run drew, and the peak concurrency the limiter (pcnctl.limiter) reached. Writes the
+table to docs/benchmarks.md. Not a test: numbers depend on the machine; ratios are what to compare.
 
     python benchmarks/bench_fanout.py [--accounts 3000] [--capacity 150 400] [--latency-ms 5]
 """

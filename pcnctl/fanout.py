@@ -23,6 +23,7 @@ made here, where the whole batch is visible.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -34,7 +35,7 @@ from typing import Generic, TypeVar
 from pcnctl import roundtrip
 from pcnctl.errors import PcnError, ServerError, TransportError
 from pcnctl.http import THROTTLE_STATUSES
-from pcnctl.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings
+from pcnctl.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings, RateCap
 
 T = TypeVar("T")
 
@@ -108,6 +109,7 @@ class Pacer:
         self.clock = clock
         self.limiter = Limiter(limiter, clock=clock)
         self.breaker = Breaker(breaker, clock=clock, rng=rng or random.Random())
+        self.rate_cap = RateCap(clock=clock)
         self.in_flight = 0
         self.pause_until = 0.0
         self.peak = 0
@@ -130,8 +132,9 @@ class Pacer:
                 if self.in_flight < self.limit and now >= self.pause_until and now >= self._next_slot:
                     self.in_flight += 1
                     self.peak = max(self.peak, self.in_flight)
-                    if self.rate_limit:
-                        self._next_slot = max(now, self._next_slot) + 1.0 / self.rate_limit
+                    rate = min(r for r in (self.rate_limit, self.rate_cap.rate(), math.inf) if r)
+                    if rate < math.inf:
+                        self._next_slot = max(now, self._next_slot) + 1.0 / rate
                     return True
                 wake = max(self.pause_until, self._next_slot) - now
                 self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
@@ -142,6 +145,7 @@ class Pacer:
             self.in_flight -= 1
             self.breaker.on_success()
             for sent, answered in trips:
+                self.rate_cap.on_answer()
                 self._note(self.limiter.on_answer(sent, answered - sent))
             self._cond.notify_all()
 
@@ -152,6 +156,9 @@ class Pacer:
             now = self.clock()
             if failure.throttled:
                 self._note(self.limiter.on_throttle(sent))
+                cap = self.rate_cap.on_throttle(sent)
+                if cap is not None:
+                    log.debug("throttled: sending capped at %.1f calls/s", cap)
                 wait = failure.retry_after if failure.retry_after is not None else 0.5
                 self.pause_until = max(self.pause_until, now + min(wait, 60.0))
             elif failure.retryable:
@@ -171,7 +178,8 @@ class Pacer:
 
     def _note(self, decision: Decision | None) -> None:
         if decision is not None:
-            self.decisions.append(decision)
+            if len(self.decisions) < 100_000:  # about two hours of windows: enough for any report
+                self.decisions.append(decision)
             log.debug("%s", decision.describe())
 
 
@@ -188,6 +196,13 @@ def classify(exc: PcnError) -> Failure:
             retry_after=exc.retry_after,
         )
     return Failure(retryable=False)
+
+
+def _sent_at(exc: PcnError, trips: Sequence[tuple[float, float]], started: float) -> float:
+    """When the call that failed was sent: an error answer was noted last; a lost one never was."""
+    if isinstance(exc, ServerError) and trips:
+        return trips[-1][0]
+    return trips[-1][1] if trips else started
 
 
 @dataclass(slots=True)
@@ -328,7 +343,7 @@ class Fanout(Generic[T]):
             try:
                 outcome = self.fn(task.item)
             except PcnError as exc:
-                self._on_error(task, exc, trips[-1][1] if trips else t0, list(trips))
+                self._on_error(task, exc, _sent_at(exc, trips, t0), list(trips))
                 return
             except Exception as exc:  # a bug in an operation must not hang the whole batch
                 self.pacer.release()

@@ -7,18 +7,19 @@ The limit follows the ENT, not the client (TCP Vegas and gradient limiters work 
 
 * **What it reacts to.** Round trips timed from the moment a call is sent to the moment its answer arrives
   (:mod:`pcnctl.roundtrip`), so the client's own CPU time does not hide a slower ENT. Answers are grouped in
-  sampling windows (at least ``window`` seconds and ``window_samples`` answers); each window yields one
-  sampled round trip (the median) and is compared with the *minimum* round trip of the last
-  ``remeasure`` seconds.
+  sampling windows (``window`` seconds and ``window_samples`` answers, or as soon as ``window_samples``
+  answers are already clearly too slow); each window yields one sampled round trip (its lower quartile),
+  compared with the *minimum* round trip seen plus ``slack``.
 * **One decision per window.** Sampled/minimum above ``tolerance`` cuts the limit once, in proportion
-  (never below ``max_cut`` of it); at or below ``healthy`` the limit grows by one slot (by half while it
-  has never been cut, and while it climbs back after a re-measure). Answers to calls sent before a cut say
-  nothing about it and are ignored, so the next decision sees the cut's effect.
-* **A lasting shift becomes the new normal.** If the window after a cut is not faster, fewer calls in flight
-  did not help: the ENT is slower, not queueing our calls. The minimum is re-measured from that window and
-  the limit climbs back to where it was. A window that relieved the ENT keeps the minimum: that was
-  queueing. After ``remeasure`` seconds neither healthy nor queueing, a small cut (``probe_cut``) asks the
-  same question, so a stale minimum does not hold the limit down for ever.
+  (never below ``max_cut`` of it); at or below ``healthy`` the limit grows by one slot (by half per window
+  at the start and after a re-measure, until a window is not healthy or a cut comes). Answers to calls
+  sent before a cut say nothing about it and are ignored, so the next decision sees the cut's effect.
+* **A lasting shift becomes the new normal.** If the window after cuts that at least halved the limit is
+  not faster (nor much slower), fewer calls in flight did not help: the ENT is slower, not queueing. The
+  minimum is re-measured from that window and the limit grows back fast. A window that
+  relieved the ENT keeps the minimum: that was queueing. After ``remeasure`` seconds neither healthy nor
+  queueing, a small cut (``probe_cut``) asks the same question, so a stale minimum does not hold the limit
+  down for ever; a window far faster than the minimum (the ENT recovered) replaces it at once.
 * **Throttling** (429/503/509) halves the limit once per flight of calls; the pause it asks for
   (``Retry-After``) is the fan-out's to keep. Other transient failures cut by 30 %.
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ class LimiterSettings:
     healthy: float = 1.5  # at or below this: room to grow
     max_cut: float = 0.4  # a cut keeps at least this fraction of the limit
     remeasure: float = 5.0  # seconds of "hold" after which a small cut re-measures the minimum
+    # Added to the minimum in every comparison: a few milliseconds are the client's own scheduling (threads
+    # waiting for the interpreter), not the ENT queueing, and they would dominate a very fast ENT's ratio.
+    slack: float = 0.01
     probe_cut: float = 0.75  # that cut
 
 
@@ -84,9 +88,9 @@ class Limiter:
         self._cut_rtt: float | None = None  # the sampled RTT that caused the last cut, until judged
         self._relief = 1.0  # below this fraction of _cut_rtt, the cut relieved the ENT
         self._pre_cut: float | None = None  # the limit before the cuts being judged
-        self._climb_to: float | None = None  # after a rebase: grow fast back to this limit
+        self._probing = False  # the cut being judged is a probe of the minimum, not a reaction to queueing
         self._holding_since: float | None = None
-        self._never_cut = True
+        self._exploring = True  # grow by half per window: at the start and after a re-measure
 
     @property
     def limit(self) -> int:
@@ -102,13 +106,17 @@ class Limiter:
             return None
         now = self.clock()
         needed = min(self.settings.window_samples, max(1, int(self._limit)))
-        if now - self._window_start < self.settings.window or len(self._samples) < needed:
-            self._samples.append(rtt)
-            return None
-        decision = self._close_window(now)  # the window was due: this answer opens the next one
-        if self._floor < sent:  # after a cut only calls sent later count
-            self._samples.append(rtt)
-        return decision
+        if now - self._window_start >= self.settings.window and len(self._samples) >= needed:
+            decision = self._close_window(now)  # the window was due: this answer opens the next one
+            if self._floor < sent:  # after a cut only calls sent later count
+                self._samples.append(rtt)
+            return decision
+        self._samples.append(rtt)
+        slow = self._min_rtt is not None and len(self._samples) >= needed
+        reference = (self._min_rtt or 0.0) + self.settings.slack
+        if slow and _lower_quartile(self._samples) > self.settings.tolerance * reference:
+            return self._close_window(now)  # clearly slower already: cut now, grow on schedule
+        return None
 
     def on_throttle(self, sent: float) -> Decision | None:
         """The ENT said slow down (429, 503, 509): halve, once per flight of calls."""
@@ -127,7 +135,7 @@ class Limiter:
         before = self._limit
         self._limit = max(float(self.settings.minimum), self._limit * factor)
         self._after_cut(now, None, before)
-        self._pre_cut = self._climb_to = None
+        self._pre_cut = None
         return Decision(now, action, before, self._limit, self._min_rtt, None, 0)
 
     def _after_cut(self, now: float, cut_rtt: float | None, before: float) -> None:
@@ -136,31 +144,37 @@ class Limiter:
         # A queueing ENT answers faster in proportion to the calls removed; half that gain counts as relief.
         self._relief = 1 - (1 - max(1, int(self._limit)) / max(1, int(before))) / 2
         self._holding_since = None
-        self._never_cut = False
+        self._exploring = self._probing = False
         self._samples = []
         self._window_start = now
 
     def _close_window(self, now: float) -> Decision:
         s = self.settings
         samples, self._samples, self._window_start = self._samples, [], now
-        sampled, smallest = statistics.median(samples), min(samples)
+        sampled, smallest = _lower_quartile(samples), min(samples)
         cut_rtt, self._cut_rtt = self._cut_rtt, None
         before = self._limit
 
         def verdict(action: str, minimum: float | None = None) -> Decision:
             return Decision(now, action, before, self._limit, minimum or self._min_rtt, sampled, len(samples))
 
-        if cut_rtt is not None and sampled >= self._relief * cut_rtt:
+        # A reaction to queueing must have at least halved the limit before "no relief" means anything.
+        deep = self._probing or (self._pre_cut is not None and self._limit <= self._pre_cut / 2)
+        if cut_rtt is not None and deep and self._relief * cut_rtt <= sampled <= s.healthy * cut_rtt:
             # Fewer calls in flight did not make the ENT faster: it is slower, not queueing. New normal.
-            self._min_rtt = smallest
-            self._climb_to, self._pre_cut = self._pre_cut, None
+            # (Much slower than at the cut is a new rise: judged against the minimum below.)
+            self._min_rtt, self._pre_cut, self._exploring = smallest, None, True
             return verdict("rebase")
-        if cut_rtt is not None:
+        if cut_rtt is not None and sampled < self._relief * cut_rtt:
             self._pre_cut = None  # the cut relieved the ENT: it was queueing, stay below that limit
+        if self._min_rtt is not None and smallest * s.tolerance < self._min_rtt:
+            # The ENT became much faster: this window mixes old slow answers with new fast ones.
+            self._min_rtt = smallest
+            return verdict("rebase")
         self._min_rtt = smallest if self._min_rtt is None else min(self._min_rtt, smallest)
-        ratio = sampled / self._min_rtt
+        ratio = sampled / (self._min_rtt + s.slack)
         if ratio > s.tolerance:
-            self._pre_cut = self._pre_cut or before  # a rebase after this cut climbs back to where it was
+            self._pre_cut = self._pre_cut or before
             self._limit = max(float(s.minimum), self._limit * max(s.max_cut, s.healthy / ratio))
             self._after_cut(now, sampled, before)
             return verdict("decrease")
@@ -175,18 +189,86 @@ class Limiter:
             self._pre_cut = self._pre_cut or before
             self._limit = max(float(s.minimum), self._limit * s.probe_cut)
             self._after_cut(now, sampled, before)
+            self._probing = True
             return verdict("probe")
+        self._exploring = False
         return verdict("hold")
 
     def _grow(self) -> float:
-        """One slot per healthy window; half the limit while it never was cut or climbs back."""
-        climbing = self._climb_to is not None and self._limit < self._climb_to
-        grown = self._limit + 1.0
-        if self._never_cut or climbing:
-            grown = max(grown, self._limit * 1.5)
-        if climbing and self._climb_to is not None:
-            return min(grown, self._climb_to)
-        self._climb_to = None
+        """One slot per healthy window; half the limit while exploring (the start, after a re-measure)."""
+        if self._exploring:
+            return max(self._limit + 1.0, self._limit * 1.5)
+        return self._limit + 1.0
+
+
+def _lower_quartile(samples: list[float]) -> float:
+    """The sampled round trip of a window. A lower quartile rather than the median: a busy client delays
+    some answers (threads waiting for the interpreter), which inflates the upper half, while a slower or
+    queueing ENT moves every answer."""
+    ordered = sorted(samples)
+    return ordered[(len(ordered) - 1) // 4]
+
+
+class RateCap:
+    """After throttling, the rate the ENT accepted caps the sending rate; the cap grows while none comes.
+
+    A concurrency limit cannot express a rate below one call per round trip, and a token-bucket ENT answers
+    429 whatever the concurrency once its bucket is dry. The first throttle halves the answer rate of the
+    last ``span`` seconds (it includes the burst that emptied the bucket); each later one sets the cap to
+    ``margin`` times the rate accepted since the previous throttle, pause included: over such a cycle that
+    is what the ENT lets through. Between throttles the cap grows by ``growth`` per second, and it is lifted
+    when it reaches ``lift`` times its starting value.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        span: float = 2.0,
+        margin: float = 0.9,
+        growth: float = 0.05,
+        lift: float = 4.0,
+    ) -> None:
+        self.clock = clock
+        self.span, self.margin, self.growth, self.lift = span, margin, growth, lift
+        self._answers: deque[float] = deque()
+        self._first: float | None = None
+        self._cap: float | None = None
+        self._since = -math.inf  # the last throttle that set the cap
+        self._accepted = 0  # answers since then
+
+    def on_answer(self) -> None:
+        now = self.clock()
+        self._first = now if self._first is None else self._first
+        self._accepted += 1
+        self._answers.append(now)
+        while self._answers[0] < now - self.span:
+            self._answers.popleft()
+
+    def on_throttle(self, sent: float) -> float | None:
+        """Set the cap; the new cap, or None when this flight of calls already set it."""
+        if sent < self._since:
+            return None
+        now = self.clock()
+        current = self.rate()
+        if current is None:  # the first throttle: half of what was sent lately
+            elapsed = min(self.span, now - self._first) if self._first is not None else 0.0
+            recent = len(self._answers) / elapsed if elapsed > 0 else 2.0
+            self._cap = max(1.0, recent / 2)
+        else:
+            accepted = self.margin * self._accepted / max(1e-3, now - self._since)
+            self._cap = max(1.0, min(accepted, current))
+        self._since, self._accepted = now, 0
+        return self._cap
+
+    def rate(self) -> float | None:
+        """The cap now (calls per second), or None when sending is not capped."""
+        if self._cap is None:
+            return None
+        grown = self._cap * (1 + self.growth * max(0.0, self.clock() - self._since))
+        if grown >= self.lift * self._cap:
+            self._cap = None
+            return None
         return grown
 
 
