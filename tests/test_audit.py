@@ -279,3 +279,44 @@ def test_account_blocks_of_open_incidents_are_listed(auditor: Cli, wave: dict[st
     assert [(r["kind"], r["target"], r["incident"]) for r in rows] == [
         ("account", wave["senders"][0], "AUD-3")
     ]
+
+
+def test_the_french_audit_has_no_english_left(auditor: Cli, wave: dict[str, Any], tmp_path: Path) -> None:
+    english = findings(auditor("audit", "run", "--since", "1h", "--mass-messages", "4", "-o", "json"))
+    page = tmp_path / "audit-fr.html"
+    made = auditor(
+        "audit",
+        "run",
+        "--since",
+        "1h",
+        "--mass-messages",
+        "4",
+        "-o",
+        "html",
+        "--lang",
+        "fr",
+        "--out",
+        str(page),
+    )
+    assert made.exit_code == 11
+    text = page.read_text()
+    summaries = [f["summary"] for f in english.values()]
+    same = ("messages", "date", "route", "incident")  # the same word in both languages
+    columns = {c for f in english.values() for row in f["rows"] for c in row if c not in same}
+    assert {"login", "recipients", "subject"} <= columns
+    labels = [
+        "Mass senders",
+        "Threat watchlist",
+        "Window",
+        "Overall",
+        "Per school",
+        "Summary",
+        "nothing found",
+    ]
+    assert not [w for w in summaries + labels if w in text]
+    assert not [c for c in columns if f"<th>{c}</th>" in text]
+    assert "Envois massifs" in text and "compte(s) envoyant en masse" in text
+    assert re.search(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}", text)  # local times, French style
+    chart = text[text.index("<svg") : text.index("</svg>")]
+    assert "heure (Europe/Paris)" in chart and ">messages<" in chart and "<line" in chart  # axes and titles
+    assert re.search(r">\d+</text>", chart)  # each bar says its count

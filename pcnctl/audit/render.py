@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pcnctl.audit.run import AuditReport
 from pcnctl.output import cell, safe_csv_cell
@@ -28,6 +29,8 @@ LABELS = {
         "schools": "Per school",
         "school": "School",
         "hourly": "Watchlist messages per hour",
+        "hour_axis": "hour (UTC)",
+        "messages_axis": "messages",
         "none": "nothing found",
         "mass_senders": "Mass senders",
         "watchlist": "Threat watchlist",
@@ -51,6 +54,8 @@ LABELS = {
         "schools": "Par établissement",
         "school": "Établissement",
         "hourly": "Messages de la liste de surveillance par heure",
+        "hour_axis": "heure (Europe/Paris)",
+        "messages_axis": "messages",
         "none": "rien à signaler",
         "mass_senders": "Envois massifs",
         "watchlist": "Liste de surveillance (menaces)",
@@ -65,6 +70,88 @@ LABELS = {
     },
 }
 
+# Column headings of each check's table; English keeps the keys of the JSON output.
+COLUMNS = {
+    "fr": {
+        "login": "identifiant",
+        "profile": "profil",
+        "schools": "établissements",
+        "messages": "messages",
+        "recipients": "destinataires",
+        "per_minute": "par minute",
+        "ips": "adresses IP",
+        "why": "motif",
+        "date": "date",
+        "from_name": "expéditeur",
+        "subject": "objet",
+        "pattern": "motif reconnu",
+        "like_incident": "semblable à l'incident",
+        "kind": "nature",
+        "school": "établissement",
+        "target": "cible",
+        "since": "depuis",
+        "age_hours": "âge (heures)",
+        "by": "par",
+        "incident": "incident",
+        "until": "jusqu'au",
+        "expired": "expiré",
+        "detail": "détail",
+        "purged": "supprimés",
+        "without_evidence": "sans preuve",
+        "example": "exemple",
+        "route": "route",
+        "median_ms": "médiane (ms)",
+        "p95_ms": "p95 (ms)",
+        "errors": "erreurs",
+    }
+}
+# The French summary of each check, from its count (the checks word their summaries in English).
+SUMMARIES_FR = {
+    "mass_senders": "{n} compte(s) envoyant en masse",
+    "watchlist": "{n} message(s) correspondant à la liste de surveillance",
+    "blocks": "{n} blocage(s) en vigueur",
+    "drift": "{n} changement(s) d'un incident ouvert défait(s) depuis",
+    "evidence": "{n} incident(s) avec des messages supprimés sans preuve vérifiée",
+    "health": "{n} route(s) lente(s) ou en échec",
+}
+# Cell values that are words, not data.
+VALUES_FR = {True: "oui", False: "non", "account": "compte", "messaging": "messagerie"}
+
+
+class _Words:
+    """What a report says in one language: labels, headings, summaries, times, word-like cells."""
+
+    def __init__(self, lang: str, tz: str = "Europe/Paris") -> None:
+        self.lang = lang
+        self.t = LABELS[lang]
+        self.zone = ZoneInfo(tz) if lang == "fr" else UTC
+
+    def column(self, key: str) -> str:
+        return COLUMNS.get(self.lang, {}).get(key, key)
+
+    def summary(self, f: Any) -> str:
+        if self.lang != "fr":
+            return str(f.summary)
+        if f.check == "watchlist" and f.severity == "info" and not f.rows:
+            return "non vérifiée : aucune base de messagerie configurée sur le profil"
+        return SUMMARIES_FR[f.check].format(n=f.count)
+
+    def when(self, moment: datetime) -> str:
+        if self.lang != "fr":
+            return iso(moment)
+        return moment.astimezone(self.zone).strftime("%d/%m/%Y %H:%M")
+
+    def value(self, column: str, value: Any) -> str:
+        if self.lang == "fr":
+            if column in ("date", "since", "until") and isinstance(value, str) and value[:2] == "20":
+                try:
+                    return self.when(datetime.fromisoformat(value.replace("Z", "+00:00")))
+                except ValueError:
+                    return value
+            if isinstance(value, bool | str) and value in VALUES_FR:
+                return VALUES_FR[value]
+        return cell(value)
+
 
 def per_school(report: AuditReport) -> list[dict[str, Any]]:
     counts: dict[str, Counter[str]] = {}
@@ -78,29 +165,31 @@ def per_school(report: AuditReport) -> list[dict[str, Any]]:
     return [{"school": uai, **dict(c)} for uai, c in sorted(counts.items())]
 
 
-def hourly(report: AuditReport) -> list[tuple[str, int]]:
+def hourly(report: AuditReport, zone: Any = UTC) -> list[tuple[str, int]]:
+    """Watchlist messages per hour of the day, in ``zone`` (the crisis cell reads its own clock)."""
     counts: Counter[str] = Counter()
     for f in report.findings:
         if f.check == "watchlist":
             for row in f.rows:
-                counts[datetime.fromtimestamp(row["date_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:00")] += 1
+                counts[datetime.fromtimestamp(row["date_ms"] / 1000, zone).strftime("%Y-%m-%d %H:00")] += 1
     return sorted(counts.items())
 
 
 def markdown(report: AuditReport, lang: str = "en") -> str:
     from tabulate import tabulate
 
-    t = LABELS[lang]
+    w = _Words(lang)
+    t = w.t
     out = [
         f"# {t['title']}: {report.profile} ({report.url})",
         "",
-        f"- {t['window']}: {iso(report.since)} -> {iso(report.until)}",
+        f"- {t['window']}: {w.when(report.since)} -> {w.when(report.until)}",
         f"- {t['worst']}: **{t[report.worst]}**",
         "",
     ]
     out.append(
         tabulate(
-            [[t[f.check], t[f.severity], f.count, f.summary] for f in report.findings],
+            [[t[f.check], t[f.severity], f.count, w.summary(f)] for f in report.findings],
             headers=[t["check"], t["severity"], t["count"], t["summary"]],
             tablefmt="github",
         )
@@ -110,8 +199,8 @@ def markdown(report: AuditReport, lang: str = "en") -> str:
         if f.rows and f.columns:
             out.append(
                 tabulate(
-                    [[cell(r.get(c)) for c in f.columns] for r in f.rows],
-                    headers=list(f.columns),
+                    [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows],
+                    headers=[w.column(c) for c in f.columns],
                     tablefmt="github",
                 )
             )
@@ -131,26 +220,45 @@ def markdown(report: AuditReport, lang: str = "en") -> str:
     return "\n".join(out) + "\n"
 
 
-def _chart(points: list[tuple[str, int]]) -> str:
+def _chart(points: list[tuple[str, int]], x_label: str, y_label: str) -> str:
+    """Bars per hour with both axes, their titles, hour labels under the bars and the count above each."""
     if not points:
         return ""
     top = max(n for _, n in points)
-    width, bar = 600, max(12, 560 // max(len(points), 1))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="160" role="img">']
+    left, base, height = 56, 150, 110
+    bar = max(18, min(60, 640 // len(points)))
+    width = left + bar * len(points) + 20
+    esc = html.escape
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="200" role="img" '
+        f'aria-label="{esc(y_label)}" font-family="sans-serif">',
+        f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#333"/>',
+        f'<line x1="{left}" y1="{base}" x2="{left}" y2="{base - height - 10}" stroke="#333"/>',
+        f'<text x="{left - 6}" y="{base + 4}" font-size="10" text-anchor="end">0</text>',
+        f'<text x="{left - 6}" y="{base - height + 4}" font-size="10" text-anchor="end">{top}</text>',
+        f'<text x="12" y="{base - height // 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {base - height // 2})">{esc(y_label)}</text>',
+        f'<text x="{(left + width) // 2}" y="195" font-size="11" text-anchor="middle">{esc(x_label)}</text>',
+    ]
     for i, (hour, n) in enumerate(points):
-        h = int(120 * n / top)
-        x = 20 + i * bar
+        h = max(1, int(height * n / top))
+        x = left + 4 + i * bar
         parts.append(
-            f'<rect x="{x}" y="{130 - h}" width="{bar - 4}" height="{h}" fill="#b33"><title>'
-            f"{html.escape(hour)}: {n}</title></rect>"
+            f'<rect x="{x}" y="{base - h}" width="{bar - 6}" height="{h}" fill="#b33">'
+            f"<title>{esc(hour)}: {n}</title></rect>"
         )
-        parts.append(f'<text x="{x}" y="150" font-size="9">{html.escape(hour[-5:])}</text>')
+        centre = x + (bar - 6) // 2
+        parts.append(f'<text x="{centre}" y="{base - h - 3}" font-size="10" text-anchor="middle">{n}</text>')
+        parts.append(
+            f'<text x="{centre}" y="{base + 14}" font-size="9" text-anchor="middle">{esc(hour[-5:])}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def html_page(report: AuditReport, lang: str = "en") -> str:
-    t = LABELS[lang]
+    w = _Words(lang)
+    t = w.t
 
     def table(headers: list[str], rows: list[list[Any]]) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
@@ -161,22 +269,30 @@ def html_page(report: AuditReport, lang: str = "en") -> str:
 
     sections = [
         f"<h1>{html.escape(t['title'])}: {html.escape(report.profile)}</h1>",
-        f"<p>{t['window']}: {iso(report.since)} &rarr; {iso(report.until)}. {t['worst']}: "
+        f"<p>{t['window']}: {w.when(report.since)} &rarr; {w.when(report.until)}. {t['worst']}: "
         f'<span class="{report.worst}">{t[report.worst]}</span></p>',
         table(
             [t["check"], t["severity"], t["count"], t["summary"]],
-            [[t[f.check], t[f.severity], f.count, f.summary] for f in report.findings],
+            [[t[f.check], t[f.severity], f.count, w.summary(f)] for f in report.findings],
         ),
     ]
-    points = hourly(report)
+    points = hourly(report, w.zone)
     if points:
-        sections += [f"<h2>{html.escape(t['hourly'])}</h2>", _chart(points)]
+        sections += [
+            f"<h2>{html.escape(t['hourly'])}</h2>",
+            _chart(points, t["hour_axis"], t["messages_axis"]),
+        ]
     for f in report.findings:
         sections.append(
             f'<h2>{html.escape(t[f.check])} <span class="{f.severity}">({t[f.severity]})</span></h2>'
         )
         if f.rows and f.columns:
-            sections.append(table(list(f.columns), [[r.get(c) for c in f.columns] for r in f.rows]))
+            sections.append(
+                table(
+                    [w.column(c) for c in f.columns],
+                    [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows],
+                )
+            )
         else:
             sections.append(f"<p><em>{html.escape(t['none'])}</em></p>")
     schools = per_school(report)
