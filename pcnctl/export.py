@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pcnctl import messaging
 from pcnctl.incident.store import Incident
@@ -26,6 +28,49 @@ COLUMNS = (
     "last_threat",
     "messaging_blocks",
 )
+
+
+# The French crisis cell's spreadsheet: its headings, school types as written in French, and dates French
+# Excel reads as dates (day/month/year, local time) rather than ISO UTC strings it leaves as text.
+EXCEL_HEADERS = {
+    "uai": "UAI",
+    "name": "Établissement",
+    "type": "Type",
+    "city": "Commune",
+    "messages_received": "Messages reçus",
+    "recipients_reached": "Destinataires touchés",
+    "senders_from_school": "Expéditeurs de l'établissement",
+    "first_threat": "Première menace",
+    "last_threat": "Dernière menace",
+    "messaging_blocks": "Blocages de la messagerie en vigueur",
+}
+SCHOOL_TYPES_FR = {"ecole": "école", "college": "collège", "lycee": "lycée", "other": "autre"}
+LEVERS_FR = {"communication": "communication", "roles": "droits", "login": "connexion"}
+
+
+def for_french_excel(rows: Iterable[dict[str, Any]], tz: str = "Europe/Paris") -> list[dict[str, Any]]:
+    """The rows with French values: school types, local dates, block descriptions."""
+    zone = ZoneInfo(tz)
+
+    def when(value: Any) -> str:
+        if isinstance(value, int | float):
+            moment = datetime.fromtimestamp(value / 1000, UTC)
+        else:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return moment.astimezone(zone).strftime("%d/%m/%Y %H:%M:%S")
+
+    out = []
+    for row in rows:
+        french = dict(row)
+        french["type"] = SCHOOL_TYPES_FR.get(row["type"], row["type"])
+        for key in ("first_threat", "last_threat"):
+            french[key] = when(row[key]) if row.get(key) is not None else ""
+        french["messaging_blocks"] = "; ".join(
+            f"{LEVERS_FR.get(b['method'], b['method'])} ({b['profile']}, depuis le {when(b['since'])})"
+            for b in row.get("blocks", [])
+        )
+        out.append(french)
+    return out
 
 
 def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
@@ -64,9 +109,9 @@ def affected_schools(driver: EntDriver, matches: Iterable[dict[str, Any]]) -> li
             row["dates"].append(m["date"])
             if uai in (m.get("from_schools") or []):
                 row["senders"].add(m["from"])
-    blocks: dict[str, list[str]] = {}
+    blocks: dict[str, list[dict[str, Any]]] = {}
     for b in messaging.active_blocks():
-        blocks.setdefault(b["uai"], []).append(f"{b['method']} ({b['profile']}, since {b['since'][:16]}Z)")
+        blocks.setdefault(b["uai"], []).append(b)
     rows = []
     for uai, row in sorted(per.items()):
         school = schools.get(uai)
@@ -81,7 +126,10 @@ def affected_schools(driver: EntDriver, matches: Iterable[dict[str, Any]]) -> li
                 "senders_from_school": len(row["senders"]),
                 "first_threat": min(row["dates"]),
                 "last_threat": max(row["dates"]),
-                "messaging_blocks": "; ".join(blocks.get(uai, [])),
+                "messaging_blocks": "; ".join(
+                    f"{b['method']} ({b['profile']}, since {b['since'][:16]}Z)" for b in blocks.get(uai, [])
+                ),
+                "blocks": blocks.get(uai, []),
             }
         )
     return rows

@@ -96,11 +96,16 @@ def render(
     raise ValueError(f"unknown output format {fmt!r}")
 
 
-def render_excel_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], stream: IO[str]) -> int:
+def render_excel_csv(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    stream: IO[str],
+    headers: Mapping[str, str] | None = None,
+) -> int:
     """CSV that French Excel opens as it should: semicolons, UTF-8 with a BOM, formulas neutralised."""
     stream.write("\ufeff")
     writer = csv.writer(stream, delimiter=";", lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([(headers or {}).get(c, c) for c in columns])
     count = 0
     for row in rows:
         writer.writerow([safe_csv_cell(cell(row.get(c), machine=True)) for c in columns])

@@ -14,8 +14,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -209,7 +211,16 @@ def test_affected_schools_export_equals_the_ground_truth(
     raw = excel.read_bytes()
     assert raw.startswith("\ufeff".encode()) and b";" in raw.splitlines()[0]
     table = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
-    assert {r["uai"] for r in table} == set(wave["schools"])
+    assert {r["UAI"] for r in table} == set(wave["schools"])
+    assert {"Établissement", "Messages reçus", "Première menace"} <= set(table[0])
+    assert {r["Type"] for r in table} <= {"école", "collège", "lycée"}
+    # Dates French Excel reads as dates: day/month/year and the local time of the crisis cell.
+    first = datetime.strptime(table[0]["Première menace"], "%d/%m/%Y %H:%M:%S")
+    iso = next(r["first_threat"] for r in from_incident if r["uai"] == table[0]["UAI"])
+    moment = datetime.fromtimestamp(iso / 1000, UTC) if isinstance(iso, int) else datetime.fromisoformat(iso)
+    assert first == moment.astimezone(ZoneInfo("Europe/Paris")).replace(tzinfo=None, microsecond=0)
+    both = ops("schools", "export", "--affected", "--incident", "INC-X", "--excel", "-o", "json")
+    assert both.exit_code == 2 and "does not go with -o" in both.stderr
 
 
 def test_senders_flags_exactly_the_hijacked_accounts(ops: Cli, wave: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_writable,
     confirm_action,
     emit,
     emit_record,
@@ -403,6 +404,12 @@ def export_affected(
 
     if not affected:
         raise UsageError("say what to export: --affected")
+    if excel and output != "csv":
+        raise UsageError(
+            "--excel writes the French Excel CSV: it does not go with -o", hint="drop one of them"
+        )
+    if out is not None:
+        check_writable(out)
     if (incident is None) == (from_search is None):
         raise UsageError("give --incident ID or --from-search FILE (one of them)")
     if incident is not None:
@@ -414,7 +421,7 @@ def export_affected(
     stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if excel:
-            render_excel_csv(rows, export.COLUMNS, stream)
+            render_excel_csv(export.for_french_excel(rows), export.COLUMNS, stream, export.EXCEL_HEADERS)
         else:
             from pcnctl.cli._common import check_format
 
