@@ -347,3 +347,21 @@ def test_the_json_schema_lists_every_operation_and_parameter() -> None:
     assert {name: sorted(props) for name, props in variants.items()} == {
         name: sorted(op.params) for name, op in OPS.items()
     }
+
+
+def test_plan_works_on_every_shipped_playbook(lab: Lab, cli: Cli) -> None:
+    """Check mode on a quiet ENT (no wave): every shipped playbook plans, and says when there is nothing."""
+    cli(
+        "profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn", "--mailstore", lab.info["mailstore"]
+    )
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    student = lab.info["accounts"]["student"]["login"]
+    for path in sorted((ROOT / "playbooks").glob("*.yaml")):
+        extra = ["--input", f"account={student}"] if path.stem == "compromised-account" else []
+        result = cli("playbook", "plan", str(path), *extra, "-o", "json")
+        assert result.exit_code == 0, f"{path.name}: {result.stderr}"
+        steps = {r["step"]: r for r in result.json()}
+        assert steps and all(r["status"] in ("done", "planned", "skipped", "failed") for r in steps.values())
+    quiet = cli("playbook", "plan", str(WAVE), "-o", "json").json()
+    nothing = [r for r in quiet if r["status"] == "skipped" and "nothing to act on" in r["summary"]]
+    assert nothing and "the list has only" not in str(quiet)

@@ -263,7 +263,11 @@ def _lookup(ref: str, context: dict[str, Any]) -> Any:
     for part in ref.split("."):
         if isinstance(value, list) and part.isdigit():  # steps.find.messages.0: an item of a list result
             if int(part) >= len(value):
-                raise PlaybookError(f"${{{{ {ref} }}}}: the list has only {len(value)} item(s)")
+                found = f"has only {len(value)} item(s)" if value else "is empty"
+                raise PlaybookError(
+                    f"nothing to act on: ${{{{ {ref} }}}} asks for item {part} of a list that {found}",
+                    hint="an earlier step found nothing; guard the step with a 'when:' condition",
+                )
             value = value[int(part)]
             continue
         if not isinstance(value, dict) or part not in value:

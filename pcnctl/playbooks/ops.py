@@ -143,7 +143,8 @@ def op_reset_password(env: Env, p: dict[str, Any]) -> dict[str, Any]:
 
 def op_renewal_codes(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     out = _accounts(env, "accounts.renewal-codes", p, {})
-    out["file"] = str(env.incident.path / "codes")
+    # In check mode there is no incident yet: the codes would go to its codes/ directory.
+    out["file"] = str(env.incident.path / "codes") if env.incident is not None else "(the incident's codes/)"
     return out
 
 
@@ -186,7 +187,10 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
 def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     from pcnctl import messaging
 
-    incident = p.get("incident") or env.incident.id
+    incident = p.get("incident") or (env.incident.id if env.incident is not None else None)
+    if incident is None:  # check mode, and no incident named: the run's own one does not exist yet
+        env.notes.append("would lift the messaging blocks of the incident the run is recorded in")
+        return {"schools": [], "count": 0}
     blocks = [b for b in messaging.active_blocks() if b["incident"] == incident]
     if env.check:
         env.notes.append(f"would lift {len(blocks)} messaging block(s) of incident {incident}")

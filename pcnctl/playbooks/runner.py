@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import tempfile
 from collections.abc import Callable
@@ -94,6 +95,7 @@ def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any
     """Check mode: read-only steps run, mutating steps plan; nothing changes on the ENT."""
     reports = []
     context: dict[str, Any] = {"inputs": inputs, "steps": {}, "incident": {"id": "(plan)"}}
+    nothing: set[str] = set()  # steps skipped for want of anything to act on, and those that need them
     with tempfile.TemporaryDirectory(prefix="pcnctl-plan-") as scratch:
         for step in playbook.steps:
             if not condition(step.when, context):
@@ -101,7 +103,16 @@ def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any
                 reports.append(StepReport(step.id, step.op, "skipped", "condition false"))
                 continue
             env = Env(driver, None, None, mailstore, True, Path(scratch) / "searches")
-            params = resolve(step.params, context)
+            empty = [ref for ref in _step_refs(step.params) if ref in nothing]
+            try:
+                if empty:
+                    raise PlaybookError(f"nothing to act on: step {empty[0]!r} had nothing to act on either")
+                params = resolve(step.params, context)
+            except PlaybookError as exc:  # an earlier step found nothing: say so, plan the rest
+                reports.append(StepReport(step.id, step.op, "skipped", exc.message))
+                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                nothing.add(step.id)
+                continue
             try:
                 result = OPS[step.op].fn(env, params)
             except PcnError as exc:
@@ -115,6 +126,14 @@ def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any
                 StepReport(step.id, step.op, status, _summary(step.op, result, env.notes) + approval, result)
             )
     return reports
+
+
+_STEP_REF = re.compile(r"\$\{\{\s*steps\.([\w-]+)")
+
+
+def _step_refs(params: Any) -> list[str]:
+    """The steps whose results ``params`` refer to."""
+    return _STEP_REF.findall(json.dumps(params, default=str))
 
 
 def _sha256(path: Path) -> str:
