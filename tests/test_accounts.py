@@ -330,7 +330,7 @@ def test_reset_password_and_renewal_codes(lab: Lab, admc: Cli, tmp_path: Path) -
     assert codes.exit_code == 0, codes.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     code = out.read_text().splitlines()[1].split(",")[-1]
-    assert len(code) == 8 and code in codes.stdout  # stdout is not a terminal here
+    assert len(code) == 8 and code not in codes.stdout  # never on stdout (cron logs) unless asked
     home = Path(os.environ["PCNCTL_HOME"])
     assert code not in (home / "incidents" / "INC-C" / "journal.jsonl").read_text()
     assert code not in (home / "audit.log").read_text()
@@ -384,3 +384,22 @@ def test_block_profile_restores_exactly_and_leaves_traces(lab: Lab, admc: Cli) -
     assert blocked_now == [(already,)]  # exactly the state before the incident
     traces = admc("accounts", "block-traces", "--school", uai, "-o", "json").json()
     assert [t["action"] for t in traces] == ["BLOCK", "UNBLOCK"] and traces[0]["by"]
+
+
+def test_guard_rails_refuse_before_anything_changes(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    uai = lab.info["accounts"]["adml"][0]["schools"][0]
+    login = lab.info["accounts"]["student"]["login"]
+    before = lab.counters()["requests"]
+    everyone = admc("accounts", "block", "--school", uai, "--yes")
+    assert everyone.exit_code == 2 and "teachers, staff and parents too" in everyone.stderr
+    negative = admc("accounts", "block", login, "--max", "-5", "--yes")
+    assert negative.exit_code == 2 and "--max" in negative.stderr
+    unwritable = admc("accounts", "renewal-codes", login, "--out", "/proc/codes.csv", "--yes")
+    assert unwritable.exit_code == 2 and "cannot write /proc/codes.csv" in unwritable.stderr
+    assert lab.counters()["requests"] == before  # refused before even logging in
+    assert lab.sql("SELECT count(*) FROM renewal_codes") == [(0,)]
+    other = lab.info["accounts"]["adml"][1]["schools"][0]  # not the school of the ADMC's own account
+    wide = admc("accounts", "block", "--school", other, "--all-profiles", "--dry-run", "-o", "json")
+    assert wide.exit_code == 0 and {r["profile"] for r in wide.json()} >= {"Student", "Teacher"}
+    shown = admc("accounts", "renewal-codes", login, "--yes", "--stdout", "-o", "json")
+    assert shown.exit_code == 0 and len(shown.json()[0]["code"]) == 8

@@ -185,18 +185,28 @@ def warn(text: str) -> None:
 
 def check_writable(path: Path, *, directory: bool = False) -> None:
     """Refuse, before anything is sent, an output path that cannot be written (a report lost after the
-    work is done, or renewal codes generated on the ENT and then not saved, cost more than an early error)."""
+    work is done, or renewal codes generated on the ENT and then not saved, cost more than an early error).
+
+    The check writes for real (permissions alone say nothing to root): a new file is created and removed,
+    an existing one opened for appending, a new directory's nearest existing parent gets a probe file.
+    """
     from pcnctl.errors import UsageError
 
-    where = path if directory else path.parent
-    if directory and not path.exists():
-        existing = next((p for p in path.parents if p.exists()), Path("/"))
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot create {path}: {existing} is not writable")
-        return
-    if path.exists() and path.is_dir() and not directory:
+    target = path
+    if directory:
+        target = (
+            next((p for p in (path, *path.parents) if p.exists()), Path("/")) / f".pcnctl-probe-{os.getpid()}"
+        )
+    elif path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name")
-    if not where.exists():
-        raise UsageError(f"cannot write {path}: {where} does not exist")
-    if not os.access(where, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {path}: permission denied", hint="choose another --out path")
+    existed = target.exists()
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL), 0o600)
+        os.close(fd)
+        if not existed:
+            target.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror.lower() if exc.strerror else exc}",
+            hint="choose another output path; nothing was done",
+        ) from None

@@ -12,6 +12,7 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_writable,
     confirm_action,
     emit,
     get_driver,
@@ -41,7 +42,15 @@ IncidentOpt = Annotated[
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")]
-MaxOpt = Annotated[int | None, typer.Option("--max", help="Raise the cap on accounts changed in one run.")]
+MaxOpt = Annotated[
+    int | None, typer.Option("--max", help="Raise the cap on accounts changed in one run.", min=1)
+]
+AllProfilesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-profiles", help="With --school and no --profile: every profile (staff, parents too)."
+    ),
+]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", help="Upper bound of parallel calls.", min=1, max=128)
 ]
@@ -125,12 +134,22 @@ def run_op(
     output: str,
     quiet: bool,
     batch_size: int = 50,
+    all_profiles: bool = False,
 ) -> OpResult | None:
     """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
     from pcnctl import accounts
+    from pcnctl.errors import UsageError
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
 
+    if school and not user_profiles and not all_profiles:
+        raise UsageError(
+            f"--school {school} without --profile would take every account of the school: teachers, staff "
+            "and parents too",
+            hint="say which: --profile Student (repeatable), or --all-profiles if that is really meant",
+        )
+    if all_profiles and user_profiles:
+        raise UsageError("--all-profiles and --profile exclude each other")
     driver = get_driver(ent_profile)
     users = accounts.resolve_targets(
         driver,
@@ -185,6 +204,7 @@ def block(
     from_file: FromFileOpt = None,
     school: SchoolOpt = None,
     user_profile: UserProfileOpt = None,
+    all_profiles: AllProfilesOpt = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     dry_run: DryRunOpt = False,
@@ -203,6 +223,7 @@ def block(
         from_file=from_file,
         school=school,
         user_profiles=user_profile,
+        all_profiles=all_profiles,
         ent_profile=profile,
         incident_id=incident,
         dry_run=dry_run,
@@ -223,6 +244,7 @@ def unblock(
     from_file: FromFileOpt = None,
     school: SchoolOpt = None,
     user_profile: UserProfileOpt = None,
+    all_profiles: AllProfilesOpt = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     dry_run: DryRunOpt = False,
@@ -241,6 +263,7 @@ def unblock(
         from_file=from_file,
         school=school,
         user_profiles=user_profile,
+        all_profiles=all_profiles,
         ent_profile=profile,
         incident_id=incident,
         dry_run=dry_run,
@@ -261,6 +284,7 @@ def revoke(
     from_file: FromFileOpt = None,
     school: SchoolOpt = None,
     user_profile: UserProfileOpt = None,
+    all_profiles: AllProfilesOpt = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     keep_blocked: Annotated[bool, typer.Option("--keep-blocked", help="Leave the accounts blocked.")] = False,
@@ -289,6 +313,7 @@ def revoke(
         from_file=from_file,
         school=school,
         user_profiles=user_profile,
+        all_profiles=all_profiles,
         ent_profile=profile,
         incident_id=incident,
         dry_run=dry_run,
@@ -308,6 +333,7 @@ def reset_password(
     from_file: FromFileOpt = None,
     school: SchoolOpt = None,
     user_profile: UserProfileOpt = None,
+    all_profiles: AllProfilesOpt = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     mode: Annotated[
@@ -337,6 +363,7 @@ def reset_password(
         from_file=from_file,
         school=school,
         user_profiles=user_profile,
+        all_profiles=all_profiles,
         ent_profile=profile,
         incident_id=incident,
         dry_run=dry_run,
@@ -356,13 +383,14 @@ def renewal_codes(
     from_file: FromFileOpt = None,
     school: SchoolOpt = None,
     user_profile: UserProfileOpt = None,
+    all_profiles: AllProfilesOpt = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Also copy the codes to this file (created 0600).")
     ] = None,
-    show_codes: Annotated[
-        bool, typer.Option("--show-codes", help="Print the codes even on a terminal.")
+    stdout: Annotated[
+        bool, typer.Option("--stdout", help="Also print the codes on standard output (never by default).")
     ] = False,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
@@ -374,7 +402,7 @@ def renewal_codes(
     """Generate one-time password renewal codes to hand to the legitimate users.
 
     Codes are secrets: they go to a 0600 file in the incident (and --out), never to the journal or the audit
-    log, and on stdout only when it is not a terminal or with --show-codes.
+    log, and on standard output only with --stdout (so never into a cron log by accident).
     """
     import os
     import shutil
@@ -383,6 +411,8 @@ def renewal_codes(
 
     if out is not None and out.exists():
         raise UsageError(f"{out} exists; codes are never written over an existing file")
+    if out is not None:
+        check_writable(out)  # before the codes exist on the ENT
     result = run_op(
         "accounts.renewal-codes",
         {},
@@ -390,6 +420,7 @@ def renewal_codes(
         from_file=from_file,
         school=school,
         user_profiles=user_profile,
+        all_profiles=all_profiles,
         ent_profile=profile,
         incident_id=incident,
         dry_run=dry_run,
@@ -408,7 +439,7 @@ def renewal_codes(
             with os.fdopen(fd, "wb") as dst, result.codes_file.open("rb") as src:
                 shutil.copyfileobj(src, dst)
             note(f"Codes also written to {out} (0600)", quiet)
-    reveal = show_codes or not sys.stdout.isatty()
+    reveal = stdout
     rows = [
         dict(r, code=result.codes.get(r["id"], "") if reveal else "(in the codes file)") for r in result.rows
     ]
