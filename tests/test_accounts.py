@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from pcnctl.edifice.auth import login_page_error
@@ -403,3 +404,13 @@ def test_guard_rails_refuse_before_anything_changes(lab: Lab, admc: Cli, tmp_pat
     assert wide.exit_code == 0 and {r["profile"] for r in wide.json()} >= {"Student", "Teacher"}
     shown = admc("accounts", "renewal-codes", login, "--yes", "--stdout", "-o", "json")
     assert shown.exit_code == 0 and len(shown.json()[0]["code"]) == 8
+
+
+def test_incident_open_names_who_opened_it(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)  # as under cron or sudo -u
+    opened = cli("incident", "open", "--id", "INC-WHO")
+    assert opened.exit_code == 0, opened.stderr
+    listed = {i["id"]: i for i in cli("incident", "list", "-o", "json").json()}
+    by = str(listed["INC-WHO"].get("opened_by"))
+    assert "unknown" not in by and "@" in by

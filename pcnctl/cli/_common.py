@@ -210,3 +210,15 @@ def check_writable(path: Path, *, directory: bool = False) -> None:
             f"cannot write {path}: {exc.strerror.lower() if exc.strerror else exc}",
             hint="choose another output path; nothing was done",
         ) from None
+
+
+def local_operator() -> str:
+    """Who opens an incident at this terminal: the local account and the machine (never "unknown")."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()  # LOGNAME, USER... then the password database (cron, sudo -u)
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"

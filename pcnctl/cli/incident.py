@@ -16,6 +16,7 @@ from pcnctl.cli._common import (
     emit_record,
     get_driver,
     handle_errors,
+    local_operator,
     note,
 )
 
@@ -34,12 +35,11 @@ def open_(
     title: Annotated[str, typer.Option("--title", help="What happened, in a few words.")] = "",
 ) -> None:
     """Open an incident; mutating commands record into it with --incident ID."""
-    import os
 
     from pcnctl.errors import UsageError
     from pcnctl.incident import open_incident
 
-    incident, created = open_incident(incident_id, title=title, operator=os.environ.get("USER", "unknown"))
+    incident, created = open_incident(incident_id, title=title, operator=local_operator())
     if not created:
         raise UsageError(f"incident {incident.id} already exists")
     typer.echo(incident.id)

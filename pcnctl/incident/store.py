@@ -93,13 +93,16 @@ def open_incident(incident_id: str | None, *, title: str = "", operator: str = "
         if (incidents_dir() / incident_id / "incident.json").exists():
             incident = Incident.load(incident_id)
             if incident.status != "open":
-                raise UsageError(f"incident {incident_id} is closed", hint="open a new one, or reopen it")
+                raise UsageError(
+                    f"incident {incident_id} is closed",
+                    hint="record it in a new incident: pcnctl incident open NEW-ID (or leave --incident out)",
+                )
             return incident, False
     incident = Incident(
         id=incident_id or new_id(),
         title=title or "incident opened by pcnctl",
         opened_at=utcnow(),
-        opened_by=operator or os.environ.get("USER", "unknown"),
+        opened_by=operator or "pcnctl",
     )
     incident.path.mkdir(parents=True, exist_ok=True, mode=0o700)
     incident.save()
