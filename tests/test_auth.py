@@ -321,3 +321,35 @@ def test_a_headless_machine_logs_in_once_per_shift(
     finally:
         assert cli("auth", "logout", "-p", name).exit_code == 0
     assert cli("auth", "status", "-p", name, "-o", "json").json()["cached_session"] is False
+
+
+def test_a_server_that_is_not_an_ent_is_named_so(cli: Cli, tmp_path: Path) -> None:
+    """A profile pointing at an ordinary web server: not 'login or password refused'."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        cli("profile", "add", "web", "--url", url, "--login", "admc.pcn")
+        cli.setenv(PCNCTL_PASSWORD="x")
+        result = cli("schools", "list", "-p", "web")
+        assert result.exit_code == 3 and "does not answer like an Edifice ENT" in result.stderr
+        assert "password refused" not in result.stderr
+    finally:
+        server.shutdown()

@@ -82,6 +82,15 @@ def login_page_error(response: requests.Response) -> str:
     return "auth.error.authenticationFailed"
 
 
+def _looks_like_login_page(response: requests.Response) -> bool:
+    """A refused Edifice login is its login page again: a 200 HTML page with the login form or its
+    controller (a reset redirect and an activation page are the platform's too)."""
+    if response.status_code in (301, 302, 303):
+        return "/auth/" in response.headers.get("Location", "")
+    text = response.text or ""
+    return response.status_code == 200 and ("LoginController" in text or 'action="/auth/login"' in text)
+
+
 class EdificeAuth:
     """Opens and renews a session for one profile; plugs into :class:`HttpClient` as its authenticator."""
 
@@ -243,6 +252,13 @@ class EdificeAuth:
                 path="/auth/login",
                 status=response.status_code,
                 hint="the platform is saturated; retry in a minute",
+            )
+        if not _looks_like_login_page(response):
+            raise AuthError(
+                f"{self.profile.url} does not answer like an Edifice ENT (HTTP {response.status_code} to the "
+                "login form, no session and no login page)",
+                hint="check the profile's URL: the ENT's root, e.g. https://ent.example.fr (not a portal, a "
+                "proxy or a maintenance page)",
             )
         key = login_page_error(response)
         message, hint = _LOGIN_MESSAGES.get(key, (f"login refused ({key})", "check the account"))
