@@ -383,33 +383,45 @@ def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) ->
 
 
 def execute_unblock(ctx: RunContext, blocks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Restore each block's snapshot, schools in parallel through the fan-out executor (each restore reads
+    before it writes, so a school is safe to redo)."""
     op = "messaging.unblock"
     run = ctx.start(op, {}, [{"key": b["id"], "uai": b["uai"], "method": b["method"]} for b in blocks])
-    rows = []
+    rows: list[dict[str, Any]] = []
     snapshots: dict[str, dict[str, Any]] = {}
-    for block in sorted(blocks, key=lambda b: b["uai"]):
-        snap = snapshots.setdefault(
-            block["snapshot"], json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
-        )
-        entry = snap["schools"][block["school_id"]]
+    for block in blocks:
+        if block["snapshot"] not in snapshots:
+            snapshots[block["snapshot"]] = json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
+    by_id = {b["id"]: b for b in blocks}
+
+    def step(block: dict[str, Any]) -> Outcome:
         ctx.item(run, block["id"], "start")
-        try:
-            notes = _restore(ctx.driver, block, entry)
-        except PcnError as exc:
-            ctx.record(run, op, block["id"], "failed", exc.message, block["uai"])
-            rows.append(
-                {"school": block["uai"], "method": block["method"], "result": "failed", "detail": exc.message}
-            )
-            continue
-        with registry() as entries:
-            for e in entries:
-                if e["id"] == block["id"]:
-                    e.update(status="lifted", lifted_at=utcnow(), lifted_by=ctx.identity.label)
-        detail = "; ".join(notes)
-        ctx.record(run, op, block["id"], "done", detail, block["uai"])
-        rows.append({"school": block["uai"], "method": block["method"], "result": "done", "detail": detail})
-    ctx.end(run, "completed", {"schools": len(rows)})
-    return rows
+        entry = snapshots[block["snapshot"]]["schools"][block["school_id"]]
+        return Outcome(block["id"], "done", "; ".join(_restore(ctx.driver, block, entry)))
+
+    def on_outcome(o: Outcome) -> None:
+        block = by_id[o.key]
+        if o.status == "done":
+            with registry() as entries:
+                for e in entries:
+                    if e["id"] == block["id"]:
+                        e.update(status="lifted", lifted_at=utcnow(), lifted_by=ctx.identity.label)
+        ctx.record(run, op, block["id"], o.status, o.detail, block["uai"])
+        rows.append(
+            {"school": block["uai"], "method": block["method"], "result": o.status, "detail": o.detail}
+        )
+
+    fanout = Fanout(
+        step,
+        key=lambda b: b["id"],
+        idempotent=True,
+        max_concurrency=ctx.max_concurrency,
+        on_outcome=on_outcome,
+    )
+    fanout.run(sorted(blocks, key=lambda b: b["uai"]))
+    failed = sum(1 for r in rows if r["result"] == "failed")
+    ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
+    return sorted(rows, key=lambda r: r["school"])
 
 
 # -- status, expiry ---------------------------------------------------------------------------------------
