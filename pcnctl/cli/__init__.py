@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Annotated
 
@@ -58,6 +57,8 @@ def root(
     if debug:
         State.debug = True
     if State.debug:
+        import logging  # only with --debug: it costs start-up time every other run
+
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
