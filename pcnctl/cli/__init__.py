@@ -23,6 +23,7 @@ from pcnctl.cli import (
     rollback,
 )
 from pcnctl.cli._common import State
+from pcnctl.cli.examples import examples
 
 app = typer.Typer(
     name="pcnctl",
@@ -64,20 +65,20 @@ def root(
 
 app.add_typer(profile.app, name="profile")
 app.add_typer(auth.app, name="auth")
-app.command("doctor")(doctor.doctor)
+app.command("doctor", epilog=examples("doctor"))(doctor.doctor)
 app.add_typer(directory.schools_app, name="schools")
 app.add_typer(directory.users_app, name="users")
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(accounts.sessions_app, name="sessions")
 app.add_typer(messaging.app, name="messaging")
 app.add_typer(messages.app, name="messages")
-app.command("senders")(messages.senders)
-directory.schools_app.command("export")(messages.export_affected)
+app.command("senders", epilog=examples("senders"))(messages.senders)
+directory.schools_app.command("export", epilog=examples("schools export"))(messages.export_affected)
 app.add_typer(playbook.app, name="playbook")
 app.add_typer(incident.app, name="incident")
-app.command("rollback")(rollback.rollback)
+app.command("rollback", epilog=examples("rollback"))(rollback.rollback)
 app.add_typer(incident.audit_app, name="audit")
-incident.audit_app.command("run")(audit.run)
+incident.audit_app.command("run", epilog=examples("audit run"))(audit.run)
 app.add_typer(lab.app, name="lab")
 
 

@@ -19,6 +19,7 @@ from pcnctl.cli._common import (
     handle_errors,
     note,
 )
+from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.accounts import OpResult, Plan
@@ -197,7 +198,7 @@ def run_op(
     return result
 
 
-@app.command("block")
+@app.command("block", epilog=examples("accounts block"))
 @handle_errors
 def block(
     targets: TargetsArg = None,
@@ -237,7 +238,7 @@ def block(
     finish(result, output, quiet)
 
 
-@app.command("unblock")
+@app.command("unblock", epilog=examples("accounts unblock"))
 @handle_errors
 def unblock(
     targets: TargetsArg = None,
@@ -277,7 +278,7 @@ def unblock(
     finish(result, output, quiet)
 
 
-@sessions_app.command("revoke")
+@sessions_app.command("revoke", epilog=examples("sessions revoke"))
 @handle_errors
 def revoke(
     targets: TargetsArg = None,
@@ -326,7 +327,7 @@ def revoke(
     finish(result, output, quiet)
 
 
-@app.command("reset-password")
+@app.command("reset-password", epilog=examples("accounts reset-password"))
 @handle_errors
 def reset_password(
     targets: TargetsArg = None,
@@ -376,7 +377,7 @@ def reset_password(
     finish(result, output, quiet)
 
 
-@app.command("renewal-codes")
+@app.command("renewal-codes", epilog=examples("accounts renewal-codes"))
 @handle_errors
 def renewal_codes(
     targets: TargetsArg = None,
@@ -446,7 +447,7 @@ def renewal_codes(
     finish(result, output, quiet, rows=rows, columns=(*RESULT_COLUMNS, "code"))
 
 
-@app.command("block-profile")
+@app.command("block-profile", epilog=examples("accounts block-profile"))
 @handle_errors
 def block_profile(
     school: Annotated[list[str], typer.Option("--school", help="UAI (repeatable).")],
@@ -497,7 +498,7 @@ def block_profile(
     note(f"{verb} {p.profile}: done in {len(rows)} school(s); incident {inc.id}, run {run}", quiet)
 
 
-@app.command("block-traces")
+@app.command("block-traces", epilog=examples("accounts block-traces"))
 @handle_errors
 def block_traces(
     school: Annotated[str, typer.Option("--school", help="UAI.")],

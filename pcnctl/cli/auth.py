@@ -16,11 +16,12 @@ from pcnctl.cli._common import (
     note,
     open_driver,
 )
+from pcnctl.cli.examples import examples
 
 app = typer.Typer(help="Log in to the ENT, show the session, log out.", no_args_is_help=True)
 
 
-@app.command("login")
+@app.command("login", epilog=examples("auth login"))
 @handle_errors
 def login(
     profile: ProfileOpt = None,
@@ -84,7 +85,7 @@ def login(
     emit_record(ident.to_row(), output)
 
 
-@app.command("status")
+@app.command("status", epilog=examples("auth status"))
 @handle_errors
 def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     """Show the profile, where its secrets come from, and whether the session works."""
@@ -107,7 +108,7 @@ def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     emit_record(record, output)
 
 
-@app.command("logout")
+@app.command("logout", epilog=examples("auth logout"))
 @handle_errors
 def logout(
     profile: ProfileOpt = None,

@@ -15,6 +15,7 @@ from pcnctl.cli._common import (
     get_driver,
     handle_errors,
 )
+from pcnctl.cli.examples import examples
 
 schools_app = typer.Typer(help="List and show schools (addressed by UAI).", no_args_is_help=True)
 users_app = typer.Typer(help="List and show users.", no_args_is_help=True)
@@ -23,7 +24,7 @@ SCHOOL_COLUMNS = ("id", "uai", "name", "type", "city", "zip_code", "academy")
 USER_COLUMNS = ("id", "login", "displayName", "profile", "blocked", "schools")
 
 
-@schools_app.command("list")
+@schools_app.command("list", epilog=examples("schools list"))
 @handle_errors
 def schools_list(
     search: Annotated[str | None, typer.Option("--search", help="Filter by UAI, name or city.")] = None,
@@ -37,7 +38,7 @@ def schools_list(
     emit((s.to_row() for s in schools), output, SCHOOL_COLUMNS)
 
 
-@schools_app.command("show")
+@schools_app.command("show", epilog=examples("schools show"))
 @handle_errors
 def schools_show(
     school: Annotated[str, typer.Argument(help="UAI (e.g. 0750654D) or structure id.")],
@@ -50,7 +51,7 @@ def schools_show(
     emit_record(directory.school_details(get_driver(profile), school), output)
 
 
-@users_app.command("list")
+@users_app.command("list", epilog=examples("users list"))
 @handle_errors
 def users_list(
     school: Annotated[str, typer.Option("--school", help="UAI or structure id.")],
@@ -69,7 +70,7 @@ def users_list(
     emit((u.to_row() for u in users), output, USER_COLUMNS)
 
 
-@users_app.command("show")
+@users_app.command("show", epilog=examples("users show"))
 @handle_errors
 def users_show(
     user: Annotated[str, typer.Argument(help="User id or login.")],

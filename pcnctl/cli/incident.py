@@ -19,6 +19,7 @@ from pcnctl.cli._common import (
     local_operator,
     note,
 )
+from pcnctl.cli.examples import examples
 
 app = typer.Typer(help="Incidents: open, list, show, report, verify, resume, close.", no_args_is_help=True)
 audit_app = typer.Typer(
@@ -28,7 +29,7 @@ audit_app = typer.Typer(
 IdArg = Annotated[str, typer.Argument(help="Incident id.")]
 
 
-@app.command("open")
+@app.command("open", epilog=examples("incident open"))
 @handle_errors
 def open_(
     incident_id: Annotated[str | None, typer.Option("--id", help="Incident id (default: generated).")] = None,
@@ -46,7 +47,7 @@ def open_(
     note(f"Opened incident {incident.id} in {incident.path}")
 
 
-@app.command("list")
+@app.command("list", epilog=examples("incident list"))
 @handle_errors
 def list_(output: OutputOpt = "table") -> None:
     """List incidents."""
@@ -59,7 +60,7 @@ def list_(output: OutputOpt = "table") -> None:
     emit(rows, output, ("id", "status", "opened_at", "opened_by", "title"))
 
 
-@app.command("show")
+@app.command("show", epilog=examples("incident show"))
 @handle_errors
 def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     """Show an incident's runs: what was done, by whom, with which identity, how it ended."""
@@ -87,7 +88,7 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     emit(rows, output, ("run", "op", "identity", "auth", "items", "done", "already", "failed", "status"))
 
 
-@app.command("report")
+@app.command("report", epilog=examples("incident report"))
 @handle_errors
 def report(
     incident_id: IdArg,
@@ -143,7 +144,7 @@ def report(
         typer.echo(text, nl=False)
 
 
-@app.command("close")
+@app.command("close", epilog=examples("incident close"))
 @handle_errors
 def close(
     incident_id: IdArg,
@@ -170,7 +171,7 @@ def close(
     note(f"Incident {inc.id} closed")
 
 
-@app.command("verify")
+@app.command("verify", epilog=examples("incident verify"))
 @handle_errors
 def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
     """Recompute the hashes of the incident's evidence bundles; exits 11 if anything changed."""
@@ -192,7 +193,7 @@ def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
         note(f"{len(checks)} hash(es) checked: intact")
 
 
-@app.command("resume")
+@app.command("resume", epilog=examples("incident resume"))
 @handle_errors
 def resume(
     incident_id: IdArg,
@@ -239,7 +240,7 @@ def resume(
         ctx.journal.close()
 
 
-@audit_app.command("verify-log")
+@audit_app.command("verify-log", epilog=examples("audit verify-log"))
 @handle_errors
 def verify_log(
     path: Annotated[

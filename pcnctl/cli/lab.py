@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pcnctl.cli._common import handle_errors, note
+from pcnctl.cli.examples import examples
 
 app = typer.Typer(
     help="The lab: an Edifice-compatible ENT on 127.0.0.1 for demos, tests and drills.", no_args_is_help=True
@@ -28,7 +29,7 @@ def _check_preset(preset: str | None) -> None:
         raise UsageError(f"unknown lab preset {preset!r}", hint=f"choose from {', '.join(PRESETS)}")
 
 
-@app.command("serve")
+@app.command("serve", epilog=examples("lab serve"))
 @handle_errors
 def serve(
     data: DataOpt = Path("pcnctl-lab"),
@@ -60,7 +61,7 @@ def serve(
     note("Lab stopped.")
 
 
-@app.command("seed")
+@app.command("seed", epilog=examples("lab seed"))
 @handle_errors
 def seed_(
     data: DataOpt = Path("pcnctl-lab"), seed: SeedOpt = "small", random_seed: RandomSeedOpt = 1
@@ -84,7 +85,7 @@ def seed_(
     )
 
 
-@app.command("attack")
+@app.command("attack", epilog=examples("lab attack"))
 @handle_errors
 def attack(
     data: DataOpt = Path("pcnctl-lab"),
@@ -150,7 +151,7 @@ def attack(
     )
 
 
-@app.command("drill")
+@app.command("drill", epilog=examples("lab drill"))
 @handle_errors
 def drill(
     data: Annotated[Path, typer.Option("--data", help="Drill directory (recreated).")] = Path("pcnctl-drill"),

@@ -20,6 +20,7 @@ from pcnctl.cli._common import (
     handle_errors,
     note,
 )
+from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
@@ -62,7 +63,7 @@ def open_mailstore(profile: Profile, dsn: str | None) -> Mailstore:
     return Mailstore(target)
 
 
-@app.command("search")
+@app.command("search", epilog=examples("messages search"))
 @handle_errors
 def search(
     since: SinceOpt = None,
@@ -157,7 +158,7 @@ def search(
         note(f"Saved to {save} (0600): use it with --from-search", quiet)
 
 
-@app.command("show")
+@app.command("show", epilog=examples("messages show"))
 @handle_errors
 def show(
     message_id: Annotated[str, typer.Argument(help="Message id.")],
@@ -219,7 +220,7 @@ IncidentOpt = Annotated[
 ]
 
 
-@app.command("evidence")
+@app.command("evidence", epilog=examples("messages evidence"))
 @handle_errors
 def evidence_(
     from_search: FromSearchOpt,
@@ -258,7 +259,7 @@ def evidence_(
     note(f"Evidence: {count} message(s) in {bundle}; check it with 'pcnctl incident verify {inc.id}'", quiet)
 
 
-@app.command("purge")
+@app.command("purge", epilog=examples("messages purge"))
 @handle_errors
 def purge_(
     from_search: FromSearchOpt,

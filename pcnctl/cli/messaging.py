@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note, warn
+from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
@@ -72,7 +73,7 @@ def _confirm(count: int, schools: int, what: str, yes: bool) -> None:
         confirm_action(f"{what.capitalize()} ({count} accounts)?", yes=yes)
 
 
-@app.command("block")
+@app.command("block", epilog=examples("messaging block"))
 @handle_errors
 def block(
     user_profile: Annotated[
@@ -212,7 +213,7 @@ def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, qui
         raise PartialFailureError(f"{len(failed)} block(s) could not be lifted", hint="run the command again")
 
 
-@app.command("unblock")
+@app.command("unblock", epilog=examples("messaging unblock"))
 @handle_errors
 def unblock(
     incident: IncidentOpt = None,
@@ -240,7 +241,7 @@ def unblock(
     _unblock(blocks, profile, output, quiet)
 
 
-@app.command("status")
+@app.command("status", epilog=examples("messaging status"))
 @handle_errors
 def status(
     all_: Annotated[bool, typer.Option("--all", help="Include lifted blocks.")] = False,
@@ -257,7 +258,7 @@ def status(
         warn(f"{expired} block(s) past their --until are still in force: run 'pcnctl messaging expire'")
 
 
-@app.command("expire")
+@app.command("expire", epilog=examples("messaging expire"))
 @handle_errors
 def expire(
     profile: EntProfileOpt = None,
@@ -278,7 +279,7 @@ def expire(
     _unblock(blocks, profile, output, quiet)
 
 
-@app.command("verify")
+@app.command("verify", epilog=examples("messaging verify"))
 @handle_errors
 def verify_(
     incident: IncidentOpt = None,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note
+from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.playbooks.model import Playbook, Step
@@ -52,7 +53,7 @@ def _mailstore(driver: Any) -> Any:
     return Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
 
 
-@app.command("validate")
+@app.command("validate", epilog=examples("playbook validate"))
 @handle_errors
 def validate(file: FileArg) -> None:
     """Check a playbook: every problem with file, line and column; nothing runs."""
@@ -60,7 +61,7 @@ def validate(file: FileArg) -> None:
     note(f"{file}: valid ({len(playbook.steps)} steps: {', '.join(s.id for s in playbook.steps)})")
 
 
-@app.command("plan")
+@app.command("plan", epilog=examples("playbook plan"))
 @handle_errors
 def plan(
     file: FileArg, input_: InputOpt = None, profile: EntProfileOpt = None, output: OutputOpt = "table"
@@ -134,7 +135,7 @@ def _execute(
     note(f"Playbook {playbook.name!r} completed in incident {inc.id}", quiet)
 
 
-@app.command("run")
+@app.command("run", epilog=examples("playbook run"))
 @handle_errors
 def run(
     file: FileArg,
@@ -156,7 +157,7 @@ def run(
     _execute(playbook, inputs, incident, profile, approve, approve_all, output, quiet)
 
 
-@app.command("resume")
+@app.command("resume", epilog=examples("playbook resume"))
 @handle_errors
 def resume(
     incident: Annotated[str, typer.Argument(help="Incident id.")],

@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 
 from pcnctl.cli._common import OutputOpt, emit, emit_record, handle_errors, note
+from pcnctl.cli.examples import examples
 
 app = typer.Typer(help="Manage ENT profiles (URL, auth mode, login; never secrets).", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Profile name.")]
 
 
-@app.command("add")
+@app.command("add", epilog=examples("profile add"))
 @handle_errors
 def add(
     name: NameArg,
@@ -71,7 +72,7 @@ def add(
     note(f"Profile {name!r} saved in {config.path}" + (" (current)" if config.current == name else ""))
 
 
-@app.command("list")
+@app.command("list", epilog=examples("profile list"))
 @handle_errors
 def list_(output: OutputOpt = "table") -> None:
     """List profiles."""
@@ -85,7 +86,7 @@ def list_(output: OutputOpt = "table") -> None:
     emit(rows, output, ("name", "current", "url", "auth", "login"))
 
 
-@app.command("show")
+@app.command("show", epilog=examples("profile show"))
 @handle_errors
 def show(
     name: Annotated[str | None, typer.Argument(help="Profile name (default: current).")] = None,
@@ -103,7 +104,7 @@ def show(
     emit_record(record, output)
 
 
-@app.command("remove")
+@app.command("remove", epilog=examples("profile remove"))
 @handle_errors
 def remove(name: NameArg) -> None:
     """Remove a profile and its keyring entries."""
@@ -120,7 +121,7 @@ def remove(name: NameArg) -> None:
     note(f"Profile {name!r} removed" + (f" (keyring: {', '.join(removed)} deleted)" if removed else ""))
 
 
-@app.command("use")
+@app.command("use", epilog=examples("profile use"))
 @handle_errors
 def use_(name: NameArg) -> None:
     """Make a profile the current one."""

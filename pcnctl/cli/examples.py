@@ -1,0 +1,114 @@
+"""Examples shown at the end of every command's ``--help``: what an operator types during a response.
+
+Kept in one table so that they read as one manual and a test can check that no command lacks them.
+"""
+
+from __future__ import annotations
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "profile add": (
+        "pcnctl profile add pcn --url https://ent.example.fr --login admin.pcn",
+        "pcnctl profile add pcn-svc --url https://ent.example.fr --auth oauth-client --client-id pcnctl "
+        "--scope 'org.entcore.infra.controllers.EventStoreController|listEventsPartial'",
+        "pcnctl profile add pcn --url https://ent.example.fr --login admin.pcn "
+        "--mailstore postgresql://pcnctl_ro@db.internal/ent",
+    ),
+    "profile list": ("pcnctl profile list", "pcnctl profile list -o json"),
+    "profile show": ("pcnctl profile show pcn",),
+    "profile use": ("pcnctl profile use pcn",),
+    "profile remove": ("pcnctl profile remove old-preprod",),
+    "auth login": (
+        "pcnctl auth login",
+        "pcnctl auth login --save -p pcn",
+        "pcnctl auth login --secret-stdin",
+    ),
+    "auth status": ("pcnctl auth status", "pcnctl auth status -p pcn -o json"),
+    "auth logout": ("pcnctl auth logout", "pcnctl auth logout --forget"),
+    "doctor": ("pcnctl doctor", "pcnctl doctor -p pcn -o json"),
+    "schools list": ('pcnctl schools list --search "victor hugo"', "pcnctl schools list -o csv > ecoles.csv"),
+    "schools show": ("pcnctl schools show 0750654D",),
+    "schools export": (
+        "pcnctl schools export --affected --incident INC-0327 --excel --out etablissements.csv",
+        "pcnctl schools export --affected --from-search threat.json -o json",
+    ),
+    "users list": (
+        "pcnctl users list --school 0750654D --profile Student -o csv > eleves.csv",
+        "pcnctl users list --school 0750654D --search dupont",
+    ),
+    "users show": ("pcnctl users show jean.dupont", "pcnctl users show 6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d"),
+    "accounts block": (
+        "pcnctl accounts block eleve.piratee1 eleve.piratee2 --dry-run",
+        "pcnctl accounts block --from-file senders.csv --incident INC-0327",
+        "pcnctl accounts block --school 0750654D --profile Student --max 900 --yes",
+    ),
+    "accounts unblock": ("pcnctl accounts unblock --from-file cleared.csv --incident INC-0327",),
+    "accounts reset-password": (
+        "pcnctl accounts reset-password eleve.piratee1 --incident INC-0327",
+        "pcnctl accounts reset-password --from-file senders.csv --mode erase --yes",
+    ),
+    "accounts renewal-codes": (
+        "pcnctl accounts renewal-codes eleve.piratee1 --out codes.csv --incident INC-0327",
+    ),
+    "accounts block-profile": (
+        "pcnctl accounts block-profile --school 0750654D --profile Student --dry-run",
+        "pcnctl accounts block-profile --school 0750654D --profile Student --unblock --incident INC-0327",
+    ),
+    "accounts block-traces": ("pcnctl accounts block-traces --school 0750654D",),
+    "sessions revoke": ("pcnctl sessions revoke eleve.piratee1 --incident INC-0327",),
+    "messaging block": (
+        "pcnctl messaging block --profile Student --school 0750654D --dry-run",
+        "pcnctl messaging block --profile Student --all-schools --until 2024-04-08T08:00 --reason vague",
+        "pcnctl messaging block --profile Student --school 0750654D --method roles --revoke-sessions",
+    ),
+    "messaging status": ("pcnctl messaging status", "pcnctl messaging status -o json"),
+    "messaging verify": ("pcnctl messaging verify", "pcnctl messaging verify --incident INC-0327"),
+    "messaging unblock": (
+        "pcnctl messaging unblock --incident INC-0327",
+        "pcnctl messaging unblock --school 0750654D --yes",
+    ),
+    "messaging expire": ("pcnctl messaging expire",),
+    "messages search": (
+        "pcnctl messages search --since 2h --regex 'bombe|explosif' --has-attachment",
+        "pcnctl messages search --like MESSAGE_ID --save threat.json",
+    ),
+    "messages show": ("pcnctl messages show MESSAGE_ID",),
+    "messages evidence": ("pcnctl messages evidence --from-search threat.json --incident INC-0327",),
+    "messages purge": ("pcnctl messages purge --from-search threat.json --incident INC-0327",),
+    "senders": ("pcnctl senders --since 2h --mass", "pcnctl senders --since 2h --mass -o csv > senders.csv"),
+    "playbook validate": ("pcnctl playbook validate playbooks/bomb-threat-wave.yaml",),
+    "playbook plan": (
+        "pcnctl playbook plan playbooks/bomb-threat-wave.yaml",
+        "pcnctl playbook plan playbooks/compromised-account.yaml --input account=eleve.piratee1",
+    ),
+    "playbook run": (
+        "pcnctl playbook run playbooks/bomb-threat-wave.yaml --incident INC-0327",
+        "pcnctl playbook run playbooks/bomb-threat-wave.yaml --incident INC-0327 --approve-all",
+    ),
+    "playbook resume": ("pcnctl playbook resume INC-0327 --approve purge",),
+    "incident open": ("pcnctl incident open --id INC-0327 --title 'menaces à la bombe, 27/03'",),
+    "incident list": ("pcnctl incident list",),
+    "incident show": ("pcnctl incident show INC-0327",),
+    "incident report": (
+        "pcnctl incident report INC-0327 -o html --lang fr --out rapport.html",
+        "pcnctl incident report INC-0327 -o json --offline",
+    ),
+    "incident verify": ("pcnctl incident verify INC-0327",),
+    "incident resume": ("pcnctl incident resume INC-0327",),
+    "incident close": ("pcnctl incident close INC-0327",),
+    "rollback": ("pcnctl rollback INC-0327 --dry-run", "pcnctl rollback INC-0327 --yes"),
+    "audit run": (
+        "pcnctl audit run --since last --quiet --fail-on critical --out-dir /var/lib/pcnctl/reports",
+        "pcnctl audit run --since 24h -o html --out audit.html --lang fr",
+    ),
+    "audit verify-log": ("pcnctl audit verify-log",),
+    "lab serve": ("pcnctl lab serve --data ./lab --seed small", "pcnctl lab serve --data ./big --seed paris"),
+    "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
+    "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),
+    "lab drill": ("pcnctl lab drill",),
+}
+
+
+def examples(command: str) -> str:
+    """The ``Examples:`` epilog of ``command`` (its path without ``pcnctl``), lines kept as written."""
+    lines = "\n".join(f"  {e}" for e in EXAMPLES[command])
+    return f"Examples:\n\n\b\n{lines}"

@@ -1,0 +1,47 @@
+"""Every command's --help ends with examples, and each example is a command line pcnctl accepts."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+import typer.main
+
+from pcnctl.cli import app
+from pcnctl.cli.examples import EXAMPLES
+
+
+def _commands() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: str) -> None:
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            found[path] = command
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+COMMANDS = _commands()
+
+
+def test_every_command_has_examples_and_every_example_a_command() -> None:
+    assert len(COMMANDS) >= 45 and set(COMMANDS) == set(EXAMPLES)
+    for path, command in COMMANDS.items():
+        assert command.epilog and "Examples:" in command.epilog and f"pcnctl {path}" in command.epilog, path
+
+
+@pytest.mark.parametrize(("path", "line"), [(p, e) for p, lines in EXAMPLES.items() for e in lines])
+def test_each_example_parses(path: str, line: str) -> None:
+    """The example's options exist and its values pass their types (nothing runs)."""
+    words = shlex.split(line)
+    words = words[: words.index(">")] if ">" in words else words  # the shell's redirection, not pcnctl's
+    assert words[0] == "pcnctl" and " ".join(words[1 : 1 + len(path.split())]) == path
+    command = COMMANDS[path]
+    with command.make_context(path, words[1 + len(path.split()) :]) as ctx:
+        assert ctx.params is not None
