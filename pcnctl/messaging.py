@@ -212,15 +212,17 @@ def plan_block(
 # -- block ------------------------------------------------------------------------------------------------
 
 
-def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> None:
-    """Apply one school's block, skipping what is already in the blocked state (safe to run twice)."""
+def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> str:
+    """Apply one school's block, skipping what is already in the blocked state (safe to run twice);
+    returns what the server did beyond the calls made (the journal keeps it)."""
     if method == "communication":
-        apply_cut(driver, CutPlan.from_json(sp.prior))
-    elif method == "roles":
+        return "; ".join(apply_cut(driver, CutPlan.from_json(sp.prior)))
+    if method == "roles":
         if sp.prior["roles"]:
             driver.remove_roles(sp.school.id, [profile], sp.prior["roles"])
-    else:
-        driver.block_profile(sp.school.id, profile, True)
+        return ""
+    driver.block_profile(sp.school.id, profile, True)
+    return ""
 
 
 def execute_block(
@@ -251,8 +253,7 @@ def execute_block(
 
     def step(sp: SchoolPlan) -> Outcome:
         ctx.item(run, sp.school.id, "start")
-        _apply(ctx.driver, sp, p.method, p.profile)
-        return Outcome(sp.school.id, "done")
+        return Outcome(sp.school.id, "done", _apply(ctx.driver, sp, p.method, p.profile))
 
     def on_outcome(o: Outcome) -> None:
         sp = by_id[o.key]

@@ -125,23 +125,20 @@ def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
 def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
     """Cut what is still open, reading each group once (safe to run again after an interruption);
     returns notes on what the server did beyond the call made."""
-    notes: list[str] = []
+    failed_after: list[str] = []  # 400 after the edge was deleted (a peer without users)
+    side_cut: list[str] = []  # peers whose members' link the server cut with the relation
     for gid in cut.targets:
         now = driver.group_links(gid)
         writes = now["users"] in WRITES
         for end in now["outgoing"]:
             answer = driver.remove_relation(gid, end)
             if answer is None:
-                notes.append(
-                    f"{_name(cut, end)}: relation removed, then the server failed (group without users)"
-                )
+                failed_after.append(_name(cut, end))
                 continue
             if answer.get("sender") is None:
                 writes = False  # the removal of the last relation cut an INCOMING link already
             if answer.get("receiver") is None:
-                notes.append(
-                    f"{_name(cut, end)} lost its members' link as a side effect (restored on unblock)"
-                )
+                side_cut.append(_name(cut, end))
         if writes:
             try:
                 driver.remove_users_link(gid)
@@ -150,6 +147,15 @@ def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
                 for end in driver.group_links(gid)["outgoing"]:
                     driver.remove_relation(gid, end)
                 driver.remove_users_link(gid)
+    notes = []
+    if failed_after:
+        notes.append(
+            f"{len(failed_after)} relation(s) removed, then answered 400 (no users on {failed_after[0]}...)"
+        )
+    if side_cut:
+        notes.append(
+            f"{len(side_cut)} group(s) lost their members' link with the relation (kept in the snapshot)"
+        )
     for gid in cut.relatives:
         # Only a group that still has the property is changed: calling it again is harmless.
         driver.remove_relative_links(gid, "INCOMING")
