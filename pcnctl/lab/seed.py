@@ -9,6 +9,7 @@ written to ``lab.json`` so drills can log in as anyone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -152,11 +153,24 @@ def hash_password(password: str) -> str:
     return "sha256:" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def seed(store: Store, preset_name: str = "small", random_seed: int = 1) -> dict[str, Any]:
-    """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``."""
+def seed(
+    store: Store, preset_name: str = "small", random_seed: int = 1, rules: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``.
+
+    ``rules`` replaces the preset's communication rule sets: kind of school (or ``*``) -> a name of
+    ``graph.RULE_SETS``, e.g. ``{"*": "students-open"}`` for an ENT whose students all write to each other.
+    """
     if preset_name not in PRESETS:
         raise ValueError(f"unknown lab preset {preset_name!r} (choose from {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
+    if rules is not None:
+        from pcnctl.lab.graph import RULE_SETS
+
+        unknown = sorted(set(rules.values()) - set(RULE_SETS))
+        if unknown or "*" not in rules:
+            raise ValueError(f"rules need a '*' entry and names from {', '.join(RULE_SETS)} (got {unknown})")
+        preset = dataclasses.replace(preset, rules=dict(rules))
     rng = random.Random(f"pcnctl-lab:{preset_name}:{random_seed}")
     secret = random.Random(f"pcnctl-lab-secrets:{random_seed}")
     user_password = "lab-" + "".join(secret.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(12))
