@@ -45,3 +45,33 @@ def test_each_example_parses(path: str, line: str) -> None:
     command = COMMANDS[path]
     with command.make_context(path, words[1 + len(path.split()) :]) as ctx:
         assert ctx.params is not None
+
+
+def _complete(words: str, env: dict[str, str]) -> list[str]:
+    """What the bash script asks pcnctl for when the operator presses Tab after ``words``."""
+    import os
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pcnctl", "completion", "bash"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "complete -o default -F _pcnctl_completion pcnctl" in shown and "_PCNCTL_COMPLETE" in shown
+    full = dict(os.environ, **env, COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
+    full["_PCNCTL_COMPLETE"] = "complete_bash"
+    code = "from pcnctl.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=30)
+    return done.stdout.split()
+
+
+def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Any, cli: Any) -> None:
+    for shell in ("zsh", "fish"):
+        script = cli("completion", shell)
+        assert script.exit_code == 0 and "_PCNCTL_COMPLETE" in script.stdout
+    assert cli("completion", "powershell").exit_code == 2
+    assert _complete("pcnctl acc", {}) == ["accounts"]
+    assert "--school" in _complete("pcnctl accounts block --sch", {})
+    import os
+
+    cli("profile", "add", "preprod", "--url", "http://127.0.0.1:9", "--login", "x")
+    assert _complete("pcnctl doctor -p pre", {"PCNCTL_CONFIG": os.environ["PCNCTL_CONFIG"]}) == ["preprod"]

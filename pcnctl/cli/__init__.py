@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -82,10 +83,29 @@ incident.audit_app.command("run", epilog=examples("audit run"))(audit.run)
 app.add_typer(lab.app, name="lab")
 
 
+@app.command("completion", epilog=examples("completion"))
+def completion(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", show_default=False)],
+) -> None:
+    """Print the shell completion script of pcnctl (commands, options, profile names)."""
+    from typer._completion_shared import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise typer.BadParameter(f"{shell!r}: choose bash, zsh or fish", param_hint="SHELL")
+    typer.echo(get_completion_script(prog_name="pcnctl", complete_var=COMPLETE_VAR, shell=shell))
+
+
+COMPLETE_VAR = "_PCNCTL_COMPLETE"
+
+
 def main() -> None:
     """Console-script entry point."""
+    if COMPLETE_VAR in os.environ:  # the shell asks for completions: only then load that machinery
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
-        app()
+        app(prog_name="pcnctl")  # also under python -m pcnctl, where argv[0] is __main__.py
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         sys.exit(130)

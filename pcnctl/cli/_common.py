@@ -28,10 +28,25 @@ class State:
     debug: bool = bool(os.environ.get("PCNCTL_DEBUG"))
 
 
+def _profile_names(incomplete: str) -> list[str]:
+    """Shell completion of pcnctl profile names, from the config file (read only when completing)."""
+    from pcnctl.config import load_config
+    from pcnctl.errors import PcnError
+
+    try:
+        return [name for name in load_config().profiles if name.startswith(incomplete)]
+    except PcnError:
+        return []
+
+
 ProfileOpt = Annotated[
     str | None,
     typer.Option(
-        "--profile", "-p", envvar="PCNCTL_PROFILE", help="Profile to use (default: the current one)."
+        "--profile",
+        "-p",
+        envvar="PCNCTL_PROFILE",
+        help="Profile to use (default: the current one).",
+        autocompletion=_profile_names,
     ),
 ]
 # On commands that filter people by Edifice profile (Student, Teacher...), ``--profile`` names that profile,
@@ -39,7 +54,11 @@ ProfileOpt = Annotated[
 EntProfileOpt = Annotated[
     str | None,
     typer.Option(
-        "--ent-profile", "-p", envvar="PCNCTL_PROFILE", help="pcnctl profile to use (default: current)."
+        "--ent-profile",
+        "-p",
+        envvar="PCNCTL_PROFILE",
+        help="pcnctl profile to use (default: current).",
+        autocompletion=_profile_names,
     ),
 ]
 OutputOpt = Annotated[

@@ -105,6 +105,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
     "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),
     "lab drill": ("pcnctl lab drill",),
+    "completion": (
+        "pcnctl completion bash > /etc/bash_completion.d/pcnctl",
+        "pcnctl completion zsh > ~/.zfunc/_pcnctl",
+        "pcnctl completion fish > ~/.config/fish/completions/pcnctl.fish",
+    ),
 }
 
 
