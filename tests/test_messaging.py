@@ -498,3 +498,19 @@ def test_roles_on_a_school_with_a_sub_structure_are_restored_exactly(lab: Lab, a
     assert lab.sql(held, parent) == [(0,)]
     assert admc("messaging", "unblock", "--incident", "INC-SUB", "--yes").exit_code == 0
     assert lab.sql(roles) == before  # the grant on the parent reached the sub-structure: taken back
+
+
+def test_an_adml_block_is_verified_without_the_admc_only_route(lab: Lab, cli: Cli) -> None:
+    adml = lab.info["accounts"]["adml"][0]
+    cli("profile", "add", "lab", "--url", lab.url, "--login", adml["login"])
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    school = adml["schools"][0]
+    before = school_state(lab, school)
+    result = cli(
+        "messaging", "block", "--profile", "Student", "--school", school, "--yes", "--incident", "INC-L"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "block effective on what could be checked" in result.stderr and "ADMC-only" in result.stderr
+    assert "cannot write through it" in result.stderr  # the cut groups were re-read by the ADML
+    assert cli("messaging", "unblock", "--incident", "INC-L", "--yes").exit_code == 0
+    assert school_state(lab, school) == before
