@@ -514,3 +514,21 @@ def test_an_adml_block_is_verified_without_the_admc_only_route(lab: Lab, cli: Cl
     assert "cannot write through it" in result.stderr  # the cut groups were re-read by the ADML
     assert cli("messaging", "unblock", "--incident", "INC-L", "--yes").exit_code == 0
     assert school_state(lab, school) == before
+
+
+def test_a_guest_block_is_not_judged_by_staff_writing_to_guests(lab: Lab, admc: Cli) -> None:
+    school = next(
+        uai
+        for (uai,) in lab.sql("SELECT uai FROM structures ORDER BY uai")
+        if lab.sql(
+            "SELECT 1 FROM users u JOIN user_structures us ON us.user_id = u.id JOIN structures s"
+            " ON s.id = us.structure_id WHERE s.uai = ? AND u.profile = 'Guest'",
+            uai,
+        )
+    )
+    result = admc(
+        "messaging", "block", "--profile", "Guest", "--school", school, "--yes", "--incident", "INC-GU"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "nothing to cut" in result.stderr  # the platform's rules give guests no writing link
+    assert "block effective" in result.stderr and "staff unaffected" not in result.stderr
