@@ -75,3 +75,15 @@ def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Any, cli: Any) -> None
 
     cli("profile", "add", "preprod", "--url", "http://127.0.0.1:9", "--login", "x")
     assert _complete("pcnctl doctor -p pre", {"PCNCTL_CONFIG": os.environ["PCNCTL_CONFIG"]}) == ["preprod"]
+
+
+def test_the_ent_profile_goes_before_or_after_the_subcommand(lab: Any, cli: Any) -> None:
+    cli("profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn")
+    cli("profile", "add", "other", "--url", "http://127.0.0.1:9", "--login", "x")  # now the current one
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    uai = lab.info["accounts"]["adml"][0]["schools"][0]
+    before = cli("-p", "lab", "users", "list", "--school", uai, "--profile", "Teacher", "-o", "json")
+    after = cli("users", "list", "--school", uai, "--profile", "Teacher", "--ent", "lab", "-o", "json")
+    assert before.exit_code == after.exit_code == 0, before.stderr + after.stderr
+    assert before.json() == after.json() and {u["profile"] for u in before.json()} == {"Teacher"}
+    assert cli("--ent", "lab", "doctor").exit_code == 0

@@ -50,12 +50,21 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    ent: Annotated[
+        str | None,
+        typer.Option(
+            "--ent", "-p", help="pcnctl profile for the command (as -p after it; env PCNCTL_PROFILE)."
+        ),
+    ] = None,
 ) -> None:
     """pcnctl: incident response for Edifice ENTs (Paris Classe Numérique and others).
 
     Exit codes: 0 ok, 1 internal error, 2 bad input, 3 config/auth, 4 refused by the ENT, 5 ENT unavailable,
     6 partial failure, 7 refused by a safety rule, 8 playbook, 10/11 audit findings, 130 interrupted.
     """
+    if ent:
+        # Given before the subcommand: its own -p option reads the same variable as its default.
+        os.environ["PCNCTL_PROFILE"] = ent
     if debug:
         State.debug = True
     if State.debug:

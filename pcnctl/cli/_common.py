@@ -42,25 +42,17 @@ def _profile_names(incomplete: str) -> list[str]:
 ProfileOpt = Annotated[
     str | None,
     typer.Option(
-        "--profile",
-        "-p",
-        envvar="PCNCTL_PROFILE",
-        help="Profile to use (default: the current one).",
-        autocompletion=_profile_names,
-    ),
-]
-# On commands that filter people by Edifice profile (Student, Teacher...), ``--profile`` names that profile,
-# as operators say it; the pcnctl profile is then chosen with -p / --ent-profile (or PCNCTL_PROFILE).
-EntProfileOpt = Annotated[
-    str | None,
-    typer.Option(
+        "--ent",
         "--ent-profile",
         "-p",
         envvar="PCNCTL_PROFILE",
-        help="pcnctl profile to use (default: current).",
+        help="pcnctl profile (ENT connection) to use (default: the current one).",
         autocompletion=_profile_names,
     ),
 ]
+# One name for each meaning, on every command: -p / --ent is the pcnctl profile (which ENT, which account),
+# given before or after the subcommand; --profile is always an Edifice profile (Student, Teacher...).
+EntProfileOpt = ProfileOpt
 OutputOpt = Annotated[
     str,
     typer.Option("--output", "-o", help="Output format: table, json, jsonl, csv or markdown."),
