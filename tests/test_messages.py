@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -562,3 +564,19 @@ def test_lab_send_and_draft_answer_as_the_contracts_say(lab: Lab, wave: dict[str
     again = session.post(f"{lab.url}/conversation/send?id={draft.json()['id']}", json={}, headers=xsrf)
     twice = session.post(f"{lab.url}/conversation/send?id={draft.json()['id']}", json={}, headers=xsrf)
     assert again.status_code == 200 and twice.status_code in (400, 401)  # a draft is sent once
+
+
+def test_a_saved_search_survives_a_reader_that_stops_early(
+    ops: Cli, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    saved = tmp_path / "threat.json"
+    command = f"{sys.executable} -m pcnctl messages search --since 1h --save {saved} -o jsonl | head -n 1"
+    done = subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert done.returncode == 0 and done.stdout.count("\n") == 1, done.stderr
+    assert len(json.loads(saved.read_text())["matches"]) > 1

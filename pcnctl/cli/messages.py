@@ -122,6 +122,8 @@ def search(
         threshold=threshold,
         states=core.parse_states(state or []),
     )
+    if save is not None:
+        check_writable(save)
     driver = get_driver(profile)
     store = open_mailstore(driver.profile, mailstore)
 
@@ -133,6 +135,9 @@ def search(
         result = core.run(driver, store, query, on_scan=progress)
     finally:
         store.close()
+    if save is not None:  # first: a reader that stops early (| head) must not cost the saved search
+        result.save(save, profile=driver.profile.name, url=driver.profile.url)
+        note(f"Saved to {save} (0600): use it with --from-search", quiet)
     # JSON carries every field of a match (recipients, groups, schools per recipient); tables the summary.
     rows = [m.to_row() for m in result.matches]
     full = output in ("json", "jsonl") and rows
@@ -153,9 +158,6 @@ def search(
             stream=sys.stderr,
             title="per sender",
         )
-    if save is not None:
-        result.save(save, profile=driver.profile.name, url=driver.profile.url)
-        note(f"Saved to {save} (0600): use it with --from-search", quiet)
 
 
 @app.command("show", epilog=examples("messages show"))
