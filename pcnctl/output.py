@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
@@ -42,6 +43,65 @@ def safe_csv_cell(text: str) -> str:
         except ValueError:
             return "'" + text
     return text
+
+
+# Columns whose values are codes or states: never folded nor cut, the others give way first.
+_KEYS = frozenset(
+    {
+        "uai",
+        "school",
+        "profile",
+        "result",
+        "status",
+        "method",
+        "kind",
+        "check",
+        "severity",
+        "available",
+        "lever",
+    }
+)
+
+
+# Columns a narrow terminal drops first, in this order (ids are unreadable there; -o json keeps them).
+_DROP_FIRST = (
+    "id",
+    "zip_code",
+    "academy",
+    "firstName",
+    "lastName",
+    "lastLogin",
+    "functions",
+    "alias",
+    "detail",
+    "city",
+)
+
+
+def _width(out: IO[str]) -> int:
+    """COLUMNS when set, else the terminal's width, else wide: off a terminal (a pipe, a file) rows stay on
+    one line."""
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return shutil.get_terminal_size((80, 24)).columns if out.isatty() else 240
+
+
+def _fit(columns: list[str], longest: list[int], width: int) -> list[int]:
+    """The indexes of the columns to show: all that fit, dropping the least useful ones first."""
+    keep = list(range(len(columns)))
+
+    def need() -> int:
+        return sum(min(longest[i], 24 if columns[i] in _KEYS else 14) + 3 for i in keep)
+
+    for name in _DROP_FIRST:
+        if need() <= width:
+            break
+        if name in columns and len(keep) > 2:
+            keep.remove(columns.index(name))
+    return keep
 
 
 def render(
@@ -84,14 +144,21 @@ def render(
         from rich.console import Console
         from rich.table import Table
 
+        width = _width(out)
+        longest = [max([len(c), *(len(v[i]) for v in materialised)]) for i, c in enumerate(columns)]
+        keep = _fit(list(columns), longest, width)
         table = Table(title=title, show_edge=False, header_style="bold")
-        for column in columns:
-            table.add_column(column, overflow="fold")
+        for i in keep:
+            if columns[i] in _KEYS:  # codes and states stay whole: "0750654D", not "0750/654D"
+                table.add_column(columns[i], no_wrap=True, min_width=min(longest[i], 24))
+            else:  # text and ids give way, on one line, cut with an ellipsis (-o json/csv has them whole)
+                table.add_column(columns[i], no_wrap=True, overflow="ellipsis", min_width=min(longest[i], 8))
         for values in materialised:
-            table.add_row(*values)
-        # Off a terminal (a pipe, a file, a test), keep rows on one line rather than folding at 80 columns.
-        width = None if out.isatty() else 240
+            table.add_row(*(values[i] for i in keep))
         Console(file=out, soft_wrap=False, width=width).print(table)
+        if len(keep) < len(columns):
+            hidden = ", ".join(c for i, c in enumerate(columns) if i not in keep)
+            sys.stderr.write(f"({hidden} not shown at {width} columns: -o json or csv has every column)\n")
         return len(materialised)
     raise ValueError(f"unknown output format {fmt!r}")
 

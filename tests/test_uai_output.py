@@ -12,6 +12,7 @@ from pcnctl.errors import UsageError
 from pcnctl.models import school_type
 from pcnctl.output import render
 from pcnctl.uai import check_letter, is_valid, normalise
+from tests.conftest import Cli, Lab
 
 
 @pytest.mark.parametrize("code", ["0750654D", "0750655E", "0750654d", " 0750654D "])
@@ -90,3 +91,26 @@ def test_markdown_and_table() -> None:
     assert md.splitlines()[0].startswith("| uai") and "0750654D" in md
     table = rendered("table")
     assert "0750655E" in table and "Lycée" in table
+
+
+def test_the_widest_tables_read_well_at_80_columns(
+    lab: Lab, admc: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns a row stays on one line, codes stay whole, long text is cut with an ellipsis."""
+    monkeypatch.setenv("COLUMNS", "80")
+    uai = lab.info["accounts"]["adml"][0]["schools"][0]
+    users = admc("users", "list", "--school", uai, "--profile", "Student")
+    schools = admc("schools", "list")
+    for result in (users, schools):
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines and max(len(line) for line in lines) <= 80
+    rows = [line for line in users.stdout.splitlines()[2:] if line.strip()]
+    expected = lab.sql(
+        "SELECT count(*) FROM users u JOIN user_structures us ON us.user_id = u.id JOIN structures s"
+        " ON s.id = us.structure_id WHERE s.uai = ? AND u.profile = 'Student'",
+        uai,
+    )[0][0]
+    assert len(rows) == expected  # one line per account: nothing folded
+    assert all(uai in row and "Student" in row for row in rows)
+    assert all(u in schools.stdout for (u,) in lab.sql("SELECT uai FROM structures"))
