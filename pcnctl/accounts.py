@@ -393,8 +393,7 @@ def execute(
         try:
             report = fanout.run(work)
         except KeyboardInterrupt:
-            ctx.end(run, "interrupted", dict(Counter(r["result"] for r in rows)))
-            raise
+            raise ctx.interrupted(run, dict(Counter(r["result"] for r in rows))) from None
     result = OpResult(run, p.op, sorted(rows, key=lambda r: (r["schools"], r["login"])), report, codes=codes)
     if codes:
         result.codes_file = _write_codes(ctx, run, [labels[k] for k in codes], codes)

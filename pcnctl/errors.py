@@ -120,6 +120,12 @@ class PartialFailureError(PcnError):
     exit_code = ExitCode.PARTIAL
 
 
+class InterruptedRunError(PcnError):
+    """Ctrl-C or SIGTERM during a journalled run: what was done is recorded, the rest can resume."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class PlaybookError(PcnError):
     """A playbook is invalid or one of its steps failed."""
 

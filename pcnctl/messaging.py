@@ -284,8 +284,7 @@ def execute_block(
         try:
             fanout.run(todo)
         except KeyboardInterrupt:
-            ctx.end(run, "interrupted", {"done": len(rows)})
-            raise
+            raise ctx.interrupted(run, {"done": len(rows)}) from None
     for sp in p.schools:
         if sp.already:
             rows.append(

@@ -1,4 +1,5 @@
-"""A progress bar on stderr for work longer than a second; nothing when not a terminal or when quiet."""
+"""A progress bar on stderr for work longer than a second (count, rate, time left); nothing when not a
+terminal or when quiet."""
 
 from __future__ import annotations
 
@@ -25,20 +26,29 @@ def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Ca
             state["done"] += n
             if state["bar"] is None and time.monotonic() - started >= 1.0:
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 bar = Progress(
                     f"[bold]{label}",
                     BarColumn(),
                     MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"),
                     TimeRemainingColumn(),
                     console=Console(stderr=True),
                     transient=True,
                 )
                 bar.start()
-                state["bar"], state["task"] = bar, bar.add_task(label, total=total, completed=state["done"])
+                task = bar.add_task(label, total=total, completed=state["done"], rate="")
+                state["bar"], state["task"] = bar, task
             elif state["bar"] is not None:
-                state["bar"].update(state["task"], completed=state["done"])
+                rate = state["done"] / max(time.monotonic() - started, 1e-3)
+                state["bar"].update(state["task"], completed=state["done"], rate=f"{rate:.0f}/s")
 
     try:
         yield advance

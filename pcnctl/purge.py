@@ -19,6 +19,7 @@ from pcnctl.errors import RefusedError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
+from pcnctl.progress import progress_bar
 from pcnctl.sources.mailstore import Mailbox, Mailstore
 
 OP = "messages.purge"
@@ -151,20 +152,24 @@ def execute(
             failed.append((o.key, o.detail))
 
     batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
-    # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
-    fanout = Fanout(
-        step,
-        key=lambda b: list(b),
-        idempotent=True,
-        max_concurrency=2,
-        initial_concurrency=1,
-        on_outcome=on_outcome,
-    )
     try:
-        fanout.run(batches)
+        with progress_bar(len(todo), "purge", enabled=ctx.show_progress) as advance:
+
+            def counted(o: Outcome) -> None:
+                on_outcome(o)
+                advance(1)
+
+            # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
+            Fanout(
+                step,
+                key=lambda b: list(b),
+                idempotent=True,
+                max_concurrency=2,
+                initial_concurrency=1,
+                on_outcome=counted,
+            ).run(batches)
     except KeyboardInterrupt:
-        ctx.end(run, "interrupted", {"done": len(purged)})
-        raise
+        raise ctx.interrupted(run, {"done": len(purged)}) from None
     leftovers = {k: v for k, v in store.mailboxes(p.ids).items() if v}
     # One timeline notification per person reached but the sender; drafts and scheduled messages have
     # only the sender's copy, hence none.

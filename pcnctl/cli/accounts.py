@@ -189,9 +189,6 @@ def run_op(
     )
     try:
         result = accounts.execute(ctx, p)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"Interrupted: resume with 'pcnctl incident resume {incident.id}'\n")
-        raise
     finally:
         ctx.journal.close()
     note(f"Incident {incident.id}: journal {incident.journal_path}", quiet)

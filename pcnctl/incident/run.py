@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from pcnctl.errors import InterruptedRunError
 from pcnctl.incident.auditlog import AuditLog
 from pcnctl.incident.journal import Journal
 from pcnctl.incident.store import Incident
@@ -82,6 +83,14 @@ class RunContext:
         """A final outcome: in the journal and in the audit log."""
         self.item(run, key, result, detail)
         self.log(run, op, key, result, target_label=label, detail=detail)
+
+    def interrupted(self, run: str, counts: dict[str, int]) -> InterruptedRunError:
+        """Record that ``run`` stopped part-way and return the error that tells the operator how to resume."""
+        self.end(run, "interrupted", counts)
+        return InterruptedRunError(
+            f"interrupted: run {run} of incident {self.incident.id} stopped part-way (what was done is kept)",
+            hint=f"resume it: pcnctl incident resume {self.incident.id}",
+        )
 
     def end(self, run: str, status: str, counts: dict[str, int]) -> None:
         self.journal.append({"t": "end", "run": run, "status": status, "counts": counts})

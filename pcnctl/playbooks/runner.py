@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcnctl.errors import PcnError, PlaybookError, RefusedError
+from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError
 from pcnctl.playbooks.model import Playbook, Step, condition, resolve
 from pcnctl.playbooks.ops import OPS, Env
 
@@ -208,6 +208,13 @@ def run(
         env = Env(ctx.driver, ctx.incident, ctx, mailstore, False, ctx.incident.path / "searches")
         try:
             result = OPS[step.op].fn(env, params)
+        except (KeyboardInterrupt, InterruptedRunError):
+            ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "interrupted"})
+            ctx.journal.sync()
+            raise InterruptedRunError(
+                f"interrupted during step {step.id!r} of playbook {playbook.name!r}; finished steps are kept",
+                hint=f"resume it: pcnctl playbook resume {ctx.incident.id}",
+            ) from None
         except PcnError as exc:
             ctx.journal.append(
                 {"t": "step", "run": run_id, "step": step.id, "status": "failed", "detail": exc.message}
