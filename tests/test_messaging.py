@@ -532,3 +532,38 @@ def test_a_guest_block_is_not_judged_by_staff_writing_to_guests(lab: Lab, admc: 
     assert result.exit_code == 0, result.stderr
     assert "nothing to cut" in result.stderr  # the platform's rules give guests no writing link
     assert "block effective" in result.stderr and "staff unaffected" not in result.stderr
+
+
+def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc: Cli) -> None:
+    """A class group left INCOMING by an administrator, and a teachers' group that only the students'
+    group still sends to (so the server cuts its members' link with that relation): both restored as
+    they were, whatever the server did in between."""
+    from pcnctl.config import resolve_profile
+    from pcnctl.edifice.driver import EdificeDriver
+
+    p = pupil_paths(lab, COLLEGE)
+    relatives = lab.sql(
+        "SELECT g.id FROM groups g JOIN groups s ON s.class_id = g.class_id WHERE s.id = ?"
+        " AND g.profile = 'Relative'",
+        p["class_students"],
+    )[0][0]
+    driver = EdificeDriver.open(resolve_profile("lab"))  # the profile the admc fixture set up
+    driver.set_users_link(p["class_students"], "INCOMING")  # Group->User edges stay, as on the platform
+    assert driver.remove_relation(relatives, p["class_teachers"]) == {
+        "sender": "BOTH",
+        "receiver": "OUTGOING",
+    }
+    before = school_state(lab, COLLEGE)
+    assert lab.sql(
+        "SELECT users_dir, member_in, member_out FROM groups WHERE id = ?", p["class_students"]
+    ) == [("INCOMING", 1, 1)]
+    result = admc(
+        "messaging", "block", "--profile", "Student", "--school", COLLEGE, "--yes", "--incident", "INC-I"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert lab.sql("SELECT users_dir FROM groups WHERE id = ?", p["class_teachers"]) == [
+        (None,)
+    ]  # side effect
+    assert send(lab, login(lab, p["login"]), p["classmate"]) == 401
+    assert admc("messaging", "unblock", "--incident", "INC-I", "--yes").exit_code == 0
+    assert school_state(lab, COLLEGE) == before
