@@ -567,3 +567,43 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
     assert send(lab, login(lab, p["login"]), p["classmate"]) == 401
     assert admc("messaging", "unblock", "--incident", "INC-I", "--yes").exit_code == 0
     assert school_state(lab, COLLEGE) == before
+
+
+def test_after_a_block_no_student_of_the_school_sends_to_anyone(lab: Lab, admc: Cli) -> None:
+    """Every student of the collège, through the real send route, to people and groups of every kind."""
+    sid = lab.sql("SELECT id FROM structures WHERE uai = ?", COLLEGE)[0][0]
+    targets = [
+        r[0]
+        for r in lab.sql(
+            "SELECT min(gm.user_id) FROM group_members gm JOIN groups g ON g.id = gm.group_id"
+            " WHERE g.structure_id = ? GROUP BY g.id ORDER BY g.id",
+            sid,
+        )
+    ]
+    groups = [r[0] for r in lab.sql("SELECT id FROM groups WHERE structure_id = ? ORDER BY id", sid)]
+    pupils = lab.sql(
+        "SELECT u.id, u.login FROM users u JOIN user_structures us ON us.user_id = u.id"
+        " WHERE us.structure_id = ? AND u.profile = 'Student' ORDER BY u.login",
+        sid,
+    )
+    relatives = dict(lab.sql("SELECT child_id, min(relative_id) FROM related GROUP BY child_id"))
+    assert len(pupils) > 100 and len(groups) > 40
+
+    def attempts() -> list[tuple[str, str, int]]:
+        out = []
+        for n, (uid, user) in enumerate(pupils):
+            pupil = login(lab, user)
+            own = [relatives[uid]] if uid in relatives else []
+            for to in [
+                *own,
+                targets[n % len(targets)],
+                groups[n % len(groups)],
+                pupils[(n + 1) % len(pupils)][0],
+            ]:
+                out.append((user, to, send(lab, pupil, to)))
+        return out
+
+    assert sum(status == 200 for *_, status in attempts()) > len(pupils)  # many of them go through before
+    result = admc("messaging", "block", "--profile", "Student", "--school", COLLEGE, "--yes", "--no-verify")
+    assert result.exit_code == 0, result.stderr
+    assert [a for a in attempts() if a[2] != 401] == []
