@@ -87,3 +87,30 @@ def test_the_ent_profile_goes_before_or_after_the_subcommand(lab: Any, cli: Any)
     assert before.exit_code == after.exit_code == 0, before.stderr + after.stderr
     assert before.json() == after.json() and {u["profile"] for u in before.json()} == {"Teacher"}
     assert cli("--ent", "lab", "doctor").exit_code == 0
+
+
+def test_a_run_builds_only_the_group_it_runs() -> None:
+    """Typer reads every registered command's signature: pcnctl registers only the group asked for."""
+    import subprocess
+    import sys
+
+    from pcnctl.cli import ORDER, build
+
+    accounts = typer.main.get_command(build("accounts"))
+    assert set(accounts.commands["accounts"].commands) == {
+        c.split()[1] for c in EXAMPLES if c.startswith("accounts ")
+    }
+    assert not getattr(accounts.commands["messaging"], "commands", None)  # a name and its help only
+    top = subprocess.run(
+        [sys.executable, "-m", "pcnctl", "--help"], capture_output=True, text=True, check=True
+    )
+    assert all(name in top.stdout for name in ORDER)
+    sub = subprocess.run(
+        [sys.executable, "-m", "pcnctl", "-p", "x", "messaging", "block", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Examples:" in sub.stdout and "--method" in sub.stdout
+    wrong = subprocess.run([sys.executable, "-m", "pcnctl", "acounts"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "No such command" in wrong.stderr

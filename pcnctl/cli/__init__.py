@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -26,14 +27,14 @@ from pcnctl.cli import (
 from pcnctl.cli._common import State
 from pcnctl.cli.examples import examples
 
-app = typer.Typer(
-    name="pcnctl",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+SETTINGS: dict[str, Any] = {
+    "name": "pcnctl",
+    "no_args_is_help": True,
+    "rich_markup_mode": None,
+    "pretty_exceptions_enable": False,
+    "add_completion": False,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
 
 
 def _version(value: bool) -> None:
@@ -42,7 +43,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show debug logs and tracebacks (env PCNCTL_DEBUG=1).")
@@ -73,26 +73,9 @@ def root(
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
-app.add_typer(profile.app, name="profile")
-app.add_typer(auth.app, name="auth")
-app.command("doctor", epilog=examples("doctor"))(doctor.doctor)
-app.add_typer(directory.schools_app, name="schools")
-app.add_typer(directory.users_app, name="users")
-app.add_typer(accounts.app, name="accounts")
-app.add_typer(accounts.sessions_app, name="sessions")
-app.add_typer(messaging.app, name="messaging")
-app.add_typer(messages.app, name="messages")
-app.command("senders", epilog=examples("senders"))(messages.senders)
-directory.schools_app.command("export", epilog=examples("schools export"))(messages.export_affected)
-app.add_typer(playbook.app, name="playbook")
-app.add_typer(incident.app, name="incident")
-app.command("rollback", epilog=examples("rollback"))(rollback.rollback)
-app.add_typer(incident.audit_app, name="audit")
-incident.audit_app.command("run", epilog=examples("audit run"))(audit.run)
-app.add_typer(lab.app, name="lab")
+COMPLETE_VAR = "_PCNCTL_COMPLETE"
 
 
-@app.command("completion", epilog=examples("completion"))
 def completion(
     shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", show_default=False)],
 ) -> None:
@@ -104,17 +87,106 @@ def completion(
     typer.echo(get_completion_script(prog_name="pcnctl", complete_var=COMPLETE_VAR, shell=shell))
 
 
-COMPLETE_VAR = "_PCNCTL_COMPLETE"
+# The command groups and the top-level commands, in the order --help lists them.
+directory.schools_app.command("export", epilog=examples("schools export"))(messages.export_affected)
+incident.audit_app.command("run", epilog=examples("audit run"))(audit.run)
+GROUPS: dict[str, typer.Typer] = {
+    "profile": profile.app,
+    "auth": auth.app,
+    "schools": directory.schools_app,
+    "users": directory.users_app,
+    "accounts": accounts.app,
+    "sessions": accounts.sessions_app,
+    "messaging": messaging.app,
+    "messages": messages.app,
+    "playbook": playbook.app,
+    "incident": incident.app,
+    "audit": incident.audit_app,
+    "lab": lab.app,
+}
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "doctor": doctor.doctor,
+    "senders": messages.senders,
+    "rollback": rollback.rollback,
+    "completion": completion,
+}
+ORDER = (
+    "profile",
+    "auth",
+    "doctor",
+    "schools",
+    "users",
+    "accounts",
+    "sessions",
+    "messaging",
+    "messages",
+    "senders",
+    "playbook",
+    "incident",
+    "rollback",
+    "audit",
+    "lab",
+    "completion",
+)
+
+
+def build(only: str | None = None) -> typer.Typer:
+    """The command line; with ``only``, just that group or command (the others as names and help).
+
+    Typer reads the signature of every command it registers, which costs about a millisecond each: a run of
+    one command (or --help) need not pay for the fifty.
+    """
+    cli = typer.Typer(**SETTINGS)
+    cli.callback()(root)
+    for name in ORDER:
+        wanted = only is None or only == name
+        if name in GROUPS:
+            group = GROUPS[name]
+            # A group not asked for is listed by the top-level --help with its help, and built when asked.
+            cli.add_typer(group if wanted else typer.Typer(help=group.info.help), name=name)
+        elif wanted:
+            cli.command(name, epilog=examples(name))(COMMANDS[name])
+        else:
+            cli.command(name, help=(COMMANDS[name].__doc__ or "").split("\n")[0])(_placeholder)
+    return cli
+
+
+def _placeholder() -> None:  # never runs: main() builds the command it is asked for
+    raise typer.Exit(1)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``pcnctl.cli.app``: the whole command line, built on first use (tests, documentation); ``main()``
+    builds only what it runs."""
+    if name == "app":
+        return build()
+    raise AttributeError(name)
+
+
+def _asked(argv: list[str]) -> str | None:
+    """The group or command named on the command line, past the top-level options."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-p", "--ent"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main() -> None:
     """Console-script entry point."""
+    asked = _asked(sys.argv[1:])
+    # What to build: the group or command asked for; for the top-level help (or an unknown name, which click
+    # reports) the groups' names and help only; for the shell's completion requests, everything.
+    only: str | None = asked if asked in ORDER else ""
     if COMPLETE_VAR in os.environ:  # the shell asks for completions: only then load that machinery
         from typer._completion_classes import completion_init
 
         completion_init()
+        only = None
     try:
-        app(prog_name="pcnctl")  # also under python -m pcnctl, where argv[0] is __main__.py
+        build(only)(prog_name="pcnctl")  # also under python -m pcnctl, where argv[0] is __main__.py
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         sys.exit(130)
