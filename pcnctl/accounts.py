@@ -99,6 +99,7 @@ def resolve_targets(
     school: str | None = None,
     profiles: Sequence[str] = (),
     max_concurrency: int = 16,
+    progress: bool = False,
 ) -> list[User]:
     """Every targeted account, deduplicated; any unknown reference refuses the whole command."""
     wanted = list(refs) + (read_refs_file(from_file) if from_file else [])
@@ -136,7 +137,14 @@ def resolve_targets(
         return Outcome(ref, "done")
 
     if unique:
-        report = Fanout(lookup, key=lambda r: r, idempotent=True, max_concurrency=max_concurrency).run(unique)
+        with progress_bar(len(unique), "look up accounts", enabled=progress) as advance:
+            report = Fanout(
+                lookup,
+                key=lambda r: r,
+                idempotent=True,
+                max_concurrency=max_concurrency,
+                on_outcome=lambda _o: advance(1),
+            ).run(unique)
         errors = [o for o in report.outcomes if o.status == "failed" and o.detail != "unknown"]
         if errors:
             raise PcnError(f"could not look up {len(errors)} account(s): {errors[0].key}: {errors[0].detail}")
@@ -444,7 +452,12 @@ def unfinished(runs: Sequence[RunState]) -> list[RunState]:
 def resume_run(ctx: RunContext, state: RunState) -> OpResult:
     """Finish a run: only its pending items, re-read from the ENT so nothing is done twice."""
     pending = state.pending
-    fresh = resolve_targets(ctx.driver, [i["key"] for i in pending], max_concurrency=ctx.max_concurrency)
+    fresh = resolve_targets(
+        ctx.driver,
+        [i["key"] for i in pending],
+        max_concurrency=ctx.max_concurrency,
+        progress=ctx.show_progress,  # the re-read of a large resume takes a while: show it
+    )
     check_scope(ctx.driver, fresh)
     by_id = {u.id: u for u in fresh}
     recorded = {i["key"]: i for i in pending}

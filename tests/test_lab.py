@@ -8,7 +8,7 @@ from pathlib import Path
 from pcnctl.lab.seed import seed
 from pcnctl.lab.store import Store
 from pcnctl.uai import is_valid
-from tests.conftest import start_lab, stop_lab
+from tests.conftest import Cli, Lab, start_lab, stop_lab
 
 
 def seeded(tmp_path: Path, preset: str, random_seed: int) -> tuple[dict[str, object], Store]:
@@ -57,3 +57,12 @@ def test_lab_json_and_clean_stop(tmp_path: Path) -> None:
     finally:
         assert stop_lab(lab) == 0
     assert not (tmp_path / "lab" / "lab.json").exists()
+
+
+def test_a_wave_plays_with_any_random_seed(lab: Lab, cli: Cli) -> None:
+    for number in ("2", "7"):
+        lab.reset()
+        played = cli("lab", "attack", "--data", str(lab.data_dir), "--random-seed", number, "--senders", "2",
+                     "--messages", "4", "--schools", "2")  # fmt: skip
+        assert played.exit_code == 0, played.stderr
+        assert "threat(s) delivered" in played.stderr + played.stdout

@@ -159,6 +159,7 @@ def run_op(
         school=school,
         profiles=user_profiles or [],
         max_concurrency=concurrency,
+        progress=not quiet,
     )
     accounts.check_scope(driver, users)
     p = accounts.plan(op, users, params)
