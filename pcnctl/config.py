@@ -78,6 +78,20 @@ def config_path() -> Path:
     return Path(base) / "pcnctl" / "config.yaml"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and every missing parent 0700 (``mkdir(parents=True)`` gives parents 0755): pcnctl's
+    home holds journals, evidence and renewal codes, which only its user may list."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)
+    return path
+
+
 def state_dir() -> Path:
     """Where incidents, journals and the audit log live: ``$PCNCTL_HOME``, else the XDG state dir."""
     explicit = os.environ.get("PCNCTL_HOME")
@@ -120,6 +134,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_dsn(name: str, dsn: str) -> None:
+    """A mailstore DSN names the database, never its password (that comes from PGPASSWORD or ~/.pgpass)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(dsn)
+    keyword = "password=" in dsn.lower() and "://" not in dsn  # "host=... password=..." form
+    if parts.password or keyword or "password" in {k.lower() for k in parse_qs(parts.query)}:
+        raise UsageError(
+            f"profile {name!r}: the mailstore DSN holds a password, which would go into the config file",
+            hint="give the DSN without it (postgresql://pcnctl_ro@db.internal/ent) and set PGPASSWORD, "
+            "or use ~/.pgpass",
+        )
+
+
 def make_profile(name: str, **values: Any) -> Profile:
     """Build and check a profile from typed values (used by ``profile add`` and by the loader)."""
     if not _NAME.match(name):
@@ -146,6 +174,8 @@ def make_profile(name: str, **values: Any) -> Profile:
             f"profile {name!r}: auth oauth-client needs the scopes registered for the client",
             hint="add --scope 'Controller|action ...' as the ENT's OAuth2 client configuration lists them",
         )
+    if values.get("mailstore"):
+        _check_dsn(name, str(values["mailstore"]))
     for key in ("connect_timeout", "read_timeout"):
         if key in values and values[key] is not None:
             try:
@@ -227,7 +257,7 @@ def save_config(config: Config) -> None:
     """Write the config atomically, 0600 in a 0700 directory."""
     import yaml
 
-    config.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(config.path.parent)
     data: dict[str, Any] = {"version": CONFIG_VERSION}
     if config.current:
         data["current"] = config.current

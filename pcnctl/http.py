@@ -117,8 +117,11 @@ class HttpClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        # TLS verification is always on: a CA file replaces the bundle, nothing turns it off.
-        self.session.verify = ca_file or True
+        # TLS verification is always on: a CA file replaces the bundle, nothing turns it off. The bundle is
+        # named on every request, so that REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE cannot replace a profile's CA
+        # file, nor make a profile without one trust another CA without saying so.
+        self._verify: str | bool = ca_file or certifi_bundle()
+        self.session.verify = self._verify
         self.session.headers["User-Agent"] = f"pcnctl/{__version__}"
         self.session.headers["Accept"] = "application/json"
 
@@ -224,7 +227,13 @@ class HttpClient:
         sent = time.monotonic()  # round-trip hook for the fan-out's limiter (pcnctl.roundtrip)
         try:
             response = self.session.request(
-                method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
+                method,
+                url,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+                verify=self._verify,
+                **kwargs,
             )
         except requests.exceptions.SSLError as exc:
             raise TransportError(
@@ -318,6 +327,13 @@ class HttpClient:
             path=shown,
             status=status,
         )
+
+
+def certifi_bundle() -> str:
+    """The CA bundle requests ships with (certifi): what a profile without --ca-file trusts."""
+    import certifi  # a dependency of requests
+
+    return str(certifi.where())
 
 
 def error_key(response: requests.Response) -> str | None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl import directory
-from pcnctl.config import state_dir
+from pcnctl.config import private_dir, state_dir
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
@@ -75,7 +75,7 @@ def registry_path() -> Path:
 def registry() -> Iterator[list[dict[str, Any]]]:
     """The block registry, locked for the duration (two pcnctl processes never lose each other's writes)."""
     path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)

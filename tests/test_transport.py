@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,43 @@ def test_session_quota_gives_a_clear_error(lab: Lab, cli: Cli) -> None:
     doctor = cli("doctor", "-p", "web", "-o", "json")
     reach = next(c for c in doctor.json() if c["check"] == "reachability")
     assert reach["status"] == "warn" and "session limit" in reach["detail"]
+
+
+def test_the_environments_ca_bundle_does_not_replace_the_profiles(
+    lab: Lab, admc: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcnctl.http import HttpClient
+
+    bogus = tmp_path / "other-ca.pem"
+    bogus.write_text("not a certificate\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bogus))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(bogus))
+    mine = tmp_path / "mine.pem"
+    mine.write_text("")
+    for client, expected in (
+        (HttpClient(lab.url, ca_file=str(mine)), str(mine)),
+        (HttpClient(lab.url), None),
+    ):
+        # What requests itself decides for a request, environment included.
+        verify = client.session.merge_environment_settings(lab.url, {}, None, client._verify, None)["verify"]
+        assert verify != str(bogus) and Path(verify).exists()
+        assert expected is None or verify == expected
+
+
+def test_a_dsn_with_a_password_never_reaches_the_config_file(lab: Lab, cli: Cli) -> None:
+    import os
+
+    for dsn in ("postgresql://ro:S3cret@db/ent", "host=db dbname=ent password=S3cret"):
+        result = cli("profile", "add", "pg", "--url", lab.url, "--login", "x", "--mailstore", dsn)
+        assert result.exit_code == 2 and "holds a password" in result.stderr
+    config = Path(os.environ["PCNCTL_CONFIG"])
+    assert not config.exists() or "S3cret" not in config.read_text()
+
+
+def test_the_home_and_its_incidents_are_private(lab: Lab, admc: Cli) -> None:
+    import os
+
+    home = Path(os.environ["PCNCTL_HOME"])
+    assert admc("incident", "open", "--id", "INC-PRIV").exit_code == 0
+    for path in (home, home / "incidents", home / "incidents" / "INC-PRIV"):
+        assert oct(path.stat().st_mode & 0o777) == "0o700", path

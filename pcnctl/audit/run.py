@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
-from pcnctl.config import state_dir
+from pcnctl.config import private_dir, state_dir
 from pcnctl.errors import ExitCode, RefusedError, UsageError
 from pcnctl.incident.store import write_private
 from pcnctl.platform import EntDriver
@@ -60,7 +60,7 @@ class AuditReport:
 def exclusive() -> Iterator[None]:
     """Only one audit run at a time: a second one refuses at once instead of piling up behind cron."""
     path = state_dir() / "audit.lock"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

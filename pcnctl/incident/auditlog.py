@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pcnctl.config import state_dir
+from pcnctl.config import private_dir, state_dir
 from pcnctl.incident.store import utcnow
 
 GENESIS = "0" * 64
@@ -53,7 +53,7 @@ def _last_line(fd: int) -> bytes:
 class AuditLog:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         self._lock = threading.Lock()
 
     def append(self, **entry: Any) -> dict[str, Any]:

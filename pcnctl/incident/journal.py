@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pcnctl.config import private_dir
 from pcnctl.incident.store import utcnow
 
 FINAL = frozenset({"done", "already", "refused", "failed"})
@@ -25,7 +26,7 @@ FINAL = frozenset({"done", "already", "refused", "failed"})
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock = threading.Lock()
         self._synced = time.monotonic()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pcnctl.config import state_dir
+from pcnctl.config import private_dir, state_dir
 from pcnctl.errors import UsageError
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
@@ -30,7 +30,7 @@ def incidents_dir() -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file 0600 atomically (incident metadata, failure lists, renewal codes)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -62,9 +62,7 @@ class Incident:
         )
 
     def subdir(self, name: str) -> Path:
-        path = self.path / name
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        return private_dir(self.path / name)
 
     @classmethod
     def load(cls, incident_id: str) -> Incident:
@@ -104,7 +102,7 @@ def open_incident(incident_id: str | None, *, title: str = "", operator: str = "
         opened_at=utcnow(),
         opened_by=operator or "pcnctl",
     )
-    incident.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(incident.path)
     incident.save()
     return incident, True
 
