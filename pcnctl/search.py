@@ -149,6 +149,26 @@ def regex_terms(pattern: str) -> Terms:
     return Terms(tuple(dict.fromkeys(words)), tuple(dict.fromkeys(fts)))
 
 
+_SQL_REGEX = re.compile(r"[A-Za-z0-9 .*+?|()^'\",;:!\-\n]*")
+
+
+def sql_regex(pattern: str) -> str | None:
+    """``--regex`` for PostgreSQL's ``~*`` when that matches at least what Python matches, else None.
+
+    Only ASCII patterns of literals, ``.``, ``*``, ``+``, ``?``, ``|``, groups and a leading ``^`` are
+    translated: there both engines agree, except that PostgreSQL's ``.`` also takes a newline (a wider
+    match, which the exact check then narrows). Classes, escapes, ``$``, counted and possessive repeats,
+    and lookarounds are left to Python.
+    """
+    if not _SQL_REGEX.fullmatch(pattern) or re.search(r"[*+?]\+|\(\?(?!:)|.\^", pattern):
+        return None
+    try:
+        re.compile(pattern)
+    except re.error:
+        return None
+    return pattern
+
+
 def like_words(
     reference: set[tuple[str, str]], threshold: float, frequency: Callable[[list[str]], dict[str, float]]
 ) -> tuple[tuple[str, ...], int]:
@@ -215,6 +235,7 @@ def prefilter(store: Mailstore, query: Query, reference: set[tuple[str, str]] | 
         any_of,
         tuple(dict.fromkeys(f for t in parts for f in t.fts)),
         max(at_least, 1),
+        sql_regex(query.regex) if query.regex else None,
     )
 
 

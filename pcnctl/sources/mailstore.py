@@ -52,6 +52,11 @@ _HAS_ATTACHMENT = (
     "EXISTS (SELECT 1 FROM conversation.usermessages ua JOIN conversation.usermessagesattachments uma"
     " ON uma.user_id = ua.user_id AND uma.message_id = ua.message_id WHERE ua.message_id = m.id)"
 )
+# The text --regex is matched on: the subject, a newline, the body with tags and entities replaced by spaces.
+_VISIBLE = (
+    "(coalesce(m.subject, '') || E'\\n' || regexp_replace(regexp_replace(coalesce(m.body, ''),"
+    " '<[^>]+>', ' ', 'g'), '&([a-z]+|#[0-9]+|#x[0-9a-f]+);', ' ', 'gi'))"
+)
 _HAS_COPY = "EXISTS (SELECT 1 FROM conversation.usermessages um WHERE um.message_id = m.id)"
 
 
@@ -134,6 +139,7 @@ class Prefilter:
     any_of: tuple[str, ...] = ()
     fts: tuple[tuple[str, bool], ...] = ()  # SQLite's FTS5 also takes these (term, prefix?), all of them
     at_least: int = 1  # how many of ``any_of`` a candidate holds (1 or 2)
+    regex: str | None = None  # PostgreSQL only: a pattern (``~*``) matching at least what --regex matches
 
     def alternatives(self) -> list[tuple[str, ...]]:
         """``any_of`` as alternatives of words all present: single words, or every pair."""
@@ -142,7 +148,7 @@ class Prefilter:
         return [(w,) for w in self.any_of]
 
     def __bool__(self) -> bool:
-        return bool(self.all_of or self.any_of or self.fts)
+        return bool(self.all_of or self.any_of or self.fts or self.regex)
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,9 @@ class Mailstore:
                 else:
                     where.append(f"m.text_searchable @@ to_tsquery('{TS_CONFIG}', ?)")
                 args.append(text)
+            if scan.words.regex and self.kind == "postgresql":
+                where.append(f"{_VISIBLE} ~* ?")
+                args.append(scan.words.regex)
         sql = f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)} ORDER BY m.date, m.id"
         if self.kind == "sqlite":
             yield from self._stream_sqlite(sql, args)
