@@ -125,7 +125,10 @@ def main() -> None:
         "shown is calls/s over the capacity. The `unlimited` row is the ceiling of this machine "
         "(two cores shared by the lab, which "
         "serialises its SQLite writes, and the client): above that rate the lab's own CPU, not its "
-        "capacity knob, is the limit, so ratios are meaningful for capacities below it.",
+        "capacity knob, is the limit, so ratios are meaningful for capacities below it. After a 429 the "
+        "fan-out caps its sending rate at what the lab accepted and lets the cap grow by 5 % a second "
+        '(README, "How bulk runs pace themselves"): few 429s, at the price of a ratio below 1.0 when a '
+        "short run overshoots the capacity early.",
     ]
     write_section("fanout", "\n".join(lines))
 

@@ -149,7 +149,7 @@ class Pacer:
                 self._note(self.limiter.on_answer(sent, answered - sent))
             self._cond.notify_all()
 
-    def failed(self, sent: float, failure: Failure, detail: str) -> None:
+    def failed(self, sent: float, failure: Failure, detail: str, item: str = "") -> None:
         """A call failed: throttling pauses as asked; failures back off and may open the circuit."""
         with self._cond:
             self.in_flight -= 1
@@ -164,7 +164,7 @@ class Pacer:
             elif failure.retryable:
                 self._note(self.limiter.on_failure(sent))
             if failure.breaks:
-                delay = self.breaker.on_failure(sent, detail)
+                delay = self.breaker.on_failure(sent, detail, item)
                 self.pause_until = max(self.pause_until, now + delay)
                 if self.breaker.open:
                     log.debug("circuit open: %s", self.breaker.reason)
@@ -357,7 +357,7 @@ class Fanout(Generic[T]):
     def _on_error(self, task: _Task[T], exc: PcnError, sent: float, trips: list[tuple[float, float]]) -> None:
         failure = classify(exc)
         if failure.retryable:
-            self.pacer.failed(sent, failure, exc.message)
+            self.pacer.failed(sent, failure, exc.message, str(self.key(task.item)))
         elif trips:
             self.pacer.answered(trips)  # the ENT answered: a final refusal is not a sign of overload
         else:

@@ -299,6 +299,7 @@ class Breaker:
         self.streak = 0
         self._last_failure = -math.inf
         self._last_success = clock()
+        self._items: set[str] = set()  # the items whose failures make the streak
         self.reason: str | None = None
 
     @property
@@ -307,19 +308,25 @@ class Breaker:
 
     def on_success(self) -> None:
         self.streak = 0
+        self._items.clear()
         self._last_success = self.clock()
 
-    def on_failure(self, sent: float, detail: str) -> float:
-        """Record a failed call; returns the pause before the next call (0 when nothing changes)."""
+    def on_failure(self, sent: float, detail: str, item: str = "") -> float:
+        """Record a failed call; returns the pause before the next call (0 when nothing changes).
+
+        Only failures of different items open the circuit: one item that keeps failing while nothing
+        else is tried is that item's problem (it ends ``failed`` after its attempts), not the ENT's.
+        """
         now = self.clock()
         if sent < self._last_failure:
             return 0.0  # the same outage seen by another call of the same flight
         self._last_failure = now
         self.streak += 1
+        self._items.add(item)
         s = self.settings
-        if self.streak >= s.failures:
+        if self.streak >= s.failures and len(self._items) >= s.failures:
             self.reason = f"{self.streak} consecutive failures, the last: {detail}"
-        elif now - self._last_success >= s.silence:
+        elif now - self._last_success >= s.silence and len(self._items) > 1:
             self.reason = f"no success for {now - self._last_success:.0f} s, the last failure: {detail}"
         delay = min(s.max_delay, s.base_delay * 2.0 ** (self.streak - 1))
         return delay / 2 + self.rng.uniform(0, delay / 2)

@@ -216,27 +216,39 @@ def test_breaker_counts_a_failing_flight_once_backs_off_and_opens() -> None:
     )
     sent = clock.now
     clock.now += 0.01
-    first = [breaker.on_failure(sent, "connection refused") for _ in range(32)]
+    first = [breaker.on_failure(sent, "connection refused", f"u{i}") for i in range(32)]
     assert breaker.streak == 1 and first[1:] == [0.0] * 31 and 0.1 <= first[0] <= 0.2
     delays = []
-    for _ in range(3):  # single probes, each sent after the previous failure
+    for i in range(3):  # single probes of other items, each sent after the previous failure
         clock.now += 0.5
-        delays.append(breaker.on_failure(clock.now - 0.001, "connection refused"))
+        delays.append(breaker.on_failure(clock.now - 0.001, "connection refused", f"v{i}"))
     assert [0.2 <= delays[0] <= 0.4, 0.4 <= delays[1] <= 0.8, 0.5 <= delays[2] <= 1.0] == [True] * 3
     assert breaker.open and breaker.reason == "4 consecutive failures, the last: connection refused"
+
+
+def test_breaker_one_item_failing_alone_is_not_a_failing_ent() -> None:
+    clock = Clock()
+    breaker = Breaker(BreakerSettings(failures=4, silence=10.0), clock=clock, rng=random.Random(1))
+    for _ in range(20):  # the last item left keeps failing: it ends failed, the run is not stopped
+        clock.now += 1
+        breaker.on_failure(clock.now - 0.1, "500", "only-one")
+    assert breaker.streak == 20 and breaker.probing and not breaker.open
 
 
 def test_breaker_success_resets_and_silence_opens() -> None:
     clock = Clock()
     breaker = Breaker(BreakerSettings(failures=100, silence=10.0), clock=clock, rng=random.Random(1))
-    for _ in range(5):
+    for i in range(5):
         clock.now += 1
-        breaker.on_failure(clock.now - 0.1, "500")
+        breaker.on_failure(clock.now - 0.1, "500", f"u{i}")
     breaker.on_success()
     assert breaker.streak == 0 and not breaker.probing and not breaker.open
     clock.now += 11
-    breaker.on_failure(clock.now - 0.1, "500")
-    assert breaker.open and breaker.reason is not None and breaker.reason.startswith("no success for 11 s")
+    breaker.on_failure(clock.now - 0.1, "500", "u1")
+    assert not breaker.open  # one item alone again
+    clock.now += 0.5
+    breaker.on_failure(clock.now - 0.1, "500", "u2")
+    assert breaker.open and breaker.reason is not None and breaker.reason.startswith("no success for 12 s")
 
 
 def test_round_trips_are_recorded_per_context_only(lab: Lab) -> None:
@@ -373,8 +385,18 @@ def test_block_stopped_by_a_failing_ent_exits_5_and_resumes(lab: Lab, admc: Cli,
     ids.write_text("id\n" + "".join(f"{i}\n" for i, _ in targets))
     lab.knobs(fail_match="/block")  # PUT /auth/block/:id and the ADMC's PUT /auth/users/block
     result = admc(
-        "accounts", "block", "--from-file", str(ids), "--max", "30", "--yes", "--incident", "INC-CB"
-    )
+        "accounts",
+        "block",
+        "--from-file",
+        str(ids),
+        "--max",
+        "30",
+        "--batch-size",
+        "3",
+        "--yes",
+        "--incident",
+        "INC-CB",
+    )  # ten batches of three: enough different items for the circuit to open
     assert result.exit_code == 5 and "stopped sending to the ENT" in result.stderr
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
     lab.knobs(fail_match="")
