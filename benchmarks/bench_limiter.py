@@ -8,7 +8,7 @@ knobs change mid-run:
 * ``rise``: latency x5 (20 -> 100 ms, then 100 -> 500 ms in the second case), held, then back down;
 * ``capacity``: the lab's rate capacity drops (429 with Retry-After above it).
 
-Ten runs per case. Goals (from the issue): in flight at the ENT falls by half within 1 s after a rise in
+Ten runs per case. Goals: in flight at the ENT falls by half within 1 s after a rise in
 10/10 runs; at the new level, throughput back to at least 80 % of what the ENT can serve (the client's
 maximum concurrency over the latency, and never more than the rate before the rise: this machine's
 ceiling) within 10 s; after the latency falls back, the earlier rate (90 % of it) within 10 s; 429s at
