@@ -104,7 +104,7 @@ CONVERSATION_ACTIONS = [
     ],
     [
         "org.entcore.conversation.controllers.ConversationController|listThreads",
-        "conversation.list.threads",
+        "conversation.threads.list",
         "SECURED_ACTION_WORKFLOW",
     ],
     [

@@ -192,7 +192,7 @@ CONVERSATION_TABLES = (
     "userthreads",
     "originalmessages",
 )
-SCHEMA_VERSION = "10"
+SCHEMA_VERSION = "11"
 # The communication graph's tables (rebuilt when a stale lab directory is seeded again).
 GRAPH_TABLES = (
     "structure_parents",
