@@ -23,6 +23,7 @@ from pcnctl.lab import (
     directory_routes,
     infra_routes,
     messaging_routes,
+    timeline_routes,
 )
 from pcnctl.lab.store import Store
 from pcnctl.lab.web import (
@@ -95,10 +96,11 @@ class LabApp:
         self.router.mount(directory_routes.ROUTES, self)
         self.router.mount(account_routes.ROUTES, self)
         self.router.mount(infra_routes.ROUTES, self)
+        self.router.mount(timeline_routes.ROUTES, self)
         self.router.mount(communication_routes.ROUTES, self)
         self.router.mount(appregistry_routes.ROUTES, self)
-        messaging_routes.register(self.router, self)
-        conversation_routes.register(self.router, self)
+        self.router.mount(messaging_routes.ROUTES, self)
+        self.router.mount(conversation_routes.ROUTES, self)
 
     # -- dispatch ------------------------------------------------------------------------------------
 

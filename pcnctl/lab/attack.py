@@ -324,7 +324,9 @@ def _post(s: requests.Session, url: str, payload: dict[str, Any]) -> str | None:
         allow_redirects=False,
         timeout=10,
     )
-    if r.status_code not in (200, 201):
+    if r.status_code not in (200, 201, 204):
         return None
+    if r.status_code == 204:  # the recall answers with no body
+        return ""
     data = r.json()
     return str(data.get("id", "")) if isinstance(data, dict) else ""

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
 
 if TYPE_CHECKING:
     import sqlite3
@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 
 _API = "org.entcore.conversation.controllers.ApiController|"
 _CONV = "org.entcore.conversation.controllers.ConversationController|"
-_EVENTS = "org.entcore.infra.controllers.EventStoreController|listEvents"
 _TAGS = re.compile(r"<[^>]+>")
-PAGE_LIMIT = 1000
 RECALL_MINUTES = 60
 
 
@@ -366,186 +364,154 @@ _FOLDERS = {
 }
 
 
-def register(router: Router, app: LabApp) -> None:
-    store = app.store
+ROUTES = Module("conversation")
 
-    @router.route("GET", "/conversation/api/folders/:folderId/messages", action=_API + "listMessages")
-    def folder_messages(req: Request) -> Response:
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        folder = req.params["folderId"].upper()
-        if folder not in _FOLDERS:
-            raise unauthorized()  # SystemOrUserFolderFilter: a folder of the caller's only
-        size = min(int(req.arg("page_size", "25") or 25), 25)
-        page = max(int(req.arg("page", "0") or 0), 0)
-        where, args = ["um.user_id = ?", _FOLDERS[folder]], [req.user["id"]]
-        if req.arg("unread") == "true":
-            where.append("um.unread = 1")
-        search = req.arg("search")
-        if search:
-            if len(search) < 3:
-                raise HttpError(400, {"error": "conversation.search.invalid"})
-            for word in search.split():
-                where.append("(m.subject LIKE ? OR m.body LIKE ?)")
-                args += [f"%{word}%", f"%{word}%"]
-        total = store.get(
-            f"SELECT count(*) n FROM conversation.usermessages um JOIN conversation.messages m"
-            f" ON m.id = um.message_id WHERE {' AND '.join(where)}",
-            *args,
-        )["n"]
-        rows = store.all(
-            f"SELECT m.*, um.unread FROM conversation.usermessages um JOIN conversation.messages m"
-            f" ON m.id = um.message_id WHERE {' AND '.join(where)} ORDER BY m.date DESC LIMIT ? OFFSET ?",
-            *args,
-            size,
-            page * size,
-        )
-        return Response.json(
-            [{**_summary(app, r), "unread": bool(r["unread"]), "count": total} for r in rows]
-        )
 
-    @router.route("GET", "/conversation/api/messages/:id", action=_API + "getMessage")
-    def get_message(req: Request) -> Response:
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        row = store.one(
-            "SELECT m.*, um.folder_id, um.trashed, um.unread FROM conversation.usermessages um JOIN"
-            " conversation.messages m ON m.id = um.message_id WHERE um.user_id = ? AND m.id = ?",
-            req.user["id"],
-            req.params["id"],
-        )
-        if row is None:
-            raise unauthorized()  # MessageUserFilter: only a message of the caller's mailbox
-        return Response.json(
-            {
-                **_summary(app, row),
-                "body": "" if row["state"] == "RECALL" else row["body"],
-                "folder_id": row["folder_id"],
-                "trashed": bool(row["trashed"]),
-                "unread": bool(row["unread"]),
-            }
-        )
-
-    @router.route("POST", "/conversation/draft", action=_CONV + "createDraft")
-    def draft(req: Request) -> Response:
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        body = check_body(req.json())
-        ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
-        rec = resolve_recipients(app, req.user["id"], ids)
-        with store.transaction() as db:
-            message_id = create_draft(db, req.user, body, rec, int(time.time() * 1000))
-        return Response.json({"id": message_id}, 201)
-
-    @router.route("POST", "/conversation/message/:id/attachment", action=_CONV + "postAttachment")
-    def upload(req: Request) -> Response:
-        """The file is the raw body (the platform takes a multipart upload); its name in ``?name=``."""
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        if (
-            store.one(
-                "SELECT 1 FROM conversation.usermessages WHERE user_id = ? AND message_id = ?",
-                req.user["id"],
-                req.params["id"],
-            )
-            is None
-        ):
-            raise unauthorized()  # MessageUserFilter
-        content_type = req.headers.get("content-type") or "application/octet-stream"
-        with store.transaction() as db:
-            attachment_id = attach(
-                db, req.user["id"], req.params["id"], req.arg("name") or "file", content_type, len(req.body)
-            )
-        return Response.json({"id": attachment_id})
-
-    @router.route("POST", "/conversation/api/messages/:id/recall", action=_API + "recallMessage")
-    def recall(req: Request) -> Response:
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        since = int(time.time() * 1000) - RECALL_MINUTES * 60 * 1000
-        changed = store.execute(
-            "UPDATE conversation.messages SET state = 'RECALL' WHERE id = ? AND state = 'SENT' AND date >= ?"
-            ' AND "from" = ?',
-            req.params["id"],
-            since,
-            req.user["id"],
-        )
-        if changed != 1:
-            raise HttpError(400, {"error": "conversation.error.recall.mail"})
-        return Response.json({})
-
-    @router.route(
-        "POST", "/conversation/api/purge/messages", mfa=True, csrf=False, action=_API + "purgeMessages"
+@ROUTES.route(
+    "GET",
+    "/conversation/api/folders/:folderId/messages",
+    action=_API + "listMessages",
+    contract="conversation/api-folder-messages-get",
+)
+def folder_messages(app: LabApp, req: Request) -> Response:
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    folder = req.params["folderId"].upper()
+    if folder not in _FOLDERS:
+        raise unauthorized()  # SystemOrUserFolderFilter: a folder of the caller's only
+    size = min(int(req.arg("page_size", "25") or 25), 25)
+    page = max(int(req.arg("page", "0") or 0), 0)
+    where, args = ["um.user_id = ?", _FOLDERS[folder]], [req.user["id"]]
+    if req.arg("unread") == "true":
+        where.append("um.unread = 1")
+    search = req.arg("search")
+    if search:
+        if len(search) < 3:
+            raise HttpError(400, {"error": "conversation.search.invalid"})
+        for word in search.split():
+            where.append("(m.subject LIKE ? OR m.body LIKE ?)")
+            args += [f"%{word}%", f"%{word}%"]
+    total = app.store.get(
+        f"SELECT count(*) n FROM conversation.usermessages um JOIN conversation.messages m"
+        f" ON m.id = um.message_id WHERE {' AND '.join(where)}",
+        *args,
+    )["n"]
+    rows = app.store.all(
+        f"SELECT m.*, um.unread FROM conversation.usermessages um JOIN conversation.messages m"
+        f" ON m.id = um.message_id WHERE {' AND '.join(where)} ORDER BY m.date DESC LIMIT ? OFFSET ?",
+        *args,
+        size,
+        page * size,
     )
-    def purge(req: Request) -> Response:
-        app.require_admc(req)  # SuperAdminFilter + MFA, @IgnoreCsrf
-        body = req.json()
-        ids = body.get("id") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise HttpError(400, {"error": "conversation.purge.invalid"})
-        marks = ",".join("?" * len(ids))
-        with store.transaction() as db:
-            # As the current platform: every mailbox copy goes; the messages rows become orphans.
-            db.execute(f"DELETE FROM conversation.usermessagesattachments WHERE message_id IN ({marks})", ids)
-            db.execute(f"DELETE FROM conversation.usermessages WHERE message_id IN ({marks})", ids)
-        return Response.json({"status": "ok"})
+    return Response.json([{**_summary(app, r), "unread": bool(r["unread"]), "count": total} for r in rows])
 
-    @router.route("POST", "/timeline/flashmsg/structure/:structureId", mfa=True)
-    def flash(req: Request) -> Response:
-        sid = req.params["structureId"]
-        app.require_structure(req, sid)  # AdmlOfStructure
-        body = req.json()
-        if not isinstance(body, dict) or not body.get("title") or not isinstance(body.get("contents"), dict):
-            raise HttpError(400, {"error": "invalid.flashmsg"})
-        store.execute(
-            "INSERT INTO flashmsg VALUES (?,?,?,?,?,?,?)",
-            str(uuid.uuid4()),
-            sid,
-            body["title"],
-            json.dumps(body["contents"]),
-            json.dumps(body.get("profiles") or []),
-            req.user["id"] if req.user is not None else None,
-            time.time(),
-        )
-        return Response.json({"id": sid}, 201)
 
-    @router.route("GET", "/infra/v2/event/list/:type/:epoch", action=_EVENTS)
-    def events(req: Request) -> Response:
-        app.require_admc(req)  # SuperAdminFilter
-        if req.params["type"] not in ("events", "traces"):
-            raise HttpError(400, {"error": "invalid.type"})
-        try:
-            start = int(req.params["epoch"])
-            duration = int(req.arg("duration", str(24 * 3600 * 1000)) or 0)
-        except ValueError:
-            raise HttpError(400, {"error": "invalid.epoch"}) from None
-        where = ["date >= ?", "date < ?"]
-        args: list[Any] = [start, start + duration]
-        kinds = [k for k in (req.arg("event-types") or "").split(",") if k]
-        if kinds:
-            where.append(f"event_type IN ({','.join('?' * len(kinds))})")
-            args += kinds
-        rows = store.all(
-            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY date, id LIMIT ?",
-            *args,
-            PAGE_LIMIT + 1,
+@ROUTES.route(
+    "GET",
+    "/conversation/api/messages/:id",
+    action=_API + "getMessage",
+    contract="conversation/api-message-get",
+)
+def get_message(app: LabApp, req: Request) -> Response:
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    row = app.store.one(
+        "SELECT m.*, um.folder_id, um.trashed, um.unread FROM conversation.usermessages um JOIN"
+        " conversation.messages m ON m.id = um.message_id WHERE um.user_id = ? AND m.id = ?",
+        req.user["id"],
+        req.params["id"],
+    )
+    if row is None:
+        raise unauthorized()  # MessageUserFilter: only a message of the caller's mailbox
+    return Response.json(
+        {
+            **_summary(app, row),
+            "body": "" if row["state"] == "RECALL" else row["body"],
+            "folder_id": row["folder_id"],
+            "trashed": bool(row["trashed"]),
+            "unread": bool(row["unread"]),
+        }
+    )
+
+
+@ROUTES.route("POST", "/conversation/draft", action=_CONV + "createDraft", contract="conversation/draft-post")
+def draft(app: LabApp, req: Request) -> Response:
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    body = check_body(req.json())
+    ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
+    rec = resolve_recipients(app, req.user["id"], ids)
+    with app.store.transaction() as db:
+        message_id = create_draft(db, req.user, body, rec, int(time.time() * 1000))
+    return Response.json({"id": message_id}, 201)
+
+
+@ROUTES.route(
+    "POST",
+    "/conversation/message/:id/attachment",
+    action=_CONV + "postAttachment",
+    contract="conversation/attachment-post",
+)
+def upload(app: LabApp, req: Request) -> Response:
+    """The file is the raw body (the platform takes a multipart upload); its name in ``?name=``."""
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    if (
+        app.store.one(
+            "SELECT 1 FROM conversation.usermessages WHERE user_id = ? AND message_id = ?",
+            req.user["id"],
+            req.params["id"],
         )
-        more = len(rows) > PAGE_LIMIT
-        data = [
-            {
-                "_id": r["id"],
-                "event-type": r["event_type"],
-                "module": r["module"],
-                "resource-type": r["resource_type"],
-                "userId": r["user_id"],
-                "profil": r["profil"],
-                "structures": json.loads(r["structures"] or "[]"),
-                "classes": [],
-                "date": r["date"],
-                "ip": r["ip"],
-                "ua": r["ua"],
-                "sessionId": r["session_id"],
-            }
-            for r in rows[:PAGE_LIMIT]
-        ]
-        return Response.json(data, headers={"X-HAS-MORE": "true" if more else "false"})
+        is None
+    ):
+        raise unauthorized()  # MessageUserFilter
+    content_type = req.headers.get("content-type") or "application/octet-stream"
+    with app.store.transaction() as db:
+        attachment_id = attach(
+            db, req.user["id"], req.params["id"], req.arg("name") or "file", content_type, len(req.body)
+        )
+    return Response.json({"id": attachment_id})
+
+
+@ROUTES.route(
+    "POST",
+    "/conversation/api/messages/:id/recall",
+    action=_API + "recallMessage",
+    contract="conversation/recall-post",
+)
+def recall(app: LabApp, req: Request) -> Response:
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    since = int(time.time() * 1000) - RECALL_MINUTES * 60 * 1000
+    changed = app.store.execute(
+        "UPDATE conversation.messages SET state = 'RECALL' WHERE id = ? AND state = 'SENT' AND date >= ?"
+        ' AND "from" = ?',
+        req.params["id"],
+        since,
+        req.user["id"],
+    )
+    if changed != 1:
+        raise HttpError(400, {"error": "conversation.error.recall.mail"})
+    return Response.empty(204)
+
+
+@ROUTES.route(
+    "POST",
+    "/conversation/api/purge/messages",
+    mfa=True,
+    csrf=False,
+    action=_API + "purgeMessages",
+    contract="conversation/api-purge-messages-post",
+)
+def purge(app: LabApp, req: Request) -> Response:
+    app.require_admc(req)  # SuperAdminFilter + MFA, @IgnoreCsrf
+    body = req.json()
+    ids = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise HttpError(400, {"error": "conversation.purge.invalid"})
+    marks = ",".join("?" * len(ids))
+    with app.store.transaction() as db:
+        # As the current platform: every mailbox copy goes; the messages rows become orphans.
+        db.execute(f"DELETE FROM conversation.usermessagesattachments WHERE message_id IN ({marks})", ids)
+        db.execute(f"DELETE FROM conversation.usermessages WHERE message_id IN ({marks})", ids)
+    return Response.json({"status": "ok"})

@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab import conversation_routes, graph
-from pcnctl.lab.web import HttpError, Request, Response, Router, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -46,30 +46,29 @@ def session_actions(app: LabApp, user_id: str) -> list[str]:
     return sorted({a[0] for r in rows for a in json.loads(r["actions"])})
 
 
-def register(router: Router, app: LabApp) -> None:
-    store = app.store
+ROUTES = Module("messagerie")
 
-    # -- conversation ---------------------------------------------------------------------------------
 
-    @router.route("GET", "/conversation/conversation")
-    def conversation_app(req: Request) -> Response:
-        """The Messagerie app page: a workflow route, checked against the session's cached actions."""
-        assert req.session is not None and req.user is not None
-        if not app.is_admc(req.user["id"]) and _CONV + "view" not in json.loads(req.session["actions"]):
-            raise unauthorized()
-        return Response.html("<html><body><h1>Messagerie</h1></body></html>")
+@ROUTES.route("GET", "/conversation/conversation", contract="conversation/view-get")
+def conversation_app(app: LabApp, req: Request) -> Response:
+    """The Messagerie app page: a workflow route, checked against the session's cached actions."""
+    assert req.session is not None and req.user is not None
+    if not app.is_admc(req.user["id"]) and _CONV + "view" not in json.loads(req.session["actions"]):
+        raise unauthorized()
+    return Response.html("<html><body><h1>Messagerie</h1></body></html>")
 
-    @router.route("POST", "/conversation/send", action=_CONV + "send")
-    def send(req: Request) -> Response:
-        if req.user is None:
-            raise HttpError(401, {"error": "invalid.user"})
-        body = req.json()
-        draft = req.arg("id")  # sending a saved draft: its recipients are the draft's
-        if draft:
-            row = store.one('SELECT "to", cc, cci FROM conversation.messages WHERE id = ?', draft)
-            body = {**body, **{k: json.loads(row[k] or "[]") for k in ("to", "cc", "cci")}} if row else body
-        recipients = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
-        # VisiblesFilter: every user or group named must be visible to the sender (checked when resolved).
-        return Response.json(
-            conversation_routes.store_message(app, req.user, body, recipients, req.headers, draft or None)
-        )
+
+@ROUTES.route("POST", "/conversation/send", contract="conversation/send-post", action=_CONV + "send")
+def send(app: LabApp, req: Request) -> Response:
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    body = req.json()
+    draft = req.arg("id")  # sending a saved draft: its recipients are the draft's
+    if draft:
+        row = app.store.one('SELECT "to", cc, cci FROM conversation.messages WHERE id = ?', draft)
+        body = {**body, **{k: json.loads(row[k] or "[]") for k in ("to", "cc", "cci")}} if row else body
+    recipients = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
+    # VisiblesFilter: every user or group named must be visible to the sender (checked when resolved).
+    return Response.json(
+        conversation_routes.store_message(app, req.user, body, recipients, req.headers, draft or None)
+    )

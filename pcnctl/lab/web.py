@@ -169,26 +169,10 @@ class Module:
 
 
 class Router:
-    """Route table: ``@router.route("GET", "/directory/structure/:id/users", mfa=True, action=...)``."""
+    """The route table of a running lab: every platform module's routes, mounted with :meth:`mount`."""
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
-
-    def route(
-        self,
-        method: str,
-        path: str,
-        *,
-        access: str = "session",
-        mfa: bool = False,
-        action: str | None = None,
-        csrf: bool = True,
-    ) -> Callable[[Handler], Handler]:
-        def register(fn: Handler) -> Handler:
-            self.routes.append(Route(method, _pattern(path), fn, access, mfa, action, csrf, path))
-            return fn
-
-        return register
 
     def mount(self, module: Module, app: Any) -> None:
         """Serve every route of ``module`` with ``app`` bound as the handlers' first argument."""
