@@ -411,7 +411,8 @@ def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqli
         "",
         f"`python benchmarks/bench_search.py {argv}` on {platform.machine()} (2 cores) / Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}. The schema of the conversation SQL "
-        "scripts 001-023 (the platform's indexes only, `text_searchable` filled by its trigger), rows "
+        "scripts 001-023 (the platform's indexes only; `text_searchable` as its trigger computes it, "
+        "joined from vectors computed once per paragraph group, see VECTORS in the script), rows "
         "written as the send code writes them: HTML bodies of 300 to 3,000 characters, 5 % group sends "
         "(8 copies), attachments on every copy, drafts, scheduled and recalled messages, 0.1 % threat "
         "variants plus a wave in the last two hours. "
