@@ -65,8 +65,8 @@ def root(
     if ent:
         # Given before the subcommand: its own -p option reads the same variable as its default.
         os.environ["PCNCTL_PROFILE"] = ent
-    if debug:
-        State.debug = True
+    # Decided again by every invocation (the tests run many in one process): the flag, else the variable.
+    State.debug = debug or bool(os.environ.get("PCNCTL_DEBUG"))
     if State.debug:
         import logging  # only with --debug: it costs start-up time every other run
 

@@ -25,7 +25,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
-    debug: bool = bool(os.environ.get("PCNCTL_DEBUG"))
+    """What the top-level options decided for this invocation (set by the root callback each time)."""
+
+    debug: bool = False
 
 
 def _profile_names(incomplete: str) -> list[str]:
