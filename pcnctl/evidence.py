@@ -20,6 +20,7 @@ from typing import Any
 from pcnctl import __version__
 from pcnctl.incident.store import Incident, utcnow, write_private
 from pcnctl.models import Identity
+from pcnctl.progress import progress_bar
 from pcnctl.sources.mailstore import Mailstore
 from pcnctl.timespec import iso
 
@@ -43,6 +44,7 @@ def collect(
     url: str,
     recipient_schools: dict[str, dict[str, list[str]]] | None = None,
     sender_schools: dict[str, list[str]] | None = None,
+    progress: bool = False,
 ) -> tuple[Path, int]:
     """Write a bundle for the messages still in the mailstore; returns its path and how many it holds."""
     started = utcnow()
@@ -55,35 +57,39 @@ def collect(
     bundle.mkdir(mode=0o700)
     copies = store.mailboxes(list(message_ids))
     lines = []
-    for message_id in message_ids:
-        message = store.get(message_id)
-        if message is None:
-            continue
-        lines.append(
-            json.dumps(
-                {
-                    "id": message.id,
-                    "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
-                    "date_ms": message.date,
-                    "from": message.sender,
-                    "from_name": message.sender_name,
-                    "subject": message.subject,
-                    "body": message.body,
-                    "to": message.to,
-                    "cc": message.cc,
-                    "cci": message.cci,
-                    "state": message.state,
-                    "mailboxes": [{"user": b.user, "folder": b.folder} for b in copies.get(message.id, [])],
-                    "groups": message.group_names,
-                    "recipients": message.recipients,
-                    "recipient_schools": (recipient_schools or {}).get(message.id, {}),
-                    "from_schools": (sender_schools or {}).get(message.id, []),
-                    "attachments": store.attachments(message.id),
-                },
-                ensure_ascii=False,
-                sort_keys=True,
+    with progress_bar(len(message_ids), "evidence", enabled=progress) as advance:
+        for message_id in message_ids:
+            advance(1)
+            message = store.get(message_id)
+            if message is None:
+                continue
+            lines.append(
+                json.dumps(
+                    {
+                        "id": message.id,
+                        "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
+                        "date_ms": message.date,
+                        "from": message.sender,
+                        "from_name": message.sender_name,
+                        "subject": message.subject,
+                        "body": message.body,
+                        "to": message.to,
+                        "cc": message.cc,
+                        "cci": message.cci,
+                        "state": message.state,
+                        "mailboxes": [
+                            {"user": b.user, "folder": b.folder} for b in copies.get(message.id, [])
+                        ],
+                        "groups": message.group_names,
+                        "recipients": message.recipients,
+                        "recipient_schools": (recipient_schools or {}).get(message.id, {}),
+                        "from_schools": (sender_schools or {}).get(message.id, []),
+                        "attachments": store.attachments(message.id),
+                    },
+                    ensure_ascii=False,
+                    sort_keys=True,
+                )
             )
-        )
     write_private(bundle / "messages.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     write_private(
         bundle / "query.json",

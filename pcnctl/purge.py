@@ -131,6 +131,7 @@ def execute(
             url=ctx.driver.profile.url,
             recipient_schools=schools,
             sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+            progress=ctx.show_progress,
         )
     run = run or ctx.start(
         OP, {"query": p.query, "evidence": str(bundle) if bundle else None}, [{"key": i} for i in p.ids]

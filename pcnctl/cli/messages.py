@@ -254,6 +254,7 @@ def evidence_(
             url=driver.profile.url,
             recipient_schools={m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]},
             sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+            progress=not quiet,
         )
     finally:
         store.close()
