@@ -181,6 +181,19 @@ def admc(lab: Lab, cli: Cli) -> Cli:
     return cli
 
 
+def add_token_profile(cli: Cli, lab: Lab, name: str = "tok", *options: str, login: str = "admc.pcn") -> None:
+    """An oauth-password profile on the lab's password client, with its secrets (and MFA code) in the env."""
+    client = lab.info["oauth"]["password_client"]
+    made = cli("profile", "add", name, "--url", lab.url, "--auth", "oauth-password", "--login", login,
+               "--client-id", client["client_id"], *options)  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    cli.setenv(
+        PCNCTL_PASSWORD=lab.password,
+        PCNCTL_CLIENT_SECRET=client["client_secret"],
+        PCNCTL_MFA_CODE=lab.mfa_code,
+    )
+
+
 @pytest.fixture
 def adml(lab: Lab, cli: Cli) -> Cli:
     """A CLI acting as the lab's first ADML (two schools)."""

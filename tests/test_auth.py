@@ -10,7 +10,7 @@ import requests
 
 from pcnctl.config import resolve_profile
 from pcnctl.edifice.driver import EdificeDriver
-from tests.conftest import Cli, Lab, MemoryKeyring
+from tests.conftest import Cli, Lab, MemoryKeyring, add_token_profile
 from tests.contract import load
 
 
@@ -67,26 +67,7 @@ def test_headless_machine_without_secret_points_to_the_variable(lab: Lab, cli: C
 
 
 def test_oauth_password_grant(lab: Lab, cli: Cli) -> None:
-    client = lab.info["oauth"]["password_client"]
-    cli(
-        "profile",
-        "add",
-        "tok",
-        "--url",
-        lab.url,
-        "--auth",
-        "oauth-password",
-        "--login",
-        "admc.pcn",
-        "--client-id",
-        client["client_id"],
-    )
-    # The platform asks an admin's token-backed session for its second factor too.
-    cli.setenv(
-        PCNCTL_PASSWORD=lab.password,
-        PCNCTL_CLIENT_SECRET=client["client_secret"],
-        PCNCTL_MFA_CODE=lab.mfa_code,
-    )
+    add_token_profile(cli, lab)  # with an MFA code: the platform asks token-backed admin sessions too
     result = cli("users", "list", "--school", "0782268S", "--profile", "Teacher", "-o", "json")
     assert result.exit_code == 0, result.stderr
     assert result.json() and {u["profile"] for u in result.json()} == {"Teacher"}
@@ -264,10 +245,7 @@ def test_a_blocked_account_is_told_so_on_both_login_routes(lab: Lab, cli: Cli) -
 
 
 def test_a_scope_the_client_may_not_have_is_named(lab: Lab, cli: Cli) -> None:
-    client = lab.info["oauth"]["password_client"]
-    cli("profile", "add", "tok", "--url", lab.url, "--auth", "oauth-password", "--login", "admc.pcn",
-        "--client-id", client["client_id"], "--scope", "userinfo directory payroll")  # fmt: skip
-    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_CLIENT_SECRET=client["client_secret"])
+    add_token_profile(cli, lab, "tok", "--scope", "userinfo directory payroll")
     result = cli("schools", "list", "-p", "tok")
     assert result.exit_code == 3 and "may not ask for scope 'userinfo directory payroll'" in result.stderr
 

@@ -12,7 +12,7 @@ from pcnctl.config import resolve_profile
 from pcnctl.edifice.driver import EdificeDriver
 from pcnctl.errors import ServerError, TransportError
 from pcnctl.http import HttpClient, RetryPolicy, parse_retry_after
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, add_token_profile
 
 
 def free_port() -> int:
@@ -82,26 +82,8 @@ def test_retry_after_parsing() -> None:
 def test_session_quota_gives_a_clear_error(lab: Lab, cli: Cli) -> None:
     """Above its session limit the platform answers 509 on the token endpoint (the cookie form does not
     check it: only the login page turns into the "too many of you" page, which doctor reports)."""
-    client = lab.info["oauth"]["password_client"]
-    cli(
-        "profile",
-        "add",
-        "tok",
-        "--url",
-        lab.url,
-        "--auth",
-        "oauth-password",
-        "--login",
-        "admc.pcn",
-        "--client-id",
-        client["client_id"],
-    )
+    add_token_profile(cli, lab)
     cli("profile", "add", "web", "--url", lab.url, "--login", "admc.pcn")
-    cli.setenv(
-        PCNCTL_PASSWORD=lab.password,
-        PCNCTL_CLIENT_SECRET=client["client_secret"],
-        PCNCTL_MFA_CODE=lab.mfa_code,
-    )
     lab.knobs(sessions_limit=1)
     assert cli("schools", "list", "-p", "tok").exit_code == 0  # first session fits
     result = cli("schools", "list", "-p", "tok")  # no cache here: a second login

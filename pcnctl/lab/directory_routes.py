@@ -74,6 +74,16 @@ def _hide_admc(app: LabApp, req: Request) -> bool:
     return not app.is_service(req) and req.user is not None and not app.is_admc(req.user["id"])
 
 
+def _parents(app: LabApp) -> dict[str, list[dict[str, str]]]:
+    """Each structure's parent structures (``HAS_ATTACHMENT``), as ``{id, name}``."""
+    parents: dict[str, list[dict[str, str]]] = {}
+    for r in app.store.all(
+        "SELECT p.structure_id, s.id, s.name FROM structure_parents p JOIN structures s ON s.id = p.parent_id"
+    ):
+        parents.setdefault(r["structure_id"], []).append({"id": r["id"], "name": r["name"]})
+    return parents
+
+
 # -- structures ---------------------------------------------------------------------------------------
 
 
@@ -82,11 +92,7 @@ def structure_admin_list(app: LabApp, req: Request) -> Response:
     """The structures an admin manages (an ADML with an empty scope would get them all)."""
     scope = app.require_admin(req)
     rows = app.store.all("SELECT * FROM structures ORDER BY name")
-    parents: dict[str, list[dict[str, str]]] = {}
-    for r in app.store.all(
-        "SELECT p.structure_id, s.id, s.name FROM structure_parents p JOIN structures s ON s.id = p.parent_id"
-    ):
-        parents.setdefault(r["structure_id"], []).append({"id": r["id"], "name": r["name"]})
+    parents = _parents(app)
     return Response.json(
         [
             {
@@ -121,11 +127,6 @@ def structure_admin_list(app: LabApp, req: Request) -> Response:
 def structures(app: LabApp, req: Request) -> Response:
     app.require_admc(req)  # workflow right structure.list.all, held by ADMC only in the lab
     rows = app.store.all("SELECT * FROM structures ORDER BY name")
-    parents: dict[str, list[dict[str, str]]] = {}
-    for r in app.store.all(
-        "SELECT p.structure_id, s.id, s.name FROM structure_parents p JOIN structures s ON s.id = p.parent_id"
-    ):
-        parents.setdefault(r["structure_id"], []).append({"id": r["id"], "name": r["name"]})
     return Response.json(
         [
             {
