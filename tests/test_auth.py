@@ -275,6 +275,12 @@ def test_a_headless_machine_logs_in_once_per_shift(
     lab: Lab, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No desktop keyring: the session (and its passed MFA) is cached in the kernel keyring, in memory."""
+    from pcnctl.kernelkeys import KernelKeyring
+
+    ring = KernelKeyring.open()
+    if ring is None or not ring.put("probe", "x", 5) or ring.get("probe") != "x":
+        pytest.skip("this kernel offers no user keyring here (a container without keyctl?)")
+    ring.drop("probe")
     name = f"shift{os.getpid()}"
     monkeypatch.delenv("PCNCTL_NO_KERNEL_KEYRING")
     cli("profile", "add", name, "--url", lab.url, "--login", "admc.pcn")
