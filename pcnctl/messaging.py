@@ -54,7 +54,8 @@ METHODS = ("communication", "roles", "login")
 LEVERS = {
     "communication": "cuts every group that lets the profile write (class groups included), its relations "
     "first, then its members' link, and students' links to their relatives: effective at once, stops "
-    "scripted sends too; the accounts can still receive and use the rest of the ENT.",
+    "scripted sends too; the accounts can still receive and use the rest of the ENT. A shared (functional "
+    "or manual) group is cut for all its members, teachers included.",
     "roles": "removes the Messagerie role: hides the app for new sessions only. A scripted POST "
     "/conversation/send still works, and live sessions keep their rights until they end: revoke them "
     "(pcnctl sessions revoke --school UAI --profile P) or use --method communication.",
@@ -110,7 +111,7 @@ class SchoolPlan:
         if method == "roles":
             n = len(self.prior["roles"])
             subs = len(self.prior.get("order", [])) - 1
-            also = f"; also in {subs} sub-structure(s) attached below (restored exactly)" if subs > 0 else ""
+            also = f"; also in {subs} sub-structure(s) attached below" if subs > 0 else ""
             return (f"remove {n} Messagerie role(s)" if n else "no Messagerie role to remove") + also
         return f"block {self.group['users'] - len(self.prior['blocked'])} login(s)"
 
@@ -550,8 +551,8 @@ def _verify_pairs(driver: EntDriver, block: dict[str, Any], samples: int, result
     to members only for students and relatives (the rules never let staff write to guests)."""
     uai, profile, sid = block["uai"], block["profile"], block["school_id"]
     if block["method"] == "communication":
-        for name, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(block))):
-            result.checks.append(Check(uai, f"{name} cut", "cannot write through it", observed, ok))
+        for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(block))):
+            result.checks.append(Check(uai, check, expected, observed, ok))
     members = driver.list_users(sid, profiles=[profile])
     staff = (
         driver.list_users(sid, profiles=["Teacher"])[:samples]

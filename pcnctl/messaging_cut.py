@@ -76,19 +76,18 @@ class CutPlan:
         )
 
     def summary(self) -> str:
+        """One short line for the plan table."""
         if not self.targets and not self.relatives:
             return "nothing to cut (no group lets these members write)"
         relations = sum(len(self.groups[t].outgoing) for t in self.targets)
         classes = sum(1 for t in self.targets if self.groups[t].kind == "ClassGroup")
         shared = sum(1 for t in self.targets if self.groups[t].kind in SHARED_KINDS)
-        parts = [f"cut the writing link of {len(self.targets)} group(s) ({classes} class, {shared} shared)"]
+        parts = [f"cut {len(self.targets)} group(s) ({classes} class, {shared} shared)"]
         if relations:
             parts.append(f"{relations} relation(s)")
         if self.relatives:
-            parts.append(f"children->relatives links of {len(self.relatives)} group(s)")
-        if shared:
-            parts.append("shared groups are cut for all their members")
-        return "; ".join(parts)
+            parts.append(f"{len(self.relatives)} relatives' group(s)")
+        return ", ".join(parts)
 
 
 def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
@@ -200,16 +199,19 @@ def restore_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
     return notes
 
 
-def check_cut(driver: EntDriver, cut: CutPlan) -> list[tuple[str, str, bool]]:
-    """(group, observed, ok) for each cut group: no writing link, no relation, no relatives' link left."""
+def check_cut(driver: EntDriver, cut: CutPlan) -> list[tuple[str, str, str, bool]]:
+    """(check, expected, observed, ok) for each cut group: no writing link nor relation left, and no
+    children -> relatives link on the relative groups."""
     out = []
     for gid in cut.targets:
         now = driver.group_links(gid)
         ok = now["users"] not in WRITES and not now["outgoing"]
-        out.append((cut.groups[gid].name, f"members {now['users']}, {len(now['outgoing'])} relation(s)", ok))
+        seen = f"members {now['users'] or 'none'}, {len(now['outgoing'])} relation(s)"
+        out.append((f"{cut.groups[gid].name} cut", "cannot write through it", seen, ok))
     for gid in cut.relatives:
         now = driver.group_links(gid)
-        out.append((cut.groups[gid].name, f"children->relatives {now['relative']}", now["relative"] is None))
+        seen = f"children->relatives {now['relative'] or 'none'}"
+        out.append((f"{cut.groups[gid].name} children->relatives", "none", seen, now["relative"] is None))
     return out
 
 

@@ -279,7 +279,9 @@ def drift(env: AuditEnv) -> Finding:
         if b["method"] == "communication":
             # Every group the block cut (class groups included), re-read as the verification does.
             cut = messaging_cut.CutPlan.from_json(messaging.prior_of(b))
-            reopened = [(name, seen) for name, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok]
+            reopened = [
+                (name, seen) for name, _want, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok
+            ]
             if reopened:
                 rows.append(
                     {
