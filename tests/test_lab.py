@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from pcnctl.lab.seed import seed
@@ -36,10 +35,9 @@ def test_small_seed_is_deterministic_and_valid(tmp_path: Path) -> None:
     assert logins is not None and logins["n"] == logins["d"]
 
 
-def test_paris_preset_size_and_speed(tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_paris_preset_size(tmp_path: Path) -> None:
+    """Its seeding time is a benchmark's business (docs/benchmarks.md), not a test's."""
     info, store = seeded(tmp_path, "paris", 1)
-    assert time.monotonic() - started < 60
     assert info["schools"] == 800 and 270_000 <= int(info["users"]) <= 330_000  # type: ignore[call-overload]
     assert all(is_valid(r[0]) and r[0].startswith("075") for r in store.all("SELECT uai FROM structures"))
 
