@@ -79,6 +79,7 @@ def test_ctrl_c_at_a_confirmation_prompt_exits_130(lab: Lab, admc: Cli, tmp_path
     )
     os.close(secondary)
     assert b"[y/N]" in read_until(primary, b"[y/N]")
+    time.sleep(0.5)  # let it settle in the prompt's read, where the operator's Ctrl-C lands
     proc.send_signal(signal.SIGINT)  # Ctrl-C: what the terminal sends the foreground process
     screen = read_until(primary, b"interrupted", timeout=10)
     assert proc.wait(timeout=20) == 130 and b"Aborted" not in screen
