@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, require_user, unauthorized
 
 if TYPE_CHECKING:
     import sqlite3
@@ -374,14 +374,13 @@ ROUTES = Module("conversation")
     contract="conversation/api-folder-messages-get",
 )
 def folder_messages(app: LabApp, req: Request) -> Response:
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     folder = req.params["folderId"].upper()
     if folder not in _FOLDERS:
         raise unauthorized()  # SystemOrUserFolderFilter: a folder of the caller's only
     size = min(int(req.arg("page_size", "25") or 25), 25)
     page = max(int(req.arg("page", "0") or 0), 0)
-    where, args = ["um.user_id = ?", _FOLDERS[folder]], [req.user["id"]]
+    where, args = ["um.user_id = ?", _FOLDERS[folder]], [user["id"]]
     if req.arg("unread") == "true":
         where.append("um.unread = 1")
     search = req.arg("search")
@@ -413,12 +412,11 @@ def folder_messages(app: LabApp, req: Request) -> Response:
     contract="conversation/api-message-get",
 )
 def get_message(app: LabApp, req: Request) -> Response:
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     row = app.store.one(
         "SELECT m.*, um.folder_id, um.trashed, um.unread FROM conversation.usermessages um JOIN"
         " conversation.messages m ON m.id = um.message_id WHERE um.user_id = ? AND m.id = ?",
-        req.user["id"],
+        user["id"],
         req.params["id"],
     )
     if row is None:
@@ -436,13 +434,12 @@ def get_message(app: LabApp, req: Request) -> Response:
 
 @ROUTES.route("POST", "/conversation/draft", action=_CONV + "createDraft", contract="conversation/draft-post")
 def draft(app: LabApp, req: Request) -> Response:
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     body = check_body(req.json())
     ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
-    rec = resolve_recipients(app, req.user["id"], ids)
+    rec = resolve_recipients(app, user["id"], ids)
     with app.store.transaction() as db:
-        message_id = create_draft(db, req.user, body, rec, int(time.time() * 1000))
+        message_id = create_draft(db, user, body, rec, int(time.time() * 1000))
     return Response.json({"id": message_id}, 201)
 
 
@@ -454,12 +451,11 @@ def draft(app: LabApp, req: Request) -> Response:
 )
 def upload(app: LabApp, req: Request) -> Response:
     """The file is the raw body (the platform takes a multipart upload); its name in ``?name=``."""
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     if (
         app.store.one(
             "SELECT 1 FROM conversation.usermessages WHERE user_id = ? AND message_id = ?",
-            req.user["id"],
+            user["id"],
             req.params["id"],
         )
         is None
@@ -468,7 +464,7 @@ def upload(app: LabApp, req: Request) -> Response:
     content_type = req.headers.get("content-type") or "application/octet-stream"
     with app.store.transaction() as db:
         attachment_id = attach(
-            db, req.user["id"], req.params["id"], req.arg("name") or "file", content_type, len(req.body)
+            db, user["id"], req.params["id"], req.arg("name") or "file", content_type, len(req.body)
         )
     return Response.json({"id": attachment_id})
 
@@ -480,15 +476,14 @@ def upload(app: LabApp, req: Request) -> Response:
     contract="conversation/recall-post",
 )
 def recall(app: LabApp, req: Request) -> Response:
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     since = int(time.time() * 1000) - RECALL_MINUTES * 60 * 1000
     changed = app.store.execute(
         "UPDATE conversation.messages SET state = 'RECALL' WHERE id = ? AND state = 'SENT' AND date >= ?"
         ' AND "from" = ?',
         req.params["id"],
         since,
-        req.user["id"],
+        user["id"],
     )
     if changed != 1:
         raise HttpError(400, {"error": "conversation.error.recall.mail"})

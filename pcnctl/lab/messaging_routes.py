@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab import conversation_routes, graph
-from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.lab.web import Module, Request, Response, require_user, unauthorized
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -60,8 +60,7 @@ def conversation_app(app: LabApp, req: Request) -> Response:
 
 @ROUTES.route("POST", "/conversation/send", contract="conversation/send-post", action=_CONV + "send")
 def send(app: LabApp, req: Request) -> Response:
-    if req.user is None:
-        raise HttpError(401, {"error": "invalid.user"})
+    user = require_user(req)
     body = req.json()
     draft = req.arg("id")  # sending a saved draft: its recipients are the draft's
     if draft:
@@ -70,5 +69,5 @@ def send(app: LabApp, req: Request) -> Response:
     recipients = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
     # VisiblesFilter: every user or group named must be visible to the sender (checked when resolved).
     return Response.json(
-        conversation_routes.store_message(app, req.user, body, recipients, req.headers, draft or None)
+        conversation_routes.store_message(app, user, body, recipients, req.headers, draft or None)
     )

@@ -25,6 +25,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pcnctl.lab.store import CONVERSATION_TABLES
+
 SCHEMA = r"""
 CREATE EXTENSION IF NOT EXISTS unaccent;
 CREATE SCHEMA IF NOT EXISTS conversation;
@@ -175,17 +177,6 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA conversation TO apps;
 DROP = "DROP SCHEMA IF EXISTS conversation CASCADE;"
 JSON_COLUMNS = {"to", "cc", "cci", "toName", "ccName", "cciName", "displayNames"}
 BOOL_COLUMNS = {"trashed", "unread", "noReply", "skip_uniq"}
-# Copy order: a row's references first.
-TABLES = (
-    "messages",
-    "attachments",
-    "folders",
-    "usermessages",
-    "usermessagesattachments",
-    "threads",
-    "userthreads",
-    "originalmessages",
-)
 
 
 def create_schema(conn: Any) -> None:
@@ -206,7 +197,7 @@ def copy_from_sqlite(sqlite_path: Path, conn: Any) -> dict[str, int]:
     counts = {}
     try:
         with conn.cursor() as cur:
-            for table in TABLES:
+            for table in CONVERSATION_TABLES:  # in copy order: a row's references first
                 rows = src.execute(f"SELECT * FROM {table}")
                 columns = [d[0] for d in rows.description if d[0] != "text_searchable"]
                 quoted = ", ".join(f'"{c}"' for c in columns)

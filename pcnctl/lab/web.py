@@ -103,6 +103,13 @@ class HttpError(Exception):
         )
 
 
+def require_user(req: Request) -> sqlite3.Row:
+    """The session's user; a token without one (client_credentials) gets the platform's 401 invalid.user."""
+    if req.user is None:
+        raise HttpError(401, {"error": "invalid.user"})
+    return req.user
+
+
 def unauthorized() -> HttpError:
     """Edifice's ActionFilter denial: a 401 HTML page."""
     return HttpError(401)
