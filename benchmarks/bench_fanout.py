@@ -30,6 +30,7 @@ def run_case(
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
+    from pcnctl.state.store import StateStore
 
     lab.control("/__lab/reset")
     os.environ["PCNCTL_HOME"] = str(home)
@@ -43,8 +44,11 @@ def run_case(
         users += driver.list_users(school.id, profiles=["Student", "Relative"])
     users = users[:accounts]
     plan = ops.plan("accounts.block", users)
-    incident, _ = open_incident(None, operator="bench")
-    ctx = RunContext.create(driver, incident, max_concurrency=64, show_progress=False, batch_size=batch_size)
+    state = StateStore(Path(tempfile.mkdtemp(prefix="pcnctl-bench-")))
+    incident, _ = open_incident(state, None, operator="bench")
+    ctx = RunContext.create(
+        driver, incident, state, max_concurrency=64, show_progress=False, batch_size=batch_size
+    )
     lab.control("/__lab/knobs", {"capacity": capacity, "latency_ms": latency_ms})
     before = lab.control("/__lab/state")["counters"]
     started = time.monotonic()

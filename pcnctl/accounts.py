@@ -195,6 +195,8 @@ class Plan:
     to_change: list[User]
     already: list[User]
     params: dict[str, Any] = field(default_factory=dict)
+    # On resume: accounts this run's own call, sent before the interruption, is seen to have changed.
+    confirmed: list[User] = field(default_factory=list)
 
     @property
     def schools(self) -> Counter[str]:
@@ -243,6 +245,33 @@ def plan(op: str, users: Sequence[User], params: dict[str, Any] | None = None) -
         already = []
     ids = {u.id for u in already}
     return Plan(op, list(users), [u for u in users if u.id not in ids], already, params)
+
+
+def prepare(
+    driver: EntDriver,
+    op: str,
+    refs: Sequence[str] = (),
+    params: dict[str, Any] | None = None,
+    *,
+    from_file: Path | None = None,
+    school: str | None = None,
+    profiles: Sequence[str] = (),
+    max_concurrency: int = 16,
+    progress: bool = False,
+) -> Plan:
+    """Resolve, check scope, plan: the part of every account operation that only reads, shared by the
+    commands, the playbooks and rollback (nothing is sent to change anything)."""
+    users = resolve_targets(
+        driver,
+        refs,
+        from_file=from_file,
+        school=school,
+        profiles=profiles,
+        max_concurrency=max_concurrency,
+        progress=progress,
+    )
+    check_scope(driver, users)
+    return plan(op, users, params)
 
 
 def check_cap(p: Plan, cap: int | None) -> None:
@@ -295,8 +324,13 @@ def _step_fn(
     def step(item: dict[str, Any]) -> Outcome:
         uid = item["key"]
         phase = phases.get(uid)
-        if phase is None:
-            ctx.item(run, uid, "start")
+        toggles = op in ("accounts.block", "accounts.unblock")
+        # Sent before and its answer lost: read the account before sending again.
+        if toggles and phase == "sending" and driver.get_user(uid).blocked == (op == "accounts.block"):
+            return Outcome(uid, "done", "the ENT shows the earlier call took effect")
+        if phase in (None, "sending", "failed"):
+            ctx.sending(run, uid)
+            phases[uid] = "sending"
         if op in ("accounts.block", "accounts.unblock"):
             driver.block_user(uid, op == "accounts.block")
         elif op == "sessions.revoke":
@@ -339,7 +373,7 @@ def _batch_fn(ctx: RunContext, op: str, run: str) -> Callable[[list[dict[str, An
     def step(batch: list[dict[str, Any]]) -> list[Outcome]:
         ids = [str(i["key"]) for i in batch]
         for uid in ids:
-            ctx.item(run, uid, "start")
+            ctx.sending(run, uid)
         ctx.driver.block_users(ids, op == "accounts.block")
         return [Outcome(uid, "done") for uid in ids]
 
@@ -358,6 +392,10 @@ def execute(
     for u in p.already:
         ctx.record(run, p.op, u.id, "already", "already in the wanted state", u.login)
         rows.append(result_row(u, "already", "already in the wanted state"))
+    for u in p.confirmed:
+        detail = "sent before the interruption; the ENT shows it took effect"
+        ctx.record(run, p.op, u.id, "done", detail, u.login)
+        rows.append(result_row(u, "done", detail))
     phases = dict(phases or {})
     codes: dict[str, str] = {}
 
@@ -445,12 +483,11 @@ def _write_codes(ctx: RunContext, run: str, users: list[User], codes: dict[str, 
 # -- resume -----------------------------------------------------------------------------------------------
 
 
-def unfinished(runs: Sequence[RunState]) -> list[RunState]:
-    return [r for r in runs if r.op in DEFAULT_CAPS and not r.finished and r.pending]
-
-
 def resume_run(ctx: RunContext, state: RunState) -> OpResult:
-    """Finish a run: only its pending items, re-read from the ENT so nothing is done twice."""
+    """Finish a run: only its pending items, re-read from the ENT so nothing is done twice. An item that
+    was in flight and is seen to have taken effect is this run's work (``done``: rollback undoes it); an
+    item never sent but already in the wanted state was changed by someone else (``already``)."""
+    ctx.check_resumable(state)
     pending = state.pending
     fresh = resolve_targets(
         ctx.driver,
@@ -461,21 +498,19 @@ def resume_run(ctx: RunContext, state: RunState) -> OpResult:
     check_scope(ctx.driver, fresh)
     by_id = {u.id: u for u in fresh}
     recorded = {i["key"]: i for i in pending}
-    users = []
-    for uid, user in by_id.items():
-        # Keep the blocked state the plan saw: resets and revokes decide on it, not on what the run did.
-        users.append(replace(user, blocked=bool(recorded[uid].get("blocked"))))
+    # Keep the blocked state the plan saw: resets and revokes decide on it, not on what the run did.
+    users = [replace(u, blocked=bool(recorded[uid].get("blocked"))) for uid, u in by_id.items()]
     p = plan(state.op, users, state.params)
-    # An item the journal left mid-way may have taken effect: re-plan it against the ENT's current state.
     if state.op in ("accounts.block", "accounts.unblock"):
         target = state.op == "accounts.block"
-        done_meanwhile = [u for u in p.to_change if by_id[u.id].blocked == target]
-        p.to_change = [u for u in p.to_change if u not in done_meanwhile]
-        p.already = p.already + done_meanwhile
+        reached = [u for u in p.to_change if by_id[u.id].blocked == target]
+        p.to_change = [u for u in p.to_change if u not in reached]
+        p.confirmed = [u for u in reached if u.id in state.in_flight]
+        p.already = p.already + [u for u in reached if u.id not in state.in_flight]
     phases = {k: v for k, v in state.phases.items() if k in recorded}
     for uid, phase in list(phases.items()):
         # Interrupted right after the block call: the ENT shows it took effect, so do not send it again.
-        if phase == "start" and uid in by_id and by_id[uid].blocked and not recorded[uid].get("blocked"):
+        if phase == "sending" and uid in by_id and by_id[uid].blocked and not recorded[uid].get("blocked"):
             phases[uid] = "blocked"
     return execute(ctx, p, run=state.run, phases=phases)
 
@@ -516,29 +551,30 @@ def plan_profile_block(
     return ProfilePlan(wanted, block, schools, users)
 
 
-def execute_profile_block(ctx: RunContext, p: ProfilePlan) -> str:
+OP_PROFILE_BLOCK = "accounts.block-profile"
+
+
+def execute_profile_block(ctx: RunContext, p: ProfilePlan, *, run: str | None = None) -> str:
     """Block or unblock a profile school by school; a block first saves who was already blocked, so that
     lifting it restores exactly that state (those accounts are blocked again)."""
-    import json
-
+    from pcnctl.incident import snapshots
     from pcnctl.incident.journal import read
 
-    op = "accounts.block-profile" if p.block else "accounts.unblock-profile"
+    op = OP_PROFILE_BLOCK if p.block else "accounts.unblock-profile"
     items = [{"key": s.id, "uai": s.uai, "profile": p.profile} for s in p.schools]
-    run = ctx.start(op, {"profile": p.profile}, items)
-    snapshots = ctx.incident.subdir("snapshots")
-    previous = {}
+    fresh = run is None
+    run = run or ctx.start(op, {"profile": p.profile}, items)
+    previous: dict[str, list[str]] = {}
     if not p.block:
-        for state in read(ctx.incident.journal_path):
-            if state.op == "accounts.block-profile" and state.params.get("profile") == p.profile:
-                path = snapshots / f"{state.run}.json"
-                if path.exists():
-                    previous.update(json.loads(path.read_text(encoding="utf-8")))
-    if p.block:
+        for state in read(ctx.state, ctx.incident.id, ent=ctx.ent):
+            mine = state.op == OP_PROFILE_BLOCK and state.params.get("profile") == p.profile
+            if mine and snapshots.exists(ctx.state, state.run):
+                previous.update(snapshots.load(ctx.state, ctx.audit, state.run))
+    if p.block and fresh:
         snapshot = {s.id: sorted(u.id for u in p.users[s.id] if u.blocked) for s in p.schools}
-        write_private(snapshots / f"{run}.json", json.dumps(snapshot, indent=1))
+        snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, snapshot)
     for school in p.schools:
-        ctx.item(run, school.id, "start")
+        ctx.sending(run, school.id)
         try:
             ctx.driver.block_profile(school.id, p.profile, p.block)
             for user_id in previous.get(school.id, []) if not p.block else []:
@@ -551,3 +587,11 @@ def execute_profile_block(ctx: RunContext, p: ProfilePlan) -> str:
         ctx.record(run, op, school.id, "done", detail, school.uai)
     ctx.end(run, "completed", {"schools": len(p.schools)})
     return run
+
+
+def resume_profile_block(ctx: RunContext, state: RunState) -> str:
+    """Finish a profile block or lift: the schools left (each call sets the state, so a redo is safe)."""
+    ctx.check_resumable(state)
+    pending = [i["key"] for i in state.pending]
+    p = plan_profile_block(ctx.driver, pending, state.params["profile"], state.op == OP_PROFILE_BLOCK)
+    return execute_profile_block(ctx, p, run=state.run)

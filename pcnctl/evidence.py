@@ -5,6 +5,11 @@ line: content, sender, recipients and their schools, dates, mailbox copies, atta
 ``query.json`` (the search that found them, the ENT and the profile) and ``manifest.json`` (SHA-256 of each
 file, message count, operator, identity and authentication mode, tool version, UTC times), itself hashed in
 ``manifest.sha256``. Files are 0600. ``pcnctl incident verify`` recomputes every hash.
+
+A bundle is written in a ``.partial-`` directory and renamed when its manifest is complete, so an
+interrupted collection never leaves a bundle that looks finished (nor an empty one that fails every later
+check). The manifest's hash is then sealed in the state store: deleting a bundle, or rewriting a manifest
+together with its ``manifest.sha256``, is detected.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ from pcnctl.incident.store import Incident, utcnow, write_private
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
 from pcnctl.sources.mailstore import Mailstore
+from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso
+
+PARTIAL = ".partial-"
+
+
+def _seal_name(incident: Incident, bundle: str) -> str:
+    return f"evidence:{incident.id}/{bundle}"
 
 
 def _sha256(path: Path) -> str:
@@ -34,6 +46,7 @@ def _sha256(path: Path) -> str:
 
 
 def collect(
+    state: StateStore,
     incident: Incident,
     store: Mailstore,
     message_ids: Sequence[str],
@@ -51,9 +64,10 @@ def collect(
     root = incident.subdir("evidence")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     n = 1
-    while (root / f"{stamp}-{n}").exists():
+    while (root / f"{stamp}-{n}").exists() or (root / f"{PARTIAL}{stamp}-{n}").exists():
         n += 1
-    bundle = root / f"{stamp}-{n}"
+    final = root / f"{stamp}-{n}"
+    bundle = root / f"{PARTIAL}{final.name}"
     bundle.mkdir(mode=0o700)
     copies = store.mailboxes(list(message_ids))
     lines = []
@@ -107,8 +121,11 @@ def collect(
         "completed_at": utcnow(),
     }
     write_private(bundle / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-    write_private(bundle / "manifest.sha256", f"{_sha256(bundle / 'manifest.json')}  manifest.json\n")
-    return bundle, len(lines)
+    head = _sha256(bundle / "manifest.json")
+    write_private(bundle / "manifest.sha256", f"{head}  manifest.json\n")
+    bundle.rename(final)
+    state.set_seal(_seal_name(incident, final.name), len(lines), head, str(manifest["completed_at"]))
+    return final, len(lines)
 
 
 @dataclass(frozen=True)
@@ -122,48 +139,53 @@ class BundleCheck:
         return {"bundle": self.bundle, "file": self.file, "ok": self.ok, "problem": self.problem}
 
 
-def verify(incident: Incident) -> list[BundleCheck]:
-    """Recompute every hash of every evidence bundle of the incident."""
+def verify(state: StateStore, incident: Incident) -> list[BundleCheck]:
+    """Recompute every hash of every evidence bundle of the incident, and compare with the seals."""
     root = incident.path / "evidence"
     checks: list[BundleCheck] = []
-    if not root.exists():
-        return checks
-    for bundle in sorted(p for p in root.iterdir() if p.is_dir()):
-        name = bundle.name
-        try:
-            expected = (bundle / "manifest.sha256").read_text().split()[0]
-            manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, IndexError):
-            checks.append(BundleCheck(name, "manifest", False, "manifest missing or unreadable"))
-            continue
-        actual = _sha256(bundle / "manifest.json")
-        checks.append(
-            BundleCheck(
-                name,
-                "manifest.json",
-                actual == expected,
-                "" if actual == expected else "manifest changed after it was written",
-            )
-        )
-        for file, digest in manifest.get("files", {}).items():
-            path = bundle / file
-            if not path.exists():
-                checks.append(BundleCheck(name, file, False, "file missing"))
-                continue
-            ok = _sha256(path) == digest
-            checks.append(BundleCheck(name, file, ok, "" if ok else "content changed after it was written"))
+    sealed = {s.name.rsplit("/", 1)[1]: s for s in state.seals(_seal_name(incident, ""))}
+    present = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    for name in sorted(set(sealed) - {p.name for p in present}):
+        checks.append(BundleCheck(name, "(bundle)", False, "bundle deleted after it was sealed"))
+    for bundle in present:
+        if bundle.name.startswith(PARTIAL):
+            continue  # an interrupted collection: never part of the evidence (purge collects again)
+        checks += _check_bundle(bundle, sealed.get(bundle.name))
     return checks
 
 
-def verified_ids(incident: Incident) -> set[str]:
+def _check_bundle(bundle: Path, seal: Any) -> list[BundleCheck]:
+    name = bundle.name
+    try:
+        expected = (bundle / "manifest.sha256").read_text().split()[0]
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, IndexError):
+        return [BundleCheck(name, "manifest", False, "manifest missing or unreadable")]
+    actual = _sha256(bundle / "manifest.json")
+    problem = "" if actual == expected else "manifest changed after it was written"
+    if not problem and seal is not None and seal.head != actual:
+        problem = "manifest rewritten: its hash is not the one sealed when the bundle was written"
+    checks = [BundleCheck(name, "manifest.json", not problem, problem)]
+    for file, digest in manifest.get("files", {}).items():
+        path = bundle / file
+        if not path.exists():
+            checks.append(BundleCheck(name, file, False, "file missing"))
+            continue
+        ok = _sha256(path) == digest
+        checks.append(BundleCheck(name, file, ok, "" if ok else "content changed after it was written"))
+    return checks
+
+
+def verified_ids(state: StateStore, incident: Incident) -> set[str]:
     """Message ids held by bundles whose hashes all check out (an evidence gap is a purge outside them)."""
-    bad = {c.bundle for c in verify(incident) if not c.ok}
+    bad = {c.bundle for c in verify(state, incident) if not c.ok}
     ids: set[str] = set()
     root = incident.path / "evidence"
     if not root.exists():
         return ids
     for bundle in root.iterdir():
-        if bundle.is_dir() and bundle.name not in bad and (bundle / "messages.jsonl").exists():
+        usable = not bundle.name.startswith(PARTIAL) and bundle.name not in bad
+        if bundle.is_dir() and usable and (bundle / "messages.jsonl").exists():
             for line in (bundle / "messages.jsonl").read_text(encoding="utf-8").splitlines():
                 ids.add(json.loads(line)["id"])
     return ids

@@ -13,8 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pcnctl import messaging
+from pcnctl.evidence import PARTIAL
 from pcnctl.incident.store import Incident
 from pcnctl.platform import EntDriver
+from pcnctl.state.store import StateStore, ent_key
 
 COLUMNS = (
     "uai",
@@ -80,8 +82,8 @@ def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
     if root.exists():
         for bundle in sorted(root.iterdir()):
             path = bundle / "messages.jsonl"
-            if not path.exists():
-                continue
+            if bundle.name.startswith(PARTIAL) or not path.exists():
+                continue  # an interrupted collection is not evidence
             for line in path.read_text(encoding="utf-8").splitlines():
                 m = json.loads(line)
                 out[m["id"]] = {
@@ -94,7 +96,9 @@ def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def affected_schools(driver: EntDriver, matches: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def affected_schools(
+    driver: EntDriver, matches: Iterable[dict[str, Any]], state: StateStore
+) -> list[dict[str, Any]]:
     schools = {s.uai: s for s in driver.list_schools()}
     per: dict[str, dict[str, Any]] = {}
     for m in matches:
@@ -110,7 +114,7 @@ def affected_schools(driver: EntDriver, matches: Iterable[dict[str, Any]]) -> li
             if uai in (m.get("from_schools") or []):
                 row["senders"].add(m["from"])
     blocks: dict[str, list[dict[str, Any]]] = {}
-    for b in messaging.active_blocks():
+    for b in messaging.active_blocks(state, ent_key(driver.profile.url)):
         blocks.setdefault(b["uai"], []).append(b)
     rows = []
     for uai, row in sorted(per.items()):

@@ -88,6 +88,9 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 20.0
     max_retry_after: float = 120.0
+    # A POST safe to send again (a login: a second session is harmless, no answer is worse); writes that
+    # are not safe to repeat keep the default and are never retried here.
+    repeatable: bool = False
 
 
 class HttpClient:
@@ -179,7 +182,7 @@ class HttpClient:
             try:
                 response = self._send(method, path, params=params, json=json, data=data, extra=headers)
             except TransportError:
-                if method in IDEMPOTENT and attempt < policy.attempts:
+                if (method in IDEMPOTENT or policy.repeatable) and attempt < policy.attempts:
                     self._backoff(attempt, None, policy)
                     continue
                 raise
@@ -195,7 +198,8 @@ class HttpClient:
                 continue
             if status in allow:
                 return response
-            if status in RETRY_STATUSES and method in IDEMPOTENT and attempt < policy.attempts:
+            repeat = method in IDEMPOTENT or policy.repeatable
+            if status in RETRY_STATUSES and repeat and attempt < policy.attempts:
                 self._backoff(attempt, response, policy)
                 continue
             if status < 300:

@@ -12,30 +12,27 @@ Edifice has no messaging switch (edifice-api.md §2). The levers, weakest to str
 * ``login``: block the logins of the whole profile in the school. Sessions drop at once and the whole ENT
   stops for those accounts, not only messaging.
 
-Every block is recorded in the registry (``$PCNCTL_HOME/messaging-blocks.json``) with its lever, school,
-incident, author, times and optional expiry, and the exact prior state is saved in the incident before
-anything changes.
+Every block is recorded in the state store with the ENT it is on, its lever, school, incident, author,
+times and optional expiry, and the exact prior state is saved (and sealed) before anything changes. A
+school already blocked by another incident is not blocked twice: the new incident joins the block, and
+the lever is lifted only when the last incident holding it lets go.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pcnctl import directory
-from pcnctl.config import private_dir, state_dir
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.fanout import Fanout, Outcome
+from pcnctl.incident import snapshots
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
-from pcnctl.incident.store import utcnow, write_private
+from pcnctl.incident.store import utcnow
 from pcnctl.messaging_cut import (
     CutPlan,
     apply_cut,
@@ -48,6 +45,7 @@ from pcnctl.messaging_cut import (
 from pcnctl.models import School
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
+from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
 METHODS = ("communication", "roles", "login")
@@ -68,29 +66,31 @@ OP_BLOCK = "messaging.block"
 # -- registry of blocks in force --------------------------------------------------------------------------
 
 
-def registry_path() -> Path:
-    return state_dir() / "messaging-blocks.json"
+def blocks(state: StateStore, ent: str | None, *, include_lifted: bool = False) -> list[dict[str, Any]]:
+    """The blocks of one ENT in the store (of every ENT when ``ent`` is None: an incident's report), only
+    those in force unless told otherwise."""
+    where = ["ent = ?"] if ent is not None else []
+    if not include_lifted:
+        where.append("status = 'active'")
+    sql = "SELECT body FROM blocks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+    return [json.loads(r["body"]) for r in state.rows(sql, *([ent] if ent is not None else []))]
 
 
-@contextmanager
-def registry() -> Iterator[list[dict[str, Any]]]:
-    """The block registry, locked for the duration (two pcnctl processes never lose each other's writes)."""
-    path = registry_path()
-    private_dir(path.parent)
-    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-        yield entries
-        write_private(path, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        os.close(lock)
+def active_blocks(state: StateStore, ent: str) -> list[dict[str, Any]]:
+    return blocks(state, ent)
 
 
-def active_blocks() -> list[dict[str, Any]]:
-    with registry() as entries:
-        return [e for e in entries if e["status"] == "active"]
+def save_block(state: StateStore, entry: dict[str, Any]) -> None:
+    state.execute(
+        "INSERT INTO blocks VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+        "body = excluded.body",
+        entry["id"],
+        entry["ent"],
+        entry["incident"],
+        entry["run"],
+        entry["status"],
+        json.dumps(entry, ensure_ascii=False),
+    )
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -102,10 +102,12 @@ class SchoolPlan:
     group: dict[str, Any]
     prior: dict[str, Any]
     already: bool = False
+    holder: dict[str, Any] | None = None  # the block in force that this plan joins
 
     def change(self, method: str) -> str:
         if self.already:
-            return "already blocked by pcnctl (left alone)"
+            held = f" by incident {self.holder['incident']}" if self.holder else ""
+            return f"already blocked{held}: this incident joins the block (lifted when both let go)"
         if method == "communication":
             return CutPlan.from_json(self.prior).summary()
         if method == "roles":
@@ -131,6 +133,10 @@ class BlockPlan:
     @property
     def users(self) -> int:
         return sum(int(s.group["users"]) for s in self.to_change)
+
+    def joins(self, incident: str | None) -> list[SchoolPlan]:
+        """Schools another incident blocks, which a run in ``incident`` joins (None: a new incident)."""
+        return [s for s in self.schools if s.holder is not None and s.holder["incident"] != incident]
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -180,6 +186,7 @@ def plan_block(
     until: datetime | None = None,
     reason: str = "",
     max_concurrency: int = 16,
+    state: StateStore,
 ) -> BlockPlan:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", hint=f"choose from {', '.join(METHODS)}")
@@ -192,14 +199,17 @@ def plan_block(
         driver.list_schools() if all_schools else [directory.resolve_school(driver, r) for r in school_refs]
     )
     schools = list({s.id: s for s in schools}.values())
-    current = {(b["school_id"], b["profile"], b["method"]) for b in active_blocks()}
+    current = {
+        (b["school_id"], b["profile"], b["method"]): b
+        for b in active_blocks(state, ent_key(driver.profile.url))
+    }
     plans: dict[str, SchoolPlan] = {}
 
     def read(school: School) -> Outcome:
         group = _profile_group(driver, school, wanted)
-        already = (school.id, wanted, method) in current
-        prior = {} if already else _prior(driver, school, group, method, wanted)
-        plans[school.id] = SchoolPlan(school, group, prior, already)
+        holder = current.get((school.id, wanted, method))
+        prior = {} if holder else _prior(driver, school, group, method, wanted)
+        plans[school.id] = SchoolPlan(school, group, prior, holder is not None, holder)
         return Outcome(school.id, "done")
 
     report = Fanout(read, key=lambda s: s.id, idempotent=True, max_concurrency=max_concurrency).run(schools)
@@ -229,7 +239,8 @@ def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> str:
 def execute_block(
     ctx: RunContext, p: BlockPlan, *, run: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Snapshot every school first, then block school by school (journalled, resumable), then register."""
+    """Snapshot every school first, then block school by school (journalled, resumable), then register.
+    Schools another incident already blocks are joined, not blocked again."""
     todo = p.to_change
     items = [{"key": s.school.id, "uai": s.school.uai, "group": s.group["id"]} for s in todo]
     params = {
@@ -240,20 +251,18 @@ def execute_block(
     }
     fresh = run is None
     run = run or ctx.start(OP_BLOCK, params, items)
-    snapshot_path = ctx.incident.subdir("snapshots") / f"{run}.json"
     if fresh:
         snapshot = {s.school.id: {"uai": s.school.uai, "group": s.group, "prior": s.prior} for s in todo}
-        write_private(
-            snapshot_path,
-            json.dumps(
-                {"profile": p.profile, "method": p.method, "schools": snapshot}, indent=1, ensure_ascii=False
-            ),
-        )
+        data = {"profile": p.profile, "method": p.method, "schools": snapshot}
+        snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
+        for sp in p.schools:
+            if sp.already and sp.holder is not None and sp.holder["incident"] != ctx.incident.id:
+                _register(ctx, run, sp, p, sp.holder["snapshot"], joined=sp.holder["id"])
     by_id = {s.school.id: s for s in todo}
     rows: list[dict[str, Any]] = []
 
     def step(sp: SchoolPlan) -> Outcome:
-        ctx.item(run, sp.school.id, "start")
+        ctx.sending(run, sp.school.id)
         return Outcome(sp.school.id, "done", _apply(ctx.driver, sp, p.method, p.profile))
 
     def on_outcome(o: Outcome) -> None:
@@ -261,17 +270,9 @@ def execute_block(
         if o.status == "done":
             # Registered before the journal says done: a crash in between re-runs the school on resume,
             # and registering again replaces the entry instead of losing it.
-            _register(ctx, run, sp, p, snapshot_path)
+            _register(ctx, run, sp, p, run)
         ctx.record(run, OP_BLOCK, o.key, o.status, o.detail, sp.school.uai)
-        rows.append(
-            {
-                "school": sp.school.uai,
-                "name": sp.school.name,
-                "method": p.method,
-                "result": o.status,
-                "detail": o.detail or sp.change(p.method),
-            }
-        )
+        rows.append(_row(sp, p.method, o.status, o.detail or sp.change(p.method)))
 
     with progress_bar(len(todo), f"block {p.profile} messaging", enabled=ctx.show_progress) as advance:
         fanout = Fanout(
@@ -286,51 +287,55 @@ def execute_block(
             fanout.run(todo)
         except KeyboardInterrupt:
             raise ctx.interrupted(run, {"done": len(rows)}) from None
-    for sp in p.schools:
-        if sp.already:
-            rows.append(
-                {
-                    "school": sp.school.uai,
-                    "name": sp.school.name,
-                    "method": p.method,
-                    "result": "already",
-                    "detail": "already blocked by pcnctl",
-                }
-            )
+    rows += [_row(sp, p.method, "already", sp.change(p.method)) for sp in p.schools if sp.already]
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
     return run, sorted(rows, key=lambda r: r["school"])
 
 
-def _register(ctx: RunContext, run: str, sp: SchoolPlan, p: BlockPlan, snapshot: Path) -> None:
-    entry_id = f"{run}:{sp.school.uai}"
-    with registry() as entries:
-        entries[:] = [e for e in entries if e["id"] != entry_id]
-        entries.append(
-            {
-                "id": entry_id,
-                "run": run,
-                "incident": ctx.incident.id,
-                "school_id": sp.school.id,
-                "uai": sp.school.uai,
-                "name": sp.school.name,
-                "profile": p.profile,
-                "method": p.method,
-                "group": sp.group["id"],
-                "since": utcnow(),
-                "by": ctx.identity.label,
-                "auth": ctx.identity.auth_mode,
-                "until": iso(p.until) if p.until else None,
-                "reason": p.reason,
-                "snapshot": str(snapshot),
-                "status": "active",
-            }
-        )
+def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> dict[str, Any]:
+    return {
+        "school": sp.school.uai,
+        "name": sp.school.name,
+        "method": method,
+        "result": result,
+        "detail": detail,
+    }
+
+
+def _register(
+    ctx: RunContext, run: str, sp: SchoolPlan, p: BlockPlan, snapshot: str, joined: str = ""
+) -> None:
+    save_block(
+        ctx.state,
+        {
+            "id": f"{run}:{sp.school.uai}",
+            "ent": ctx.ent,
+            "run": run,
+            "incident": ctx.incident.id,
+            "school_id": sp.school.id,
+            "uai": sp.school.uai,
+            "name": sp.school.name,
+            "profile": p.profile,
+            "method": p.method,
+            "group": sp.group["id"],
+            "since": utcnow(),
+            "by": ctx.identity.label,
+            "auth": ctx.identity.auth_mode,
+            "until": iso(p.until) if p.until else None,
+            "reason": p.reason,
+            "snapshot": snapshot,  # the run whose snapshot holds the prior state
+            "joined": joined,  # the block in force this one joined ('' when this run applied the lever)
+            "status": "active",
+        },
+    )
 
 
 def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, Any]]]:
-    """Finish an interrupted block: the snapshot taken before the run stays the reference."""
-    snapshot = json.loads((ctx.incident.path / "snapshots" / f"{state.run}.json").read_text(encoding="utf-8"))
+    """Finish an interrupted block: the snapshot taken before the run stays the reference, whatever the
+    ENT looks like now (half cut by this very run)."""
+    ctx.check_resumable(state)
+    snapshot = snapshots.load(ctx.state, ctx.audit, state.run)
     pending = {i["key"] for i in state.pending}
     schools = {s.id: s for s in ctx.driver.list_schools()}
     plans = [
@@ -351,19 +356,23 @@ def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, 
 
 
 def select_blocks(
-    *, incident: str | None, school_refs: Sequence[str], all_schools: bool, driver: EntDriver | None = None
+    state: StateStore, ent: str, *, incident: str | None, school_refs: Sequence[str], all_schools: bool
 ) -> list[dict[str, Any]]:
+    """The blocks in force on this ENT that a lift names; a named incident must exist."""
     if sum(bool(x) for x in (incident, school_refs, all_schools)) != 1:
         raise UsageError("give exactly one of --incident ID, --school UAI (repeatable) or --all-schools")
-    blocks = active_blocks()
+    current = active_blocks(state, ent)
     if incident:
-        return [b for b in blocks if b["incident"] == incident]
+        from pcnctl.incident.store import Incident
+
+        Incident.load(state, incident)  # a mistyped id is an error, not "no block matches"
+        return [b for b in current if b["incident"] == incident]
     if school_refs:
         from pcnctl.uai import normalise
 
         uais = {normalise(r) for r in school_refs}
-        return [b for b in blocks if b["uai"] in uais]
-    return blocks
+        return [b for b in current if b["uai"] in uais]
+    return current
 
 
 def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) -> list[str]:
@@ -383,30 +392,42 @@ def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) ->
     return notes
 
 
-def execute_unblock(ctx: RunContext, blocks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Restore each block's snapshot, schools in parallel through the fan-out executor (each restore reads
-    before it writes, so a school is safe to redo)."""
-    op = "messaging.unblock"
-    run = ctx.start(op, {}, [{"key": b["id"], "uai": b["uai"], "method": b["method"]} for b in blocks])
-    rows: list[dict[str, Any]] = []
-    snapshots: dict[str, dict[str, Any]] = {}
-    for block in blocks:
-        if block["snapshot"] not in snapshots:
-            snapshots[block["snapshot"]] = json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
-    by_id = {b["id"]: b for b in blocks}
+def _lever(block: dict[str, Any]) -> tuple[str, str, str]:
+    return (block["school_id"], block["profile"], block["method"])
 
-    def step(block: dict[str, Any]) -> Outcome:
-        ctx.item(run, block["id"], "start")
-        entry = snapshots[block["snapshot"]]["schools"][block["school_id"]]
-        return Outcome(block["id"], "done", "; ".join(_restore(ctx.driver, block, entry)))
+
+def execute_unblock(ctx: RunContext, lift: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Restore each lever's snapshot, schools in parallel through the fan-out executor (each restore reads
+    before it writes, so a school is safe to redo). A lever another incident still holds stays in force:
+    only this incident's hold is lifted."""
+    op = "messaging.unblock"
+    run = ctx.start(op, {}, [{"key": b["id"], "uai": b["uai"], "method": b["method"]} for b in lift])
+    rows: list[dict[str, Any]] = []
+    lifting = {b["id"] for b in lift}
+    held = {_lever(b) for b in active_blocks(ctx.state, ctx.ent) if b["id"] not in lifting}
+    levers: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for block in lift:
+        levers.setdefault(_lever(block), []).append(block)
+    loaded = {b["snapshot"]: snapshots.load(ctx.state, ctx.audit, b["snapshot"]) for b in lift}
+
+    def step(group: list[dict[str, Any]]) -> list[Outcome]:
+        for block in group:
+            ctx.sending(run, block["id"])
+        if _lever(group[0]) in held:
+            return [Outcome(b["id"], "done", "kept in force: another incident still holds it") for b in group]
+        entry = loaded[group[0]["snapshot"]]["schools"][group[0]["school_id"]]
+        detail = "; ".join(_restore(ctx.driver, group[0], entry))
+        return [Outcome(b["id"], "done", detail) for b in group]
+
+    by_id = {b["id"]: b for b in lift}
 
     def on_outcome(o: Outcome) -> None:
         block = by_id[o.key]
         if o.status == "done":
-            with registry() as entries:
-                for e in entries:
-                    if e["id"] == block["id"]:
-                        e.update(status="lifted", lifted_at=utcnow(), lifted_by=ctx.identity.label)
+            save_block(
+                ctx.state,
+                {**block, "status": "lifted", "lifted_at": utcnow(), "lifted_by": ctx.identity.label},
+            )
         ctx.record(run, op, block["id"], o.status, o.detail, block["uai"])
         rows.append(
             {"school": block["uai"], "method": block["method"], "result": o.status, "detail": o.detail}
@@ -414,12 +435,12 @@ def execute_unblock(ctx: RunContext, blocks: Sequence[dict[str, Any]]) -> list[d
 
     fanout = Fanout(
         step,
-        key=lambda b: b["id"],
+        key=lambda group: [b["id"] for b in group],
         idempotent=True,
         max_concurrency=ctx.max_concurrency,
         on_outcome=on_outcome,
     )
-    fanout.run(sorted(blocks, key=lambda b: b["uai"]))
+    fanout.run(sorted(levers.values(), key=lambda g: g[0]["uai"]))
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
     return sorted(rows, key=lambda r: r["school"])
@@ -428,39 +449,36 @@ def execute_unblock(ctx: RunContext, blocks: Sequence[dict[str, Any]]) -> list[d
 # -- status, expiry ---------------------------------------------------------------------------------------
 
 
-def status_rows(now: datetime | None = None, *, include_lifted: bool = False) -> list[dict[str, Any]]:
+def status_rows(
+    state: StateStore, ent: str | None, now: datetime | None = None, *, include_lifted: bool = False
+) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
-    with registry() as entries:
-        rows = []
-        for e in entries:
-            if e["status"] != "active" and not include_lifted:
-                continue
-            expired = (
-                bool(e.get("until")) and datetime.fromisoformat(e["until"].replace("Z", "+00:00")) <= now
-            )
-            rows.append(
-                {
-                    "school": e["uai"],
-                    "name": e.get("name"),
-                    "profile": e["profile"],
-                    "method": e["method"],
-                    "since": e["since"],
-                    "by": e["by"],
-                    "incident": e["incident"],
-                    "until": e.get("until"),
-                    "expired": expired,
-                    "reason": e.get("reason"),
-                    "status": e["status"],
-                }
-            )
-        return sorted(rows, key=lambda r: (r["school"], r["since"]))
+    rows = []
+    for e in blocks(state, ent, include_lifted=include_lifted):
+        expired = bool(e.get("until")) and datetime.fromisoformat(e["until"].replace("Z", "+00:00")) <= now
+        rows.append(
+            {
+                "school": e["uai"],
+                "name": e.get("name"),
+                "profile": e["profile"],
+                "method": e["method"],
+                "since": e["since"],
+                "by": e["by"],
+                "incident": e["incident"],
+                "until": e.get("until"),
+                "expired": expired,
+                "reason": e.get("reason"),
+                "status": e["status"],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["school"], r["since"]))
 
 
-def expired_blocks(now: datetime | None = None) -> list[dict[str, Any]]:
+def expired_blocks(state: StateStore, ent: str, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     return [
         b
-        for b in active_blocks()
+        for b in active_blocks(state, ent)
         if b.get("until") and datetime.fromisoformat(b["until"].replace("Z", "+00:00")) <= now
     ]
 
@@ -508,15 +526,16 @@ class Verification:
         return "effective"
 
 
-def prior_of(block: dict[str, Any]) -> dict[str, Any]:
-    """The prior state a registered block saved (its school's entry in the run's snapshot)."""
-    snapshot = json.loads(Path(block["snapshot"]).read_text(encoding="utf-8"))
+def prior_of(state: StateStore, block: dict[str, Any]) -> dict[str, Any]:
+    """The prior state a registered block saved (its school's entry in the run's sealed snapshot)."""
+    snapshot = snapshots.load(state, state.audit_log(), block["snapshot"])
     prior: dict[str, Any] = snapshot["schools"][block["school_id"]]["prior"]
     return prior
 
 
 def verify(
     driver: EntDriver,
+    state: StateStore,
     blocks: Sequence[dict[str, Any]],
     *,
     samples: int = 3,
@@ -530,7 +549,7 @@ def verify(
         if block["method"] == "login":
             _verify_login(driver, block, samples, result)
         else:
-            _verify_pairs(driver, block, samples, result)
+            _verify_pairs(driver, state, block, samples, result)
     if canary is not None:
         # The recipient is looked up with the admin session: the canary itself may not search the directory.
         target = driver.find_user_by_login(canary_to) if canary_to else None
@@ -546,12 +565,14 @@ def _verify_login(driver: EntDriver, block: dict[str, Any], samples: int, result
         )
 
 
-def _verify_pairs(driver: EntDriver, block: dict[str, Any], samples: int, result: Verification) -> None:
+def _verify_pairs(
+    driver: EntDriver, state: StateStore, block: dict[str, Any], samples: int, result: Verification
+) -> None:
     """The pairs that matter for the lever and the profile: members to staff and to each other; staff
     to members only for students and relatives (the rules never let staff write to guests)."""
     uai, profile, sid = block["uai"], block["profile"], block["school_id"]
     if block["method"] == "communication":
-        for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(block))):
+        for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(state, block))):
             result.checks.append(Check(uai, check, expected, observed, ok))
     members = driver.list_users(sid, profiles=[profile])
     staff = (
@@ -604,8 +625,8 @@ def verify_run(
 ) -> Verification:
     """Verify the blocks a run registered: what the command and the playbook operation both do after
     a block."""
-    blocks = [b for b in active_blocks() if b["run"] == run]
-    return verify(ctx.driver, blocks, canary=canary, canary_to=canary_to)
+    mine = [b for b in active_blocks(ctx.state, ctx.ent) if b["run"] == run]
+    return verify(ctx.driver, ctx.state, mine, canary=canary, canary_to=canary_to)
 
 
 def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:

@@ -142,8 +142,12 @@ def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
             try:
                 driver.remove_users_link(gid)
             except ConflictError:
+                # A retry whose first answer was lost finds the link already cut: re-read before failing.
+                again = driver.group_links(gid)
+                if again["users"] not in WRITES:
+                    continue
                 # Relations came back meanwhile: cut them again, then the link.
-                for end in driver.group_links(gid)["outgoing"]:
+                for end in again["outgoing"]:
                     driver.remove_relation(gid, end)
                 driver.remove_users_link(gid)
     notes = []

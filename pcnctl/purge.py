@@ -116,12 +116,16 @@ def execute(
     run: str | None = None,
     done: Sequence[str] = (),
 ) -> PurgeResult:
-    """Evidence, then purge in journalled batches, then the leftover check."""
+    """The run's plan first, then evidence, then purge in journalled batches, then the leftover check.
+    The plan is recorded before the evidence so that a kill during the collection leaves a run to resume
+    (which collects again, then purges), not nothing."""
     bundle: Path | None = None
     todo = [i for i in p.ids if i not in set(done)]
+    run = run or ctx.start(OP, {"query": p.query}, [{"key": i} for i in p.ids])
     if todo:
         schools = {m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]}
         bundle, _count = evidence.collect(
+            ctx.state,
             ctx.incident,
             store,
             todo,
@@ -133,15 +137,13 @@ def execute(
             sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
             progress=ctx.show_progress,
         )
-    run = run or ctx.start(
-        OP, {"query": p.query, "evidence": str(bundle) if bundle else None}, [{"key": i} for i in p.ids]
-    )
+        ctx.log(run, f"{OP}:evidence", str(bundle), "collected", messages=_count)
     purged: list[str] = list(done)
     failed: list[tuple[str, str]] = []
 
     def step(batch: list[str]) -> list[Outcome]:
         for message_id in batch:
-            ctx.item(run, message_id, "start")
+            ctx.sending(run, message_id)
         ctx.driver.purge_messages(batch)
         return [Outcome(i, "done") for i in batch]
 
@@ -189,6 +191,7 @@ def execute(
 
 def resume(ctx: RunContext, store: Mailstore, state: RunState) -> PurgeResult:
     """Finish an interrupted purge: messages still present are purged; evidence is taken for them first."""
+    ctx.check_resumable(state)
     ids = [i["key"] for i in state.items]
     copies = store.mailboxes(ids)
     present = [i for i in ids if copies.get(i)]

@@ -44,6 +44,7 @@ step pcnctl schools list -p lab-adml
 step pcnctl users list --school "$adml_school" --profile Teacher -p lab-adml
 step pcnctl schools show "$adml_school" -o json
 student=$(lab accounts.student.login)
+step pcnctl incident open --id DEMO-1 --title "demo: a hijacked student account"
 step pcnctl sessions revoke "$student" --yes --incident DEMO-1
 step pcnctl accounts block --school "$adml_school" --profile Student --dry-run
 step pcnctl accounts block "$student" --yes --incident DEMO-1

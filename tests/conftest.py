@@ -166,6 +166,14 @@ class Cli:
         for name, value in values.items():
             self.monkeypatch.setenv(name, value)
 
+    def open_incidents(self, *ids: str) -> None:
+        """Open the incidents a test records in (a command never opens one from a mistyped id)."""
+        for incident in ids:
+            result = self(
+                "incident", "open", "--id", incident, env={"PCNCTL_PASSWORD": "", "PCNCTL_CLIENT_SECRET": ""}
+            )
+            assert result.exit_code == 0, result.stderr
+
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:

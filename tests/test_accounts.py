@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from pcnctl.edifice.auth import login_page_error
+from tests import state
 from tests.conftest import Cli, Lab
 
 
@@ -55,11 +56,11 @@ def session_alive(lab: Lab, s: requests.Session) -> bool:
 
 
 def journal(home: Path, incident: str) -> list[dict[str, object]]:
-    path = home / "incidents" / incident / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return state.journal(home, incident)
 
 
 def test_block_1000_accounts_in_one_call(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    admc.open_incidents("INC-T1")
     targets = students(lab, 1000)
     ids = tmp_path / "ids.csv"
     ids.write_text("id,login\n" + "".join(f"{i},{login}\n" for i, login in targets))
@@ -185,6 +186,7 @@ def test_acting_on_yourself_and_unknown_accounts_are_refused(lab: Lab, admc: Cli
 
 def test_partial_failure_exit_code_and_retry_file(lab: Lab, adml: Cli) -> None:
     """An ADML blocks account by account (PUT /auth/block/:id): one failing account fails alone."""
+    adml.open_incidents("INC-P")
     mine = lab.info["accounts"]["adml"][0]["schools"]
     others = tuple(u for (u,) in lab.sql("SELECT uai FROM structures") if u not in mine)
     targets = students(lab, 5, exclude_uais=others)
@@ -241,6 +243,7 @@ def test_injected_5xx_are_absorbed_without_loss_or_repeat(lab: Lab, admc: Cli) -
 
 
 def test_a_killed_run_resumes_and_does_each_account_once(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    admc.open_incidents("INC-KILL")
     targets = students(lab, 400)
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(i for i, _ in targets) + "\n")
@@ -271,8 +274,7 @@ def test_a_killed_run_resumes_and_does_each_account_once(lab: Lab, admc: Cli, tm
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        path = home / "incidents" / "INC-KILL" / "journal.jsonl"
-        if path.exists() and sum(1 for r in journal(home, "INC-KILL") if r.get("phase") == "done") >= 60:
+        if sum(1 for r in journal(home, "INC-KILL") if r.get("phase") == "done") >= 60:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -309,6 +311,7 @@ def test_audit_log_chain_detects_an_edited_line(lab: Lab, admc: Cli) -> None:
 
 
 def test_reset_password_and_renewal_codes(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    admc.open_incidents("INC-C")
     (uid, login), (_uid2, login2) = students(lab, 2)
     live = student_session(lab, login)
     forced = admc("accounts", "reset-password", login, "--yes")
@@ -333,7 +336,8 @@ def test_reset_password_and_renewal_codes(lab: Lab, admc: Cli, tmp_path: Path) -
     code = out.read_text().splitlines()[1].split(",")[-1]
     assert len(code) == 8 and code not in codes.stdout  # never on stdout (cron logs) unless asked
     home = Path(os.environ["PCNCTL_HOME"])
-    assert code not in (home / "incidents" / "INC-C" / "journal.jsonl").read_text()
+    assert code not in state.journal_text(home, "INC-C")
+    assert code not in (home / "audit.log").read_text()
     assert code not in (home / "audit.log").read_text()
     # The code typed as a password leads the legitimate user to the page that sets a new password.
     first = requests.post(
@@ -343,6 +347,7 @@ def test_reset_password_and_renewal_codes(lab: Lab, admc: Cli, tmp_path: Path) -
 
 
 def test_block_profile_restores_exactly_and_leaves_traces(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-BP")
     uai = lab.info["accounts"]["adml"][0]["schools"][0]
     pupils = lab.sql(
         "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id JOIN structures s"

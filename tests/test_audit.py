@@ -74,6 +74,7 @@ def test_since_last_does_not_report_a_finding_twice(auditor: Cli, wave: dict[str
 
 
 def test_drift_and_expired_blocks(auditor: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    auditor.open_incidents("AUD-1")
     school = sorted(wave["schools"])[0]
     assert (
         auditor(
@@ -115,6 +116,7 @@ def test_drift_and_expired_blocks(auditor: Cli, lab: Lab, wave: dict[str, Any]) 
 
 
 def test_evidence_gaps(auditor: Cli, wave: dict[str, Any], tmp_path: Path) -> None:
+    auditor.open_incidents("AUD-2")
     saved = tmp_path / "s.json"
     auditor("messages", "search", "--like", wave["messages"][0], "--save", str(saved))
     assert (
@@ -273,6 +275,7 @@ def test_thresholds_from_the_config_file(auditor: Cli, wave: dict[str, Any]) -> 
 
 
 def test_account_blocks_of_open_incidents_are_listed(auditor: Cli, wave: dict[str, Any]) -> None:
+    auditor.open_incidents("AUD-3")
     assert auditor("accounts", "block", wave["senders"][0], "--yes", "--incident", "AUD-3").exit_code == 0
     result = auditor("audit", "run", "--since", "1h", "--checks", "blocks", "-o", "json")
     rows = findings(result)["blocks"]["rows"]

@@ -115,12 +115,13 @@ def _interrupt(lab: Lab, args: list[str], started: bytes) -> tuple[int, str]:
 
 
 def test_every_interruption_says_how_to_resume(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-INT")
     logins = [r[0] for r in lab.sql("SELECT login FROM users WHERE profile = 'Relative' LIMIT 60")]
     lab.knobs(latency_ms=100)
     code, err = _interrupt(
         lab,
         [*("accounts", "block", *logins, "--max", "60", "--yes", "--incident", "INC-INT"), *ONE_BY_ONE],
-        b"Opened incident",
+        b"Recording in incident",
     )
     assert code == 130 and "pcnctl incident resume INC-INT" in err, err[-800:]
     lab.knobs(latency_ms=0)

@@ -380,6 +380,7 @@ def test_unreachable_ent_gets_a_bounded_number_of_calls() -> None:
 
 
 def test_block_stopped_by_a_failing_ent_exits_5_and_resumes(lab: Lab, admc: Cli, tmp_path: Path) -> None:
+    admc.open_incidents("INC-CB")
     targets = students(lab, 30)
     ids = tmp_path / "ids.txt"
     ids.write_text("id\n" + "".join(f"{i}\n" for i, _ in targets))

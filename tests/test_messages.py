@@ -151,6 +151,7 @@ def test_bad_input_is_a_clear_error(ops: Cli, wave: dict[str, Any], tmp_path: Pa
 def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     ops: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
 ) -> None:
+    ops.open_incidents("INC-W")
     saved = tmp_path / "threat.json"
     assert ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
     noise_marks = ",".join("?" * len(wave["noise_messages"]))
@@ -190,6 +191,7 @@ def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
 def test_affected_schools_export_equals_the_ground_truth(
     ops: Cli, wave: dict[str, Any], tmp_path: Path
 ) -> None:
+    ops.open_incidents("INC-X")
     saved = tmp_path / "threat.json"
     ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved))
     result = ops("schools", "export", "--affected", "--from-search", str(saved), "-o", "json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from pcnctl.edifice.auth import login_page_error
+from tests import state
 from tests.conftest import Cli, Lab, start_lab, stop_lab
 
 
@@ -71,6 +71,7 @@ COLLEGE = "0785226G"
 
 
 def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-M1")
     (student_id, student), (teacher_id, teacher) = (
         member(lab, SCHOOL, "Student"),
         member(lab, SCHOOL, "Teacher"),
@@ -107,6 +108,7 @@ def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) ->
 
 
 def test_unblock_restores_exactly_the_snapshot(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-M2")
     before = graph(lab, SCHOOL)
     assert (
         admc(
@@ -124,6 +126,7 @@ def test_unblock_restores_exactly_the_snapshot(lab: Lab, admc: Cli) -> None:
 
 
 def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-M3")
     klass = lab.sql(
         "SELECT g.class_id FROM groups g JOIN structures s ON s.id = g.structure_id WHERE s.uai = ?"
         " AND g.class_id IS NOT NULL LIMIT 1",
@@ -155,6 +158,7 @@ def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, 
 
 
 def test_roles_lever_shows_its_documented_gap(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-M4")
     (_student_id, student), (teacher_id, _t) = member(lab, SCHOOL, "Student"), member(lab, SCHOOL, "Teacher")
     live = login(lab, student)
     assert live.get(lab.url + "/conversation/conversation", timeout=5).status_code == 200
@@ -184,6 +188,7 @@ def test_roles_lever_shows_its_documented_gap(lab: Lab, admc: Cli) -> None:
 
 
 def test_login_lever_and_canary(lab: Lab, cli: Cli) -> None:
+    cli.open_incidents("INC-M5", "INC-M6")
     (student_id, student), (_tid, teacher) = member(lab, SCHOOL, "Student"), member(lab, SCHOOL, "Teacher")
     _canary_id, canary = member(lab, SCHOOL, "Student", 1)
     already = member(lab, SCHOOL, "Student", 2)[0]
@@ -303,6 +308,7 @@ def test_bad_input_changes_nothing(lab: Lab, admc: Cli, args: list[str], message
 
 
 def test_all_schools_on_paris_completes_and_a_killed_run_resumes(tmp_path: Path, cli: Cli) -> None:
+    cli.open_incidents("INC-ALL")
     lab = start_lab(tmp_path / "paris", "--seed", "paris", "--random-seed", "2")
     try:
         cli("profile", "add", "paris", "--url", lab.url, "--login", "admc.pcn")
@@ -329,15 +335,14 @@ def test_all_schools_on_paris_completes_and_a_killed_run_resumes(tmp_path: Path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        journal = home / "incidents" / "INC-ALL" / "journal.jsonl"
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and journal.read_text().count('"phase":"done"') >= 150:
+            if state.journal_text(home, "INC-ALL").count('"phase":"done"') >= 150:
                 break
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        done = [json.loads(line) for line in journal.read_text().splitlines()]
+        done = state.journal(home, "INC-ALL")
         done_before = {r["key"] for r in done if r.get("phase") == "done"}
         assert 150 <= len(done_before) < 800
         resumed = cli("incident", "resume", "INC-ALL", "-o", "json")
@@ -415,6 +420,7 @@ def pupil_paths(lab: Lab, uai: str, n: int = 0) -> dict[str, str]:
 def test_a_student_block_stops_every_path_of_the_real_graph(lab: Lab, admc: Cli) -> None:
     """A collège: several classes, head-teacher groups (a relation whose removal answers 400) and
     functional groups mixing students and teachers."""
+    admc.open_incidents("INC-G")
     paths = [pupil_paths(lab, COLLEGE, n) for n in (0, 1)]
     before, other_before = school_state(lab, COLLEGE), school_state(lab, OTHER)
     for p in paths:
@@ -439,6 +445,7 @@ def test_a_student_block_stops_every_path_of_the_real_graph(lab: Lab, admc: Cli)
 
 
 def test_a_school_with_other_rules_is_cut_and_restored_exactly(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-O")
     lycee = lab.sql("SELECT uai FROM structures WHERE kind = 'lycee' ORDER BY uai LIMIT 1")[0][0]
     a, b = pupil_paths(lab, lycee, 0), pupil_paths(lab, lycee, 1)
     before = school_state(lab, lycee)
@@ -455,6 +462,7 @@ def test_a_school_with_other_rules_is_cut_and_restored_exactly(lab: Lab, admc: C
 
 
 def test_an_interrupted_block_resumes_from_the_state_before_it(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-R")
     before = school_state(lab, SCHOOL)
     lab.knobs(fail_match="/communication/relative/")  # the block dies after cutting the class groups
     failed = admc(
@@ -472,6 +480,7 @@ def test_an_interrupted_block_resumes_from_the_state_before_it(lab: Lab, admc: C
 
 
 def test_roles_on_a_school_with_a_sub_structure_are_restored_exactly(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-SUB")
     parent, child = lab.sql(
         "SELECT p.uai, c.uai FROM structure_parents sp JOIN structures p ON p.id = sp.parent_id"
         " JOIN structures c ON c.id = sp.structure_id ORDER BY p.uai LIMIT 1"
@@ -501,6 +510,7 @@ def test_roles_on_a_school_with_a_sub_structure_are_restored_exactly(lab: Lab, a
 
 
 def test_an_adml_block_is_verified_without_the_admc_only_route(lab: Lab, cli: Cli) -> None:
+    cli.open_incidents("INC-L")
     adml = lab.info["accounts"]["adml"][0]
     cli("profile", "add", "lab", "--url", lab.url, "--login", adml["login"])
     cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
@@ -517,6 +527,7 @@ def test_an_adml_block_is_verified_without_the_admc_only_route(lab: Lab, cli: Cl
 
 
 def test_a_guest_block_is_not_judged_by_staff_writing_to_guests(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-GU")
     school = next(
         uai
         for (uai,) in lab.sql("SELECT uai FROM structures ORDER BY uai")
@@ -538,6 +549,7 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
     """A class group left INCOMING by an administrator, and a teachers' group that only the students'
     group still sends to (so the server cuts its members' link with that relation): both restored as
     they were, whatever the server did in between."""
+    admc.open_incidents("INC-I")
     from pcnctl.config import resolve_profile
     from pcnctl.edifice.driver import EdificeDriver
 

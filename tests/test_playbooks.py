@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pcnctl.lab import attack
+from tests import state
 from tests.browser import open_page
 from tests.conftest import Cli, Lab
 
@@ -158,6 +160,7 @@ def test_plan_changes_nothing(responder: Cli, lab: Lab, wave: dict[str, Any]) ->
 
 
 def test_a_run_without_approval_stops_before_the_step(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    responder.open_incidents("PB-A")
     before = graph_state(lab)
     result = responder("playbook", "run", WAVE, "--incident", "PB-A")
     assert result.exit_code == 7 and "block-senders" in result.stderr and "stopped before it" in result.stderr
@@ -184,12 +187,21 @@ def test_a_run_without_approval_stops_before_the_step(responder: Cli, lab: Lab, 
     assert graph_state(lab) == before
 
 
-@pytest.mark.parametrize("kill_after", ["block-senders", "block-student-messaging", "purge"])
-def test_a_run_killed_mid_way_resumes_to_the_same_end_state(
-    responder: Cli, lab: Lab, wave: dict[str, Any], kill_after: str
+@pytest.mark.parametrize(
+    ("kill_after", "seed"),
+    [("block-senders", 1), ("block-student-messaging", 2), ("block-student-messaging", 3), ("purge", 4),
+     ("notify", 5)],
+)  # fmt: skip
+def test_a_run_killed_mid_way_resumes_to_the_same_end_state_and_rolls_back_exactly(
+    responder: Cli, lab: Lab, wave: dict[str, Any], kill_after: str, seed: int
 ) -> None:
+    """Killed at a seeded random moment of a step: the resume reaches the end state of an uninterrupted
+    run, with each school blocked once and each banner posted once, and the rollback then gives back the
+    exact communication graph and accounts of before the incident (purges stay: they are irreversible)."""
+    responder.open_incidents("PB-K")
+    graph_before = graph_state(lab)
+    blocked_before = lab.sql("SELECT id FROM users WHERE blocked = 1 ORDER BY id")
     home = Path(os.environ["PCNCTL_HOME"])
-    journal = home / "incidents" / "PB-K" / "journal.jsonl"
     env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     proc = subprocess.Popen(
         [
@@ -211,9 +223,10 @@ def test_a_run_killed_mid_way_resumes_to_the_same_end_state(
     deadline = time.monotonic() + 60
     marker = f'"step":"{kill_after}","status":"start"'
     while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists() and marker in journal.read_text():
+        if marker in state.journal_text(home, "PB-K"):
             break
         time.sleep(0.005)
+    time.sleep(random.Random(seed).uniform(0, 0.12))  # somewhere inside the step
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = responder("playbook", "resume", "PB-K", "--approve-all", "-o", "json")
@@ -221,12 +234,19 @@ def test_a_run_killed_mid_way_resumes_to_the_same_end_state(
     contained(lab, wave)
     blocks = responder("messaging", "status", "-o", "json").json()
     assert sorted(b["school"] for b in blocks) == sorted(set(wave["schools"]))  # each school blocked once
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    banners = dict(lab.sql("SELECT structure_id, count(*) FROM flashmsg GROUP BY structure_id"))
+    assert banners and set(banners.values()) == {1}  # no banner posted twice
+    records = state.journal(home, "PB-K")
     done = [r["step"] for r in records if r.get("t") == "step" and r.get("status") == "done"]
     assert len(done) == len(set(done))  # no step finished twice
+    undone = responder("rollback", "PB-K", "--yes")
+    assert undone.exit_code == 0, undone.stderr
+    assert graph_state(lab) == graph_before
+    assert lab.sql("SELECT id FROM users WHERE blocked = 1 ORDER BY id") == blocked_before
 
 
 def test_compromised_account_playbook(responder: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    responder.open_incidents("PB-C")
     login = wave["sender_logins"][0]
     sent = lab.sql('SELECT id FROM conversation.messages WHERE "from" = ?', wave["senders"][0])
     result = responder(
@@ -253,6 +273,48 @@ def test_compromised_account_playbook(responder: Cli, lab: Lab, wave: dict[str, 
     assert bad.exit_code == 8 and "input 'account' is required" in bad.stderr
 
 
+def test_quarantine_one_account_end_to_end_twice_then_roll_back(
+    responder: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    login, sender = wave["sender_logins"][0], wave["senders"][0]
+    sent = [r[0] for r in lab.sql('SELECT id FROM conversation.messages WHERE "from" = ?', sender)]
+    marks = ",".join("?" * len(sent))
+    reached = {
+        r[0]
+        for r in lab.sql(
+            f"SELECT user_id FROM conversation.usermessages WHERE message_id IN ({marks}) AND user_id != ?",
+            *sent,
+            sender,
+        )
+    }
+    bad = responder("accounts", "quarantine", login, "--reset-mode", "forget", "--yes")
+    assert bad.exit_code == 2 and "erase or force-change" in bad.stderr
+    graph_before = graph_state(lab)
+    dry = responder("accounts", "quarantine", login, "--dry-run", "-o", "json")
+    assert dry.exit_code == 0 and "block" in {r["step"] for r in dry.json()}
+    assert (
+        lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE login = ?", login) == [(0,)]
+        and graph_state(lab) == graph_before
+    )
+    responder.open_incidents("INC-Q")
+    done = responder("accounts", "quarantine", login, "--incident", "INC-Q", "--yes", "-o", "json")
+    assert done.exit_code == 0, done.stderr
+    assert lab.sql("SELECT blocked, password FROM users WHERE login = ?", login) == [(1, "ERASED")]
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *sent
+    ) == [(0,)]
+    listing = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-Q").glob("recipients-*.csv"))
+    assert {line.split(",")[0] for line in listing.read_text().splitlines()[1:]} == reached
+    again = responder("accounts", "quarantine", login, "--incident", "INC-Q", "--yes", "-o", "json")
+    assert again.exit_code == 0, again.stderr  # run again: what is done is found done
+    steps = {r["step"]: r["status"] for r in again.json()}
+    assert steps["purge"] == "skipped" and steps["recipients"] == "skipped"
+    undone = responder("rollback", "INC-Q", "--yes", "-o", "json")
+    assert undone.exit_code == 0, undone.stderr
+    assert "accounts" in {r["kind"] for r in undone.json()}
+    assert lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE login = ?", login) == [(0,)]
+
+
 def test_the_drill_contains_the_wave(cli: Cli, tmp_path: Path) -> None:
     result = cli("lab", "drill", "--data", str(tmp_path / "drill"), "--messages", "90", "-o", "json")
     assert result.exit_code == 0, result.stderr
@@ -265,6 +327,7 @@ def test_the_drill_contains_the_wave(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path) -> None:
+    responder.open_incidents("PB-R")
     before = graph_state(lab)
     assert responder("playbook", "run", WAVE, "--incident", "PB-R", "--approve-all").exit_code == 0
     contained(lab, wave)
@@ -278,7 +341,8 @@ def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any
     assert refused.exit_code == 7 and "messaging block(s) in force" in refused.stderr
     dry = responder("rollback", "PB-R", "--dry-run", "-o", "json")
     kinds = [r["kind"] for r in dry.json()]
-    assert kinds == ["irreversible", "messaging", "accounts"]  # newest first; the purge cannot be undone
+    # Newest first; the banners and the purge cannot be undone.
+    assert kinds == ["irreversible", "irreversible", "messaging", "accounts"]
     undone = responder("rollback", "PB-R", "--yes", "-o", "json")
     assert undone.exit_code == 0, undone.stderr
     assert graph_state(lab) == before
@@ -310,6 +374,7 @@ ENGLISH = (
 def test_the_french_report_for_the_crisis_cell(
     responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
 ) -> None:
+    responder.open_incidents("PB-F")
     assert responder("playbook", "run", WAVE, "--incident", "PB-F", "--approve-all").exit_code == 0
     page = tmp_path / "rapport.html"
     made = responder("incident", "report", "PB-F", "-o", "html", "--lang", "fr", "--out", str(page))

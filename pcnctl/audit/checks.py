@@ -26,6 +26,7 @@ from pcnctl.models import fold
 from pcnctl.platform import EntDriver
 from pcnctl.search import Directory, shingles, similarity, visible
 from pcnctl.sources.mailstore import Mailstore, Scan
+from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
 SEVERITIES = ("ok", "info", "warning", "critical")
@@ -89,6 +90,17 @@ class AuditEnv:
     until_ms: int
     thresholds: Thresholds
     watchlist: tuple[tuple[str, str], ...] = DEFAULT_WATCHLIST
+    state: StateStore | None = None
+
+    @property
+    def store(self) -> StateStore:
+        if self.state is None:  # pragma: no cover - every caller passes the home's store
+            raise ValueError("an audit needs the state store")
+        return self.state
+
+    @property
+    def ent(self) -> str:
+        return ent_key(self.driver.profile.url)
 
 
 def load_watchlist(path: Any) -> tuple[tuple[str, str], ...]:
@@ -112,8 +124,8 @@ def load_watchlist(path: Any) -> tuple[tuple[str, str], ...]:
     return tuple(entries)
 
 
-def _open_incidents() -> list[Any]:
-    return [i for i in list_incidents() if i.status == "open"]
+def _open_incidents(env: AuditEnv) -> list[Any]:
+    return [i for i in list_incidents(env.store) if i.status == "open"]
 
 
 def mass_senders(env: AuditEnv) -> Finding:
@@ -148,7 +160,7 @@ def watchlist(env: AuditEnv) -> Finding:
         return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
     patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
     templates = []
-    for incident in list_incidents():
+    for incident in list_incidents(env.store):
         root = incident.path / "evidence"
         if root.exists():
             for bundle in root.iterdir():
@@ -200,7 +212,7 @@ def watchlist(env: AuditEnv) -> Finding:
 def blocks(env: AuditEnv) -> Finding:
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    for b in messaging.status_rows(now):
+    for b in messaging.status_rows(env.store, env.ent, now):
         since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
         rows.append(
             {
@@ -209,8 +221,8 @@ def blocks(env: AuditEnv) -> Finding:
                 "age_hours": round((now - since).total_seconds() / 3600, 1),
             }
         )
-    for incident in _open_incidents():
-        runs = read(incident.journal_path)
+    for incident in _open_incidents(env):
+        runs = read(env.store, incident.id, ent=env.ent)
         blocked, lifted = done_keys(runs, "accounts.block"), done_keys(runs, "accounts.unblock")
         opened = datetime.fromisoformat(incident.opened_at.replace("Z", "+00:00"))
         for user_id in sorted(blocked - lifted):
@@ -245,8 +257,8 @@ def drift(env: AuditEnv) -> Finding:
     from pcnctl.errors import PcnError
 
     rows: list[dict[str, Any]] = []
-    for incident in _open_incidents():
-        runs = read(incident.journal_path)
+    for incident in _open_incidents(env):
+        runs = read(env.store, incident.id, ent=env.ent)
         blocked = done_keys(runs, "accounts.block")
         unblocked = done_keys(runs, "accounts.unblock", "sessions.revoke")
         for user_id in sorted(blocked - unblocked):
@@ -275,10 +287,10 @@ def drift(env: AuditEnv) -> Finding:
                 }
                 for k, v in back.items()
             ]
-    for b in messaging.active_blocks():
+    for b in messaging.active_blocks(env.store, env.ent):
         if b["method"] == "communication":
             # Every group the block cut (class groups included), re-read as the verification does.
-            cut = messaging_cut.CutPlan.from_json(messaging.prior_of(b))
+            cut = messaging_cut.CutPlan.from_json(messaging.prior_of(env.store, b))
             reopened = [
                 (name, seen) for name, _want, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok
             ]
@@ -314,12 +326,12 @@ def drift(env: AuditEnv) -> Finding:
 
 def evidence_gaps(env: AuditEnv) -> Finding:
     rows: list[dict[str, Any]] = []
-    for incident in list_incidents():
-        runs = read(incident.journal_path)
+    for incident in list_incidents(env.store):
+        runs = read(env.store, incident.id, ent=env.ent)
         purged = done_keys(runs, "messages.purge")
         if not purged:
             continue
-        covered = evidence.verified_ids(incident)
+        covered = evidence.verified_ids(env.store, incident)
         missing = purged - covered
         if missing:
             rows.append(

@@ -5,7 +5,6 @@ and an exit code that says clean, warnings or critical.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
-from pcnctl.config import private_dir, state_dir
+from pcnctl.config import private_dir
 from pcnctl.errors import ExitCode, RefusedError, UsageError
 from pcnctl.incident.store import write_private
 from pcnctl.platform import EntDriver
 from pcnctl.sources.mailstore import Mailstore
+from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso, parse_when
 
 FIRST_RUN = timedelta(hours=24)
@@ -57,9 +57,9 @@ class AuditReport:
 
 
 @contextmanager
-def exclusive() -> Iterator[None]:
+def exclusive(state: StateStore) -> Iterator[None]:
     """Only one audit run at a time: a second one refuses at once instead of piling up behind cron."""
-    path = state_dir() / "audit.lock"
+    path = state.home / "audit.lock"
     private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -75,16 +75,11 @@ def exclusive() -> Iterator[None]:
         os.close(fd)
 
 
-def _state_path() -> Any:
-    return state_dir() / "audit-state.json"
-
-
-def window(since: str, profile: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+def window(state: StateStore, since: str, ent: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The audit window; ``last`` starts where the last successful audit of this ENT ended."""
     now = now or datetime.now(UTC)
     if since == "last":
-        path = _state_path()
-        state = json.loads(path.read_text()) if path.exists() else {}
-        last = state.get(profile, {}).get("last_success")
+        last = (state.setting("audit-state") or {}).get(ent, {}).get("last_success")
         start = datetime.fromisoformat(last.replace("Z", "+00:00")) if last else now - FIRST_RUN
     else:
         start = parse_when(since, now=now, future=False)
@@ -93,17 +88,17 @@ def window(since: str, profile: str, now: datetime | None = None) -> tuple[datet
     return start, now
 
 
-def remember(profile: str, until: datetime) -> None:
-    path = _state_path()
-    state = json.loads(path.read_text()) if path.exists() else {}
+def remember(state: StateStore, ent: str, until: datetime) -> None:
+    saved = state.setting("audit-state") or {}
     # Milliseconds, as the message and event dates: a window rounded to the second would report again
     # what arrived in the last second of the previous run.
-    state[profile] = {"last_success": until.astimezone(UTC).isoformat(timespec="milliseconds")}
-    write_private(path, json.dumps(state, indent=1) + "\n")
+    saved[ent] = {"last_success": until.astimezone(UTC).isoformat(timespec="milliseconds")}
+    state.set_setting("audit-state", saved)
 
 
 def run(
     driver: EntDriver,
+    state: StateStore,
     mailstore: Mailstore | None,
     checks: Sequence[str],
     start: datetime,
@@ -120,6 +115,7 @@ def run(
         int(start.timestamp() * 1000),
         int(end.timestamp() * 1000),
         thresholds or Thresholds(),
+        state=state,
     )
     if watchlist:
         env.watchlist = watchlist

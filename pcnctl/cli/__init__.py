@@ -67,6 +67,7 @@ def root(
         os.environ["PCNCTL_PROFILE"] = ent
     # Decided again by every invocation (the tests run many in one process): the flag, else the variable.
     State.debug = debug or bool(os.environ.get("PCNCTL_DEBUG"))
+    State.reset()
     if State.debug:
         import logging  # only with --debug: it costs start-up time every other run
 

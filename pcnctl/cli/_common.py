@@ -20,6 +20,7 @@ from pcnctl.errors import ExitCode, PcnError
 if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,28 @@ class State:
     """What the top-level options decided for this invocation (set by the root callback each time)."""
 
     debug: bool = False
+    store: StateStore | None = None
+
+    @classmethod
+    def reset(cls) -> None:
+        if cls.store is not None:
+            cls.store.close()
+        cls.store = None
+
+
+def get_state() -> StateStore:
+    """The home's state store, opened once per invocation; a 0.1 home is migrated into it on first use.
+    ``PCNCTL_AUDIT_KEY``, when set, signs the audit log (an HMAC per entry)."""
+    if State.store is None:
+        from pcnctl.config import state_dir
+        from pcnctl.state.migrate import migrate
+        from pcnctl.state.store import StateStore
+
+        key = os.environ.get("PCNCTL_AUDIT_KEY")
+        State.store = StateStore(state_dir(), audit_key=key.encode() if key else None)
+        if migrate(State.store):
+            note(f"Imported the incidents of {State.store.home} into its state store (state.db)")
+    return State.store
 
 
 def _profile_names(incomplete: str) -> list[str]:

@@ -16,6 +16,7 @@ from pcnctl.cli._common import (
     confirm_action,
     emit,
     get_driver,
+    get_state,
     handle_errors,
     note,
 )
@@ -151,18 +152,21 @@ def run_op(
         )
     if all_profiles and user_profiles:
         raise UsageError("--all-profiles and --profile exclude each other")
+    state = get_state()
+    if incident_id is not None:
+        open_incident(state, incident_id)  # a mistyped id stops here, before any request
     driver = get_driver(ent_profile)
-    users = accounts.resolve_targets(
+    p = accounts.prepare(
         driver,
+        op,
         targets or [],
+        params,
         from_file=from_file,
         school=school,
         profiles=user_profiles or [],
         max_concurrency=concurrency,
         progress=not quiet,
     )
-    accounts.check_scope(driver, users)
-    p = accounts.plan(op, users, params)
     show_plan(p, quiet)
     if dry_run:
         emit(p.rows(), output, PLAN_COLUMNS)
@@ -182,17 +186,15 @@ def run_op(
         return None
     confirm(p, yes)
     ident = driver.whoami()
-    incident, created = open_incident(incident_id, operator=ident.label)
+    incident, created = open_incident(state, incident_id, operator=ident.label)
     if created:
         note(f"Opened incident {incident.id} ({incident.path})", quiet)
-    ctx = RunContext.create(
-        driver, incident, max_concurrency=concurrency, show_progress=not quiet, batch_size=batch_size
-    )
-    try:
+    else:
+        note(f"Recording in incident {incident.id}", quiet)
+    options = {"max_concurrency": concurrency, "show_progress": not quiet, "batch_size": batch_size}
+    with RunContext.create(driver, incident, state, **options) as ctx:
         result = accounts.execute(ctx, p)
-    finally:
-        ctx.journal.close()
-    note(f"Incident {incident.id}: journal {incident.journal_path}", quiet)
+    note(f"Incident {incident.id}: journal in {state.path}", quiet)
     return result
 
 
@@ -484,14 +486,11 @@ def block_profile(
     confirm_action(
         f"This will {verb} {total} {p.profile} accounts in {len(rows)} schools.", yes=yes, count=total
     )
-    inc, created = open_incident(incident, operator=driver.whoami().label)
+    inc, created = open_incident(get_state(), incident, operator=driver.whoami().label)
     if created:
         note(f"Opened incident {inc.id} ({inc.path})", quiet)
-    ctx = RunContext.create(driver, inc)
-    try:
+    with RunContext.create(driver, inc, get_state()) as ctx:
         run = accounts.execute_profile_block(ctx, p)
-    finally:
-        ctx.journal.close()
     emit(rows, output, ("school", "name", "profile", "accounts", "already"))
     note(f"{verb} {p.profile}: done in {len(rows)} school(s); incident {inc.id}, run {run}", quiet)
 
@@ -513,3 +512,60 @@ def block_traces(
         for t in driver.block_traces(s.id)
     ]
     emit(rows, output, ("created", "action", "profile", "school", "by"))
+
+
+QUARANTINE = Path(__file__).resolve().parent.parent.parent / "playbooks" / "compromised-account.yaml"
+
+
+@app.command("quarantine", epilog=examples("accounts quarantine"))
+@handle_errors
+def quarantine(
+    account: Annotated[str, typer.Argument(help="Login or id of the hijacked account.", show_default=False)],
+    since: Annotated[str, typer.Option("--since", help="How far back to look for what it sent.")] = "7d",
+    reset_mode: Annotated[
+        str, typer.Option("--reset-mode", help="erase (until the renewal code is used) or force-change.")
+    ] = "erase",
+    profile: EntProfileOpt = None,
+    incident: IncidentOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    output: OutputOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """One hijacked account, end to end: block it (its sessions end), list who received what it sent,
+    purge that after preserving it as evidence, reset its password, a renewal code for its owner.
+
+    It runs playbooks/compromised-account.yaml in an incident: each step journalled, resumable
+    ('pcnctl playbook resume ID'), run again safely (what is done is found done), undone by
+    'pcnctl rollback ID' where it can be (the block; purges and resets are listed as irreversible).
+    """
+    from pcnctl.cli.playbook import STEP_COLUMNS, _execute, _mailstore, load_valid
+    from pcnctl.errors import UsageError
+    from pcnctl.incident import open_incident
+    from pcnctl.playbooks import runner
+    from pcnctl.timespec import parse_when
+
+    if reset_mode not in ("erase", "force-change"):
+        raise UsageError(f"--reset-mode {reset_mode!r}: erase or force-change")
+    parse_when(since, future=False)  # a bad window stops here, before any request
+    if incident is not None:
+        open_incident(get_state(), incident)
+    playbook = load_valid(QUARANTINE)
+    inputs = runner.coerce_inputs(playbook, {"account": account, "since": since, "reset_mode": reset_mode})
+    if dry_run:
+        driver = get_driver(profile)
+        store = _mailstore(driver)
+        try:
+            reports = runner.plan(playbook, inputs, driver, store, get_state())
+        finally:
+            if store is not None:
+                store.close()
+        emit([r.to_row() for r in reports], output, STEP_COLUMNS)
+        note("Dry run: nothing was changed.", quiet)
+        return
+    confirm_action(
+        f"Quarantine {account}: block it, purge what it sent since {since} (evidence first), "
+        "reset its password.",
+        yes=yes,
+    )
+    _execute(playbook, inputs, incident, profile, None, True, output, quiet)

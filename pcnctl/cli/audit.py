@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, handle_errors
+from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, get_state, handle_errors
 
 
 @handle_errors
@@ -74,6 +74,7 @@ def run(
     if out_dir is not None:
         check_writable(out_dir, directory=True)
     from pcnctl.config import load_config
+    from pcnctl.state.store import ent_key
 
     settings = load_config().audit  # thresholds kept in the config file's 'audit' section
     names = [c.strip() for c in checks.split(",") if c.strip()] or list(CHECKS)
@@ -82,16 +83,18 @@ def run(
     thresholds = Thresholds(**{k: v for k, v in settings.items() if k != "watchlist"})
     if mass_messages is not None:
         thresholds.mass_messages = mass_messages
-    with core.exclusive():
+    state = get_state()
+    with core.exclusive(state):
         driver = get_driver(profile)
-        start, end = core.window(since, driver.profile.name)
+        ent = ent_key(driver.profile.url)
+        start, end = core.window(state, since, ent)
         store = Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
         try:
-            report = core.run(driver, store, names, start, end, thresholds, patterns)
+            report = core.run(driver, state, store, names, start, end, thresholds, patterns)
         finally:
             if store is not None:
                 store.close()
-        core.remember(driver.profile.name, end)
+        core.remember(state, ent, end)
     if output == "json":
         text = render.to_json(report)
     elif output == "csv":

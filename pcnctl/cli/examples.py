@@ -54,6 +54,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "pcnctl accounts block-profile --school 0750654D --profile Student --unblock --incident INC-0327",
     ),
     "accounts block-traces": ("pcnctl accounts block-traces --school 0750654D",),
+    "accounts quarantine": (
+        "pcnctl accounts quarantine eleve.piratee1 --dry-run",
+        "pcnctl accounts quarantine eleve.piratee1 --since 2d --incident INC-0327 --yes",
+    ),
     "sessions revoke": ("pcnctl sessions revoke eleve.piratee1 --incident INC-0327",),
     "messaging block": (
         "pcnctl messaging block --profile Student --school 0750654D --dry-run",

@@ -15,6 +15,7 @@ from pcnctl.cli._common import (
     emit,
     emit_record,
     get_driver,
+    get_state,
     handle_errors,
     local_operator,
     note,
@@ -37,12 +38,9 @@ def open_(
 ) -> None:
     """Open an incident; mutating commands record into it with --incident ID."""
 
-    from pcnctl.errors import UsageError
-    from pcnctl.incident import open_incident
+    from pcnctl.incident.store import create_incident
 
-    incident, created = open_incident(incident_id, title=title, operator=local_operator())
-    if not created:
-        raise UsageError(f"incident {incident.id} already exists")
+    incident = create_incident(get_state(), incident_id, title=title, operator=local_operator())
     typer.echo(incident.id)
     note(f"Opened incident {incident.id} in {incident.path}")
 
@@ -55,7 +53,7 @@ def list_(output: OutputOpt = "table") -> None:
 
     rows = [
         {"id": i.id, "status": i.status, "opened_at": i.opened_at, "opened_by": i.opened_by, "title": i.title}
-        for i in list_incidents()
+        for i in list_incidents(get_state())
     ]
     emit(rows, output, ("id", "status", "opened_at", "opened_by", "title"))
 
@@ -67,9 +65,9 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     from pcnctl.incident import Incident
     from pcnctl.incident.journal import read
 
-    incident = Incident.load(incident_id)
+    incident = Incident.load(get_state(), incident_id)
     rows = []
-    for state in read(incident.journal_path):
+    for state in read(get_state(), incident.id):
         counts = state.counts()
         rows.append(
             {
@@ -77,6 +75,7 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
                 "op": state.op,
                 "identity": state.meta.get("identity"),
                 "auth": state.meta.get("auth"),
+                "ent": state.ent,
                 "items": len(state.items),
                 "done": counts.get("done", 0),
                 "already": counts.get("already", 0),
@@ -85,7 +84,20 @@ def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
             }
         )
     note(f"Incident {incident.id} ({incident.status}), opened {incident.opened_at} by {incident.opened_by}")
-    emit(rows, output, ("run", "op", "identity", "auth", "items", "done", "already", "failed", "status"))
+    columns: tuple[str, ...] = (
+        "run",
+        "op",
+        "identity",
+        "auth",
+        "items",
+        "done",
+        "already",
+        "failed",
+        "status",
+    )
+    if len(incident.ents) > 1:
+        columns = (*columns[:2], "ent", *columns[2:])
+    emit(rows, output, columns)
 
 
 @app.command("report", epilog=examples("incident report"))
@@ -125,14 +137,14 @@ def report(
         raise UsageError(f"unknown time zone {tz!r}", hint="an IANA name such as Europe/Paris") from None
     if out:
         check_writable(Path(out))
-    incident = Incident.load(incident_id)
+    incident = Incident.load(get_state(), incident_id)
     names: dict[str, str] = {}
     if not offline and incident.profiles:
         try:
             names = {s.uai: s.name for s in get_driver(incident.profiles[0]).list_schools()}
         except PcnError as exc:
             note(f"School names from the incident's records only (ENT: {exc.message})")
-    data = core.collect(incident, names)
+    data = core.collect(get_state(), incident, names)
     if fmt == "json":
         text = core.to_json(data)
     else:
@@ -158,8 +170,9 @@ def close(
     from pcnctl.incident import Incident
     from pcnctl.incident.store import utcnow
 
-    inc = Incident.load(incident_id)
-    active = [b for b in messaging.active_blocks() if b["incident"] == inc.id]
+    state = get_state()
+    inc = Incident.load(state, incident_id)
+    active = [b for b in messaging.blocks(state, None) if b["incident"] == inc.id]
     if active and not force:
         raise RefusedError(
             f"incident {inc.id} still has {len(active)} messaging block(s) in force",
@@ -167,7 +180,7 @@ def close(
             f"{inc.id}), or pass --force",
         )
     inc.status, inc.closed_at = "closed", utcnow()
-    inc.save()
+    inc.save(state)
     note(f"Incident {inc.id} closed")
 
 
@@ -181,7 +194,7 @@ def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
     from pcnctl.errors import ExitCode
     from pcnctl.incident import Incident
 
-    checks = evidence.verify(Incident.load(incident_id))
+    checks = evidence.verify(get_state(), Incident.load(get_state(), incident_id))
     emit([c.to_row() for c in checks], output, ("bundle", "file", "ok", "problem"))
     bad = [c for c in checks if not c.ok]
     if not checks:
@@ -202,42 +215,46 @@ def resume(
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
-    """Finish the runs an interruption (Ctrl-C, crash, kill) left unfinished: only what is left."""
-    from pcnctl import accounts, messaging, purge
+    """Finish the runs an interruption (Ctrl-C, crash, kill) left unfinished: only what is left.
+
+    Each run continues its own recorded plan (never a new one) on the ENT it acted on; items whose answer
+    was lost are re-read from the ENT first. Playbook runs resume with 'pcnctl playbook resume'.
+    """
+    from pcnctl import resume as core
     from pcnctl.cli._common import get_driver
     from pcnctl.cli.accounts import finish
+    from pcnctl.cli.messages import open_mailstore
     from pcnctl.incident import Incident
     from pcnctl.incident.journal import read
     from pcnctl.incident.run import RunContext
+    from pcnctl.playbooks import runner
+    from pcnctl.state.store import ent_key
 
-    incident = Incident.load(incident_id)
-    runs = read(incident.journal_path)
-    resumable = set(accounts.DEFAULT_CAPS) | {messaging.OP_BLOCK, purge.OP}
-    todo = [r for r in runs if not r.finished and r.pending and r.op in resumable]
+    state = get_state()
+    incident = Incident.load(state, incident_id)
+    todo = core.unfinished(read(state, incident.id))
+    if runner.unfinished(state, incident.id) is not None:
+        note(f"A playbook run of {incident.id} is unfinished: pcnctl playbook resume {incident.id}", quiet)
     if not todo:
         note(f"Incident {incident.id}: nothing left to resume", quiet)
         return
     driver = get_driver(profile or todo[0].meta.get("profile"))
-    ctx = RunContext.create(driver, incident, max_concurrency=concurrency, show_progress=not quiet)
-    try:
-        for state in todo:
-            note(f"Resuming {state.op} run {state.run}: {len(state.pending)} item(s) left", quiet)
-            if state.op == messaging.OP_BLOCK:
-                _run, rows = messaging.resume_block(ctx, state)
-                emit(rows, output, ("school", "name", "method", "result", "detail"))
-            elif state.op == purge.OP:
-                from pcnctl.cli.messages import open_mailstore
-
-                store = open_mailstore(driver.profile, None)
-                try:
-                    result = purge.resume(ctx, store, state)
-                finally:
-                    store.close()
-                emit(result.summary_rows(), output, ("what", "count", "note"))
-            else:
-                finish(accounts.resume_run(ctx, state), output, quiet)
-    finally:
-        ctx.journal.close()
+    mine = [r for r in todo if r.ent == ent_key(driver.profile.url)]
+    for other in sorted({r.meta.get("profile", "?") for r in todo if r not in mine}):
+        note(
+            f"Runs on another ENT are left for its profile: "
+            f"pcnctl incident resume {incident.id} --ent {other}"
+        )
+    with RunContext.create(
+        driver, incident, state, max_concurrency=concurrency, show_progress=not quiet
+    ) as ctx:
+        for run in mine:
+            note(f"Resuming {run.op} run {run.run}: {len(run.pending)} item(s) left", quiet)
+            done = core.resume(ctx, run, lambda: open_mailstore(driver.profile, None))
+            if done.result is not None:
+                finish(done.result, output, quiet)
+            elif done.rows:
+                emit(done.rows, output, done.columns)
 
 
 @audit_app.command("verify-log", epilog=examples("audit verify-log"))
@@ -254,14 +271,19 @@ def verify_log(
     from pcnctl.errors import ExitCode
     from pcnctl.incident import auditlog
 
-    result = auditlog.verify(Path(path) if path else None)
+    log = get_state().audit_log()
+    if path:
+        log = auditlog.AuditLog(Path(path), None, log.key)  # another file: no seal to compare with
+    result = auditlog.verify(log)
     emit_record(
         {
-            "file": str(Path(path) if path else auditlog.default_path()),
+            "file": str(log.path),
             "entries": result.entries,
+            "sealed": result.sealed,
             "intact": result.ok,
             "first_bad_line": result.line,
             "problem": result.problem,
+            "warnings": "; ".join(result.warnings),
         },
         output,
     )

@@ -17,6 +17,7 @@ from pcnctl.cli._common import (
     emit,
     emit_record,
     get_driver,
+    get_state,
     handle_errors,
     note,
 )
@@ -237,14 +238,18 @@ def evidence_(
     from pcnctl.search import load_saved
 
     saved = load_saved(from_search)
+    state = get_state()
+    if incident is not None:
+        open_incident(state, incident)  # a mistyped id stops here, before any request
     driver = get_driver(profile)
     ident = driver.whoami()
     store = open_mailstore(driver.profile, mailstore)
-    inc, created = open_incident(incident, operator=ident.label)
+    inc, created = open_incident(state, incident, operator=ident.label)
     if created:
         note(f"Opened incident {inc.id} ({inc.path})", quiet)
     try:
         bundle, count = evidence.collect(
+            state,
             inc,
             store,
             [m["id"] for m in saved["matches"]],
@@ -285,6 +290,9 @@ def purge_(
     from pcnctl.search import load_saved
 
     saved = load_saved(from_search)
+    state = get_state()
+    if incident is not None:
+        open_incident(state, incident)  # a mistyped id stops here, before any request
     driver = get_driver(profile)
     store = open_mailstore(driver.profile, mailstore)
     try:
@@ -303,14 +311,11 @@ def purge_(
             note("Nothing to purge: every message is already gone.", quiet)
             return
         confirm_action(f"Purge {len(p.ids)} messages from every mailbox.", yes=yes, count=len(p.ids))
-        inc, created = open_incident(incident, operator=driver.whoami().label)
+        inc, created = open_incident(state, incident, operator=driver.whoami().label)
         if created:
             note(f"Opened incident {inc.id} ({inc.path})", quiet)
-        ctx = RunContext.create(driver, inc, show_progress=not quiet)
-        try:
+        with RunContext.create(driver, inc, state, show_progress=not quiet) as ctx:
             result = purge.execute(ctx, store, p, saved)
-        finally:
-            ctx.journal.close()
     finally:
         store.close()
     emit(result.summary_rows(), output, ("what", "count", "note"))
@@ -417,11 +422,11 @@ def export_affected(
     if (incident is None) == (from_search is None):
         raise UsageError("give --incident ID or --from-search FILE (one of them)")
     if incident is not None:
-        matches = export.matches_from_incident(Incident.load(incident))
+        matches = export.matches_from_incident(Incident.load(get_state(), incident))
     else:
         assert from_search is not None
         matches = load_saved(from_search)["matches"]
-    rows = export.affected_schools(get_driver(profile), matches)
+    rows = export.affected_schools(get_driver(profile), matches, get_state())
     stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if excel:

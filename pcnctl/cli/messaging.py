@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note, warn
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    OutputOpt,
+    QuietOpt,
+    emit,
+    get_driver,
+    get_state,
+    handle_errors,
+    note,
+    warn,
+)
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
@@ -111,6 +121,9 @@ def block(
     from pcnctl.timespec import parse_when
 
     when = parse_when(until) if until else None
+    state = get_state()
+    if incident is not None:
+        open_incident(state, incident)  # a mistyped id stops here, before any request
     driver = get_driver(profile)
     p = messaging.plan_block(
         driver,
@@ -121,6 +134,7 @@ def block(
         until=when,
         reason=reason,
         max_concurrency=concurrency,
+        state=state,
     )
     note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
     note(
@@ -140,15 +154,14 @@ def block(
         emit(p.rows(), output, ("school", "name", "profile", "users", "method", "change"))
         note("Dry run: nothing was changed.", quiet)
         return
-    if not p.to_change:
+    if not p.to_change and not p.joins(incident):
         note("Nothing to do: messaging is already blocked there.", quiet)
         return
     _confirm(p.users, len(p.to_change), f"block {p.profile} messaging ({p.method})", yes)
-    inc, created = open_incident(incident, operator=driver.whoami().label)
+    inc, created = open_incident(state, incident, operator=driver.whoami().label)
     if created:
         note(f"Opened incident {inc.id} ({inc.path})", quiet)
-    ctx = RunContext.create(driver, inc, max_concurrency=concurrency, show_progress=not quiet)
-    try:
+    with RunContext.create(driver, inc, state, max_concurrency=concurrency, show_progress=not quiet) as ctx:
         run, rows = messaging.execute_block(ctx, p)
         if p.method == "roles" and revoke_sessions:
             note(f"Sessions of {messaging.revoke_sessions(ctx, p)} {p.profile} account(s) revoked", quiet)
@@ -159,11 +172,9 @@ def block(
                 ctx, run, canary=canary_driver(driver.profile), canary_to=driver.profile.canary_to
             )
         )
-    finally:
-        ctx.journal.close()
     emit(rows, output, BLOCK_COLUMNS)
     note(
-        f"Snapshot of the prior state: {inc.path / 'snapshots' / (run + '.json')}; lift with "
+        f"Snapshot of the prior state sealed in {state.path} (run {run}); lift with "
         f"'pcnctl messaging unblock --incident {inc.id}'",
         quiet,
     )
@@ -200,13 +211,10 @@ def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, qui
 
     driver = get_driver(profile)
     rows: list[dict[str, Any]] = []
+    state = get_state()
     for incident_id in sorted({b["incident"] for b in blocks}):
-        inc = Incident.load(incident_id)
-        ctx = RunContext.create(driver, inc)
-        try:
+        with RunContext.create(driver, Incident.load(state, incident_id), state) as ctx:
             rows += messaging.execute_unblock(ctx, [b for b in blocks if b["incident"] == incident_id])
-        finally:
-            ctx.journal.close()
     emit(rows, output, ("school", "method", "result", "detail"))
     failed = [r for r in rows if r["result"] == "failed"]
     if failed:
@@ -228,13 +236,18 @@ def unblock(
     """Restore exactly what the blocks saved; changes made by hand meanwhile are reported and kept."""
     from pcnctl import messaging
 
-    blocks = messaging.select_blocks(incident=incident, school_refs=school or [], all_schools=all_schools)
+    state, ent = get_state(), _ent(profile)
+    blocks = messaging.select_blocks(
+        state, ent, incident=incident, school_refs=school or [], all_schools=all_schools
+    )
     if not blocks:
         note("No messaging block in force matches.", quiet)
         return
     note(f"Plan: lift {len(blocks)} block(s) in {len({b['uai'] for b in blocks})} school(s)", quiet)
     if dry_run:
-        emit(messaging.status_rows(), output, STATUS_COLUMNS)
+        keys = {(b["uai"], b["incident"]) for b in blocks}
+        rows = [r for r in messaging.status_rows(state, ent) if (r["school"], r["incident"]) in keys]
+        emit(rows, output, STATUS_COLUMNS)
         note("Dry run: nothing was changed.", quiet)
         return
     _confirm(len(blocks), len({b["uai"] for b in blocks}), "lift the messaging blocks", yes)
@@ -245,12 +258,14 @@ def unblock(
 @handle_errors
 def status(
     all_: Annotated[bool, typer.Option("--all", help="Include lifted blocks.")] = False,
+    profile: EntProfileOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """What is blocked, where, by which lever, since when, by whom, in which incident, until when."""
+    """What is blocked on this ENT, where, by which lever, since when, by whom, in which incident, until
+    when."""
     from pcnctl import messaging
 
-    rows = messaging.status_rows(include_lifted=all_)
+    rows = messaging.status_rows(get_state(), _ent(profile), include_lifted=all_)
     columns = (*STATUS_COLUMNS, "status") if all_ else STATUS_COLUMNS
     emit(rows, output, columns)
     expired = sum(1 for r in rows if r["expired"] and r["status"] == "active")
@@ -269,12 +284,13 @@ def expire(
     """Lift the blocks whose --until has passed (made for cron; silent when there is nothing to do)."""
     from pcnctl import messaging
 
-    blocks = messaging.expired_blocks()
+    state, ent = get_state(), _ent(profile)
+    blocks = messaging.expired_blocks(state, ent)
     if not blocks:
         note("No expired messaging block.", quiet)
         return
     if dry_run:
-        emit([r for r in messaging.status_rows() if r["expired"]], output, STATUS_COLUMNS)
+        emit([r for r in messaging.status_rows(state, ent) if r["expired"]], output, STATUS_COLUMNS)
         return
     _unblock(blocks, profile, output, quiet)
 
@@ -295,7 +311,8 @@ def verify_(
     from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
 
-    blocks = messaging.active_blocks()
+    state = get_state()
+    blocks = messaging.active_blocks(state, _ent(profile))
     if incident:
         blocks = [b for b in blocks if b["incident"] == incident]
     if school:
@@ -309,6 +326,7 @@ def verify_(
     driver = get_driver(profile)
     result = messaging.verify(
         driver,
+        state,
         blocks,
         samples=samples,
         canary=canary_driver(driver.profile),
@@ -317,3 +335,11 @@ def verify_(
     show_verification(result, output, quiet)
     if not result.effective:
         raise PartialFailureError("some checks show the block is not effective")
+
+
+def _ent(profile: str | None) -> str:
+    """The ENT a profile names (its base URL), without logging in: the registry is read per ENT."""
+    from pcnctl.cli._common import get_profile
+    from pcnctl.state.store import ent_key
+
+    return ent_key(get_profile(profile).url)

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, OutputOpt, QuietOpt, emit, get_driver, handle_errors, note
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    OutputOpt,
+    QuietOpt,
+    emit,
+    get_driver,
+    get_state,
+    handle_errors,
+    note,
+)
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
@@ -74,7 +83,7 @@ def plan(
     driver = get_driver(profile)
     store = _mailstore(driver)
     try:
-        reports = runner.plan(playbook, inputs, driver, store)
+        reports = runner.plan(playbook, inputs, driver, store, get_state())
     finally:
         if store is not None:
             store.close()
@@ -105,11 +114,14 @@ def _execute(
     from pcnctl.incident.run import RunContext
     from pcnctl.playbooks import runner
 
+    state = get_state()
+    if incident_id is not None:
+        open_incident(state, incident_id)  # a mistyped id stops here, before any request
     driver = get_driver(profile)
-    inc, created = open_incident(incident_id, title=playbook.name, operator=driver.whoami().label)
+    inc, created = open_incident(state, incident_id, title=playbook.name, operator=driver.whoami().label)
     if created:
         note(f"Opened incident {inc.id} ({inc.path})", quiet)
-    ctx = RunContext.create(driver, inc, show_progress=not quiet)
+    ctx = RunContext.create(driver, inc, state, show_progress=not quiet)
     store = _mailstore(driver)
 
     def show(report: runner.StepReport) -> None:
@@ -128,7 +140,7 @@ def _execute(
             on_step=show,
         )
     finally:
-        ctx.journal.close()
+        ctx.close()
         if store is not None:
             store.close()
     emit([r.to_row() for r in reports], output, STEP_COLUMNS)
@@ -171,8 +183,8 @@ def resume(
     from pcnctl.incident import Incident
     from pcnctl.playbooks import runner
 
-    inc = Incident.load(incident)
-    state = runner.unfinished(inc.journal_path)
+    inc = Incident.load(get_state(), incident)
+    state = runner.unfinished(get_state(), inc.id)
     if state is None:
         note(f"Incident {incident}: no unfinished playbook run", quiet)
         return

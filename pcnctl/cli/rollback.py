@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, OutputOpt, emit, get_driver, handle_errors, note
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    OutputOpt,
+    emit,
+    get_driver,
+    get_profile,
+    get_state,
+    handle_errors,
+    note,
+)
 
 
 @handle_errors
@@ -21,53 +30,39 @@ def rollback(
     output: OutputOpt = "table",
 ) -> None:
     """Undo an incident's messaging blocks, account blocks and profile blocks, newest first."""
-    from pcnctl import accounts, messaging
     from pcnctl import rollback as core
     from pcnctl.errors import RefusedError
     from pcnctl.incident import Incident
     from pcnctl.incident.run import RunContext
+    from pcnctl.state.store import ent_key
 
-    inc = Incident.load(incident_id)
-    undos = core.plan(inc)
+    state = get_state()
+    inc = Incident.load(state, incident_id)
+    name = profile or (inc.profiles[0] if inc.profiles else None)
+    ent = ent_key(get_profile(name).url)
+    undos = core.plan(state, inc, ent)
     rows = [{"run": u.run, "kind": u.kind, "undo": u.description} for u in undos]
-    if dry_run or not undos:
-        emit(rows, output, ("run", "kind", "undo"))
-        note("Dry run: nothing was changed." if dry_run else f"Incident {inc.id}: nothing to undo")
+    if not undos:
+        note(f"Incident {inc.id}: nothing to undo on {ent}")
         return
-    driver = get_driver(profile or (inc.profiles[0] if inc.profiles else None))
-    ctx = RunContext.create(driver, inc)
+    if dry_run:
+        emit(rows, output, ("run", "kind", "undo"))
+        note("Dry run: nothing was changed.")
+        return
+    driver = get_driver(name)
     results = []
-    try:
+    with RunContext.create(driver, inc, state) as ctx:
         for undo in undos:
-            if undo.kind == "irreversible":
-                results.append(
-                    {"run": undo.run, "kind": undo.kind, "undo": undo.description, "result": "kept"}
-                )
-                continue
-            if not yes:
-                if not sys.stdin.isatty():
+            answer = "kept"
+            if undo.kind != "irreversible":
+                if not yes and not sys.stdin.isatty():
                     raise RefusedError(
                         "not confirmed: rollback needs --yes when no one is at a terminal",
                         hint="check it with --dry-run first",
                     )
-                if not typer.confirm(f"Undo: {undo.description}?", err=True):
-                    results.append(
-                        {"run": undo.run, "kind": undo.kind, "undo": undo.description, "result": "skipped"}
-                    )
-                    continue
-            if undo.kind == "messaging":
-                done = messaging.execute_unblock(ctx, undo.targets)
-                detail = f"{sum(1 for r in done if r['result'] == 'done')} lifted"
-            elif undo.kind == "accounts":
-                users = accounts.resolve_targets(driver, undo.targets)
-                accounts.check_scope(driver, users)
-                result = accounts.execute(ctx, accounts.plan("accounts.unblock", users))
-                detail = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
-            else:
-                plan = accounts.plan_profile_block(driver, undo.targets, undo.profile, False)
-                accounts.execute_profile_block(ctx, plan)
-                detail = f"{len(undo.targets)} school(s)"
-            results.append({"run": undo.run, "kind": undo.kind, "undo": undo.description, "result": detail})
-    finally:
-        ctx.journal.close()
+                if yes or typer.confirm(f"Undo: {undo.description}?", err=True):
+                    answer = core.execute(ctx, undo)
+                else:
+                    answer = "skipped"
+            results.append({"run": undo.run, "kind": undo.kind, "undo": undo.description, "result": answer})
     emit(results, output, ("run", "kind", "undo", "result"))

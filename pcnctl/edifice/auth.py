@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 DEFAULT_USER_SCOPE = "userinfo auth directory conversation appregistry communication timeline admin infra"
 _LOGIN_ERROR = re.compile(r"auth\.error\.[A-Za-z.]+")
 _NO_RETRY = RetryPolicy(attempts=1)
+# Logins are retried on 5xx and transport errors, with backoff: an overloaded ENT (April 2021) answers
+# 502/503 to a rush of logins, and giving up at the first one leaves the on-call without a session.
+_LOGIN_RETRY = RetryPolicy(attempts=4, base_delay=0.5, repeatable=True)
 
 MfaPrompt = Callable[[dict[str, Any]], str | None]
 
@@ -241,7 +244,7 @@ class EdificeAuth:
             headers={"Accept": "text/html"},
             allow=(200, 302, 303, 401, 403, 429, 509),
             auth=False,
-            retry=_NO_RETRY,
+            retry=_LOGIN_RETRY,
         )
         if http.cookie("oneSessionId"):
             return
@@ -283,7 +286,7 @@ class EdificeAuth:
             headers={"Authorization": f"Basic {basic}"},
             allow=(400, 401, 403, 429, 509),
             auth=False,
-            retry=_NO_RETRY,
+            retry=_LOGIN_RETRY,
         )
         body: dict[str, Any] = {}
         with contextlib.suppress(ValueError):

@@ -1,35 +1,40 @@
 """The audit log: every action pcnctl takes, one JSON line each, chained by SHA-256 so edits show.
 
 Each entry carries ``prev`` (the previous entry's hash) and ``hash`` = SHA-256 of ``prev`` and the entry's
-canonical JSON without ``hash``. Editing, deleting or reordering a line breaks the chain from there;
-``pcnctl audit verify-log`` finds the first broken line. Appends take an exclusive ``flock`` so two pcnctl
-processes never interleave or fork the chain. The file is ``$PCNCTL_HOME/audit.log`` (0600).
+canonical JSON without ``hash`` and ``mac``. Editing, deleting or reordering a line breaks the chain from
+there. What the chain alone cannot show (the last lines cut off, the whole file deleted or rewritten with
+recomputed hashes) the seal shows: after each append the state store records the entry count and the head
+hash, and with a key (``PCNCTL_AUDIT_KEY`` or the keyring) each entry also carries an HMAC of its hash that
+nobody without the key can recompute. A torn last line (a crash mid-write) is cut off by the next append,
+which records that it did so. Appends take an exclusive ``flock`` so two pcnctl processes never interleave
+or fork the chain. The file is ``$PCNCTL_HOME/audit.log`` (0600).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pcnctl.config import private_dir, state_dir
+from pcnctl.config import private_dir
 from pcnctl.incident.store import utcnow
 
+if TYPE_CHECKING:
+    from pcnctl.state.store import StateStore
+
 GENESIS = "0" * 64
-
-
-def default_path() -> Path:
-    return state_dir() / "audit.log"
+SEAL = "audit-log"
 
 
 def _digest(prev: str, entry: dict[str, Any]) -> str:
     body = json.dumps(
-        {k: v for k, v in entry.items() if k != "hash"},
+        {k: v for k, v in entry.items() if k not in ("hash", "mac")},
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -37,22 +42,37 @@ def _digest(prev: str, entry: dict[str, Any]) -> str:
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
-def _last_line(fd: int) -> bytes:
-    """The file's last line, reading backwards from the end only as far as needed."""
+def _mac(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def _last_entry(fd: int) -> tuple[dict[str, Any] | None, int]:
+    """The last complete entry, and how many bytes of a torn line follow it (0 when none)."""
     size = os.lseek(fd, 0, os.SEEK_END)
-    chunk = 2048
+    chunk = 4096
     while True:
         start = max(0, size - chunk)
-        os.lseek(fd, start, os.SEEK_SET)
-        data = os.read(fd, size - start).rstrip(b"\n")
-        if b"\n" in data or start == 0:
-            return data.rsplit(b"\n", 1)[-1]
+        data = os.pread(fd, size - start, start)
+        lines = data.split(b"\n")
+        complete = lines[:-1] if start == 0 else lines[1:-1]
+        torn = len(lines[-1])
+        for line in reversed(complete):
+            try:
+                entry: dict[str, Any] = json.loads(line)
+            except ValueError:
+                torn += len(line) + 1  # a torn line in the middle is not repaired: verify reports it
+                continue
+            return entry, torn
+        if start == 0:
+            return None, torn
         chunk *= 4
 
 
 class AuditLog:
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_path()
+    def __init__(self, path: Path, state: StateStore | None = None, key: bytes | None = None) -> None:
+        self.path = path
+        self.state = state
+        self.key = key
         private_dir(self.path.parent)
         self._lock = threading.Lock()
 
@@ -61,31 +81,47 @@ class AuditLog:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                last = _last_line(fd)
-                prev, seq = GENESIS, 0
-                if last:
-                    previous = json.loads(last)
-                    prev, seq = previous["hash"], int(previous["seq"])
-                record = {"seq": seq + 1, "at": utcnow(), **entry, "prev": prev}
-                record["hash"] = _digest(prev, record)
-                os.write(fd, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
-                return record
+                previous, torn = _last_entry(fd)
+                if torn:
+                    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - torn)
+                    previous = self._write(
+                        fd,
+                        previous,
+                        {"action": "audit:repair", "target": "audit.log", "result": f"torn {torn} byte(s)"},
+                    )
+                return self._write(fd, previous, entry)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
+    def _write(self, fd: int, previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+        prev, seq = (previous["hash"], int(previous["seq"])) if previous else (GENESIS, 0)
+        record = {"seq": seq + 1, "at": utcnow(), **entry, "prev": prev}
+        record["hash"] = _digest(prev, record)
+        if self.key:
+            record["mac"] = _mac(self.key, record["hash"])
+        os.write(fd, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        if self.state is not None:
+            self.state.set_seal(SEAL, record["seq"], record["hash"], record["at"])
+        return record
+
     def entries(self) -> list[dict[str, Any]]:
-        """Every readable entry, oldest first (a torn last line is skipped: :func:`verify` reports it)."""
+        """Every readable entry, oldest first (a torn line is skipped: :func:`verify` reports it)."""
         if not self.path.exists():
             return []
         out = []
-        with self.path.open(encoding="utf-8") as fh:
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 try:
                     out.append(json.loads(line))
                 except ValueError:
                     continue
         return out
+
+    def head(self) -> tuple[int, str]:
+        """The sealed entry count and head hash (what an incident report prints)."""
+        seal = self.state.seal(SEAL) if self.state is not None else None
+        return (seal.count, seal.head) if seal else (0, GENESIS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,27 +130,74 @@ class Verification:
     ok: bool
     line: int | None = None
     problem: str = ""
+    warnings: tuple[str, ...] = ()
+    sealed: int | None = None  # the entry count the state store recorded, if it has a seal
 
 
-def verify(path: Path | None = None) -> Verification:
-    """Recompute the chain; report the first line that does not follow from the one before."""
-    path = path or default_path()
-    if not path.exists():
-        return Verification(0, True)
-    prev, seq = GENESIS, 0
-    count = 0
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            count = number
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                return Verification(number - 1, False, number, "not valid JSON")
-            if entry.get("prev") != prev:
-                return Verification(number - 1, False, number, "does not chain to the previous entry")
-            if entry.get("seq") != seq + 1:
-                return Verification(number - 1, False, number, f"sequence {entry.get('seq')} after {seq}")
-            if entry.get("hash") != _digest(prev, entry):
-                return Verification(number - 1, False, number, "content changed after it was written")
-            prev, seq = entry["hash"], entry["seq"]
-    return Verification(count, True)
+@dataclass
+class _Walk:
+    prev: str = GENESIS
+    seq: int = 0
+    count: int = 0
+    unsigned: int = 0
+    signed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify(log: AuditLog) -> Verification:
+    """Recompute the chain and the MACs; compare the end with the seal; report the first problem."""
+    seal = log.state.seal(SEAL) if log.state is not None else None
+    sealed = seal.count if seal else None
+    if not log.path.exists():
+        if seal and seal.count:
+            return Verification(
+                0, False, 1, f"the audit log is gone: {seal.count} entries were sealed", (), sealed
+            )
+        return Verification(0, True, sealed=sealed)
+    walk = _Walk()
+    lines = log.path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw:
+            continue
+        problem = _check_line(log, walk, raw, last=number == len(lines))
+        if problem == "torn":
+            walk.warnings.append(
+                f"line {number}: torn last line (an interrupted write), cut off at the next append"
+            )
+            continue
+        if problem:
+            return Verification(walk.count, False, number, problem, tuple(walk.warnings), sealed)
+    if walk.unsigned:
+        walk.warnings.append(f"{walk.unsigned} entries carry no MAC (written without the key)")
+    if seal is not None and (walk.seq < seal.count or (walk.seq == seal.count and walk.prev != seal.head)):
+        problem = (
+            f"the log ends at entry {walk.seq}, but {seal.count} entries were sealed: its end was cut off"
+            if walk.seq < seal.count
+            else "the last entry is not the one sealed: the log was rewritten"
+        )
+        return Verification(walk.count, False, walk.count + 1, problem, tuple(walk.warnings), sealed)
+    return Verification(walk.count, True, warnings=tuple(walk.warnings), sealed=sealed)
+
+
+def _check_line(log: AuditLog, walk: _Walk, raw: bytes, *, last: bool) -> str:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return "torn" if last else "not valid JSON"
+    if entry.get("prev") != walk.prev:
+        return "does not chain to the previous entry"
+    if entry.get("seq") != walk.seq + 1:
+        return f"sequence {entry.get('seq')} after {walk.seq}"
+    if entry.get("hash") != _digest(walk.prev, entry):
+        return "content changed after it was written"
+    if log.key is not None:
+        if "mac" not in entry:
+            if walk.signed:
+                return "no MAC after signed entries: the entry was forged"
+            walk.unsigned += 1
+        elif not hmac.compare_digest(entry["mac"], _mac(log.key, entry["hash"])):
+            return "its MAC does not match the key: the entry was forged"
+        else:
+            walk.signed = True
+    walk.prev, walk.seq, walk.count = entry["hash"], entry["seq"], walk.count + 1
+    return ""

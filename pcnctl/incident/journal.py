@@ -1,52 +1,60 @@
-"""The journal of an incident: one JSON line per event, written item by item, read back to resume.
+"""The journal of an incident: one record per event, committed to the state store as it happens, read
+back to resume and to roll back.
 
-Records: ``run`` (an operation started: its name, parameters, planned items, identity), ``item`` (one
-item's phase: ``start``, an intermediate phase such as ``blocked``, or a final ``done``/``already``/
-``refused``/``failed``), and ``end`` (the run finished, or was interrupted). Each record is handed to the
-kernel with one ``write(2)`` as soon as it happens, so a killed process loses nothing it had finished;
-``fsync`` runs every second and at the end of a run so a power cut loses at most that second.
+Records: ``run`` (an operation started: its name, parameters, the whole plan of items, the identity and
+the ENT), ``item`` (one item's phase: ``sending`` written *before* its call, intermediate phases such as
+``blocked``, then a final ``done``/``already``/``refused``/``failed``), ``end`` (the run finished or was
+interrupted), and the playbook runner's ``playbook``/``step`` records. Each record is its own committed
+transaction: a process killed at any point leaves every record it had written, and none half-written.
+An item whose last phase is ``sending`` was in flight: its outcome is unknown until it is re-read from
+the ENT.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pcnctl.config import private_dir
 from pcnctl.incident.store import utcnow
+from pcnctl.state.store import StateStore
 
 FINAL = frozenset({"done", "already", "refused", "failed"})
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        private_dir(path.parent)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._lock = threading.Lock()
-        self._synced = time.monotonic()
+    """Appends an incident's records for one ENT."""
+
+    def __init__(self, state: StateStore, incident: str, ent: str) -> None:
+        self.state, self.incident, self.ent = state, incident, ent
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps({"at": utcnow(), **record}, ensure_ascii=False, separators=(",", ":")) + "\n"
-        with self._lock:
-            os.write(self._fd, line.encode())
-            if time.monotonic() - self._synced > 1.0:
-                os.fsync(self._fd)
-                self._synced = time.monotonic()
+        at = utcnow()
+        self.state.execute(
+            "INSERT INTO journal (incident, ent, run, kind, at, body) VALUES (?,?,?,?,?,?)",
+            self.incident,
+            self.ent,
+            str(record.get("run", "")),
+            str(record["t"]),
+            at,
+            json.dumps({"at": at, **record}, ensure_ascii=False, separators=(",", ":")),
+        )
 
     def sync(self) -> None:
-        with self._lock:
-            os.fsync(self._fd)
+        """Every record is already committed; kept so callers can mark the points that must be durable."""
 
     def close(self) -> None:
-        with self._lock:
-            os.fsync(self._fd)
-            os.close(self._fd)
+        """Nothing to release: the store's connection belongs to the process."""
+
+
+def records(state: StateStore, incident: str) -> list[dict[str, Any]]:
+    """Every record of the incident, oldest first, each with the ENT it was written for."""
+    out = []
+    for row in state.rows("SELECT ent, body FROM journal WHERE incident = ? ORDER BY seq", incident):
+        rec: dict[str, Any] = json.loads(row["body"])
+        rec["ent"] = row["ent"]
+        out.append(rec)
+    return out
 
 
 @dataclass
@@ -62,6 +70,7 @@ class RunState:
     details: dict[str, str] = field(default_factory=dict)
     end: str | None = None
     started_at: str = ""  # UTC time of the run's first record
+    ent: str = ""  # the ENT the run acted on
 
     @property
     def finished(self) -> bool:
@@ -72,6 +81,15 @@ class RunState:
         """Items not finished: never started, interrupted mid-way, or failed (they are retried)."""
         return [i for i in self.items if self.phases.get(i["key"]) not in FINAL - {"failed"}]
 
+    @property
+    def in_flight(self) -> set[str]:
+        """Items sent when the run stopped, their answer never read: re-read them before anything else."""
+        return {k for k, phase in self.phases.items() if phase == "sending"}
+
+    @property
+    def planned(self) -> set[str]:
+        return {str(i["key"]) for i in self.items}
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for item in self.items:
@@ -80,31 +98,25 @@ class RunState:
         return out
 
 
-def read(path: Path) -> list[RunState]:
-    """Every run of a journal, in order. A torn last line (a crash mid-write) is ignored."""
+def read(state: StateStore, incident: str, *, ent: str | None = None) -> list[RunState]:
+    """Every run of an incident, in order (only those on one ENT when ``ent`` is given)."""
     runs: dict[str, RunState] = {}
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            kind, run = rec.get("t"), rec.get("run")
-            if kind == "run":
-                first = runs[run].started_at if run in runs else rec.get("at", "")
-                runs[run] = RunState(
-                    run, rec["op"], rec.get("params", {}), rec.get("items", []), rec.get("meta", {})
-                )
-                runs[run].started_at = first
-            elif kind == "item" and run in runs:
-                runs[run].phases[rec["key"]] = rec["phase"]
-                if rec.get("detail"):
-                    runs[run].details[rec["key"]] = rec["detail"]
-            elif kind == "end" and run in runs:
-                runs[run].end = rec.get("status")
-    return list(runs.values())
+    for rec in records(state, incident):
+        kind, run = rec.get("t"), str(rec.get("run", ""))
+        if kind == "run":
+            first = runs[run].started_at if run in runs else rec.get("at", "")
+            runs[run] = RunState(
+                run, rec["op"], rec.get("params", {}), rec.get("items", []), rec.get("meta", {})
+            )
+            runs[run].started_at = first
+            runs[run].ent = rec["ent"]
+        elif kind == "item" and run in runs:
+            runs[run].phases[str(rec["key"])] = rec["phase"]
+            if rec.get("detail"):
+                runs[run].details[rec["key"]] = rec["detail"]
+        elif kind == "end" and run in runs:
+            runs[run].end = rec.get("status")
+    return [r for r in runs.values() if ent is None or r.ent == ent]
 
 
 def done_keys(runs: list[RunState], *ops: str) -> set[str]:

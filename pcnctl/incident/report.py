@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pcnctl import evidence, export, messaging
-from pcnctl.incident.auditlog import AuditLog
-from pcnctl.incident.journal import done_keys, read
+from pcnctl import banners, evidence, export, messaging
+from pcnctl.incident.journal import done_keys, read, records
 from pcnctl.incident.store import Incident
+from pcnctl.state.store import StateStore
 
 DEFAULT_TZ = "Europe/Paris"
 
@@ -39,15 +39,19 @@ class Event:
     counts: tuple[int, int, int, int] | None = None  # items, done, already, failed (operation runs)
 
 
-def collect(incident: Incident, school_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+def collect(
+    state: StateStore, incident: Incident, school_names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Everything the report shows, from the incident's records (JSON-ready, times in UTC)."""
-    runs = read(incident.journal_path)
+    runs = read(state, incident.id)
     names = dict(school_names or {})
-    blocks = [b for b in messaging.status_rows(include_lifted=True) if b["incident"] == incident.id]
+    blocks = [
+        b for b in messaging.status_rows(state, None, include_lifted=True) if b["incident"] == incident.id
+    ]
     names.update({b["school"]: b["name"] for b in blocks if b.get("name")})
     events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]
-    events += _run_events(incident)
-    events += _audit_events(incident)
+    events += _run_events(state, incident)
+    events += _audit_events(state, incident)
     if incident.closed_at:
         events.append(Event(incident.closed_at, "closed", incident.id, "closed"))
     matches = export.matches_from_incident(incident)
@@ -55,7 +59,7 @@ def collect(incident: Incident, school_names: Mapping[str, str] | None = None) -
     for m in matches:
         for uai in {u for uais in (m.get("recipient_schools") or {}).values() for u in uais}:
             schools[uai] += 1
-    checks = evidence.verify(incident)
+    checks = evidence.verify(state, incident)
     return {
         "incident": {
             "id": incident.id,
@@ -72,6 +76,7 @@ def collect(incident: Incident, school_names: Mapping[str, str] | None = None) -
         "messages_preserved": len(matches),
         "messages_purged": len(done_keys(runs, "messages.purge")),
         "evidence": {"bundles": len({c.bundle for c in checks}), "intact": all(c.ok for c in checks)},
+        "audit_log": dict(zip(("entries", "head"), state.audit_log().head(), strict=True)),
         "messaging_blocks": [dict(b, name=names.get(b["school"], b.get("name"))) for b in blocks],
         "affected_schools": [
             {"uai": u, "name": names.get(u), "messages": n} for u, n in sorted(schools.items())
@@ -79,18 +84,18 @@ def collect(incident: Incident, school_names: Mapping[str, str] | None = None) -
     }
 
 
-def _run_events(incident: Incident) -> list[Event]:
+def _run_events(state: StateStore, incident: Incident) -> list[Event]:
     """Operation runs (with their final status) and playbook steps, from the journal."""
     out: list[Event] = []
     started: dict[str, tuple[str, str]] = {}
-    for state in read(incident.journal_path):
-        counts = state.counts()
+    for run in read(state, incident.id):
+        counts = run.counts()
         done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("refused", 0)
-        status = state.end or ("interrupted" if state.pending else "completed")
-        tally = (len(state.items), done, counts.get("already", 0), failed)
-        by = state.meta.get("identity", "")
-        out.append(Event(state.started_at, state.op, state.run, status, by, counts=tally))
-    for rec in _records(incident):
+        status = run.end or ("interrupted" if run.pending else "completed")
+        tally = (len(run.items), done, counts.get("already", 0), failed)
+        by = run.meta.get("identity", "")
+        out.append(Event(run.started_at, run.op, run.run, status, by, counts=tally))
+    for rec in records(state, incident.id):
         kind = rec.get("t")
         if kind == "playbook":
             started[rec["run"]] = (rec["name"], rec.get("meta", {}).get("identity", ""))
@@ -106,24 +111,18 @@ def _run_events(incident: Incident) -> list[Event]:
     return out
 
 
-def _records(incident: Incident) -> list[dict[str, Any]]:
-    if not incident.journal_path.exists():
-        return []
-    out = []
-    for line in incident.journal_path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line
-    return out
-
-
-def _audit_events(incident: Incident) -> list[Event]:
+def _audit_events(state: StateStore, incident: Incident) -> list[Event]:
     """Banners shown in schools: the audit log is where the banner operation records each school."""
     return [
-        Event(e["at"], "banner", str(e.get("target", "")), str(e.get("result", "")), str(e.get("actor", "")))
-        for e in AuditLog().entries()
-        if e.get("incident") == incident.id and e.get("action") == "notify"
+        Event(
+            e["at"],
+            "banner",
+            str(e.get("target_label") or e.get("target", "")),
+            str(e.get("result", "")),
+            str(e.get("actor", "")),
+        )
+        for e in state.audit_log().entries()
+        if e.get("incident") == incident.id and e.get("action") == banners.OP
     ]
 
 
@@ -138,6 +137,7 @@ LABELS: dict[str, dict[str, str]] = {
         "profiles": "ENT profiles",
         "summary": "Accounts blocked: {blocked}; messages preserved as evidence: {kept}; purged: {purged}",
         "evidence": "Evidence bundles: {n} ({state})",
+        "seal": "Audit log sealed at entry {n}, head {head}",
         "intact": "hashes intact",
         "altered": "ALTERED",
         "timeline": "Timeline",
@@ -184,6 +184,7 @@ LABELS: dict[str, dict[str, str]] = {
         "summary": "Comptes bloqués : {blocked} ; messages conservés comme preuves : {kept} ; "
         "supprimés : {purged}",
         "evidence": "Lots de preuves : {n} ({state})",
+        "seal": "Journal d'audit scellé à l'entrée {n}, empreinte {head}",
         "intact": "empreintes intactes",
         "altered": "ALTÉRÉES",
         "timeline": "Chronologie",
@@ -281,6 +282,7 @@ class _View:
                 purged=data["messages_purged"],
             ),
             t["evidence"].format(n=data["evidence"]["bundles"], state=state),
+            t["seal"].format(n=data["audit_log"]["entries"], head=data["audit_log"]["head"][:16]),
         ]
 
     def tables(self, data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -325,7 +327,7 @@ def markdown(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> st
 
     view = _View(lang, tz)
     inc = data["incident"]
-    out = [f"# {view.t['incident']} {inc['id']}: {inc['title']}", ""]
+    out = [f"# {view.t['incident']} {inc['id']}" + (f": {inc['title']}" if inc["title"] else ""), ""]
     out += [f"- {line}" for line in view.header(data)] + ["", f"_{view.t['times_in'].format(tz=tz)}_"]
     for title, headers, rows in view.tables(data):
         out += ["", f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github")]
@@ -352,7 +354,9 @@ def html_page(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> s
         "body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
         "th,td{border:1px solid #bbb;padding:.3rem .6rem;text-align:left}th{background:#eee}"
         ".bad{color:#b00;font-weight:bold}</style></head><body>"
-        f"<h1>{html.escape(view.t['incident'])} {html.escape(inc['id'])}: {html.escape(inc['title'])}</h1>"
+        f"<h1>{html.escape(view.t['incident'])} {html.escape(inc['id'])}"
+        + (f": {html.escape(inc['title'])}" if inc["title"] else "")
+        + "</h1>"
         f"<ul>{header}</ul>{altered}<p><em>{html.escape(view.t['times_in'].format(tz=tz))}</em></p>"
         f"{sections}</body></html>\n"
     )

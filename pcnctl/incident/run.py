@@ -6,22 +6,33 @@ playbook, the journal can resume it and the audit log names the identity and the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
-from pcnctl.errors import InterruptedRunError
+from pcnctl.errors import InterruptedRunError, RefusedError
 from pcnctl.incident.auditlog import AuditLog
-from pcnctl.incident.journal import Journal
+from pcnctl.incident.journal import Journal, RunState
 from pcnctl.incident.store import Incident
 from pcnctl.models import Identity
 from pcnctl.platform import EntDriver
+from pcnctl.state.store import StateStore, ent_key
+
+
+def plan_digest(op: str, params: dict[str, Any], items: list[dict[str, Any]]) -> str:
+    """The SHA-256 of a run's plan, sealed in the audit log when the run starts: resume acts only on it."""
+    body = json.dumps([op, params, items], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass
 class RunContext:
     driver: EntDriver
     incident: Incident
+    state: StateStore
     journal: Journal
     audit: AuditLog
     identity: Identity
@@ -29,14 +40,62 @@ class RunContext:
     rate_limit: float | None = None
     show_progress: bool = True
     batch_size: int = 50  # accounts per PUT /auth/users/block call (ADMC only); 0 = one call per account
+    step: str = ""  # "<playbook run>/<step id>" while a playbook step runs: its runs are found by it
+    _held: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @classmethod
-    def create(cls, driver: EntDriver, incident: Incident, **options: Any) -> RunContext:
-        ident = driver.whoami()
-        if driver.profile.name not in incident.profiles:
-            incident.profiles.append(driver.profile.name)
-            incident.save()
-        return cls(driver, incident, Journal(incident.journal_path), AuditLog(), ident, **options)
+    def create(cls, driver: EntDriver, incident: Incident, state: StateStore, **options: Any) -> RunContext:
+        """A context for runs in ``incident`` on the driver's ENT; it holds the incident's lock until
+        :meth:`close` (a second run on the same incident refuses instead of racing this one)."""
+        held = ExitStack()
+        held.enter_context(state.lock(incident.id))
+        try:
+            ident = driver.whoami()
+        except BaseException:
+            held.close()
+            raise
+        ent = ent_key(driver.profile.url)
+        if driver.profile.name not in incident.profiles or ent not in incident.ents:
+            incident.profiles = sorted({*incident.profiles, driver.profile.name})
+            incident.ents = sorted({*incident.ents, ent})
+            incident.save(state)
+        journal = Journal(state, incident.id, ent)
+        ctx = cls(driver, incident, state, journal, state.audit_log(), ident, **options)
+        ctx._held = held
+        return ctx
+
+    @property
+    def ent(self) -> str:
+        return self.journal.ent
+
+    def close(self) -> None:
+        self._held.close()
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_resumable(self, state: RunState) -> None:
+        """Refuse to resume a run of another ENT, or one whose plan is not the one sealed when it started."""
+        if state.ent and state.ent != self.ent:
+            raise RefusedError(
+                f"run {state.run} acted on {state.ent}, not on {self.ent}",
+                hint=f"resume it with a profile of that ENT: --ent PROFILE ({state.meta.get('profile')})",
+            )
+        digest = plan_digest(state.op, state.params, state.items)
+        sealed = [
+            e.get("plan")
+            for e in self.audit.entries()
+            if e.get("run") == state.run and e.get("action") == f"{state.op}:start"
+        ]
+        if digest not in sealed:
+            raise RefusedError(
+                f"the journal's plan of run {state.run} is not the one recorded in the audit log when it "
+                "started: it was changed",
+                hint="nothing was resumed; check 'pcnctl audit verify-log' and the incident's records",
+            )
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -46,17 +105,23 @@ class RunContext:
             "client_id": self.identity.client_id,
             "profile": self.driver.profile.name,
             "url": self.driver.profile.url,
+            "step": self.step,
         }
 
     def start(
         self, op: str, params: dict[str, Any], items: list[dict[str, Any]], run: str | None = None
     ) -> str:
         run = run or f"{op}-{secrets.token_hex(4)}"
+        # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
+        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=plan_digest(op, params, items))
         self.journal.append(
             {"t": "run", "run": run, "op": op, "params": params, "items": items, "meta": self.meta()}
         )
-        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started")
         return run
+
+    def sending(self, run: str, key: str) -> None:
+        """Written before an item's call: if the answer is lost, resume knows to re-read it."""
+        self.item(run, key, "sending")
 
     def log(self, run: str, action: str, target: str, result: str, **extra: Any) -> None:
         """One audit-log entry, naming who acted and how they authenticated."""
@@ -94,4 +159,3 @@ class RunContext:
 
     def end(self, run: str, status: str, counts: dict[str, int]) -> None:
         self.journal.append({"t": "end", "run": run, "status": status, "counts": counts})
-        self.journal.sync()

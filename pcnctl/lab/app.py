@@ -57,8 +57,13 @@ class Knobs:
     # endpoint answers 509 quota_overflow (the cookie form itself does not check it, as on the platform).
     sessions_limit: int = 0
     fail_match: str = ""  # requests whose path contains this always get 500 (targeted faults for tests)
+    fail_count: int = -1  # with fail_match: -1 = every match fails; N = only the next N (a transient fault)
     # The platform's loginUri: where an expired session is sent (an SSO portal); empty = /auth/login.
     login_uri: str = ""
+    # Writes (PUT, POST, DELETE) that take effect but whose answer is lost: the connection drops.
+    lose_rate: float = 0.0
+    # Until this UNIX time every API request has its connection dropped unanswered (an outage).
+    outage_until: float = 0.0
 
 
 class RateGate:
@@ -90,7 +95,7 @@ class LabApp:
         self.control_token = control_token or secrets.token_urlsafe(18)
         self.gate = RateGate()
         self.faults = random.Random(0)
-        self.counters: dict[str, int] = {"requests": 0, "throttled": 0, "faults": 0}
+        self.counters: dict[str, int] = {"requests": 0, "throttled": 0, "faults": 0, "lost": 0, "dropped": 0}
         self.router = Router()
         self.router.mount(auth_routes.ROUTES, self)
         self.router.mount(directory_routes.ROUTES, self)
@@ -109,6 +114,9 @@ class LabApp:
             if req.path.startswith("/__lab/"):
                 return self._control(req)
             self.counters["requests"] += 1
+            if self.knobs.outage_until > time.time():
+                self.counters["dropped"] += 1
+                return Response.lost()
             if self.knobs.latency_ms > 0:
                 time.sleep(self.knobs.latency_ms / 1000)
             wait = self.gate.take(self.knobs.capacity)
@@ -118,10 +126,21 @@ class LabApp:
                     429, {"error": "too.many.requests"}, {"Retry-After": str(max(1, math.ceil(wait)))}
                 )
             targeted = bool(self.knobs.fail_match) and self.knobs.fail_match in req.path
+            if targeted and self.knobs.fail_count >= 0:
+                targeted = self.knobs.fail_count > 0
+                self.knobs.fail_count -= int(targeted)
             if targeted or (self.knobs.fail_rate > 0 and self.faults.random() < self.knobs.fail_rate):
                 self.counters["faults"] += 1
                 raise HttpError(500, {"error": "lab.injected.fault"})
-            return self._dispatch(req)
+            response = self._dispatch(req)
+            if (
+                req.method != "GET"
+                and self.knobs.lose_rate > 0
+                and self.faults.random() < self.knobs.lose_rate
+            ):
+                self.counters["lost"] += 1
+                return Response.lost()  # the write happened; its answer never arrives
+            return response
         except HttpError as exc:
             return exc.response()
 

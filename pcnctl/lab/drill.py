@@ -110,6 +110,7 @@ def run(
     from pcnctl.playbooks import runner
     from pcnctl.playbooks.model import load
     from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.state.store import StateStore
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, mode=0o700)
@@ -146,8 +147,9 @@ def run(
         # The on-call response starts now.
         report.response_started_at = time.time()
         driver = EdificeDriver.open(profile, use_cache=False)
-        incident, _ = open_incident(None, title="drill: bomb-threat wave", operator="drill")
-        ctx = RunContext.create(driver, incident, show_progress=False)
+        state = StateStore(root / "state")
+        incident, _ = open_incident(state, None, title="drill: bomb-threat wave", operator="drill")
+        ctx = RunContext.create(driver, incident, state, show_progress=False)
         book, problems = load(playbook)
         if book is None:
             raise RuntimeError("; ".join(str(p) for p in problems))
@@ -166,7 +168,7 @@ def run(
                 book, runner.coerce_inputs(book, {}), ctx, store, approve_all=True, on_step=step_done
             )
         finally:
-            ctx.journal.close()
+            ctx.close()
         report.steps = [s.to_row() for s in steps]
         wave.wait(timeout=300)
         truth = _truth(data)

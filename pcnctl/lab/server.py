@@ -40,6 +40,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         response = self.app.handle(req)
+        if response.dropped:
+            self.close_connection = True  # no status line, no body: the client sees the connection drop
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)

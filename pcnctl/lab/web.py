@@ -67,6 +67,11 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     cookies: list[str] = field(default_factory=list)
+    dropped: bool = False  # the server closes the connection without answering (a lost answer)
+
+    @classmethod
+    def lost(cls) -> Response:
+        return cls(0, b"", {}, [], True)
 
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

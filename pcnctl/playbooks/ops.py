@@ -31,6 +31,7 @@ class Env:
     driver: Any
     incident: Any  # Incident, or None in check mode
     ctx: Any  # RunContext, or None in check mode
+    state: Any  # StateStore: the home's records (read in check mode too)
     mailstore: Any  # Mailstore or None
     check: bool
     workdir: Path  # where saved searches go: the incident, or a scratch directory in check mode
@@ -110,10 +111,8 @@ def _accounts(env: Env, op: str, p: dict[str, Any], params: dict[str, Any]) -> d
     ids = list(dict.fromkeys(p.get("accounts") or []))
     if not ids:
         return {"accounts": [], "count": 0}
-    users = accounts.resolve_targets(env.driver, ids)
-    accounts.check_scope(env.driver, users)
-    plan = accounts.plan(op, users, params)
-    accounts.check_cap(plan, int(p.get("max") or 1000))
+    plan = accounts.prepare(env.driver, op, ids, params)
+    accounts.check_cap(plan, int(p["max"]) if p.get("max") else None)  # the commands' caps
     if env.check:
         env.notes.append(plan.summary())
         return {"accounts": [u.id for u in plan.to_change], "count": len(plan.to_change)}
@@ -164,6 +163,7 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
         method=p.get("method") or "communication",
         until=parse_when(p["until"]) if p.get("until") else None,
         reason=p.get("reason") or "",
+        state=env.state,
     )
     if env.check:
         env.notes.append(
@@ -171,13 +171,16 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
             f"school(s), {plan.users} account(s)"
         )
         return {"schools": [s.school.uai for s in plan.to_change], "count": len(plan.to_change)}
-    run, rows = messaging.execute_block(env.ctx, plan)
+    _run, rows = messaging.execute_block(env.ctx, plan)
     failed = [r for r in rows if r["result"] == "failed"]
     if failed:
         raise PcnError(f"{len(failed)} school(s) failed to block")
     if plan.method == "roles":  # the same follow-up as the command's --revoke-sessions
         env.notes.append(f"sessions of {messaging.revoke_sessions(env.ctx, plan)} account(s) revoked")
-    result = messaging.verify_run(env.ctx, run)
+    # Every block in force for these schools, this run's and those an interrupted run of this step made.
+    planned = {s.school.id for s in plan.schools}
+    held = [b for b in messaging.active_blocks(env.state, env.ctx.ent) if b["school_id"] in planned]
+    result = messaging.verify(env.driver, env.state, held)
     env.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
     if not result.effective:
         raise PcnError("the block was applied but verification found it is not effective")
@@ -191,7 +194,10 @@ def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     if incident is None:  # check mode, and no incident named: the run's own one does not exist yet
         env.notes.append("would lift the messaging blocks of the incident the run is recorded in")
         return {"schools": [], "count": 0}
-    blocks = [b for b in messaging.active_blocks() if b["incident"] == incident]
+    from pcnctl.state.store import ent_key
+
+    ent = ent_key(env.driver.profile.url)
+    blocks = [b for b in messaging.active_blocks(env.state, ent) if b["incident"] == incident]
     if env.check:
         env.notes.append(f"would lift {len(blocks)} messaging block(s) of incident {incident}")
         return {"schools": [b["uai"] for b in blocks], "count": len(blocks)}
@@ -230,7 +236,7 @@ def op_export(env: Env, p: dict[str, Any]) -> dict[str, Any]:
         matches = load_saved(Path(p["search"]))["matches"]
     else:
         matches = export.matches_from_incident(env.incident) if env.incident is not None else []
-    rows = export.affected_schools(env.driver, matches)
+    rows = export.affected_schools(env.driver, matches, env.state)
     fmt = p.get("format") or "csv"
     path = env.workdir.parent / f"affected-schools.{'md' if fmt == 'markdown' else fmt}"
     if env.check:
@@ -243,21 +249,57 @@ def op_export(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
 
 
+def op_recipients(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    """Who received the messages of a saved search (from their mailbox copies), written for the schools to
+    warn: one row per recipient with their schools and how many of the messages they received."""
+    import csv
+    import io
+
+    from pcnctl.incident.store import write_private
+    from pcnctl.search import load_saved
+
+    received: dict[str, tuple[set[str], set[str]]] = {}
+    for m in load_saved(Path(p["search"]))["matches"]:
+        for user, uais in (m.get("recipient_schools") or {}).items():
+            messages, schools = received.setdefault(user, (set(), set()))
+            messages.add(m["id"])
+            schools.update(uais)
+    path = env.workdir.parent / f"recipients-{int(time.time() * 1000)}.csv"
+    if not env.check:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["id", "schools", "messages"])
+        for user, (messages, schools) in sorted(received.items()):
+            writer.writerow([user, ";".join(sorted(schools)), len(messages)])
+        write_private(path, buffer.getvalue())
+    return {"file": str(path), "accounts": sorted(received), "count": len(received)}
+
+
 def op_notify(env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    from pcnctl import directory
+    from pcnctl import banners, directory
+    from pcnctl.incident.journal import read
 
     schools = [directory.resolve_school(env.driver, s) for s in p.get("schools") or []]
     if env.check:
         env.notes.append(f"would show a banner in {len(schools)} school(s)")
         return {"schools": [s.uai for s in schools], "count": len(schools)}
-    for school in schools:
-        env.driver.flash_message(
-            school.id,
-            p.get("title") or "Information",
-            p["message"],
-            list(p.get("profiles") or ["Teacher", "Personnel"]),
-        )
-        env.ctx.log(env.ctx.incident.id, "notify", school.uai, "done")
+    banner = banners.Banner(
+        p.get("title") or "Information", p["message"], tuple(p.get("profiles") or ["Teacher", "Personnel"])
+    )
+    # A banner is never posted twice: schools an interrupted run of this step reached (or may have) are
+    # skipped; a lost answer was reported by the resume.
+    earlier = [
+        r for r in read(env.state, env.incident.id, ent=env.ctx.ent) if r.meta.get("step") == env.ctx.step
+    ]
+    touched = frozenset(k for r in earlier if r.op == banners.OP for k in r.phases)
+    posted = (
+        banners.post(env.ctx, [s for s in schools if s.id not in touched], banner)
+        if len(touched) < len(schools)
+        else []
+    )
+    failed = [b for b in posted if b.result == "failed"]
+    if failed:
+        raise PcnError(f"the banner failed in {len(failed)} school(s): {failed[0].detail}")
     return {"schools": [s.uai for s in schools], "count": len(schools)}
 
 
@@ -383,6 +425,14 @@ OPS: dict[str, Op] = {
         False,
         False,
         "export the affected schools",
+    ),
+    "recipients": Op(
+        op_recipients,
+        {"search": Param(STR, True)},
+        ("file", "accounts", "count"),
+        False,
+        False,
+        "list who received the messages of a search",
     ),
     "notify": Op(
         op_notify,

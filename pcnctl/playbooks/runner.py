@@ -2,9 +2,11 @@
 
 The journal gets a ``playbook`` record (file, its SHA-256, inputs, identity) and a ``step`` record per step
 with its status and result, so ``playbook resume`` restores the results of finished steps and continues
-with the first unfinished one; that step's own operation skips what it had already done (blocked accounts
-are "already", blocked schools are in the registry, purged messages are gone). A step that needs approval
-and has none stops the run *before* it: nothing of that step happens.
+with the first unfinished one. The runs that step had started are finished first, each on its own plan
+and snapshot (:mod:`pcnctl.resume`); then the step's operation runs again and finds that work done
+(blocked accounts are "already", blocked schools are in force, purged messages are gone, banners already
+posted are skipped). A step that needs approval and has none stops the run *before* it: nothing of that
+step happens.
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ def needs_approval(step: Step) -> bool:
     return step.approval or OPS[step.op].approval
 
 
-def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any) -> list[StepReport]:
+def plan(
+    playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any, state: Any
+) -> list[StepReport]:
     """Check mode: read-only steps run, mutating steps plan; nothing changes on the ENT."""
     reports = []
     context: dict[str, Any] = {"inputs": inputs, "steps": {}, "incident": {"id": "(plan)"}}
@@ -102,7 +106,7 @@ def plan(playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any
                 context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
                 reports.append(StepReport(step.id, step.op, "skipped", "condition false"))
                 continue
-            env = Env(driver, None, None, mailstore, True, Path(scratch) / "searches")
+            env = Env(driver, None, None, state, mailstore, True, Path(scratch) / "searches")
             empty = [ref for ref in _step_refs(step.params) if ref in nothing]
             try:
                 if empty:
@@ -195,7 +199,6 @@ def run(
                 ctx.journal.append(
                     {"t": "step", "run": run_id, "step": step.id, "status": "awaiting-approval"}
                 )
-                ctx.journal.sync()
                 raise ApprovalMissing(
                     f"step {step.id!r} ({OPS[step.op].summary}) needs an approval: the run stopped before it",
                     hint=f"approve it with --approve {step.id} (or at a terminal); finished steps are kept: "
@@ -205,17 +208,19 @@ def run(
         elif needs_approval(step):
             ctx.log(run_id, "playbook:approval", step.id, "approved on the command line")
         ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "start"})
-        env = Env(ctx.driver, ctx.incident, ctx, mailstore, False, ctx.incident.path / "searches")
+        env = Env(ctx.driver, ctx.incident, ctx, ctx.state, mailstore, False, ctx.incident.path / "searches")
+        ctx.step = f"{run_id}/{step.id}"
         try:
+            _finish_runs(ctx, mailstore)
             result = OPS[step.op].fn(env, params)
         except (KeyboardInterrupt, InterruptedRunError):
             ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "interrupted"})
-            ctx.journal.sync()
             raise InterruptedRunError(
                 f"interrupted during step {step.id!r} of playbook {playbook.name!r}; finished steps are kept",
                 hint=f"resume it: pcnctl playbook resume {ctx.incident.id}",
             ) from None
         except PcnError as exc:
+            ctx.step = ""
             ctx.journal.append(
                 {"t": "step", "run": run_id, "step": step.id, "status": "failed", "detail": exc.message}
             )
@@ -228,6 +233,7 @@ def run(
                 continue
             ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "failed"})
             raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
+        ctx.step = ""
         context["steps"][step.id] = result
         ctx.journal.append(
             {
@@ -243,21 +249,45 @@ def run(
         if on_step:
             on_step(report)
     ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "completed"})
-    ctx.journal.sync()
     ctx.log(run_id, "playbook:end", playbook.name, "completed")
     return reports
 
 
-def unfinished(journal_path: Path) -> dict[str, Any] | None:
+def _finish_runs(ctx: Any, mailstore: Any) -> None:
+    """Finish the runs this step started before an interruption, on their own plans and snapshots."""
+    from pcnctl import resume
+    from pcnctl.incident.journal import read
+
+    mine = [r for r in read(ctx.state, ctx.incident.id, ent=ctx.ent) if r.meta.get("step") == ctx.step]
+    for state in resume.unfinished(mine):
+
+        def opened() -> Any:
+            if mailstore is None:
+                raise PlaybookError("resuming this step's purge needs a mailstore: set --mailstore")
+            return _Borrowed(mailstore)
+
+        resume.resume(ctx, state, opened)
+
+
+class _Borrowed:
+    """The runner's mailstore lent to a resumed run: the runner closes it, not the run."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        """Left open for the steps that follow."""
+
+
+def unfinished(state: Any, incident: str) -> dict[str, Any] | None:
     """The last playbook run of an incident that did not complete: its file, inputs and finished steps."""
-    if not journal_path.exists():
-        return None
+    from pcnctl.incident.journal import records
+
     runs: dict[str, dict[str, Any]] = {}
-    for line in journal_path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+    for rec in records(state, incident):
         if rec.get("t") == "playbook":
             runs[rec["run"]] = {
                 "run": rec["run"],
