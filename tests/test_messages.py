@@ -188,6 +188,38 @@ def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     assert tampered.exit_code == 11 and "messages.jsonl" in tampered.stderr
 
 
+def test_a_deleted_bundle_or_a_manifest_rewritten_with_its_hash_is_detected(
+    ops: Cli, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    import hashlib
+
+    ops.open_incidents("INC-E")
+    saved = tmp_path / "threat.json"
+    assert ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    for _ in range(2):
+        assert ops("messages", "evidence", "--from-search", str(saved), "--incident", "INC-E").exit_code == 0
+    root = Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-E" / "evidence"
+    (
+        root / ".partial-20261201T070000Z-1"
+    ).mkdir()  # an interrupted collection: never evidence, never an error
+    assert ops("incident", "verify", "INC-E").exit_code == 0
+    first, second = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    manifest = json.loads((first / "manifest.json").read_text())
+    manifest["messages"] = 0  # rewritten, and its hash recomputed, as someone covering their tracks would
+    (first / "manifest.json").write_text(json.dumps(manifest))
+    digest = hashlib.sha256((first / "manifest.json").read_bytes()).hexdigest()
+    (first / "manifest.sha256").write_text(f"{digest}  manifest.json\n")
+    rewritten = ops("incident", "verify", "INC-E", "-o", "json")
+    assert rewritten.exit_code == 11
+    assert [c["problem"] for c in rewritten.json() if not c["ok"]] == [
+        "manifest rewritten: its hash is not the one sealed when the bundle was written"
+    ]
+    shutil.rmtree(second)
+    deleted = ops("incident", "verify", "INC-E", "-o", "json")
+    assert deleted.exit_code == 11
+    assert {"bundle deleted after it was sealed"} <= {c["problem"] for c in deleted.json()}
+
+
 def test_affected_schools_export_equals_the_ground_truth(
     ops: Cli, wave: dict[str, Any], tmp_path: Path
 ) -> None:
