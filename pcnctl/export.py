@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pcnctl import messaging
+from pcnctl import blocks as registry
 from pcnctl.evidence import PARTIAL
 from pcnctl.incident.store import Incident
 from pcnctl.platform import EntDriver
@@ -114,8 +115,8 @@ def affected_schools(
             if uai in (m.get("from_schools") or []):
                 row["senders"].add(m["from"])
     blocks: dict[str, list[dict[str, Any]]] = {}
-    for b in messaging.active_blocks(state, ent_key(driver.profile.url)):
-        blocks.setdefault(b["uai"], []).append(b)
+    for b in registry.active_blocks(state, ent_key(driver.profile.url)):
+        blocks.setdefault(b.uai, []).append(asdict(b))
     rows = []
     for uai, row in sorted(per.items()):
         school = schools.get(uai)

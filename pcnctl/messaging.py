@@ -20,13 +20,13 @@ the lever is lifted only when the last incident holding it lets go.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pcnctl import directory
+from pcnctl.blocks import Block, active_blocks, save_block
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident import snapshots
@@ -63,36 +63,6 @@ LEVERS = {
 OP_BLOCK = "messaging.block"
 
 
-# -- registry of blocks in force --------------------------------------------------------------------------
-
-
-def blocks(state: StateStore, ent: str | None, *, include_lifted: bool = False) -> list[dict[str, Any]]:
-    """The blocks of one ENT in the store (of every ENT when ``ent`` is None: an incident's report), only
-    those in force unless told otherwise."""
-    where = ["ent = ?"] if ent is not None else []
-    if not include_lifted:
-        where.append("status = 'active'")
-    sql = "SELECT body FROM blocks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-    return [json.loads(r["body"]) for r in state.rows(sql, *([ent] if ent is not None else []))]
-
-
-def active_blocks(state: StateStore, ent: str) -> list[dict[str, Any]]:
-    return blocks(state, ent)
-
-
-def save_block(state: StateStore, entry: dict[str, Any]) -> None:
-    state.execute(
-        "INSERT INTO blocks VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
-        "body = excluded.body",
-        entry["id"],
-        entry["ent"],
-        entry["incident"],
-        entry["run"],
-        entry["status"],
-        json.dumps(entry, ensure_ascii=False),
-    )
-
-
 # -- plan -------------------------------------------------------------------------------------------------
 
 
@@ -102,11 +72,11 @@ class SchoolPlan:
     group: dict[str, Any]
     prior: dict[str, Any]
     already: bool = False
-    holder: dict[str, Any] | None = None  # the block in force that this plan joins
+    holder: Block | None = None  # the block in force that this plan joins
 
     def change(self, method: str) -> str:
         if self.already:
-            held = f" by incident {self.holder['incident']}" if self.holder else ""
+            held = f" by incident {self.holder.incident}" if self.holder else ""
             return f"already blocked{held}: this incident joins the block (lifted when both let go)"
         if method == "communication":
             return CutPlan.from_json(self.prior).summary()
@@ -136,7 +106,7 @@ class BlockPlan:
 
     def joins(self, incident: str | None) -> list[SchoolPlan]:
         """Schools another incident blocks, which a run in ``incident`` joins (None: a new incident)."""
-        return [s for s in self.schools if s.holder is not None and s.holder["incident"] != incident]
+        return [s for s in self.schools if s.holder is not None and s.holder.incident != incident]
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -200,8 +170,7 @@ def plan_block(
     )
     schools = list({s.id: s for s in schools}.values())
     current = {
-        (b["school_id"], b["profile"], b["method"]): b
-        for b in active_blocks(state, ent_key(driver.profile.url))
+        (b.school_id, b.profile, b.method): b for b in active_blocks(state, ent_key(driver.profile.url))
     }
     plans: dict[str, SchoolPlan] = {}
 
@@ -256,8 +225,8 @@ def execute_block(
         data = {"profile": p.profile, "method": p.method, "schools": snapshot}
         snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
         for sp in p.schools:
-            if sp.already and sp.holder is not None and sp.holder["incident"] != ctx.incident.id:
-                _register(ctx, run, sp, p, sp.holder["snapshot"], joined=sp.holder["id"])
+            if sp.already and sp.holder is not None and sp.holder.incident != ctx.incident.id:
+                _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
     by_id = {s.school.id: s for s in todo}
     rows: list[dict[str, Any]] = []
 
@@ -308,26 +277,25 @@ def _register(
 ) -> None:
     save_block(
         ctx.state,
-        {
-            "id": f"{run}:{sp.school.uai}",
-            "ent": ctx.ent,
-            "run": run,
-            "incident": ctx.incident.id,
-            "school_id": sp.school.id,
-            "uai": sp.school.uai,
-            "name": sp.school.name,
-            "profile": p.profile,
-            "method": p.method,
-            "group": sp.group["id"],
-            "since": utcnow(),
-            "by": ctx.identity.label,
-            "auth": ctx.identity.auth_mode,
-            "until": iso(p.until) if p.until else None,
-            "reason": p.reason,
-            "snapshot": snapshot,  # the run whose snapshot holds the prior state
-            "joined": joined,  # the block in force this one joined ('' when this run applied the lever)
-            "status": "active",
-        },
+        Block(
+            id=f"{run}:{sp.school.uai}",
+            ent=ctx.ent,
+            run=run,
+            incident=ctx.incident.id,
+            school_id=sp.school.id,
+            uai=sp.school.uai,
+            name=sp.school.name,
+            profile=p.profile,
+            method=p.method,
+            group=sp.group["id"],
+            since=utcnow(),
+            by=ctx.identity.label,
+            auth=ctx.identity.auth_mode,
+            until=iso(p.until) if p.until else None,
+            reason=p.reason,
+            snapshot=snapshot,
+            joined=joined,
+        ),
     )
 
 
@@ -357,7 +325,7 @@ def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, 
 
 def select_blocks(
     state: StateStore, ent: str, *, incident: str | None, school_refs: Sequence[str], all_schools: bool
-) -> list[dict[str, Any]]:
+) -> list[Block]:
     """The blocks in force on this ENT that a lift names; a named incident must exist."""
     if sum(bool(x) for x in (incident, school_refs, all_schools)) != 1:
         raise UsageError("give exactly one of --incident ID, --school UAI (repeatable) or --all-schools")
@@ -366,25 +334,25 @@ def select_blocks(
         from pcnctl.incident.store import Incident
 
         Incident.load(state, incident)  # a mistyped id is an error, not "no block matches"
-        return [b for b in current if b["incident"] == incident]
+        return [b for b in current if b.incident == incident]
     if school_refs:
         from pcnctl.uai import normalise
 
         uais = {normalise(r) for r in school_refs}
-        return [b for b in current if b["uai"] in uais]
+        return [b for b in current if b.uai in uais]
     return current
 
 
-def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+def _restore(driver: EntDriver, block: Block, entry: dict[str, Any]) -> list[str]:
     """Put back exactly what the snapshot holds; report, and keep, what changed by hand since the block."""
     notes: list[str] = []
-    prior, method = entry["prior"], block["method"]
+    prior, method = entry["prior"], block.method
     if method == "communication":
         notes += restore_cut(driver, CutPlan.from_json(prior))
     elif method == "roles":
-        notes += restore_roles(driver, block["profile"], prior)
+        notes += restore_roles(driver, block.profile, prior)
     else:
-        driver.block_profile(block["school_id"], block["profile"], False)
+        driver.block_profile(block.school_id, block.profile, False)
         for user_id in prior["blocked"]:
             driver.block_user(user_id, True)  # blocked before the incident: stays blocked
         if prior["blocked"]:
@@ -392,95 +360,49 @@ def _restore(driver: EntDriver, block: dict[str, Any], entry: dict[str, Any]) ->
     return notes
 
 
-def _lever(block: dict[str, Any]) -> tuple[str, str, str]:
-    return (block["school_id"], block["profile"], block["method"])
-
-
-def execute_unblock(ctx: RunContext, lift: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def execute_unblock(ctx: RunContext, lift: Sequence[Block]) -> list[dict[str, Any]]:
     """Restore each lever's snapshot, schools in parallel through the fan-out executor (each restore reads
     before it writes, so a school is safe to redo). A lever another incident still holds stays in force:
     only this incident's hold is lifted."""
     op = "messaging.unblock"
-    run = ctx.start(op, {}, [{"key": b["id"], "uai": b["uai"], "method": b["method"]} for b in lift])
+    run = ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
     rows: list[dict[str, Any]] = []
-    lifting = {b["id"] for b in lift}
-    held = {_lever(b) for b in active_blocks(ctx.state, ctx.ent) if b["id"] not in lifting}
-    levers: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    lifting = {b.id for b in lift}
+    held = {b.lever for b in active_blocks(ctx.state, ctx.ent) if b.id not in lifting}
+    levers: dict[tuple[str, str, str], list[Block]] = {}
     for block in lift:
-        levers.setdefault(_lever(block), []).append(block)
-    loaded = {b["snapshot"]: snapshots.load(ctx.state, ctx.audit, b["snapshot"]) for b in lift}
+        levers.setdefault(block.lever, []).append(block)
+    loaded = {b.snapshot: snapshots.load(ctx.state, ctx.audit, b.snapshot) for b in lift}
 
-    def step(group: list[dict[str, Any]]) -> list[Outcome]:
+    def step(group: list[Block]) -> list[Outcome]:
         for block in group:
-            ctx.sending(run, block["id"])
-        if _lever(group[0]) in held:
-            return [Outcome(b["id"], "done", "kept in force: another incident still holds it") for b in group]
-        entry = loaded[group[0]["snapshot"]]["schools"][group[0]["school_id"]]
+            ctx.sending(run, block.id)
+        if group[0].lever in held:
+            return [Outcome(b.id, "done", "kept in force: another incident still holds it") for b in group]
+        entry = loaded[group[0].snapshot]["schools"][group[0].school_id]
         detail = "; ".join(_restore(ctx.driver, group[0], entry))
-        return [Outcome(b["id"], "done", detail) for b in group]
+        return [Outcome(b.id, "done", detail) for b in group]
 
-    by_id = {b["id"]: b for b in lift}
+    by_id = {b.id: b for b in lift}
 
     def on_outcome(o: Outcome) -> None:
         block = by_id[o.key]
         if o.status == "done":
-            save_block(
-                ctx.state,
-                {**block, "status": "lifted", "lifted_at": utcnow(), "lifted_by": ctx.identity.label},
-            )
-        ctx.record(run, op, block["id"], o.status, o.detail, block["uai"])
-        rows.append(
-            {"school": block["uai"], "method": block["method"], "result": o.status, "detail": o.detail}
-        )
+            save_block(ctx.state, block.lifted(ctx.identity.label, utcnow()))
+        ctx.record(run, op, block.id, o.status, o.detail, block.uai)
+        rows.append({"school": block.uai, "method": block.method, "result": o.status, "detail": o.detail})
 
     fanout = Fanout(
         step,
-        key=lambda group: [b["id"] for b in group],
+        key=lambda group: [b.id for b in group],
         idempotent=True,
         max_concurrency=ctx.max_concurrency,
         on_outcome=on_outcome,
     )
-    fanout.run(sorted(levers.values(), key=lambda g: g[0]["uai"]))
+    fanout.run(sorted(levers.values(), key=lambda g: g[0].uai))
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
     return sorted(rows, key=lambda r: r["school"])
-
-
-# -- status, expiry ---------------------------------------------------------------------------------------
-
-
-def status_rows(
-    state: StateStore, ent: str | None, now: datetime | None = None, *, include_lifted: bool = False
-) -> list[dict[str, Any]]:
-    now = now or datetime.now(UTC)
-    rows = []
-    for e in blocks(state, ent, include_lifted=include_lifted):
-        expired = bool(e.get("until")) and datetime.fromisoformat(e["until"].replace("Z", "+00:00")) <= now
-        rows.append(
-            {
-                "school": e["uai"],
-                "name": e.get("name"),
-                "profile": e["profile"],
-                "method": e["method"],
-                "since": e["since"],
-                "by": e["by"],
-                "incident": e["incident"],
-                "until": e.get("until"),
-                "expired": expired,
-                "reason": e.get("reason"),
-                "status": e["status"],
-            }
-        )
-    return sorted(rows, key=lambda r: (r["school"], r["since"]))
-
-
-def expired_blocks(state: StateStore, ent: str, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or datetime.now(UTC)
-    return [
-        b
-        for b in active_blocks(state, ent)
-        if b.get("until") and datetime.fromisoformat(b["until"].replace("Z", "+00:00")) <= now
-    ]
 
 
 # -- verification -------------------------------------------------------------------------------------------
@@ -526,17 +448,17 @@ class Verification:
         return "effective"
 
 
-def prior_of(state: StateStore, block: dict[str, Any]) -> dict[str, Any]:
+def prior_of(state: StateStore, block: Block) -> dict[str, Any]:
     """The prior state a registered block saved (its school's entry in the run's sealed snapshot)."""
-    snapshot = snapshots.load(state, state.audit_log(), block["snapshot"])
-    prior: dict[str, Any] = snapshot["schools"][block["school_id"]]["prior"]
+    snapshot = snapshots.load(state, state.audit_log(), block.snapshot)
+    prior: dict[str, Any] = snapshot["schools"][block.school_id]["prior"]
     return prior
 
 
 def verify(
     driver: EntDriver,
     state: StateStore,
-    blocks: Sequence[dict[str, Any]],
+    blocks: Sequence[Block],
     *,
     samples: int = 3,
     canary: Callable[[], EntDriver] | None = None,
@@ -544,9 +466,9 @@ def verify(
 ) -> Verification:
     """Prove the blocks work: the cut groups re-read, sampled pairs through ``/communication/verify``
     (ADMC only: an ADML is told it was not checked), then a real send by the canary, which stays the proof."""
-    result = Verification(roles=any(b["method"] == "roles" for b in blocks))
+    result = Verification(roles=any(b.method == "roles" for b in blocks))
     for block in blocks:
-        if block["method"] == "login":
+        if block.method == "login":
             _verify_login(driver, block, samples, result)
         else:
             _verify_pairs(driver, state, block, samples, result)
@@ -557,21 +479,21 @@ def verify(
     return result
 
 
-def _verify_login(driver: EntDriver, block: dict[str, Any], samples: int, result: Verification) -> None:
-    for member in driver.list_users(block["school_id"], profiles=[block["profile"]])[:samples]:
+def _verify_login(driver: EntDriver, block: Block, samples: int, result: Verification) -> None:
+    for member in driver.list_users(block.school_id, profiles=[block.profile])[:samples]:
         blocked = driver.get_user(member.id).blocked
         result.checks.append(
-            Check(block["uai"], f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
+            Check(block.uai, f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
         )
 
 
 def _verify_pairs(
-    driver: EntDriver, state: StateStore, block: dict[str, Any], samples: int, result: Verification
+    driver: EntDriver, state: StateStore, block: Block, samples: int, result: Verification
 ) -> None:
     """The pairs that matter for the lever and the profile: members to staff and to each other; staff
     to members only for students and relatives (the rules never let staff write to guests)."""
-    uai, profile, sid = block["uai"], block["profile"], block["school_id"]
-    if block["method"] == "communication":
+    uai, profile, sid = block.uai, block.profile, block.school_id
+    if block.method == "communication":
         for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(state, block))):
             result.checks.append(Check(uai, check, expected, observed, ok))
     members = driver.list_users(sid, profiles=[profile])
@@ -580,7 +502,7 @@ def _verify_pairs(
         + driver.list_users(sid, profiles=["Personnel"])[:1]
     )
     recipients = staff + members[samples : samples * 2]
-    roles = block["method"] == "roles"
+    roles = block.method == "roles"
     reached = 0
     for member in members[:samples]:
         for other in recipients:
@@ -625,7 +547,7 @@ def verify_run(
 ) -> Verification:
     """Verify the blocks a run registered: what the command and the playbook operation both do after
     a block."""
-    mine = [b for b in active_blocks(ctx.state, ctx.ent) if b["run"] == run]
+    mine = [b for b in active_blocks(ctx.state, ctx.ent) if b.run == run]
     return verify(ctx.driver, ctx.state, mine, canary=canary, canary_to=canary_to)
 
 
@@ -643,13 +565,11 @@ def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:
     return len(result.rows)
 
 
-def _canary(
-    open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[dict[str, Any]]
-) -> Check:
+def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:
     """Log in as the canary and try a real send; with the login lever, the refused login is the proof."""
     from pcnctl.errors import AuthError, PermissionDeniedError
 
-    login_lever = any(b["method"] == "login" for b in blocks)
+    login_lever = any(b.method == "login" for b in blocks)
     try:
         canary = open_canary()
     except AuthError as exc:
@@ -662,7 +582,7 @@ def _canary(
             login_lever,
         )
     ident = canary.whoami()
-    roles_only = bool(blocks) and all(b["method"] == "roles" for b in blocks)
+    roles_only = bool(blocks) and all(b.method == "roles" for b in blocks)
     to = [recipient] if recipient else []
     label = f"canary {ident.login} real send"
     if not to:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcnctl import accounts, messaging
+from pcnctl import blocks as registry
 from pcnctl.incident.journal import read
 from pcnctl.incident.run import RunContext
 from pcnctl.incident.store import Incident
@@ -40,12 +41,12 @@ def plan(state: StateStore, incident: Incident, ent: str) -> list[Undo]:
     at an interruption count as changed by the run: unblocking one that the call did not reach is a no-op
     (the plan sees it unblocked), leaving it blocked would be the harm."""
     undos: list[Undo] = []
-    blocks = [b for b in messaging.active_blocks(state, ent) if b["incident"] == incident.id]
+    blocks = [b for b in registry.active_blocks(state, ent) if b.incident == incident.id]
     for run in reversed(read(state, incident.id, ent=ent)):
         if run.op == messaging.OP_BLOCK:
-            mine = [b for b in blocks if b["run"] == run.run]
+            mine = [b for b in blocks if b.run == run.run]
             if mine:
-                what = f"lift {len(mine)} messaging block(s) ({mine[0]['method']}, {mine[0]['profile']})"
+                what = f"lift {len(mine)} messaging block(s) ({mine[0].method}, {mine[0].profile})"
                 undos.append(Undo("messaging", run.run, what, mine))
         elif run.op == "accounts.block":
             was_blocked = {i["key"] for i in run.items if i.get("blocked")}

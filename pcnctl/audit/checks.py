@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pcnctl import blocks as registry
 from pcnctl import evidence, messaging, messaging_cut
 from pcnctl.incident import list_incidents
 from pcnctl.incident.journal import done_keys, read
@@ -212,7 +213,7 @@ def watchlist(env: AuditEnv) -> Finding:
 def blocks(env: AuditEnv) -> Finding:
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    for b in messaging.status_rows(env.store, env.ent, now):
+    for b in registry.status_rows(env.store, env.ent, now):
         since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
         rows.append(
             {
@@ -287,8 +288,8 @@ def drift(env: AuditEnv) -> Finding:
                 }
                 for k, v in back.items()
             ]
-    for b in messaging.active_blocks(env.store, env.ent):
-        if b["method"] == "communication":
+    for b in registry.active_blocks(env.store, env.ent):
+        if b.method == "communication":
             # Every group the block cut (class groups included), re-read as the verification does.
             cut = messaging_cut.CutPlan.from_json(messaging.prior_of(env.store, b))
             reopened = [
@@ -297,21 +298,21 @@ def drift(env: AuditEnv) -> Finding:
             if reopened:
                 rows.append(
                     {
-                        "incident": b["incident"],
+                        "incident": b.incident,
                         "kind": "communication restored outside pcnctl",
-                        "target": b["uai"],
+                        "target": b.uai,
                         "detail": "; ".join(f"{name}: {seen}" for name, seen in reopened[:3]),
                     }
                 )
-        elif b["method"] == "roles":
-            roles = env.driver.messaging_roles(b["school_id"])
-            if any(g["id"] == b["group"] for r in roles for g in r["groups"]):
+        elif b.method == "roles":
+            roles = env.driver.messaging_roles(b.school_id)
+            if any(g["id"] == b.group for r in roles for g in r["groups"]):
                 rows.append(
                     {
-                        "incident": b["incident"],
+                        "incident": b.incident,
                         "kind": "Messagerie role restored outside pcnctl",
-                        "target": b["uai"],
-                        "detail": b["profile"],
+                        "target": b.uai,
+                        "detail": b.profile,
                     }
                 )
     return Finding(

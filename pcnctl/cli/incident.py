@@ -165,14 +165,14 @@ def close(
     ] = False,
 ) -> None:
     """Close an incident (its journal and evidence stay); refused while its messaging blocks are in force."""
-    from pcnctl import messaging
+    from pcnctl import blocks as registry
     from pcnctl.errors import RefusedError
     from pcnctl.incident import Incident
     from pcnctl.incident.store import utcnow
 
     state = get_state()
     inc = Incident.load(state, incident_id)
-    active = [b for b in messaging.blocks(state, None) if b["incident"] == inc.id]
+    active = [b for b in registry.blocks(state, None) if b.incident == inc.id]
     if active and not force:
         raise RefusedError(
             f"incident {inc.id} still has {len(active)} messaging block(s) in force",

@@ -22,6 +22,7 @@ from pcnctl.cli._common import (
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
+    from pcnctl.blocks import Block
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.messaging import Verification
@@ -203,7 +204,7 @@ def block(
         )
 
 
-def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, quiet: bool) -> None:
+def _unblock(blocks: list[Block], profile: str | None, output: str, quiet: bool) -> None:
     from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
     from pcnctl.incident import Incident
@@ -212,9 +213,9 @@ def _unblock(blocks: list[dict[str, Any]], profile: str | None, output: str, qui
     driver = get_driver(profile)
     rows: list[dict[str, Any]] = []
     state = get_state()
-    for incident_id in sorted({b["incident"] for b in blocks}):
+    for incident_id in sorted({b.incident for b in blocks}):
         with RunContext.create(driver, Incident.load(state, incident_id), state) as ctx:
-            rows += messaging.execute_unblock(ctx, [b for b in blocks if b["incident"] == incident_id])
+            rows += messaging.execute_unblock(ctx, [b for b in blocks if b.incident == incident_id])
     emit(rows, output, ("school", "method", "result", "detail"))
     failed = [r for r in rows if r["result"] == "failed"]
     if failed:
@@ -234,6 +235,7 @@ def unblock(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore exactly what the blocks saved; changes made by hand meanwhile are reported and kept."""
+    from pcnctl import blocks as registry
     from pcnctl import messaging
 
     state, ent = get_state(), _ent(profile)
@@ -243,14 +245,14 @@ def unblock(
     if not blocks:
         note("No messaging block in force matches.", quiet)
         return
-    note(f"Plan: lift {len(blocks)} block(s) in {len({b['uai'] for b in blocks})} school(s)", quiet)
+    note(f"Plan: lift {len(blocks)} block(s) in {len({b.uai for b in blocks})} school(s)", quiet)
     if dry_run:
-        keys = {(b["uai"], b["incident"]) for b in blocks}
-        rows = [r for r in messaging.status_rows(state, ent) if (r["school"], r["incident"]) in keys]
+        keys = {(b.uai, b.incident) for b in blocks}
+        rows = [r for r in registry.status_rows(state, ent) if (r["school"], r["incident"]) in keys]
         emit(rows, output, STATUS_COLUMNS)
         note("Dry run: nothing was changed.", quiet)
         return
-    _confirm(len(blocks), len({b["uai"] for b in blocks}), "lift the messaging blocks", yes)
+    _confirm(len(blocks), len({b.uai for b in blocks}), "lift the messaging blocks", yes)
     _unblock(blocks, profile, output, quiet)
 
 
@@ -263,9 +265,9 @@ def status(
 ) -> None:
     """What is blocked on this ENT, where, by which lever, since when, by whom, in which incident, until
     when."""
-    from pcnctl import messaging
+    from pcnctl import blocks as registry
 
-    rows = messaging.status_rows(get_state(), _ent(profile), include_lifted=all_)
+    rows = registry.status_rows(get_state(), _ent(profile), include_lifted=all_)
     columns = (*STATUS_COLUMNS, "status") if all_ else STATUS_COLUMNS
     emit(rows, output, columns)
     expired = sum(1 for r in rows if r["expired"] and r["status"] == "active")
@@ -282,15 +284,15 @@ def expire(
     quiet: QuietOpt = False,
 ) -> None:
     """Lift the blocks whose --until has passed (made for cron; silent when there is nothing to do)."""
-    from pcnctl import messaging
+    from pcnctl import blocks as registry
 
     state, ent = get_state(), _ent(profile)
-    blocks = messaging.expired_blocks(state, ent)
+    blocks = registry.expired_blocks(state, ent)
     if not blocks:
         note("No expired messaging block.", quiet)
         return
     if dry_run:
-        emit([r for r in messaging.status_rows(state, ent) if r["expired"]], output, STATUS_COLUMNS)
+        emit([r for r in registry.status_rows(state, ent) if r["expired"]], output, STATUS_COLUMNS)
         return
     _unblock(blocks, profile, output, quiet)
 
@@ -308,18 +310,19 @@ def verify_(
     quiet: QuietOpt = False,
 ) -> None:
     """Prove the blocks in force work: sampled pairs via /communication/verify, and a canary's real send."""
+    from pcnctl import blocks as registry
     from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
 
     state = get_state()
-    blocks = messaging.active_blocks(state, _ent(profile))
+    blocks = registry.active_blocks(state, _ent(profile))
     if incident:
-        blocks = [b for b in blocks if b["incident"] == incident]
+        blocks = [b for b in blocks if b.incident == incident]
     if school:
         from pcnctl.uai import normalise
 
         uais = {normalise(s) for s in school}
-        blocks = [b for b in blocks if b["uai"] in uais]
+        blocks = [b for b in blocks if b.uai in uais]
     if not blocks:
         note("No messaging block in force matches.", quiet)
         return

@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pcnctl import banners, evidence, export, messaging
+from pcnctl import banners, evidence, export
+from pcnctl import blocks as registry
 from pcnctl.incident.journal import done_keys, read, records
 from pcnctl.incident.store import Incident
 from pcnctl.state.store import StateStore
@@ -46,7 +47,7 @@ def collect(
     runs = read(state, incident.id)
     names = dict(school_names or {})
     blocks = [
-        b for b in messaging.status_rows(state, None, include_lifted=True) if b["incident"] == incident.id
+        b for b in registry.status_rows(state, None, include_lifted=True) if b["incident"] == incident.id
     ]
     names.update({b["school"]: b["name"] for b in blocks if b.get("name")})
     events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]

@@ -148,6 +148,7 @@ def op_renewal_codes(env: Env, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import blocks as registry
     from pcnctl import messaging
     from pcnctl.timespec import parse_when
 
@@ -179,7 +180,7 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
         env.notes.append(f"sessions of {messaging.revoke_sessions(env.ctx, plan)} account(s) revoked")
     # Every block in force for these schools, this run's and those an interrupted run of this step made.
     planned = {s.school.id for s in plan.schools}
-    held = [b for b in messaging.active_blocks(env.state, env.ctx.ent) if b["school_id"] in planned]
+    held = [b for b in registry.active_blocks(env.state, env.ctx.ent) if b.school_id in planned]
     result = messaging.verify(env.driver, env.state, held)
     env.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
     if not result.effective:
@@ -188,6 +189,7 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    from pcnctl import blocks as registry
     from pcnctl import messaging
 
     incident = p.get("incident") or (env.incident.id if env.incident is not None else None)
@@ -197,10 +199,10 @@ def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     from pcnctl.state.store import ent_key
 
     ent = ent_key(env.driver.profile.url)
-    blocks = [b for b in messaging.active_blocks(env.state, ent) if b["incident"] == incident]
+    blocks = [b for b in registry.active_blocks(env.state, ent) if b.incident == incident]
     if env.check:
         env.notes.append(f"would lift {len(blocks)} messaging block(s) of incident {incident}")
-        return {"schools": [b["uai"] for b in blocks], "count": len(blocks)}
+        return {"schools": [b.uai for b in blocks], "count": len(blocks)}
     rows = messaging.execute_unblock(env.ctx, blocks)
     return {"schools": [r["school"] for r in rows], "count": len(rows)}
 

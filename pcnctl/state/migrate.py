@@ -41,7 +41,8 @@ def migrate(state: StateStore) -> int:
         count += _incident(state, meta.parent, run_ent)
     legacy = state.home / "messaging-blocks.json"
     if legacy.exists():
-        for entry in json.loads(legacy.read_text(encoding="utf-8")):
+        for old in json.loads(legacy.read_text(encoding="utf-8")):
+            entry = {"name": "", "group": "", "auth": "", "reason": "", "until": None, **old}
             entry["snapshot"] = Path(entry["snapshot"]).stem
             entry["ent"] = run_ent.get(entry["run"], "")
             entry.setdefault("joined", "")
