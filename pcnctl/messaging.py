@@ -372,7 +372,7 @@ def execute_unblock(ctx: RunContext, lift: Sequence[Block]) -> list[dict[str, An
     levers: dict[tuple[str, str, str], list[Block]] = {}
     for block in lift:
         levers.setdefault(block.lever, []).append(block)
-    loaded = {b.snapshot: snapshots.load(ctx.state, ctx.audit, b.snapshot) for b in lift}
+    loaded = {run: snapshots.load(ctx.state, ctx.audit, run) for run in {b.snapshot for b in lift}}
 
     def step(group: list[Block]) -> list[Outcome]:
         for block in group:

@@ -31,30 +31,35 @@ def senders(
     *,
     store: Mailstore | None = None,
     thresholds: Thresholds = Thresholds(),
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     from datetime import UTC, datetime
 
+    from pcnctl.progress import progress_bar
+
     stats: dict[str, dict[str, Any]] = {}
-    for event in iter_events(driver, since_ms, until_ms):
-        if event.get("module") != "Conversation" or not event.get("userId"):
-            continue
-        row = stats.setdefault(
-            event["userId"],
-            {
-                "messages": 0,
-                "first": event["date"],
-                "last": event["date"],
-                "ips": set(),
-                "agents": set(),
-                "structures": set(),
-                "profile": event.get("profil"),
-            },
-        )
-        row["messages"] += 1
-        row["first"], row["last"] = min(row["first"], event["date"]), max(row["last"], event["date"])
-        row["ips"].add(event.get("ip") or "?")
-        row["agents"].add(event.get("ua") or "?")
-        row["structures"].update(event.get("structures") or [])
+    minutes = max(1, (until_ms - since_ms) // 60_000)
+    with progress_bar(minutes, "events (minutes of the window read)", enabled=progress) as advance:
+        for event in iter_events(driver, since_ms, until_ms, covered=lambda ms: advance(ms // 60_000)):
+            if event.get("module") != "Conversation" or not event.get("userId"):
+                continue
+            row = stats.setdefault(
+                event["userId"],
+                {
+                    "messages": 0,
+                    "first": event["date"],
+                    "last": event["date"],
+                    "ips": set(),
+                    "agents": set(),
+                    "structures": set(),
+                    "profile": event.get("profil"),
+                },
+            )
+            row["messages"] += 1
+            row["first"], row["last"] = min(row["first"], event["date"]), max(row["last"], event["date"])
+            row["ips"].add(event.get("ip") or "?")
+            row["agents"].add(event.get("ua") or "?")
+            row["structures"].update(event.get("structures") or [])
     reached: dict[str, set[str]] = {}
     if store is not None and stats:
         # The copies say who was reached: a send to a group reaches each of its members.

@@ -18,6 +18,7 @@ from pcnctl.config import private_dir
 from pcnctl.errors import ExitCode, RefusedError, UsageError
 from pcnctl.incident.store import write_private
 from pcnctl.platform import EntDriver
+from pcnctl.progress import progress_bar
 from pcnctl.sources.mailstore import Mailstore
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso, parse_when
@@ -105,6 +106,7 @@ def run(
     end: datetime,
     thresholds: Thresholds | None = None,
     watchlist: tuple[tuple[str, str], ...] | None = None,
+    progress: bool = False,
 ) -> AuditReport:
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
@@ -119,7 +121,11 @@ def run(
     )
     if watchlist:
         env.watchlist = watchlist
-    findings = [CHECKS[name](env) for name in checks]
+    findings = []
+    with progress_bar(len(checks), "audit checks", enabled=progress) as advance:
+        for name in checks:
+            findings.append(CHECKS[name](env))
+            advance(1)
     return AuditReport(driver.profile.name, driver.profile.url, start, end, findings)
 
 

@@ -90,7 +90,9 @@ def run(
         start, end = core.window(state, since, ent)
         store = Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
         try:
-            report = core.run(driver, state, store, names, start, end, thresholds, patterns)
+            report = core.run(
+                driver, state, store, names, start, end, thresholds, patterns, progress=not quiet
+            )
         finally:
             if store is not None:
                 store.close()

@@ -364,6 +364,7 @@ def senders(
             int(end.timestamp() * 1000),
             store=store,
             thresholds=Thresholds(mass_messages, mass_recipients, mass_rate),
+            progress=True,
         )
     finally:
         if store is not None:

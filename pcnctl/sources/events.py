@@ -6,19 +6,28 @@ first source during a wave: ``pcnctl senders`` reads it to find the accounts sen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pcnctl.platform import EntDriver
 
 
 def iter_events(
-    driver: EntDriver, since_ms: int, until_ms: int, types: tuple[str, ...] = ("CREATE",)
+    driver: EntDriver,
+    since_ms: int,
+    until_ms: int,
+    types: tuple[str, ...] = ("CREATE",),
+    *,
+    covered: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Events in ``[since, until)``, oldest first, following ``X-HAS-MORE`` pages."""
+    """Events in ``[since, until)``, oldest first, following ``X-HAS-MORE`` pages; ``covered`` is told,
+    page by page, how many more milliseconds of the window were read (a progress bar's advance)."""
     epoch = since_ms
     seen: set[str] = set()
     while epoch < until_ms:
+        if covered is not None and epoch > since_ms:
+            covered(epoch - since_ms)
+            since_ms = epoch
         rows, more = driver.list_events(epoch, until_ms - epoch, list(types))
         fresh = [r for r in rows if r.get("_id") not in seen]
         yield from fresh

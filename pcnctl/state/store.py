@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.config import private_dir
-from pcnctl.errors import RefusedError
+from pcnctl.errors import ConfigError, RefusedError
 
 if TYPE_CHECKING:
     from pcnctl.incident.auditlog import AuditLog
@@ -100,6 +100,15 @@ class StateStore:
     """The connection to the state database, shared by the threads of one process."""
 
     def __init__(self, home: Path, *, audit_key: bytes | None = None) -> None:
+        try:
+            self._open(home, audit_key)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"cannot open the state store in {home}: {exc}",
+                hint="check that $PCNCTL_HOME is a writable directory of this user (nothing was changed)",
+            ) from None
+
+    def _open(self, home: Path, audit_key: bytes | None) -> None:
         self.home = private_dir(home)
         self.audit_key = audit_key
         self.path = home / "state.db"
