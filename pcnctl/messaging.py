@@ -360,12 +360,17 @@ def _restore(driver: EntDriver, block: Block, entry: dict[str, Any]) -> list[str
     return notes
 
 
-def execute_unblock(ctx: RunContext, lift: Sequence[Block]) -> list[dict[str, Any]]:
+OP_UNBLOCK = "messaging.unblock"
+
+
+def execute_unblock(
+    ctx: RunContext, lift: Sequence[Block], *, run: str | None = None
+) -> list[dict[str, Any]]:
     """Restore each lever's snapshot, schools in parallel through the fan-out executor (each restore reads
     before it writes, so a school is safe to redo). A lever another incident still holds stays in force:
     only this incident's hold is lifted."""
-    op = "messaging.unblock"
-    run = ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
+    op = OP_UNBLOCK
+    run = run or ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
     rows: list[dict[str, Any]] = []
     lifting = {b.id for b in lift}
     held = {b.lever for b in active_blocks(ctx.state, ctx.ent) if b.id not in lifting}
@@ -403,6 +408,14 @@ def execute_unblock(ctx: RunContext, lift: Sequence[Block]) -> list[dict[str, An
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
     return sorted(rows, key=lambda r: r["school"])
+
+
+def resume_unblock(ctx: RunContext, state: RunState) -> list[dict[str, Any]]:
+    """Finish an interrupted lift: the blocks of its plan still in force (a restore is safe to redo)."""
+    ctx.check_resumable(state)
+    pending = {str(i["key"]) for i in state.pending}
+    left = [b for b in active_blocks(ctx.state, ctx.ent) if b.id in pending]
+    return execute_unblock(ctx, left, run=state.run)
 
 
 # -- verification -------------------------------------------------------------------------------------------

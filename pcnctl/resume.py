@@ -47,6 +47,12 @@ def _messaging(ctx: RunContext, state: RunState, _mail: Callable[[], Mailstore])
     return Resumed(state.run, state.op, rows, ("school", "name", "method", "result", "detail"), failed)
 
 
+def _unblock(ctx: RunContext, state: RunState, _mail: Callable[[], Mailstore]) -> Resumed:
+    rows = messaging.resume_unblock(ctx, state)
+    failed = sum(1 for r in rows if r["result"] == "failed")
+    return Resumed(state.run, state.op, rows, ("school", "method", "result", "detail"), failed)
+
+
 def _purge(ctx: RunContext, state: RunState, open_mailstore: Callable[[], Mailstore]) -> Resumed:
     store = open_mailstore()
     try:
@@ -69,6 +75,7 @@ RESUMERS: dict[str, Resumer] = {
     accounts.OP_PROFILE_BLOCK: _profile,
     "accounts.unblock-profile": _profile,
     messaging.OP_BLOCK: _messaging,
+    messaging.OP_UNBLOCK: _unblock,
     purge.OP: _purge,
     banners.OP: _banners,
 }

@@ -432,3 +432,45 @@ def test_a_school_blocked_by_two_incidents_stays_cut_until_both_let_go(admc: Cli
     assert graph() == cut  # still cut: INC-2 holds it
     assert admc("messaging", "unblock", "--incident", "INC-2", "--yes").exit_code == 0
     assert graph() == before
+
+
+def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: Lab) -> None:
+    from pcnctl import blocks as registry
+    from pcnctl import messaging
+    from pcnctl.cli._common import get_driver
+    from pcnctl.incident.run import RunContext
+    from pcnctl.incident.store import Incident
+
+    def graph() -> list[list[tuple[object, ...]]]:
+        return [
+            lab.sql("SELECT * FROM groups ORDER BY id"),
+            lab.sql("SELECT * FROM communique ORDER BY 1, 2"),
+        ]
+
+    admc.open_incidents("INC-U")
+    uais = [r[0] for r in lab.sql("SELECT uai FROM structures ORDER BY uai LIMIT 2")]
+    before = graph()
+    block = (
+        "messaging",
+        "block",
+        "--profile",
+        "Student",
+        "--yes",
+        "--no-verify",
+        "-q",
+        "--incident",
+        "INC-U",
+    )
+    assert admc(*block, "--school", uais[0], "--school", uais[1]).exit_code == 0
+    store = StateStore(home())
+    driver = get_driver("lab")
+    held = registry.active_blocks(store, lab.url)
+    with RunContext.create(driver, Incident.load(store, "INC-U"), store) as ctx:
+        items = [{"key": b.id, "uai": b.uai, "method": b.method} for b in held]
+        run = ctx.start(messaging.OP_UNBLOCK, {}, items)
+        ctx.sending(run, held[0].id)  # killed here: nothing restored yet
+    store.close()
+    resumed = admc("incident", "resume", "INC-U", "-o", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert sorted(r["school"] for r in resumed.json()) == sorted(uais)
+    assert graph() == before and admc("messaging", "status", "-o", "json").json() == []
