@@ -98,6 +98,15 @@ def attack(
     noise: Annotated[
         int, typer.Option("--noise", min=0, help="Ordinary messages sent around the wave.")
     ] = 30,
+    hijacked: Annotated[
+        int, typer.Option("--hijacked", min=0, max=5000, help="Hijacked accounts in all (silent ones too).")
+    ] = 0,
+    innocent: Annotated[
+        int, typer.Option("--innocent", min=0, help="Ordinary pupils logging in through the proxy meanwhile.")
+    ] = 40,
+    via_proxy: Annotated[
+        float, typer.Option("--via-proxy", min=0, max=1, help="Share of hijacked accounts behind the proxy.")
+    ] = 0.25,
     random_seed: RandomSeedOpt = 1,
     background: Annotated[
         bool, typer.Option("--background", help="Run detached (for drills); prints the pid.")
@@ -123,6 +132,9 @@ def attack(
             rate=rate,
             noise=noise,
             random_seed=random_seed,
+            hijacked=hijacked,
+            innocent=innocent,
+            via_proxy=via_proxy,
         )
         log = (data / "attack.log").open("w")
         proc = subprocess.Popen(
@@ -142,10 +154,14 @@ def attack(
         rate=rate,
         noise=noise,
         random_seed=random_seed,
+        hijacked=hijacked,
+        innocent=innocent,
+        via_proxy=via_proxy,
     )
     note(
         f"Wave done: {len(truth['messages'])} threat(s) delivered to {len(truth['recipients'])} "
-        f"recipient(s) in {len(truth['schools'])} school(s) by {len(truth['senders'])} account(s); "
+        f"recipient(s) in {len(truth['schools'])} school(s) by {len(truth['senders'])} account(s) "
+        f"({len(truth['hijacked'])} hijacked in all, {len(truth['silent'])} silent); "
         f"{truth['refused']} refused; "
         f"{len(truth['noise_messages'])} ordinary message(s). Truth: {data / 'attack-truth.json'}"
     )
