@@ -16,6 +16,7 @@ from pcnctl.cli import (
     auth,
     directory,
     doctor,
+    hunt,
     incident,
     lab,
     messages,
@@ -107,6 +108,7 @@ GROUPS: dict[str, typer.Typer] = {
 COMMANDS: dict[str, Callable[..., Any]] = {
     "doctor": doctor.doctor,
     "senders": messages.senders,
+    "hunt": hunt.hunt,
     "rollback": rollback.rollback,
     "completion": completion,
 }
@@ -121,6 +123,7 @@ ORDER = (
     "messaging",
     "messages",
     "senders",
+    "hunt",
     "playbook",
     "incident",
     "rollback",

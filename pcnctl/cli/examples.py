@@ -75,6 +75,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "messages evidence": ("pcnctl messages evidence --from-search threat.json --incident INC-0327",),
     "messages purge": ("pcnctl messages purge --from-search threat.json --incident INC-0327",),
     "senders": ("pcnctl senders --since 2h --mass", "pcnctl senders --since 2h --mass -o csv > senders.csv"),
+    "hunt": (
+        "pcnctl hunt --from-search threat.json --since 2h -o csv --out hunt.csv",
+        "pcnctl hunt --account eleve.piratee1 --ip 185.220.101.47 --since 2h --baseline 1d",
+        "pcnctl accounts block --from-file hunt.csv --incident INC-0327",
+    ),
     "playbook validate": ("pcnctl playbook validate playbooks/bomb-threat-wave.yaml",),
     "playbook plan": (
         "pcnctl playbook plan playbooks/bomb-threat-wave.yaml",

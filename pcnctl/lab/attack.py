@@ -24,7 +24,9 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,9 +249,14 @@ def _crew(
     return Crew(sending, silent, traces, proxy, rng.sample(crowd, min(innocent, len(crowd))))
 
 
-def _log_in(url: str, password: str, login: str, ip: str, agent: str) -> requests.Session | None:
-    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it."""
-    s = requests.Session()
+def _log_in(
+    url: str, password: str, login: str, ip: str, agent: str, s: requests.Session | None = None
+) -> requests.Session | None:
+    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it; ``s``
+    reuses one connection for a crowd of pupils whose sessions nothing uses afterwards."""
+    if s is None:
+        s = requests.Session()
+    s.cookies.clear()
     s.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
     r = s.post(
         url + "/auth/login",
@@ -296,6 +303,12 @@ def run(
             sessions[login] = _log_in(url, password, login, ip, agent)
         return sessions[login]
 
+    connections: dict[int, requests.Session] = {}
+
+    def crowd(login: str, agent: str) -> None:
+        s = connections.setdefault(threading.get_ident(), requests.Session())
+        _log_in(url, password, login, crew.proxy, agent, s)
+
     def send(
         s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
     ) -> str | None:
@@ -338,8 +351,8 @@ def run(
     )
     for _sid, _uid, login in early:
         session_for(login, *crew.traces[login])
-    for _uid, login in crowd_early:
-        session_for(login, crew.proxy, rng.choice(COMMON_AGENTS))
+    with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
+        list(pool.map(crowd, [p[1] for p in crowd_early], [rng.choice(COMMON_AGENTS) for _ in crowd_early]))
     _write(path, truth)
     interval = 1.0 / rate if rate > 0 else 0.0
     noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
@@ -377,7 +390,7 @@ def run(
                     late = waiting.pop()[2]
                     session_for(late, *crew.traces[late])
                 if crowd_later:
-                    session_for(crowd_later.pop()[1], crew.proxy, rng.choice(COMMON_AGENTS))
+                    crowd(crowd_later.pop()[1], rng.choice(COMMON_AGENTS))
         if noise_every and n % noise_every == 0 and noise_plan:
             _noise(noise_plan.pop(), roster, rng, session_for, send, truth)
         if n % 10 == 0 or interval >= 0.02:  # slow waves (drills): the truth is current after every message
@@ -387,7 +400,7 @@ def run(
     for _sid, _uid, login in waiting:  # a short wave: those still waiting log in at its end
         session_for(login, *crew.traces[login])
     for _uid, login in crowd_later:
-        session_for(login, crew.proxy, rng.choice(COMMON_AGENTS))
+        crowd(login, rng.choice(COMMON_AGENTS))
     first = truth.messages[0] if truth.messages else None
     s = sessions.get(hijacked_accounts[0][2]) if first else None
     if (
