@@ -109,7 +109,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lab serve": ("pcnctl lab serve --data ./lab --seed small", "pcnctl lab serve --data ./big --seed paris"),
     "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
     "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),
-    "lab drill": ("pcnctl lab drill",),
+    "lab drill": (
+        "pcnctl lab drill",
+        "pcnctl lab drill --scenario reference -o markdown",
+        "pcnctl lab drill --hijacked 40 --senders 10 --latency-ms 20 --capacity 300 --fault-rate 0.01",
+    ),
     "completion": (
         "pcnctl completion bash > /etc/bash_completion.d/pcnctl",
         "pcnctl completion zsh > ~/.zfunc/_pcnctl",

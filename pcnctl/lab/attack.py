@@ -12,10 +12,10 @@ for tests and drills.
 
 The attacker holds more accounts than it uses to send: every hijacked account logs in (from a few foreign
 addresses, or through the school network of one town, the address its pupils share), only ``senders`` of
-them send, and the others stay silent (half log in before the first threat, half during the first ten
-threats; then they wait). Ordinary pupils of that town log in through the same address meanwhile, with
-common browsers. The truth lists every hijacked account, silent ones included, and the pupils who shared
-the address.
+them send, and the others stay silent (the senders and half of them log in before the first threat, the
+rest during the first ten threats; then they wait). Ordinary pupils of that town log in through the same
+address meanwhile, with common browsers. The truth lists every hijacked account, silent ones included,
+and the pupils who shared the address.
 """
 
 from __future__ import annotations
@@ -231,18 +231,22 @@ def _crew(
             silent.append((sid, uid, login))
     town = city or roster.city[targets[0]]
     proxy = proxy_of(town)
-    # A few machines, each working through its share of the accounts, senders and silent ones alike.
-    machines = FOREIGN_IPS[: max(1, min(len(FOREIGN_IPS), len(sending) // 2))]
+    # From inside a school network the attacker runs its script (the address is the pupils'); otherwise
+    # it works from a few machines, each through its share of the accounts, senders and silent ones alike.
+    inside = {login: rng.random() < via_proxy for _sid, _uid, login in sending + silent}
+    outside = len({login for _sid, _uid, login in sending if not inside[login]})
+    machines = FOREIGN_IPS[: max(1, min(len(FOREIGN_IPS), outside))]
     traces: dict[str, tuple[str, str]] = {}
     for group in (sending, silent):
-        for n, (_sid, _uid, login) in enumerate(group):
+        turn = 0
+        for _sid, _uid, login in group:
             if login in traces:
                 continue
-            # From inside a school network the attacker runs its script (the address is the pupils').
-            inside = rng.random() < via_proxy
-            traces[login] = (
-                (proxy, SCRIPT_AGENT) if inside else (machines[n % len(machines)], rng.choice(AGENTS))
-            )
+            if inside[login]:
+                traces[login] = (proxy, SCRIPT_AGENT)
+            else:
+                traces[login] = (machines[turn % len(machines)], rng.choice(AGENTS))
+                turn += 1
     crowd = [
         p for sid in roster.schools if roster.city[sid] == town for p in pupils[sid] if p[0] not in taken
     ]
@@ -343,13 +347,13 @@ def run(
             truth.senders.append(uid)
             truth.sender_logins.append(login)
     truth.innocent = [uid for uid, _login in crew.innocent]
-    # Before the first threat: half the silent accounts and half the crowd log in; the rest come later.
+    # Before the first threat: the senders, half the silent accounts and half the crowd log in.
     early, waiting = crew.silent[: len(crew.silent) // 2], crew.silent[len(crew.silent) // 2 :]
     crowd_early, crowd_later = (
         crew.innocent[: len(crew.innocent) // 2],
         crew.innocent[len(crew.innocent) // 2 :],
     )
-    for _sid, _uid, login in early:
+    for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
         session_for(login, *crew.traces[login])
     with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
         list(pool.map(crowd, [p[1] for p in crowd_early], [rng.choice(COMMON_AGENTS) for _ in crowd_early]))
