@@ -39,6 +39,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "accounts block": (
         "pcnctl accounts block eleve.piratee1 eleve.piratee2 --dry-run",
         "pcnctl accounts block --from-file senders.csv --incident INC-0327",
+        "pcnctl accounts block --from-file hunt.csv --incident INC-0327",
         "pcnctl accounts block --school 0750654D --profile Student --max 900 --yes",
     ),
     "accounts unblock": ("pcnctl accounts unblock --from-file cleared.csv --incident INC-0327",),
@@ -78,7 +79,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "hunt": (
         "pcnctl hunt --from-search threat.json --since 2h -o csv --out hunt.csv",
         "pcnctl hunt --account eleve.piratee1 --ip 185.220.101.47 --since 2h --baseline 1d",
-        "pcnctl accounts block --from-file hunt.csv --incident INC-0327",
+        "pcnctl hunt --ip 185.220.101.47 --ua python-requests/2.31.0 --since 2h -o csv > hunt.csv",
     ),
     "playbook validate": ("pcnctl playbook validate playbooks/bomb-threat-wave.yaml",),
     "playbook plan": (
