@@ -579,7 +579,8 @@ def op_hunt(env: Any, p: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
     since = parse_when(p.get("since") or "2h", now=now, future=False)
     until = parse_when(p["until"], now=now, future=False) if p.get("until") else now
-    baseline = parse_when(p.get("baseline") or "1d", now=now, future=False)
+    given = str(p.get("baseline") or "1d").strip()
+    baseline = now if given == "0" else parse_when(given, now=now, future=False)
     query = HuntQuery(
         since_ms=int(since.timestamp() * 1000),
         until_ms=int(until.timestamp() * 1000),
