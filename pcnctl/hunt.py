@@ -41,6 +41,7 @@ BURST_MS = 10 * 60 * 1000  # logins of distinct accounts through one trace withi
 FORWARD_SIMILARITY = 0.4
 BONUS = {"send": 0.5, "new-device": 0.5, "activation": 0.5, "sms": 0.25, "forward": 0.5}
 SEED_KINDS = ("message", "search", "account", "ip", "ua")
+SEED_REASONS = 3  # seed reasons listed per account
 
 Progress = Callable[[str], None]
 
@@ -409,8 +410,10 @@ def grow(
         elif seed.account:
             reason = Reason("seed", 1.0, f"seed: {seed.label}")
             found = suspects.setdefault(seed.account, Suspect(seed.account, 1.0, 0, [], seed=True))
-            if reason not in found.reasons:
+            if len(found.reasons) < SEED_REASONS and reason not in found.reasons:
                 found.reasons.append(reason)
+            elif len(found.reasons) == SEED_REASONS:  # a sender of forty threats: the first few say it
+                found.reasons.append(Reason("seed", 0.0, "and other seeds"))
     for user in suspects:
         act = activity.get(user)
         if act is not None:

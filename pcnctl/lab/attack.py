@@ -256,18 +256,23 @@ def _crew(
 def _log_in(
     url: str, password: str, login: str, ip: str, agent: str, s: requests.Session | None = None
 ) -> requests.Session | None:
-    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it; ``s``
-    reuses one connection for a crowd of pupils whose sessions nothing uses afterwards."""
+    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it, tried
+    again when the ENT fails or is busy (as people do); ``s`` reuses one connection for a crowd of pupils
+    whose sessions nothing uses afterwards."""
     if s is None:
         s = requests.Session()
-    s.cookies.clear()
     s.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
-    r = s.post(
-        url + "/auth/login",
-        data={"email": login, "password": password},
-        allow_redirects=False,
-        timeout=10,
-    )
+    for attempt in range(5):
+        s.cookies.clear()
+        r = s.post(
+            url + "/auth/login",
+            data={"email": login, "password": password},
+            allow_redirects=False,
+            timeout=10,
+        )
+        if r.status_code not in (429, 500, 503):
+            break
+        time.sleep(0.2 * (attempt + 1))
     return s if s.cookies.get("oneSessionId") and r.status_code == 302 else None
 
 
