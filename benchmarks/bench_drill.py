@@ -56,8 +56,8 @@ def main() -> None:
         f"`{args.scenario}` (preset `{plan.preset}`, {plan.hijacked} hijacked accounts of which "
         f"{plan.senders} send, {plan.schools} schools, {plan.messages} threats at {plan.rate:g}/s, "
         f"{plan.innocent} pupils behind the proxy the attacker shares; server latency "
-        f"{plan.latency_ms:g} ms, capacity {plan.capacity:g} requests/s), one run per case, each "
-        f"{' and '.join(f'{r[4]:.0f} s' for r in results)} in all with the seeding (most of it).\n\n"
+        f"{plan.latency_ms:g} ms, capacity {plan.capacity:g} requests/s), one run per case "
+        f"({' and '.join(f'{r[4]:.0f} s' for r in results)} in all, most of it seeding).\n\n"
         + _table(results)
         + "".join(_timeline(case, report, steps) for case, _p, report, steps, _t in results)
     )
@@ -123,7 +123,16 @@ def _lab(r: Any) -> str:
 def _timeline(case: str, report: Any, steps: list[tuple[str, float]]) -> str:
     start = report.response_started_at
     done = ", ".join(f"{step} +{at - start:.1f} s" for step, at in steps)
-    return f"\nSteps done, {case} (from the response's start): {done}.\n"
+    at = dict(steps)
+    split = ""
+    if {"variants", "hunt", "block-senders", "block-student-messaging"} <= at.keys():
+        split = (
+            f" The hunt took {at['hunt'] - at['variants']:.1f} s and every account it found was blocked "
+            f"{at['block-senders'] - at['hunt']:.1f} s later; the rest of the time to containment is the "
+            f"student-messaging block of the schools and its verification "
+            f"({at['block-student-messaging'] - at['block-senders']:.1f} s)."
+        )
+    return f"\nSteps done, {case} (from the response's start): {done}.{split}\n"
 
 
 if __name__ == "__main__":
