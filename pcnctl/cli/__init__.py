@@ -16,6 +16,7 @@ from pcnctl.cli import (
     auth,
     directory,
     doctor,
+    hunt,
     incident,
     lab,
     messages,
@@ -108,6 +109,7 @@ GROUPS: dict[str, typer.Typer] = {
 COMMANDS: dict[str, Callable[..., Any]] = {
     "doctor": doctor.doctor,
     "senders": messages.senders,
+    "hunt": hunt.hunt,
     "rollback": rollback.rollback,
     "completion": completion,
 }
@@ -122,6 +124,7 @@ ORDER = (
     "messaging",
     "messages",
     "senders",
+    "hunt",
     "playbook",
     "incident",
     "rollback",

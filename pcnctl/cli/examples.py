@@ -39,6 +39,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "accounts block": (
         "pcnctl accounts block eleve.piratee1 eleve.piratee2 --dry-run",
         "pcnctl accounts block --from-file senders.csv --incident INC-0327",
+        "pcnctl accounts block --from-file hunt.csv --incident INC-0327",
         "pcnctl accounts block --school 0750654D --profile Student --max 900 --yes",
     ),
     "accounts unblock": ("pcnctl accounts unblock --from-file cleared.csv --incident INC-0327",),
@@ -79,6 +80,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "messages evidence": ("pcnctl messages evidence --from-search threat.json --incident INC-0327",),
     "messages purge": ("pcnctl messages purge --from-search threat.json --incident INC-0327",),
     "senders": ("pcnctl senders --since 2h --mass", "pcnctl senders --since 2h --mass -o csv > senders.csv"),
+    "hunt": (
+        "pcnctl hunt --from-search threat.json --since 2h -o csv --out hunt.csv",
+        "pcnctl hunt --account eleve.piratee1 --ip 185.220.101.47 --since 2h --baseline 1d",
+        "pcnctl hunt --ip 185.220.101.47 --ua python-requests/2.31.0 --since 2h -o csv > hunt.csv",
+    ),
     "playbook validate": ("pcnctl playbook validate playbooks/bomb-threat-wave.yaml",),
     "playbook plan": (
         "pcnctl playbook plan playbooks/bomb-threat-wave.yaml",
@@ -108,7 +114,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lab serve": ("pcnctl lab serve --data ./lab --seed small", "pcnctl lab serve --data ./big --seed paris"),
     "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
     "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),
-    "lab drill": ("pcnctl lab drill",),
+    "lab drill": (
+        "pcnctl lab drill",
+        "pcnctl lab drill --scenario reference -o markdown",
+        "pcnctl lab drill --hijacked 40 --senders 10 --latency-ms 20 --capacity 300 --fault-rate 0.01",
+    ),
     "completion": (
         "pcnctl completion bash > /etc/bash_completion.d/pcnctl",
         "pcnctl completion zsh > ~/.zfunc/_pcnctl",

@@ -98,6 +98,15 @@ def attack(
     noise: Annotated[
         int, typer.Option("--noise", min=0, help="Ordinary messages sent around the wave.")
     ] = 30,
+    hijacked: Annotated[
+        int, typer.Option("--hijacked", min=0, max=5000, help="Hijacked accounts in all (silent ones too).")
+    ] = 0,
+    innocent: Annotated[
+        int, typer.Option("--innocent", min=0, help="Ordinary pupils logging in through the proxy meanwhile.")
+    ] = 40,
+    via_proxy: Annotated[
+        float, typer.Option("--via-proxy", min=0, max=1, help="Share of hijacked accounts behind the proxy.")
+    ] = 0.25,
     random_seed: RandomSeedOpt = 1,
     background: Annotated[
         bool, typer.Option("--background", help="Run detached (for drills); prints the pid.")
@@ -123,6 +132,9 @@ def attack(
             rate=rate,
             noise=noise,
             random_seed=random_seed,
+            hijacked=hijacked,
+            innocent=innocent,
+            via_proxy=via_proxy,
         )
         log = (data / "attack.log").open("w")
         proc = subprocess.Popen(
@@ -142,10 +154,14 @@ def attack(
         rate=rate,
         noise=noise,
         random_seed=random_seed,
+        hijacked=hijacked,
+        innocent=innocent,
+        via_proxy=via_proxy,
     )
     note(
         f"Wave done: {len(truth['messages'])} threat(s) delivered to {len(truth['recipients'])} "
-        f"recipient(s) in {len(truth['schools'])} school(s) by {len(truth['senders'])} account(s); "
+        f"recipient(s) in {len(truth['schools'])} school(s) by {len(truth['senders'])} account(s) "
+        f"({len(truth['hijacked'])} hijacked in all, {len(truth['silent'])} silent); "
         f"{truth['refused']} refused; "
         f"{len(truth['noise_messages'])} ordinary message(s). Truth: {data / 'attack-truth.json'}"
     )
@@ -155,32 +171,74 @@ def attack(
 @handle_errors
 def drill(
     data: Annotated[Path, typer.Option("--data", help="Drill directory (recreated).")] = Path("pcnctl-drill"),
-    seed: SeedOpt = "small",
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="small (default) or reference (paris, 200 accounts, 50 schools)."),
+    ] = "small",
+    preset: Annotated[
+        str | None, typer.Option("--preset", "--seed", help="Lab preset: small or paris.", show_default=False)
+    ] = None,
+    senders: Annotated[int | None, typer.Option("--senders", help="Hijacked accounts that send.")] = None,
+    hijacked: Annotated[
+        int | None, typer.Option("--hijacked", help="Hijacked accounts in all (the silent ones too).")
+    ] = None,
+    schools: Annotated[int | None, typer.Option("--schools", help="Schools the wave hits.")] = None,
     messages: Annotated[
-        int, typer.Option("--messages", min=10, help="Threats the wave tries to send.")
-    ] = 150,
-    rate: Annotated[float, typer.Option("--rate", min=1, help="Threats per second.")] = 15.0,
+        int | None, typer.Option("--messages", help="Threats the wave tries to send.")
+    ] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Threats per second.")] = None,
+    innocent: Annotated[
+        int | None, typer.Option("--innocent", help="Pupils logging in through the attacker's proxy address.")
+    ] = None,
+    latency_ms: Annotated[
+        float | None, typer.Option("--latency-ms", help="Latency the lab adds to each request.")
+    ] = None,
+    capacity: Annotated[
+        float | None, typer.Option("--capacity", help="Requests/s the lab serves before answering 429.")
+    ] = None,
+    fault_rate: Annotated[
+        float | None, typer.Option("--fault-rate", help="Fraction of requests the lab answers 500.")
+    ] = None,
     playbook: Annotated[Path | None, typer.Option("--playbook", help="Playbook to answer with.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, json or markdown.")] = "table",
 ) -> None:
     """Start a lab, play a wave, answer it with bomb-threat-wave.yaml unattended, score the containment.
 
-    Exits 0 only when the wave is contained (and 6 otherwise).
+    The scenario sets the scale; each option overrides its value. Exits 0 only when the wave is contained
+    (every hijacked account blocked, no innocent one) and 6 otherwise.
     """
-    from pcnctl.cli._common import emit
+    from pcnctl.cli._common import check_format, emit
     from pcnctl.errors import PartialFailureError
     from pcnctl.lab import drill as core
 
-    _check_preset(seed)
+    check_format(output)
+    plan = core.scenario(
+        scenario,
+        preset=preset,
+        senders=senders,
+        hijacked=hijacked,
+        schools=schools,
+        messages=messages,
+        rate=rate,
+        innocent=innocent,
+        latency_ms=latency_ms,
+        capacity=capacity,
+        fault_rate=fault_rate,
+    )
+    if plan.messages < plan.start_after:
+        from pcnctl.errors import UsageError
+
+        raise UsageError(f"--messages must be at least {plan.start_after}: the response starts after them")
     note(
-        f"Drill in {data}: lab ({seed}), wave of {messages} threats at {rate:g}/s, playbook "
-        f"{core.PLAYBOOK.name} with every approval given."
+        f"Drill in {data} ({scenario}): lab ({plan.preset}), {plan.hijacked} hijacked account(s) of which "
+        f"{plan.senders} send, {plan.schools} school(s), {plan.messages} threats at {plan.rate:g}/s; server "
+        f"latency {plan.latency_ms:g} ms, capacity {plan.capacity:g}/s, faults {plan.fault_rate:g}; playbook "
+        f"{(playbook or core.PLAYBOOK).name} with every approval given."
     )
     report = core.run(
         data,
-        seed=seed or "small",
-        messages=messages,
-        rate=rate,
+        plan,
+        playbook=playbook or core.PLAYBOOK,
         on_step=lambda s: note(f"  [{s.status}] {s.id}: {s.summary}"),
     )
     emit(report.rows(), output, ("measure", "value"))

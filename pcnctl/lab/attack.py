@@ -9,6 +9,13 @@ scheduled ones reached anybody. Ordinary messages go on around the wave, some us
 innocently ("exercice d'évacuation", "la bombe atomique"), so a search that catches them is wrong. What
 was really sent, and who received it (group members included), is written to ``DIR/attack-truth.json``
 for tests and drills.
+
+The attacker holds more accounts than it uses to send: every hijacked account logs in (from a few foreign
+addresses, or through the school network of one town, the address its pupils share), only ``senders`` of
+them send, and the others stay silent (the senders and half of them log in before the first threat, the
+rest during the first ten threats; then they wait). Ordinary pupils of that town log in through the same
+address meanwhile, with common browsers. The truth lists every hijacked account, silent ones included,
+and the pupils who shared the address.
 """
 
 from __future__ import annotations
@@ -17,18 +24,20 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from pcnctl.lab.seed import COMMON_AGENTS, proxy_of
+
 FOREIGN_IPS = ("185.220.101.47", "185.220.101.52", "45.133.1.93", "103.251.167.20", "91.219.236.18")
-AGENTS = (
-    "python-requests/2.31.0",
-    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Mobile Safari/537.36",
-)
+SCRIPT_AGENT = "python-requests/2.31.0"
+AGENTS = (SCRIPT_AGENT, COMMON_AGENTS[0])  # the second is the pupils' most common browser too
 SUBJECTS = ("URGENT", "Alerte bombe", "ATTENTION !!!", "urgent - a lire", "ALERTE")
 THREAT = (
     "Une bombe a ete placee dans votre etablissement{punct} Elle explosera a {hour}h{minute}{punct} "
@@ -52,6 +61,7 @@ NOISE = (
     ("Conseil de classe", "Le conseil de classe du premier trimestre aura lieu le 12 decembre a 17h."),
     ("Question", "Bonjour madame, je n'ai pas compris la consigne de l'exercice 2, pouvez-vous m'aider ?"),
 )
+LATE = 10  # the silent accounts that wait log in during the first LATE threats, then stay idle
 ATTACHMENT = {"name": "video.mp4", "contentType": "video/mp4", "size": 4_812_345}
 
 
@@ -59,6 +69,11 @@ ATTACHMENT = {"name": "video.mp4", "contentType": "video/mp4", "size": 4_812_345
 class Truth:
     senders: list[str] = field(default_factory=list)
     sender_logins: list[str] = field(default_factory=list)
+    hijacked: list[str] = field(default_factory=list)
+    hijacked_logins: list[str] = field(default_factory=list)
+    traces: dict[str, list[str]] = field(default_factory=dict)  # hijacked id -> [ip, user agent]
+    proxy: str = ""
+    innocent: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     recipients: set[str] = field(default_factory=set)
     schools: set[str] = field(default_factory=set)
@@ -75,6 +90,12 @@ class Truth:
         return {
             "senders": self.senders,
             "sender_logins": self.sender_logins,
+            "hijacked": self.hijacked,
+            "hijacked_logins": self.hijacked_logins,
+            "silent": [h for h in self.hijacked if h not in self.senders],
+            "traces": self.traces,
+            "proxy": self.proxy,
+            "innocent": self.innocent,
             "messages": self.messages,
             "recipients": sorted(self.recipients),
             "schools": sorted(self.schools),
@@ -110,6 +131,7 @@ class Roster:
     staff: dict[str, list[str]]
     pupils: dict[str, list[tuple[str, str]]]
     uai: dict[str, str]
+    city: dict[str, str]
     staff_logins: dict[str, str]
     schools_of: dict[str, set[str]]
     reach: dict[str, tuple[list[str], list[tuple[str, list[str]]]]]  # pupil -> (staff, teacher groups)
@@ -121,6 +143,7 @@ def _roster(data_dir: Path) -> Roster:
     try:
         schools = [r[0] for r in db.execute("SELECT id FROM structures ORDER BY uai")]
         uai = dict(db.execute("SELECT id, uai FROM structures").fetchall())
+        city = dict(db.execute("SELECT id, city FROM structures").fetchall())
         staff: dict[str, list[str]] = {s: [] for s in schools}
         pupils: dict[str, list[tuple[str, str]]] = {s: [] for s in schools}
         logins: dict[str, str] = {}
@@ -136,7 +159,7 @@ def _roster(data_dir: Path) -> Roster:
                 logins[uid] = login
             elif profile == "Student" and not blocked:
                 pupils[sid].append((uid, login))
-        return Roster(schools, staff, pupils, uai, logins, schools_of, {})
+        return Roster(schools, staff, pupils, uai, city, logins, schools_of, {})
     finally:
         db.close()
 
@@ -175,6 +198,84 @@ def _write(path: Path, truth: Truth) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class Crew:
+    """The accounts the attacker holds, how each one logs in, and the pupils who share its address."""
+
+    senders: list[tuple[str, str, str]]  # (school id, user id, login), in sending order
+    silent: list[tuple[str, str, str]]
+    traces: dict[str, tuple[str, str]]  # login -> (ip, user agent)
+    proxy: str
+    innocent: list[tuple[str, str]]  # (user id, login) of ordinary pupils behind the proxy
+
+
+def _crew(
+    roster: Roster,
+    rng: random.Random,
+    targets: list[str],
+    senders: int,
+    hijacked: int,
+    via_proxy: float,
+    innocent: int,
+    city: str | None,
+) -> Crew:
+    pupils = roster.pupils
+    sending = [(sid, *rng.choice(pupils[sid])) for sid in (targets * senders)[: max(senders, 1)]]
+    taken = {uid for _sid, uid, _login in sending}
+    silent = []
+    for sid in (targets * hijacked)[: max(0, hijacked - len(taken))]:
+        free = [p for p in pupils[sid] if p[0] not in taken]
+        if free:
+            uid, login = rng.choice(free)
+            taken.add(uid)
+            silent.append((sid, uid, login))
+    town = city or roster.city[targets[0]]
+    proxy = proxy_of(town)
+    # From inside a school network the attacker runs its script (the address is the pupils'); otherwise
+    # it works from a few machines, each through its share of the accounts, senders and silent ones alike.
+    inside = {login: rng.random() < via_proxy for _sid, _uid, login in sending + silent}
+    outside = len({login for _sid, _uid, login in sending if not inside[login]})
+    machines = FOREIGN_IPS[: max(1, min(len(FOREIGN_IPS), outside))]
+    traces: dict[str, tuple[str, str]] = {}
+    for group in (sending, silent):
+        turn = 0
+        for _sid, _uid, login in group:
+            if login in traces:
+                continue
+            if inside[login]:
+                traces[login] = (proxy, SCRIPT_AGENT)
+            else:
+                traces[login] = (machines[turn % len(machines)], rng.choice(AGENTS))
+                turn += 1
+    crowd = [
+        p for sid in roster.schools if roster.city[sid] == town for p in pupils[sid] if p[0] not in taken
+    ]
+    return Crew(sending, silent, traces, proxy, rng.sample(crowd, min(innocent, len(crowd))))
+
+
+def _log_in(
+    url: str, password: str, login: str, ip: str, agent: str, s: requests.Session | None = None
+) -> requests.Session | None:
+    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it, tried
+    again when the ENT fails or is busy (as people do); ``s`` reuses one connection for a crowd of pupils
+    whose sessions nothing uses afterwards."""
+    if s is None:
+        s = requests.Session()
+    s.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
+    for attempt in range(5):
+        s.cookies.clear()
+        r = s.post(
+            url + "/auth/login",
+            data={"email": login, "password": password},
+            allow_redirects=False,
+            timeout=10,
+        )
+        if r.status_code not in (429, 500, 503):
+            break
+        time.sleep(0.2 * (attempt + 1))
+    return s if s.cookies.get("oneSessionId") and r.status_code == 302 else None
+
+
 def run(
     data_dir: Path,
     *,
@@ -184,32 +285,38 @@ def run(
     rate: float = 20.0,
     noise: int = 30,
     random_seed: int = 1,
+    hijacked: int = 0,
+    innocent: int = 40,
+    via_proxy: float = 0.25,
+    city: str | None = None,
 ) -> dict[str, Any]:
+    """Play the wave; ``hijacked`` accounts in all (at least ``senders``), ``innocent`` pupils behind the
+    proxy of ``city`` (default: the first target school's town), ``via_proxy`` of the hijacked accounts
+    logging in through that same address."""
     info = json.loads((data_dir / "lab.json").read_text())
     url, password = info["base_url"], info["accounts"]["user_password"]
     rng = random.Random(f"attack:{random_seed}")
     roster = _roster(data_dir)
     all_schools, staff, pupils = roster.schools, roster.staff, roster.pupils
     targets = rng.sample(all_schools, min(schools, len(all_schools)))
-    hijacked = [(sid, *rng.choice(pupils[sid])) for sid in (targets * senders)[: max(senders, 1)]]
-    for sid, uid, _login in hijacked:
+    crew = _crew(roster, rng, targets, senders, max(hijacked, senders), via_proxy, innocent, city)
+    hijacked_accounts = crew.senders
+    for sid, uid, _login in hijacked_accounts:
         roster.reach[uid] = _reach(data_dir, uid, sid, staff[sid])
-    truth = Truth(started_at=time.time())
+    truth = Truth(started_at=time.time(), proxy=crew.proxy)
     path = data_dir / "attack-truth.json"
     sessions: dict[str, requests.Session | None] = {}
 
-    def session_for(login: str, ip: str) -> requests.Session | None:
+    def session_for(login: str, ip: str, agent: str) -> requests.Session | None:
         if login not in sessions:
-            s = requests.Session()
-            s.headers.update({"X-Forwarded-For": ip, "User-Agent": rng.choice(AGENTS)})
-            r = s.post(
-                url + "/auth/login",
-                data={"email": login, "password": password},
-                allow_redirects=False,
-                timeout=10,
-            )
-            sessions[login] = s if s.cookies.get("oneSessionId") and r.status_code == 302 else None
+            sessions[login] = _log_in(url, password, login, ip, agent)
         return sessions[login]
+
+    connections: dict[int, requests.Session] = {}
+
+    def crowd(login: str, agent: str) -> None:
+        s = connections.setdefault(threading.get_ident(), requests.Session())
+        _log_in(url, password, login, crew.proxy, agent, s)
 
     def send(
         s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
@@ -236,17 +343,32 @@ def run(
         teacher = rng.choice(staff[sid])
         pupil = rng.choice(pupils[sid])
         noise_plan.append((sid, teacher, pupil))
-    ips = {login: rng.choice(FOREIGN_IPS) for _sid, _uid, login in hijacked}
-    for uid_sid in hijacked:
-        if uid_sid[1] not in truth.senders:
-            truth.senders.append(uid_sid[1])
-            truth.sender_logins.append(uid_sid[2])
+    for _sid, uid, login in crew.senders + crew.silent:
+        if uid not in truth.hijacked:
+            truth.hijacked.append(uid)
+            truth.hijacked_logins.append(login)
+            truth.traces[uid] = list(crew.traces[login])
+        if (_sid, uid, login) in crew.senders and uid not in truth.senders:
+            truth.senders.append(uid)
+            truth.sender_logins.append(login)
+    truth.innocent = [uid for uid, _login in crew.innocent]
+    # Before the first threat: the senders, half the silent accounts and half the crowd log in.
+    early, waiting = crew.silent[: len(crew.silent) // 2], crew.silent[len(crew.silent) // 2 :]
+    crowd_early, crowd_later = (
+        crew.innocent[: len(crew.innocent) // 2],
+        crew.innocent[len(crew.innocent) // 2 :],
+    )
+    for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
+        session_for(login, *crew.traces[login])
+    with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
+        list(pool.map(crowd, [p[1] for p in crowd_early], [rng.choice(COMMON_AGENTS) for _ in crowd_early]))
+    _write(path, truth)
     interval = 1.0 / rate if rate > 0 else 0.0
     noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
-    logins = roster.staff_logins
+    late_each = -(-max(len(waiting), len(crowd_later)) // LATE)
     for n in range(messages):
-        sid, uid, login = hijacked[n % len(hijacked)]
-        s = session_for(login, ips[login])
+        sid, uid, login = hijacked_accounts[n % len(hijacked_accounts)]
+        s = session_for(login, *crew.traces[login])
         people, groups = roster.reach[uid]
         if (n % 5 == 2 or not people) and groups:  # a whole teachers' group: one id, every member reached
             group, members = groups[n % len(groups)]
@@ -271,23 +393,25 @@ def run(
                 truth.schools.update(roster.schools_of[recipient])
         else:
             truth.refused += 1
+        if n < LATE:  # the other accounts log in during the first threats (then wait), pupils meanwhile
+            for _ in range(late_each):
+                if waiting:
+                    late = waiting.pop()[2]
+                    session_for(late, *crew.traces[late])
+                if crowd_later:
+                    crowd(crowd_later.pop()[1], rng.choice(COMMON_AGENTS))
         if noise_every and n % noise_every == 0 and noise_plan:
-            _sid, teacher, (pupil_id, pupil_login) = noise_plan.pop()
-            subject, body = rng.choice(NOISE)
-            teacher_session = session_for(logins[teacher], "10.0.0.1") if teacher in logins else None
-            pupil_session = session_for(pupil_login, "10.0.0.2")
-            sender = teacher_session if rng.random() < 0.5 else pupil_session
-            to = [pupil_id] if sender is teacher_session else [teacher]
-            if sender is not None:
-                legit = send(sender, to, subject, body, attach=False)
-                if legit:
-                    truth.noise.append(legit)
+            _noise(noise_plan.pop(), roster, rng, session_for, send, truth)
         if n % 10 == 0 or interval >= 0.02:  # slow waves (drills): the truth is current after every message
             _write(path, truth)
         if interval:
             time.sleep(interval)
+    for _sid, _uid, login in waiting:  # a short wave: those still waiting log in at its end
+        session_for(login, *crew.traces[login])
+    for _uid, login in crowd_later:
+        crowd(login, rng.choice(COMMON_AGENTS))
     first = truth.messages[0] if truth.messages else None
-    s = sessions.get(hijacked[0][2]) if first else None
+    s = sessions.get(hijacked_accounts[0][2]) if first else None
     if (
         s is not None
         and first is not None
@@ -297,6 +421,32 @@ def run(
     truth.ended_at = time.time()
     _write(path, truth)
     return truth.to_json()
+
+
+def _noise(
+    planned: tuple[str, str, tuple[str, str]],
+    roster: Roster,
+    rng: random.Random,
+    session_for: Any,
+    send: Any,
+    truth: Truth,
+) -> None:
+    """One ordinary message, teacher to pupil or pupil to teacher, each logged in through the school
+    network of their town with a common browser."""
+    sid, teacher, (pupil_id, pupil_login) = planned
+    subject, body = rng.choice(NOISE)
+    ip = proxy_of(roster.city[sid])
+    logins = roster.staff_logins
+    teacher_session = (
+        session_for(logins[teacher], ip, rng.choice(COMMON_AGENTS)) if teacher in logins else None
+    )
+    pupil_session = session_for(pupil_login, ip, rng.choice(COMMON_AGENTS))
+    sender = teacher_session if rng.random() < 0.5 else pupil_session
+    to = [pupil_id] if sender is teacher_session else [teacher]
+    if sender is not None:
+        legit = send(sender, to, subject, body, attach=False)
+        if legit:
+            truth.noise.append(legit)
 
 
 def _upload(s: requests.Session, url: str) -> str | None:

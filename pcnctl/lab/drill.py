@@ -2,9 +2,15 @@
 
 It starts a lab, plays a wave in the background, waits for the first threats to land, then runs
 ``bomb-threat-wave.yaml`` with every approval given (as an unattended run would be), and compares the result
-with the lab's ground truth: every hijacked account blocked, no threat delivered once the response had
-blocked the senders and student messaging, every copy purged, and the affected-schools export equal to the
-schools that really received the threat. It passes only when the wave is contained.
+with the lab's ground truth: every hijacked account blocked (the silent ones too), no innocent account
+blocked, no threat delivered once the response had blocked the accounts and student messaging, every copy
+purged, and the affected-schools export equal to the schools that really received the threat. It passes
+only when the wave is contained. It also says what the response cost the ENT: its calls, the 429s and
+faults it met, against the calls that did the work.
+
+Named scenarios give the scale (``small``, the default; ``reference``: the paris preset, 200 hijacked
+accounts in 50 schools, a server with 20 ms latency and a capacity of 300 requests/s); any option overrides
+the scenario's value. Latency, capacity and faults are the lab server's own knobs (``lab serve``).
 """
 
 from __future__ import annotations
@@ -16,12 +22,64 @@ import signal
 import sqlite3
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 PLAYBOOK = Path(__file__).resolve().parent.parent.parent / "playbooks" / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    preset: str = "small"
+    senders: int = 8
+    hijacked: int = 16
+    schools: int = 6
+    messages: int = 150
+    rate: float = 15.0
+    innocent: int = 40
+    latency_ms: float = 0.0
+    capacity: float = 0.0
+    fault_rate: float = 0.0
+    start_after: int = 12
+
+
+SCENARIOS = {
+    "small": Scenario(),
+    "reference": Scenario(
+        preset="paris",
+        senders=100,
+        hijacked=200,
+        schools=50,
+        messages=600,
+        rate=20.0,
+        innocent=300,
+        latency_ms=20.0,
+        capacity=300.0,
+    ),
+}
+
+
+def scenario(name: str, **overrides: Any) -> Scenario:
+    """A named scenario with the options given on top (None: the scenario's value)."""
+    from pcnctl.errors import UsageError
+    from pcnctl.lab.seed import PRESETS
+
+    if name not in SCENARIOS:
+        raise UsageError(f"unknown drill scenario {name!r}", hint=f"choose from {', '.join(SCENARIOS)}")
+    chosen = replace(SCENARIOS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if chosen.preset not in PRESETS:
+        raise UsageError(f"unknown lab preset {chosen.preset!r}", hint=f"choose from {', '.join(PRESETS)}")
+    if chosen.hijacked and chosen.hijacked < chosen.senders:
+        raise UsageError("--hijacked counts every hijacked account: it cannot be below --senders")
+    if not 0 <= chosen.fault_rate <= 1:
+        raise UsageError("--fault-rate is a fraction between 0 and 1")
+    if min(chosen.senders, chosen.schools, chosen.messages) < 1 or chosen.rate <= 0:
+        raise UsageError("--senders, --schools, --messages and --rate must be above 0")
+    if chosen.latency_ms < 0 or chosen.capacity < 0 or chosen.innocent < 0:
+        raise UsageError("--latency-ms, --capacity and --innocent cannot be negative")
+    return chosen
 
 
 @dataclass
@@ -35,7 +93,19 @@ class DrillReport:
     threats_total: int = 0
     senders: int = 0
     senders_blocked: int = 0
+    hijacked: int = 0
+    hijacked_blocked: int = 0
+    silent: int = 0
+    silent_blocked: int = 0
+    innocents_blocked: int = 0
     accounts_blocked: int = 0
+    calls: int = 0
+    calls_throttled: int = 0
+    calls_failed: int = 0
+    calls_to_containment: int = 0
+    lab_requests: int = 0
+    lab_throttled: int = 0
+    scenario: dict[str, Any] = field(default_factory=dict)
     messages_purged: int = 0
     copies_left: int = 0
     export_file: str = ""
@@ -48,11 +118,24 @@ class DrillReport:
         return None if self.contained_at is None else self.contained_at - self.response_started_at
 
     @property
+    def overhead(self) -> str:
+        useful = self.calls - self.calls_throttled - self.calls_failed
+        return f"{self.calls / useful:.2f}" if useful > 0 else "n/a"
+
+    @property
+    def floor(self) -> str:
+        """How long the containment's calls take at the server's capacity: the time no client can beat."""
+        capacity = float(self.scenario.get("capacity") or 0)
+        return f"{self.calls_to_containment / capacity:.1f} s" if capacity else "no limit"
+
+    @property
     def contained(self) -> bool:
         return (
             self.contained_at is not None
             and self.threats_after_containment == 0
             and self.senders_blocked == self.senders
+            and self.hijacked_blocked == self.hijacked
+            and self.innocents_blocked == 0
             and self.copies_left == 0
             and self.schools_exported == self.schools_expected
         )
@@ -68,7 +151,10 @@ class DrillReport:
             {"measure": "threats delivered before the response", "value": self.threats_before_response},
             {"measure": "threats delivered after the response started", "value": self.threats_after_response},
             {"measure": "threats delivered after containment", "value": self.threats_after_containment},
-            {"measure": "hijacked accounts blocked", "value": f"{self.senders_blocked}/{self.senders}"},
+            {"measure": "hijacked accounts blocked", "value": f"{self.hijacked_blocked}/{self.hijacked}"},
+            {"measure": "senders blocked", "value": f"{self.senders_blocked}/{self.senders}"},
+            {"measure": "silent accounts blocked", "value": f"{self.silent_blocked}/{self.silent}"},
+            {"measure": "innocent accounts blocked", "value": self.innocents_blocked},
             {"measure": "accounts blocked by the playbook", "value": self.accounts_blocked},
             {"measure": "messages purged", "value": f"{self.messages_purged}/{self.threats_total}"},
             {"measure": "copies left in mailboxes", "value": self.copies_left},
@@ -77,6 +163,20 @@ class DrillReport:
                 "value": f"{len(self.schools_exported)} ({match})",
             },
             {"measure": "affected-schools file", "value": self.export_file},
+            {
+                "measure": "calls by the response (to containment)",
+                "value": f"{self.calls} ({self.calls_to_containment})",
+            },
+            {
+                "measure": "calls answered 429 / failed (5xx)",
+                "value": f"{self.calls_throttled} / {self.calls_failed}",
+            },
+            {"measure": "calls made / calls that did the work", "value": self.overhead},
+            {"measure": "containment calls at the ENT's capacity (lower bound)", "value": self.floor},
+            {
+                "measure": "requests the ENT served (wave included), 429s",
+                "value": f"{self.lab_requests}, {self.lab_throttled}",
+            },
             {"measure": "verdict", "value": "CONTAINED" if self.contained else "NOT CONTAINED"},
         ]
 
@@ -85,18 +185,13 @@ def _truth(data: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((data / "attack-truth.json").read_text()))
     except (OSError, ValueError):
-        return {"messages": [], "senders": [], "schools": []}
+        return {"messages": [], "senders": [], "hijacked": [], "silent": [], "schools": []}
 
 
 def run(
     root: Path,
+    plan: Scenario = Scenario(),
     *,
-    seed: str = "small",
-    messages: int = 150,
-    rate: float = 15.0,
-    senders: int = 8,
-    schools: int = 6,
-    start_after: int = 12,
     playbook: Path = PLAYBOOK,
     on_step: Any = None,
 ) -> DrillReport:
@@ -119,9 +214,14 @@ def run(
         PCNCTL_CONFIG=str(root / "config.yaml"), PCNCTL_HOME=str(root / "state"), PCNCTL_NO_SESSION_CACHE="1"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
-    lab = LabProcess(data, "--seed", seed, log=(root / "lab.log").open("wb"))
+    knobs = [
+        f"--latency-ms={plan.latency_ms}",
+        f"--capacity={plan.capacity}",
+        f"--fail-rate={plan.fault_rate}",
+    ]
+    lab = LabProcess(data, "--seed", plan.preset, *knobs, log=(root / "lab.log").open("wb"), timeout=900)
     wave: subprocess.Popen[bytes] | None = None
-    report = DrillReport(started_at=time.time())
+    report = DrillReport(started_at=time.time(), scenario=asdict(plan))
     try:
         info = lab.info
         profile = make_profile(
@@ -133,17 +233,27 @@ def run(
         save_config(Config(path=root / "config.yaml", profiles={"drill": profile}, current="drill"))
         credentials.provide(profile, "password", info["accounts"]["user_password"])
         os.environ["PCNCTL_MFA_CODE"] = info["mfa_code"]
+        options = {
+            "messages": plan.messages,
+            "rate": plan.rate,
+            "senders": plan.senders,
+            "schools": plan.schools,
+            "hijacked": plan.hijacked,
+            "innocent": plan.innocent,
+        }
         wave = subprocess.Popen(
-            command(data, messages=messages, rate=rate, senders=senders, schools=schools),
+            command(data, **options),
             stdout=subprocess.DEVNULL,
             stderr=(root / "attack.log").open("w"),
             env=env,
         )
-        deadline = time.monotonic() + 60
-        while len(_truth(data)["messages"]) < start_after:
+        deadline = time.monotonic() + 300
+        while len(_truth(data)["messages"]) < plan.start_after:
             if wave.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the wave did not start (see {root / 'attack.log'})")
             time.sleep(0.05)
+        blocked_before = _blocked(data)
+        before = lab.control("/__lab/state")["counters"]
         # The on-call response starts now.
         report.response_started_at = time.time()
         driver = EdificeDriver.open(profile, use_cache=False)
@@ -160,6 +270,7 @@ def run(
             done_steps.add(step.id)
             if report.contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS):
                 report.contained_at = time.time()
+                report.calls_to_containment = driver.http.stats.requests
             if on_step is not None:
                 on_step(step)
 
@@ -170,36 +281,15 @@ def run(
         finally:
             ctx.close()
         report.steps = [s.to_row() for s in steps]
-        wave.wait(timeout=300)
-        truth = _truth(data)
-        threats = truth["messages"]
-        report.threats_total = len(threats)
-        report.senders = len(set(truth["senders"]))
-        db = sqlite3.connect(f"file:{data / 'lab.sqlite'}?mode=ro", uri=True)
-        db.execute("ATTACH DATABASE ? AS conversation", (f"file:{data / 'conversation.sqlite'}?mode=ro",))
-        marks = ",".join("?" * len(threats)) or "''"
-        dates = [
-            d for (d,) in db.execute(f"SELECT date FROM conversation.messages WHERE id IN ({marks})", threats)
-        ]
-        start_ms, contained_ms = report.response_started_at * 1000, (report.contained_at or 1e18) * 1000
-        report.threats_before_response = sum(1 for d in dates if d < start_ms)
-        report.threats_after_response = sum(1 for d in dates if d >= start_ms)
-        report.threats_after_containment = sum(1 for d in dates if d >= contained_ms)
-        report.copies_left = db.execute(
-            f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", threats
-        ).fetchone()[0]
-        smarks = ",".join("?" * len(set(truth["senders"]))) or "''"
-        report.senders_blocked = db.execute(
-            f"SELECT count(*) FROM users WHERE blocked = 1 AND id IN ({smarks})",
-            sorted(set(truth["senders"])),
-        ).fetchone()[0]
-        db.close()
-        results = {s.id: s.result for s in steps}
-        report.accounts_blocked = int(results.get("block-senders", {}).get("count", 0))
-        report.messages_purged = int(results.get("purge", {}).get("purged", 0))
-        report.export_file = str(results.get("export", {}).get("file", ""))
-        report.schools_exported = sorted(results.get("export", {}).get("schools", []))
-        report.schools_expected = sorted(truth["schools"])
+        stats = driver.http.stats
+        report.calls = stats.requests
+        report.calls_throttled = stats.throttled
+        report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
+        wave.wait(timeout=900)
+        after = lab.control("/__lab/state")["counters"]
+        report.lab_requests = after["requests"] - before["requests"]
+        report.lab_throttled = after["throttled"] - before["throttled"]
+        _score(report, data, _truth(data), blocked_before, {s.id: s.result for s in steps})
         store.close()
         (root / "drill-report.json").write_text(
             json.dumps(
@@ -207,6 +297,7 @@ def run(
                     **{r["measure"]: r["value"] for r in report.rows()},
                     "contained": report.contained,
                     "incident": incident.id,
+                    "scenario": report.scenario,
                 },
                 indent=1,
                 ensure_ascii=False,
@@ -218,3 +309,56 @@ def run(
             wave.send_signal(signal.SIGTERM)
             wave.wait(timeout=30)
         lab.stop()
+
+
+def _db(data: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{data / 'lab.sqlite'}?mode=ro", uri=True, timeout=30)
+    db.execute("ATTACH DATABASE ? AS conversation", (f"file:{data / 'conversation.sqlite'}?mode=ro",))
+    return db
+
+
+def _blocked(data: Path) -> set[str]:
+    db = _db(data)
+    try:
+        return {uid for (uid,) in db.execute("SELECT id FROM users WHERE blocked = 1")}
+    finally:
+        db.close()
+
+
+def _score(
+    report: DrillReport,
+    data: Path,
+    truth: dict[str, Any],
+    blocked_before: set[str],
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """The response against the ground truth: accounts, threats by time, copies, the export."""
+    threats = truth["messages"]
+    hijacked = set(truth.get("hijacked") or truth["senders"])
+    senders, silent = set(truth["senders"]), set(truth.get("silent") or [])
+    report.threats_total = len(threats)
+    db = _db(data)
+    try:
+        marks = ",".join("?" * len(threats)) or "''"
+        dates = [
+            d for (d,) in db.execute(f"SELECT date FROM conversation.messages WHERE id IN ({marks})", threats)
+        ]
+        report.copies_left = db.execute(
+            f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", threats
+        ).fetchone()[0]
+        blocked = {uid for (uid,) in db.execute("SELECT id FROM users WHERE blocked = 1")}
+    finally:
+        db.close()
+    start_ms, contained_ms = report.response_started_at * 1000, (report.contained_at or 1e18) * 1000
+    report.threats_before_response = sum(1 for d in dates if d < start_ms)
+    report.threats_after_response = sum(1 for d in dates if d >= start_ms)
+    report.threats_after_containment = sum(1 for d in dates if d >= contained_ms)
+    report.senders, report.senders_blocked = len(senders), len(senders & blocked)
+    report.hijacked, report.hijacked_blocked = len(hijacked), len(hijacked & blocked)
+    report.silent, report.silent_blocked = len(silent), len(silent & blocked)
+    report.innocents_blocked = len(blocked - blocked_before - hijacked)
+    report.accounts_blocked = int(results.get("block-senders", {}).get("count", 0))
+    report.messages_purged = int(results.get("purge", {}).get("purged", 0))
+    report.export_file = str(results.get("export", {}).get("file", ""))
+    report.schools_exported = sorted(results.get("export", {}).get("schools", []))
+    report.schools_expected = sorted(truth["schools"])

@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import re
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -55,6 +56,22 @@ OTHER_CITIES = [
     ("Versailles", "78000", "078", "Versailles"),
     ("Évry-Courcouronnes", "91000", "091", "Versailles"),
 ]
+
+# Ordinary browsers of pupils and staff (the lab's innocent traffic, before and during a wave).
+COMMON_AGENTS = (
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+)
+HOUR_MS = 3600 * 1000
+
+
+def proxy_of(city: str) -> str:
+    """The public address a town's school network goes out through (one NAT for all its schools)."""
+    h = int.from_bytes(hashlib.sha256(city.encode()).digest()[:4], "big")
+    return f"193.{48 + h % 8}.{(h >> 3) % 256}.{(h >> 11) % 250 + 1}"
+
 
 KINDS = {
     # kind: (name prefix, levels of education, students per school range)
@@ -333,6 +350,11 @@ def seed(
     from pcnctl.lab.mailseed import seed_messages  # days of ordinary mail before the seed
 
     seed_messages(store, random.Random(f"pcnctl-lab-mail:{preset_name}:{random_seed}"))
+    login_history(
+        store,
+        random.Random(f"pcnctl-lab-logins:{preset_name}:{random_seed}"),
+        0.6 if preset_name == "small" else 0.25,
+    )
     store.snapshot_pristine()
     return {
         "preset": preset_name,
@@ -355,3 +377,38 @@ def seed(
             },
         },
     }
+
+
+def login_history(store: Store, rng: random.Random, share: float) -> None:
+    """A day of ordinary logins before the seed: pupils and teachers through their town's school network
+    (``proxy_of``), with common browsers, as the auth module records them (``LOGIN``, ip and ua). A hunt
+    weighs an address by how many ordinary accounts used it before an incident: this is that history."""
+    now = int(time.time() * 1000)
+    rows = store.all(
+        "SELECT u.id, u.profile, us.structure_id, s.city FROM users u JOIN user_structures us"
+        " ON us.user_id = u.id JOIN structures s ON s.id = us.structure_id"
+        " WHERE u.profile IN ('Student', 'Teacher') ORDER BY u.id"
+    )
+    events = []
+    for uid, profile, sid, city in rows:
+        if rng.random() >= share:
+            continue
+        date = now - rng.randrange(3 * HOUR_MS, 22 * HOUR_MS)
+        agent = rng.choice(COMMON_AGENTS)
+        events.append(
+            (
+                _uuid(rng),
+                "LOGIN",
+                "Auth",
+                None,
+                uid,
+                profile,
+                json.dumps([sid]),
+                date,
+                proxy_of(city),
+                agent,
+                None,
+            )
+        )
+    with store.transaction() as db:
+        db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", events)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl.errors import PcnError, PlaybookError
+from pcnctl.hunt import op_hunt as hunt_op
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,25 @@ OPS: dict[str, Op] = {
         False,
         False,
         "accounts that sent in bulk",
+    ),
+    "hunt": Op(
+        hunt_op,
+        {
+            "since": Param(STR),
+            "until": Param(STR),
+            "baseline": Param(STR),
+            "messages": Param(LIST),
+            "search": Param(STR),
+            "accounts": Param(LIST),
+            "ips": Param(LIST),
+            "agents": Param(LIST),
+            "min_score": Param(FLT),
+            "max": Param(INT),
+        },
+        ("accounts", "count", "silent", "file"),
+        False,
+        False,
+        "every account sharing the attacker's traces",
     ),
     "block_accounts": Op(
         op_block_accounts,
