@@ -40,7 +40,8 @@ UserProfileOpt = Annotated[
     typer.Option("--profile", help="With --school: Student, Teacher, Personnel, Relative, Guest."),
 ]
 IncidentOpt = Annotated[
-    str | None, typer.Option("--incident", help="Incident to record in (default: open a new one).")
+    str | None,
+    typer.Option("--incident", help="An existing incident to record in (default: open a new one)."),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")]

@@ -219,7 +219,8 @@ FromSearchOpt = Annotated[
     Path, typer.Option("--from-search", help="A search saved with messages search --save.")
 ]
 IncidentOpt = Annotated[
-    str | None, typer.Option("--incident", help="Incident to record in (default: a new one).")
+    str | None,
+    typer.Option("--incident", help="An existing incident to record in (default: open a new one)."),
 ]
 
 

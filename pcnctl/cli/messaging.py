@@ -33,7 +33,11 @@ app = typer.Typer(
 
 SchoolsOpt = Annotated[list[str] | None, typer.Option("--school", help="UAI (repeatable).")]
 AllSchoolsOpt = Annotated[bool, typer.Option("--all-schools", help="Every school in this profile's scope.")]
-IncidentOpt = Annotated[str | None, typer.Option("--incident", help="Incident to record in.")]
+IncidentOpt = Annotated[
+    str | None,
+    typer.Option("--incident", help="An existing incident to record in (default: open a new one)."),
+]
+OfIncidentOpt = Annotated[str | None, typer.Option("--incident", help="The blocks of this incident.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Act without asking (unattended runs).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; change nothing.")]
 BLOCK_COLUMNS = ("school", "name", "method", "result", "detail")
@@ -225,7 +229,7 @@ def _unblock(blocks: list[Block], profile: str | None, output: str, quiet: bool)
 @app.command("unblock", epilog=examples("messaging unblock"))
 @handle_errors
 def unblock(
-    incident: IncidentOpt = None,
+    incident: OfIncidentOpt = None,
     school: SchoolsOpt = None,
     all_schools: AllSchoolsOpt = False,
     profile: EntProfileOpt = None,
@@ -300,7 +304,7 @@ def expire(
 @app.command("verify", epilog=examples("messaging verify"))
 @handle_errors
 def verify_(
-    incident: IncidentOpt = None,
+    incident: OfIncidentOpt = None,
     school: SchoolsOpt = None,
     samples: Annotated[
         int, typer.Option("--samples", min=1, max=50, help="Accounts sampled per school.")

@@ -152,7 +152,8 @@ def _execute(
 def run(
     file: FileArg,
     incident: Annotated[
-        str | None, typer.Option("--incident", help="Incident to run in (default: a new one).")
+        str | None,
+        typer.Option("--incident", help="An existing incident to run in (default: open a new one)."),
     ] = None,
     input_: InputOpt = None,
     approve: ApproveOpt = None,
