@@ -159,7 +159,8 @@ def block(
         emit(p.rows(), output, ("school", "name", "profile", "users", "method", "change"))
         note("Dry run: nothing was changed.", quiet)
         return
-    if not p.to_change and not p.joins(incident):
+    # A named incident joins the blocks other incidents hold (so that lifting theirs keeps it in force).
+    if not p.to_change and not (incident and p.joins(incident)):
         note("Nothing to do: messaging is already blocked there.", quiet)
         return
     _confirm(p.users, len(p.to_change), f"block {p.profile} messaging ({p.method})", yes)
