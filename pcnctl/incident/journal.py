@@ -40,12 +40,6 @@ class Journal:
             json.dumps({"at": at, **record}, ensure_ascii=False, separators=(",", ":")),
         )
 
-    def sync(self) -> None:
-        """Every record is already committed; kept so callers can mark the points that must be durable."""
-
-    def close(self) -> None:
-        """Nothing to release: the store's connection belongs to the process."""
-
 
 def records(state: StateStore, incident: str) -> list[dict[str, Any]]:
     """Every record of the incident, oldest first, each with the ENT it was written for."""

@@ -25,9 +25,20 @@ def _digest(body: str) -> str:
 
 def save(state: StateStore, audit: AuditLog, incident: str, ent: str, run: str, data: dict[str, Any]) -> str:
     """Store the snapshot of ``run`` (once: a resumed run keeps the one taken before it started)."""
-    body = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = _digest(_body(data))
+    seal(audit, incident, run, digest)
+    store(state, incident, ent, run, data)
+    return digest
+
+
+def _body(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def store(state: StateStore, incident: str, ent: str, run: str, data: dict[str, Any]) -> str:
+    """The database half of :func:`save` (an import seals after its transaction)."""
+    body = _body(data)
     digest = _digest(body)
-    audit.append(incident=incident, run=run, action=ACTION, target=run, result="saved", digest=digest)
     state.execute(
         "INSERT INTO snapshots VALUES (?,?,?,?,?) ON CONFLICT(run) DO NOTHING",
         run,
@@ -37,6 +48,10 @@ def save(state: StateStore, audit: AuditLog, incident: str, ent: str, run: str, 
         digest,
     )
     return digest
+
+
+def seal(audit: AuditLog, incident: str, run: str, digest: str) -> None:
+    audit.append(incident=incident, run=run, action=ACTION, target=run, result="saved", digest=digest)
 
 
 def exists(state: StateStore, run: str) -> bool:

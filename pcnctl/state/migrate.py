@@ -36,9 +36,25 @@ def migrate(state: StateStore) -> int:
         return 0
     root = state.home / "incidents"
     run_ent: dict[str, str] = {}
-    count = 0
-    for meta in sorted(root.glob("*/incident.json")) if root.exists() else []:
-        count += _incident(state, meta.parent, run_ent)
+    done: list[Path] = []  # renamed once everything is committed: a kill mid-way imports again, whole
+    seals: list[dict[str, Any]] = []  # audit entries, appended after the commit (never under its lock)
+    with state.transaction():
+        if state.setting(DONE):  # another process imported it while this one waited for the lock
+            return 0
+        for meta in sorted(root.glob("*/incident.json")) if root.exists() else []:
+            done += _incident(state, meta.parent, run_ent, seals)
+        done += _blocks_and_settings(state, run_ent)
+        state.set_setting(DONE, True)
+    audit = state.audit_log()
+    for entry in seals:
+        audit.append(**entry)
+    for path in done:
+        path.rename(path.with_name(path.name + ".migrated"))
+    return sum(1 for p in done if p.name == "incident.json")
+
+
+def _blocks_and_settings(state: StateStore, run_ent: dict[str, str]) -> list[Path]:
+    done: list[Path] = []
     legacy = state.home / "messaging-blocks.json"
     if legacy.exists():
         for old in json.loads(legacy.read_text(encoding="utf-8")):
@@ -55,23 +71,24 @@ def migrate(state: StateStore) -> int:
                 entry["status"],
                 json.dumps(entry),
             )
-        legacy.rename(legacy.with_name(legacy.name + ".migrated"))
+        done.append(legacy)
     audit_state = state.home / "audit-state.json"
     if audit_state.exists():
         state.set_setting("audit-state", json.loads(audit_state.read_text(encoding="utf-8")))
-        audit_state.rename(audit_state.with_name(audit_state.name + ".migrated"))
-    state.set_setting(DONE, True)
-    return count
+        done.append(audit_state)
+    return done
 
 
-def _incident(state: StateStore, directory: Path, run_ent: dict[str, str]) -> int:
+def _incident(
+    state: StateStore, directory: Path, run_ent: dict[str, str], seals: list[dict[str, Any]]
+) -> list[Path]:
     data = json.loads((directory / "incident.json").read_text(encoding="utf-8"))
     journal = directory / "journal.jsonl"
     recs = _lines(journal) if journal.exists() else []
-    for rec in recs:
-        if rec.get("t") in ("run", "playbook"):
-            run_ent[rec["run"]] = ent_key(rec.get("meta", {}).get("url", ""))
-    ents = sorted({e for e in run_ent.values() if e})
+    mine = {
+        r["run"]: ent_key(r.get("meta", {}).get("url", "")) for r in recs if r.get("t") in ("run", "playbook")
+    }
+    run_ent.update(mine)
     state.execute(
         "INSERT OR IGNORE INTO incidents VALUES (?,?,?,?,?,?,?,?)",
         data["id"],
@@ -81,39 +98,36 @@ def _incident(state: StateStore, directory: Path, run_ent: dict[str, str]) -> in
         data.get("status", "open"),
         data.get("closed_at"),
         json.dumps(data.get("profiles", [])),
-        json.dumps(ents),
+        json.dumps(sorted({e for e in mine.values() if e})),
     )
-    audit = state.audit_log()
     for rec in recs:
-        ent = run_ent.get(str(rec.get("run", "")), "")
-        if rec.get("phase") == "start":
-            rec["phase"] = "sending"  # 0.1 wrote "start" just before the call: the same meaning
-        state.execute(
-            "INSERT INTO journal (incident, ent, run, kind, at, body) VALUES (?,?,?,?,?,?)",
-            data["id"],
-            ent,
-            str(rec.get("run", "")),
-            str(rec.get("t", "")),
-            str(rec.get("at", "")),
-            json.dumps(rec),
-        )
-        if rec.get("t") == "run":
-            digest = plan_digest(rec["op"], rec.get("params", {}), rec.get("items", []))
-            audit.append(
-                incident=data["id"],
-                run=rec["run"],
-                action=f"{rec['op']}:start",
-                target="journal",
-                result="migrated",
-                plan=digest,
-            )
-    for path in (
-        sorted((directory / "snapshots").glob("*.json")) if (directory / "snapshots").exists() else []
-    ):
+        _record(state, data["id"], run_ent.get(str(rec.get("run", "")), ""), rec, seals)
+    done = [directory / "incident.json"] + ([journal] if journal.exists() else [])
+    folder = directory / "snapshots"
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         body = json.loads(path.read_text(encoding="utf-8"))
-        snapshots.save(state, audit, data["id"], run_ent.get(path.stem, ""), path.stem, body)
-        path.rename(path.with_name(path.name + ".migrated"))
-    if journal.exists():
-        journal.rename(journal.with_name(journal.name + ".migrated"))
-    (directory / "incident.json").rename(directory / "incident.json.migrated")
-    return 1
+        digest = snapshots.store(state, data["id"], run_ent.get(path.stem, ""), path.stem, body)
+        seal = {"action": snapshots.ACTION, "target": path.stem, "result": "migrated", "digest": digest}
+        seals.append({"incident": data["id"], "run": path.stem, **seal})
+        done.append(path)
+    return done
+
+
+def _record(
+    state: StateStore, incident: str, ent: str, rec: dict[str, Any], seals: list[dict[str, Any]]
+) -> None:
+    if rec.get("phase") == "start":
+        rec["phase"] = "sending"  # 0.1 wrote "start" just before the call: the same meaning
+    state.execute(
+        "INSERT INTO journal (incident, ent, run, kind, at, body) VALUES (?,?,?,?,?,?)",
+        incident,
+        ent,
+        str(rec.get("run", "")),
+        str(rec.get("t", "")),
+        str(rec.get("at", "")),
+        json.dumps(rec),
+    )
+    if rec.get("t") == "run":
+        digest = plan_digest(rec["op"], rec.get("params", {}), rec.get("items", []))
+        seal = {"action": f"{rec['op']}:start", "target": "journal", "result": "migrated", "plan": digest}
+        seals.append({"incident": incident, "run": rec["run"], **seal})
