@@ -105,8 +105,12 @@ class HttpClient:
         ca_file: str | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Told before each wait of a second or more: an operator must not stare at a silent terminal
+        # while an overloaded ENT is retried.
+        self.on_retry = on_retry
         self.timeout = (connect_timeout, read_timeout)
         self.retry = retry or RetryPolicy()
         self.stats = HttpStats()
@@ -271,7 +275,7 @@ class HttpClient:
         self.stats.retries += 1
         wait = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
         if response is None:
-            self._sleep(wait)
+            self._waiting(wait, "no answer", attempt, policy)
             return
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if retry_after is not None:
@@ -284,6 +288,11 @@ class HttpClient:
                     hint="the platform is saturated; retry later",
                 )
             wait = retry_after + random.uniform(0, policy.base_delay)
+        self._waiting(wait, f"answered {response.status_code}", attempt, policy)
+
+    def _waiting(self, wait: float, what: str, attempt: int, policy: RetryPolicy) -> None:
+        if self.on_retry is not None and wait >= 1.0:
+            self.on_retry(f"the ENT {what}; try {attempt + 1} of {policy.attempts} in {wait:.1f} s")
         self._sleep(wait)
 
     def _error(self, method: str, path: str, response: requests.Response) -> Exception:

@@ -131,3 +131,18 @@ def test_the_home_and_its_incidents_are_private(lab: Lab, admc: Cli) -> None:
     assert admc("incident", "open", "--id", "INC-PRIV").exit_code == 0
     for path in (home, home / "incidents", home / "incidents" / "INC-PRIV"):
         assert oct(path.stat().st_mode & 0o777) == "0o700", path
+    assert oct((home / "state.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_command_waiting_on_a_throttled_ent_says_so(lab: Lab, admc: Cli) -> None:
+    """Before each wait of a second or more the operator is told what the ENT answered and when the next
+    try is: a terminal never stays silent while an overloaded ENT is retried."""
+    assert admc("auth", "login").exit_code == 0
+    lab.knobs(capacity=2)
+    for _ in range(3):
+        result = admc("schools", "list", "-o", "json")
+        assert result.exit_code == 0, result.stderr
+        if "answered 429; try 2 of" in result.stderr:
+            break
+    else:
+        pytest.fail("no wait was announced while the ENT answered 429")

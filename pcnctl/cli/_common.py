@@ -185,7 +185,7 @@ def get_profile(name: str | None) -> Profile:
 def open_driver(profile: Profile, *, use_cache: bool = True) -> EdificeDriver:
     from pcnctl.edifice.driver import EdificeDriver
 
-    return EdificeDriver.open(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
+    return EdificeDriver.open(profile, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note)
 
 
 def get_driver(name: str | None) -> EdificeDriver:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,9 @@ class EdificeDriver:
         self._listed: dict[str, list[dict[str, Any]]] = {}
 
     @staticmethod
-    def client(profile: Profile, retry: RetryPolicy | None = None) -> HttpClient:
+    def client(
+        profile: Profile, retry: RetryPolicy | None = None, on_retry: Callable[[str], None] | None = None
+    ) -> HttpClient:
         """The HTTP client for ``profile``, not logged in."""
         return HttpClient(
             profile.url,
@@ -54,14 +56,20 @@ class EdificeDriver:
             read_timeout=profile.read_timeout,
             ca_file=profile.ca_file,
             retry=retry,
+            on_retry=on_retry,
         )
 
     @classmethod
     def open(
-        cls, profile: Profile, *, mfa_prompt: MfaPrompt | None = None, use_cache: bool = True
+        cls,
+        profile: Profile,
+        *,
+        mfa_prompt: MfaPrompt | None = None,
+        use_cache: bool = True,
+        on_retry: Callable[[str], None] | None = None,
     ) -> EdificeDriver:
         """Build the HTTP client for ``profile`` and log in (or reuse the session ``auth login`` cached)."""
-        http = cls.client(profile)
+        http = cls.client(profile, on_retry=on_retry)
         auth = EdificeAuth(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
         http.authenticator = auth
         auth.resume_or_login(http)
