@@ -474,3 +474,23 @@ def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: L
     assert resumed.exit_code == 0, resumed.stderr
     assert sorted(r["school"] for r in resumed.json()) == sorted(uais)
     assert graph() == before and admc("messaging", "status", "-o", "json").json() == []
+
+
+def test_an_item_injected_into_a_run_is_never_undone(admc: Cli, lab: Lab) -> None:
+    """Someone adds a 'done' record for an account the run never planned: rollback must not unblock it."""
+    admc.open_incidents("INC-I")
+    uai = lab.sql("SELECT uai FROM structures ORDER BY uai LIMIT 1")[0][0]
+    planned, bystander = students_of(lab, [uai], 2)
+    lab.write_sql("UPDATE users SET blocked = 1 WHERE id = ?", bystander)  # blocked for its own reasons
+    assert admc("accounts", "block", planned, "--yes", "--incident", "INC-I").exit_code == 0
+    db = sqlite3.connect(home() / "state.db")
+    (run,) = db.execute("SELECT run FROM journal WHERE kind = 'run' AND incident = 'INC-I'").fetchone()
+    forged = {"t": "item", "run": run, "key": bystander, "phase": "done"}
+    db.execute(
+        "INSERT INTO journal (incident, ent, run, kind, at, body) VALUES (?,?,?,?,?,?)",
+        ("INC-I", lab.url, run, "item", "2026-12-01T07:00:00.000Z", json.dumps(forged)),
+    )
+    db.commit()
+    db.close()
+    assert admc("rollback", "INC-I", "--yes").exit_code == 0
+    assert bystander in blocked(lab) and planned not in blocked(lab)

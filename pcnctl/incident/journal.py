@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pcnctl.incident.store import utcnow
@@ -80,7 +81,7 @@ class RunState:
         """Items sent when the run stopped, their answer never read: re-read them before anything else."""
         return {k for k, phase in self.phases.items() if phase == "sending"}
 
-    @property
+    @cached_property
     def planned(self) -> set[str]:
         return {str(i["key"]) for i in self.items}
 
@@ -104,7 +105,8 @@ def read(state: StateStore, incident: str, *, ent: str | None = None) -> list[Ru
             )
             runs[run].started_at = first
             runs[run].ent = rec["ent"]
-        elif kind == "item" and run in runs:
+        elif kind == "item" and run in runs and str(rec["key"]) in runs[run].planned:
+            # An item outside the run's plan is never its work: not resumed, not undone, not counted.
             runs[run].phases[str(rec["key"])] = rec["phase"]
             if rec.get("detail"):
                 runs[run].details[rec["key"]] = rec["detail"]
