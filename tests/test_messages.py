@@ -220,6 +220,48 @@ def test_a_deleted_bundle_or_a_manifest_rewritten_with_its_hash_is_detected(
     assert {"bundle deleted after it was sealed"} <= {c["problem"] for c in deleted.json()}
 
 
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_purge_killed_at_any_point_resumes_to_every_copy_gone_with_evidence(
+    ops: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path, seed: int
+) -> None:
+    import random
+    import signal
+    import time
+
+    from tests import state
+
+    ops.open_incidents("INC-PK")
+    saved = tmp_path / "threat.json"
+    assert ops("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    home = Path(os.environ["PCNCTL_HOME"])
+    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    lab.knobs(latency_ms=30)
+    command = ["messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-PK", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "pcnctl", *command], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r.get("t") == "run" for r in state.journal(home, "INC-PK")):
+            break
+        time.sleep(0.002)
+    time.sleep(random.Random(seed).uniform(0, 0.08))  # during the evidence, or the purge call
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lab.knobs(latency_ms=0)
+    resumed = ops("incident", "resume", "INC-PK")
+    assert resumed.exit_code == 0, resumed.stderr
+    marks = ",".join("?" * len(wave["messages"]))
+    left = f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})"
+    assert lab.sql(left, *wave["messages"]) == [(0,)]
+    verify = ops("incident", "verify", "INC-PK", "-o", "json")
+    assert verify.exit_code == 0 and verify.json(), verify.stderr  # no empty or half bundle is counted
+    kept = set()
+    for bundle in (home / "incidents" / "INC-PK" / "evidence").iterdir():
+        if not bundle.name.startswith("."):
+            kept |= {json.loads(line)["id"] for line in (bundle / "messages.jsonl").read_text().splitlines()}
+    assert kept == set(wave["messages"])  # every purged message is in the evidence
+
+
 def test_affected_schools_export_equals_the_ground_truth(
     ops: Cli, wave: dict[str, Any], tmp_path: Path
 ) -> None:
