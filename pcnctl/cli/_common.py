@@ -20,6 +20,7 @@ from pcnctl.errors import ExitCode, PcnError
 if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.incident.store import Incident
     from pcnctl.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -174,6 +175,29 @@ def mfa_prompt(info: dict[str, Any]) -> str | None:
         return None
     channel = info.get("type") or "your second factor"
     return str(typer.prompt(f"MFA code (sent by {channel})", err=True))
+
+
+def check_incident(incident_id: str | None) -> StateStore:
+    """The state store, once a named incident is known to exist and be open: a mistyped ``--incident``
+    stops here, before any request."""
+    from pcnctl.incident import open_incident
+
+    state = get_state()
+    if incident_id is not None:
+        open_incident(state, incident_id)
+    return state
+
+
+def record_in(incident_id: str | None, operator: str, quiet: bool, *, title: str = "") -> Incident:
+    """The incident a run records in: the one named, or a new one, said on stderr either way."""
+    from pcnctl.incident import open_incident
+
+    incident, created = open_incident(get_state(), incident_id, title=title, operator=operator)
+    if created:
+        note(f"Opened incident {incident.id} ({incident.path})", quiet)
+    else:
+        note(f"Recording in incident {incident.id}", quiet)
+    return incident
 
 
 def get_profile(name: str | None) -> Profile:

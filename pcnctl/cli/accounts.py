@@ -12,6 +12,7 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_incident,
     check_writable,
     confirm_action,
     emit,
@@ -19,6 +20,7 @@ from pcnctl.cli._common import (
     get_state,
     handle_errors,
     note,
+    record_in,
 )
 from pcnctl.cli.examples import examples
 
@@ -142,7 +144,6 @@ def run_op(
     """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
     from pcnctl import accounts
     from pcnctl.errors import UsageError
-    from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
 
     if school and not user_profiles and not all_profiles:
@@ -153,9 +154,7 @@ def run_op(
         )
     if all_profiles and user_profiles:
         raise UsageError("--all-profiles and --profile exclude each other")
-    state = get_state()
-    if incident_id is not None:
-        open_incident(state, incident_id)  # a mistyped id stops here, before any request
+    state = check_incident(incident_id)
     driver = get_driver(ent_profile)
     p = accounts.prepare(
         driver,
@@ -187,11 +186,7 @@ def run_op(
         return None
     confirm(p, yes)
     ident = driver.whoami()
-    incident, created = open_incident(state, incident_id, operator=ident.label)
-    if created:
-        note(f"Opened incident {incident.id} ({incident.path})", quiet)
-    else:
-        note(f"Recording in incident {incident.id}", quiet)
+    incident = record_in(incident_id, ident.label, quiet)
     options = {"max_concurrency": concurrency, "show_progress": not quiet, "batch_size": batch_size}
     with RunContext.create(driver, incident, state, **options) as ctx:
         result = accounts.execute(ctx, p)
@@ -471,9 +466,9 @@ def block_profile(
     are recorded first, and stay blocked when the block is lifted in the same incident.
     """
     from pcnctl import accounts
-    from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
 
+    state = check_incident(incident)
     driver = get_driver(profile)
     p = accounts.plan_profile_block(driver, school, user_profile, not unblock)
     rows = p.rows()
@@ -487,10 +482,8 @@ def block_profile(
     confirm_action(
         f"This will {verb} {total} {p.profile} accounts in {len(rows)} schools.", yes=yes, count=total
     )
-    inc, created = open_incident(get_state(), incident, operator=driver.whoami().label)
-    if created:
-        note(f"Opened incident {inc.id} ({inc.path})", quiet)
-    with RunContext.create(driver, inc, get_state()) as ctx:
+    inc = record_in(incident, driver.whoami().label, quiet)
+    with RunContext.create(driver, inc, state) as ctx:
         run = accounts.execute_profile_block(ctx, p)
     emit(rows, output, ("school", "name", "profile", "accounts", "already"))
     note(f"{verb} {p.profile}: done in {len(rows)} school(s); incident {inc.id}, run {run}", quiet)
@@ -542,15 +535,13 @@ def quarantine(
     """
     from pcnctl.cli.playbook import STEP_COLUMNS, _execute, _mailstore, load_valid
     from pcnctl.errors import UsageError
-    from pcnctl.incident import open_incident
     from pcnctl.playbooks import runner
     from pcnctl.timespec import parse_when
 
     if reset_mode not in ("erase", "force-change"):
         raise UsageError(f"--reset-mode {reset_mode!r}: erase or force-change")
     parse_when(since, future=False)  # a bad window stops here, before any request
-    if incident is not None:
-        open_incident(get_state(), incident)
+    check_incident(incident)
     playbook = load_valid(QUARANTINE)
     inputs = runner.coerce_inputs(playbook, {"account": account, "since": since, "reset_mode": reset_mode})
     if dry_run:

@@ -12,6 +12,7 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_incident,
     check_writable,
     confirm_action,
     emit,
@@ -20,6 +21,7 @@ from pcnctl.cli._common import (
     get_state,
     handle_errors,
     note,
+    record_in,
 )
 from pcnctl.cli.examples import examples
 
@@ -235,19 +237,14 @@ def evidence_(
 ) -> None:
     """Preserve the messages of a saved search in the incident: full content, hashed, for the complaint."""
     from pcnctl import evidence
-    from pcnctl.incident import open_incident
     from pcnctl.search import load_saved
 
     saved = load_saved(from_search)
-    state = get_state()
-    if incident is not None:
-        open_incident(state, incident)  # a mistyped id stops here, before any request
+    state = check_incident(incident)
     driver = get_driver(profile)
     ident = driver.whoami()
     store = open_mailstore(driver.profile, mailstore)
-    inc, created = open_incident(state, incident, operator=ident.label)
-    if created:
-        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    inc = record_in(incident, ident.label, quiet)
     try:
         bundle, count = evidence.collect(
             state,
@@ -286,14 +283,11 @@ def purge_(
     """Purge a saved search's messages from every mailbox, after taking evidence of them."""
     from pcnctl import purge
     from pcnctl.errors import PartialFailureError
-    from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
     from pcnctl.search import load_saved
 
     saved = load_saved(from_search)
-    state = get_state()
-    if incident is not None:
-        open_incident(state, incident)  # a mistyped id stops here, before any request
+    state = check_incident(incident)
     driver = get_driver(profile)
     store = open_mailstore(driver.profile, mailstore)
     try:
@@ -312,9 +306,7 @@ def purge_(
             note("Nothing to purge: every message is already gone.", quiet)
             return
         confirm_action(f"Purge {len(p.ids)} messages from every mailbox.", yes=yes, count=len(p.ids))
-        inc, created = open_incident(state, incident, operator=driver.whoami().label)
-        if created:
-            note(f"Opened incident {inc.id} ({inc.path})", quiet)
+        inc = record_in(incident, driver.whoami().label, quiet)
         with RunContext.create(driver, inc, state, show_progress=not quiet) as ctx:
             result = purge.execute(ctx, store, p, saved)
     finally:

@@ -12,11 +12,13 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_incident,
     emit,
     get_driver,
     get_state,
     handle_errors,
     note,
+    record_in,
     warn,
 )
 from pcnctl.cli.examples import examples
@@ -120,15 +122,12 @@ def block(
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
     from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
-    from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
     from pcnctl.output import render
     from pcnctl.timespec import parse_when
 
     when = parse_when(until) if until else None
-    state = get_state()
-    if incident is not None:
-        open_incident(state, incident)  # a mistyped id stops here, before any request
+    state = check_incident(incident)
     driver = get_driver(profile)
     p = messaging.plan_block(
         driver,
@@ -164,9 +163,7 @@ def block(
         note("Nothing to do: messaging is already blocked there.", quiet)
         return
     _confirm(p.users, len(p.to_change), f"block {p.profile} messaging ({p.method})", yes)
-    inc, created = open_incident(state, incident, operator=driver.whoami().label)
-    if created:
-        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    inc = record_in(incident, driver.whoami().label, quiet)
     with RunContext.create(driver, inc, state, max_concurrency=concurrency, show_progress=not quiet) as ctx:
         run, rows = messaging.execute_block(ctx, p)
         if p.method == "roles" and revoke_sessions:

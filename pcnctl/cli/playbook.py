@@ -12,11 +12,13 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
+    check_incident,
     emit,
     get_driver,
     get_state,
     handle_errors,
     note,
+    record_in,
 )
 from pcnctl.cli.examples import examples
 
@@ -110,17 +112,12 @@ def _execute(
     quiet: bool,
     resume_from: dict[str, Any] | None = None,
 ) -> None:
-    from pcnctl.incident import open_incident
     from pcnctl.incident.run import RunContext
     from pcnctl.playbooks import runner
 
-    state = get_state()
-    if incident_id is not None:
-        open_incident(state, incident_id)  # a mistyped id stops here, before any request
+    state = check_incident(incident_id)
     driver = get_driver(profile)
-    inc, created = open_incident(state, incident_id, title=playbook.name, operator=driver.whoami().label)
-    if created:
-        note(f"Opened incident {inc.id} ({inc.path})", quiet)
+    inc = record_in(incident_id, driver.whoami().label, quiet, title=playbook.name)
     ctx = RunContext.create(driver, inc, state, show_progress=not quiet)
     store = _mailstore(driver)
 
