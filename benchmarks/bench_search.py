@@ -209,6 +209,7 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
     }
     batches = [(lo, min(lo + 100_000 - 1, count - 1)) for lo in range(0, count, 100_000)]
     lock = threading.Lock()
+    progress = [0]
 
     def worker() -> None:
         with psycopg.connect(dsn) as conn:
@@ -235,6 +236,11 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
                     if statement.strip():
                         conn.execute(statement, {**params, "lo": lo, "hi": hi} if "%(" in statement else None)
                 conn.commit()
+                done = hi + 1 - lo
+                with lock:
+                    progress[0] += done
+                    rate = progress[0] / (time.perf_counter() - started)
+                print(f"loaded {progress[0]:,} of {count:,} ({rate:,.0f} messages/s)", flush=True)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -248,6 +254,8 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
         conn.execute("SET maintenance_work_mem = '1GB'")
         for statement in SECONDARY:
             conn.execute(statement)
+            minutes = (time.perf_counter() - started) / 60
+            print(f"{statement.split()[2]} built at {minutes:.0f} min", flush=True)
         conn.execute("VACUUM ANALYZE")
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM conversation.usermessages),"
@@ -305,7 +313,7 @@ def copy_to_sqlite(dsn: str, path: Path) -> None:
 
 
 CHILD = """
-import json, re, resource, sys, time
+import json, re, sys, time
 from datetime import datetime, timedelta, UTC
 from pcnctl.search import Query, scan, shingles
 from pcnctl.sources.mailstore import Mailstore
@@ -328,8 +336,9 @@ else:
     found = sum(1 for _ in scan(store, query, counter=counter, **kwargs))
     scanned = counter[0]
 elapsed = time.perf_counter() - started
-print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this process's own high-water mark; ru_maxrss would include the parent's (vfork, exec).
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed, "peak_mb": peak_kb / 1024}))
 """
 CASES = {"like": "`--like` over the whole mailstore", "since": "`--since 2h --regex 'bombe.*explos'`"}
 GOALS = {("like", 1_000_000): 2.0, ("like", 10_000_000): 10.0, ("since", 10_000_000): 1.0}
@@ -371,17 +380,38 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, help="JSON file of earlier runs' rows to report with these (updated)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the last server running, its data in place (see --reuse)"
+    )
+    parser.add_argument("--reuse", type=Path, help="measure again the server --keep left in this directory")
     args = parser.parse_args()
-    sizes = sorted(args.messages or [1_000_000])
-    from pcnctl.lab.pgserver import start
-
     earlier = json.loads(args.results.read_text()) if args.results and args.results.exists() else {}
     rows: list[dict[str, Any]] = earlier.get("rows", [])
     builds: list[str] = earlier.get("builds", [])
-    root = Path(tempfile.mkdtemp(prefix="pcnctl-bench-"))
-    server = start(root, {"shared_buffers": "4GB", "max_wal_size": "16GB", "work_mem": "64MB"})
-    try:
-        for count in sizes:
+    if args.reuse:
+        kept = json.loads((args.reuse / "kept.json").read_text())
+        rows = [r for r in rows if (r["backend"], r["messages"]) != ("PostgreSQL", kept["count"])]
+        rows += run_cases("PostgreSQL", kept["dsn"], kept["info"], kept["count"])
+    else:
+        rows, builds = build_and_measure(args, rows, builds)
+    if args.results:
+        args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
+    sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
+    sqlite_size = max((r["messages"] for r in rows if r["backend"] == "SQLite"), default=0)
+    write_section("search", report(rows, builds, sizes, sqlite_size))
+
+
+def build_and_measure(
+    args: argparse.Namespace, rows: list[dict[str, Any]], builds: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each size on a fresh disposable server; with ``--keep`` the last one stays up for ``--reuse``."""
+    from pcnctl.lab.pgserver import start
+
+    for count in sorted(args.messages or [1_000_000]):
+        root = Path(tempfile.mkdtemp(prefix="pcnctl-bench-"))
+        server = start(root, {"shared_buffers": "4GB", "max_wal_size": "8GB", "work_mem": "64MB"})
+        keep = False
+        try:
             info = build_pg(server.dsn(), count)
             builds.append(
                 f"{count:,} messages: {info['copies']:,} mailbox copies, {info['size']} on disk, built in "
@@ -396,12 +426,16 @@ def main() -> None:
                 path.unlink()
             if args.results:
                 args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
-    sqlite_size = max((r["messages"] for r in rows if r["backend"] == "SQLite"), default=0)
-    write_section("search", report(rows, builds, sizes, sqlite_size))
+            keep = args.keep and count == max(args.messages or [1_000_000])
+            if keep:
+                kept = {"dsn": server.dsn(), "info": info, "count": count}
+                (root / "kept.json").write_text(json.dumps(kept))
+                print(f"server kept running in {root} (pg_ctl -D {root}/data stop; rm -r {root})", flush=True)
+        finally:
+            if not keep:
+                server.stop()
+                shutil.rmtree(root, ignore_errors=True)
+    return rows, builds
 
 
 def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqlite_size: int) -> str:
