@@ -376,7 +376,7 @@ else:
     found = sum(1 for _ in scan(store, query, counter=counter, **kwargs))
     scanned = counter[0]
 elapsed = time.perf_counter() - started
-# VmHWM is this process's own high-water mark; ru_maxrss would include the parent's (vfork, exec).
+# VmHWM is this process's own high-water mark; ru_maxrss would include the parent's (kept over exec).
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed, "peak_mb": peak_kb / 1024}))
 """
@@ -518,14 +518,16 @@ def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqli
         "",
         f"`python benchmarks/bench_search.py {argv}` on {platform.machine()} (2 cores) / Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}. The schema of the conversation SQL "
-        "scripts 001-023 (the platform's indexes only; `text_searchable` as its trigger computes it, "
-        "joined from vectors computed once per paragraph group, see VECTORS in the script), rows "
+        "scripts 001-023 (the platform's indexes only, its `text_searchable` trigger; see VECTORS in the "
+        "script for how each size's vectors were computed), rows "
         "written as the send code writes them: HTML bodies of 300 to 3,000 characters, 5 % group sends "
         "(8 copies), attachments on every copy, drafts, scheduled and recalled messages, 0.1 % threat "
         "variants plus a wave in the last two hours. "
         + "; ".join(builds)
         + ". SQLite holds the same rows in the lab's schema (FTS5). Each case runs in a fresh process "
-        "(connection included); peak memory is its maximum RSS; `count(*)` is a plain `SELECT count(*) "
+        "(connection included); peak memory is its own high-water RSS (`VmHWM`; `ru_maxrss` would "
+        "count the benchmark's own memory, which Linux carries into a child across fork and exec); "
+        "`count(*)` is a plain `SELECT count(*) "
         "FROM conversation.messages` on the same server in the same run.",
         "",
         "| backend | messages | case | read | found | time | count(*) | ratio | peak memory | goal |",
