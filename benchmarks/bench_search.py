@@ -1,7 +1,7 @@
 """Search over a production-sized mailstore on the platform's conversation schema: time and peak memory.
 
 Builds, on a disposable PostgreSQL server, the schema of the conversation module's SQL scripts 001-023
-(``pcnctl.lab.pgmirror``: the platform's indexes only, ``text_searchable`` filled by its trigger) and fills
+(``pcnctl.lab.pgmirror``: the platform's indexes only, ``text_searchable`` kept by its trigger) and fills
 it in the server (``generate_series``) as the send code writes rows: HTML bodies of a few hundred to a few
 thousand characters drawn from thousands of French school sentences, 5 % of sends to a whole group (eight
 copies), attachments linked to every copy, 2 % drafts, scheduled and recalled messages, one threat variant
@@ -14,6 +14,10 @@ left out): a near-duplicate search (``--like``) over the whole mailstore, and ``
 figure comes with a plain ``SELECT count(*)`` of the messages table on the same server in the same run.
 
     python benchmarks/bench_search.py --messages 1000000 [--messages 10000000] [--sqlite 1000000]
+
+A large size can be built once and measured again: ``--keep`` leaves its server running (the command to
+stop it and delete its directory is printed), ``--reuse DIR`` measures it, ``--results FILE`` keeps the
+rows of earlier runs for the report.
 """
 
 from __future__ import annotations
