@@ -1,7 +1,7 @@
 """Search over a production-sized mailstore on the platform's conversation schema: time and peak memory.
 
 Builds, on a disposable PostgreSQL server, the schema of the conversation module's SQL scripts 001-023
-(``pcnctl.lab.pgmirror``: the platform's indexes only, ``text_searchable`` filled by its trigger) and fills
+(``pcnctl.lab.pgmirror``: the platform's indexes only, ``text_searchable`` kept by its trigger) and fills
 it in the server (``generate_series``) as the send code writes rows: HTML bodies of a few hundred to a few
 thousand characters drawn from thousands of French school sentences, 5 % of sends to a whole group (eight
 copies), attachments linked to every copy, 2 % drafts, scheduled and recalled messages, one threat variant
@@ -14,6 +14,10 @@ left out): a near-duplicate search (``--like``) over the whole mailstore, and ``
 figure comes with a plain ``SELECT count(*)`` of the messages table on the same server in the same run.
 
     python benchmarks/bench_search.py --messages 1000000 [--messages 10000000] [--sqlite 1000000]
+
+A large size can be built once and measured again: ``--keep`` leaves its server running (the command to
+stop it and delete its directory is printed), ``--reuse DIR`` measures it, ``--results FILE`` keeps the
+rows of earlier runs for the report.
 """
 
 from __future__ import annotations
@@ -152,11 +156,12 @@ SELECT sender, id, md5('a' || g)::uuid::text FROM batch WHERE attach
 UNION SELECT r, id, md5('a' || g)::uuid::text FROM batch, unnest(rcpt) r
 WHERE attach AND state IN ('SENT', 'RECALL') AND r <> sender;
 """
-# VECTORS: the trigger computes text_searchable per row (about 0.6 ms for a body of 1,500 characters,
-# too slow for 10 million rows here); the load computes the same vectors once per paragraph group and
-# joins them (setweight, ||), trigger disabled meanwhile: the index holds the same lexemes and weights,
-# only positions may differ by a stop word at a join, which no search here uses. The trigger is enabled
-# again afterwards.
+# VECTORS: up to --trigger-max messages the platform's trigger fills text_searchable as each row is
+# inserted, as on a real server. Above, it is too slow for this machine (about 0.6 ms a row: 10 million
+# rows would take over an hour and a half of one core), so the load computes the vectors once per
+# paragraph group and joins them (setweight, ||) with the trigger disabled, and enables it again after;
+# compare_vectors() then fires the trigger on a sample and counts how the two differ (same lexemes and
+# weights; positions may differ by the stop words at a join, which no search here uses).
 TRIGGER = "tsvector_update_trigger"
 SECONDARY = (
     'CREATE INDEX idx_message_to ON conversation.messages USING GIN ("to")',
@@ -174,8 +179,11 @@ SECONDARY = (
 )
 
 
-def build_pg(dsn: str, count: int) -> dict[str, Any]:
-    """The schema, then ``count`` messages in batches on two connections, then the indexes and stats."""
+def build_pg(dsn: str, count: int, trigger: bool) -> dict[str, Any]:
+    """The schema, then ``count`` messages in batches on two connections, then the indexes and stats.
+
+    ``trigger``: the platform's trigger computes ``text_searchable`` on insert (else see VECTORS).
+    """
     import psycopg
 
     from pcnctl.lab.pgmirror import create_schema
@@ -195,7 +203,8 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
         create_schema(conn)
         for statement in SECONDARY:  # built after the load, as a restore does: same indexes, faster
             conn.execute(f"DROP INDEX conversation.{statement.split()[2]}")
-        conn.execute(f"ALTER TABLE conversation.messages DISABLE TRIGGER {TRIGGER}")
+        if not trigger:
+            conn.execute(f"ALTER TABLE conversation.messages DISABLE TRIGGER {TRIGGER}")
         conn.commit()
     step = max(span // count, 1)
     params = {
@@ -209,6 +218,7 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
     }
     batches = [(lo, min(lo + 100_000 - 1, count - 1)) for lo in range(0, count, 100_000)]
     lock = threading.Lock()
+    progress = [0]
 
     def worker() -> None:
         with psycopg.connect(dsn) as conn:
@@ -235,6 +245,11 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
                     if statement.strip():
                         conn.execute(statement, {**params, "lo": lo, "hi": hi} if "%(" in statement else None)
                 conn.commit()
+                done = hi + 1 - lo
+                with lock:
+                    progress[0] += done
+                    rate = progress[0] / (time.perf_counter() - started)
+                print(f"loaded {progress[0]:,} of {count:,} ({rate:,.0f} messages/s)", flush=True)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -248,6 +263,8 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
         conn.execute("SET maintenance_work_mem = '1GB'")
         for statement in SECONDARY:
             conn.execute(statement)
+            minutes = (time.perf_counter() - started) / 60
+            print(f"{statement.split()[2]} built at {minutes:.0f} min", flush=True)
         conn.execute("VACUUM ANALYZE")
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM conversation.usermessages),"
@@ -265,8 +282,43 @@ def build_pg(dsn: str, count: int) -> dict[str, Any]:
         "copies": sizes[0],
         "size": sizes[1],
         "load_s": loaded,
+        "vectors": "trigger" if trigger else "groups",
         "build_s": time.perf_counter() - started,
     }
+
+
+# A vector's lexemes, each with the weights it carries (positions left out).
+_LEXEMES = (
+    "(SELECT array_agg(lexeme || ':' || array_to_string(ARRAY(SELECT DISTINCT w FROM unnest(weights) w"
+    " ORDER BY 1), '') ORDER BY lexeme) FROM unnest({}))"
+)
+
+
+def compare_vectors(dsn: str, sample: int = 20_000) -> dict[str, Any]:
+    """Fire the platform's trigger on a sample of rows (an UPDATE, rolled back): how many stored vectors
+    it reproduces exactly, with the same lexemes and weights, with the same lexemes; and its cost a row.
+    """
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        total = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'conversation.messages'::regclass")
+        percent = min(100.0, 100.0 * sample / max(float(total.fetchone()[0]), 1.0))  # type: ignore[index]
+        started = time.perf_counter()
+        row = conn.execute(
+            "WITH old AS (SELECT id, text_searchable AS v FROM conversation.messages"
+            f" TABLESAMPLE SYSTEM ({percent}) REPEATABLE (7)),"
+            " fired AS (UPDATE conversation.messages m SET subject = m.subject FROM old WHERE m.id = old.id"
+            " RETURNING old.v AS old, m.text_searchable AS new)"
+            " SELECT count(*), count(*) FILTER (WHERE old = new),"
+            f" count(*) FILTER (WHERE {_LEXEMES.format('old')} = {_LEXEMES.format('new')}),"
+            " count(*) FILTER (WHERE strip(old) = strip(new)) FROM fired"
+        ).fetchone()
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    assert row is not None
+    rows, exact, weighted, lexemes = row
+    ms = 1000 * seconds / max(rows, 1)
+    return {"rows": rows, "exact": exact, "weighted": weighted, "lexemes": lexemes, "ms": ms}
 
 
 def copy_to_sqlite(dsn: str, path: Path) -> None:
@@ -305,7 +357,7 @@ def copy_to_sqlite(dsn: str, path: Path) -> None:
 
 
 CHILD = """
-import json, re, resource, sys, time
+import json, re, sys, time
 from datetime import datetime, timedelta, UTC
 from pcnctl.search import Query, scan, shingles
 from pcnctl.sources.mailstore import Mailstore
@@ -328,8 +380,9 @@ else:
     found = sum(1 for _ in scan(store, query, counter=counter, **kwargs))
     scanned = counter[0]
 elapsed = time.perf_counter() - started
-print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this process's own high-water mark; ru_maxrss would include the parent's (kept over exec).
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"found": found, "scanned": scanned, "seconds": elapsed, "peak_mb": peak_kb / 1024}))
 """
 CASES = {"like": "`--like` over the whole mailstore", "since": "`--since 2h --regex 'bombe.*explos'`"}
 GOALS = {("like", 1_000_000): 2.0, ("like", 10_000_000): 10.0, ("since", 10_000_000): 1.0}
@@ -371,37 +424,95 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, help="JSON file of earlier runs' rows to report with these (updated)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the last server running, its data in place (see --reuse)"
+    )
+    parser.add_argument(
+        "--trigger-max",
+        type=int,
+        default=1_000_000,
+        help="largest size whose text_searchable the platform's trigger computes on insert (see VECTORS)",
+    )
+    parser.add_argument("--reuse", type=Path, help="measure again the server --keep left in this directory")
     args = parser.parse_args()
-    sizes = sorted(args.messages or [1_000_000])
-    from pcnctl.lab.pgserver import start
-
     earlier = json.loads(args.results.read_text()) if args.results and args.results.exists() else {}
     rows: list[dict[str, Any]] = earlier.get("rows", [])
     builds: list[str] = earlier.get("builds", [])
-    root = Path(tempfile.mkdtemp(prefix="pcnctl-bench-"))
-    server = start(root, {"shared_buffers": "4GB", "max_wal_size": "16GB", "work_mem": "64MB"})
-    try:
-        for count in sizes:
-            info = build_pg(server.dsn(), count)
-            builds.append(
-                f"{count:,} messages: {info['copies']:,} mailbox copies, {info['size']} on disk, built in "
-                f"{info['build_s'] / 60:.0f} min"
-            )
+    if args.reuse:
+        kept = json.loads((args.reuse / "kept.json").read_text())
+        dsns = {"PostgreSQL": kept["dsn"]}
+        if (args.reuse / "conversation.sqlite").exists():
+            dsns["SQLite"] = f"sqlite:///{args.reuse / 'conversation.sqlite'}"
+        rows = [r for r in rows if (r["backend"], r["messages"]) not in {(b, kept["count"]) for b in dsns}]
+        info, count = kept["info"], kept["count"]
+        if info.get("vectors", "groups") == "groups" and "compare" not in info:
+            info["compare"] = compare_vectors(kept["dsn"])
+            (args.reuse / "kept.json").write_text(json.dumps(kept))
+        builds = [b for b in builds if not b.startswith(f"{count:,} messages")] + [describe(count, info)]
+        for backend, dsn in dsns.items():
+            rows += run_cases(backend, dsn, info, count)
+    else:
+        rows, builds = build_and_measure(args, rows, builds)
+    if args.results:
+        args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
+    sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
+    sqlite_size = max((r["messages"] for r in rows if r["backend"] == "SQLite"), default=0)
+    write_section("search", report(rows, builds, sizes, sqlite_size))
+
+
+def build_and_measure(
+    args: argparse.Namespace, rows: list[dict[str, Any]], builds: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each size on a fresh disposable server; with ``--keep`` the last one stays up for ``--reuse``."""
+    from pcnctl.lab.pgserver import start
+
+    for count in sorted(args.messages or [1_000_000]):
+        root = Path(tempfile.mkdtemp(prefix="pcnctl-bench-"))
+        server = start(root, {"shared_buffers": "4GB", "max_wal_size": "8GB", "work_mem": "64MB"})
+        keep = False
+        try:
+            info = build_pg(server.dsn(), count, trigger=count <= args.trigger_max)
+            if info["vectors"] == "groups":
+                info["compare"] = compare_vectors(server.dsn())
+            builds.append(describe(count, info))
             print(builds[-1], flush=True)
             rows += run_cases("PostgreSQL", server.dsn(), info, count)
+            keep = args.keep and count == max(args.messages or [1_000_000])
             if count == args.sqlite:
                 path = root / "conversation.sqlite"
                 copy_to_sqlite(server.dsn(), path)
                 rows += run_cases("SQLite", f"sqlite:///{path}", info, count)
-                path.unlink()
+                if not keep:
+                    path.unlink()
             if args.results:
                 args.results.write_text(json.dumps({"rows": rows, "builds": builds}))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    sizes = sorted({r["messages"] for r in rows if r["backend"] == "PostgreSQL"})
-    sqlite_size = max((r["messages"] for r in rows if r["backend"] == "SQLite"), default=0)
-    write_section("search", report(rows, builds, sizes, sqlite_size))
+            if keep:
+                kept = {"dsn": server.dsn(), "info": info, "count": count}
+                (root / "kept.json").write_text(json.dumps(kept))
+                print(f"server kept running in {root} (pg_ctl -D {root}/data stop; rm -r {root})", flush=True)
+        finally:
+            if not keep:
+                server.stop()
+                shutil.rmtree(root, ignore_errors=True)
+    return rows, builds
+
+
+def describe(count: int, info: dict[str, Any]) -> str:
+    """One build in a sentence: its size, and how ``text_searchable`` was computed."""
+    text = (
+        f"{count:,} messages: {info['copies']:,} mailbox copies, {info['size']} on disk, built in "
+        f"{info['build_s'] / 60:.0f} min, "
+    )
+    if info.get("vectors") == "trigger":
+        return text + "`text_searchable` computed by the platform's trigger on insert"
+    c = info.get("compare")
+    if not c:
+        return text + "`text_searchable` joined from paragraph groups' vectors"
+    return text + (
+        f"`text_searchable` joined from paragraph groups' vectors; the trigger, fired on {c['rows']:,} "
+        f"sampled rows ({c['ms']:.2f} ms a row), gives the same lexemes for {c['lexemes']:,}, the same "
+        f"lexemes and weights for {c['weighted']:,}, the identical vector (positions too) for {c['exact']:,}"
+    )
 
 
 def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqlite_size: int) -> str:
@@ -411,14 +522,16 @@ def report(rows: list[dict[str, Any]], builds: list[str], sizes: list[int], sqli
         "",
         f"`python benchmarks/bench_search.py {argv}` on {platform.machine()} (2 cores) / Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}. The schema of the conversation SQL "
-        "scripts 001-023 (the platform's indexes only; `text_searchable` as its trigger computes it, "
-        "joined from vectors computed once per paragraph group, see VECTORS in the script), rows "
+        "scripts 001-023 (the platform's indexes only, its `text_searchable` trigger; see VECTORS in the "
+        "script for how each size's vectors were computed), rows "
         "written as the send code writes them: HTML bodies of 300 to 3,000 characters, 5 % group sends "
         "(8 copies), attachments on every copy, drafts, scheduled and recalled messages, 0.1 % threat "
         "variants plus a wave in the last two hours. "
         + "; ".join(builds)
         + ". SQLite holds the same rows in the lab's schema (FTS5). Each case runs in a fresh process "
-        "(connection included); peak memory is its maximum RSS; `count(*)` is a plain `SELECT count(*) "
+        "(connection included); peak memory is its own high-water RSS (`VmHWM`; `ru_maxrss` would "
+        "count the benchmark's own memory, which Linux carries into a child across fork and exec); "
+        "`count(*)` is a plain `SELECT count(*) "
         "FROM conversation.messages` on the same server in the same run.",
         "",
         "| backend | messages | case | read | found | time | count(*) | ratio | peak memory | goal |",

@@ -609,6 +609,62 @@ def test_full_text_prefilter_never_drops_an_exact_match(tmp_path: Path, postgres
             store.close()
 
 
+def test_regex_literal_runs_are_what_every_match_holds() -> None:
+    from pcnctl.sources.mailstore import literal_runs
+
+    assert literal_runs(r"bombe.*explos") == ["bombe", "explos"]
+    assert literal_runs("^URGENT\n une bombe a ete") == ["URGENT", "une", "bombe", "ete"]  # cut at spaces
+    assert literal_runs(r"bombes?!") == ["bombe"]  # the optional letter ends the run
+    assert literal_runs(r"(bombe) explos") == ["explos"]  # a group ends a run
+    assert literal_runs(r"bombe|explos") == []  # an alternative at the top holds no run for sure
+    assert literal_runs("[") == []
+
+
+def test_postgres_regex_prefilter_keeps_matches_across_tags_and_entities(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """The stored text is searched for the pattern's runs before the tags are stripped: a match the
+    visible text makes across a tag or an entity (each one space there) is still found."""
+    import sqlite3
+
+    from pcnctl import search
+    from pcnctl.lab.conversation_routes import Recipients, create_draft, deliver
+    from pcnctl.lab.store import CONVERSATION_SCHEMA
+    from pcnctl.sources.mailstore import Mailstore
+
+    path = tmp_path / "conversation.sqlite"
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("ATTACH DATABASE ? AS conversation", (str(path),))
+    db.executescript(CONVERSATION_SCHEMA)
+    bodies = {
+        "plain": "<p>une bombe explosera demain</p>",
+        "tag": "<p>une BOMBE<br>explosera demain</p>",
+        "entity": "<p>une bombe&nbsp;explosera demain</p>",
+        "paragraphs": "<p>une bombe</p><p>explosera demain</p>",  # two tags, two spaces: no match
+        "split word": "<p>une bom<b>be</b> explosera demain</p>",  # visible: "bom be": no match
+        "other": "<p>une bombe n'explosera pas</p>",
+    }
+    ids = {}
+    for n, (name, body) in enumerate(bodies.items()):
+        sender = {"id": f"u{n:04d}", "display_name": f"ELEVE {n}"}
+        rec = Recipients(["t0001"], {}, {})
+        ids[name] = create_draft(db, sender, {"subject": "info", "body": body, "to": rec.users}, rec, n + 1)
+        deliver(db, sender, ids[name], rec, None)
+    db.close()
+    store = Mailstore(pg_mirror(postgres, path))
+    try:
+        for regex in (r"bombe explosera", r"une bombe.explosera d"):
+            query = search.Query(regex=regex)
+            kwargs: dict[str, Any] = {"pattern": re.compile(regex, re.IGNORECASE)}
+            fast = {m.id for m, _ in search.scan(store, query, **kwargs)}
+            exact = {m.id for m, _ in search.scan(store, query, use_index=False, **kwargs)}
+            names = {v: k for k, v in ids.items()}
+            assert fast == exact, (regex, {names[i] for i in fast}, {names[i] for i in exact})
+            assert {names[i] for i in exact} == {"plain", "tag", "entity"}, regex
+    finally:
+        store.close()
+
+
 def test_lab_send_and_draft_answer_as_the_contracts_say(lab: Lab, wave: dict[str, Any]) -> None:
     import jsonschema
     import requests

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ _VISIBLE = (
     "(coalesce(m.subject, '') || E'\\n' || regexp_replace(regexp_replace(coalesce(m.body, ''),"
     " '<[^>]+>', ' ', 'g'), '&([a-z]+|#[0-9]+|#x[0-9a-f]+);', ' ', 'gi'))"
 )
+# The same text before tags and entities are replaced: cheap to search, and it holds every run of
+# non-space characters the visible text holds (each tag or entity becomes one space there).
+_RAW = "(coalesce(m.subject, '') || E'\\n' || coalesce(m.body, ''))"
 _HAS_COPY = "EXISTS (SELECT 1 FROM conversation.usermessages um WHERE um.message_id = m.id)"
 
 
@@ -185,6 +189,41 @@ def _groups(display_names: Any) -> dict[str, str]:
     return out
 
 
+def literal_runs(pattern: str) -> list[str]:
+    """Texts every match of ``pattern`` holds: its top-level literal runs, cut at whitespace.
+
+    Only the top level is read (a group, class, repeat or alternative ends a run; an alternative at the
+    top gives none). Cut at whitespace, a run holds wherever the visible text matches, since the visible
+    text only turns each tag or entity of the stored text into one space.
+    """
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        parsed = _parser.parse(pattern)
+    except re.error:
+        return []
+    runs, run = [], ""
+    for op, arg in [*parsed, (None, None)]:
+        if op is c.LITERAL:
+            run += chr(arg)
+            continue
+        runs += run.split()
+        run = ""
+    return list(dict.fromkeys(r for r in runs if len(r) >= 2))
+
+
+def _regex_filter(pattern: str, args: list[Any]) -> str:
+    """``~*`` on the visible text, tried only where the stored text holds the pattern's literal runs
+    (``ILIKE``, about three times cheaper than stripping the tags; CASE keeps that order)."""
+    runs = literal_runs(pattern)
+    args += ["%" + r.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for r in runs]
+    args.append(pattern)
+    if not runs:
+        return f"{_VISIBLE} ~* ?"
+    return f"CASE WHEN {' AND '.join(f'{_RAW} ILIKE ?' for _ in runs)} THEN {_VISIBLE} ~* ? ELSE false END"
+
+
 def validate_dsn(dsn: str) -> str:
     parts = urlsplit(dsn)
     if parts.scheme == "sqlite":
@@ -255,6 +294,11 @@ class Mailstore:
             # never holds one open (idle_in_transaction_session_timeout); the session is read-only.
             conn = psycopg.connect(self.dsn, connect_timeout=10, autocommit=True, application_name="pcnctl")
             conn.execute("SET default_transaction_read_only = on")
+            # Scans stream through indexes: compiling them (JIT, PostgreSQL 11+) costs more than it saves
+            # (a second of a 10-million-message --like).
+            conn.execute(
+                "SELECT set_config('jit', 'off', false) WHERE current_setting('jit', true) IS NOT NULL"
+            )
             return conn
         except psycopg.OperationalError as exc:
             raise TransportError(
@@ -326,8 +370,7 @@ class Mailstore:
                     where.append(f"m.text_searchable @@ to_tsquery('{TS_CONFIG}', ?)")
                 args.append(text)
             if scan.words.regex and self.kind == "postgresql":
-                where.append(f"{_VISIBLE} ~* ?")
-                args.append(scan.words.regex)
+                where.append(_regex_filter(scan.words.regex, args))
         sql = f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)} ORDER BY m.date, m.id"
         if self.kind == "sqlite":
             yield from self._stream_sqlite(sql, args)
