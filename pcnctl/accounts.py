@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl import directory
-from pcnctl.errors import PcnError, RefusedError, UsageError
+from pcnctl.errors import PcnError, RefusedError, ServerError, UsageError
 from pcnctl.fanout import Fanout, FanoutReport, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
@@ -331,8 +331,13 @@ def _step_fn(
         if phase in (None, "sending", "failed"):
             ctx.sending(run, uid)
             phases[uid] = "sending"
-        if op in ("accounts.block", "accounts.unblock"):
-            driver.block_user(uid, op == "accounts.block")
+        if toggles:
+            try:
+                driver.block_user(uid, op == "accounts.block")
+            except ServerError as exc:
+                if exc.status in THROTTLED:
+                    phases[uid] = "throttled"  # refused before it was done: the retry needs no re-read
+                raise
         elif op == "sessions.revoke":
             if phase != "blocked":
                 driver.block_user(uid, True)  # drops every session and token
@@ -364,6 +369,7 @@ def _step_fn(
     return step
 
 
+THROTTLED = frozenset({429, 503, 509})  # the ENT refused without doing anything
 IDEMPOTENT_OPS = {"accounts.block", "accounts.unblock", "sessions.revoke", "accounts.reset-password"}
 
 

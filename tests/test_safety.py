@@ -494,3 +494,18 @@ def test_an_item_injected_into_a_run_is_never_undone(admc: Cli, lab: Lab) -> Non
     db.close()
     assert admc("rollback", "INC-I", "--yes").exit_code == 0
     assert bystander in blocked(lab) and planned not in blocked(lab)
+
+
+def test_a_throttled_block_is_retried_without_a_re_read(adml: Cli, lab: Lab) -> None:
+    """A 429 says nothing was done: the retry sends the block again, without reading the account first
+    and without a second 'sending' record (which a lost answer, whose outcome is unknown, would get)."""
+    adml.open_incidents("INC-TH")
+    targets = students_of(lab, lab.info["accounts"]["adml"][0]["schools"], 20)
+    lab.knobs(fail_match="/auth/block/", fail_count=2, fail_status=429)
+    result = adml("accounts", "block", *targets, "--yes", "--incident", "INC-TH", "-o", "json")
+    faults = lab.counters()["faults"]
+    lab.knobs(fail_match="", fail_count=-1, fail_status=500)
+    assert result.exit_code == 0, result.stderr
+    assert faults == 2 and set(targets) <= blocked(lab)
+    sent = [r["key"] for r in state.journal(home(), "INC-TH") if r.get("phase") == "sending"]
+    assert sorted(sent) == sorted(targets)  # once each, the two refused ones included

@@ -58,6 +58,7 @@ class Knobs:
     sessions_limit: int = 0
     fail_match: str = ""  # requests whose path contains this always get 500 (targeted faults for tests)
     fail_count: int = -1  # with fail_match: -1 = every match fails; N = only the next N (a transient fault)
+    fail_status: int = 500  # the status of those targeted faults (429: a refusal that did nothing)
     # The platform's loginUri: where an expired session is sent (an SSO portal); empty = /auth/login.
     login_uri: str = ""
     # Writes (PUT, POST, DELETE) that take effect but whose answer is lost: the connection drops.
@@ -131,7 +132,7 @@ class LabApp:
                 self.knobs.fail_count -= int(targeted)
             if targeted or (self.knobs.fail_rate > 0 and self.faults.random() < self.knobs.fail_rate):
                 self.counters["faults"] += 1
-                raise HttpError(500, {"error": "lab.injected.fault"})
+                raise HttpError(self.knobs.fail_status if targeted else 500, {"error": "lab.injected.fault"})
             response = self._dispatch(req)
             if (
                 req.method != "GET"
