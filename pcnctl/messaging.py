@@ -71,13 +71,18 @@ class SchoolPlan:
     school: School
     group: dict[str, Any]
     prior: dict[str, Any]
-    already: bool = False
-    holder: Block | None = None  # the block in force that this plan joins
+    holder: Block | None = None  # the block in force on this school, which this plan joins
+
+    @property
+    def already(self) -> bool:
+        return self.holder is not None
 
     def change(self, method: str) -> str:
-        if self.already:
-            held = f" by incident {self.holder.incident}" if self.holder else ""
-            return f"already blocked{held}: this incident joins the block (lifted when both let go)"
+        if self.holder is not None:
+            return (
+                f"already blocked by incident {self.holder.incident}: this incident joins the block "
+                "(lifted when both let go)"
+            )
         if method == "communication":
             return CutPlan.from_json(self.prior).summary()
         if method == "roles":
@@ -178,7 +183,7 @@ def plan_block(
         group = _profile_group(driver, school, wanted)
         holder = current.get((school.id, wanted, method))
         prior = {} if holder else _prior(driver, school, group, method, wanted)
-        plans[school.id] = SchoolPlan(school, group, prior, holder is not None, holder)
+        plans[school.id] = SchoolPlan(school, group, prior, holder)
         return Outcome(school.id, "done")
 
     report = Fanout(read, key=lambda s: s.id, idempotent=True, max_concurrency=max_concurrency).run(schools)
@@ -225,7 +230,7 @@ def execute_block(
         data = {"profile": p.profile, "method": p.method, "schools": snapshot}
         snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
         for sp in p.schools:
-            if sp.already and sp.holder is not None and sp.holder.incident != ctx.incident.id:
+            if sp.holder is not None and sp.holder.incident != ctx.incident.id:
                 _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
     by_id = {s.school.id: s for s in todo}
     rows: list[dict[str, Any]] = []

@@ -200,6 +200,13 @@ def record_in(incident_id: str | None, operator: str, quiet: bool, *, title: str
     return incident
 
 
+def ent_of(name: str | None) -> str:
+    """The ENT a profile names (its base URL), without logging in: local state is read per ENT."""
+    from pcnctl.state.store import ent_key
+
+    return ent_key(get_profile(name).url)
+
+
 def get_profile(name: str | None) -> Profile:
     from pcnctl.config import resolve_profile
 

@@ -17,7 +17,6 @@ from pcnctl.cli._common import (
     confirm_action,
     emit,
     get_driver,
-    get_state,
     handle_errors,
     note,
     record_in,
@@ -508,9 +507,6 @@ def block_traces(
     emit(rows, output, ("created", "action", "profile", "school", "by"))
 
 
-QUARANTINE = Path(__file__).resolve().parent.parent.parent / "playbooks" / "compromised-account.yaml"
-
-
 @app.command("quarantine", epilog=examples("accounts quarantine"))
 @handle_errors
 def quarantine(
@@ -533,26 +529,19 @@ def quarantine(
     ('pcnctl playbook resume ID'), run again safely (what is done is found done), undone by
     'pcnctl rollback ID' where it can be (the block; purges and resets are listed as irreversible).
     """
-    from pcnctl.cli.playbook import STEP_COLUMNS, _execute, _mailstore, load_valid
+    from pcnctl.cli.playbook import _execute, load_valid, show_plan
     from pcnctl.errors import UsageError
-    from pcnctl.playbooks import runner
+    from pcnctl.playbooks import SHIPPED, runner
     from pcnctl.timespec import parse_when
 
     if reset_mode not in ("erase", "force-change"):
         raise UsageError(f"--reset-mode {reset_mode!r}: erase or force-change")
     parse_when(since, future=False)  # a bad window stops here, before any request
     check_incident(incident)
-    playbook = load_valid(QUARANTINE)
+    playbook = load_valid(SHIPPED / "compromised-account.yaml")
     inputs = runner.coerce_inputs(playbook, {"account": account, "since": since, "reset_mode": reset_mode})
     if dry_run:
-        driver = get_driver(profile)
-        store = _mailstore(driver)
-        try:
-            reports = runner.plan(playbook, inputs, driver, store, get_state())
-        finally:
-            if store is not None:
-                store.close()
-        emit([r.to_row() for r in reports], output, STEP_COLUMNS)
+        show_plan(playbook, inputs, profile, output)
         note("Dry run: nothing was changed.", quiet)
         return
     confirm_action(

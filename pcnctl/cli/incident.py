@@ -221,7 +221,6 @@ def resume(
     was lost are re-read from the ENT first. Playbook runs resume with 'pcnctl playbook resume'.
     """
     from pcnctl import resume as core
-    from pcnctl.cli._common import get_driver
     from pcnctl.cli.accounts import finish
     from pcnctl.cli.messages import open_mailstore
     from pcnctl.incident import Incident

@@ -14,6 +14,7 @@ from pcnctl.cli._common import (
     QuietOpt,
     check_incident,
     emit,
+    ent_of,
     get_driver,
     get_state,
     handle_errors,
@@ -240,7 +241,7 @@ def unblock(
     from pcnctl import blocks as registry
     from pcnctl import messaging
 
-    state, ent = get_state(), _ent(profile)
+    state, ent = get_state(), ent_of(profile)
     blocks = messaging.select_blocks(
         state, ent, incident=incident, school_refs=school or [], all_schools=all_schools
     )
@@ -269,7 +270,7 @@ def status(
     when."""
     from pcnctl import blocks as registry
 
-    rows = registry.status_rows(get_state(), _ent(profile), include_lifted=all_)
+    rows = registry.status_rows(get_state(), ent_of(profile), include_lifted=all_)
     columns = (*STATUS_COLUMNS, "status") if all_ else STATUS_COLUMNS
     emit(rows, output, columns)
     expired = sum(1 for r in rows if r["expired"] and r["status"] == "active")
@@ -288,7 +289,7 @@ def expire(
     """Lift the blocks whose --until has passed (made for cron; silent when there is nothing to do)."""
     from pcnctl import blocks as registry
 
-    state, ent = get_state(), _ent(profile)
+    state, ent = get_state(), ent_of(profile)
     blocks = registry.expired_blocks(state, ent)
     if not blocks:
         note("No expired messaging block.", quiet)
@@ -317,7 +318,7 @@ def verify_(
     from pcnctl.errors import PartialFailureError
 
     state = get_state()
-    blocks = registry.active_blocks(state, _ent(profile))
+    blocks = registry.active_blocks(state, ent_of(profile))
     if incident:
         blocks = [b for b in blocks if b.incident == incident]
     if school:
@@ -340,11 +341,3 @@ def verify_(
     show_verification(result, output, quiet)
     if not result.effective:
         raise PartialFailureError("some checks show the block is not effective")
-
-
-def _ent(profile: str | None) -> str:
-    """The ENT a profile names (its base URL), without logging in: the registry is read per ENT."""
-    from pcnctl.cli._common import get_profile
-    from pcnctl.state.store import ent_key
-
-    return ent_key(get_profile(profile).url)

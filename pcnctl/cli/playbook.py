@@ -81,7 +81,14 @@ def plan(
     from pcnctl.playbooks import runner
 
     playbook = load_valid(file)
-    inputs = runner.coerce_inputs(playbook, parse_inputs(input_))
+    show_plan(playbook, runner.coerce_inputs(playbook, parse_inputs(input_)), profile, output)
+    note("Check mode: nothing was changed.")
+
+
+def show_plan(playbook: Playbook, inputs: dict[str, Any], profile: str | None, output: str) -> None:
+    """Check mode against the ENT, rendered: what ``playbook plan`` and a quarantine's dry run show."""
+    from pcnctl.playbooks import runner
+
     driver = get_driver(profile)
     store = _mailstore(driver)
     try:
@@ -90,7 +97,6 @@ def plan(
         if store is not None:
             store.close()
     emit([r.to_row() for r in reports], output, STEP_COLUMNS)
-    note("Check mode: nothing was changed.")
 
 
 def _confirm(step: Step, params: dict[str, Any]) -> bool:

@@ -11,8 +11,8 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     emit,
+    ent_of,
     get_driver,
-    get_profile,
     get_state,
     handle_errors,
     note,
@@ -34,12 +34,11 @@ def rollback(
     from pcnctl.errors import RefusedError
     from pcnctl.incident import Incident
     from pcnctl.incident.run import RunContext
-    from pcnctl.state.store import ent_key
 
     state = get_state()
     inc = Incident.load(state, incident_id)
     name = profile or (inc.profiles[0] if inc.profiles else None)
-    ent = ent_key(get_profile(name).url)
+    ent = ent_of(name)
     undos = core.plan(state, inc, ent)
     rows = [{"run": u.run, "kind": u.kind, "undo": u.description} for u in undos]
     if not undos:

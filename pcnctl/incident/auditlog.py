@@ -75,6 +75,10 @@ class AuditLog:
         self.key = key
         private_dir(self.path.parent)
         self._lock = threading.Lock()
+        # What entries() parsed so far, and where it stopped: resume, unblock and the report look up seals
+        # many times a run, and only what was appended since is read again.
+        self._read: tuple[int, int] = (0, 0)  # (inode, offset)
+        self._parsed: list[dict[str, Any]] = []
 
     def append(self, **entry: Any) -> dict[str, Any]:
         with self._lock:
@@ -107,16 +111,25 @@ class AuditLog:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every readable entry, oldest first (a torn line is skipped: :func:`verify` reports it)."""
-        if not self.path.exists():
-            return []
-        out = []
-        with self.path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
+        with self._lock:
+            try:
+                with self.path.open("rb") as fh:
+                    inode, offset = os.fstat(fh.fileno()).st_ino, self._read[1]
+                    if inode != self._read[0] or os.fstat(fh.fileno()).st_size < offset:
+                        self._parsed, offset = [], 0  # replaced or cut: read it all again
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                self._read, self._parsed = (0, 0), []
+                return []
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+            for line in complete.splitlines():
                 try:
-                    out.append(json.loads(line))
+                    self._parsed.append(json.loads(line))
                 except ValueError:
                     continue
-        return out
+            self._read = (inode, offset + len(complete))
+            return list(self._parsed)
 
     def head(self) -> tuple[int, str]:
         """The sealed entry count and head hash (what an incident report prints)."""

@@ -95,8 +95,13 @@ class RunState:
 
 def read(state: StateStore, incident: str, *, ent: str | None = None) -> list[RunState]:
     """Every run of an incident, in order (only those on one ENT when ``ent`` is given)."""
+    return runs_of(records(state, incident), ent=ent)
+
+
+def runs_of(recs: list[dict[str, Any]], *, ent: str | None = None) -> list[RunState]:
+    """The runs that journal records tell (for a caller that needs the records too)."""
     runs: dict[str, RunState] = {}
-    for rec in records(state, incident):
+    for rec in recs:
         kind, run = rec.get("t"), str(rec.get("run", ""))
         if kind == "run":
             first = runs[run].started_at if run in runs else rec.get("at", "")

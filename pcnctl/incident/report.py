@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pcnctl import banners, evidence, export
 from pcnctl import blocks as registry
-from pcnctl.incident.journal import done_keys, read, records
+from pcnctl.incident.journal import RunState, done_keys, records, runs_of
 from pcnctl.incident.store import Incident
 from pcnctl.state.store import StateStore
 
@@ -44,14 +44,15 @@ def collect(
     state: StateStore, incident: Incident, school_names: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Everything the report shows, from the incident's records (JSON-ready, times in UTC)."""
-    runs = read(state, incident.id)
+    recs = records(state, incident.id)
+    runs = runs_of(recs)
     names = dict(school_names or {})
     blocks = [
         b for b in registry.status_rows(state, None, include_lifted=True) if b["incident"] == incident.id
     ]
     names.update({b["school"]: b["name"] for b in blocks if b.get("name")})
     events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]
-    events += _run_events(state, incident)
+    events += _run_events(runs, recs)
     events += _audit_events(state, incident)
     if incident.closed_at:
         events.append(Event(incident.closed_at, "closed", incident.id, "closed"))
@@ -85,18 +86,18 @@ def collect(
     }
 
 
-def _run_events(state: StateStore, incident: Incident) -> list[Event]:
+def _run_events(runs: list[RunState], recs: list[dict[str, Any]]) -> list[Event]:
     """Operation runs (with their final status) and playbook steps, from the journal."""
     out: list[Event] = []
     started: dict[str, tuple[str, str]] = {}
-    for run in read(state, incident.id):
+    for run in runs:
         counts = run.counts()
         done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("refused", 0)
         status = run.end or ("interrupted" if run.pending else "completed")
         tally = (len(run.items), done, counts.get("already", 0), failed)
         by = run.meta.get("identity", "")
         out.append(Event(run.started_at, run.op, run.run, status, by, counts=tally))
-    for rec in records(state, incident.id):
+    for rec in recs:
         kind = rec.get("t")
         if kind == "playbook":
             started[rec["run"]] = (rec["name"], rec.get("meta", {}).get("identity", ""))

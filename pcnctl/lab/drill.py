@@ -26,7 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-PLAYBOOK = Path(__file__).resolve().parent.parent.parent / "playbooks" / "bomb-threat-wave.yaml"
+from pcnctl.playbooks import SHIPPED
+
+PLAYBOOK = SHIPPED / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
 
 

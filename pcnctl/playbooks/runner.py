@@ -161,6 +161,7 @@ def run(
     state = resume_from or {}
     run_id = state.get("run") or f"playbook-{secrets.token_hex(4)}"
     done: dict[str, dict[str, Any]] = state.get("results", {})
+    resuming = bool(resume_from)  # the first step started may have runs of its own to finish
     if not resume_from:
         ctx.journal.append(
             {
@@ -211,7 +212,9 @@ def run(
         env = Env(ctx.driver, ctx.incident, ctx, ctx.state, mailstore, False, ctx.incident.path / "searches")
         ctx.step = f"{run_id}/{step.id}"
         try:
-            _finish_runs(ctx, mailstore)
+            if resuming:
+                _finish_runs(ctx, mailstore)
+                resuming = False
             result = OPS[step.op].fn(env, params)
         except (KeyboardInterrupt, InterruptedRunError):
             ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "interrupted"})
@@ -257,29 +260,16 @@ def _finish_runs(ctx: Any, mailstore: Any) -> None:
     """Finish the runs this step started before an interruption, on their own plans and snapshots."""
     from pcnctl import resume
     from pcnctl.incident.journal import read
+    from pcnctl.sources.mailstore import Mailstore
+
+    def opened() -> Mailstore:  # a resumed purge gets its own connection, which it closes
+        if mailstore is None:
+            raise PlaybookError("resuming this step's purge needs a mailstore: set --mailstore")
+        return Mailstore(mailstore.dsn)
 
     mine = [r for r in read(ctx.state, ctx.incident.id, ent=ctx.ent) if r.meta.get("step") == ctx.step]
     for state in resume.unfinished(mine):
-
-        def opened() -> Any:
-            if mailstore is None:
-                raise PlaybookError("resuming this step's purge needs a mailstore: set --mailstore")
-            return _Borrowed(mailstore)
-
         resume.resume(ctx, state, opened)
-
-
-class _Borrowed:
-    """The runner's mailstore lent to a resumed run: the runner closes it, not the run."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def close(self) -> None:
-        """Left open for the steps that follow."""
 
 
 def unfinished(state: Any, incident: str) -> dict[str, Any] | None:

@@ -111,6 +111,7 @@ class StateStore:
     def _open(self, home: Path, audit_key: bytes | None) -> None:
         self.home = private_dir(home)
         self.audit_key = audit_key
+        self._audit: AuditLog | None = None
         self.path = home / "state.db"
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -137,10 +138,13 @@ class StateStore:
                 side.chmod(0o600)
 
     def audit_log(self) -> AuditLog:
-        """The home's audit log, sealed in this store (and signed when a key was given)."""
-        from pcnctl.incident.auditlog import AuditLog
+        """The home's audit log, sealed in this store (and signed when a key was given); one per store,
+        so that what it has read is not read again."""
+        if self._audit is None:
+            from pcnctl.incident.auditlog import AuditLog
 
-        return AuditLog(self.home / "audit.log", self, self.audit_key)
+            self._audit = AuditLog(self.home / "audit.log", self, self.audit_key)
+        return self._audit
 
     def close(self) -> None:
         with self._lock:
