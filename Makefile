@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean help-pages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache build *.egg-info
+
+# The --help pages the entry point prints without importing Typer (tests/test_help_pages.py checks them).
+help-pages: $(STAMP)
+	$(BIN)/python -m pcnctl.cli.help_pages

@@ -1,3 +1,3 @@
-from pcnctl.cli import main
+from pcnctl.entry import main
 
 main()
