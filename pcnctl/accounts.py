@@ -247,6 +247,13 @@ def plan(op: str, users: Sequence[User], params: dict[str, Any] | None = None) -
     return Plan(op, list(users), [u for u in users if u.id not in ids], already, params)
 
 
+def leave_alone(p: Plan, ids: set[str]) -> Plan:
+    """The plan with these accounts moved to ``already``: found done by an earlier run."""
+    keep = [u for u in p.to_change if u.id not in ids]
+    done = [u for u in p.to_change if u.id in ids]
+    return Plan(p.op, p.users, keep, [*p.already, *done], p.params, p.confirmed)
+
+
 def prepare(
     driver: EntDriver,
     op: str,

@@ -305,10 +305,18 @@ def test_quarantine_one_account_end_to_end_twice_then_roll_back(
     ) == [(0,)]
     listing = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-Q").glob("recipients-*.csv"))
     assert {line.split(",")[0] for line in listing.read_text().splitlines()[1:]} == reached
+    code = lab.sql("SELECT code FROM renewal_codes WHERE user_id = ?", sender)
+    assert len(code) == 1
+    # The owner has used the code and chosen a password; the operator runs the quarantine again.
+    lab.write_sql("UPDATE users SET password = 'owner-chose-this' WHERE id = ?", sender)
     again = responder("accounts", "quarantine", login, "--incident", "INC-Q", "--yes", "-o", "json")
     assert again.exit_code == 0, again.stderr  # run again: what is done is found done
-    steps = {r["step"]: r["status"] for r in again.json()}
-    assert steps["purge"] == "skipped" and steps["recipients"] == "skipped"
+    steps = {r["step"]: r for r in again.json()}
+    assert steps["purge"]["status"] == "skipped" and steps["recipients"]["status"] == "skipped"
+    assert "already done by an earlier run in incident INC-Q" in steps["reset"]["summary"]
+    assert "pcnctl accounts renewal-codes" in steps["code"]["summary"]
+    assert lab.sql("SELECT password FROM users WHERE id = ?", sender) == [("owner-chose-this",)]
+    assert lab.sql("SELECT code FROM renewal_codes WHERE user_id = ?", sender) == code
     undone = responder("rollback", "INC-Q", "--yes", "-o", "json")
     assert undone.exit_code == 0, undone.stderr
     assert "accounts" in {r["kind"] for r in undone.json()}

@@ -106,6 +106,23 @@ def op_senders(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"accounts": [r["id"] for r in flagged], "count": len(flagged), "all": [r["id"] for r in rows]}
 
 
+# Done once per account and incident by a playbook: a second reset would erase the password the owner has
+# set since with the code, and a second code voids the one already handed out. The commands
+# (`pcnctl accounts reset-password`, `renewal-codes`) always act, for when another one is wanted.
+ONCE_PER_INCIDENT = {"accounts.reset-password": "reset-password", "accounts.renewal-codes": "renewal-codes"}
+
+
+def _done_in_incident(env: Env, op: str) -> set[str]:
+    """The accounts an earlier run of ``op`` in this incident, on this ENT, finished."""
+    if op not in ONCE_PER_INCIDENT or env.incident is None:
+        return set()
+    from pcnctl.incident import journal
+    from pcnctl.state.store import ent_key
+
+    runs = journal.read(env.state, env.incident.id, ent=ent_key(env.driver.profile.url))
+    return journal.done_keys(runs, op)
+
+
 def _accounts(env: Env, op: str, p: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     from pcnctl import accounts
 
@@ -113,6 +130,13 @@ def _accounts(env: Env, op: str, p: dict[str, Any], params: dict[str, Any]) -> d
     if not ids:
         return {"accounts": [], "count": 0}
     plan = accounts.prepare(env.driver, op, ids, params)
+    done = _done_in_incident(env, op) & {u.id for u in plan.to_change}
+    if done:
+        plan = accounts.leave_alone(plan, done)
+        env.notes.append(
+            f"{len(done)} account(s) already done by an earlier run in incident {env.incident.id}: left "
+            f"alone (`pcnctl accounts {ONCE_PER_INCIDENT[op]}` does it again)"
+        )
     accounts.check_cap(plan, int(p["max"]) if p.get("max") else None)  # the commands' caps
     if env.check:
         env.notes.append(plan.summary())
