@@ -154,6 +154,7 @@ def test_plan_changes_nothing(responder: Cli, lab: Lab, wave: dict[str, Any]) ->
     assert result.exit_code == 0, result.stderr
     steps = {r["step"]: r for r in result.json()}
     assert steps["variants"]["summary"] == f"count={len(wave['messages'])}"
+    assert steps["found"]["summary"] == f"holds: {steps['find']['summary'].removeprefix('count=')} gt 0"
     assert steps["block-senders"]["status"] == "planned" and "needs approval" in steps["purge"]["summary"]
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
     assert graph_state(lab) == before

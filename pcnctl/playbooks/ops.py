@@ -331,8 +331,10 @@ def op_notify(env: Env, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_wait(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    seconds = float(p.get("seconds") or 0)
     if not env.check:
-        time.sleep(float(p.get("seconds") or 0))
+        time.sleep(seconds)
+    env.notes.append(f"{'would wait' if env.check else 'waited'} {seconds:g} s")
     return {}
 
 
@@ -343,6 +345,7 @@ def op_assert(env: Env, p: dict[str, Any]) -> dict[str, Any]:
         raise PcnError(
             p.get("message") or f"assertion failed: {p['value']!r} {p.get('op', 'gt')} {p.get('than', 0)!r}"
         )
+    env.notes.append(f"holds: {p['value']!r} {p.get('op') or 'gt'} {p.get('than', 0)!r}")
     return {}
 
 
