@@ -407,6 +407,9 @@ def test_guard_rails_refuse_before_anything_changes(lab: Lab, admc: Cli, tmp_pat
     other = lab.info["accounts"]["adml"][1]["schools"][0]  # not the school of the ADMC's own account
     wide = admc("accounts", "block", "--school", other, "--all-profiles", "--dry-run", "-o", "json")
     assert wide.exit_code == 0 and {r["profile"] for r in wide.json()} >= {"Student", "Teacher"}
+    table = admc("accounts", "block", "--school", other, "--profile", "Student", "--dry-run")
+    assert table.exit_code == 0 and table.stdout.count("to_change") == 1  # the plan once, as the data
+    assert "Plan: block" in table.stderr and "to_change" not in table.stderr
     shown = admc("accounts", "renewal-codes", login, "--yes", "--stdout", "-o", "json")
     assert shown.exit_code == 0 and len(shown.json()[0]["code"]) == 8
 

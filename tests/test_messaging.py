@@ -79,6 +79,10 @@ def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) ->
     other_student, other_teacher = member(lab, OTHER, "Student")[1], member(lab, OTHER, "Teacher")[0]
     pupil = login(lab, student)  # a session opened before the block
     assert send(lab, pupil, teacher_id) == 200
+    dry = admc("messaging", "block", "--profile", "Student", "--school", SCHOOL, "--dry-run")
+    assert dry.exit_code == 0 and dry.stdout.count("method") == 1  # the plan once, as the data
+    assert "Plan: block Student messaging" in dry.stderr and "method" not in dry.stderr
+    assert send(lab, pupil, teacher_id) == 200
     result = admc(
         "messaging",
         "block",

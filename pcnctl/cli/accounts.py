@@ -166,14 +166,15 @@ def run_op(
         max_concurrency=concurrency,
         progress=not quiet,
     )
-    show_plan(p, quiet)
-    if dry_run:
+    if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr
+        note(p.summary(), quiet)
         emit(p.rows(), output, PLAN_COLUMNS)
         limit = accounts.DEFAULT_CAPS[op] if cap is None else cap
         if len(p.to_change) > limit:
             note(f"Note: above the cap of {limit}; the real run needs --max {len(p.to_change)}", quiet)
         note("Dry run: nothing was changed.", quiet)
         return None
+    show_plan(p, quiet)
     accounts.check_cap(p, cap)
     if not p.to_change:
         note("Nothing to do: every account is already in the wanted state.", quiet)

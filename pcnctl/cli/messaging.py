@@ -151,14 +151,13 @@ def block(
         ),
         quiet,
     )
-    if not quiet:
-        render(
-            p.rows(), "table", ("school", "name", "profile", "users", "method", "change"), stream=sys.stderr
-        )
-    if dry_run:
-        emit(p.rows(), output, ("school", "name", "profile", "users", "method", "change"))
+    columns = ("school", "name", "profile", "users", "method", "change")
+    if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr
+        emit(p.rows(), output, columns)
         note("Dry run: nothing was changed.", quiet)
         return
+    if not quiet:
+        render(p.rows(), "table", columns, stream=sys.stderr)
     # A named incident joins the blocks other incidents hold (so that lifting theirs keeps it in force).
     if not p.to_change and not (incident and p.joins(incident)):
         note("Nothing to do: messaging is already blocked there.", quiet)
