@@ -63,6 +63,15 @@ def main() -> None:
                 narrow,
             ),
             "`pcnctl --version` (Typer)": ([pcnctl, "--version"], wide),
+            "Tab after `pcnctl accounts block --sch` (bash)": (
+                [pcnctl],
+                dict(
+                    wide,
+                    _PCNCTL_COMPLETE="complete_bash",
+                    COMP_WORDS="pcnctl accounts block --sch",
+                    COMP_CWORD="3",
+                ),
+            ),
         }
         for argv, env in cases.values():
             timed(argv, 3, env)  # warm the page cache and the bytecode
@@ -84,7 +93,8 @@ def main() -> None:
         "each.\n\n"
         + "\n".join(rows)
         + "\n\n`--help` on a terminal of 80 columns or more (or a pipe) prints the page rendered ahead "
-        "(`make help-pages`; `tests/test_help_pages.py` checks every page against what Typer prints). "
+        "(`make help-pages`; `tests/test_help_pages.py` checks every page against what Typer prints). A "
+        "completion request builds only the group or command already typed. "
         "Otherwise only the group or command asked for is built (Typer reads each command's signature "
         "when it "
         "registers it); heavy modules (requests, keyring, yaml, tabulate, sqlite3, psycopg, rich) are "

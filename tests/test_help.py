@@ -57,8 +57,13 @@ def _complete(words: str, env: dict[str, str]) -> list[str]:
         [sys.executable, "-m", "pcnctl", "completion", "bash"], capture_output=True, text=True, check=True
     ).stdout
     assert "complete -o default -F _pcnctl_completion pcnctl" in shown and "_PCNCTL_COMPLETE" in shown
-    full = dict(os.environ, **env, COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
-    full["_PCNCTL_COMPLETE"] = "complete_bash"
+    import shlex
+
+    full = dict(os.environ, **env)
+    if "_PCNCTL_COMPLETE" not in env:  # bash: the words, and the index of the one being typed
+        full.update(
+            COMP_WORDS=words, COMP_CWORD=str(len(shlex.split(words)) - 1), _PCNCTL_COMPLETE="complete_bash"
+        )
     code = "from pcnctl.cli import main; main()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=30)
     return done.stdout.split()
@@ -71,6 +76,9 @@ def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Any, cli: Any) -> None
     assert cli("completion", "powershell").exit_code == 2
     assert _complete("pcnctl acc", {}) == ["accounts"]
     assert "--school" in _complete("pcnctl accounts block --sch", {})
+    assert _complete("pcnctl -p 'a b' accounts block-p", {}) == ["block-profile"]
+    zsh = _complete("", {"_PCNCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "pcnctl accounts bl"})
+    assert any('"block-profile"' in word for word in zsh)
     import os
 
     cli("profile", "add", "preprod", "--url", "http://127.0.0.1:9", "--login", "x")

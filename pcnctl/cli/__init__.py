@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import typer
@@ -178,17 +178,34 @@ def _asked(argv: list[str]) -> str | None:
     return None
 
 
+def _completing(environ: Mapping[str, str]) -> list[str]:
+    """The words a shell asking for completions has typed in full after ``pcnctl`` (bash passes them in
+    ``COMP_WORDS`` up to ``COMP_CWORD``; zsh and fish in ``_TYPER_COMPLETE_ARGS``, the last one being typed
+    unless the line ends with a space)."""
+    import shlex
+
+    try:
+        if environ.get(COMPLETE_VAR, "").endswith("bash"):
+            words = shlex.split(environ["COMP_WORDS"])
+            return words[1 : int(environ.get("COMP_CWORD", len(words)))]
+        line = environ.get("_TYPER_COMPLETE_ARGS", "")
+        words = shlex.split(line)[1:]
+    except ValueError:  # an open quote: build everything rather than guess
+        return []
+    return words if line.endswith(" ") else words[:-1]
+
+
 def main() -> None:
     """Console-script entry point."""
-    asked = _asked(sys.argv[1:])
+    completing = COMPLETE_VAR in os.environ
+    asked = _asked(_completing(os.environ) if completing else sys.argv[1:])
     # What to build: the group or command asked for; for the top-level help (or an unknown name, which click
-    # reports) the groups' names and help only; for the shell's completion requests, everything.
-    only: str | None = asked if asked in ORDER else ""
-    if COMPLETE_VAR in os.environ:  # the shell asks for completions: only then load that machinery
+    # reports), or a shell completing the first word, the groups' names and help only.
+    only = asked if asked in ORDER else ""
+    if completing:  # the shell asks for completions: only then load that machinery
         from typer._completion_classes import completion_init
 
         completion_init()
-        only = None
     try:
         build(only)(prog_name="pcnctl")  # also under python -m pcnctl, where argv[0] is __main__.py
     except KeyboardInterrupt:
