@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import re
+import sqlite3
 import time
 import unicodedata
 import uuid
@@ -170,34 +171,42 @@ def hash_password(password: str) -> str:
     return "sha256:" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def seed(
-    store: Store, preset_name: str = "small", random_seed: int = 1, rules: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``.
+@dataclass(frozen=True)
+class Secrets:
+    """The lab's throwaway credentials, from a generator of their own: they depend on the seed only."""
 
-    ``rules`` replaces the preset's communication rule sets: kind of school (or ``*``) -> a name of
-    ``graph.RULE_SETS``, e.g. ``{"*": "students-open"}`` for an ENT whose students all write to each other.
-    """
+    user_password: str
+    mfa_code: str
+    client_secret: str
+    service_secret: str
+
+    @classmethod
+    def draw(cls, random_seed: int) -> Secrets:
+        rng = random.Random(f"pcnctl-lab-secrets:{random_seed}")
+        password = "lab-" + "".join(rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(12))
+        mfa_code = f"{rng.randrange(10**6):06d}"
+        client = "".join(rng.choice("abcdef0123456789") for _ in range(32))
+        return cls(password, mfa_code, client, "".join(rng.choice("abcdef0123456789") for _ in range(32)))
+
+
+def _preset(preset_name: str, rules: dict[str, str] | None) -> Preset:
     if preset_name not in PRESETS:
         raise ValueError(f"unknown lab preset {preset_name!r} (choose from {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
-    if rules is not None:
-        from pcnctl.lab.graph import RULE_SETS
+    if rules is None:
+        return preset
+    from pcnctl.lab.graph import RULE_SETS
 
-        unknown = sorted(set(rules.values()) - set(RULE_SETS))
-        if unknown or "*" not in rules:
-            raise ValueError(f"rules need a '*' entry and names from {', '.join(RULE_SETS)} (got {unknown})")
-        preset = dataclasses.replace(preset, rules=dict(rules))
-    rng = random.Random(f"pcnctl-lab:{preset_name}:{random_seed}")
-    secret = random.Random(f"pcnctl-lab-secrets:{random_seed}")
-    user_password = "lab-" + "".join(secret.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(12))
-    mfa_code = f"{secret.randrange(10**6):06d}"
-    client_secret = "".join(secret.choice("abcdef0123456789") for _ in range(32))
-    service_secret = "".join(secret.choice("abcdef0123456789") for _ in range(32))
+    unknown = sorted(set(rules.values()) - set(RULE_SETS))
+    if unknown or "*" not in rules:
+        raise ValueError(f"rules need a '*' entry and names from {', '.join(RULE_SETS)} (got {unknown})")
+    return dataclasses.replace(preset, rules=dict(rules))
 
+
+def _structures(preset: Preset, rng: random.Random) -> list[tuple[Any, ...]]:
+    """The schools: valid UAIs (unique stems, check letter), names after patrons, towns of the académie."""
     structures: list[tuple[Any, ...]] = []
     used_stems: set[str] = set()
-    patrons = list(PATRONS)
     for kind, count in preset.schools.items():
         prefix, levels, _ = KINDS[kind]
         for i in range(count):
@@ -212,171 +221,239 @@ def seed(
                     used_stems.add(stem)
                     break
             uai = stem + check_letter(stem)
-            patron = patrons[(i * 7 + len(structures)) % len(patrons)]
-            name = f"{prefix} {patron}"
+            name = f"{prefix} {PATRONS[(i * 7 + len(structures)) % len(PATRONS)]}"
             if any(s[2] == name for s in structures):
                 name = f"{name} ({city})"
             structures.append(
                 (_uuid(rng), uai, name, kind, city, zip_code, academy, f"AAF-{uai}", str(levels[0]))
             )
+    return structures
 
-    users: list[tuple[Any, ...]] = []
-    links: list[tuple[str, str]] = []
-    logins: dict[str, int] = {}
 
-    def add_user(
-        profile: str, structure_ids: list[str], first: str | None = None, last: str | None = None
+@dataclass
+class People:
+    """The users as they are drawn: their rows, their schools, and the generated logins taken so far."""
+
+    rng: random.Random
+    users: list[tuple[Any, ...]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    logins: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self, profile: str, structure_ids: list[str], first: str | None = None, last: str | None = None
     ) -> str:
+        rng = self.rng
         first = first or rng.choice(FIRST_NAMES)
         last = last or rng.choice(LAST_NAMES)
-        login = generated_login(first, last, logins)
+        login = generated_login(first, last, self.logins)
         user_id = _uuid(rng)
         created = f"20{rng.randrange(18, 24)}-0{rng.randrange(1, 9)}-{rng.randrange(10, 28)}T08:00:00.000Z"
         # About one user in forty chose a login alias (the platform's pattern: [0-9a-z.]+).
         alias = (
             f"{search_field(first)[:3]}{search_field(last)}.{user_id[:4]}" if rng.random() < 0.025 else None
         )
-        users.append((user_id, login, alias, first, last, f"{last.upper()} {first}", profile, created))
-        links.extend((user_id, sid) for sid in structure_ids)
+        self.users.append((user_id, login, alias, first, last, f"{last.upper()} {first}", profile, created))
+        self.links.extend((user_id, sid) for sid in structure_ids)
         return user_id
 
-    scale = 0.45 if preset_name == "small" else 0.9
-    for sid, _uai, _name, kind, *_ in structures:
-        low, high = KINDS[kind][2]
-        students = max(20, int(rng.randrange(low, high) * scale))
-        for _ in range(students):
-            add_user("Student", [sid])
-        for _ in range(int(students * rng.uniform(0.85, 1.05))):
-            add_user("Relative", [sid])
-        for _ in range(max(4, students // 14)):
-            add_user("Teacher", [sid])
-        for _ in range(rng.randrange(3, 9)):
-            add_user("Personnel", [sid])
-        for _ in range(rng.randrange(0, 3)):
-            add_user("Guest", [sid])
+    def add_admin(self, login: str, structure_ids: list[str], last: str) -> str:
+        """An administrator's account, with the fixed login the lab's documentation gives."""
+        user_id = self.add("Personnel", structure_ids, "Admin", last)
+        self.users[-1] = (user_id, login, None, *self.users[-1][3:])
+        return user_id
 
-    # Administrators: one ADMC (platform), and ADMLs over a few schools each.
-    admc_id = add_user("Personnel", [structures[0][0]], "Admin", "Central")
-    users[-1] = (users[-1][0], ADMC_LOGIN, None, *users[-1][3:])
+    def populate(self, structures: list[tuple[Any, ...]], scale: float) -> None:
+        """Every school's pupils, about as many relatives, teachers, staff and a few guests."""
+        rng = self.rng
+        for sid, _uai, _name, kind, *_ in structures:
+            low, high = KINDS[kind][2]
+            students = max(20, int(rng.randrange(low, high) * scale))
+            for _ in range(students):
+                self.add("Student", [sid])
+            for _ in range(int(students * rng.uniform(0.85, 1.05))):
+                self.add("Relative", [sid])
+            for _ in range(max(4, students // 14)):
+                self.add("Teacher", [sid])
+            for _ in range(rng.randrange(3, 9)):
+                self.add("Personnel", [sid])
+            for _ in range(rng.randrange(0, 3)):
+                self.add("Guest", [sid])
+
+
+def _admins(
+    people: People, structures: list[tuple[Any, ...]], password: str
+) -> tuple[list[tuple[str, str, str | None]], list[dict[str, Any]]]:
+    """One ADMC (the platform) and two ADMLs over two schools each: their functions and lab.json entries."""
+    admc_id = people.add_admin(ADMC_LOGIN, [structures[0][0]], "Central")
     functions: list[tuple[str, str, str | None]] = [(admc_id, "SUPER_ADMIN", None)]
-    adml_accounts = []
+    admls = []
     for n, chunk in enumerate(
         (structures[0:2], structures[12:14] if len(structures) > 14 else structures[2:4])
     ):
         sids = [s[0] for s in chunk]
-        uid = add_user("Personnel", sids, "Admin", f"Local{n + 1}")
         login = f"adml{n + 1}.pcn"
-        users[-1] = (users[-1][0], login, None, *users[-1][3:])
+        uid = people.add_admin(login, sids, f"Local{n + 1}")
         functions.extend((uid, "ADMIN_LOCAL", sid) for sid in sids)
-        adml_accounts.append({"login": login, "password": user_password, "schools": [s[1] for s in chunk]})
+        admls.append({"login": login, "password": password, "schools": [s[1] for s in chunk]})
+    return functions, admls
 
-    graph_rng = random.Random(f"pcnctl-lab-graph:{preset_name}:{random_seed}")
-    schools = {sid: seed_graph.School(sid, name, kind) for sid, _uai, name, kind, *_ in structures}
-    profile_of = {u[0]: u[6] for u in users}
-    for uid, sid in links:
-        schools[sid].people[profile_of[uid]].append(uid)
-    graph = seed_graph.build(list(schools.values()), graph_rng)
-    rule_sets = {sid: preset.rules.get(s.kind, preset.rules["*"]) for sid, s in schools.items()}
-    groups = [g for g in graph.groups if g[4] == "ProfileGroup" and g[5] == "StructureGroup"]
 
-    student_login = next(u[1] for u in users if u[6] == "Student" and u[2] is None)
-    store.rebuild(GRAPH_TABLES)
-    with store.transaction() as db:
-        for table in (
-            "structures",
-            "users",
-            "user_structures",
-            "groups",
-            "functions",
-            "profiles",
-            "oauth_clients",
-            "sessions",
-            "meta",
-            "applications",
-            "roles",
-            "role_groups",
-            "renewal_codes",
-            "block_traces",
-            "account_log",
-            "timeline",
-            "events",
-            "flashmsg",
-        ):
-            db.execute(f"DELETE FROM {table}")
-        for table in CONVERSATION_TABLES:
-            db.execute(f"DELETE FROM conversation.{table}")
-        db.executemany("INSERT INTO structures VALUES (?,?,?,?,?,?,?,?,?)", structures)
-        db.executemany(
-            "INSERT INTO users(id, login, login_alias, first_name, last_name, display_name, profile, created,"
-            " first_search, last_search, display_search) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [(*u, *search_fields(u[3], u[4])) for u in users],
-        )
-        db.executemany("INSERT INTO user_structures VALUES (?,?)", links)
-        seed_graph.write(db, graph, rule_sets)
-        db.execute(
-            "INSERT INTO applications VALUES (?,?,?,?)",
-            (MESSAGERIE_APP, "Messagerie", "messagerie", "/conversation"),
-        )
-        db.execute(
-            "INSERT INTO roles VALUES (?,?,?,?,0)",
-            (
-                MESSAGERIE_ROLE,
-                "Messagerie - tous les droits",
-                MESSAGERIE_APP,
-                json.dumps(CONVERSATION_ACTIONS),
-            ),
-        )
-        db.executemany(
-            "INSERT INTO role_groups VALUES (?,?)",
-            [(MESSAGERIE_ROLE, g[0]) for g in groups if g[0] not in graph.no_role],
-        )
-        db.executemany("INSERT INTO functions VALUES (?,?,?)", functions)
-        db.executemany("INSERT INTO profiles VALUES (?, 0)", [(p,) for p in PROFILES])
-        db.executemany(
-            "INSERT INTO oauth_clients VALUES (?,?,?,?)",
-            [
-                ("pcnctl-lab", client_secret, "password", USER_CLIENT_SCOPE),
-                ("pcnctl-service", service_secret, "client_credentials", SERVICE_CLIENT_SCOPE),
-            ],
-        )
-        meta = {
-            "preset": preset_name,
-            "random_seed": str(random_seed),
-            "user_password": user_password,
-            "mfa_code": mfa_code,
-            "schema_version": SCHEMA_VERSION,
-        }
-        db.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
-    from pcnctl.lab.mailseed import seed_messages  # days of ordinary mail before the seed
+SEEDED_TABLES = (
+    "structures",
+    "users",
+    "user_structures",
+    "groups",
+    "functions",
+    "profiles",
+    "oauth_clients",
+    "sessions",
+    "meta",
+    "applications",
+    "roles",
+    "role_groups",
+    "renewal_codes",
+    "block_traces",
+    "account_log",
+    "timeline",
+    "events",
+    "flashmsg",
+)
 
-    seed_messages(store, random.Random(f"pcnctl-lab-mail:{preset_name}:{random_seed}"))
-    login_history(
-        store,
-        random.Random(f"pcnctl-lab-logins:{preset_name}:{random_seed}"),
-        0.6 if preset_name == "small" else 0.25,
+
+def _write_directory(
+    db: sqlite3.Connection,
+    structures: list[tuple[Any, ...]],
+    people: People,
+    functions: list[tuple[str, str, str | None]],
+) -> None:
+    db.executemany("INSERT INTO structures VALUES (?,?,?,?,?,?,?,?,?)", structures)
+    db.executemany(
+        "INSERT INTO users(id, login, login_alias, first_name, last_name, display_name, profile, created,"
+        " first_search, last_search, display_search) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [(*u, *search_fields(u[3], u[4])) for u in people.users],
     )
-    store.snapshot_pristine()
+    db.executemany("INSERT INTO user_structures VALUES (?,?)", people.links)
+    db.executemany("INSERT INTO functions VALUES (?,?,?)", functions)
+    db.executemany("INSERT INTO profiles VALUES (?, 0)", [(p,) for p in PROFILES])
+
+
+def _write_messagerie(db: sqlite3.Connection, graph: seed_graph.Graph) -> None:
+    """The Messagerie application and its role, given to every structure profile group but a few."""
+    groups = [g for g in graph.groups if g[4] == "ProfileGroup" and g[5] == "StructureGroup"]
+    db.execute(
+        "INSERT INTO applications VALUES (?,?,?,?)",
+        (MESSAGERIE_APP, "Messagerie", "messagerie", "/conversation"),
+    )
+    db.execute(
+        "INSERT INTO roles VALUES (?,?,?,?,0)",
+        (MESSAGERIE_ROLE, "Messagerie - tous les droits", MESSAGERIE_APP, json.dumps(CONVERSATION_ACTIONS)),
+    )
+    db.executemany(
+        "INSERT INTO role_groups VALUES (?,?)",
+        [(MESSAGERIE_ROLE, g[0]) for g in groups if g[0] not in graph.no_role],
+    )
+
+
+def _write_access(db: sqlite3.Connection, secrets: Secrets, meta: dict[str, str]) -> None:
+    db.executemany(
+        "INSERT INTO oauth_clients VALUES (?,?,?,?)",
+        [
+            ("pcnctl-lab", secrets.client_secret, "password", USER_CLIENT_SCOPE),
+            ("pcnctl-service", secrets.service_secret, "client_credentials", SERVICE_CLIENT_SCOPE),
+        ],
+    )
+    db.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
+
+
+def _graph(
+    preset: Preset, rng: random.Random, structures: list[tuple[Any, ...]], people: People
+) -> tuple[seed_graph.Graph, dict[str, str]]:
+    """The communication graph of every school, and the rule set each school's kind gets."""
+    schools = {sid: seed_graph.School(sid, name, kind) for sid, _uai, name, kind, *_ in structures}
+    profile_of = {u[0]: u[6] for u in people.users}
+    for uid, sid in people.links:
+        schools[sid].people[profile_of[uid]].append(uid)
+    graph = seed_graph.build(list(schools.values()), rng)
+    return graph, {sid: preset.rules.get(s.kind, preset.rules["*"]) for sid, s in schools.items()}
+
+
+def _lab_json(
+    preset_name: str,
+    random_seed: int,
+    secrets: Secrets,
+    counts: tuple[int, int],
+    admls: list[dict[str, Any]],
+    student: str,
+) -> dict[str, Any]:
+    password = secrets.user_password
     return {
         "preset": preset_name,
         "random_seed": random_seed,
-        "schools": len(structures),
-        "users": len(users),
+        "schools": counts[0],
+        "users": counts[1],
         "accounts": {
-            "admc": {"login": ADMC_LOGIN, "password": user_password},
-            "adml": adml_accounts,
-            "student": {"login": student_login, "password": user_password},
-            "user_password": user_password,
+            "admc": {"login": ADMC_LOGIN, "password": password},
+            "adml": admls,
+            "student": {"login": student, "password": password},
+            "user_password": password,
         },
-        "mfa_code": mfa_code,
+        "mfa_code": secrets.mfa_code,
         "oauth": {
-            "password_client": {"client_id": "pcnctl-lab", "client_secret": client_secret},
+            "password_client": {"client_id": "pcnctl-lab", "client_secret": secrets.client_secret},
             "service_client": {
                 "client_id": "pcnctl-service",
-                "client_secret": service_secret,
+                "client_secret": secrets.service_secret,
                 "scope": SERVICE_CLIENT_SCOPE,
             },
         },
     }
+
+
+def seed(
+    store: Store, preset_name: str = "small", random_seed: int = 1, rules: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``.
+
+    ``rules`` replaces the preset's communication rule sets: kind of school (or ``*``) -> a name of
+    ``graph.RULE_SETS``, e.g. ``{"*": "students-open"}`` for an ENT whose students all write to each other.
+    Each part draws from its own generator (or in a fixed order from one): the same preset and seed give the
+    same académie.
+    """
+    preset = _preset(preset_name, rules)
+    rng = random.Random(f"pcnctl-lab:{preset_name}:{random_seed}")
+    secrets = Secrets.draw(random_seed)
+    structures = _structures(preset, rng)
+    people = People(rng)
+    people.populate(structures, 0.45 if preset_name == "small" else 0.9)
+    functions, admls = _admins(people, structures, secrets.user_password)
+    graph, rule_sets = _graph(
+        preset, random.Random(f"pcnctl-lab-graph:{preset_name}:{random_seed}"), structures, people
+    )
+    student = next(u[1] for u in people.users if u[6] == "Student" and u[2] is None)
+    meta = {
+        "preset": preset_name,
+        "random_seed": str(random_seed),
+        "user_password": secrets.user_password,
+        "mfa_code": secrets.mfa_code,
+        "schema_version": SCHEMA_VERSION,
+    }
+    store.rebuild(GRAPH_TABLES)
+    with store.transaction() as db:
+        for table in SEEDED_TABLES:
+            db.execute(f"DELETE FROM {table}")
+        for table in CONVERSATION_TABLES:
+            db.execute(f"DELETE FROM conversation.{table}")
+        _write_directory(db, structures, people, functions)
+        seed_graph.write(db, graph, rule_sets)
+        _write_messagerie(db, graph)
+        _write_access(db, secrets, meta)
+    from pcnctl.lab.mailseed import seed_messages  # days of ordinary mail before the seed
+
+    seed_messages(store, random.Random(f"pcnctl-lab-mail:{preset_name}:{random_seed}"))
+    share = 0.6 if preset_name == "small" else 0.25
+    login_history(store, random.Random(f"pcnctl-lab-logins:{preset_name}:{random_seed}"), share)
+    store.snapshot_pristine()
+    return _lab_json(preset_name, random_seed, secrets, (len(structures), len(people.users)), admls, student)
 
 
 def login_history(store: Store, rng: random.Random, share: float) -> None:
