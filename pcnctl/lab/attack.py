@@ -294,34 +294,58 @@ def run(
     proxy of ``city`` (default: the first target school's town), ``via_proxy`` of the hijacked accounts
     logging in through that same address."""
     info = json.loads((data_dir / "lab.json").read_text())
-    url, password = info["base_url"], info["accounts"]["user_password"]
     rng = random.Random(f"attack:{random_seed}")
     roster = _roster(data_dir)
-    all_schools, staff, pupils = roster.schools, roster.staff, roster.pupils
-    targets = rng.sample(all_schools, min(schools, len(all_schools)))
+    targets = rng.sample(roster.schools, min(schools, len(roster.schools)))
     crew = _crew(roster, rng, targets, senders, max(hijacked, senders), via_proxy, innocent, city)
-    hijacked_accounts = crew.senders
-    for sid, uid, _login in hijacked_accounts:
-        roster.reach[uid] = _reach(data_dir, uid, sid, staff[sid])
+    for sid, uid, _login in crew.senders:
+        roster.reach[uid] = _reach(data_dir, uid, sid, roster.staff[sid])
     truth = Truth(started_at=time.time(), proxy=crew.proxy)
-    path = data_dir / "attack-truth.json"
-    sessions: dict[str, requests.Session | None] = {}
+    wave = Wave(info["base_url"], info["accounts"]["user_password"], rng, roster, crew, truth)
+    wave.play(data_dir / "attack-truth.json", messages, rate, _noise_plan(roster, rng, noise))
+    return truth.to_json()
 
-    def session_for(login: str, ip: str, agent: str) -> requests.Session | None:
-        if login not in sessions:
-            sessions[login] = _log_in(url, password, login, ip, agent)
-        return sessions[login]
 
-    connections: dict[int, requests.Session] = {}
+def _noise_plan(roster: Roster, rng: random.Random, count: int) -> list[tuple[str, str, tuple[str, str]]]:
+    """Ordinary traffic: a teacher and a pupil of one school each time, before and during the wave."""
+    planned = []
+    for _ in range(count):
+        sid = rng.choice(roster.schools)
+        if not roster.pupils[sid] or not roster.staff[sid]:
+            continue
+        teacher = rng.choice(roster.staff[sid])
+        planned.append((sid, teacher, rng.choice(roster.pupils[sid])))
+    return planned
 
-    def crowd(login: str, agent: str) -> None:
-        s = connections.setdefault(threading.get_ident(), requests.Session())
-        _log_in(url, password, login, crew.proxy, agent, s)
+
+@dataclass
+class Wave:
+    """A wave being played: the lab's address, the attacker's crew and the sessions it holds, the truth."""
+
+    url: str
+    password: str
+    rng: random.Random
+    roster: Roster
+    crew: Crew
+    truth: Truth
+    sessions: dict[str, requests.Session | None] = field(default_factory=dict)
+    connections: dict[int, requests.Session] = field(default_factory=dict)
+
+    def session_for(self, login: str, ip: str, agent: str) -> requests.Session | None:
+        if login not in self.sessions:
+            self.sessions[login] = _log_in(self.url, self.password, login, ip, agent)
+        return self.sessions[login]
+
+    def crowd(self, login: str, agent: str) -> None:
+        """An ordinary pupil logging in through the town's school network (one connection per thread)."""
+        s = self.connections.setdefault(threading.get_ident(), requests.Session())
+        _log_in(self.url, self.password, login, self.crew.proxy, agent, s)
 
     def send(
-        s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
+        self, s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
     ) -> str | None:
         """As the web client does: a draft, the attachment uploaded to it, then the send of the draft."""
+        url = self.url
         payload: dict[str, Any] = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
         if not attach and route == "send":
             return _post(s, url + "/conversation/send", payload)
@@ -334,15 +358,97 @@ def run(
         # A scheduled send: the platform delivers it later; until then only the sender has a copy.
         return _post(s, f"{url}/conversation/send?id={draft}", later if route == "schedule" else {})
 
-    # Ordinary traffic: teachers and pupils of the same schools, before and during the wave.
-    noise_plan = []
-    for _ in range(noise):
-        sid = rng.choice(all_schools)
-        if not pupils[sid] or not staff[sid]:
-            continue
-        teacher = rng.choice(staff[sid])
-        pupil = rng.choice(pupils[sid])
-        noise_plan.append((sid, teacher, pupil))
+    def play(self, path: Path, messages: int, rate: float, noise_plan: list[Any]) -> None:
+        """The whole wave, the truth written as it goes: logins first, the threats with the late logins and
+        the ordinary messages among them, the last logins, one recall."""
+        crew, truth = self.crew, self.truth
+        _note_crew(truth, crew)
+        # Before the first threat: the senders, half the silent accounts and half the crowd log in.
+        early, waiting = crew.silent[: len(crew.silent) // 2], crew.silent[len(crew.silent) // 2 :]
+        crowd_early, crowd_later = (
+            crew.innocent[: len(crew.innocent) // 2],
+            crew.innocent[len(crew.innocent) // 2 :],
+        )
+        for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
+            self.session_for(login, *crew.traces[login])
+        agents = [self.rng.choice(COMMON_AGENTS) for _ in crowd_early]
+        with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
+            list(pool.map(self.crowd, [p[1] for p in crowd_early], agents))
+        _write(path, truth)
+        interval = 1.0 / rate if rate > 0 else 0.0
+        noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
+        late_each = -(-max(len(waiting), len(crowd_later)) // LATE)
+        for n in range(messages):
+            self.threat(n)
+            if n < LATE:  # the other accounts log in during the first threats (then wait), pupils meanwhile
+                self.late_logins(late_each, waiting, crowd_later)
+            if noise_every and n % noise_every == 0 and noise_plan:
+                _noise(noise_plan.pop(), self.roster, self.rng, self.session_for, self.send, truth)
+            if n % 10 == 0 or interval >= 0.02:  # slow waves (drills): the truth is current after every one
+                _write(path, truth)
+            if interval:
+                time.sleep(interval)
+        for _sid, _uid, login in waiting:  # a short wave: those still waiting log in at its end
+            self.session_for(login, *crew.traces[login])
+        for _uid, login in crowd_later:
+            self.crowd(login, self.rng.choice(COMMON_AGENTS))
+        self.recall_first()
+        truth.ended_at = time.time()
+        _write(path, truth)
+
+    def late_logins(
+        self, each: int, waiting: list[tuple[str, str, str]], crowd: list[tuple[str, str]]
+    ) -> None:
+        """Up to ``each`` silent accounts that were waiting and ``each`` pupils of the crowd log in."""
+        for _ in range(each):
+            if waiting:
+                late = waiting.pop()[2]
+                self.session_for(late, *self.crew.traces[late])
+            if crowd:
+                self.crowd(crowd.pop()[1], self.rng.choice(COMMON_AGENTS))
+
+    def threat(self, n: int) -> None:
+        """The n-th threat, from the next sender, to a few of its school's staff or a teachers' group; every
+        tenth also leaves a draft and a scheduled send."""
+        rng, truth = self.rng, self.truth
+        _sid, uid, login = self.crew.senders[n % len(self.crew.senders)]
+        s = self.session_for(login, *self.crew.traces[login])
+        people, groups = self.roster.reach[uid]
+        if (n % 5 == 2 or not people) and groups:  # a whole teachers' group: one id, every member reached
+            group, members = groups[n % len(groups)]
+            to, recipients = [group], members
+        else:
+            group = ""
+            to = recipients = rng.sample(people, min(len(people), rng.randint(1, 4)))
+        subject, body = threat_text(rng)
+        message = self.send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None and to else None
+        if s is not None and message and n % 10 == 4:  # drafts and sends scheduled for later too
+            for route, kept in (("draft", truth.drafts), ("schedule", truth.scheduled)):
+                other = self.send(s, to, *threat_text(rng), attach=False, route=route)
+                if other:
+                    kept.append(other)
+        if not message:
+            truth.refused += 1
+            return
+        truth.messages.append(message)
+        if group:
+            truth.group_sends.append(message)
+        truth.recipients.update(recipients)
+        for recipient in recipients:  # a recipient may work in several schools: each one is affected
+            truth.schools.update(self.roster.schools_of[recipient])
+
+    def recall_first(self) -> None:
+        """The first threat recalled by its sender: the copies stay, the platform hides the body."""
+        first = self.truth.messages[0] if self.truth.messages else None
+        s = self.sessions.get(self.crew.senders[0][2]) if first else None
+        if s is None or first is None:
+            return
+        if _post(s, f"{self.url}/conversation/api/messages/{first}/recall", {}) is not None:
+            self.truth.recalled.append(first)
+
+
+def _note_crew(truth: Truth, crew: Crew) -> None:
+    """The truth's list of hijacked accounts (silent ones included), senders and pupils behind the proxy."""
     for _sid, uid, login in crew.senders + crew.silent:
         if uid not in truth.hijacked:
             truth.hijacked.append(uid)
@@ -352,75 +458,6 @@ def run(
             truth.senders.append(uid)
             truth.sender_logins.append(login)
     truth.innocent = [uid for uid, _login in crew.innocent]
-    # Before the first threat: the senders, half the silent accounts and half the crowd log in.
-    early, waiting = crew.silent[: len(crew.silent) // 2], crew.silent[len(crew.silent) // 2 :]
-    crowd_early, crowd_later = (
-        crew.innocent[: len(crew.innocent) // 2],
-        crew.innocent[len(crew.innocent) // 2 :],
-    )
-    for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
-        session_for(login, *crew.traces[login])
-    with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
-        list(pool.map(crowd, [p[1] for p in crowd_early], [rng.choice(COMMON_AGENTS) for _ in crowd_early]))
-    _write(path, truth)
-    interval = 1.0 / rate if rate > 0 else 0.0
-    noise_every = max(1, messages // max(1, len(noise_plan))) if noise_plan else 0
-    late_each = -(-max(len(waiting), len(crowd_later)) // LATE)
-    for n in range(messages):
-        sid, uid, login = hijacked_accounts[n % len(hijacked_accounts)]
-        s = session_for(login, *crew.traces[login])
-        people, groups = roster.reach[uid]
-        if (n % 5 == 2 or not people) and groups:  # a whole teachers' group: one id, every member reached
-            group, members = groups[n % len(groups)]
-            to, recipients = [group], members
-        else:
-            group = ""
-            to = recipients = rng.sample(people, min(len(people), rng.randint(1, 4)))
-        subject, body = threat_text(rng)
-        message = send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None and to else None
-        if message and n % 10 == 4:  # the attacker also leaves drafts and schedules sends for later
-            for route, kept in (("draft", truth.drafts), ("schedule", truth.scheduled)):
-                assert s is not None
-                other = send(s, to, *threat_text(rng), attach=False, route=route)
-                if other:
-                    kept.append(other)
-        if message:
-            truth.messages.append(message)
-            if group:
-                truth.group_sends.append(message)
-            truth.recipients.update(recipients)
-            for recipient in recipients:  # a recipient may work in several schools: each one is affected
-                truth.schools.update(roster.schools_of[recipient])
-        else:
-            truth.refused += 1
-        if n < LATE:  # the other accounts log in during the first threats (then wait), pupils meanwhile
-            for _ in range(late_each):
-                if waiting:
-                    late = waiting.pop()[2]
-                    session_for(late, *crew.traces[late])
-                if crowd_later:
-                    crowd(crowd_later.pop()[1], rng.choice(COMMON_AGENTS))
-        if noise_every and n % noise_every == 0 and noise_plan:
-            _noise(noise_plan.pop(), roster, rng, session_for, send, truth)
-        if n % 10 == 0 or interval >= 0.02:  # slow waves (drills): the truth is current after every message
-            _write(path, truth)
-        if interval:
-            time.sleep(interval)
-    for _sid, _uid, login in waiting:  # a short wave: those still waiting log in at its end
-        session_for(login, *crew.traces[login])
-    for _uid, login in crowd_later:
-        crowd(login, rng.choice(COMMON_AGENTS))
-    first = truth.messages[0] if truth.messages else None
-    s = sessions.get(hijacked_accounts[0][2]) if first else None
-    if (
-        s is not None
-        and first is not None
-        and _post(s, f"{url}/conversation/api/messages/{first}/recall", {}) is not None
-    ):
-        truth.recalled.append(first)  # recalled: the copies stay, the platform hides the body
-    truth.ended_at = time.time()
-    _write(path, truth)
-    return truth.to_json()
 
 
 def _noise(
