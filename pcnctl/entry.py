@@ -5,7 +5,7 @@ on a small server. ``--help`` is what an operator types most under stress and th
 between releases, so the pages are rendered once (``make help-pages``, checked by the tests against what
 Typer prints) and shipped in ``help_pages.json``. Anything else, and any doubt (a narrower terminal than
 the pages were rendered for, options before ``--help``, a shell asking for completions, pages of another
-version), goes to the real CLI.
+version, an output that is not UTF-8), goes to the real CLI.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def help_page(argv: list[str], environ: Mapping[str, str], pages: str = PAGES) -
 
 def main() -> None:
     """Console-script entry point."""
-    page = help_page(sys.argv[1:], os.environ)
+    utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"  # else Click picks the encoding
+    page = help_page(sys.argv[1:], os.environ) if utf8 else None
     if page is None:
         from pcnctl.cli import main as run
 

@@ -23,10 +23,10 @@ print("typer" in sys.modules, file=sys.stderr)
 """
 
 
-def run(module: str, *args: str, columns: str = "80") -> subprocess.CompletedProcess[str]:
+def run(module: str, *args: str, columns: str = "80", **extra: str) -> subprocess.CompletedProcess[str]:
     """``pcnctl ARGS`` through ``pcnctl.entry`` (the console script) or ``pcnctl.cli`` (Typer itself);
     the last line of stderr says whether Typer was imported."""
-    env = dict(os.environ, COLUMNS=columns)
+    env = dict(os.environ, COLUMNS=columns, **extra)
     env.pop("_PCNCTL_COMPLETE", None)
     code = PROBE.format(module=module)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
@@ -64,6 +64,9 @@ def test_the_cli_answers_whenever_the_pages_might_differ() -> None:
     assert narrow.stdout == run("cli", "accounts", "block", "--help", columns="60").stdout
     global_option = run("entry", "-p", "prod", "accounts", "--help")
     assert global_option.stderr.splitlines()[-1] == "True" and global_option.stdout == shipped()["accounts"]
+    ascii_out = run("entry", "--help", PYTHONIOENCODING="ascii")
+    assert ascii_out.returncode == 0 and ascii_out.stderr.splitlines()[-1] == "True"
+    assert ascii_out.stdout == run("cli", "--help", PYTHONIOENCODING="ascii").stdout
     unknown = run("entry", "nosuch", "--help")
     assert "No such command 'nosuch'" in unknown.stderr
     assert help_page(["accounts", "--help"], {"_PCNCTL_COMPLETE": "complete_bash"}) is None
