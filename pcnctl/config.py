@@ -41,6 +41,7 @@ class Profile:
     mailstore: str | None = None
     canary: str | None = None  # login of a test account whose sends prove a messaging block works
     canary_to: str | None = None  # login the canary writes to (default: a teacher of its school)
+    approvers: str | None = None  # OpenSSH allowed-signers file: purges and wide runs need a second admin
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -184,9 +185,9 @@ def make_profile(name: str, **values: Any) -> Profile:
                 raise ConfigError(f"profile {name!r}: {key} must be a number of seconds") from None
             if not 0 < values[key] <= 600:
                 raise UsageError(f"profile {name!r}: {key} must be between 0 and 600 seconds")
-    ca_file = values.get("ca_file")
-    if ca_file:
-        values["ca_file"] = str(Path(ca_file).expanduser())
+    for key in ("ca_file", "approvers"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).expanduser())
     return Profile(name=name, **{k: v for k, v in values.items() if v is not None})
 
 

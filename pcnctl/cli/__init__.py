@@ -12,6 +12,7 @@ import typer
 from pcnctl import __version__
 from pcnctl.cli import (
     accounts,
+    approve,
     audit,
     auth,
     directory,
@@ -111,6 +112,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "senders": messages.senders,
     "hunt": hunt.hunt,
     "rollback": rollback.rollback,
+    "approve": approve.approve,
     "completion": completion,
 }
 ORDER = (
@@ -128,6 +130,7 @@ ORDER = (
     "playbook",
     "incident",
     "rollback",
+    "approve",
     "audit",
     "lab",
     "completion",

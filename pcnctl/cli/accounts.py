@@ -524,7 +524,8 @@ def quarantine(
     quiet: QuietOpt = False,
 ) -> None:
     """One hijacked account, end to end: block it (its sessions end), list who received what it sent,
-    purge that after preserving it as evidence, reset its password, a renewal code for its owner.
+    purge that and the sends it scheduled after preserving them as evidence, reset its password, a
+    renewal code for its owner.
 
     It runs playbooks/compromised-account.yaml in an incident: each step journalled, resumable
     ('pcnctl playbook resume ID'), run again safely (what is done is found done), undone by

@@ -106,6 +106,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "incident resume": ("pcnctl incident resume INC-0327",),
     "incident close": ("pcnctl incident close INC-0327",),
     "rollback": ("pcnctl rollback INC-0327 --dry-run", "pcnctl rollback INC-0327 --yes"),
+    "approve": (
+        "pcnctl approve ~/.local/state/pcnctl/incidents/INC-0327/approvals/messages.purge-3f9c2a1b.json",
+        "pcnctl approve demande.json --key ~/.ssh/id_ed25519_pcn",
+    ),
     "audit run": (
         "pcnctl audit run --since last --quiet --fail-on critical --out-dir /var/lib/pcnctl/reports",
         "pcnctl audit run --since 24h -o html --out audit.html --lang fr",

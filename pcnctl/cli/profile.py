@@ -37,6 +37,14 @@ def add(
         str | None, typer.Option("--canary", help="Login of a test account used to prove messaging blocks.")
     ] = None,
     canary_to: Annotated[str | None, typer.Option("--canary-to", help="Login the canary writes to.")] = None,
+    approvers: Annotated[
+        str | None,
+        typer.Option(
+            "--approvers",
+            help="OpenSSH allowed-signers file (principals: ENT logins): purges and wide runs then need "
+            "a second administrator's signature (pcnctl approve).",
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> None:
@@ -49,8 +57,9 @@ def add(
     config = load_config()
     if name in config.profiles and not force:
         raise UsageError(f"profile {name!r} already exists", hint="pass --force to replace it")
-    if ca_file and not Path(ca_file).expanduser().is_file():
-        raise UsageError(f"CA file {ca_file} does not exist")
+    for what, given in (("CA file", ca_file), ("approvers file", approvers)):
+        if given and not Path(given).expanduser().is_file():
+            raise UsageError(f"{what} {given} does not exist")
     profile = make_profile(
         name,
         url=url,
@@ -64,6 +73,7 @@ def add(
         mailstore=mailstore,
         canary=canary,
         canary_to=canary_to,
+        approvers=approvers,
     )
     config.profiles[name] = profile
     if use or config.current is None:

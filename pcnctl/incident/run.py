@@ -112,12 +112,34 @@ class RunContext:
         self, op: str, params: dict[str, Any], items: list[dict[str, Any]], run: str | None = None
     ) -> str:
         run = run or f"{op}-{secrets.token_hex(4)}"
+        approver = self.approval(op, params, items)  # refuses here, before anything is recorded or changed
+        signed = {"approved_by": approver} if approver else {}
         # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
-        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=plan_digest(op, params, items))
+        digest = plan_digest(op, params, items)
+        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest, **signed)
         self.journal.append(
-            {"t": "run", "run": run, "op": op, "params": params, "items": items, "meta": self.meta()}
+            {
+                "t": "run",
+                "run": run,
+                "op": op,
+                "params": params,
+                "items": items,
+                "meta": self.meta(),
+                **signed,
+            }
         )
         return run
+
+    def approval(self, op: str, params: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+        """The second administrator who approved this plan, on a four-eyes profile (see approvals.py)."""
+        approvers = self.driver.profile.approvers
+        if not approvers:
+            return None
+        from pcnctl import approvals
+
+        me = self.identity.login or self.identity.client_id or ""
+        plan = approvals.Plan(self.ent, self.incident.id, op, params, items, me, self.identity.label)
+        return approvals.check(plan, approvers, self.incident.path / "approvals")
 
     def sending(self, run: str, key: str) -> None:
         """Written before an item's call: if the answer is lost, resume knows to re-read it."""

@@ -74,6 +74,7 @@ def op_search(env: Env, p: dict[str, Any]) -> dict[str, Any]:
         has_attachment=p.get("has_attachment"),
         like=p.get("like"),
         threshold=float(p.get("similarity") or 0.4),
+        states=core.parse_states(p.get("states") or []),
     )
     result = core.run(env.driver, env.mailstore, query)
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -363,6 +364,7 @@ OPS: dict[str, Op] = {
             "has_attachment": Param(BOOL),
             "like": Param(STR),
             "similarity": Param(FLT),
+            "states": Param(LIST),
         },
         ("messages", "count", "senders", "schools", "sender_schools", "saved"),
         False,

@@ -1,0 +1,143 @@
+"""Four-eyes approvals: on a profile with approvers, a purge waits for a second administrator's signature.
+
+The keys are real OpenSSH keys and the signatures real ``ssh-keygen -Y`` signatures (openssh-client, which
+``.ci/run`` installs); the purge runs against the lab over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcnctl.lab import attack
+from tests.conftest import Cli, Lab
+
+
+def keys(folder: Path) -> tuple[Path, Path, Path]:
+    """The operator's and the approver's SSH keys, and the allowed-signers file naming both by ENT login."""
+    lines = []
+    for name, login in (("operator", "admc.pcn"), ("approver", "approver.pcn")):
+        key = folder / name
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+        )
+        lines.append(f'{login} namespaces="pcnctl-approval" {(folder / f"{name}.pub").read_text().strip()}')
+    allowed = folder / "allowed_signers"
+    allowed.write_text("\n".join(lines) + "\n")
+    return folder / "operator", folder / "approver", allowed
+
+
+@pytest.fixture
+def four_eyes(lab: Lab, cli: Cli, tmp_path: Path) -> tuple[Cli, Path, Path]:
+    operator, approver, allowed = keys(tmp_path)
+    made = cli("profile", "add", "lab", "--url", lab.url, "--login", "admc.pcn",
+               "--mailstore", lab.info["mailstore"], "--approvers", str(allowed))  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    cli.open_incidents("INC-4E")
+    return cli, operator, approver
+
+
+def copies(lab: Lab, messages: list[str]) -> int:
+    marks = ",".join("?" * len(messages))
+    found = lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *messages
+    )
+    return int(found[0][0])
+
+
+def audit_entries() -> list[dict[str, Any]]:
+    log = Path(os.environ["PCNCTL_HOME"]) / "audit.log"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_a_purge_waits_for_a_second_administrator(
+    four_eyes: tuple[Cli, Path, Path], lab: Lab, tmp_path: Path
+) -> None:
+    cli, operator, approver = four_eyes
+    wave = attack.run(lab.data_dir, senders=3, messages=12, schools=3, rate=0, noise=5, random_seed=4)
+    saved = tmp_path / "threat.json"
+    assert cli("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    purge = ("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-4E")
+    before = copies(lab, wave["messages"])
+    waiting = cli(*purge)
+    assert (
+        waiting.exit_code == 7
+        and "second administrator's approval: a purge cannot be undone" in waiting.stderr
+    )
+    assert copies(lab, wave["messages"]) == before  # nothing purged, no evidence taken
+    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    asked = json.loads(request.read_text())
+    assert asked["op"] == "messages.purge" and asked["count"] == len(wave["messages"])
+    assert asked["params"]["query"]["like"] == wave["messages"][0] and asked["requested_by"].startswith(
+        "admc"
+    )
+
+    assert cli("approve", str(request), "--key", str(operator), "--yes").exit_code == 0
+    own = cli(*purge)
+    assert own.exit_code == 7 and "a second administrator must sign, not the operator" in own.stderr
+    assert copies(lab, wave["messages"]) == before
+
+    shown = cli("approve", str(request), "--key", str(approver), "--yes", "-o", "json")
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.json()["operation"] == "messages.purge" and shown.json()["items"] == len(wave["messages"])
+    done = cli(*purge)
+    assert done.exit_code == 0, done.stderr
+    assert copies(lab, wave["messages"]) == 0
+    started = [e for e in audit_entries() if e.get("action") == "messages.purge:start"]
+    assert [e.get("approved_by") for e in started] == ["approver.pcn"]
+
+
+def test_a_request_changed_after_its_signature_is_refused_and_small_runs_need_none(
+    four_eyes: tuple[Cli, Path, Path], lab: Lab, tmp_path: Path
+) -> None:
+    cli, _operator, approver = four_eyes
+    wave = attack.run(lab.data_dir, senders=2, messages=6, schools=2, rate=0, noise=3, random_seed=6)
+    saved = tmp_path / "threat.json"
+    assert cli("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
+    purge = ("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-4E")
+    assert cli(*purge).exit_code == 7
+    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0
+    request.write_text(request.read_text().replace('"count": ', '"count": 1'))  # a wider count, after signing
+    changed = cli(*purge)
+    assert changed.exit_code == 7 and "is not valid for" in changed.stderr
+    assert copies(lab, wave["messages"]) > 0
+    gone = cli("approve", str(tmp_path / "nothing.json"), "--key", str(approver), "--yes")
+    assert gone.exit_code == 2 and "no such approval request" in gone.stderr
+    one = wave["sender_logins"][0]  # one account: below the four-eyes threshold
+    blocked = cli("accounts", "block", one, "--yes", "--incident", "INC-4E")
+    assert blocked.exit_code == 0, blocked.stderr
+    assert lab.sql("SELECT blocked FROM users WHERE login = ?", one) == [(1,)]
+
+
+def test_a_playbook_stops_at_the_purge_and_resumes_once_it_is_approved(
+    four_eyes: tuple[Cli, Path, Path], lab: Lab
+) -> None:
+    cli, _operator, approver = four_eyes
+    wave = attack.run(lab.data_dir, senders=2, messages=8, schools=2, rate=0, noise=3, random_seed=8)
+    login, sender = wave["sender_logins"][0], wave["senders"][0]
+    sent = [r[0] for r in lab.sql('SELECT id FROM conversation.messages WHERE "from" = ?', sender)]
+    assert set(wave["scheduled"]) & set(sent)  # a threat it scheduled for later, only its own copy so far
+    stopped = cli("accounts", "quarantine", login, "--incident", "INC-4E", "--yes")
+    assert stopped.exit_code == 8 and "second administrator's approval" in stopped.stderr
+    assert "pcnctl approve" in stopped.stderr
+    assert lab.sql("SELECT blocked FROM users WHERE id = ?", sender) == [(1,)]  # one account: no approval
+    assert copies(lab, sent) > 0
+    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0
+    resumed = cli("playbook", "resume", "INC-4E", "--approve-all", "-o", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    marks = ",".join("?" * len(sent))
+    left = lab.sql(
+        "SELECT m.state FROM conversation.usermessages u JOIN conversation.messages m ON m.id = u.message_id"
+        f" WHERE u.message_id IN ({marks})",
+        *sent,
+    )
+    assert {state for (state,) in left} <= {"DRAFT"}  # sent and scheduled gone; the owner's drafts stay
+    assert lab.sql("SELECT password FROM users WHERE id = ?", sender) == [("ERASED",)]
