@@ -199,3 +199,64 @@ def test_a_trace_used_by_one_ordinary_account_needs_corroboration() -> None:
     activity = {"quiet": _act((vpn.value, BROWSER)), "loud": _act((vpn.value, BROWSER), sends=3)}
     found = _grow(activity, base, [Seed("ip", vpn.value)])
     assert found == {"loud"}  # 1/2 for the address + 0.5 for the sends; the quiet one has 1/2 only
+
+
+def _forward(lab: Lab, login: str, ip: str, agent: str, body: str, to: str) -> None:
+    """``login`` logs in through the form from ``ip`` and sends the threat's text on to ``to``."""
+    import requests
+
+    s = requests.Session()
+    s.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
+    logged = s.post(lab.url + "/auth/login", data={"email": login, "password": lab.password},
+                    allow_redirects=False, timeout=10)  # fmt: skip
+    assert logged.status_code == 302 and s.cookies.get("oneSessionId"), login
+    payload = {"subject": "TR: URGENT", "body": f"Regardez ce que j'ai recu ce matin : {body}", "to": [to]}
+    sent = s.post(lab.url + "/conversation/send", json={**payload, "cc": [], "cci": []},
+                  headers={"X-XSRF-TOKEN": s.cookies.get("XSRF-TOKEN", "")}, timeout=10)  # fmt: skip
+    assert sent.status_code in (200, 201), (login, to, sent.text)
+
+
+def _reachable(lab: Lab, sender: str, school_of: str) -> str:
+    """Someone of the sender's school, not a pupil, the sender may write to (the lab's own rule)."""
+    import sqlite3
+
+    from pcnctl.lab import graph
+
+    school = lab.sql(school_of, sender)[0][0]
+    people = lab.sql(
+        "SELECT u.id FROM users u JOIN user_structures s ON s.user_id = u.id WHERE s.structure_id = ?"
+        " AND u.profile IN ('Teacher', 'Personnel') AND u.id != ? ORDER BY u.id",
+        school,
+        sender,
+    )
+    db = sqlite3.connect(lab.data_dir / "lab.sqlite")
+    db.row_factory = sqlite3.Row
+    try:
+        return next(p for (p,) in people if graph.verify(db, sender, p))
+    finally:
+        db.close()
+
+
+def test_a_forward_corroborates_a_linked_account_and_never_links_alone(
+    hunter: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    """A teacher who received the threat forwards it to the head teacher through the school network the
+    attacker also used: not a suspect. A silent hijacked account forwarding it: found, with the forward
+    among its reasons."""
+    from pcnctl.lab.seed import COMMON_AGENTS
+
+    body = lab.sql("SELECT body FROM conversation.messages WHERE id = ?", wave["messages"][0])[0][0]
+    school_of = "SELECT structure_id FROM user_structures WHERE user_id = ?"
+    teacher_id = next(r for r in wave["recipients"] if lab.sql("SELECT profile FROM users WHERE id = ?", r)
+                      == [("Teacher",)])  # fmt: skip
+    teacher = lab.sql("SELECT login FROM users WHERE id = ?", teacher_id)[0][0]
+    _forward(lab, teacher, wave["proxy"], COMMON_AGENTS[0], body, _reachable(lab, teacher_id, school_of))
+    silent = wave["silent"][0]
+    silent_login = wave["hijacked_logins"][wave["hijacked"].index(silent)]
+    _forward(lab, silent_login, *wave["traces"][silent], body, _reachable(lab, silent, school_of))
+    seeds = [arg for login in wave["sender_logins"] for arg in ("--account", login)]
+    result = hunter("hunt", *seeds, "--message", wave["messages"][0], "--since", "1h", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    suspects = {s["login"]: s for s in result.json()["suspects"]}
+    assert teacher not in suspects and {s["id"] for s in suspects.values()} == set(wave["hijacked"])
+    assert "forward" in {r["kind"] for r in suspects[silent_login]["reasons"]}
