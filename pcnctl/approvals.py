@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections import Counter
@@ -246,3 +247,31 @@ def ssh_keygen() -> str:
             "four-eyes approvals need OpenSSH's ssh-keygen", hint="install it: apt-get install openssh-client"
         )
     return found
+
+
+def readiness(approvers: str) -> tuple[str, str]:
+    """``doctor``'s view of a four-eyes profile: (ok | warn | fail, what it found)."""
+    if shutil.which("ssh-keygen") is None:
+        return (
+            "fail",
+            "ssh-keygen is missing: every purge and wide run is refused (apt-get install openssh-client)",
+        )
+    path = Path(approvers)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "fail", f"cannot read the approvers file {approvers}: {exc.strerror}"
+    signers = [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    usable = [ln for ln in lines if ln.strip() and ("namespaces=" not in ln or NAMESPACE in ln)]
+    if len(usable) < 2:
+        return (
+            "fail",
+            f"{approvers} names {len(usable)} approver(s) for {NAMESPACE}: four eyes need two at least",
+        )
+    if mode & 0o022 or (os.geteuid() != 0 and os.access(path, os.W_OK)):
+        return (
+            "warn",
+            f"{approvers} can be changed by the operators: whoever edits it can approve their own runs",
+        )
+    return "ok", f"{len(usable)} approver(s) in {approvers}: {', '.join(signers[:5])}"

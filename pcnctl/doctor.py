@@ -12,7 +12,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from pcnctl.config import Profile
-from pcnctl.errors import PcnError
+from pcnctl.errors import ConfigError, PcnError
 from pcnctl.models import DoctorReport
 
 _PAGES = {
@@ -47,6 +47,14 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
     report.checks.append(
         {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
     )
+    if profile.approvers:
+        from pcnctl.approvals import readiness
+
+        status, detail = readiness(profile.approvers)
+        if status == "fail":
+            fail("approvals", ConfigError(detail, hint="see docs/approvals.md"))
+        else:
+            report.checks.append({"check": "approvals", "status": status, "detail": detail})
     try:
         reach = EdificeDriver.reach(profile)
     except PcnError as exc:

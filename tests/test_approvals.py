@@ -141,3 +141,23 @@ def test_a_playbook_stops_at_the_purge_and_resumes_once_it_is_approved(
     )
     assert {state for (state,) in left} <= {"DRAFT"}  # sent and scheduled gone; the owner's drafts stay
     assert lab.sql("SELECT password FROM users WHERE id = ?", sender) == [("ERASED",)]
+
+
+def test_doctor_checks_the_approvers_file(four_eyes: tuple[Cli, Path, Path], tmp_path: Path) -> None:
+    cli = four_eyes[0]
+    allowed = tmp_path / "allowed_signers"
+    allowed.chmod(0o644)
+    ready = cli("doctor", "-o", "json")
+    checks = {r["check"]: r for r in ready.json()}
+    assert ready.exit_code == 0 and checks["approvals"]["status"] == "ok"
+    assert (
+        "2 approver(s)" in checks["approvals"]["detail"] and "approver.pcn" in checks["approvals"]["detail"]
+    )
+    allowed.chmod(0o666)
+    loose = {r["check"]: r for r in cli("doctor", "-o", "json").json()}
+    assert loose["approvals"]["status"] == "warn" and "approve their own runs" in loose["approvals"]["detail"]
+    allowed.write_text(
+        allowed.read_text().splitlines()[0] + "\n"
+    )  # one approver left: no second pair of eyes
+    alone = cli("doctor", "-o", "json")
+    assert alone.exit_code == 3 and "four eyes need two at least" in alone.stderr
