@@ -30,7 +30,7 @@ from pcnctl.blocks import Block, active_blocks, save_block
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident import snapshots
-from pcnctl.incident.journal import RunState
+from pcnctl.incident.journal import PlanItem, RunParams, RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.incident.store import utcnow
 from pcnctl.messaging_cut import (
@@ -45,6 +45,7 @@ from pcnctl.messaging_cut import (
 from pcnctl.models import School
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
+from pcnctl.records import Row
 from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
@@ -113,7 +114,7 @@ class BlockPlan:
         """Schools another incident blocks, which a run in ``incident`` joins (None: a new incident)."""
         return [s for s in self.schools if s.holder is not None and s.holder.incident != incident]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         return [
             {
                 "school": s.school.uai,
@@ -216,8 +217,8 @@ def execute_block(
     """Snapshot every school first, then block school by school (journalled, resumable), then register.
     Schools another incident already blocks are joined, not blocked again."""
     todo = p.to_change
-    items = [{"key": s.school.id, "uai": s.school.uai, "group": s.group["id"]} for s in todo]
-    params = {
+    items: list[PlanItem] = [{"key": s.school.id, "uai": s.school.uai, "group": s.group["id"]} for s in todo]
+    params: RunParams = {
         "profile": p.profile,
         "method": p.method,
         "until": iso(p.until) if p.until else None,
@@ -233,7 +234,7 @@ def execute_block(
             if sp.holder is not None and sp.holder.incident != ctx.incident.id:
                 _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
     by_id = {s.school.id: s for s in todo}
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
 
     def step(sp: SchoolPlan) -> Outcome:
         ctx.sending(run, sp.school.id)
@@ -267,7 +268,7 @@ def execute_block(
     return run, sorted(rows, key=lambda r: r["school"])
 
 
-def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> dict[str, Any]:
+def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> Row:
     return {
         "school": sp.school.uai,
         "name": sp.school.name,
@@ -316,11 +317,8 @@ def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, 
         for sid, entry in snapshot["schools"].items()
         if sid in pending and sid in schools
     ]
-    until = (
-        datetime.fromisoformat(state.params["until"].replace("Z", "+00:00"))
-        if state.params.get("until")
-        else None
-    )
+    until_text = state.params.get("until")
+    until = datetime.fromisoformat(until_text.replace("Z", "+00:00")) if until_text else None
     p = BlockPlan(snapshot["profile"], snapshot["method"], plans, until, state.params.get("reason", ""))
     return execute_block(ctx, p, run=state.run)
 
@@ -376,7 +374,7 @@ def execute_unblock(
     only this incident's hold is lifted."""
     op = OP_UNBLOCK
     run = run or ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     lifting = {b.id for b in lift}
     held = {b.lever for b in active_blocks(ctx.state, ctx.ent) if b.id not in lifting}
     levers: dict[tuple[str, str, str], list[Block]] = {}
@@ -434,7 +432,7 @@ class Check:
     observed: str
     ok: bool
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "school": self.school,
             "check": self.check,
@@ -580,7 +578,7 @@ def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:
     result = accounts.execute(ctx, accounts.plan("sessions.revoke", users, {"keep_blocked": False}))
     if result.failed:
         raise PcnError(f"{result.failed} session revoke(s) failed; failures in {result.failures_file}")
-    return len(result.rows)
+    return len(result.results)
 
 
 def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pcnctl import banners, evidence, export
 from pcnctl import blocks as registry
-from pcnctl.incident.journal import RunState, done_keys, records, runs_of
+from pcnctl.incident.journal import Record, RunState, done_keys, records, runs_of
 from pcnctl.incident.store import Incident
 from pcnctl.state.store import StateStore
 
@@ -86,7 +86,7 @@ def collect(
     }
 
 
-def _run_events(runs: list[RunState], recs: list[dict[str, Any]]) -> list[Event]:
+def _run_events(runs: list[RunState], recs: list[Record]) -> list[Event]:
     """Operation runs (with their final status) and playbook steps, from the journal."""
     out: list[Event] = []
     started: dict[str, tuple[str, str]] = {}
@@ -98,16 +98,17 @@ def _run_events(runs: list[RunState], recs: list[dict[str, Any]]) -> list[Event]
         by = run.meta.get("identity", "")
         out.append(Event(run.started_at, run.op, run.run, status, by, counts=tally))
     for rec in recs:
-        kind = rec.get("t")
-        if kind == "playbook":
+        if "t" not in rec:
+            continue
+        if rec["t"] == "playbook":
             started[rec["run"]] = (rec["name"], rec.get("meta", {}).get("identity", ""))
             out.append(Event(rec["at"], "playbook", rec["name"], "started", started[rec["run"]][1]))
-        elif kind == "step" and rec.get("status") != "start":
+        elif rec["t"] == "step" and rec.get("status") != "start":
             name = started.get(rec.get("run", ""), ("", ""))[0]
             out.append(
                 Event(rec["at"], "step", f"{name}: {rec['step']}", rec["status"], "", rec.get("detail", ""))
             )
-        elif kind == "playbook-end":
+        elif rec["t"] == "playbook-end":
             name, by = started.get(rec.get("run", ""), ("", ""))
             out.append(Event(rec["at"], "playbook-end", name, rec["status"], by))
     return out

@@ -15,14 +15,14 @@ from typing import Any
 
 from pcnctl.errors import InterruptedRunError, RefusedError
 from pcnctl.incident.auditlog import AuditLog
-from pcnctl.incident.journal import Journal, RunState
+from pcnctl.incident.journal import ItemRecord, Journal, PlanItem, RunMeta, RunParams, RunState
 from pcnctl.incident.store import Incident
 from pcnctl.models import Identity
 from pcnctl.platform import EntDriver
 from pcnctl.state.store import StateStore, ent_key
 
 
-def plan_digest(op: str, params: dict[str, Any], items: list[dict[str, Any]]) -> str:
+def plan_digest(op: str, params: RunParams, items: list[PlanItem]) -> str:
     """The SHA-256 of a run's plan, sealed in the audit log when the run starts: resume acts only on it."""
     body = json.dumps([op, params, items], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
@@ -97,7 +97,7 @@ class RunContext:
                 hint="nothing was resumed; check 'pcnctl audit verify-log' and the incident's records",
             )
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> RunMeta:
         return {
             "identity": self.identity.label,
             "auth": self.identity.auth_mode,
@@ -108,9 +108,7 @@ class RunContext:
             "step": self.step,
         }
 
-    def start(
-        self, op: str, params: dict[str, Any], items: list[dict[str, Any]], run: str | None = None
-    ) -> str:
+    def start(self, op: str, params: RunParams, items: list[PlanItem], run: str | None = None) -> str:
         run = run or f"{op}-{secrets.token_hex(4)}"
         # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
         self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=plan_digest(op, params, items))
@@ -139,7 +137,7 @@ class RunContext:
         )
 
     def item(self, run: str, key: str, phase: str, detail: str = "") -> None:
-        record: dict[str, Any] = {"t": "item", "run": run, "key": key, "phase": phase}
+        record: ItemRecord = {"t": "item", "run": run, "key": key, "phase": phase}
         if detail:
             record["detail"] = detail
         self.journal.append(record)
