@@ -26,13 +26,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import AuthError, PermissionDeniedError, RefusedError, UsageError
 from pcnctl.platform import EntDriver
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.events import iter_events
 from pcnctl.sources.mailstore import Mailstore, Scan
 from pcnctl.timespec import iso
+
+if TYPE_CHECKING:
+    from pcnctl.playbooks.params import StepParams
 
 WINDOW_TYPES = ("LOGIN", "ACTIVATION", "SMS", "CREATE")
 CORROBORATION = 0.5  # the most that corroboration adds to a linked account
@@ -81,7 +85,7 @@ class TraceInfo:
     def weight(self) -> float:
         return 1.0 / (1 + self.baseline)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "kind": self.trace.kind,
             "value": self.trace.value,
@@ -114,7 +118,7 @@ class Suspect:
     profile: str = ""
     schools: list[str] = field(default_factory=list)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         seen = iso(datetime.fromtimestamp(self.first_seen / 1000, UTC)) if self.first_seen else ""
         return {
             "id": self.id,
@@ -194,7 +198,7 @@ class HuntResult:
     def accounts(self) -> list[str]:
         return [s.id for s in self.suspects]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         return [s.to_row() for s in self.suspects]
 
     def to_json(self) -> dict[str, Any]:
@@ -571,7 +575,7 @@ def write_csv(result: HuntResult, path: Path) -> None:
     write_private(path, buffer.getvalue())
 
 
-def op_hunt(env: Any, p: dict[str, Any]) -> dict[str, Any]:
+def op_hunt(env: Any, p: StepParams) -> JsonObject:
     """``op: hunt``: the suspects' ids for a following ``block_accounts`` step (read only, so it also runs
     in check mode); the CSV is kept in the incident's directory."""
     import time
@@ -580,23 +584,23 @@ def op_hunt(env: Any, p: dict[str, Any]) -> dict[str, Any]:
     from pcnctl.timespec import parse_when
 
     now = datetime.now(UTC)
-    since = parse_when(p.get("since") or "2h", now=now, future=False)
-    until = parse_when(p["until"], now=now, future=False) if p.get("until") else now
-    given = str(p.get("baseline") or "1d").strip()
+    since = parse_when(p.text("since") or "2h", now=now, future=False)
+    until = parse_when(text, now=now, future=False) if (text := p.text("until")) else now
+    given = (p.text("baseline") or "1d").strip()
     baseline = now if given == "0" else parse_when(given, now=now, future=False)
     query = HuntQuery(
         since_ms=int(since.timestamp() * 1000),
         until_ms=int(until.timestamp() * 1000),
         baseline_ms=int((now - baseline).total_seconds() * 1000),
-        messages=list(p.get("messages") or []),
-        search=Path(p["search"]) if p.get("search") else None,
-        accounts=list(p.get("accounts") or []),
-        ips=list(p.get("ips") or []),
-        agents=list(p.get("agents") or []),
-        min_score=float(p.get("min_score") or 1.0),
+        messages=p.texts("messages"),
+        search=Path(search) if (search := p.text("search")) else None,
+        accounts=p.texts("accounts"),
+        ips=p.texts("ips"),
+        agents=p.texts("agents"),
+        min_score=p.number("min_score") or 1.0,
     )
     result = hunt(env.driver, env.mailstore, query)
-    cap = int(p.get("max") or 1000)
+    cap = p.integer("max") or 1000
     if len(result.suspects) > cap:
         raise PcnError(f"the hunt found {len(result.suspects)} accounts, above its max of {cap}")
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
