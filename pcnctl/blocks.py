@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pcnctl.records import Row
 from pcnctl.state.store import StateStore
 
 
@@ -50,7 +51,7 @@ class Block:
     def lifted(self, by: str, at: str) -> Block:
         return replace(self, status="lifted", lifted_at=at, lifted_by=by)
 
-    def status_row(self, now: datetime) -> dict[str, Any]:
+    def status_row(self, now: datetime) -> Row:
         """The row ``messaging status`` shows (and the report and the audit start from)."""
         return {
             "school": self.uai,

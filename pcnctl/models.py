@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from pcnctl.records import Row
 
 PROFILES = ("Student", "Teacher", "Personnel", "Relative", "Guest")
 
@@ -20,7 +21,7 @@ class School:
     zip_code: str | None = None
     academy: str | None = None
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return asdict(self)
 
 
@@ -38,7 +39,7 @@ class User:
     functions: tuple[str, ...] = ()
     alias: str | None = None  # the login alias, when the user chose one (login stays the original)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "id": self.id,
             "login": self.login,
@@ -87,7 +88,7 @@ class Identity:
             return f"service:{self.client_id}"
         return f"{self.login} ({self.role}, {self.auth_mode})"
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "role": self.role,
             "login": self.login,
@@ -115,9 +116,12 @@ class Capability:
     available: bool | None
     detail: str = ""
 
-    def to_row(self) -> dict[str, Any]:
-        state = "yes" if self.available else ("no" if self.available is False else "unknown")
-        return {"capability": self.name, "available": state, "detail": self.detail}
+    @property
+    def state(self) -> str:
+        return "yes" if self.available else ("no" if self.available is False else "unknown")
+
+    def to_row(self) -> Row:
+        return {"capability": self.name, "available": self.state, "detail": self.detail}
 
 
 @dataclass(slots=True)
@@ -139,7 +143,7 @@ class RouteHealth:
 
 @dataclass(slots=True)
 class DoctorReport:
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, str]] = field(default_factory=list)  # check, status, detail
     capabilities: list[Capability] = field(default_factory=list)
     identity: Identity | None = None
 

@@ -20,6 +20,7 @@ from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.progress import progress_bar
+from pcnctl.records import Row
 from pcnctl.sources.mailstore import Mailbox, Mailstore
 
 OP = "messages.purge"
@@ -43,7 +44,7 @@ class PurgePlan:
     def school_set(self) -> set[str]:
         return {s for i in self.ids for s in self.schools.get(i, [])}
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         per: dict[str, dict[str, int]] = {}
         for message_id in self.ids:
             for uai in self.schools.get(message_id, []) or ["?"]:
@@ -83,7 +84,7 @@ class PurgeResult:
     evidence: Path | None
     notifications: int
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[Row]:
         rows: list[dict[str, Any]] = [
             {"what": "messages purged", "count": len(self.purged), "note": "every mailbox copy removed"},
             {

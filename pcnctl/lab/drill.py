@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl.playbooks import SHIPPED
+from pcnctl.records import Row
 
 PLAYBOOK = SHIPPED / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
@@ -142,7 +143,7 @@ class DrillReport:
             and self.schools_exported == self.schools_expected
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         ttc = self.time_to_containment
         match = "match" if self.schools_exported == self.schools_expected else "MISMATCH"
         return [
