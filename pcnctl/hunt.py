@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import AuthError, PermissionDeniedError, RefusedError, UsageError
+from pcnctl.models import PlatformEvent
 from pcnctl.platform import EntDriver
 from pcnctl.records import JsonObject, Row
 from pcnctl.sources.events import iter_events
@@ -283,7 +284,7 @@ def resolve_seeds(driver: EntDriver, store: Mailstore | None, query: HuntQuery) 
 
 def _events(
     driver: EntDriver, since: int, until: int, types: tuple[str, ...], label: str, progress: Progress | None
-) -> Iterable[dict[str, Any]]:
+) -> Iterable[PlatformEvent]:
     """Events of the window, with a progress line every few thousand (long scans on a large ENT)."""
     try:
         for n, event in enumerate(iter_events(driver, since, until, types), start=1):
@@ -305,14 +306,13 @@ def read_window(
     count = 0
     for event in _events(driver, since, until, WINDOW_TYPES, "window", progress):
         count += 1
-        user = event.get("userId")
-        kind = event.get("event-type")
-        if not user or (kind == "CREATE" and event.get("module") != "Conversation"):
+        user, kind = event.user_id, event.type
+        if not user or (kind == "CREATE" and event.module != "Conversation"):
             continue
         act = activity.setdefault(user, Activity())
-        act.profile = act.profile or str(event.get("profil") or "")
-        act.structures.update(event.get("structures") or [])
-        row = (int(event["date"]), str(event.get("ip") or ""), str(event.get("ua") or ""))
+        act.profile = act.profile or (event.profile or "")
+        act.structures.update(event.structures)
+        row = (event.date, event.ip or "", event.ua or "")
         if kind == "LOGIN":
             act.logins.append(row)
         elif kind == "CREATE":
@@ -328,10 +328,10 @@ def read_baseline(driver: EntDriver, start: int, end: int, progress: Progress | 
         return base
     for event in _events(driver, start, end, ("LOGIN",), "baseline", progress):
         base.events += 1
-        user = event.get("userId")
+        user = event.user_id
         if not user:
             continue
-        ip, ua = str(event.get("ip") or ""), str(event.get("ua") or "")
+        ip, ua = event.ip or "", event.ua or ""
         for trace in (Trace("ip", ip), Trace("ua", ua)):
             if trace.value:
                 base.users.setdefault(trace, set()).add(user)

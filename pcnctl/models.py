@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
 
 from pcnctl.records import Row
 
@@ -108,6 +110,90 @@ class BlockTrace:
     action: str
     profile: str
     by: str | None
+
+
+class GroupJson(TypedDict):
+    """A group as a messaging block's snapshot stores it."""
+
+    id: str
+    name: str | None
+    profile: str | None
+    users: int
+    sub_type: str | None
+    type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group of a school, from the directory's admin list: ``profile`` is the profile of a profile
+    group, ``users`` its member count, ``type`` (ProfileGroup, ManualGroup...) and ``sub_type``
+    (StructureGroup, ClassGroup...) its kind."""
+
+    id: str
+    name: str | None = None
+    profile: str | None = None
+    users: int = 0
+    sub_type: str | None = None
+    type: str | None = None
+
+    def to_json(self) -> GroupJson:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "profile": self.profile,
+            "users": self.users,
+            "sub_type": self.sub_type,
+            "type": self.type,
+        }
+
+    @classmethod
+    def from_json(cls, data: GroupJson) -> Group:
+        return cls(data["id"], data["name"], data["profile"], data["users"], data["sub_type"], data["type"])
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLinks:
+    """A group's communication state: its members' link (BOTH, INCOMING, OUTGOING, NONE, or None when
+    the property is absent), the children -> relatives setting, the groups it sends to, and those
+    groups' own members' link (``peers``)."""
+
+    users: str | None
+    relative: str | None
+    outgoing: tuple[str, ...] = ()
+    peers: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RelationCut:
+    """The answer to a relation removal: each group's members' link after it (None: cut, or none left)."""
+
+    sender: str | None
+    receiver: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """An application role in a school, and the ids of the groups holding it."""
+
+    id: str
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformEvent:
+    """One event of the platform's event store: a login, a message created... (no content, no ids of
+    what was created)."""
+
+    id: str
+    type: str  # LOGIN, CREATE, ACTIVATION...
+    module: str  # Auth, Conversation... or an OAuth client id for a token login
+    date: int  # epoch milliseconds
+    user_id: str | None = None
+    profile: str | None = None
+    structures: tuple[str, ...] = ()
+    ip: str | None = None
+    ua: str | None = None
 
 
 @dataclass(slots=True)

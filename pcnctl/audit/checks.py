@@ -143,9 +143,10 @@ def mass_senders(env: AuditEnv) -> Finding:
         thresholds=SenderThresholds(t.mass_messages, t.mass_recipients, t.mass_rate),
     )
     for row in rows:
-        if len(row["ips"]) > t.max_ips:
+        ips = row["ips"]  # the account's IPs, a list of texts
+        if isinstance(ips, list) and len(ips) > t.max_ips:
             row["mass"] = True
-            row["why"] = ", ".join(filter(None, [row["why"], f"{len(row['ips'])} IPs"]))
+            row["why"] = ", ".join(filter(None, [str(row["why"]), f"{len(ips)} IPs"]))
     flagged = [r for r in rows if r["mass"]]
     return Finding(
         "mass_senders",
@@ -307,7 +308,7 @@ def drift(env: AuditEnv) -> Finding:
                 )
         elif b.method == "roles":
             roles = env.driver.messaging_roles(b.school_id)
-            if any(g["id"] == b.group for r in roles for g in r["groups"]):
+            if any(b.group in r.groups for r in roles):
                 rows.append(
                     {
                         "incident": b.incident,
