@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.incident.store import Incident
+    from pcnctl.records import JsonValue
     from pcnctl.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -225,7 +226,7 @@ def get_driver(name: str | None) -> EdificeDriver:
 
 
 def emit(
-    rows: Iterable[Mapping[str, Any]], fmt: str, columns: Sequence[str], *, title: str | None = None
+    rows: Iterable[Mapping[str, JsonValue]], fmt: str, columns: Sequence[str], *, title: str | None = None
 ) -> int:
     from pcnctl.output import render
 
@@ -235,7 +236,7 @@ def emit(
     return count
 
 
-def emit_record(record: Mapping[str, Any], fmt: str) -> None:
+def emit_record(record: Mapping[str, JsonValue], fmt: str) -> None:
     from pcnctl.output import render_record
 
     render_record(record, check_format(fmt))
