@@ -26,7 +26,7 @@ from pcnctl import __version__
 from pcnctl.incident.store import Incident, utcnow, write_private
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
-from pcnctl.records import Row
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.mailstore import Mailstore
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso
@@ -52,7 +52,7 @@ def collect(
     store: Mailstore,
     message_ids: Sequence[str],
     *,
-    query: dict[str, Any],
+    query: JsonObject,
     identity: Identity,
     profile: str,
     url: str,

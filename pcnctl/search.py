@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
 
 from pcnctl import directory
 from pcnctl.errors import UsageError
@@ -372,7 +372,36 @@ class SearchResult:
         write_private(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
-def load_saved(path: Path) -> dict[str, Any]:
+# A match as a saved search keeps it (Match.to_row): the fields purge, evidence, export and hunt read back.
+# An incident's evidence gives the same fields (export.matches_from_incident).
+SavedMatch = TypedDict(
+    "SavedMatch",
+    {
+        "id": Required[str],
+        "date": str,
+        "from": str,
+        "from_schools": list[str],
+        "schools": list[str],
+        "recipient_schools": dict[str, list[str]],
+    },
+    total=False,
+)
+
+
+class SavedSearch(TypedDict, total=False):
+    """A saved search (``messages search --save``); a resumed purge rebuilds one with its matches' ids."""
+
+    version: int
+    created_at: str
+    profile: str
+    url: str
+    query: JsonObject
+    scanned: int
+    matches: Required[list[SavedMatch]]
+    counts: JsonObject
+
+
+def load_saved(path: Path) -> SavedSearch:
     """A saved search (``--save``), checked: ``purge`` and ``export`` act on it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -382,6 +411,12 @@ def load_saved(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"{path} is not a saved search (not JSON)", hint="create one with messages search --save"
         ) from None
+    _check_saved(path, data)
+    saved: SavedSearch = data  # its shape checked just above
+    return saved
+
+
+def _check_saved(path: Path, data: object) -> None:
     if (
         not isinstance(data, dict)
         or data.get("version") != SAVED_VERSION
@@ -393,7 +428,6 @@ def load_saved(path: Path) -> dict[str, Any]:
     for n, match in enumerate(data["matches"]):
         if not isinstance(match, dict) or not isinstance(match.get("id"), str):
             raise UsageError(f"{path}: match {n} has no message id")
-    return data
 
 
 class Directory:

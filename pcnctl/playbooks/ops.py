@@ -245,17 +245,18 @@ def op_export(env: Env, p: StepParams) -> JsonObject:
         matches = load_saved(Path(search))["matches"]
     else:
         matches = export.matches_from_incident(env.incident) if env.incident is not None else []
-    rows = export.affected_schools(env.driver, matches, env.state)
+    affected = export.affected_schools(env.driver, matches, env.state)
+    rows = [school.to_row() for school in affected]
     fmt = p.text("format") or "csv"
     path = env.workdir.parent / f"affected-schools.{'md' if fmt == 'markdown' else fmt}"
     if env.check:
-        return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+        return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
     with path.open("w", encoding="utf-8", newline="") as fh:
         if p.flag("excel"):
             render_excel_csv(rows, export.COLUMNS, fh)
         else:
             render(rows, fmt, export.COLUMNS, stream=fh)
-    return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+    return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
 
 
 def op_recipients(env: Env, p: StepParams) -> JsonObject:
