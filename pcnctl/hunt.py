@@ -202,7 +202,7 @@ class HuntResult:
     def rows(self) -> list[Row]:
         return [s.to_row() for s in self.suspects]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "window": {
                 "since": _iso_ms(self.query.since_ms),

@@ -25,7 +25,7 @@ from pcnctl.incident import list_incidents
 from pcnctl.incident.journal import done_keys, read
 from pcnctl.models import fold
 from pcnctl.platform import EntDriver
-from pcnctl.records import Row
+from pcnctl.records import JsonObject, Row
 from pcnctl.search import Directory, shingles, similarity, visible
 from pcnctl.sources.mailstore import Mailstore, Scan, StoredMessage
 from pcnctl.state.store import StateStore, ent_key
@@ -64,7 +64,7 @@ class Finding:
     rows: list[Row] = field(default_factory=list)
     columns: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "check": self.check,
             "severity": self.severity,
@@ -359,18 +359,19 @@ def evidence_gaps(env: AuditEnv) -> Finding:
 
 def health(env: AuditEnv) -> Finding:
     http = env.driver.http
-    rows: list[dict[str, Any]] = [
+    samples = [(s, round(sorted(s.times_ms)[-1], 1)) for s in env.driver.health()]  # (sample, p95)
+    rows: list[Row] = [
         {
             "route": sample.route,
             "median_ms": round(statistics.median(sample.times_ms), 1),
-            "p95_ms": round(sorted(sample.times_ms)[-1], 1),
+            "p95_ms": p95,
             "errors": sample.errors,
         }
-        for sample in env.driver.health()
+        for sample, p95 in samples
     ]
     throttled = {s: http.stats.statuses[s] for s in (429, 503, 509) if http.stats.statuses[s]}
-    slow = [r for r in rows if float(r["p95_ms"]) > env.thresholds.latency_ms]
-    failing = [r for r in rows if r["errors"]]
+    slow = [s for s, p95 in samples if p95 > env.thresholds.latency_ms]
+    failing = [s for s, _p95 in samples if s.errors]
     severity = "critical" if failing else ("warning" if slow or throttled else "ok")
     summary = (
         f"{len(failing)} route(s) failing, {len(slow)} slow (p95 > {env.thresholds.latency_ms:g} ms)"
