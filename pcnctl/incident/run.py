@@ -11,10 +11,10 @@ import json
 import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from pcnctl.errors import InterruptedRunError, RefusedError
-from pcnctl.incident.auditlog import AuditLog
+from pcnctl.incident.auditlog import AuditDetails, AuditLog
 from pcnctl.incident.journal import ItemRecord, Journal, PlanItem, RunMeta, RunParams, RunState
 from pcnctl.incident.store import Incident
 from pcnctl.models import Identity
@@ -121,7 +121,7 @@ class RunContext:
         """Written before an item's call: if the answer is lost, resume knows to re-read it."""
         self.item(run, key, "sending")
 
-    def log(self, run: str, action: str, target: str, result: str, **extra: Any) -> None:
+    def log(self, run: str, action: str, target: str, result: str, **extra: Unpack[AuditDetails]) -> None:
         """One audit-log entry, naming who acted and how they authenticated."""
         self.audit.append(
             actor=self.identity.label,
