@@ -170,12 +170,11 @@ def confirm_action(question: str, *, yes: bool, count: int | None = None) -> Non
         raise RefusedError("not confirmed; nothing was changed")
 
 
-def mfa_prompt(info: dict[str, Any]) -> str | None:
+def mfa_prompt(channel: str | None) -> str | None:
     """Ask the operator for the MFA code when a terminal is attached; None otherwise."""
     if not sys.stdin.isatty():
         return None
-    channel = info.get("type") or "your second factor"
-    return str(typer.prompt(f"MFA code (sent by {channel})", err=True))
+    return str(typer.prompt(f"MFA code (sent by {channel or 'your second factor'})", err=True))
 
 
 def check_incident(incident_id: str | None) -> StateStore:
