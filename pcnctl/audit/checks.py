@@ -215,12 +215,12 @@ def watchlist(env: AuditEnv) -> Finding:
 def blocks(env: AuditEnv) -> Finding:
     now = datetime.now(UTC)
     rows: list[Row] = []
-    for b in registry.status_rows(env.store, env.ent, now):
-        since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
+    for b in registry.listed(env.store, env.ent):
+        since = datetime.fromisoformat(b.since.replace("Z", "+00:00"))
         rows.append(
             {
-                **b,
-                "kind": f"messaging ({b['method']})",
+                **b.status_row(now),
+                "kind": f"messaging ({b.method})",
                 "age_hours": round((now - since).total_seconds() / 3600, 1),
             }
         )

@@ -110,11 +110,10 @@ def collect(
     recs = records(state, incident.id)
     runs = runs_of(recs)
     names = dict(school_names or {})
-    held = [b for b in registry.blocks(state, None, include_lifted=True) if b.incident == incident.id]
+    held = [b for b in registry.listed(state, None, include_lifted=True) if b.incident == incident.id]
     names.update({b.uai: b.name for b in held if b.name})
     now = datetime.now(UTC)
-    in_order = sorted(held, key=lambda b: (b.uai, b.since))  # as 'messaging status' lists them
-    blocks: list[Row] = [{**b.status_row(now), "name": names.get(b.uai, b.name)} for b in in_order]
+    blocks: list[Row] = [{**b.status_row(now), "name": names.get(b.uai, b.name)} for b in held]
     events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]
     events += _run_events(runs, recs)
     events += _audit_events(state, incident)
