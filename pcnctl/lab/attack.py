@@ -34,6 +34,7 @@ from typing import Any
 import requests
 
 from pcnctl.lab.seed import COMMON_AGENTS, proxy_of
+from pcnctl.records import JsonObject
 
 FOREIGN_IPS = ("185.220.101.47", "185.220.101.52", "45.133.1.93", "103.251.167.20", "91.219.236.18")
 SCRIPT_AGENT = "python-requests/2.31.0"
@@ -86,7 +87,7 @@ class Truth:
     started_at: float = 0.0
     ended_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "senders": self.senders,
             "sender_logins": self.sender_logins,

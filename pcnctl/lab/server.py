@@ -16,6 +16,7 @@ from pcnctl.lab.app import Knobs, LabApp
 from pcnctl.lab.seed import PRESETS, seed
 from pcnctl.lab.store import SCHEMA_VERSION, Store
 from pcnctl.lab.web import Request
+from pcnctl.records import JsonObject
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -97,7 +98,7 @@ def prepare(data_dir: Path, preset: str | None, random_seed: int) -> dict[str, A
         store.close()
 
 
-def summary(store: Store) -> dict[str, Any]:
+def summary(store: Store) -> JsonObject:
     """What ``lab.json`` says about a seeded store (rebuilt from the store itself)."""
     password = store.meta("user_password")
     admls: dict[str, list[str]] = {}
