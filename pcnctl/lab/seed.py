@@ -23,6 +23,7 @@ from typing import Any
 from pcnctl.lab import seed_graph
 from pcnctl.lab.store import CONVERSATION_TABLES, GRAPH_TABLES, SCHEMA_VERSION, Store
 from pcnctl.models import PROFILES
+from pcnctl.records import JsonObject
 from pcnctl.uai import check_letter
 
 FIRST_NAMES = (
@@ -172,7 +173,7 @@ def hash_password(password: str) -> str:
 
 def seed(
     store: Store, preset_name: str = "small", random_seed: int = 1, rules: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> JsonObject:
     """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``.
 
     ``rules`` replaces the preset's communication rule sets: kind of school (or ``*``) -> a name of

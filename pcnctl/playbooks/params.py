@@ -3,6 +3,7 @@
 Parameters come from YAML and from earlier steps' results (``${{ steps.x.y }}``), so they are JSON values.
 The loader checked each literal against the type its operation declares; a value an expression produced
 is only known once resolved, so the accessors convert (a number given where a text is wanted is its text).
+The drill reads a step's result back with the same accessors.
 """
 
 from __future__ import annotations
