@@ -27,12 +27,13 @@ from typing import Any
 from pcnctl import directory
 from pcnctl.errors import PcnError, RefusedError, ServerError, UsageError
 from pcnctl.fanout import Fanout, FanoutReport, Outcome
-from pcnctl.incident.journal import RunState
+from pcnctl.incident.journal import PlanItem, RunParams, RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.incident.store import write_private
 from pcnctl.models import User
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
+from pcnctl.records import Row
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -194,7 +195,7 @@ class Plan:
     users: list[User]
     to_change: list[User]
     already: list[User]
-    params: dict[str, Any] = field(default_factory=dict)
+    params: RunParams = field(default_factory=lambda: RunParams())
     # On resume: accounts this run's own call, sent before the interruption, is seen to have changed.
     confirmed: list[User] = field(default_factory=list)
 
@@ -211,7 +212,7 @@ class Plan:
         """Wide actions make the operator type the count to confirm."""
         return len(self.schools) > 1 or len(self.to_change) > 20
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         """Per school and profile: accounts to change and already in the wanted state."""
         already = Counter((s, u.profile) for u in self.already for s in (u.schools or ("?",)))
         change = Counter((s, u.profile) for u in self.to_change for s in (u.schools or ("?",)))
@@ -232,7 +233,7 @@ class Plan:
         return text
 
 
-def plan(op: str, users: Sequence[User], params: dict[str, Any] | None = None) -> Plan:
+def plan(op: str, users: Sequence[User], params: RunParams | None = None) -> Plan:
     params = params or {}
     if op == "accounts.block":
         already = [u for u in users if u.blocked]
@@ -258,7 +259,7 @@ def prepare(
     driver: EntDriver,
     op: str,
     refs: Sequence[str] = (),
-    params: dict[str, Any] | None = None,
+    params: RunParams | None = None,
     *,
     from_file: Path | None = None,
     school: str | None = None,
@@ -294,25 +295,41 @@ def check_cap(p: Plan, cap: int | None) -> None:
 # -- run --------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AccountResult:
+    """One account's outcome in a run: done, already, refused or failed, and why."""
+
+    user: User
+    result: str
+    detail: str
+
+    def to_row(self) -> Row:
+        return result_row(self.user, self.result, self.detail)
+
+
 @dataclass
 class OpResult:
     run: str
     op: str
-    rows: list[dict[str, Any]]
+    results: list[AccountResult]  # by school, then login
     report: FanoutReport
     failures_file: Path | None = None
     codes_file: Path | None = None
     codes: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> list[Row]:
+        return [r.to_row() for r in self.results]
+
     def counts(self) -> dict[str, int]:
-        return dict(Counter(r["result"] for r in self.rows))
+        return dict(Counter(r.result for r in self.results))
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.rows if r["result"] in ("failed", "refused"))
+        return sum(1 for r in self.results if r.result in ("failed", "refused"))
 
 
-def _item(u: User) -> dict[str, Any]:
+def _item(u: User) -> PlanItem:
     return {
         "key": u.id,
         "login": u.login,
@@ -323,12 +340,12 @@ def _item(u: User) -> dict[str, Any]:
 
 
 def _step_fn(
-    ctx: RunContext, op: str, run: str, params: dict[str, Any], phases: dict[str, str], codes: dict[str, str]
-) -> Callable[[dict[str, Any]], Outcome]:
+    ctx: RunContext, op: str, run: str, params: RunParams, phases: dict[str, str], codes: dict[str, str]
+) -> Callable[[PlanItem], Outcome]:
     """The per-account work of ``op``, skipping phases the journal says were already done."""
     driver = ctx.driver
 
-    def step(item: dict[str, Any]) -> Outcome:
+    def step(item: PlanItem) -> Outcome:
         uid = item["key"]
         phase = phases.get(uid)
         toggles = op in ("accounts.block", "accounts.unblock")
@@ -380,10 +397,10 @@ THROTTLED = frozenset({429, 503, 509})  # the ENT refused without doing anything
 IDEMPOTENT_OPS = {"accounts.block", "accounts.unblock", "sessions.revoke", "accounts.reset-password"}
 
 
-def _batch_fn(ctx: RunContext, op: str, run: str) -> Callable[[list[dict[str, Any]]], list[Outcome]]:
+def _batch_fn(ctx: RunContext, op: str, run: str) -> Callable[[list[PlanItem]], list[Outcome]]:
     """Block or unblock a batch with ``PUT /auth/users/block`` (ADMC): one call, one outcome per account."""
 
-    def step(batch: list[dict[str, Any]]) -> list[Outcome]:
+    def step(batch: list[PlanItem]) -> list[Outcome]:
         ids = [str(i["key"]) for i in batch]
         for uid in ids:
             ctx.sending(run, uid)
@@ -401,21 +418,21 @@ def execute(
     if run is None:
         run = ctx.start(p.op, p.params, items + [_item(u) for u in p.already])
     labels = {u.id: u for u in p.users}
-    rows: list[dict[str, Any]] = []
+    results: list[AccountResult] = []
     for u in p.already:
         ctx.record(run, p.op, u.id, "already", "already in the wanted state", u.login)
-        rows.append(result_row(u, "already", "already in the wanted state"))
+        results.append(AccountResult(u, "already", "already in the wanted state"))
     for u in p.confirmed:
         detail = "sent before the interruption; the ENT shows it took effect"
         ctx.record(run, p.op, u.id, "done", detail, u.login)
-        rows.append(result_row(u, "done", detail))
+        results.append(AccountResult(u, "done", detail))
     phases = dict(phases or {})
     codes: dict[str, str] = {}
 
     def on_outcome(outcome: Outcome) -> None:
         user = labels[outcome.key]
         ctx.record(run, p.op, outcome.key, outcome.status, outcome.detail, user.login)
-        rows.append(result_row(user, outcome.status, outcome.detail))
+        results.append(AccountResult(user, outcome.status, outcome.detail))
 
     # An ADMC (or a service account) blocks in batches: fewer calls against a platform under attack.
     size = ctx.batch_size
@@ -452,24 +469,25 @@ def execute(
         try:
             report = fanout.run(work)
         except KeyboardInterrupt:
-            raise ctx.interrupted(run, dict(Counter(r["result"] for r in rows))) from None
-    result = OpResult(run, p.op, sorted(rows, key=lambda r: (r["schools"], r["login"])), report, codes=codes)
+            raise ctx.interrupted(run, dict(Counter(r.result for r in results))) from None
+    in_order = sorted(results, key=lambda r: (r.user.schools, r.user.login))
+    result = OpResult(run, p.op, in_order, report, codes=codes)
     if codes:
         result.codes_file = _write_codes(ctx, run, [labels[k] for k in codes], codes)
-    failed = [r for r in result.rows if r["result"] in ("failed", "refused")]
+    failed = [r for r in result.results if r.result in ("failed", "refused")]
     if failed:
         result.failures_file = ctx.incident.subdir("failures") / f"{run}.csv"
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["id", "login", "result", "reason"])
         for r in failed:
-            writer.writerow([r["id"], r["login"], r["result"], r["detail"]])
+            writer.writerow([r.user.id, r.user.login, r.result, r.detail])
         write_private(result.failures_file, buffer.getvalue())
     ctx.end(run, "partial" if failed else "completed", result.counts())
     return result
 
 
-def result_row(u: User, result: str, detail: str) -> dict[str, Any]:
+def result_row(u: User, result: str, detail: str) -> Row:
     return {
         "id": u.id,
         "login": u.login,
@@ -538,21 +556,27 @@ class ProfilePlan:
     schools: list[Any]  # School
     users: dict[str, list[User]]  # school id -> users of the profile
 
-    def rows(self) -> list[dict[str, Any]]:
-        out = []
-        for school in self.schools:
-            users = self.users[school.id]
-            blocked = sum(1 for u in users if u.blocked)
-            out.append(
-                {
-                    "school": school.uai,
-                    "name": school.name,
-                    "profile": self.profile,
-                    "accounts": len(users),
-                    "already": blocked if self.block else len(users) - blocked,
-                }
-            )
-        return out
+    def already(self, school_id: str) -> int:
+        """Accounts of the school already in the wanted state."""
+        users = self.users[school_id]
+        blocked = sum(1 for u in users if u.blocked)
+        return blocked if self.block else len(users) - blocked
+
+    @property
+    def changes(self) -> int:
+        return sum(len(self.users[s.id]) - self.already(s.id) for s in self.schools)
+
+    def rows(self) -> list[Row]:
+        return [
+            {
+                "school": school.uai,
+                "name": school.name,
+                "profile": self.profile,
+                "accounts": len(self.users[school.id]),
+                "already": self.already(school.id),
+            }
+            for school in self.schools
+        ]
 
 
 def plan_profile_block(
@@ -574,7 +598,7 @@ def execute_profile_block(ctx: RunContext, p: ProfilePlan, *, run: str | None = 
     from pcnctl.incident.journal import read
 
     op = OP_PROFILE_BLOCK if p.block else "accounts.unblock-profile"
-    items = [{"key": s.id, "uai": s.uai, "profile": p.profile} for s in p.schools]
+    items: list[PlanItem] = [{"key": s.id, "uai": s.uai, "profile": p.profile} for s in p.schools]
     fresh = run is None
     run = run or ctx.start(op, {"profile": p.profile}, items)
     previous: dict[str, list[str]] = {}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pcnctl.errors import PcnError
-from pcnctl.incident.journal import RunState
+from pcnctl.incident.journal import PlanItem, RunParams, RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.models import School
 
@@ -41,8 +41,9 @@ def post(
     skip: frozenset[str] = frozenset(),
 ) -> list[Posted]:
     """Post the banner in each school not in ``skip`` (ids), journalled item by item."""
-    params = {"title": banner.title, "message": banner.message, "profiles": list(banner.profiles)}
-    run = run or ctx.start(OP, params, [{"key": s.id, "uai": s.uai} for s in schools])
+    params: RunParams = {"title": banner.title, "message": banner.message, "profiles": list(banner.profiles)}
+    items: list[PlanItem] = [{"key": s.id, "uai": s.uai} for s in schools]
+    run = run or ctx.start(OP, params, items)
     out = []
     for school in schools:
         if school.id in skip:

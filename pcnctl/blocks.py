@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pcnctl.records import Row
 from pcnctl.state.store import StateStore
 
 
@@ -50,7 +51,7 @@ class Block:
     def lifted(self, by: str, at: str) -> Block:
         return replace(self, status="lifted", lifted_at=at, lifted_by=by)
 
-    def status_row(self, now: datetime) -> dict[str, Any]:
+    def status_row(self, now: datetime) -> Row:
         """The row ``messaging status`` shows (and the report and the audit start from)."""
         return {
             "school": self.uai,
@@ -103,10 +104,14 @@ def save_block(state: StateStore, block: Block) -> None:
 
 def status_rows(
     state: StateStore, ent: str | None, now: datetime | None = None, *, include_lifted: bool = False
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     now = now or datetime.now(UTC)
-    rows = [b.status_row(now) for b in blocks(state, ent, include_lifted=include_lifted)]
-    return sorted(rows, key=lambda r: (r["school"], r["since"]))
+    return [b.status_row(now) for b in listed(state, ent, include_lifted=include_lifted)]
+
+
+def listed(state: StateStore, ent: str | None, *, include_lifted: bool = False) -> list[Block]:
+    """The blocks in the order ``messaging status`` lists them: by school, then by start."""
+    return sorted(blocks(state, ent, include_lifted=include_lifted), key=lambda b: (b.uai, b.since))
 
 
 def expired_blocks(state: StateStore, ent: str, now: datetime | None = None) -> list[Block]:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pcnctl.errors import ConfigError, UsageError
+from pcnctl.records import JsonObject
 
 AUTH_MODES = ("cookie", "oauth-password", "oauth-client")
 CONFIG_VERSION = 1
@@ -43,7 +44,7 @@ class Profile:
     canary_to: str | None = None  # login the canary writes to (default: a teacher of its school)
     approvers: str | None = None  # OpenSSH allowed-signers file: purges and wide runs need a second admin
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | float]:
         data = asdict(self)
         data.pop("name")
         return {k: v for k, v in data.items() if v is not None}
@@ -259,7 +260,7 @@ def save_config(config: Config) -> None:
     import yaml
 
     private_dir(config.path.parent)
-    data: dict[str, Any] = {"version": CONFIG_VERSION}
+    data: JsonObject = {"version": CONFIG_VERSION}
     if config.current:
         data["current"] = config.current
     if config.audit:

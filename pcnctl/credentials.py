@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from pcnctl.config import Profile
 from pcnctl.errors import ConfigError
@@ -145,7 +145,17 @@ def session_store() -> str:
     return "none"
 
 
-def load_session(profile: Profile) -> dict[str, Any] | None:
+class CachedSession(TypedDict, total=False):
+    """A session ``auth login`` caches: a token, or the session's cookies, for one ENT URL."""
+
+    url: str
+    auth: str  # the profile's authentication mode when it was cached
+    at: float  # when it was cached (seconds since the epoch)
+    token: str
+    cookies: dict[str, str]
+
+
+def load_session(profile: Profile) -> CachedSession | None:
     """The session cached by ``auth login`` (cookies or token), if one is cached for this profile's URL."""
     where = session_store()
     raw: str | None = None
@@ -161,17 +171,22 @@ def load_session(profile: Profile) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        data = json.loads(raw)
+        session: CachedSession = json.loads(raw)
     except ValueError:
         return None
-    return data if isinstance(data, dict) and data.get("url") == profile.url else None
+    return session if _cached_for(session, profile.url) else None
 
 
-def save_session(profile: Profile, data: dict[str, Any]) -> bool:
+def _cached_for(data: object, url: str) -> bool:
+    """Whether what the keyring holds is a session cached for this URL (anything else is ignored)."""
+    return isinstance(data, dict) and data.get("url") == url
+
+
+def save_session(profile: Profile, data: CachedSession) -> bool:
     """Cache a session in the keyring, else in the kernel keyring (memory only, expiring); False when
     neither is there (nothing is cached, and never in a file)."""
     where = session_store()
-    raw = json.dumps(data | {"url": profile.url})
+    raw = json.dumps({**data, "url": profile.url})
     if where == "keyring":
         _keyring().set_password(SERVICE, f"{profile.name}:session", raw)
         return True

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
 
 from pcnctl import uai as uai_codes
 from pcnctl.errors import RefusedError, UsageError
 from pcnctl.models import PROFILES, School, User, fold
 from pcnctl.platform import EntDriver
+from pcnctl.records import Row
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -91,7 +91,7 @@ def list_users(
     return school, driver.list_users(school.id, profiles=wanted, search=search.strip() if search else None)
 
 
-def school_details(driver: EntDriver, ref: str) -> dict[str, Any]:
+def school_details(driver: EntDriver, ref: str) -> Row:
     """One school with its user counts per profile and how many accounts are blocked."""
     school = resolve_school(driver, ref)
     users = driver.structure_users(school.id)

@@ -26,6 +26,7 @@ from pcnctl import __version__
 from pcnctl.incident.store import Incident, utcnow, write_private
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.mailstore import Mailstore
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso
@@ -51,7 +52,7 @@ def collect(
     store: Mailstore,
     message_ids: Sequence[str],
     *,
-    query: dict[str, Any],
+    query: JsonObject,
     identity: Identity,
     profile: str,
     url: str,
@@ -135,7 +136,7 @@ class BundleCheck:
     ok: bool
     problem: str = ""
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {"bundle": self.bundle, "file": self.file, "ok": self.ok, "problem": self.problem}
 
 

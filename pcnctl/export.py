@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from pcnctl import blocks as registry
+from pcnctl.blocks import Block
 from pcnctl.evidence import PARTIAL
 from pcnctl.incident.store import Incident
+from pcnctl.models import School
 from pcnctl.platform import EntDriver
+from pcnctl.records import Row
+from pcnctl.search import SavedMatch
 from pcnctl.state.store import StateStore, ent_key
 
 COLUMNS = (
@@ -51,11 +54,42 @@ SCHOOL_TYPES_FR = {"ecole": "école", "college": "collège", "lycee": "lycée", 
 LEVERS_FR = {"communication": "communication", "roles": "droits", "login": "connexion"}
 
 
-def for_french_excel(rows: Iterable[dict[str, Any]], tz: str = "Europe/Paris") -> list[dict[str, Any]]:
+@dataclass
+class AffectedSchool:
+    """One school that received the threat: who there got it, who sent it from there, when, and the
+    messaging blocks in force on it."""
+
+    uai: str
+    school: School | None  # None when the directory does not list the UAI
+    messages: set[str] = field(default_factory=set)
+    recipients: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)
+    dates: list[str] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+
+    def to_row(self) -> Row:
+        school = self.school
+        return {
+            "uai": self.uai,
+            "name": school.name if school else "",
+            "type": school.type if school else "",
+            "city": school.city if school else "",
+            "messages_received": len(self.messages),
+            "recipients_reached": len(self.recipients),
+            "senders_from_school": len(self.senders),
+            "first_threat": min(self.dates),
+            "last_threat": max(self.dates),
+            "messaging_blocks": "; ".join(
+                f"{b.method} ({b.profile}, since {b.since[:16]}Z)" for b in self.blocks
+            ),
+        }
+
+
+def for_french_excel(rows: Iterable[AffectedSchool], tz: str = "Europe/Paris") -> list[Row]:
     """The rows with French values: school types, local dates, block descriptions."""
     zone = ZoneInfo(tz)
 
-    def when(value: Any) -> str:
+    def when(value: str | int) -> str:
         if isinstance(value, int | float):
             moment = datetime.fromtimestamp(value / 1000, UTC)
         else:
@@ -63,23 +97,23 @@ def for_french_excel(rows: Iterable[dict[str, Any]], tz: str = "Europe/Paris") -
         return moment.astimezone(zone).strftime("%d/%m/%Y %H:%M:%S")
 
     out = []
-    for row in rows:
-        french = dict(row)
-        french["type"] = SCHOOL_TYPES_FR.get(row["type"], row["type"])
-        for key in ("first_threat", "last_threat"):
-            french[key] = when(row[key]) if row.get(key) is not None else ""
+    for school in rows:
+        french = school.to_row()
+        kind = str(french["type"])
+        french["type"] = SCHOOL_TYPES_FR.get(kind, kind)
+        french["first_threat"], french["last_threat"] = when(min(school.dates)), when(max(school.dates))
         french["messaging_blocks"] = "; ".join(
-            f"{LEVERS_FR.get(b['method'], b['method'])} ({b['profile']}, depuis le {when(b['since'])})"
-            for b in row.get("blocks", [])
+            f"{LEVERS_FR.get(b.method, b.method)} ({b.profile}, depuis le {when(b.since)})"
+            for b in school.blocks
         )
         out.append(french)
     return out
 
 
-def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
+def matches_from_incident(incident: Incident) -> list[SavedMatch]:
     """The threats an incident preserved (its evidence bundles), as search matches."""
     root = incident.path / "evidence"
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, SavedMatch] = {}
     if root.exists():
         for bundle in sorted(root.iterdir()):
             path = bundle / "messages.jsonl"
@@ -98,43 +132,23 @@ def matches_from_incident(incident: Incident) -> list[dict[str, Any]]:
 
 
 def affected_schools(
-    driver: EntDriver, matches: Iterable[dict[str, Any]], state: StateStore
-) -> list[dict[str, Any]]:
+    driver: EntDriver, matches: Iterable[SavedMatch], state: StateStore
+) -> list[AffectedSchool]:
     schools = {s.uai: s for s in driver.list_schools()}
-    per: dict[str, dict[str, Any]] = {}
+    per: dict[str, AffectedSchool] = {}
     for m in matches:
         by_school: dict[str, set[str]] = {}
         for recipient, uais in (m.get("recipient_schools") or {}).items():
             for uai in uais:
                 by_school.setdefault(uai, set()).add(recipient)
         for uai, recipients in by_school.items():
-            row = per.setdefault(uai, {"messages": set(), "recipients": set(), "senders": set(), "dates": []})
-            row["messages"].add(m["id"])
-            row["recipients"].update(recipients)
-            row["dates"].append(m["date"])
+            school = per.setdefault(uai, AffectedSchool(uai, schools.get(uai)))
+            school.messages.add(m["id"])
+            school.recipients.update(recipients)
+            school.dates.append(m["date"])
             if uai in (m.get("from_schools") or []):
-                row["senders"].add(m["from"])
-    blocks: dict[str, list[dict[str, Any]]] = {}
+                school.senders.add(m["from"])
     for b in registry.active_blocks(state, ent_key(driver.profile.url)):
-        blocks.setdefault(b.uai, []).append(asdict(b))
-    rows = []
-    for uai, row in sorted(per.items()):
-        school = schools.get(uai)
-        rows.append(
-            {
-                "uai": uai,
-                "name": school.name if school else "",
-                "type": school.type if school else "",
-                "city": school.city if school else "",
-                "messages_received": len(row["messages"]),
-                "recipients_reached": len(row["recipients"]),
-                "senders_from_school": len(row["senders"]),
-                "first_threat": min(row["dates"]),
-                "last_threat": max(row["dates"]),
-                "messaging_blocks": "; ".join(
-                    f"{b['method']} ({b['profile']}, since {b['since'][:16]}Z)" for b in blocks.get(uai, [])
-                ),
-                "blocks": blocks.get(uai, []),
-            }
-        )
-    return rows
+        if b.uai in per:
+            per[b.uai].blocks.append(b)
+    return [per[uai] for uai in sorted(per)]

@@ -26,13 +26,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import AuthError, PermissionDeniedError, RefusedError, UsageError
+from pcnctl.models import PlatformEvent
 from pcnctl.platform import EntDriver
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.events import iter_events
 from pcnctl.sources.mailstore import Mailstore, Scan
 from pcnctl.timespec import iso
+
+if TYPE_CHECKING:
+    from pcnctl.playbooks.params import StepParams
 
 WINDOW_TYPES = ("LOGIN", "ACTIVATION", "SMS", "CREATE")
 CORROBORATION = 0.5  # the most that corroboration adds to a linked account
@@ -81,7 +86,7 @@ class TraceInfo:
     def weight(self) -> float:
         return 1.0 / (1 + self.baseline)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "kind": self.trace.kind,
             "value": self.trace.value,
@@ -114,7 +119,7 @@ class Suspect:
     profile: str = ""
     schools: list[str] = field(default_factory=list)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         seen = iso(datetime.fromtimestamp(self.first_seen / 1000, UTC)) if self.first_seen else ""
         return {
             "id": self.id,
@@ -194,10 +199,10 @@ class HuntResult:
     def accounts(self) -> list[str]:
         return [s.id for s in self.suspects]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         return [s.to_row() for s in self.suspects]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "window": {
                 "since": _iso_ms(self.query.since_ms),
@@ -279,7 +284,7 @@ def resolve_seeds(driver: EntDriver, store: Mailstore | None, query: HuntQuery) 
 
 def _events(
     driver: EntDriver, since: int, until: int, types: tuple[str, ...], label: str, progress: Progress | None
-) -> Iterable[dict[str, Any]]:
+) -> Iterable[PlatformEvent]:
     """Events of the window, with a progress line every few thousand (long scans on a large ENT)."""
     try:
         for n, event in enumerate(iter_events(driver, since, until, types), start=1):
@@ -301,14 +306,13 @@ def read_window(
     count = 0
     for event in _events(driver, since, until, WINDOW_TYPES, "window", progress):
         count += 1
-        user = event.get("userId")
-        kind = event.get("event-type")
-        if not user or (kind == "CREATE" and event.get("module") != "Conversation"):
+        user, kind = event.user_id, event.type
+        if not user or (kind == "CREATE" and event.module != "Conversation"):
             continue
         act = activity.setdefault(user, Activity())
-        act.profile = act.profile or str(event.get("profil") or "")
-        act.structures.update(event.get("structures") or [])
-        row = (int(event["date"]), str(event.get("ip") or ""), str(event.get("ua") or ""))
+        act.profile = act.profile or (event.profile or "")
+        act.structures.update(event.structures)
+        row = (event.date, event.ip or "", event.ua or "")
         if kind == "LOGIN":
             act.logins.append(row)
         elif kind == "CREATE":
@@ -324,10 +328,10 @@ def read_baseline(driver: EntDriver, start: int, end: int, progress: Progress | 
         return base
     for event in _events(driver, start, end, ("LOGIN",), "baseline", progress):
         base.events += 1
-        user = event.get("userId")
+        user = event.user_id
         if not user:
             continue
-        ip, ua = str(event.get("ip") or ""), str(event.get("ua") or "")
+        ip, ua = event.ip or "", event.ua or ""
         for trace in (Trace("ip", ip), Trace("ua", ua)):
             if trace.value:
                 base.users.setdefault(trace, set()).add(user)
@@ -571,7 +575,7 @@ def write_csv(result: HuntResult, path: Path) -> None:
     write_private(path, buffer.getvalue())
 
 
-def op_hunt(env: Any, p: dict[str, Any]) -> dict[str, Any]:
+def op_hunt(env: Any, p: StepParams) -> JsonObject:
     """``op: hunt``: the suspects' ids for a following ``block_accounts`` step (read only, so it also runs
     in check mode); the CSV is kept in the incident's directory."""
     import time
@@ -580,23 +584,23 @@ def op_hunt(env: Any, p: dict[str, Any]) -> dict[str, Any]:
     from pcnctl.timespec import parse_when
 
     now = datetime.now(UTC)
-    since = parse_when(p.get("since") or "2h", now=now, future=False)
-    until = parse_when(p["until"], now=now, future=False) if p.get("until") else now
-    given = str(p.get("baseline") or "1d").strip()
+    since = parse_when(p.text("since") or "2h", now=now, future=False)
+    until = parse_when(text, now=now, future=False) if (text := p.text("until")) else now
+    given = (p.text("baseline") or "1d").strip()
     baseline = now if given == "0" else parse_when(given, now=now, future=False)
     query = HuntQuery(
         since_ms=int(since.timestamp() * 1000),
         until_ms=int(until.timestamp() * 1000),
         baseline_ms=int((now - baseline).total_seconds() * 1000),
-        messages=list(p.get("messages") or []),
-        search=Path(p["search"]) if p.get("search") else None,
-        accounts=list(p.get("accounts") or []),
-        ips=list(p.get("ips") or []),
-        agents=list(p.get("agents") or []),
-        min_score=float(p.get("min_score") or 1.0),
+        messages=p.texts("messages"),
+        search=Path(search) if (search := p.text("search")) else None,
+        accounts=p.texts("accounts"),
+        ips=p.texts("ips"),
+        agents=p.texts("agents"),
+        min_score=p.number("min_score") or 1.0,
     )
     result = hunt(env.driver, env.mailstore, query)
-    cap = int(p.get("max") or 1000)
+    cap = p.integer("max") or 1000
     if len(result.suspects) > cap:
         raise PcnError(f"the hunt found {len(result.suspects)} accounts, above its max of {cap}")
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -23,18 +23,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict
 
 from pcnctl import directory
 from pcnctl.blocks import Block, active_blocks, save_block
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident import snapshots
-from pcnctl.incident.journal import RunState
+from pcnctl.incident.auditlog import AuditLog
+from pcnctl.incident.journal import PlanItem, RunParams, RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.incident.store import utcnow
 from pcnctl.messaging_cut import (
     CutPlan,
+    Prior,
     apply_cut,
     check_cut,
     plan_cut,
@@ -42,9 +44,10 @@ from pcnctl.messaging_cut import (
     restore_roles,
     roles_prior,
 )
-from pcnctl.models import School
+from pcnctl.models import Group, GroupJson, School
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
+from pcnctl.records import Row
 from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
@@ -66,11 +69,31 @@ OP_BLOCK = "messaging.block"
 # -- plan -------------------------------------------------------------------------------------------------
 
 
+class SchoolSnapshot(TypedDict):
+    uai: str
+    group: GroupJson
+    prior: Prior
+
+
+class BlockSnapshot(TypedDict):
+    """What a messaging block saves, sealed, before its first call: per school, the profile's group and
+    the state its lever is about to change."""
+
+    profile: str
+    method: str
+    schools: dict[str, SchoolSnapshot]
+
+
+def _snapshot(state: StateStore, audit: AuditLog, run: str) -> BlockSnapshot:
+    snapshot: BlockSnapshot = snapshots.load(state, audit, run)  # the one this block saved (sealed)
+    return snapshot
+
+
 @dataclass
 class SchoolPlan:
     school: School
-    group: dict[str, Any]
-    prior: dict[str, Any]
+    group: Group
+    prior: Prior
     holder: Block | None = None  # the block in force on this school, which this plan joins
 
     @property
@@ -90,7 +113,7 @@ class SchoolPlan:
             subs = len(self.prior.get("order", [])) - 1
             also = f"; also in {subs} sub-structure(s) attached below" if subs > 0 else ""
             return (f"remove {n} Messagerie role(s)" if n else "no Messagerie role to remove") + also
-        return f"block {self.group['users'] - len(self.prior['blocked'])} login(s)"
+        return f"block {self.group.users - len(self.prior['blocked'])} login(s)"
 
 
 @dataclass
@@ -107,19 +130,19 @@ class BlockPlan:
 
     @property
     def users(self) -> int:
-        return sum(int(s.group["users"]) for s in self.to_change)
+        return sum(s.group.users for s in self.to_change)
 
     def joins(self, incident: str | None) -> list[SchoolPlan]:
         """Schools another incident blocks, which a run in ``incident`` joins (None: a new incident)."""
         return [s for s in self.schools if s.holder is not None and s.holder.incident != incident]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         return [
             {
                 "school": s.school.uai,
                 "name": s.school.name,
                 "profile": self.profile,
-                "users": s.group["users"],
+                "users": s.group.users,
                 "method": self.method,
                 "change": s.change(self.method),
             }
@@ -127,21 +150,17 @@ class BlockPlan:
         ]
 
 
-def _profile_group(driver: EntDriver, school: School, profile: str) -> dict[str, Any]:
+def _profile_group(driver: EntDriver, school: School, profile: str) -> Group:
     """The school's structure group of the profile (class groups have the same ``filter``)."""
     groups = [
-        g
-        for g in driver.profile_groups(school.id)
-        if g["profile"] == profile and g["sub_type"] != "ClassGroup"
+        g for g in driver.profile_groups(school.id) if g.profile == profile and g.sub_type != "ClassGroup"
     ]
     if not groups:
         raise PcnError(f"school {school.uai} has no {profile} profile group")
     return groups[0]
 
 
-def _prior(
-    driver: EntDriver, school: School, group: dict[str, Any], method: str, profile: str
-) -> dict[str, Any]:
+def _prior(driver: EntDriver, school: School, group: Group, method: str, profile: str) -> Prior:
     """The exact state a lever is about to change, read from the ENT."""
     if method == "communication":
         return plan_cut(driver, school.id, profile).to_json()
@@ -182,7 +201,7 @@ def plan_block(
     def read(school: School) -> Outcome:
         group = _profile_group(driver, school, wanted)
         holder = current.get((school.id, wanted, method))
-        prior = {} if holder else _prior(driver, school, group, method, wanted)
+        prior = Prior() if holder else _prior(driver, school, group, method, wanted)
         plans[school.id] = SchoolPlan(school, group, prior, holder)
         return Outcome(school.id, "done")
 
@@ -210,14 +229,12 @@ def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> str:
     return ""
 
 
-def execute_block(
-    ctx: RunContext, p: BlockPlan, *, run: str | None = None
-) -> tuple[str, list[dict[str, Any]]]:
+def execute_block(ctx: RunContext, p: BlockPlan, *, run: str | None = None) -> tuple[str, list[Row]]:
     """Snapshot every school first, then block school by school (journalled, resumable), then register.
     Schools another incident already blocks are joined, not blocked again."""
     todo = p.to_change
-    items = [{"key": s.school.id, "uai": s.school.uai, "group": s.group["id"]} for s in todo]
-    params = {
+    items: list[PlanItem] = [{"key": s.school.id, "uai": s.school.uai, "group": s.group.id} for s in todo]
+    params: RunParams = {
         "profile": p.profile,
         "method": p.method,
         "until": iso(p.until) if p.until else None,
@@ -226,14 +243,16 @@ def execute_block(
     fresh = run is None
     run = run or ctx.start(OP_BLOCK, params, items)
     if fresh:
-        snapshot = {s.school.id: {"uai": s.school.uai, "group": s.group, "prior": s.prior} for s in todo}
-        data = {"profile": p.profile, "method": p.method, "schools": snapshot}
+        schools: dict[str, SchoolSnapshot] = {
+            s.school.id: {"uai": s.school.uai, "group": s.group.to_json(), "prior": s.prior} for s in todo
+        }
+        data: BlockSnapshot = {"profile": p.profile, "method": p.method, "schools": schools}
         snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
         for sp in p.schools:
             if sp.holder is not None and sp.holder.incident != ctx.incident.id:
                 _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
     by_id = {s.school.id: s for s in todo}
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
 
     def step(sp: SchoolPlan) -> Outcome:
         ctx.sending(run, sp.school.id)
@@ -264,10 +283,10 @@ def execute_block(
     rows += [_row(sp, p.method, "already", sp.change(p.method)) for sp in p.schools if sp.already]
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
-    return run, sorted(rows, key=lambda r: r["school"])
+    return run, sorted(rows, key=lambda r: str(r["school"]))
 
 
-def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> dict[str, Any]:
+def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> Row:
     return {
         "school": sp.school.uai,
         "name": sp.school.name,
@@ -292,7 +311,7 @@ def _register(
             name=sp.school.name,
             profile=p.profile,
             method=p.method,
-            group=sp.group["id"],
+            group=sp.group.id,
             since=utcnow(),
             by=ctx.identity.label,
             auth=ctx.identity.auth_mode,
@@ -304,23 +323,20 @@ def _register(
     )
 
 
-def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[dict[str, Any]]]:
+def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[Row]]:
     """Finish an interrupted block: the snapshot taken before the run stays the reference, whatever the
     ENT looks like now (half cut by this very run)."""
     ctx.check_resumable(state)
-    snapshot = snapshots.load(ctx.state, ctx.audit, state.run)
+    snapshot = _snapshot(ctx.state, ctx.audit, state.run)
     pending = {i["key"] for i in state.pending}
     schools = {s.id: s for s in ctx.driver.list_schools()}
     plans = [
-        SchoolPlan(schools[sid], entry["group"], entry["prior"])
+        SchoolPlan(schools[sid], Group.from_json(entry["group"]), entry["prior"])
         for sid, entry in snapshot["schools"].items()
         if sid in pending and sid in schools
     ]
-    until = (
-        datetime.fromisoformat(state.params["until"].replace("Z", "+00:00"))
-        if state.params.get("until")
-        else None
-    )
+    until_text = state.params.get("until")
+    until = datetime.fromisoformat(until_text.replace("Z", "+00:00")) if until_text else None
     p = BlockPlan(snapshot["profile"], snapshot["method"], plans, until, state.params.get("reason", ""))
     return execute_block(ctx, p, run=state.run)
 
@@ -348,7 +364,7 @@ def select_blocks(
     return current
 
 
-def _restore(driver: EntDriver, block: Block, entry: dict[str, Any]) -> list[str]:
+def _restore(driver: EntDriver, block: Block, entry: SchoolSnapshot) -> list[str]:
     """Put back exactly what the snapshot holds; report, and keep, what changed by hand since the block."""
     notes: list[str] = []
     prior, method = entry["prior"], block.method
@@ -368,21 +384,19 @@ def _restore(driver: EntDriver, block: Block, entry: dict[str, Any]) -> list[str
 OP_UNBLOCK = "messaging.unblock"
 
 
-def execute_unblock(
-    ctx: RunContext, lift: Sequence[Block], *, run: str | None = None
-) -> list[dict[str, Any]]:
+def execute_unblock(ctx: RunContext, lift: Sequence[Block], *, run: str | None = None) -> list[Row]:
     """Restore each lever's snapshot, schools in parallel through the fan-out executor (each restore reads
     before it writes, so a school is safe to redo). A lever another incident still holds stays in force:
     only this incident's hold is lifted."""
     op = OP_UNBLOCK
     run = run or ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     lifting = {b.id for b in lift}
     held = {b.lever for b in active_blocks(ctx.state, ctx.ent) if b.id not in lifting}
     levers: dict[tuple[str, str, str], list[Block]] = {}
     for block in lift:
         levers.setdefault(block.lever, []).append(block)
-    loaded = {run: snapshots.load(ctx.state, ctx.audit, run) for run in {b.snapshot for b in lift}}
+    loaded = {run: _snapshot(ctx.state, ctx.audit, run) for run in {b.snapshot for b in lift}}
 
     def step(group: list[Block]) -> list[Outcome]:
         for block in group:
@@ -412,10 +426,10 @@ def execute_unblock(
     fanout.run(sorted(levers.values(), key=lambda g: g[0].uai))
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
-    return sorted(rows, key=lambda r: r["school"])
+    return sorted(rows, key=lambda r: str(r["school"]))
 
 
-def resume_unblock(ctx: RunContext, state: RunState) -> list[dict[str, Any]]:
+def resume_unblock(ctx: RunContext, state: RunState) -> list[Row]:
     """Finish an interrupted lift: the blocks of its plan still in force (a restore is safe to redo)."""
     ctx.check_resumable(state)
     pending = {str(i["key"]) for i in state.pending}
@@ -434,7 +448,7 @@ class Check:
     observed: str
     ok: bool
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "school": self.school,
             "check": self.check,
@@ -466,11 +480,9 @@ class Verification:
         return "effective"
 
 
-def prior_of(state: StateStore, block: Block) -> dict[str, Any]:
+def prior_of(state: StateStore, block: Block) -> Prior:
     """The prior state a registered block saved (its school's entry in the run's sealed snapshot)."""
-    snapshot = snapshots.load(state, state.audit_log(), block.snapshot)
-    prior: dict[str, Any] = snapshot["schools"][block.school_id]["prior"]
-    return prior
+    return _snapshot(state, state.audit_log(), block.snapshot)["schools"][block.school_id]["prior"]
 
 
 def verify(
@@ -580,7 +592,7 @@ def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:
     result = accounts.execute(ctx, accounts.plan("sessions.revoke", users, {"keep_blocked": False}))
     if result.failed:
         raise PcnError(f"{result.failed} session revoke(s) failed; failures in {result.failures_file}")
-    return len(result.rows)
+    return len(result.results)
 
 
 def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:

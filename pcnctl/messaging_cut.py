@@ -18,15 +18,41 @@ deprecated direction route for anything but BOTH).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TypedDict
 
 from pcnctl.errors import ConflictError
+from pcnctl.models import Group
 from pcnctl.platform import EntDriver
 
 WRITES = ("INCOMING", "BOTH")
 # Group kinds whose members' writing link a block cuts besides the profile's own groups.
 SHARED_KINDS = ("FunctionalGroup", "ManualGroup")
+
+
+class GroupStateJson(TypedDict):
+    id: str
+    name: str
+    kind: str
+    users: str | None
+    relative: str | None
+    outgoing: list[str]
+
+
+class Prior(TypedDict, total=False):
+    """The state a messaging lever is about to change, as the block's snapshot keeps it per school."""
+
+    # communication: a CutPlan
+    targets: list[str]
+    relatives: list[str]
+    groups: dict[str, GroupStateJson]
+    # roles: the Messagerie roles held, per structure of the school's tree (roles_prior)
+    roles: list[str]
+    held: dict[str, list[str]]
+    order: list[str]
+    tree: dict[str, str | None]
+    # login: the accounts of the profile already blocked
+    blocked: list[str]
 
 
 @dataclass
@@ -41,15 +67,26 @@ class GroupState:
     outgoing: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, driver: EntDriver, row: dict[str, Any]) -> tuple[GroupState, dict[str, str | None]]:
+    def read(cls, driver: EntDriver, group: Group) -> tuple[GroupState, dict[str, str | None]]:
         """The group's state, and the ``users`` of the groups it sends to (read in the same answer)."""
-        links = driver.group_links(row["id"])
-        kind = row.get("sub_type") or row.get("type") or "Group"
-        state = cls(
-            row["id"], str(row.get("name") or row["id"]), str(kind), links["users"], links["relative"]
-        )
-        state.outgoing = list(links["outgoing"])
-        return state, dict(links["peers"])
+        links = driver.group_links(group.id)
+        state = cls(group.id, group.name or group.id, _kind(group), links.users, links.relative)
+        state.outgoing = list(links.outgoing)
+        return state, dict(links.peers)
+
+    def to_json(self) -> GroupStateJson:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "users": self.users,
+            "relative": self.relative,
+            "outgoing": self.outgoing,
+        }
+
+
+def _kind(group: Group) -> str:
+    return group.sub_type or group.type or "Group"
 
 
 @dataclass
@@ -60,15 +97,15 @@ class CutPlan:
     relatives: list[str]  # relative groups whose child -> relative direct edges are cut
     groups: dict[str, GroupState]  # every group that can change: targets, their relations' ends
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> Prior:
         return {
             "targets": self.targets,
             "relatives": self.relatives,
-            "groups": {k: asdict(v) for k, v in self.groups.items()},
+            "groups": {k: v.to_json() for k, v in self.groups.items()},
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CutPlan:
+    def from_json(cls, data: Prior) -> CutPlan:
         return cls(
             list(data["targets"]),
             list(data["relatives"]),
@@ -93,12 +130,12 @@ class CutPlan:
 def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
     """Read the school's groups and decide, from their state, what lets ``profile`` write."""
     rows = driver.school_groups(school_id)
-    mine = [r for r in rows if r.get("profile") == profile and r.get("type") == "ProfileGroup"]
-    shared = [r for r in rows if r.get("type") in SHARED_KINDS] if profile in ("Student", "Relative") else []
+    mine = [r for r in rows if r.profile == profile and r.type == "ProfileGroup"]
+    shared = [r for r in rows if r.type in SHARED_KINDS] if profile in ("Student", "Relative") else []
     groups: dict[str, GroupState] = {}
     targets: list[str] = []
     relatives: list[str] = []
-    by_id = {r["id"]: r for r in rows}
+    by_id = {r.id: r for r in rows}
     for row in mine + shared:
         state, peers = GroupState.read(driver, row)
         groups.setdefault(state.id, state)
@@ -107,12 +144,11 @@ def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
         targets.append(state.id)
         for end, users in peers.items():  # the groups a relation removal can change as a side effect
             if end not in groups:
-                peer = by_id.get(end, {"id": end})
-                kind = peer.get("sub_type") or peer.get("type") or "Group"
-                groups[end] = GroupState(end, str(peer.get("name") or end), str(kind), users, None)
+                peer = by_id.get(end, Group(end))
+                groups[end] = GroupState(end, peer.name or end, _kind(peer), users, None)
     if profile == "Student":
         for row in rows:
-            if row.get("profile") == "Relative" and row.get("type") == "ProfileGroup":
+            if row.profile == "Relative" and row.type == "ProfileGroup":
                 state, _peers = GroupState.read(driver, row)
                 if state.relative in ("INCOMING", "BOTH"):
                     kept = groups.setdefault(state.id, state)
@@ -128,15 +164,15 @@ def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
     side_cut: list[str] = []  # peers whose members' link the server cut with the relation
     for gid in cut.targets:
         now = driver.group_links(gid)
-        writes = now["users"] in WRITES
-        for end in now["outgoing"]:
+        writes = now.users in WRITES
+        for end in now.outgoing:
             answer = driver.remove_relation(gid, end)
             if answer is None:
                 failed_after.append(_name(cut, end))
                 continue
-            if answer.get("sender") is None:
+            if answer.sender is None:
                 writes = False  # the removal of the last relation cut an INCOMING link already
-            if answer.get("receiver") is None:
+            if answer.receiver is None:
                 side_cut.append(_name(cut, end))
         if writes:
             try:
@@ -144,10 +180,10 @@ def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
             except ConflictError:
                 # A retry whose first answer was lost finds the link already cut: re-read before failing.
                 again = driver.group_links(gid)
-                if again["users"] not in WRITES:
+                if again.users not in WRITES:
                     continue
                 # Relations came back meanwhile: cut them again, then the link.
-                for end in again["outgoing"]:
+                for end in again.outgoing:
                     driver.remove_relation(gid, end)
                 driver.remove_users_link(gid)
     notes = []
@@ -177,28 +213,28 @@ def restore_cut(driver: EntDriver, cut: CutPlan) -> list[str]:
         now = driver.group_links(gid)
         before = cut.groups[gid]
         for end in before.outgoing:
-            if end not in now["outgoing"]:
+            if end not in now.outgoing:
                 driver.add_relation(gid, end)
             else:
                 notes.append(f"relation to {end} already back (restored by hand): kept")
-        added = [g for g in now["outgoing"] if g not in before.outgoing]
+        added = [g for g in now.outgoing if g not in before.outgoing]
         if added:
             notes.append(f"{len(added)} relation(s) added by hand during the block: kept")
     for gid, before in cut.groups.items():
         now = driver.group_links(gid)
-        if now["users"] == before.users:
+        if now.users == before.users:
             continue
-        if gid in cut.targets and now["users"] in WRITES:
-            notes.append(f"members' link of {before.name} already {now['users']} (restored by hand): kept")
+        if gid in cut.targets and now.users in WRITES:
+            notes.append(f"members' link of {before.name} already {now.users} (restored by hand): kept")
         elif before.users == "BOTH":
             driver.add_users_link(gid)
         elif before.users is not None:
             driver.set_users_link(gid, before.users)
         else:
-            notes.append(f"{before.name}: had no members' link before; now {now['users']} (left)")
+            notes.append(f"{before.name}: had no members' link before; now {now.users} (left)")
     for gid in cut.relatives:
         before = cut.groups[gid]
-        if before.relative and driver.group_links(gid)["relative"] != before.relative:
+        if before.relative and driver.group_links(gid).relative != before.relative:
             driver.add_relative_links(gid, before.relative)
     return notes
 
@@ -209,20 +245,20 @@ def check_cut(driver: EntDriver, cut: CutPlan) -> list[tuple[str, str, str, bool
     out = []
     for gid in cut.targets:
         now = driver.group_links(gid)
-        ok = now["users"] not in WRITES and not now["outgoing"]
-        seen = f"members {now['users'] or 'none'}, {len(now['outgoing'])} relation(s)"
+        ok = now.users not in WRITES and not now.outgoing
+        seen = f"members {now.users or 'none'}, {len(now.outgoing)} relation(s)"
         out.append((f"{cut.groups[gid].name} cut", "cannot write through it", seen, ok))
     for gid in cut.relatives:
         now = driver.group_links(gid)
-        seen = f"children->relatives {now['relative'] or 'none'}"
-        out.append((f"{cut.groups[gid].name} children->relatives", "none", seen, now["relative"] is None))
+        seen = f"children->relatives {now.relative or 'none'}"
+        out.append((f"{cut.groups[gid].name} children->relatives", "none", seen, now.relative is None))
     return out
 
 
 # -- roles: the school and every structure attached below it --------------------------------------------
 
 
-def roles_prior(driver: EntDriver, school_id: str, profile: str, role_ids: list[str]) -> dict[str, Any]:
+def roles_prior(driver: EntDriver, school_id: str, profile: str, role_ids: list[str]) -> Prior:
     """Which Messagerie roles the profile's structure group holds, in the school and each sub-structure."""
     held: dict[str, list[str]] = {}
     below = driver.sub_structures(school_id)
@@ -232,26 +268,18 @@ def roles_prior(driver: EntDriver, school_id: str, profile: str, role_ids: list[
             tree[grandchild] = child
     for sid in [school_id, *below]:
         group = next(
-            (
-                g
-                for g in driver.profile_groups(sid)
-                if g["profile"] == profile and g["sub_type"] != "ClassGroup"
-            ),
+            (g for g in driver.profile_groups(sid) if g.profile == profile and g.sub_type != "ClassGroup"),
             None,
         )
         if group is None:
             continue
         roles = driver.messaging_roles(sid)
-        held[sid] = sorted(
-            r["id"]
-            for r in roles
-            if (not role_ids or r["id"] in role_ids) and any(g["id"] == group["id"] for g in r["groups"])
-        )
+        held[sid] = sorted(r.id for r in roles if (not role_ids or r.id in role_ids) and group.id in r.groups)
     union = sorted({r for rs in held.values() for r in rs})
     return {"roles": union, "held": held, "order": list(held), "tree": tree}
 
 
-def restore_roles(driver: EntDriver, profile: str, prior: dict[str, Any]) -> list[str]:
+def restore_roles(driver: EntDriver, profile: str, prior: Prior) -> list[str]:
     """Top down: the PUT on a structure grants its sub-structures too, so a sub-structure that lacked a
     role loses it again with a DELETE of its own, and its own sub-structures get theirs back."""
     notes: list[str] = []

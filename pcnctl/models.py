@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TypedDict
+
+from pcnctl.records import Row
 
 PROFILES = ("Student", "Teacher", "Personnel", "Relative", "Guest")
 
@@ -20,7 +23,7 @@ class School:
     zip_code: str | None = None
     academy: str | None = None
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return asdict(self)
 
 
@@ -38,7 +41,7 @@ class User:
     functions: tuple[str, ...] = ()
     alias: str | None = None  # the login alias, when the user chose one (login stays the original)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "id": self.id,
             "login": self.login,
@@ -87,7 +90,7 @@ class Identity:
             return f"service:{self.client_id}"
         return f"{self.login} ({self.role}, {self.auth_mode})"
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {
             "role": self.role,
             "login": self.login,
@@ -109,15 +112,102 @@ class BlockTrace:
     by: str | None
 
 
+class GroupJson(TypedDict):
+    """A group as a messaging block's snapshot stores it."""
+
+    id: str
+    name: str | None
+    profile: str | None
+    users: int
+    sub_type: str | None
+    type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group of a school, from the directory's admin list: ``profile`` is the profile of a profile
+    group, ``users`` its member count, ``type`` (ProfileGroup, ManualGroup...) and ``sub_type``
+    (StructureGroup, ClassGroup...) its kind."""
+
+    id: str
+    name: str | None = None
+    profile: str | None = None
+    users: int = 0
+    sub_type: str | None = None
+    type: str | None = None
+
+    def to_json(self) -> GroupJson:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "profile": self.profile,
+            "users": self.users,
+            "sub_type": self.sub_type,
+            "type": self.type,
+        }
+
+    @classmethod
+    def from_json(cls, data: GroupJson) -> Group:
+        return cls(data["id"], data["name"], data["profile"], data["users"], data["sub_type"], data["type"])
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLinks:
+    """A group's communication state: its members' link (BOTH, INCOMING, OUTGOING, NONE, or None when
+    the property is absent), the children -> relatives setting, the groups it sends to, and those
+    groups' own members' link (``peers``)."""
+
+    users: str | None
+    relative: str | None
+    outgoing: tuple[str, ...] = ()
+    peers: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RelationCut:
+    """The answer to a relation removal: each group's members' link after it (None: cut, or none left)."""
+
+    sender: str | None
+    receiver: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """An application role in a school, and the ids of the groups holding it."""
+
+    id: str
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformEvent:
+    """One event of the platform's event store: a login, a message created... (no content, no ids of
+    what was created)."""
+
+    id: str
+    type: str  # LOGIN, CREATE, ACTIVATION...
+    module: str  # Auth, Conversation... or an OAuth client id for a token login
+    date: int  # epoch milliseconds
+    user_id: str | None = None
+    profile: str | None = None
+    structures: tuple[str, ...] = ()
+    ip: str | None = None
+    ua: str | None = None
+
+
 @dataclass(slots=True)
 class Capability:
     name: str
     available: bool | None
     detail: str = ""
 
-    def to_row(self) -> dict[str, Any]:
-        state = "yes" if self.available else ("no" if self.available is False else "unknown")
-        return {"capability": self.name, "available": state, "detail": self.detail}
+    @property
+    def state(self) -> str:
+        return "yes" if self.available else ("no" if self.available is False else "unknown")
+
+    def to_row(self) -> Row:
+        return {"capability": self.name, "available": self.state, "detail": self.detail}
 
 
 @dataclass(slots=True)
@@ -139,7 +229,7 @@ class RouteHealth:
 
 @dataclass(slots=True)
 class DoctorReport:
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, str]] = field(default_factory=list)  # check, status, detail
     capabilities: list[Capability] = field(default_factory=list)
     identity: Identity | None = None
 

@@ -13,13 +13,15 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO
+
+from pcnctl.records import Cell, JsonObject, JsonValue
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def cell(value: Any, *, machine: bool = False) -> str:
+def cell(value: object, *, machine: bool = False) -> str:
     """A value as text for table and Markdown cells (yes/no), or CSV cells (``machine``: true/false)."""
     if value is None:
         return ""
@@ -105,7 +107,7 @@ def _fit(columns: list[str], longest: list[int], width: int) -> list[int]:
 
 
 def render(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, JsonValue]],  # rows (Row), or whole records for -o json
     fmt: str,
     columns: Sequence[str],
     *,
@@ -164,7 +166,7 @@ def render(
 
 
 def render_excel_csv(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Cell]],
     columns: Sequence[str],
     stream: IO[str],
     headers: Mapping[str, str] | None = None,
@@ -180,7 +182,7 @@ def render_excel_csv(
     return count
 
 
-def _render_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO[str]) -> int:
+def _render_json(rows: Iterable[Mapping[str, JsonValue]], columns: Sequence[str], out: IO[str]) -> int:
     # Streamed as a valid array, one object per line, so a long listing starts printing at once.
     out.write("[")
     count = 0
@@ -192,12 +194,12 @@ def _render_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out:
     return count
 
 
-def render_record(record: Mapping[str, Any], fmt: str, *, stream: IO[str] | None = None) -> None:
+def render_record(record: Mapping[str, JsonValue], fmt: str, *, stream: IO[str] | None = None) -> None:
     """Write one object: key/value lines for a person, the object itself for json/jsonl."""
     out = stream or sys.stdout
     if fmt in ("json", "jsonl"):
         indent = 2 if fmt == "json" else None
         out.write(json.dumps(dict(record), ensure_ascii=False, default=str, indent=indent) + "\n")
         return
-    rows = [{"field": k, "value": v} for k, v in record.items()]
+    rows: list[JsonObject] = [{"field": k, "value": v} for k, v in record.items()]
     render(rows, fmt, ("field", "value"), stream=out)

@@ -7,11 +7,23 @@ Only Edifice is implemented; the protocol grows one method at a time as operatio
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from pcnctl.config import Profile
 from pcnctl.http import HttpClient
-from pcnctl.models import BlockTrace, Capability, Identity, RouteHealth, School, User
+from pcnctl.models import (
+    BlockTrace,
+    Capability,
+    Group,
+    GroupLinks,
+    Identity,
+    PlatformEvent,
+    RelationCut,
+    Role,
+    RouteHealth,
+    School,
+    User,
+)
 
 
 class EntDriver(Protocol):
@@ -53,11 +65,11 @@ class EntDriver(Protocol):
 
     def block_traces(self, structure_id: str) -> list[BlockTrace]: ...
 
-    def profile_groups(self, structure_id: str) -> list[dict[str, Any]]: ...
+    def profile_groups(self, structure_id: str) -> list[Group]: ...
 
-    def school_groups(self, structure_id: str) -> list[dict[str, Any]]: ...
+    def school_groups(self, structure_id: str) -> list[Group]: ...
 
-    def group_links(self, group_id: str) -> dict[str, Any]: ...
+    def group_links(self, group_id: str) -> GroupLinks: ...
 
     def remove_users_link(self, group_id: str) -> str | None: ...
 
@@ -65,7 +77,7 @@ class EntDriver(Protocol):
 
     def set_users_link(self, group_id: str, direction: str) -> None: ...
 
-    def remove_relation(self, start_id: str, end_id: str) -> dict[str, Any] | None: ...
+    def remove_relation(self, start_id: str, end_id: str) -> RelationCut | None: ...
 
     def add_relation(self, start_id: str, end_id: str) -> None: ...
 
@@ -77,7 +89,7 @@ class EntDriver(Protocol):
 
     def can_communicate(self, from_id: str, to_id: str) -> bool | None: ...
 
-    def messaging_roles(self, structure_id: str) -> list[dict[str, Any]]: ...
+    def messaging_roles(self, structure_id: str) -> list[Role]: ...
 
     def remove_roles(self, structure_id: str, profiles: list[str], roles: list[str]) -> None: ...
 
@@ -89,6 +101,6 @@ class EntDriver(Protocol):
 
     def list_events(
         self, epoch_ms: int, duration_ms: int, types: list[str]
-    ) -> tuple[list[dict[str, Any]], bool]: ...
+    ) -> tuple[list[PlatformEvent], bool]: ...
 
     def flash_message(self, structure_id: str, title: str, text: str, profiles: list[str]) -> None: ...

@@ -8,7 +8,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+
+@dataclass
+class _Shown:
+    """The bar once shown (rich is imported only then), and the work done so far."""
+
+    bar: Progress | None = None
+    task: TaskID | None = None
+    done: int = 0
 
 
 @contextmanager
@@ -18,13 +31,13 @@ def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Ca
         yield lambda n: None
         return
     started = time.monotonic()
-    state: dict[str, Any] = {"bar": None, "task": None, "done": 0}
+    state = _Shown()
     lock = threading.Lock()
 
     def advance(n: int) -> None:
         with lock:
-            state["done"] += n
-            if state["bar"] is None and time.monotonic() - started >= 1.0:
+            state.done += n
+            if state.bar is None and time.monotonic() - started >= 1.0:
                 from rich.console import Console
                 from rich.progress import (
                     BarColumn,
@@ -44,14 +57,14 @@ def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Ca
                     transient=True,
                 )
                 bar.start()
-                task = bar.add_task(label, total=total, completed=state["done"], rate="")
-                state["bar"], state["task"] = bar, task
-            elif state["bar"] is not None:
-                rate = state["done"] / max(time.monotonic() - started, 1e-3)
-                state["bar"].update(state["task"], completed=state["done"], rate=f"{rate:.0f}/s")
+                state.task = bar.add_task(label, total=total, completed=state.done, rate="")
+                state.bar = bar
+            elif state.bar is not None and state.task is not None:
+                rate = state.done / max(time.monotonic() - started, 1e-3)
+                state.bar.update(state.task, completed=state.done, rate=f"{rate:.0f}/s")
 
     try:
         yield advance
     finally:
-        if state["bar"] is not None:
-            state["bar"].stop()
+        if state.bar is not None:
+            state.bar.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pcnctl import evidence
 from pcnctl.errors import RefusedError
@@ -20,7 +20,11 @@ from pcnctl.fanout import Fanout, Outcome
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
 from pcnctl.progress import progress_bar
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.mailstore import Mailbox, Mailstore
+
+if TYPE_CHECKING:
+    from pcnctl.search import SavedSearch
 
 OP = "messages.purge"
 DEFAULT_CAP = 500
@@ -33,7 +37,7 @@ class PurgePlan:
     gone: list[str]  # already purged
     copies: dict[str, list[Mailbox]]
     schools: dict[str, list[str]]  # message id -> recipient schools (from the search)
-    query: dict[str, Any] = field(default_factory=dict)
+    query: JsonObject = field(default_factory=dict)
 
     @property
     def copy_count(self) -> int:
@@ -43,7 +47,7 @@ class PurgePlan:
     def school_set(self) -> set[str]:
         return {s for i in self.ids for s in self.schools.get(i, [])}
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         per: dict[str, dict[str, int]] = {}
         for message_id in self.ids:
             for uai in self.schools.get(message_id, []) or ["?"]:
@@ -52,7 +56,7 @@ class PurgePlan:
         return [{"school": s, "messages": r["messages"]} for s, r in sorted(per.items())]
 
 
-def plan(store: Mailstore, saved: dict[str, Any]) -> PurgePlan:
+def plan(store: Mailstore, saved: SavedSearch) -> PurgePlan:
     ids = list(dict.fromkeys(m["id"] for m in saved["matches"]))
     copies = store.mailboxes(ids)
     schools = {m["id"]: list(m.get("schools") or []) for m in saved["matches"]}
@@ -83,8 +87,8 @@ class PurgeResult:
     evidence: Path | None
     notifications: int
 
-    def summary_rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = [
+    def summary_rows(self) -> list[Row]:
+        rows: list[Row] = [
             {"what": "messages purged", "count": len(self.purged), "note": "every mailbox copy removed"},
             {
                 "what": "copies still in mailboxes",
@@ -111,7 +115,7 @@ def execute(
     ctx: RunContext,
     store: Mailstore,
     p: PurgePlan,
-    saved: dict[str, Any],
+    saved: SavedSearch,
     *,
     run: str | None = None,
     done: Sequence[str] = (),
@@ -196,5 +200,5 @@ def resume(ctx: RunContext, store: Mailstore, state: RunState) -> PurgeResult:
     copies = store.mailboxes(ids)
     present = [i for i in ids if copies.get(i)]
     p = PurgePlan(present, [i for i in ids if not copies.get(i)], copies, {}, state.params.get("query", {}))
-    saved = {"matches": [{"id": i} for i in present], "query": state.params.get("query", {})}
+    saved: SavedSearch = {"matches": [{"id": i} for i in present], "query": state.params.get("query", {})}
     return execute(ctx, store, p, saved, run=state.run)

@@ -14,6 +14,7 @@ from typing import Any
 from pcnctl import accounts, banners, messaging, purge
 from pcnctl.incident.journal import RunState
 from pcnctl.incident.run import RunContext
+from pcnctl.records import Row
 from pcnctl.sources.mailstore import Mailstore
 
 Resumer = Callable[[RunContext, RunState, Callable[[], Mailstore]], "Resumed"]
@@ -25,7 +26,7 @@ class Resumed:
 
     run: str
     op: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     columns: tuple[str, ...] = ()
     failed: int = 0
     result: Any = None  # the operation's own result (accounts: OpResult)
@@ -64,7 +65,7 @@ def _purge(ctx: RunContext, state: RunState, open_mailstore: Callable[[], Mailst
 
 def _banners(ctx: RunContext, state: RunState, _mail: Callable[[], Mailstore]) -> Resumed:
     posted = banners.resume(ctx, state)
-    rows = [{"school": p.school, "result": p.result, "detail": p.detail} for p in posted]
+    rows: list[Row] = [{"school": p.school, "result": p.result, "detail": p.detail} for p in posted]
     return Resumed(
         state.run, state.op, rows, ("school", "result", "detail"), sum(p.result == "failed" for p in posted)
     )

@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
 
 from pcnctl import directory
 from pcnctl.errors import UsageError
 from pcnctl.fanout import Fanout, Outcome
 from pcnctl.models import User
 from pcnctl.platform import EntDriver
+from pcnctl.records import JsonObject, Row
 from pcnctl.sources.mailstore import DELIVERED, STATES, Mailstore, Prefilter, Scan, StoredMessage
 from pcnctl.timespec import iso
 
@@ -253,8 +254,8 @@ class Query:
     threshold: float = 0.4
     states: list[str] = field(default_factory=lambda: list(DELIVERED))
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+    def to_json(self) -> JsonObject:
+        data: JsonObject = asdict(self)
         data["since"] = iso(self.since) if self.since else None
         data["until"] = iso(self.until) if self.until else None
         return data
@@ -289,7 +290,8 @@ class Match:
     def schools(self) -> list[str]:
         return sorted({u for uais in self.recipient_schools.values() for u in uais})
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> JsonObject:
+        """Every field of the match (recipient_schools is an object): JSON output and saved searches."""
         m = self.message
         return {
             "id": m.id,
@@ -321,7 +323,7 @@ class SearchResult:
     matches: list[Match]
     scanned: int
 
-    def by_school(self) -> list[dict[str, Any]]:
+    def by_school(self) -> list[Row]:
         messages: Counter[str] = Counter()
         recipients: dict[str, set[str]] = {}
         for m in self.matches:
@@ -335,24 +337,23 @@ class SearchResult:
             for s, n in sorted(messages.items())
         ]
 
-    def by_sender(self) -> list[dict[str, Any]]:
-        rows: dict[str, dict[str, Any]] = {}
+    def by_sender(self) -> list[Row]:
+        first: dict[str, Match] = {}
+        messages: Counter[str] = Counter()
+        recipients: dict[str, set[str]] = {}
         for m in self.matches:
-            row = rows.setdefault(
-                m.message.sender,
-                {
-                    "sender": m.message.sender,
-                    "login": m.sender_login,
-                    "schools": m.sender_schools,
-                    "messages": 0,
-                    "recipients": set(),
-                },
-            )
-            row["messages"] += 1
-            row["recipients"].update(m.message.recipients)
+            first.setdefault(m.message.sender, m)
+            messages[m.message.sender] += 1
+            recipients.setdefault(m.message.sender, set()).update(m.message.recipients)
         return [
-            dict(r, recipients=len(r["recipients"]))
-            for r in sorted(rows.values(), key=lambda r: -r["messages"])
+            {
+                "sender": sender,
+                "login": m.sender_login,
+                "schools": m.sender_schools,
+                "messages": messages[sender],
+                "recipients": len(recipients[sender]),
+            }
+            for sender, m in sorted(first.items(), key=lambda item: -messages[item[0]])
         ]
 
     def save(self, path: Path, *, profile: str, url: str) -> None:
@@ -371,7 +372,36 @@ class SearchResult:
         write_private(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
-def load_saved(path: Path) -> dict[str, Any]:
+# A match as a saved search keeps it (Match.to_row): the fields purge, evidence, export and hunt read back.
+# An incident's evidence gives the same fields (export.matches_from_incident).
+SavedMatch = TypedDict(
+    "SavedMatch",
+    {
+        "id": Required[str],
+        "date": str,
+        "from": str,
+        "from_schools": list[str],
+        "schools": list[str],
+        "recipient_schools": dict[str, list[str]],
+    },
+    total=False,
+)
+
+
+class SavedSearch(TypedDict, total=False):
+    """A saved search (``messages search --save``); a resumed purge rebuilds one with its matches' ids."""
+
+    version: int
+    created_at: str
+    profile: str
+    url: str
+    query: JsonObject
+    scanned: int
+    matches: Required[list[SavedMatch]]
+    counts: JsonObject
+
+
+def load_saved(path: Path) -> SavedSearch:
     """A saved search (``--save``), checked: ``purge`` and ``export`` act on it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -381,6 +411,12 @@ def load_saved(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"{path} is not a saved search (not JSON)", hint="create one with messages search --save"
         ) from None
+    _check_saved(path, data)
+    saved: SavedSearch = data  # its shape checked just above
+    return saved
+
+
+def _check_saved(path: Path, data: object) -> None:
     if (
         not isinstance(data, dict)
         or data.get("version") != SAVED_VERSION
@@ -392,7 +428,6 @@ def load_saved(path: Path) -> dict[str, Any]:
     for n, match in enumerate(data["matches"]):
         if not isinstance(match, dict) or not isinstance(match.get("id"), str):
             raise UsageError(f"{path}: match {n} has no message id")
-    return data
 
 
 class Directory:

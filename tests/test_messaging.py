@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from pcnctl.edifice.auth import login_page_error
+from pcnctl.models import RelationCut
 from tests import state
 from tests.conftest import Cli, Lab, start_lab, stop_lab
 
@@ -565,10 +566,7 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
     )[0][0]
     driver = EdificeDriver.open(resolve_profile("lab"))  # the profile the admc fixture set up
     driver.set_users_link(p["class_students"], "INCOMING")  # Group->User edges stay, as on the platform
-    assert driver.remove_relation(relatives, p["class_teachers"]) == {
-        "sender": "BOTH",
-        "receiver": "OUTGOING",
-    }
+    assert driver.remove_relation(relatives, p["class_teachers"]) == RelationCut("BOTH", "OUTGOING")
     before = school_state(lab, COLLEGE)
     assert lab.sql(
         "SELECT users_dir, member_in, member_out FROM groups WHERE id = ?", p["class_students"]

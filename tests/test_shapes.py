@@ -14,8 +14,19 @@ import requests
 
 from pcnctl.edifice.auth import login_page_error
 from pcnctl.edifice.driver import login_name_guess
-from pcnctl.edifice.shapes import SchoolIndex, mongo_date, parse_block_trace, parse_identity, parse_user
-from pcnctl.models import PROFILES
+from pcnctl.edifice.shapes import (
+    SchoolIndex,
+    mongo_date,
+    parse_block_trace,
+    parse_event,
+    parse_group,
+    parse_group_links,
+    parse_identity,
+    parse_relation_cut,
+    parse_role,
+    parse_user,
+)
+from pcnctl.models import PROFILES, Group, RelationCut
 from tests.contract import load
 
 
@@ -92,6 +103,56 @@ def test_block_traces_dates_from_mongodb() -> None:
         assert parsed.created.endswith("Z") and parsed.created[:2] == "20" and parsed.action
     assert mongo_date({"$date": 0}) == "1970-01-01T00:00:00.000Z"
     assert mongo_date("2026-01-02T03:04:05.000Z") == "2026-01-02T03:04:05.000Z"
+
+
+def test_groups_of_the_admin_list_keep_profile_count_and_kind() -> None:
+    rows = load("directory/group-admin-list").examples(200)[0]
+    groups = [parse_group(r) for r in rows]
+    assert [g.id for g in groups] == [r["id"] for r in rows]
+    assert [g.users for g in groups] == [r["nbUsers"] for r in rows]
+    class_group = next(g for g in groups if g.sub_type == "ClassGroup")
+    assert class_group.profile == "Student" and class_group.type == "ProfileGroup"
+    manual = next(g for g in groups if g.type == "ManualGroup")
+    assert manual.profile is None  # filter is null outside profile groups
+    assert Group.from_json(class_group.to_json()) == class_group  # as a messaging snapshot keeps it
+
+
+def test_group_links_from_communique_with_nodes() -> None:
+    sender, lone, no_link = load("communication/group-get").examples(200)
+    links = parse_group_links(sender)
+    assert links.users == "BOTH" and links.outgoing == tuple(
+        sorted(g["id"] for g in sender["communiqueWith"])
+    )
+    head_teacher = next(g["id"] for g in sender["communiqueWith"] if "users" not in g)
+    assert links.peers[head_teacher] is None  # a peer with no members' link at all
+    assert parse_group_links(lone).outgoing == () and parse_group_links(no_link).users is None
+
+
+def test_relation_removal_answers_null_when_a_link_was_cut() -> None:
+    cuts = [parse_relation_cut(a) for a in load("communication/group-relations-delete").examples(200)]
+    assert cuts == [
+        RelationCut("BOTH", "OUTGOING"),
+        RelationCut(None, "OUTGOING"),
+        RelationCut("BOTH", None),
+    ]
+
+
+def test_roles_name_the_groups_holding_them() -> None:
+    rows = load("appregistry/structure-application-groups-roles-get").examples(200)[0]
+    roles = [parse_role(r) for r in rows]
+    assert roles[0].groups == tuple(g["id"] for g in rows[0]["groups"]) and len(roles[0].groups) == 3
+    assert roles[1].groups == ()
+
+
+def test_events_with_the_platform_field_names() -> None:
+    rows = load("infra/event-list").examples(200)[0]
+    events = [parse_event(r) for r in rows]
+    assert [(e.id, e.type, e.module, e.date) for e in events] == [
+        (r["_id"], r["event-type"], r["module"], r["date"]) for r in rows
+    ]
+    login = events[0]
+    assert login.profile == rows[0]["profil"] and login.ip == rows[0]["ip"] and login.ua == rows[0]["ua"]
+    assert login.structures == tuple(rows[0]["structures"]) and login.user_id == rows[0]["userId"]
 
 
 def _page(html: str) -> requests.Response:

@@ -25,8 +25,9 @@ from pcnctl.incident import list_incidents
 from pcnctl.incident.journal import done_keys, read
 from pcnctl.models import fold
 from pcnctl.platform import EntDriver
+from pcnctl.records import JsonObject, Row
 from pcnctl.search import Directory, shingles, similarity, visible
-from pcnctl.sources.mailstore import Mailstore, Scan
+from pcnctl.sources.mailstore import Mailstore, Scan, StoredMessage
 from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
@@ -60,10 +61,10 @@ class Finding:
     severity: str
     count: int
     summary: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     columns: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "check": self.check,
             "severity": self.severity,
@@ -142,9 +143,10 @@ def mass_senders(env: AuditEnv) -> Finding:
         thresholds=SenderThresholds(t.mass_messages, t.mass_recipients, t.mass_rate),
     )
     for row in rows:
-        if len(row["ips"]) > t.max_ips:
+        ips = row["ips"]  # the account's IPs, a list of texts
+        if isinstance(ips, list) and len(ips) > t.max_ips:
             row["mass"] = True
-            row["why"] = ", ".join(filter(None, [row["why"], f"{len(row['ips'])} IPs"]))
+            row["why"] = ", ".join(filter(None, [str(row["why"]), f"{len(ips)} IPs"]))
     flagged = [r for r in rows if r["mass"]]
     return Finding(
         "mass_senders",
@@ -170,7 +172,7 @@ def watchlist(env: AuditEnv) -> Finding:
                     for line in path.read_text(encoding="utf-8").splitlines()[:20]:
                         m = json.loads(line)
                         templates.append((incident.id, shingles(m["subject"] + " " + m["body"])))
-    rows: list[dict[str, Any]] = []
+    hits: list[tuple[StoredMessage, str, str]] = []  # the message, the pattern, the incident it is like
     # As messages search: delivered messages only, recipients from the copies, names from the directory.
     candidates = env.mailstore.iter_messages(Scan(env.since_ms, env.until_ms))
     for message in env.mailstore.with_copies(candidates):
@@ -183,23 +185,23 @@ def watchlist(env: AuditEnv) -> Finding:
             if best[0] >= env.thresholds.similarity:
                 like = f"{best[1]} ({best[0]:.2f})"
         if hit or like:
-            rows.append(
-                {
-                    "id": message.id,
-                    "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
-                    "date_ms": message.date,
-                    "from": message.sender,
-                    "from_name": message.sender_name,
-                    "subject": message.subject,
-                    "recipients": len(message.recipients),
-                    "pattern": hit or "",
-                    "like_incident": like or "",
-                }
-            )
+            hits.append((message, hit or "", like or ""))
     people = Directory(env.driver)  # fromName is NULL on the platform's send path
-    people.load([r["from"] for r in rows if not r["from_name"]])
-    for row in rows:
-        row["from_name"] = row["from_name"] or people.name(row["from"])
+    people.load([m.sender for m, _hit, _like in hits if not m.sender_name])
+    rows: list[Row] = [
+        {
+            "id": message.id,
+            "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
+            "date_ms": message.date,
+            "from": message.sender,
+            "from_name": message.sender_name or people.name(message.sender),
+            "subject": message.subject,
+            "recipients": len(message.recipients),
+            "pattern": hit,
+            "like_incident": like,
+        }
+        for message, hit, like in hits
+    ]
     return Finding(
         "watchlist",
         "critical" if rows else "ok",
@@ -212,13 +214,13 @@ def watchlist(env: AuditEnv) -> Finding:
 
 def blocks(env: AuditEnv) -> Finding:
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for b in registry.status_rows(env.store, env.ent, now):
-        since = datetime.fromisoformat(b["since"].replace("Z", "+00:00"))
+    rows: list[Row] = []
+    for b in registry.listed(env.store, env.ent):
+        since = datetime.fromisoformat(b.since.replace("Z", "+00:00"))
         rows.append(
             {
-                **b,
-                "kind": f"messaging ({b['method']})",
+                **b.status_row(now),
+                "kind": f"messaging ({b.method})",
                 "age_hours": round((now - since).total_seconds() / 3600, 1),
             }
         )
@@ -257,7 +259,7 @@ def blocks(env: AuditEnv) -> Finding:
 def drift(env: AuditEnv) -> Finding:
     from pcnctl.errors import PcnError
 
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for incident in _open_incidents(env):
         runs = read(env.store, incident.id, ent=env.ent)
         blocked = done_keys(runs, "accounts.block")
@@ -306,7 +308,7 @@ def drift(env: AuditEnv) -> Finding:
                 )
         elif b.method == "roles":
             roles = env.driver.messaging_roles(b.school_id)
-            if any(g["id"] == b.group for r in roles for g in r["groups"]):
+            if any(b.group in r.groups for r in roles):
                 rows.append(
                     {
                         "incident": b.incident,
@@ -326,7 +328,8 @@ def drift(env: AuditEnv) -> Finding:
 
 
 def evidence_gaps(env: AuditEnv) -> Finding:
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
+    gaps = 0
     for incident in list_incidents(env.store):
         runs = read(env.store, incident.id, ent=env.ent)
         purged = done_keys(runs, "messages.purge")
@@ -335,6 +338,7 @@ def evidence_gaps(env: AuditEnv) -> Finding:
         covered = evidence.verified_ids(env.store, incident)
         missing = purged - covered
         if missing:
+            gaps += len(missing)
             rows.append(
                 {
                     "incident": incident.id,
@@ -346,7 +350,7 @@ def evidence_gaps(env: AuditEnv) -> Finding:
     return Finding(
         "evidence",
         "critical" if rows else "ok",
-        sum(r["without_evidence"] for r in rows),
+        gaps,
         f"{len(rows)} incident(s) purged messages with no verified evidence",
         rows,
         ("incident", "purged", "without_evidence", "example"),
@@ -355,18 +359,19 @@ def evidence_gaps(env: AuditEnv) -> Finding:
 
 def health(env: AuditEnv) -> Finding:
     http = env.driver.http
-    rows: list[dict[str, Any]] = [
+    samples = [(s, round(sorted(s.times_ms)[-1], 1)) for s in env.driver.health()]  # (sample, p95)
+    rows: list[Row] = [
         {
             "route": sample.route,
             "median_ms": round(statistics.median(sample.times_ms), 1),
-            "p95_ms": round(sorted(sample.times_ms)[-1], 1),
+            "p95_ms": p95,
             "errors": sample.errors,
         }
-        for sample in env.driver.health()
+        for sample, p95 in samples
     ]
     throttled = {s: http.stats.statuses[s] for s in (429, 503, 509) if http.stats.statuses[s]}
-    slow = [r for r in rows if float(r["p95_ms"]) > env.thresholds.latency_ms]
-    failing = [r for r in rows if r["errors"]]
+    slow = [s for s, p95 in samples if p95 > env.thresholds.latency_ms]
+    failing = [s for s, _p95 in samples if s.errors]
     severity = "critical" if failing else ("warning" if slow or throttled else "ok")
     summary = (
         f"{len(failing)} route(s) failing, {len(slow)} slow (p95 > {env.thresholds.latency_ms:g} ms)"

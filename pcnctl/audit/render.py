@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pcnctl.audit.run import AuditReport
 from pcnctl.output import cell, safe_csv_cell
+from pcnctl.records import Cell, Row
 from pcnctl.timespec import iso
 
 LABELS = {
@@ -153,13 +154,20 @@ class _Words:
         return cell(value)
 
 
-def per_school(report: AuditReport) -> list[dict[str, Any]]:
+def _texts(value: Cell) -> list[str]:
+    """A cell as the list of texts it holds (a list, one text, or none)."""
+    if isinstance(value, list):
+        return value
+    return [str(value)] if value else []
+
+
+def per_school(report: AuditReport) -> list[Row]:
     counts: dict[str, Counter[str]] = {}
     for f in report.findings:
         for row in f.rows:
-            schools = row.get("schools") or ([row["school"]] if row.get("school") else [])
+            schools = _texts(row.get("schools")) or _texts(row.get("school"))
             if f.check == "drift" and len(str(row.get("target", ""))) == 8:
-                schools = [row["target"]]
+                schools = [str(row["target"])]
             for uai in schools:
                 counts.setdefault(uai, Counter())[f.check] += 1
     return [{"school": uai, **dict(c)} for uai, c in sorted(counts.items())]
@@ -171,7 +179,9 @@ def hourly(report: AuditReport, zone: Any = UTC) -> list[tuple[str, int]]:
     for f in report.findings:
         if f.check == "watchlist":
             for row in f.rows:
-                counts[datetime.fromtimestamp(row["date_ms"] / 1000, zone).strftime("%Y-%m-%d %H:00")] += 1
+                ms = row["date_ms"]
+                if isinstance(ms, int):  # a watchlist row's date, in milliseconds
+                    counts[datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:00")] += 1
     return sorted(counts.items())
 
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pcnctl.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
 from pcnctl.config import private_dir
@@ -19,6 +18,7 @@ from pcnctl.errors import ExitCode, RefusedError, UsageError
 from pcnctl.incident.store import write_private
 from pcnctl.platform import EntDriver
 from pcnctl.progress import progress_bar
+from pcnctl.records import JsonObject
 from pcnctl.sources.mailstore import Mailstore
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso, parse_when
@@ -46,7 +46,7 @@ class AuditReport:
             return ExitCode.AUDIT_WARNING
         return ExitCode.OK
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "profile": self.profile,
             "url": self.url,

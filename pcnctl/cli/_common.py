@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
     from pcnctl.incident.store import Incident
+    from pcnctl.records import JsonValue
     from pcnctl.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,12 +170,11 @@ def confirm_action(question: str, *, yes: bool, count: int | None = None) -> Non
         raise RefusedError("not confirmed; nothing was changed")
 
 
-def mfa_prompt(info: dict[str, Any]) -> str | None:
+def mfa_prompt(channel: str | None) -> str | None:
     """Ask the operator for the MFA code when a terminal is attached; None otherwise."""
     if not sys.stdin.isatty():
         return None
-    channel = info.get("type") or "your second factor"
-    return str(typer.prompt(f"MFA code (sent by {channel})", err=True))
+    return str(typer.prompt(f"MFA code (sent by {channel or 'your second factor'})", err=True))
 
 
 def check_incident(incident_id: str | None) -> StateStore:
@@ -225,7 +225,7 @@ def get_driver(name: str | None) -> EdificeDriver:
 
 
 def emit(
-    rows: Iterable[Mapping[str, Any]], fmt: str, columns: Sequence[str], *, title: str | None = None
+    rows: Iterable[Mapping[str, JsonValue]], fmt: str, columns: Sequence[str], *, title: str | None = None
 ) -> int:
     from pcnctl.output import render
 
@@ -235,7 +235,7 @@ def emit(
     return count
 
 
-def emit_record(record: Mapping[str, Any], fmt: str) -> None:
+def emit_record(record: Mapping[str, JsonValue], fmt: str) -> None:
     from pcnctl.output import render_record
 
     render_record(record, check_format(fmt))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,8 @@ from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.accounts import OpResult, Plan
+    from pcnctl.incident.journal import RunParams
+    from pcnctl.records import Row
 
 app = typer.Typer(
     help="Block, unblock, reset compromised accounts (plan, caps, journal, audit).", no_args_is_help=True
@@ -97,7 +99,7 @@ def finish(
     output: str,
     quiet: bool,
     *,
-    rows: list[dict[str, Any]] | None = None,
+    rows: list[Row] | None = None,
     columns: tuple[str, ...] = RESULT_COLUMNS,
 ) -> None:
     """Print per-account results and the summary; a partial failure exits 6 with the file to retry."""
@@ -123,7 +125,7 @@ def finish(
 
 def run_op(
     op: str,
-    params: dict[str, Any],
+    params: RunParams,
     *,
     targets: list[str] | None,
     from_file: Path | None,
@@ -437,8 +439,9 @@ def renewal_codes(
                 shutil.copyfileobj(src, dst)
             note(f"Codes also written to {out} (0600)", quiet)
     reveal = stdout
-    rows = [
-        dict(r, code=result.codes.get(r["id"], "") if reveal else "(in the codes file)") for r in result.rows
+    rows: list[Row] = [
+        {**r.to_row(), "code": result.codes.get(r.user.id, "") if reveal else "(in the codes file)"}
+        for r in result.results
     ]
     finish(result, output, quiet, rows=rows, columns=(*RESULT_COLUMNS, "code"))
 
@@ -472,7 +475,7 @@ def block_profile(
     driver = get_driver(profile)
     p = accounts.plan_profile_block(driver, school, user_profile, not unblock)
     rows = p.rows()
-    total = sum(r["accounts"] - r["already"] for r in rows)
+    total = p.changes
     verb = "block" if p.block else "unblock"
     note(f"Plan: {verb} the {p.profile} profile in {len(rows)} school(s): {total} account(s) change", quiet)
     if dry_run:

@@ -34,7 +34,7 @@ def approve(
     from pcnctl.errors import RefusedError
 
     asked = approvals.Request.read(request)
-    shown = {
+    shown: dict[str, str | int] = {
         "operation": asked.op,
         "why": asked.reason,
         "ent": asked.ent,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ from pcnctl.cli._common import (
     open_driver,
 )
 from pcnctl.cli.examples import examples
+
+if TYPE_CHECKING:
+    from pcnctl.records import JsonObject
 
 app = typer.Typer(help="Log in to the ENT, show the session, log out.", no_args_is_help=True)
 
@@ -93,7 +96,7 @@ def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     from pcnctl.errors import PcnError
 
     prof = get_profile(profile)
-    record: dict[str, object] = {"profile": prof.name, "url": prof.url, "auth": prof.auth}
+    record: JsonObject = {"profile": prof.name, "url": prof.url, "auth": prof.auth}
     for kind in credentials.needed_kinds(prof):
         found = credentials.lookup(prof, kind)
         record[f"{kind}_source"] = found.source if found else "missing"

@@ -17,7 +17,7 @@ def doctor(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
         {
             "kind": "capability",
             "check": c.name,
-            "status": {"yes": "ok", "no": "no"}.get(c.to_row()["available"], "?"),
+            "status": {"yes": "ok", "no": "no"}.get(c.state, "?"),
             "detail": c.detail,
         }
         for c in report.capabilities

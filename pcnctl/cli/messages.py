@@ -428,7 +428,7 @@ def export_affected(
         else:
             from pcnctl.cli._common import check_format
 
-            render(rows, check_format(output), export.COLUMNS, stream=stream)
+            render([school.to_row() for school in rows], check_format(output), export.COLUMNS, stream=stream)
     finally:
         if out:
             stream.close()

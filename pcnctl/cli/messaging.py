@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,7 @@ from pcnctl.cli._common import (
     warn,
 )
 from pcnctl.cli.examples import examples
+from pcnctl.records import Row
 
 if TYPE_CHECKING:
     from pcnctl.blocks import Block
@@ -213,7 +214,7 @@ def _unblock(blocks: list[Block], profile: str | None, output: str, quiet: bool)
     from pcnctl.incident.run import RunContext
 
     driver = get_driver(profile)
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     state = get_state()
     for incident_id in sorted({b.incident for b in blocks}):
         with RunContext.create(driver, Incident.load(state, incident_id), state) as ctx:

@@ -24,6 +24,9 @@ from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.playbooks.model import Playbook, Step
+    from pcnctl.playbooks.params import StepParams
+    from pcnctl.playbooks.runner import PlaybookRun
+    from pcnctl.records import JsonObject
 
 app = typer.Typer(help="Reviewed YAML playbooks: validate, plan, run, resume.", no_args_is_help=True)
 
@@ -85,7 +88,7 @@ def plan(
     note("Check mode: nothing was changed.")
 
 
-def show_plan(playbook: Playbook, inputs: dict[str, Any], profile: str | None, output: str) -> None:
+def show_plan(playbook: Playbook, inputs: JsonObject, profile: str | None, output: str) -> None:
     """Check mode against the ENT, rendered: what ``playbook plan`` and a quarantine's dry run show."""
     from pcnctl.playbooks import runner
 
@@ -99,7 +102,7 @@ def show_plan(playbook: Playbook, inputs: dict[str, Any], profile: str | None, o
     emit([r.to_row() for r in reports], output, STEP_COLUMNS)
 
 
-def _confirm(step: Step, params: dict[str, Any]) -> bool:
+def _confirm(step: Step, params: StepParams) -> bool:
     from pcnctl.playbooks.ops import OPS
 
     if not sys.stdin.isatty():
@@ -109,14 +112,14 @@ def _confirm(step: Step, params: dict[str, Any]) -> bool:
 
 def _execute(
     playbook: Playbook,
-    inputs: dict[str, Any],
+    inputs: JsonObject,
     incident_id: str | None,
     profile: str | None,
     approvals: list[str] | None,
     approve_all: bool,
     output: str,
     quiet: bool,
-    resume_from: dict[str, Any] | None = None,
+    resume_from: PlaybookRun | None = None,
 ) -> None:
     from pcnctl.incident.run import RunContext
     from pcnctl.playbooks import runner
@@ -194,12 +197,12 @@ def resume(
         return
     path = runner.check_unchanged(state)
     playbook = load_valid(path)
-    note(f"Resuming {playbook.name!r}: {len(state['results'])} step(s) already done", quiet)
+    note(f"Resuming {playbook.name!r}: {len(state.results)} step(s) already done", quiet)
     _execute(
         playbook,
-        state["inputs"],
+        state.inputs,
         incident,
-        profile or state["meta"].get("profile"),
+        profile or state.meta.get("profile"),
         approve,
         approve_all,
         output,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pcnctl.cli._common import OutputOpt, emit, emit_record, handle_errors, note
+
+if TYPE_CHECKING:
+    from pcnctl.records import JsonObject
 from pcnctl.cli.examples import examples
 
 app = typer.Typer(help="Manage ENT profiles (URL, auth mode, login; never secrets).", no_args_is_help=True)
@@ -107,7 +110,7 @@ def show(
     from pcnctl.config import resolve_profile
 
     profile = resolve_profile(name)
-    record: dict[str, object] = {"name": profile.name, **profile.to_dict()}
+    record: JsonObject = {"name": profile.name, **profile.to_dict()}
     for kind in credentials.needed_kinds(profile):
         found = credentials.lookup(profile, kind)
         record[f"{kind}_source"] = found.source if found else "missing"

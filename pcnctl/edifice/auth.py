@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit
 
 from pcnctl import credentials
@@ -42,7 +42,17 @@ _NO_RETRY = RetryPolicy(attempts=1)
 # 502/503 to a rush of logins, and giving up at the first one leaves the on-call without a session.
 _LOGIN_RETRY = RetryPolicy(attempts=4, base_delay=0.5, repeatable=True)
 
-MfaPrompt = Callable[[dict[str, Any]], str | None]
+# Asks for the MFA code, given the channel the ENT sent it by (None when it does not say).
+MfaPrompt = Callable[[str | None], str | None]
+
+
+class _TokenAnswer(TypedDict, total=False):
+    """What ``POST /auth/oauth2/token`` answers: a token, or an OAuth2 error."""
+
+    access_token: str
+    error: str
+    error_description: str
+
 
 # What the login page says for each refusal, in the platform's French and English translations
 # (auth/src/main/resources/i18n/fr.json, en.json); a fragment that survives small wording changes.
@@ -181,7 +191,8 @@ class EdificeAuth:
 
     def complete_mfa(self, http: HttpClient) -> None:
         info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_NO_RETRY).json()
-        code = os.environ.get("PCNCTL_MFA_CODE") or (self.mfa_prompt(info) if self.mfa_prompt else None)
+        channel = None if info.get("type") is None else str(info.get("type"))
+        code = os.environ.get("PCNCTL_MFA_CODE") or (self.mfa_prompt(channel) if self.mfa_prompt else None)
         if not code:
             raise MfaRequiredError(
                 "the ENT requires MFA for this admin session and no code can be asked here",
@@ -267,7 +278,7 @@ class EdificeAuth:
         message, hint = _LOGIN_MESSAGES.get(key, (f"login refused ({key})", "check the account"))
         raise AuthError(f"{message} (login {self.profile.login!r})", hint=hint)
 
-    def _token(self, http: HttpClient, form: dict[str, Any]) -> None:
+    def _token(self, http: HttpClient, form: dict[str, str | None]) -> None:
         secret = credentials.require(self.profile, "client_secret").value
         basic = base64.b64encode(f"{self.profile.client_id}:{secret}".encode()).decode()
         scope = self.profile.scope or (DEFAULT_USER_SCOPE if form["grant_type"] == "password" else None)
@@ -288,7 +299,7 @@ class EdificeAuth:
             auth=False,
             retry=_LOGIN_RETRY,
         )
-        body: dict[str, Any] = {}
+        body: _TokenAnswer = {}
         with contextlib.suppress(ValueError):
             body = response.json()
         if response.status_code == 200 and body.get("access_token"):
@@ -326,7 +337,7 @@ class EdificeAuth:
     def _cache(self, http: HttpClient) -> None:
         if not self.use_cache:
             return
-        data: dict[str, Any] = {"auth": self.profile.auth, "at": time.time()}
+        data: credentials.CachedSession = {"auth": self.profile.auth, "at": time.time()}
         if self.token:
             data["token"] = self.token
         else:

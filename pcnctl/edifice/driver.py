@@ -17,13 +17,31 @@ from pcnctl.edifice.auth import EdificeAuth, MfaPrompt
 from pcnctl.edifice.shapes import (
     SchoolIndex,
     parse_block_trace,
+    parse_event,
+    parse_group,
+    parse_group_links,
     parse_identity,
+    parse_relation_cut,
+    parse_role,
     parse_school,
     parse_user,
 )
 from pcnctl.errors import AuthError, ConflictError, NotFoundError, PcnError, PermissionDeniedError
 from pcnctl.http import HttpClient, RetryPolicy
-from pcnctl.models import BlockTrace, Capability, Identity, Reach, RouteHealth, School, User
+from pcnctl.models import (
+    BlockTrace,
+    Capability,
+    Group,
+    GroupLinks,
+    Identity,
+    PlatformEvent,
+    Reach,
+    RelationCut,
+    Role,
+    RouteHealth,
+    School,
+    User,
+)
 
 _PROBE = RetryPolicy(attempts=1)
 # Bulk calls run under the fan-out executor, which paces and retries: one attempt per call here.
@@ -250,34 +268,24 @@ class EdificeDriver:
 
     # -- messaging levers (edifice-api.md §2) --------------------------------------------------------
 
-    def profile_groups(self, structure_id: str) -> list[dict[str, Any]]:
-        """Profile groups of a school, structure and class level: ``[{id, name, profile, users, sub_type,
-        type}]`` (``users`` is the member count)."""
+    def profile_groups(self, structure_id: str) -> list[Group]:
+        """Profile groups of a school, structure and class level."""
         rows = self.http.request(
             "GET", "/directory/group/admin/list", params={"structureId": structure_id, "type": "ProfileGroup"}
         ).json()
-        return [_group_row(g) for g in rows]
+        return [parse_group(g) for g in rows]
 
-    def school_groups(self, structure_id: str) -> list[dict[str, Any]]:
-        """Every group of a school (profile, functional, manual, head-teacher...), same rows."""
+    def school_groups(self, structure_id: str) -> list[Group]:
+        """Every group of a school (profile, functional, manual, head-teacher...)."""
         rows = self.http.request(
             "GET", "/directory/group/admin/list", params={"structureId": structure_id}
         ).json()
-        return [_group_row(g) for g in rows]
+        return [parse_group(g) for g in rows]
 
-    def group_links(self, group_id: str) -> dict[str, Any]:
-        """One ``GET /communication/group/:id``: the members' link (``users``: BOTH, INCOMING, OUTGOING,
-        NONE, or None when the property is absent), ``relativeCommuniqueStudent``, the outgoing relations
-        (the answer's ``communiqueWith`` holds the node of every group this one has an edge to) and those
-        groups' own ``users`` (``peers``)."""
-        group = self.http.request("GET", f"/communication/group/{group_id}").json()
-        peers = {g["id"]: g.get("users") for g in group.get("communiqueWith") or [] if isinstance(g, dict)}
-        return {
-            "users": group.get("users"),
-            "relative": group.get("relativeCommuniqueStudent"),
-            "outgoing": sorted(peers),
-            "peers": peers,
-        }
+    def group_links(self, group_id: str) -> GroupLinks:
+        """One ``GET /communication/group/:id``: the members' link, ``relativeCommuniqueStudent``, the
+        outgoing relations and those groups' own members' link, from the same answer."""
+        return parse_group_links(self.http.request("GET", f"/communication/group/{group_id}").json())
 
     def remove_users_link(self, group_id: str) -> str | None:
         """``DELETE .../users``: the server picks the side; None when both went. A 409 (the group both
@@ -296,14 +304,13 @@ class EdificeDriver:
         INCOMING, OUTGOING or NONE."""
         self.http.request("POST", f"/communication/group/{group_id}", params={"direction": direction})
 
-    def remove_relation(self, start_id: str, end_id: str) -> dict[str, Any] | None:
+    def remove_relation(self, start_id: str, end_id: str) -> RelationCut | None:
         """The answer's ``sender``/``receiver`` (null = that side's members' link was cut too); None for a
         400, which the platform sends **after** deleting the edge (a group without ``users``)."""
         r = self.http.request("DELETE", f"/communication/group/{start_id}/relations/{end_id}", allow=(400,))
         if r.status_code == 400:
             return None
-        answer: dict[str, Any] = r.json()
-        return answer
+        return parse_relation_cut(r.json())
 
     def add_relation(self, start_id: str, end_id: str) -> None:
         """The deprecated v1 route: the edge and the id, no direction change (an exact restore)."""
@@ -342,7 +349,7 @@ class EdificeDriver:
             return None
         return bool(r.json().get("canCommunicate"))
 
-    def messaging_roles(self, structure_id: str) -> list[dict[str, Any]]:
+    def messaging_roles(self, structure_id: str) -> list[Role]:
         """Roles of the Messagerie app in a school, with the groups holding them."""
         apps = self.http.request(
             "GET", "/appregistry/applications", params={"structureId": structure_id}
@@ -350,10 +357,10 @@ class EdificeDriver:
         app_ids = [a["id"] for a in apps if a.get("name") == "Messagerie"]
         if not app_ids:
             return []
-        roles: list[dict[str, Any]] = self.http.request(
+        roles = self.http.request(
             "GET", f"/appregistry/structure/{structure_id}/application/{app_ids[0]}/groups/roles"
         ).json()
-        return roles
+        return [parse_role(r) for r in roles]
 
     def remove_roles(self, structure_id: str, profiles: list[str], roles: list[str]) -> None:
         # A JSON body on a DELETE: the platform reads it there.
@@ -387,7 +394,7 @@ class EdificeDriver:
 
     def list_events(
         self, epoch_ms: int, duration_ms: int, types: list[str]
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[PlatformEvent], bool]:
         """One page of the event store and whether more follow (``X-HAS-MORE``)."""
         response = self.http.request(
             "GET",
@@ -400,7 +407,8 @@ class EdificeDriver:
                 *(("event-types", t) for t in types),
             ],
         )
-        return response.json(), response.headers.get("X-HAS-MORE", "false").lower() == "true"
+        events = [parse_event(e) for e in response.json()]
+        return events, response.headers.get("X-HAS-MORE", "false").lower() == "true"
 
     def flash_message(self, structure_id: str, title: str, text: str, profiles: list[str]) -> None:
         """A banner shown to a school's users (``POST /timeline/flashmsg/structure/:id``)."""
@@ -500,17 +508,6 @@ class EdificeDriver:
             if status is not None:
                 caps.append(_verdict("communication.verify", status, "check who can message whom"))
         return caps
-
-
-def _group_row(g: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": g["id"],
-        "name": g.get("name"),
-        "profile": g.get("filter"),
-        "users": g.get("nbUsers", 0),
-        "sub_type": g.get("subType"),
-        "type": g.get("type"),
-    }
 
 
 def _login_page_kind(html: str) -> str:

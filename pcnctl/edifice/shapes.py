@@ -22,7 +22,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pcnctl.errors import ApiError
-from pcnctl.models import PROFILES, BlockTrace, Identity, School, User, school_type
+from pcnctl.models import (
+    PROFILES,
+    BlockTrace,
+    Group,
+    GroupLinks,
+    Identity,
+    PlatformEvent,
+    RelationCut,
+    Role,
+    School,
+    User,
+    school_type,
+)
 
 # userinfo version 1.0 renames the profiles (UserInfoAdapterV1_0Json); the other versions keep them.
 _V1_TYPES = {
@@ -168,6 +180,67 @@ def mongo_date(value: Any) -> str:
         moment = datetime.fromtimestamp(value / 1000, UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return str(value or "")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def parse_group(row: Mapping[str, Any]) -> Group:
+    """A group from ``/directory/group/admin/list`` (``filter`` is a profile group's profile)."""
+    return Group(
+        id=str(row["id"]),
+        name=_text(row.get("name")),
+        profile=_text(row.get("filter")),
+        users=int(row.get("nbUsers") or 0),
+        sub_type=_text(row.get("subType")),
+        type=_text(row.get("type")),
+    )
+
+
+def parse_group_links(group: Mapping[str, Any]) -> GroupLinks:
+    """``GET /communication/group/:id``: ``communiqueWith`` holds the node of each group it sends to."""
+    peers = {
+        str(g["id"]): _text(g.get("users"))
+        for g in group.get("communiqueWith") or []
+        if isinstance(g, Mapping) and g.get("id")
+    }
+    return GroupLinks(
+        users=_text(group.get("users")),
+        relative=_text(group.get("relativeCommuniqueStudent")),
+        outgoing=tuple(sorted(peers)),
+        peers=peers,
+    )
+
+
+def parse_relation_cut(answer: Mapping[str, Any]) -> RelationCut:
+    return RelationCut(sender=_text(answer.get("sender")), receiver=_text(answer.get("receiver")))
+
+
+def parse_role(row: Mapping[str, Any]) -> Role:
+    """A role of ``.../application/:appId/groups/roles``, with the ids of the groups holding it."""
+    groups = row.get("groups") or []
+    return Role(
+        id=str(row["id"]),
+        name=str(row.get("name") or ""),
+        groups=tuple(str(g["id"]) for g in groups if isinstance(g, Mapping) and g.get("id")),
+    )
+
+
+def parse_event(row: Mapping[str, Any]) -> PlatformEvent:
+    """An event of ``/infra/v2/event/list/events/:epoch`` (``event-type``, ``profil``: the platform's
+    own field names)."""
+    return PlatformEvent(
+        id=str(row.get("_id") or ""),
+        type=str(row.get("event-type") or ""),
+        module=str(row.get("module") or ""),
+        date=int(row["date"]),
+        user_id=_text(row.get("userId")) or None,
+        profile=_text(row.get("profil")),
+        structures=tuple(str(s) for s in row.get("structures") or []),
+        ip=_text(row.get("ip")),
+        ua=_text(row.get("ua")),
+    )
 
 
 def parse_block_trace(row: Mapping[str, Any]) -> BlockTrace:

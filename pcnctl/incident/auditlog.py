@@ -18,9 +18,10 @@ import hmac
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from pcnctl.config import private_dir
 from pcnctl.incident.store import utcnow
@@ -32,7 +33,38 @@ GENESIS = "0" * 64
 SEAL = "audit-log"
 
 
-def _digest(prev: str, entry: dict[str, Any]) -> str:
+class AuditDetails(TypedDict, total=False):
+    """What an entry may add to who did what: the details of some actions."""
+
+    target_label: str  # the login or UAI of the target
+    detail: str
+    plan: str  # "<op>:start": the digest of the run's plan
+    digest: str  # "snapshot": the digest of the snapshot
+    messages: int  # "messages.purge:evidence": how many messages the bundle holds
+    approved_by: str  # "<op>:start" on a four-eyes profile: the second administrator who signed the plan
+
+
+class AuditEntry(AuditDetails, total=False):
+    """One line of the log: who acted (identity, authentication, profile and ENT), in which incident and
+    run, what on which target with which result, and the chain's own fields."""
+
+    seq: int
+    at: str
+    actor: str
+    auth: str
+    profile: str
+    url: str
+    incident: str
+    run: str
+    action: str
+    target: str
+    result: str
+    prev: str
+    hash: str
+    mac: str
+
+
+def _digest(prev: str, entry: Mapping[str, object]) -> str:
     body = json.dumps(
         {k: v for k, v in entry.items() if k not in ("hash", "mac")},
         sort_keys=True,
@@ -46,7 +78,7 @@ def _mac(key: bytes, digest: str) -> str:
     return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
 
 
-def _last_entry(fd: int) -> tuple[dict[str, Any] | None, int]:
+def _last_entry(fd: int) -> tuple[AuditEntry | None, int]:
     """The last complete entry, and how many bytes of a torn line follow it (0 when none)."""
     size = os.lseek(fd, 0, os.SEEK_END)
     chunk = 4096
@@ -58,7 +90,7 @@ def _last_entry(fd: int) -> tuple[dict[str, Any] | None, int]:
         torn = len(lines[-1])
         for line in reversed(complete):
             try:
-                entry: dict[str, Any] = json.loads(line)
+                entry: AuditEntry = json.loads(line)
             except ValueError:
                 torn += len(line) + 1  # a torn line in the middle is not repaired: verify reports it
                 continue
@@ -78,9 +110,9 @@ class AuditLog:
         # What entries() parsed so far, and where it stopped: resume, unblock and the report look up seals
         # many times a run, and only what was appended since is read again.
         self._read: tuple[int, int] = (0, 0)  # (inode, offset)
-        self._parsed: list[dict[str, Any]] = []
+        self._parsed: list[AuditEntry] = []
 
-    def append(self, **entry: Any) -> dict[str, Any]:
+    def append(self, **entry: Unpack[AuditEntry]) -> AuditEntry:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
@@ -98,9 +130,9 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
-    def _write(self, fd: int, previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    def _write(self, fd: int, previous: AuditEntry | None, entry: AuditEntry) -> AuditEntry:
         prev, seq = (previous["hash"], int(previous["seq"])) if previous else (GENESIS, 0)
-        record = {"seq": seq + 1, "at": utcnow(), **entry, "prev": prev}
+        record: AuditEntry = {"seq": seq + 1, "at": utcnow(), **entry, "prev": prev}
         record["hash"] = _digest(prev, record)
         if self.key:
             record["mac"] = _mac(self.key, record["hash"])
@@ -109,7 +141,7 @@ class AuditLog:
             self.state.set_seal(SEAL, record["seq"], record["hash"], record["at"])
         return record
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[AuditEntry]:
         """Every readable entry, oldest first (a torn line is skipped: :func:`verify` reports it)."""
         with self._lock:
             try:

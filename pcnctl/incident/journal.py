@@ -15,12 +15,113 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Literal, NotRequired, Required, TypedDict
 
 from pcnctl.incident.store import utcnow
+from pcnctl.records import JsonObject
 from pcnctl.state.store import StateStore
 
 FINAL = frozenset({"done", "already", "refused", "failed"})
+
+
+class RunParams(TypedDict, total=False):
+    """A run's parameters; which ones are set depends on the operation (and they are in its plan digest)."""
+
+    keep_blocked: bool  # sessions.revoke
+    mode: str  # accounts.reset-password: force-change | erase
+    revoke: bool  # accounts.reset-password
+    profile: str  # profile blocks and messaging blocks
+    method: str  # messaging blocks: relations | roles
+    until: str | None
+    reason: str
+    title: str  # banners
+    message: str
+    profiles: list[str]
+    query: JsonObject  # purge: the saved search it purges
+
+
+class PlanItem(TypedDict, total=False):
+    """One item of a run's plan: an account, a school or a message, keyed by its id. The other fields say
+    what the item was when planned (which ones depends on the operation family)."""
+
+    key: Required[str]
+    login: str  # accounts
+    profile: str
+    schools: list[str]
+    blocked: bool
+    uai: str  # schools (profile blocks, messaging blocks and lifts, banners)
+    group: str  # messaging blocks: the profile group cut off
+    method: str  # messaging lifts
+
+
+class RunMeta(TypedDict, total=False):
+    """Who ran it, how, on which ENT (a 0.1 journal may lack some of these)."""
+
+    identity: str
+    auth: str
+    user_id: str | None
+    client_id: str | None
+    profile: str
+    url: str
+    step: str  # "<playbook run>/<step id>" when a playbook step started the run
+
+
+class _Stamped(TypedDict, total=False):
+    at: str  # stamped by Journal.append
+    ent: str  # added by records(): the ENT the record was written for
+
+
+class RunRecord(_Stamped):
+    t: Literal["run"]
+    run: str
+    op: str
+    params: RunParams
+    items: list[PlanItem]
+    meta: RunMeta
+    approved_by: NotRequired[str]  # on a four-eyes profile: who signed the plan (approvals.py)
+
+
+class ItemRecord(_Stamped):
+    t: Literal["item"]
+    run: str
+    key: str
+    phase: str
+    detail: NotRequired[str]
+
+
+class EndRecord(_Stamped):
+    t: Literal["end"]
+    run: str
+    status: str
+    counts: dict[str, int]
+
+
+class PlaybookRecord(_Stamped):
+    t: Literal["playbook"]
+    run: str
+    file: str
+    sha256: str
+    name: str
+    inputs: JsonObject
+    meta: RunMeta
+
+
+class StepRecord(_Stamped):
+    t: Literal["step"]
+    run: str
+    step: str
+    status: str
+    result: NotRequired[JsonObject]
+    detail: NotRequired[str]
+
+
+class PlaybookEndRecord(_Stamped):
+    t: Literal["playbook-end"]
+    run: str
+    status: str
+
+
+Record = RunRecord | ItemRecord | EndRecord | PlaybookRecord | StepRecord | PlaybookEndRecord
 
 
 class Journal:
@@ -29,24 +130,24 @@ class Journal:
     def __init__(self, state: StateStore, incident: str, ent: str) -> None:
         self.state, self.incident, self.ent = state, incident, ent
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Record) -> None:
         at = utcnow()
         self.state.execute(
             "INSERT INTO journal (incident, ent, run, kind, at, body) VALUES (?,?,?,?,?,?)",
             self.incident,
             self.ent,
-            str(record.get("run", "")),
+            record["run"],
             str(record["t"]),
             at,
             json.dumps({"at": at, **record}, ensure_ascii=False, separators=(",", ":")),
         )
 
 
-def records(state: StateStore, incident: str) -> list[dict[str, Any]]:
+def records(state: StateStore, incident: str) -> list[Record]:
     """Every record of the incident, oldest first, each with the ENT it was written for."""
     out = []
     for row in state.rows("SELECT ent, body FROM journal WHERE incident = ? ORDER BY seq", incident):
-        rec: dict[str, Any] = json.loads(row["body"])
+        rec: Record = json.loads(row["body"])  # the store holds what append() wrote
         rec["ent"] = row["ent"]
         out.append(rec)
     return out
@@ -58,9 +159,9 @@ class RunState:
 
     run: str
     op: str
-    params: dict[str, Any]
-    items: list[dict[str, Any]]
-    meta: dict[str, Any]
+    params: RunParams
+    items: list[PlanItem]
+    meta: RunMeta
     phases: dict[str, str] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
     end: str | None = None
@@ -72,7 +173,7 @@ class RunState:
         return self.end == "completed" or (self.end == "partial" and self.pending == [])
 
     @property
-    def pending(self) -> list[dict[str, Any]]:
+    def pending(self) -> list[PlanItem]:
         """Items not finished: never started, interrupted mid-way, or failed (they are retried)."""
         return [i for i in self.items if self.phases.get(i["key"]) not in FINAL - {"failed"}]
 
@@ -98,24 +199,26 @@ def read(state: StateStore, incident: str, *, ent: str | None = None) -> list[Ru
     return runs_of(records(state, incident), ent=ent)
 
 
-def runs_of(recs: list[dict[str, Any]], *, ent: str | None = None) -> list[RunState]:
+def runs_of(recs: list[Record], *, ent: str | None = None) -> list[RunState]:
     """The runs that journal records tell (for a caller that needs the records too)."""
     runs: dict[str, RunState] = {}
     for rec in recs:
-        kind, run = rec.get("t"), str(rec.get("run", ""))
-        if kind == "run":
+        if "t" not in rec:  # a record with no kind tells no run (none is written so)
+            continue
+        run = str(rec.get("run", ""))
+        if rec["t"] == "run":
             first = runs[run].started_at if run in runs else rec.get("at", "")
             runs[run] = RunState(
                 run, rec["op"], rec.get("params", {}), rec.get("items", []), rec.get("meta", {})
             )
             runs[run].started_at = first
-            runs[run].ent = rec["ent"]
-        elif kind == "item" and run in runs and str(rec["key"]) in runs[run].planned:
+            runs[run].ent = rec.get("ent", "")
+        elif rec["t"] == "item" and run in runs and str(rec["key"]) in runs[run].planned:
             # An item outside the run's plan is never its work: not resumed, not undone, not counted.
             runs[run].phases[str(rec["key"])] = rec["phase"]
             if rec.get("detail"):
-                runs[run].details[rec["key"]] = rec["detail"]
-        elif kind == "end" and run in runs:
+                runs[run].details[rec["key"]] = rec.get("detail", "")
+        elif rec["t"] == "end" and run in runs:
             runs[run].end = rec.get("status")
     return [r for r in runs.values() if ent is None or r.ent == ent]
 

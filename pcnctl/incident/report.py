@@ -13,18 +13,70 @@ import html
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 from pcnctl import banners, evidence, export
 from pcnctl import blocks as registry
-from pcnctl.incident.journal import RunState, done_keys, records, runs_of
+from pcnctl.incident.journal import Record, RunState, done_keys, records, runs_of
 from pcnctl.incident.store import Incident
+from pcnctl.records import Cell, Row
 from pcnctl.state.store import StateStore
 
 DEFAULT_TZ = "Europe/Paris"
+
+
+class IncidentPart(TypedDict):
+    id: str
+    title: str
+    status: str
+    opened_at: str
+    opened_by: str
+    closed_at: str | None
+    profiles: list[str]
+
+
+class TimelineEntry(TypedDict):
+    at: str
+    what: str
+    target: str
+    status: str
+    by: str
+    detail: str
+    counts: tuple[int, int, int, int] | None
+
+
+class EvidencePart(TypedDict):
+    bundles: int
+    intact: bool
+
+
+class AuditLogPart(TypedDict):
+    entries: int
+    head: str
+
+
+class AffectedPart(TypedDict):
+    uai: str
+    name: str | None
+    messages: int
+
+
+class ReportData(TypedDict):
+    """Everything the report shows (its JSON form, times in UTC)."""
+
+    incident: IncidentPart
+    timeline: list[TimelineEntry]
+    school_names: dict[str, str]
+    accounts_blocked: int
+    messages_preserved: int
+    messages_purged: int
+    evidence: EvidencePart
+    audit_log: AuditLogPart
+    messaging_blocks: list[Row]  # the rows of 'messaging status', with the school's name
+    affected_schools: list[AffectedPart]
 
 
 @dataclass(frozen=True)
@@ -39,18 +91,29 @@ class Event:
     detail: str = ""
     counts: tuple[int, int, int, int] | None = None  # items, done, already, failed (operation runs)
 
+    def to_json(self) -> TimelineEntry:
+        return {
+            "at": self.at,
+            "what": self.what,
+            "target": self.target,
+            "status": self.status,
+            "by": self.by,
+            "detail": self.detail,
+            "counts": self.counts,
+        }
+
 
 def collect(
     state: StateStore, incident: Incident, school_names: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+) -> ReportData:
     """Everything the report shows, from the incident's records (JSON-ready, times in UTC)."""
     recs = records(state, incident.id)
     runs = runs_of(recs)
     names = dict(school_names or {})
-    blocks = [
-        b for b in registry.status_rows(state, None, include_lifted=True) if b["incident"] == incident.id
-    ]
-    names.update({b["school"]: b["name"] for b in blocks if b.get("name")})
+    held = [b for b in registry.listed(state, None, include_lifted=True) if b.incident == incident.id]
+    names.update({b.uai: b.name for b in held if b.name})
+    now = datetime.now(UTC)
+    blocks: list[Row] = [{**b.status_row(now), "name": names.get(b.uai, b.name)} for b in held]
     events = [Event(incident.opened_at, "opened", incident.id, incident.status, incident.opened_by)]
     events += _run_events(runs, recs)
     events += _audit_events(state, incident)
@@ -62,6 +125,7 @@ def collect(
         for uai in {u for uais in (m.get("recipient_schools") or {}).values() for u in uais}:
             schools[uai] += 1
     checks = evidence.verify(state, incident)
+    entries, head = state.audit_log().head()
     return {
         "incident": {
             "id": incident.id,
@@ -72,21 +136,21 @@ def collect(
             "closed_at": incident.closed_at,
             "profiles": incident.profiles,
         },
-        "timeline": [asdict(e) for e in sorted(events, key=lambda e: e.at)],
+        "timeline": [e.to_json() for e in sorted(events, key=lambda e: e.at)],
         "school_names": names,
         "accounts_blocked": len(done_keys(runs, "accounts.block")),
         "messages_preserved": len(matches),
         "messages_purged": len(done_keys(runs, "messages.purge")),
         "evidence": {"bundles": len({c.bundle for c in checks}), "intact": all(c.ok for c in checks)},
-        "audit_log": dict(zip(("entries", "head"), state.audit_log().head(), strict=True)),
-        "messaging_blocks": [dict(b, name=names.get(b["school"], b.get("name"))) for b in blocks],
+        "audit_log": {"entries": entries, "head": head},
+        "messaging_blocks": blocks,
         "affected_schools": [
             {"uai": u, "name": names.get(u), "messages": n} for u, n in sorted(schools.items())
         ],
     }
 
 
-def _run_events(runs: list[RunState], recs: list[dict[str, Any]]) -> list[Event]:
+def _run_events(runs: list[RunState], recs: list[Record]) -> list[Event]:
     """Operation runs (with their final status) and playbook steps, from the journal."""
     out: list[Event] = []
     started: dict[str, tuple[str, str]] = {}
@@ -98,16 +162,17 @@ def _run_events(runs: list[RunState], recs: list[dict[str, Any]]) -> list[Event]
         by = run.meta.get("identity", "")
         out.append(Event(run.started_at, run.op, run.run, status, by, counts=tally))
     for rec in recs:
-        kind = rec.get("t")
-        if kind == "playbook":
+        if "t" not in rec:
+            continue
+        if rec["t"] == "playbook":
             started[rec["run"]] = (rec["name"], rec.get("meta", {}).get("identity", ""))
             out.append(Event(rec["at"], "playbook", rec["name"], "started", started[rec["run"]][1]))
-        elif kind == "step" and rec.get("status") != "start":
+        elif rec["t"] == "step" and rec.get("status") != "start":
             name = started.get(rec.get("run", ""), ("", ""))[0]
             out.append(
                 Event(rec["at"], "step", f"{name}: {rec['step']}", rec["status"], "", rec.get("detail", ""))
             )
-        elif kind == "playbook-end":
+        elif rec["t"] == "playbook-end":
             name, by = started.get(rec.get("run", ""), ("", ""))
             out.append(Event(rec["at"], "playbook-end", name, rec["status"], by))
     return out
@@ -270,7 +335,7 @@ class _View:
     def school(self, uai: str, name: str | None) -> str:
         return f"{name} ({uai})" if name else uai
 
-    def header(self, data: dict[str, Any]) -> list[str]:
+    def header(self, data: ReportData) -> list[str]:
         inc, t = data["incident"], self.t
         state = t["intact"] if data["evidence"]["intact"] else t["altered"]
         opened = t["opened_by"].format(at=self.when(inc["opened_at"]), by=inc["opened_by"])
@@ -287,7 +352,7 @@ class _View:
             t["seal"].format(n=data["audit_log"]["entries"], head=data["audit_log"]["head"][:16]),
         ]
 
-    def tables(self, data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    def tables(self, data: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         t = self.t
         names = data.get("school_names") or {}
         timeline = [
@@ -297,19 +362,19 @@ class _View:
                 self.school(e["target"], names.get(e["target"])),
                 e["by"],
                 self.status(e["status"]),
-                t["counts"].format(*e["counts"]) if e.get("counts") else e["detail"],
+                t["counts"].format(*counts) if (counts := e.get("counts")) else e["detail"],
             ]
             for e in data["timeline"]
         ]
         affected = [[self.school(s["uai"], s["name"]), str(s["messages"])] for s in data["affected_schools"]]
         blocks = [
             [
-                self.school(b["school"], b.get("name")),
-                b["profile"],
-                b["method"],
-                self.when(b["since"]),
-                self.when(b["until"]),
-                self.status(b["status"]),
+                self.school(_text(b["school"]), _text(b.get("name")) or None),
+                _text(b["profile"]),
+                _text(b["method"]),
+                self.when(_text(b["since"])),
+                self.when(_text(b["until"])),
+                self.status(_text(b["status"])),
             ]
             for b in data["messaging_blocks"]
         ]
@@ -324,7 +389,12 @@ class _View:
         ]
 
 
-def markdown(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> str:
+def _text(value: Cell) -> str:
+    """A block row's cell as text (every cell of it is a text or null)."""
+    return "" if value is None else str(value)
+
+
+def markdown(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
     from tabulate import tabulate
 
     view = _View(lang, tz)
@@ -336,7 +406,7 @@ def markdown(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> st
     return "\n".join(out) + "\n"
 
 
-def html_page(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> str:
+def html_page(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
     view = _View(lang, tz)
     inc = data["incident"]
 
@@ -364,5 +434,5 @@ def html_page(data: dict[str, Any], lang: str = "en", tz: str = DEFAULT_TZ) -> s
     )
 
 
-def to_json(data: dict[str, Any]) -> str:
+def to_json(data: ReportData) -> str:
     return json.dumps(data, indent=1, ensure_ascii=False) + "\n"

@@ -11,18 +11,18 @@ import json
 import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from pcnctl.errors import InterruptedRunError, RefusedError
-from pcnctl.incident.auditlog import AuditLog
-from pcnctl.incident.journal import Journal, RunState
+from pcnctl.incident.auditlog import AuditDetails, AuditLog
+from pcnctl.incident.journal import ItemRecord, Journal, PlanItem, RunMeta, RunParams, RunRecord, RunState
 from pcnctl.incident.store import Incident
 from pcnctl.models import Identity
 from pcnctl.platform import EntDriver
 from pcnctl.state.store import StateStore, ent_key
 
 
-def plan_digest(op: str, params: dict[str, Any], items: list[dict[str, Any]]) -> str:
+def plan_digest(op: str, params: RunParams, items: list[PlanItem]) -> str:
     """The SHA-256 of a run's plan, sealed in the audit log when the run starts: resume acts only on it."""
     body = json.dumps([op, params, items], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
@@ -97,7 +97,7 @@ class RunContext:
                 hint="nothing was resumed; check 'pcnctl audit verify-log' and the incident's records",
             )
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> RunMeta:
         return {
             "identity": self.identity.label,
             "auth": self.identity.auth_mode,
@@ -108,29 +108,30 @@ class RunContext:
             "step": self.step,
         }
 
-    def start(
-        self, op: str, params: dict[str, Any], items: list[dict[str, Any]], run: str | None = None
-    ) -> str:
+    def start(self, op: str, params: RunParams, items: list[PlanItem], run: str | None = None) -> str:
         run = run or f"{op}-{secrets.token_hex(4)}"
         approver = self.approval(op, params, items)  # refuses here, before anything is recorded or changed
-        signed = {"approved_by": approver} if approver else {}
+        record: RunRecord = {
+            "t": "run",
+            "run": run,
+            "op": op,
+            "params": params,
+            "items": items,
+            "meta": self.meta(),
+        }
         # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
         digest = plan_digest(op, params, items)
-        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest, **signed)
-        self.journal.append(
-            {
-                "t": "run",
-                "run": run,
-                "op": op,
-                "params": params,
-                "items": items,
-                "meta": self.meta(),
-                **signed,
-            }
-        )
+        if approver:
+            record["approved_by"] = approver
+            self.log(
+                run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest, approved_by=approver
+            )
+        else:
+            self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest)
+        self.journal.append(record)
         return run
 
-    def approval(self, op: str, params: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+    def approval(self, op: str, params: RunParams, items: list[PlanItem]) -> str | None:
         """The second administrator who approved this plan, on a four-eyes profile (see approvals.py)."""
         approvers = self.driver.profile.approvers
         if not approvers:
@@ -145,7 +146,7 @@ class RunContext:
         """Written before an item's call: if the answer is lost, resume knows to re-read it."""
         self.item(run, key, "sending")
 
-    def log(self, run: str, action: str, target: str, result: str, **extra: Any) -> None:
+    def log(self, run: str, action: str, target: str, result: str, **extra: Unpack[AuditDetails]) -> None:
         """One audit-log entry, naming who acted and how they authenticated."""
         self.audit.append(
             actor=self.identity.label,
@@ -161,7 +162,7 @@ class RunContext:
         )
 
     def item(self, run: str, key: str, phase: str, detail: str = "") -> None:
-        record: dict[str, Any] = {"t": "item", "run": run, "key": key, "phase": phase}
+        record: ItemRecord = {"t": "item", "run": run, "key": key, "phase": phase}
         if detail:
             record["detail"] = detail
         self.journal.append(record)

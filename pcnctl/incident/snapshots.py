@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pcnctl.errors import RefusedError
@@ -23,7 +24,9 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def save(state: StateStore, audit: AuditLog, incident: str, ent: str, run: str, data: dict[str, Any]) -> str:
+def save(
+    state: StateStore, audit: AuditLog, incident: str, ent: str, run: str, data: Mapping[str, object]
+) -> str:
     """Store the snapshot of ``run`` (once: a resumed run keeps the one taken before it started)."""
     digest = _digest(_body(data))
     seal(audit, incident, run, digest)
@@ -31,11 +34,11 @@ def save(state: StateStore, audit: AuditLog, incident: str, ent: str, run: str, 
     return digest
 
 
-def _body(data: dict[str, Any]) -> str:
+def _body(data: Mapping[str, object]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def store(state: StateStore, incident: str, ent: str, run: str, data: dict[str, Any]) -> str:
+def store(state: StateStore, incident: str, ent: str, run: str, data: Mapping[str, object]) -> str:
     """The database half of :func:`save` (an import seals after its transaction)."""
     body = _body(data)
     digest = _digest(body)
@@ -58,8 +61,9 @@ def exists(state: StateStore, run: str) -> bool:
     return bool(state.rows("SELECT 1 FROM snapshots WHERE run = ?", run))
 
 
-def load(state: StateStore, audit: AuditLog, run: str) -> dict[str, Any]:
-    """The snapshot of ``run``, after checking it is the one sealed when it was taken."""
+def load(state: StateStore, audit: AuditLog, run: str) -> Any:
+    """The snapshot of ``run``, after checking it is the one sealed when it was taken: the document its
+    run saved, which the caller reads as the record type it saved (a messaging block's BlockSnapshot...)."""
     rows = state.rows("SELECT body, digest FROM snapshots WHERE run = ?", run)
     if not rows:
         raise RefusedError(f"the snapshot of run {run} is missing", hint="nothing was restored from it")
@@ -72,5 +76,4 @@ def load(state: StateStore, audit: AuditLog, run: str) -> dict[str, Any]:
             f"the snapshot of run {run} does not match the digest sealed when it was taken: it was altered",
             hint="nothing was restored from it; check 'pcnctl audit verify-log' and restore by hand",
         )
-    data: dict[str, Any] = json.loads(body)
-    return data
+    return json.loads(body)

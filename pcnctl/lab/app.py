@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
 from urllib.parse import quote
 
 from pcnctl.lab import (
@@ -37,6 +36,7 @@ from pcnctl.lab.web import (
     origin,
     unauthorized,
 )
+from pcnctl.records import JsonObject
 
 # The routes a session that must change its password may still call (the platform's allow-list).
 _CHANGE_PW_ALLOWED = frozenset(
@@ -336,5 +336,5 @@ class LabApp:
             return Response.json({"knobs": asdict(self.knobs), "counters": self.counters})
         raise HttpError(404, {"error": "not.found"})
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         return {"knobs": asdict(self.knobs)}

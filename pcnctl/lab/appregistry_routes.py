@@ -9,10 +9,11 @@ structure-level profile groups only.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pcnctl.lab import graph
 from pcnctl.lab.web import HttpError, Module, Request, Response
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     import sqlite3
@@ -79,7 +80,7 @@ def app_roles(app: LabApp, req: Request) -> Response:
     """The app's roles with the school's groups holding them (structure and class groups)."""
     sid = req.params["structureId"]
     _scope(app, req, sid)
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for role in app.store.all("SELECT * FROM roles WHERE app_id = ?", req.params["appId"]):
         groups = app.store.all(
             "SELECT g.* FROM role_groups rg JOIN groups g ON g.id = rg.group_id"

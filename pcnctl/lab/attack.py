@@ -29,11 +29,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 
 from pcnctl.lab.seed import COMMON_AGENTS, proxy_of
+from pcnctl.records import JsonObject
 
 FOREIGN_IPS = ("185.220.101.47", "185.220.101.52", "45.133.1.93", "103.251.167.20", "91.219.236.18")
 SCRIPT_AGENT = "python-requests/2.31.0"
@@ -65,6 +66,30 @@ LATE = 10  # the silent accounts that wait log in during the first LATE threats,
 ATTACHMENT = {"name": "video.mp4", "contentType": "video/mp4", "size": 4_812_345}
 
 
+class TruthJson(TypedDict, total=False):
+    """``attack-truth.json``: what the wave really did, which the drill scores the response against."""
+
+    senders: list[str]
+    sender_logins: list[str]
+    hijacked: list[str]
+    hijacked_logins: list[str]
+    silent: list[str]  # hijacked accounts that logged in but sent nothing
+    traces: dict[str, list[str]]  # hijacked id -> [ip, user agent]
+    proxy: str
+    innocent: list[str]
+    messages: list[str]
+    recipients: list[str]
+    schools: list[str]
+    noise_messages: list[str]
+    group_sends: list[str]
+    drafts: list[str]
+    scheduled: list[str]
+    recalled: list[str]
+    refused: int
+    started_at: float
+    ended_at: float | None
+
+
 @dataclass
 class Truth:
     senders: list[str] = field(default_factory=list)
@@ -86,7 +111,7 @@ class Truth:
     started_at: float = 0.0
     ended_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> TruthJson:
         return {
             "senders": self.senders,
             "sender_logins": self.sender_logins,
@@ -289,7 +314,7 @@ def run(
     innocent: int = 40,
     via_proxy: float = 0.25,
     city: str | None = None,
-) -> dict[str, Any]:
+) -> TruthJson:
     """Play the wave; ``hijacked`` accounts in all (at least ``senders``), ``innocent`` pupils behind the
     proxy of ``city`` (default: the first target school's town), ``via_proxy`` of the hijacked accounts
     logging in through that same address."""
@@ -346,7 +371,7 @@ class Wave:
     ) -> str | None:
         """As the web client does: a draft, the attachment uploaded to it, then the send of the draft."""
         url = self.url
-        payload: dict[str, Any] = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
+        payload: JsonObject = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
         if not attach and route == "send":
             return _post(s, url + "/conversation/send", payload)
         draft = _post(s, url + "/conversation/draft", payload)
@@ -354,7 +379,9 @@ class Wave:
             return draft
         if attach and _upload(s, f"{url}/conversation/message/{draft}/attachment") is None:
             return None
-        later = {"scheduleAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))}
+        later: JsonObject = {
+            "scheduleAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        }
         # A scheduled send: the platform delivers it later; until then only the sender has a copy.
         return _post(s, f"{url}/conversation/send?id={draft}", later if route == "schedule" else {})
 
@@ -502,7 +529,7 @@ def _upload(s: requests.Session, url: str) -> str | None:
     return str(r.json().get("id")) if r.status_code == 200 else None
 
 
-def _post(s: requests.Session, url: str, payload: dict[str, Any]) -> str | None:
+def _post(s: requests.Session, url: str, payload: JsonObject) -> str | None:
     """POST as the hijacked session: the new message's id ("" when the answer has none), None if refused."""
     r = s.post(
         url,

@@ -11,10 +11,11 @@ import base64
 import html
 import secrets
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pcnctl.lab.seed import hash_password
 from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -197,7 +198,7 @@ def token(app: LabApp, req: Request) -> Response:
         app.record_login(req, user, client["client_id"])
     else:
         token_id = app.new_session(None, "token", client["client_id"], scope)
-    granted: dict[str, Any] = {
+    granted: JsonObject = {
         "token_type": "Bearer",
         "access_token": token_id,
         "refresh_token": secrets.token_hex(16),
@@ -226,7 +227,7 @@ def userinfo(app: LabApp, req: Request) -> Response:
     if client_id:
         names = info.pop("structureNames", [])
         info.pop("classNames", None)
-        if names:
+        if isinstance(names, list) and names:  # the session's structure names, a list of texts
             info["schoolName"] = names[0]
         for key in _V1_CLIENT_DROPS:
             info.pop(key, None)
@@ -242,14 +243,14 @@ def _accept_version(req: Request) -> str | None:
     return None
 
 
-def _session_info(app: LabApp, user: sqlite3.Row) -> dict[str, Any]:
+def _session_info(app: LabApp, user: sqlite3.Row) -> JsonObject:
     """What the platform keeps in a session (UserUtils' session map), for the lab's tables."""
     structures = app.store.all(
         "SELECT s.id, s.name, s.uai, s.external_id FROM user_structures us"
         " JOIN structures s ON s.id = us.structure_id WHERE us.user_id = ? ORDER BY s.name",
         user["id"],
     )
-    functions: dict[str, Any] = {}
+    functions: JsonObject = {}
     if app.is_admc(user["id"]):
         functions["SUPER_ADMIN"] = {"code": "SUPER_ADMIN", "scope": None, "structureExternalIds": None}
     scope = sorted(app.adml_scope(user["id"]))

@@ -8,10 +8,11 @@ module is CommunicationFilter: ADMC, or ADML whose scope holds the structure eve
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pcnctl.lab import graph
 from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -34,10 +35,10 @@ def _filter(app: LabApp, req: Request, *group_ids: str) -> list[sqlite3.Row | No
     return rows
 
 
-def _node(app: LabApp, g: sqlite3.Row, *, peers_as_ids: bool) -> dict[str, Any]:
+def _node(app: LabApp, g: sqlite3.Row, *, peers_as_ids: bool) -> JsonObject:
     """A group node's properties as Neo4j returns them: absent properties are left out."""
     n = app.store.get("SELECT count(*) n FROM group_members WHERE group_id = ?", g["id"])["n"]
-    node: dict[str, Any] = {"id": g["id"], "name": g["name"], "displayNameSearchField": g["name"].lower()}
+    node: JsonObject = {"id": g["id"], "name": g["name"], "displayNameSearchField": g["name"].lower()}
     if g["profile"]:
         node["filter"] = g["profile"]
     if g["users_dir"] is not None:
@@ -74,7 +75,7 @@ def get_group(app: LabApp, req: Request) -> Response:
     return Response.json(body)
 
 
-def _relation_row(app: LabApp, g: sqlite3.Row) -> dict[str, Any]:
+def _relation_row(app: LabApp, g: sqlite3.Row) -> JsonObject:
     """A row of ``.../outgoing`` and ``.../incoming``."""
     structure = app.store.get("SELECT id, name FROM structures WHERE id = ?", g["structure_id"])
     klass = (

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab.web import HttpError, Module, Request, Response, require_user, unauthorized
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     import sqlite3
@@ -317,7 +318,7 @@ def _people(row: Any, column: str, users: set[str]) -> dict[str, list[dict[str, 
     return out
 
 
-def _summary(app: LabApp, row: Any) -> dict[str, Any]:
+def _summary(app: LabApp, row: Any) -> JsonObject:
     sender = app.store.one("SELECT profile, display_name FROM users WHERE id = ?", row["from"])
     copies = {
         r["user_id"]

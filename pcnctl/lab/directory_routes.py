@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab.seed import search_field
 from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -274,7 +275,7 @@ def user_admin_list(app: LabApp, req: Request) -> Response:
     return Response.json([_admin_row(r, schools[r["id"]], functions.get(r["id"])) for r in rows])
 
 
-def _admin_row(r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] | None) -> dict[str, Any]:
+def _admin_row(r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] | None) -> JsonObject:
     return {
         "id": r["id"],
         "type": r["profile"],
@@ -328,7 +329,7 @@ def get_user(app: LabApp, req: Request) -> Response:
         scope = app.require_admin(req)
         if scope is not None and not ({s["id"] for s in schools} & scope):
             raise unauthorized()
-    node: dict[str, Any] = {
+    node: JsonObject = {
         "id": row["id"],
         "externalId": _external_id(row),
         "login": row["login"],
@@ -364,7 +365,7 @@ def get_user(app: LabApp, req: Request) -> Response:
     return Response.json(node)
 
 
-def _structure_node(s: sqlite3.Row) -> dict[str, Any]:
+def _structure_node(s: sqlite3.Row) -> JsonObject:
     return {
         "id": s["id"],
         "externalId": s["external_id"],

@@ -24,9 +24,12 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from pcnctl.lab.attack import TruthJson
 from pcnctl.playbooks import SHIPPED
+from pcnctl.playbooks.params import StepParams
+from pcnctl.records import JsonObject, Row
 
 PLAYBOOK = SHIPPED / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
@@ -107,13 +110,13 @@ class DrillReport:
     calls_to_containment: int = 0
     lab_requests: int = 0
     lab_throttled: int = 0
-    scenario: dict[str, Any] = field(default_factory=dict)
+    scenario: Scenario = field(default_factory=Scenario)
     messages_purged: int = 0
     copies_left: int = 0
     export_file: str = ""
     schools_expected: list[str] = field(default_factory=list)
     schools_exported: list[str] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Row] = field(default_factory=list)
 
     @property
     def time_to_containment(self) -> float | None:
@@ -127,7 +130,7 @@ class DrillReport:
     @property
     def floor(self) -> str:
         """How long the containment's calls take at the server's capacity: the time no client can beat."""
-        capacity = float(self.scenario.get("capacity") or 0)
+        capacity = self.scenario.capacity
         return f"{self.calls_to_containment / capacity:.1f} s" if capacity else "no limit"
 
     @property
@@ -142,7 +145,7 @@ class DrillReport:
             and self.schools_exported == self.schools_expected
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         ttc = self.time_to_containment
         match = "match" if self.schools_exported == self.schools_expected else "MISMATCH"
         return [
@@ -183,9 +186,10 @@ class DrillReport:
         ]
 
 
-def _truth(data: Path) -> dict[str, Any]:
+def _truth(data: Path) -> TruthJson:
     try:
-        return dict(json.loads((data / "attack-truth.json").read_text()))
+        # The file the wave wrote (Truth.to_json).
+        return cast(TruthJson, dict(json.loads((data / "attack-truth.json").read_text())))
     except (OSError, ValueError):
         return {"messages": [], "senders": [], "hijacked": [], "silent": [], "schools": []}
 
@@ -223,7 +227,7 @@ def run(
     ]
     lab = LabProcess(data, "--seed", plan.preset, *knobs, log=(root / "lab.log").open("wb"), timeout=900)
     wave: subprocess.Popen[bytes] | None = None
-    report = DrillReport(started_at=time.time(), scenario=asdict(plan))
+    report = DrillReport(started_at=time.time(), scenario=plan)
     try:
         info = lab.info
         profile = make_profile(
@@ -299,7 +303,7 @@ def run(
                     **{r["measure"]: r["value"] for r in report.rows()},
                     "contained": report.contained,
                     "incident": incident.id,
-                    "scenario": report.scenario,
+                    "scenario": asdict(report.scenario),
                 },
                 indent=1,
                 ensure_ascii=False,
@@ -327,12 +331,17 @@ def _blocked(data: Path) -> set[str]:
         db.close()
 
 
+def _result(results: dict[str, JsonObject], step: str) -> StepParams:
+    """A step's result, read with the same typed accessors as its parameters."""
+    return StepParams(results.get(step, {}))
+
+
 def _score(
     report: DrillReport,
     data: Path,
-    truth: dict[str, Any],
+    truth: TruthJson,
     blocked_before: set[str],
-    results: dict[str, dict[str, Any]],
+    results: dict[str, JsonObject],
 ) -> None:
     """The response against the ground truth: accounts, threats by time, copies, the export."""
     threats = truth["messages"]
@@ -359,8 +368,8 @@ def _score(
     report.hijacked, report.hijacked_blocked = len(hijacked), len(hijacked & blocked)
     report.silent, report.silent_blocked = len(silent), len(silent & blocked)
     report.innocents_blocked = len(blocked - blocked_before - hijacked)
-    report.accounts_blocked = int(results.get("block-senders", {}).get("count", 0))
-    report.messages_purged = int(results.get("purge", {}).get("purged", 0))
-    report.export_file = str(results.get("export", {}).get("file", ""))
-    report.schools_exported = sorted(results.get("export", {}).get("schools", []))
+    report.accounts_blocked = _result(results, "block-senders").integer("count") or 0
+    report.messages_purged = _result(results, "purge").integer("purged") or 0
+    report.export_file = _result(results, "export").text("file") or ""
+    report.schools_exported = sorted(_result(results, "export").texts("schools"))
     report.schools_expected = sorted(truth["schools"])

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab.web import HttpError, Module, Request, Response
+from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -48,9 +49,9 @@ def events(app: LabApp, req: Request) -> Response:
     )
 
 
-def _event(r: Any) -> dict[str, Any]:
+def _event(r: Any) -> JsonObject:
     """One event as the platform's generic event store writes it (no login, no session id)."""
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "_id": r["id"],
         "event-type": r["event_type"],
         "module": r["module"],

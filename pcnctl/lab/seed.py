@@ -24,6 +24,7 @@ from typing import Any
 from pcnctl.lab import seed_graph
 from pcnctl.lab.store import CONVERSATION_TABLES, GRAPH_TABLES, SCHEMA_VERSION, Store
 from pcnctl.models import PROFILES
+from pcnctl.records import JsonObject
 from pcnctl.uai import check_letter
 
 FIRST_NAMES = (
@@ -282,11 +283,11 @@ class People:
 
 def _admins(
     people: People, structures: list[tuple[Any, ...]], password: str
-) -> tuple[list[tuple[str, str, str | None]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[str, str, str | None]], list[JsonObject]]:
     """One ADMC (the platform) and two ADMLs over two schools each: their functions and lab.json entries."""
     admc_id = people.add_admin(ADMC_LOGIN, [structures[0][0]], "Central")
     functions: list[tuple[str, str, str | None]] = [(admc_id, "SUPER_ADMIN", None)]
-    admls = []
+    admls: list[JsonObject] = []
     for n, chunk in enumerate(
         (structures[0:2], structures[12:14] if len(structures) > 14 else structures[2:4])
     ):
@@ -382,9 +383,9 @@ def _lab_json(
     random_seed: int,
     secrets: Secrets,
     counts: tuple[int, int],
-    admls: list[dict[str, Any]],
+    admls: list[JsonObject],
     student: str,
-) -> dict[str, Any]:
+) -> JsonObject:
     password = secrets.user_password
     return {
         "preset": preset_name,
@@ -411,7 +412,7 @@ def _lab_json(
 
 def seed(
     store: Store, preset_name: str = "small", random_seed: int = 1, rules: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> JsonObject:
     """Fill an empty store with a synthetic académie; returns the throwaway credentials for ``lab.json``.
 
     ``rules`` replaces the preset's communication rule sets: kind of school (or ``*``) -> a name of

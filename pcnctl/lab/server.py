@@ -16,6 +16,7 @@ from pcnctl.lab.app import Knobs, LabApp
 from pcnctl.lab.seed import PRESETS, seed
 from pcnctl.lab.store import SCHEMA_VERSION, Store
 from pcnctl.lab.web import Request
+from pcnctl.records import JsonObject
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,7 +82,7 @@ class LabServer:
         self.store.close()
 
 
-def prepare(data_dir: Path, preset: str | None, random_seed: int) -> dict[str, Any]:
+def prepare(data_dir: Path, preset: str | None, random_seed: int) -> JsonObject:
     """Seed ``data_dir`` unless it already holds the same preset and seed; returns the seed summary."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(data_dir)
@@ -97,7 +98,7 @@ def prepare(data_dir: Path, preset: str | None, random_seed: int) -> dict[str, A
         store.close()
 
 
-def summary(store: Store) -> dict[str, Any]:
+def summary(store: Store) -> JsonObject:
     """What ``lab.json`` says about a seeded store (rebuilt from the store itself)."""
     password = store.meta("user_password")
     admls: dict[str, list[str]] = {}
@@ -137,7 +138,7 @@ def summary(store: Store) -> dict[str, Any]:
     }
 
 
-def write_lab_json(path: Path, data: dict[str, Any]) -> None:
+def write_lab_json(path: Path, data: JsonObject) -> None:
     """Write ``lab.json`` 0600 and atomically: it holds the lab's throwaway credentials."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -154,7 +155,7 @@ def serve(
     random_seed: int = 1,
     knobs: Knobs | None = None,
     ready: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Seed if needed, start serving, write ``lab.json``, block until SIGINT/SIGTERM, then stop cleanly."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(preset)

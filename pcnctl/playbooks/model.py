@@ -7,18 +7,42 @@ no code runs from a playbook. Every error names the file, line and column, and w
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from pcnctl.errors import PlaybookError
+from pcnctl.records import JsonObject, JsonValue
+
+if TYPE_CHECKING:
+    from pcnctl.playbooks.ops import Op
 
 EXPR = re.compile(r"\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 WHOLE = re.compile(r"^\s*\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}\s*$")
 STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
 INPUT_TYPES = {"string": str, "int": int, "bool": bool, "list": list, "float": float}
-COMPARATORS = {"gt", "ge", "lt", "le", "eq", "ne"}
+# What a YAML comparison may hold (numbers, texts, a list's length): Python's own operators decide.
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}
+COMPARATORS = set(COMPARE)
+
+
+class InputSpec(TypedDict, total=False):
+    """A declared input: its type (one of INPUT_TYPES), and a default when it is optional."""
+
+    type: str
+    default: JsonValue
+    description: str
+    required: bool
 
 
 @dataclass
@@ -36,8 +60,8 @@ class Problem:
 class Step:
     id: str
     op: str
-    params: dict[str, Any]
-    when: Any = None
+    params: JsonObject
+    when: JsonValue = None
     on_error: str = "stop"
     approval: bool = False
     line: int = 0
@@ -48,7 +72,7 @@ class Playbook:
     path: Path
     name: str
     description: str
-    inputs: dict[str, dict[str, Any]]
+    inputs: dict[str, InputSpec]
     steps: list[Step] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
@@ -101,7 +125,7 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
     for key in ("name", "description"):
         if not isinstance(_plain(top.get(key)), str):
             problem(top.get(key, root), f"expected {key}: a text")
-    inputs: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, InputSpec] = {}
     inputs_node = top.get("inputs")
     if inputs_node is not None:
         if not isinstance(inputs_node, yaml.MappingNode):
@@ -121,7 +145,7 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
                     )
                 if "default" in spec and not _type_ok(spec["default"], spec["type"]):
                     problem(spec_node, f"input {key_node.value!r}: default is not a {spec['type']}")
-                inputs[key_node.value] = spec
+                inputs[key_node.value] = cast(InputSpec, spec)  # its type and default checked above
     steps_node = top.get("steps")
     steps: list[Step] = []
     produced: dict[str, set[str]] = {}
@@ -162,7 +186,11 @@ def _refs(value: Any) -> list[str]:
 
 
 def _step(
-    node: Any, problem: Any, ops: dict[str, Any], inputs: dict[str, Any], produced: dict[str, set[str]]
+    node: Any,
+    problem: Callable[[Any, str], None],
+    ops: dict[str, Op],
+    inputs: dict[str, InputSpec],
+    produced: dict[str, set[str]],
 ) -> Step | None:
     import yaml
 
@@ -244,7 +272,7 @@ def _step(
     return Step(step_id, op, params, when, on_error, bool(approval), node.start_mark.line + 1)
 
 
-def resolve(value: Any, context: dict[str, Any]) -> Any:
+def resolve(value: JsonValue, context: JsonObject) -> JsonValue:
     """Substitute expressions from ``context`` ({"inputs": ..., "steps": ..., "incident": ...})."""
     if isinstance(value, str):
         whole = WHOLE.match(value)
@@ -258,8 +286,8 @@ def resolve(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
-def _lookup(ref: str, context: dict[str, Any]) -> Any:
-    value: Any = context
+def _lookup(ref: str, context: JsonObject) -> JsonValue:
+    value: JsonValue = context
     for part in ref.split("."):
         if isinstance(value, list) and part.isdigit():  # steps.find.messages.0: an item of a list result
             if int(part) >= len(value):
@@ -276,21 +304,13 @@ def _lookup(ref: str, context: dict[str, Any]) -> Any:
     return value
 
 
-def condition(when: Any, context: dict[str, Any]) -> bool:
+def condition(when: JsonValue, context: JsonObject) -> bool:
     if when is None:
         return True
     if isinstance(when, dict):
         left, right = resolve(when["value"], context), resolve(when["than"], context)
         if isinstance(left, list):
             left = len(left)
-        verdict = {
-            "gt": left > right,
-            "ge": left >= right,
-            "lt": left < right,
-            "le": left <= right,
-            "eq": left == right,
-            "ne": left != right,
-        }[when["op"]]
-        return bool(verdict)
+        return bool(COMPARE[str(when["op"])](left, right))
     value = resolve(when, context)
     return bool(len(value)) if isinstance(value, (list, dict)) else bool(value)

@@ -12,17 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import PcnError, PlaybookError
 from pcnctl.hunt import op_hunt as hunt_op
+from pcnctl.playbooks.params import StepParams
+from pcnctl.records import JsonObject, JsonValue
+
+if TYPE_CHECKING:
+    from pcnctl.incident.journal import RunParams
 
 
 @dataclass(frozen=True)
 class Param:
     type: str  # string | int | float | bool | list
     required: bool = False
-    default: Any = None
+    default: JsonValue = None
 
 
 @dataclass
@@ -39,7 +44,7 @@ class Env:
     notes: list[str] = field(default_factory=list)
 
 
-OpFn = Callable[[Env, dict[str, Any]], dict[str, Any]]
+OpFn = Callable[[Env, StepParams], JsonObject]
 
 
 @dataclass(frozen=True)
@@ -58,23 +63,23 @@ def _ms(text: str | None, future: bool = False) -> int | None:
     return int(parse_when(text, future=future).timestamp() * 1000) if text else None
 
 
-def op_search(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_search(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import search as core
     from pcnctl.timespec import parse_when
 
     if env.mailstore is None:
         raise PlaybookError("the search step needs a mailstore: set --mailstore on the profile")
     query = core.Query(
-        since=parse_when(p["since"], future=False) if p.get("since") else None,
-        until=parse_when(p["until"], future=False) if p.get("until") else None,
-        senders=list(p.get("from") or []),
-        subject=p.get("subject"),
-        body=p.get("body"),
-        regex=p.get("regex"),
-        has_attachment=p.get("has_attachment"),
-        like=p.get("like"),
-        threshold=float(p.get("similarity") or 0.4),
-        states=core.parse_states(p.get("states") or []),
+        since=parse_when(since, future=False) if (since := p.text("since")) else None,
+        until=parse_when(until, future=False) if (until := p.text("until")) else None,
+        senders=p.texts("from"),
+        subject=p.text("subject"),
+        body=p.text("body"),
+        regex=p.text("regex"),
+        has_attachment=p.flag("has_attachment"),
+        like=p.text("like"),
+        threshold=p.number("similarity") or 0.4,
+        states=core.parse_states(p.texts("states")),
     )
     result = core.run(env.driver, env.mailstore, query)
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -93,15 +98,15 @@ def op_search(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def op_senders(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_senders(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.senders import Thresholds, senders
 
     rows = senders(
         env.driver,
-        _ms(p.get("since") or "1h") or 0,
+        _ms(p.text("since") or "1h") or 0,
         int(datetime.now(UTC).timestamp() * 1000),
         store=env.mailstore,
-        thresholds=Thresholds(int(p.get("mass_messages") or 20)),
+        thresholds=Thresholds(p.integer("mass_messages") or 20),
     )
     flagged = [r for r in rows if r["mass"]]
     return {"accounts": [r["id"] for r in flagged], "count": len(flagged), "all": [r["id"] for r in rows]}
@@ -124,72 +129,73 @@ def _done_in_incident(env: Env, op: str) -> set[str]:
     return journal.done_keys(runs, op)
 
 
-def _accounts(env: Env, op: str, p: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def _accounts(env: Env, op: str, p: StepParams, params: RunParams) -> JsonObject:
     from pcnctl import accounts
 
-    ids = list(dict.fromkeys(p.get("accounts") or []))
+    ids = list(dict.fromkeys(p.texts("accounts")))
     if not ids:
         return {"accounts": [], "count": 0}
     plan = accounts.prepare(env.driver, op, ids, params)
-    done = _done_in_incident(env, op) & {u.id for u in plan.to_change}
-    if done:
-        plan = accounts.leave_alone(plan, done)
+    earlier = _done_in_incident(env, op) & {u.id for u in plan.to_change}
+    if earlier:
+        plan = accounts.leave_alone(plan, earlier)
         env.notes.append(
-            f"{len(done)} account(s) already done by an earlier run in incident {env.incident.id}: left "
+            f"{len(earlier)} account(s) already done by an earlier run in incident {env.incident.id}: left "
             f"alone (`pcnctl accounts {ONCE_PER_INCIDENT[op]}` does it again)"
         )
-    accounts.check_cap(plan, int(p["max"]) if p.get("max") else None)  # the commands' caps
+    accounts.check_cap(plan, p.integer("max") or None)  # the commands' caps
     if env.check:
         env.notes.append(plan.summary())
         return {"accounts": [u.id for u in plan.to_change], "count": len(plan.to_change)}
     result = accounts.execute(env.ctx, plan)
     if result.failed:
         raise PcnError(f"{result.failed} account(s) failed; failures in {result.failures_file}")
-    return {"accounts": [r["id"] for r in result.rows if r["result"] == "done"], "count": len(result.rows)}
+    done = [r.user.id for r in result.results if r.result == "done"]
+    return {"accounts": done, "count": len(result.results)}
 
 
-def op_block_accounts(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_block_accounts(env: Env, p: StepParams) -> JsonObject:
     return _accounts(env, "accounts.block", p, {})
 
 
-def op_unblock_accounts(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_unblock_accounts(env: Env, p: StepParams) -> JsonObject:
     return _accounts(env, "accounts.unblock", p, {})
 
 
-def op_revoke_sessions(env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    return _accounts(env, "sessions.revoke", p, {"keep_blocked": bool(p.get("keep_blocked"))})
+def op_revoke_sessions(env: Env, p: StepParams) -> JsonObject:
+    return _accounts(env, "sessions.revoke", p, {"keep_blocked": bool(p.flag("keep_blocked"))})
 
 
-def op_reset_password(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_reset_password(env: Env, p: StepParams) -> JsonObject:
     return _accounts(
-        env, "accounts.reset-password", p, {"mode": p.get("mode") or "force-change", "revoke": True}
+        env, "accounts.reset-password", p, {"mode": p.text("mode") or "force-change", "revoke": True}
     )
 
 
-def op_renewal_codes(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_renewal_codes(env: Env, p: StepParams) -> JsonObject:
     out = _accounts(env, "accounts.renewal-codes", p, {})
     # In check mode there is no incident yet: the codes would go to its codes/ directory.
     out["file"] = str(env.incident.path / "codes") if env.incident is not None else "(the incident's codes/)"
     return out
 
 
-def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import blocks as registry
     from pcnctl import messaging
     from pcnctl.timespec import parse_when
 
-    schools = list(p.get("schools") or [])
-    everywhere = bool(p.get("all_schools"))
+    schools = p.texts("schools")
+    everywhere = bool(p.flag("all_schools"))
     if not schools and not everywhere:
         return {"schools": [], "count": 0}
     plan = messaging.plan_block(
         env.driver,
-        p.get("profile") or "Student",
+        p.text("profile") or "Student",
         [] if everywhere else schools,
         all_schools=everywhere,
-        method=p.get("method") or "communication",
-        until=parse_when(p["until"]) if p.get("until") else None,
-        reason=p.get("reason") or "",
+        method=p.text("method") or "communication",
+        until=parse_when(until) if (until := p.text("until")) else None,
+        reason=p.text("reason") or "",
         state=env.state,
     )
     if env.check:
@@ -214,11 +220,11 @@ def op_block_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"schools": [r["school"] for r in rows], "count": len(rows)}
 
 
-def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_unblock_messaging(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import blocks as registry
     from pcnctl import messaging
 
-    incident = p.get("incident") or (env.incident.id if env.incident is not None else None)
+    incident = p.text("incident") or (env.incident.id if env.incident is not None else None)
     if incident is None:  # check mode, and no incident named: the run's own one does not exist yet
         env.notes.append("would lift the messaging blocks of the incident the run is recorded in")
         return {"schools": [], "count": 0}
@@ -233,13 +239,13 @@ def op_unblock_messaging(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"schools": [r["school"] for r in rows], "count": len(rows)}
 
 
-def op_purge(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_purge(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import purge
     from pcnctl.search import load_saved
 
-    saved = load_saved(Path(p["search"]))
+    saved = load_saved(Path(str(p.value("search"))))
     plan = purge.plan(env.mailstore, saved)
-    purge.check_cap(plan, int(p.get("max") or purge.DEFAULT_CAP))
+    purge.check_cap(plan, p.integer("max") or purge.DEFAULT_CAP)
     if env.check:
         env.notes.append(
             f"would purge {len(plan.ids)} message(s), {plan.copy_count} mailbox copies (evidence first)"
@@ -255,29 +261,30 @@ def op_purge(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def op_export(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_export(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import export
     from pcnctl.output import render, render_excel_csv
     from pcnctl.search import load_saved
 
-    if p.get("search"):
-        matches = load_saved(Path(p["search"]))["matches"]
+    if search := p.text("search"):
+        matches = load_saved(Path(search))["matches"]
     else:
         matches = export.matches_from_incident(env.incident) if env.incident is not None else []
-    rows = export.affected_schools(env.driver, matches, env.state)
-    fmt = p.get("format") or "csv"
+    affected = export.affected_schools(env.driver, matches, env.state)
+    rows = [school.to_row() for school in affected]
+    fmt = p.text("format") or "csv"
     path = env.workdir.parent / f"affected-schools.{'md' if fmt == 'markdown' else fmt}"
     if env.check:
-        return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+        return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
     with path.open("w", encoding="utf-8", newline="") as fh:
-        if p.get("excel"):
+        if p.flag("excel"):
             render_excel_csv(rows, export.COLUMNS, fh)
         else:
             render(rows, fmt, export.COLUMNS, stream=fh)
-    return {"file": str(path), "schools": [r["uai"] for r in rows], "count": len(rows)}
+    return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
 
 
-def op_recipients(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_recipients(env: Env, p: StepParams) -> JsonObject:
     """Who received the messages of a saved search (from their mailbox copies), written for the schools to
     warn: one row per recipient with their schools and how many of the messages they received."""
     import csv
@@ -287,7 +294,7 @@ def op_recipients(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     from pcnctl.search import load_saved
 
     received: dict[str, tuple[set[str], set[str]]] = {}
-    for m in load_saved(Path(p["search"]))["matches"]:
+    for m in load_saved(Path(str(p.value("search"))))["matches"]:
         for user, uais in (m.get("recipient_schools") or {}).items():
             messages, schools = received.setdefault(user, (set(), set()))
             messages.add(m["id"])
@@ -303,16 +310,18 @@ def op_recipients(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"file": str(path), "accounts": sorted(received), "count": len(received)}
 
 
-def op_notify(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_notify(env: Env, p: StepParams) -> JsonObject:
     from pcnctl import banners, directory
     from pcnctl.incident.journal import read
 
-    schools = [directory.resolve_school(env.driver, s) for s in p.get("schools") or []]
+    schools = [directory.resolve_school(env.driver, s) for s in p.texts("schools")]
     if env.check:
         env.notes.append(f"would show a banner in {len(schools)} school(s)")
         return {"schools": [s.uai for s in schools], "count": len(schools)}
     banner = banners.Banner(
-        p.get("title") or "Information", p["message"], tuple(p.get("profiles") or ["Teacher", "Personnel"])
+        p.text("title") or "Information",
+        str(p.value("message")),
+        tuple(p.texts("profiles") or ["Teacher", "Personnel"]),
     )
     # A banner is never posted twice: schools an interrupted run of this step reached (or may have) are
     # skipped; a lost answer was reported by the resume.
@@ -331,22 +340,21 @@ def op_notify(env: Env, p: dict[str, Any]) -> dict[str, Any]:
     return {"schools": [s.uai for s in schools], "count": len(schools)}
 
 
-def op_wait(env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    seconds = float(p.get("seconds") or 0)
+def op_wait(env: Env, p: StepParams) -> JsonObject:
+    seconds = p.number("seconds") or 0
     if not env.check:
         time.sleep(seconds)
     env.notes.append(f"{'would wait' if env.check else 'waited'} {seconds:g} s")
     return {}
 
 
-def op_assert(env: Env, p: dict[str, Any]) -> dict[str, Any]:
+def op_assert(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.playbooks.model import condition
 
-    if not condition({"value": p["value"], "op": p.get("op") or "gt", "than": p.get("than", 0)}, {}):
-        raise PcnError(
-            p.get("message") or f"assertion failed: {p['value']!r} {p.get('op', 'gt')} {p.get('than', 0)!r}"
-        )
-    env.notes.append(f"holds: {p['value']!r} {p.get('op') or 'gt'} {p.get('than', 0)!r}")
+    value, comparator, than = p.value("value"), p.text("op") or "gt", p.value("than", 0)
+    if not condition({"value": value, "op": comparator, "than": than}, {}):
+        raise PcnError(p.text("message") or f"assertion failed: {value!r} {p.text('op') or 'gt'} {than!r}")
+    env.notes.append(f"holds: {value!r} {comparator} {than!r}")
     return {}
 
 

@@ -16,16 +16,21 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError
 from pcnctl.playbooks.model import Playbook, Step, condition, resolve
 from pcnctl.playbooks.ops import OPS, Env
+from pcnctl.playbooks.params import StepParams
+from pcnctl.records import JsonObject, Row
 
-Confirm = Callable[[Step, dict[str, Any]], bool]
+if TYPE_CHECKING:
+    from pcnctl.incident.journal import RunMeta
+
+Confirm = Callable[[Step, StepParams], bool]
 
 
 class ApprovalMissing(RefusedError):
@@ -38,13 +43,26 @@ class StepReport:
     op: str
     status: str  # done | skipped | failed | planned | awaiting-approval
     summary: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JsonObject = field(default_factory=dict)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> Row:
         return {"step": self.id, "op": self.op, "status": self.status, "summary": self.summary}
 
 
-def coerce_inputs(playbook: Playbook, given: dict[str, str]) -> dict[str, Any]:
+@dataclass
+class PlaybookRun:
+    """A playbook run as the journal tells it: what ``playbook resume`` needs to continue it."""
+
+    run: str
+    file: str
+    sha256: str
+    inputs: JsonObject
+    meta: RunMeta
+    results: dict[str, JsonObject] = field(default_factory=dict)  # finished steps (done or skipped)
+    end: str | None = None
+
+
+def coerce_inputs(playbook: Playbook, given: dict[str, str]) -> JsonObject:
     """Typed inputs from ``--input name=value`` and the declared defaults."""
     unknown = set(given) - set(playbook.inputs)
     if unknown:
@@ -52,7 +70,7 @@ def coerce_inputs(playbook: Playbook, given: dict[str, str]) -> dict[str, Any]:
             f"unknown input(s) {', '.join(sorted(unknown))}",
             hint=f"this playbook takes: {', '.join(sorted(playbook.inputs)) or 'none'}",
         )
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     for name, spec in playbook.inputs.items():
         if name not in given:
             if "default" not in spec:
@@ -78,7 +96,7 @@ def coerce_inputs(playbook: Playbook, given: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _summary(op: str, result: dict[str, Any], notes: list[str]) -> str:
+def _summary(op: str, result: JsonObject, notes: list[str]) -> str:
     if notes:
         return "; ".join(notes)
     parts = [
@@ -93,17 +111,16 @@ def needs_approval(step: Step) -> bool:
     return step.approval or OPS[step.op].approval
 
 
-def plan(
-    playbook: Playbook, inputs: dict[str, Any], driver: Any, mailstore: Any, state: Any
-) -> list[StepReport]:
+def plan(playbook: Playbook, inputs: JsonObject, driver: Any, mailstore: Any, state: Any) -> list[StepReport]:
     """Check mode: read-only steps run, mutating steps plan; nothing changes on the ENT."""
     reports = []
-    context: dict[str, Any] = {"inputs": inputs, "steps": {}, "incident": {"id": "(plan)"}}
+    results: JsonObject = {}
+    context: JsonObject = {"inputs": inputs, "steps": results, "incident": {"id": "(plan)"}}
     nothing: set[str] = set()  # steps skipped for want of anything to act on, and those that need them
     with tempfile.TemporaryDirectory(prefix="pcnctl-plan-") as scratch:
         for step in playbook.steps:
             if not condition(step.when, context):
-                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                results[step.id] = _nothing(step)
                 reports.append(StepReport(step.id, step.op, "skipped", "condition false"))
                 continue
             env = Env(driver, None, None, state, mailstore, True, Path(scratch) / "searches")
@@ -111,19 +128,19 @@ def plan(
             try:
                 if empty:
                     raise PlaybookError(f"nothing to act on: step {empty[0]!r} had nothing to act on either")
-                params = resolve(step.params, context)
+                params = _params(step, context)
             except PlaybookError as exc:  # an earlier step found nothing: say so, plan the rest
                 reports.append(StepReport(step.id, step.op, "skipped", exc.message))
-                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                results[step.id] = _nothing(step)
                 nothing.add(step.id)
                 continue
             try:
                 result = OPS[step.op].fn(env, params)
             except PcnError as exc:
                 reports.append(StepReport(step.id, step.op, "failed", exc.message))
-                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                results[step.id] = _nothing(step)
                 continue
-            context["steps"][step.id] = result
+            results[step.id] = result
             status = "planned" if OPS[step.op].mutating else "done"
             approval = " (needs approval)" if needs_approval(step) else ""
             reports.append(
@@ -135,7 +152,17 @@ def plan(
 _STEP_REF = re.compile(r"\$\{\{\s*steps\.([\w-]+)")
 
 
-def _step_refs(params: Any) -> list[str]:
+def _nothing(step: Step) -> JsonObject:
+    """The result of a step that did not run: every field it produces, empty."""
+    return {k: [] for k in OPS[step.op].produces}
+
+
+def _params(step: Step, context: JsonObject) -> StepParams:
+    resolved = resolve(step.params, context)  # a mapping resolves to a mapping
+    return StepParams(resolved if isinstance(resolved, Mapping) else {})
+
+
+def _step_refs(params: JsonObject) -> list[str]:
     """The steps whose results ``params`` refer to."""
     return _STEP_REF.findall(json.dumps(params, default=str))
 
@@ -146,21 +173,20 @@ def _sha256(path: Path) -> str:
 
 def run(
     playbook: Playbook,
-    inputs: dict[str, Any],
+    inputs: JsonObject,
     ctx: Any,
     mailstore: Any,
     *,
     approvals: set[str] | None = None,
     approve_all: bool = False,
     confirm: Confirm | None = None,
-    resume_from: dict[str, Any] | None = None,
+    resume_from: PlaybookRun | None = None,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> list[StepReport]:
     """Run the playbook in ``ctx``'s incident; returns a report per step."""
     approvals = approvals or set()
-    state = resume_from or {}
-    run_id = state.get("run") or f"playbook-{secrets.token_hex(4)}"
-    done: dict[str, dict[str, Any]] = state.get("results", {})
+    run_id = resume_from.run if resume_from else f"playbook-{secrets.token_hex(4)}"
+    done = resume_from.results if resume_from else {}
     resuming = bool(resume_from)  # the first step started may have runs of its own to finish
     if not resume_from:
         ctx.journal.append(
@@ -175,7 +201,8 @@ def run(
             }
         )
         ctx.log(run_id, "playbook:start", playbook.name, "started")
-    context: dict[str, Any] = {"inputs": inputs, "steps": dict(done), "incident": {"id": ctx.incident.id}}
+    results: JsonObject = dict(done)
+    context: JsonObject = {"inputs": inputs, "steps": results, "incident": {"id": ctx.incident.id}}
     reports: list[StepReport] = []
     for step in playbook.steps:
         if step.id in done:
@@ -184,8 +211,7 @@ def run(
             )
             continue
         if not condition(step.when, context):
-            result: dict[str, Any] = {k: [] for k in OPS[step.op].produces}
-            context["steps"][step.id] = result
+            result = results[step.id] = _nothing(step)
             ctx.journal.append(
                 {"t": "step", "run": run_id, "step": step.id, "status": "skipped", "result": result}
             )
@@ -194,7 +220,7 @@ def run(
             if on_step:
                 on_step(report)
             continue
-        params = resolve(step.params, context)
+        params = _params(step, context)
         if needs_approval(step) and not (approve_all or step.id in approvals):
             if confirm is None or not confirm(step, params):
                 ctx.journal.append(
@@ -232,12 +258,12 @@ def run(
             if on_step:
                 on_step(report)
             if step.on_error == "continue":
-                context["steps"][step.id] = {k: [] for k in OPS[step.op].produces}
+                results[step.id] = _nothing(step)
                 continue
             ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "failed"})
             raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
         ctx.step = ""
-        context["steps"][step.id] = result
+        results[step.id] = result
         ctx.journal.append(
             {
                 "t": "step",
@@ -272,35 +298,31 @@ def _finish_runs(ctx: Any, mailstore: Any) -> None:
         resume.resume(ctx, state, opened)
 
 
-def unfinished(state: Any, incident: str) -> dict[str, Any] | None:
+def unfinished(state: Any, incident: str) -> PlaybookRun | None:
     """The last playbook run of an incident that did not complete: its file, inputs and finished steps."""
     from pcnctl.incident.journal import records
 
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, PlaybookRun] = {}
     for rec in records(state, incident):
-        if rec.get("t") == "playbook":
-            runs[rec["run"]] = {
-                "run": rec["run"],
-                "file": rec["file"],
-                "sha256": rec["sha256"],
-                "inputs": rec["inputs"],
-                "results": {},
-                "end": None,
-                "meta": rec.get("meta", {}),
-            }
-        elif rec.get("t") == "step" and rec.get("run") in runs and rec.get("status") in ("done", "skipped"):
-            runs[rec["run"]]["results"][rec["step"]] = rec.get("result", {})
-        elif rec.get("t") == "playbook-end" and rec.get("run") in runs:
-            runs[rec["run"]]["end"] = rec["status"]
-    pending = [r for r in runs.values() if r["end"] != "completed"]
+        if "t" not in rec:
+            continue
+        if rec["t"] == "playbook":
+            runs[rec["run"]] = PlaybookRun(
+                rec["run"], rec["file"], rec["sha256"], rec["inputs"], rec.get("meta", {})
+            )
+        elif rec["t"] == "step" and rec["run"] in runs and rec["status"] in ("done", "skipped"):
+            runs[rec["run"]].results[rec["step"]] = rec.get("result", {})
+        elif rec["t"] == "playbook-end" and rec["run"] in runs:
+            runs[rec["run"]].end = rec["status"]
+    pending = [r for r in runs.values() if r.end != "completed"]
     return pending[-1] if pending else None
 
 
-def check_unchanged(state: dict[str, Any]) -> Path:
-    path = Path(state["file"])
+def check_unchanged(state: PlaybookRun) -> Path:
+    path = Path(state.file)
     if not path.exists():
         raise PlaybookError(f"the playbook {path} of this run is gone", hint="restore it to resume")
-    if _sha256(path) != state["sha256"]:
+    if _sha256(path) != state.sha256:
         raise PlaybookError(
             f"the playbook {path} changed since the run started: resuming could do something else",
             hint="restore the reviewed version, or start a new run",

@@ -7,8 +7,8 @@ first source during a wave: ``pcnctl senders`` reads it to find the accounts sen
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
+from pcnctl.models import PlatformEvent
 from pcnctl.platform import EntDriver
 
 
@@ -19,7 +19,7 @@ def iter_events(
     types: tuple[str, ...] = ("CREATE",),
     *,
     covered: Callable[[int], None] | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[PlatformEvent]:
     """Events in ``[since, until)``, oldest first, following ``X-HAS-MORE`` pages; ``covered`` is told,
     page by page, how many more milliseconds of the window were read (a progress bar's advance)."""
     epoch = since_ms
@@ -29,13 +29,13 @@ def iter_events(
             covered(epoch - since_ms)
             since_ms = epoch
         rows, more = driver.list_events(epoch, until_ms - epoch, list(types))
-        fresh = [r for r in rows if r.get("_id") not in seen]
+        fresh = [r for r in rows if r.id not in seen]
         yield from fresh
         if not more or not rows:
             return
-        last = int(rows[-1]["date"])
+        last = rows[-1].date
         # The next page starts at the last date seen; events at that very date are skipped by id.
-        seen = {r["_id"] for r in rows if int(r["date"]) == last} | (seen if last == epoch else set())
+        seen = {r.id for r in rows if r.date == last} | (seen if last == epoch else set())
         if last == epoch and not fresh:
             epoch += 1  # a full page of one millisecond already seen: move on rather than loop
         else:

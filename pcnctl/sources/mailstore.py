@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pcnctl.errors import ConfigError, TransportError, UsageError
+from pcnctl.records import JsonObject
 
 STATES = ("DRAFT", "SENT", "RECALL", "SCHEDULE")
 DELIVERED = ("SENT", "RECALL")
@@ -560,7 +561,7 @@ class Mailstore:
         message = self._fill([self._message(rows[0])])[0]
         return message if message.mailboxes else None
 
-    def attachments(self, message_id: str) -> list[dict[str, Any]]:
+    def attachments(self, message_id: str) -> list[JsonObject]:
         rows = self._rows(
             'SELECT DISTINCT a.id, a.name, a.filename, a."contentType", a.size'
             " FROM conversation.usermessages um"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl.incident import snapshots
+from pcnctl.incident.auditlog import AuditEntry
 from pcnctl.incident.run import plan_digest
 from pcnctl.state.store import StateStore, ent_key
 
@@ -37,7 +38,7 @@ def migrate(state: StateStore) -> int:
     root = state.home / "incidents"
     run_ent: dict[str, str] = {}
     done: list[Path] = []  # renamed once everything is committed: a kill mid-way imports again, whole
-    seals: list[dict[str, Any]] = []  # audit entries, appended after the commit (never under its lock)
+    seals: list[AuditEntry] = []  # audit entries, appended after the commit (never under its lock)
     with state.transaction():
         if state.setting(DONE):  # another process imported it while this one waited for the lock
             return 0
@@ -80,7 +81,7 @@ def _blocks_and_settings(state: StateStore, run_ent: dict[str, str]) -> list[Pat
 
 
 def _incident(
-    state: StateStore, directory: Path, run_ent: dict[str, str], seals: list[dict[str, Any]]
+    state: StateStore, directory: Path, run_ent: dict[str, str], seals: list[AuditEntry]
 ) -> list[Path]:
     data = json.loads((directory / "incident.json").read_text(encoding="utf-8"))
     journal = directory / "journal.jsonl"
@@ -107,15 +108,21 @@ def _incident(
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         body = json.loads(path.read_text(encoding="utf-8"))
         digest = snapshots.store(state, data["id"], run_ent.get(path.stem, ""), path.stem, body)
-        seal = {"action": snapshots.ACTION, "target": path.stem, "result": "migrated", "digest": digest}
-        seals.append({"incident": data["id"], "run": path.stem, **seal})
+        seals.append(
+            {
+                "incident": data["id"],
+                "run": path.stem,
+                "action": snapshots.ACTION,
+                "target": path.stem,
+                "result": "migrated",
+                "digest": digest,
+            }
+        )
         done.append(path)
     return done
 
 
-def _record(
-    state: StateStore, incident: str, ent: str, rec: dict[str, Any], seals: list[dict[str, Any]]
-) -> None:
+def _record(state: StateStore, incident: str, ent: str, rec: dict[str, Any], seals: list[AuditEntry]) -> None:
     if rec.get("phase") == "start":
         rec["phase"] = "sending"  # 0.1 wrote "start" just before the call: the same meaning
     state.execute(
@@ -129,5 +136,13 @@ def _record(
     )
     if rec.get("t") == "run":
         digest = plan_digest(rec["op"], rec.get("params", {}), rec.get("items", []))
-        seal = {"action": f"{rec['op']}:start", "target": "journal", "result": "migrated", "plan": digest}
-        seals.append({"incident": incident, "run": rec["run"], **seal})
+        seals.append(
+            {
+                "incident": incident,
+                "run": rec["run"],
+                "action": f"{rec['op']}:start",
+                "target": "journal",
+                "result": "migrated",
+                "plan": digest,
+            }
+        )
