@@ -148,7 +148,15 @@ class Group:
 
     @classmethod
     def from_json(cls, data: GroupJson) -> Group:
-        return cls(data["id"], data["name"], data["profile"], data["users"], data["sub_type"], data["type"])
+        """Read back leniently: a snapshot needs the group's id, the rest only informs the plan."""
+        return cls(
+            data["id"],
+            data.get("name"),
+            data.get("profile"),
+            data.get("users", 0),
+            data.get("sub_type"),
+            data.get("type"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ the ENT), ``item`` (one item's phase: ``sending`` written *before* its call, int
 interrupted), and the playbook runner's ``playbook``/``step`` records. Each record is its own committed
 transaction: a process killed at any point leaves every record it had written, and none half-written.
 An item whose last phase is ``sending`` was in flight: its outcome is unknown until it is re-read from
-the ENT.
+the ENT. Each kind of record is a TypedDict of exactly the JSON stored (:data:`Record`), so the state
+stores already written read back as they are.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ def store_message(
     recipients: list[str],
     headers: dict[str, str],
     draft_id: str | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """``POST /conversation/send``: a new draft sent at once, or the sender's draft ``draft_id``."""
     check_body(body)
     rec = resolve_recipients(app, sender["id"], recipients)
