@@ -29,15 +29,6 @@ from pcnctl.cli import (
 from pcnctl.cli._common import State
 from pcnctl.cli.examples import examples
 
-SETTINGS: dict[str, Any] = {
-    "name": "pcnctl",
-    "no_args_is_help": True,
-    "rich_markup_mode": None,
-    "pretty_exceptions_enable": False,
-    "add_completion": False,
-    "context_settings": {"help_option_names": ["-h", "--help"]},
-}
-
 
 def _version(value: bool) -> None:
     if value:
@@ -143,7 +134,14 @@ def build(only: str | None = None) -> typer.Typer:
     Typer reads the signature of every command it registers, which costs about a millisecond each: a run of
     one command (or --help) need not pay for the fifty.
     """
-    cli = typer.Typer(**SETTINGS)
+    cli = typer.Typer(
+        name="pcnctl",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
     cli.callback()(root)
     for name in ORDER:
         wanted = only is None or only == name
