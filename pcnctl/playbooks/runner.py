@@ -184,102 +184,141 @@ def run(
     on_step: Callable[[StepReport], None] | None = None,
 ) -> list[StepReport]:
     """Run the playbook in ``ctx``'s incident; returns a report per step."""
-    approvals = approvals or set()
-    run_id = resume_from.run if resume_from else f"playbook-{secrets.token_hex(4)}"
     done = resume_from.results if resume_from else {}
-    resuming = bool(resume_from)  # the first step started may have runs of its own to finish
+    execution = _Execution(
+        playbook,
+        ctx,
+        mailstore,
+        resume_from.run if resume_from else f"playbook-{secrets.token_hex(4)}",
+        dict(done),
+        on_step,
+        resuming=bool(resume_from),  # the first step started may have runs of its own to finish
+    )
     if not resume_from:
-        ctx.journal.append(
+        execution.begin(inputs)
+    context: JsonObject = {"inputs": inputs, "steps": execution.results, "incident": {"id": ctx.incident.id}}
+    for step in playbook.steps:
+        if step.id in done:
+            execution.reports.append(
+                StepReport(step.id, step.op, "done", "done before the interruption", done[step.id])
+            )
+        elif not condition(step.when, context):
+            execution.skip(step)
+        else:
+            params = _params(step, context)
+            execution.approve(step, params, approve_all or step.id in (approvals or set()), confirm)
+            execution.execute(step, params)
+    execution.end()
+    return execution.reports
+
+
+@dataclass
+class _Execution:
+    """One playbook run in an incident: its journal records, the steps' results and their reports."""
+
+    playbook: Playbook
+    ctx: Any
+    mailstore: Any
+    run_id: str
+    results: JsonObject
+    on_step: Callable[[StepReport], None] | None
+    resuming: bool
+    reports: list[StepReport] = field(default_factory=list)
+
+    def begin(self, inputs: JsonObject) -> None:
+        playbook = self.playbook
+        self.ctx.journal.append(
             {
                 "t": "playbook",
-                "run": run_id,
+                "run": self.run_id,
                 "file": str(playbook.path.resolve()),
                 "sha256": _sha256(playbook.path),
                 "name": playbook.name,
                 "inputs": inputs,
-                "meta": ctx.meta(),
+                "meta": self.ctx.meta(),
             }
         )
-        ctx.log(run_id, "playbook:start", playbook.name, "started")
-    results: JsonObject = dict(done)
-    context: JsonObject = {"inputs": inputs, "steps": results, "incident": {"id": ctx.incident.id}}
-    reports: list[StepReport] = []
-    for step in playbook.steps:
-        if step.id in done:
-            reports.append(
-                StepReport(step.id, step.op, "done", "done before the interruption", done[step.id])
-            )
-            continue
-        if not condition(step.when, context):
-            result = results[step.id] = _nothing(step)
+        self.ctx.log(self.run_id, "playbook:start", playbook.name, "started")
+
+    def end(self) -> None:
+        self.ctx.journal.append({"t": "playbook-end", "run": self.run_id, "status": "completed"})
+        self.ctx.log(self.run_id, "playbook:end", self.playbook.name, "completed")
+
+    def report(self, report: StepReport) -> None:
+        self.reports.append(report)
+        if self.on_step:
+            self.on_step(report)
+
+    def skip(self, step: Step) -> None:
+        result = self.results[step.id] = _nothing(step)
+        self.ctx.journal.append(
+            {"t": "step", "run": self.run_id, "step": step.id, "status": "skipped", "result": result}
+        )
+        self.report(StepReport(step.id, step.op, "skipped", "condition false", result))
+
+    def approve(self, step: Step, params: StepParams, given: bool, confirm: Confirm | None) -> None:
+        """A step that needs an approval goes on only with one (the command line's, or the terminal's)."""
+        ctx = self.ctx
+        if not needs_approval(step):
+            return
+        if given:
+            ctx.log(self.run_id, "playbook:approval", step.id, "approved on the command line")
+            return
+        if confirm is None or not confirm(step, params):
             ctx.journal.append(
-                {"t": "step", "run": run_id, "step": step.id, "status": "skipped", "result": result}
+                {"t": "step", "run": self.run_id, "step": step.id, "status": "awaiting-approval"}
             )
-            report = StepReport(step.id, step.op, "skipped", "condition false", result)
-            reports.append(report)
-            if on_step:
-                on_step(report)
-            continue
-        params = _params(step, context)
-        if needs_approval(step) and not (approve_all or step.id in approvals):
-            if confirm is None or not confirm(step, params):
-                ctx.journal.append(
-                    {"t": "step", "run": run_id, "step": step.id, "status": "awaiting-approval"}
-                )
-                raise ApprovalMissing(
-                    f"step {step.id!r} ({OPS[step.op].summary}) needs an approval: the run stopped before it",
-                    hint=f"approve it with --approve {step.id} (or at a terminal); finished steps are kept: "
-                    f"pcnctl playbook resume {ctx.incident.id} --approve {step.id}",
-                )
-            ctx.log(run_id, "playbook:approval", step.id, "approved at the terminal")
-        elif needs_approval(step):
-            ctx.log(run_id, "playbook:approval", step.id, "approved on the command line")
-        ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "start"})
-        env = Env(ctx.driver, ctx.incident, ctx, ctx.state, mailstore, False, ctx.incident.path / "searches")
-        ctx.step = f"{run_id}/{step.id}"
+            raise ApprovalMissing(
+                f"step {step.id!r} ({OPS[step.op].summary}) needs an approval: the run stopped before it",
+                hint=f"approve it with --approve {step.id} (or at a terminal); finished steps are kept: "
+                f"pcnctl playbook resume {ctx.incident.id} --approve {step.id}",
+            )
+        ctx.log(self.run_id, "playbook:approval", step.id, "approved at the terminal")
+
+    def execute(self, step: Step, params: StepParams) -> None:
+        """The step's operation, journalled: done, failed (the run stops unless on_error says continue) or
+        interrupted (resumable)."""
+        ctx = self.ctx
+        ctx.journal.append({"t": "step", "run": self.run_id, "step": step.id, "status": "start"})
+        env = Env(
+            ctx.driver, ctx.incident, ctx, ctx.state, self.mailstore, False, ctx.incident.path / "searches"
+        )
+        ctx.step = f"{self.run_id}/{step.id}"
         try:
-            if resuming:
-                _finish_runs(ctx, mailstore)
-                resuming = False
+            if self.resuming:
+                _finish_runs(ctx, self.mailstore)
+                self.resuming = False
             result = OPS[step.op].fn(env, params)
         except (KeyboardInterrupt, InterruptedRunError):
-            ctx.journal.append({"t": "step", "run": run_id, "step": step.id, "status": "interrupted"})
+            ctx.journal.append({"t": "step", "run": self.run_id, "step": step.id, "status": "interrupted"})
             raise InterruptedRunError(
-                f"interrupted during step {step.id!r} of playbook {playbook.name!r}; finished steps are kept",
+                f"interrupted during step {step.id!r} of playbook {self.playbook.name!r}; finished steps are "
+                "kept",
                 hint=f"resume it: pcnctl playbook resume {ctx.incident.id}",
             ) from None
         except PcnError as exc:
-            ctx.step = ""
-            ctx.journal.append(
-                {"t": "step", "run": run_id, "step": step.id, "status": "failed", "detail": exc.message}
-            )
-            report = StepReport(step.id, step.op, "failed", exc.message)
-            reports.append(report)
-            if on_step:
-                on_step(report)
-            if step.on_error == "continue":
-                results[step.id] = _nothing(step)
-                continue
-            ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "failed"})
-            raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
+            self.failed(step, exc)
+            return
         ctx.step = ""
-        results[step.id] = result
+        self.results[step.id] = result
+        stored = json.loads(json.dumps(result, default=str))
         ctx.journal.append(
-            {
-                "t": "step",
-                "run": run_id,
-                "step": step.id,
-                "status": "done",
-                "result": json.loads(json.dumps(result, default=str)),
-            }
+            {"t": "step", "run": self.run_id, "step": step.id, "status": "done", "result": stored}
         )
-        report = StepReport(step.id, step.op, "done", _summary(step.op, result, env.notes), result)
-        reports.append(report)
-        if on_step:
-            on_step(report)
-    ctx.journal.append({"t": "playbook-end", "run": run_id, "status": "completed"})
-    ctx.log(run_id, "playbook:end", playbook.name, "completed")
-    return reports
+        self.report(StepReport(step.id, step.op, "done", _summary(step.op, result, env.notes), result))
+
+    def failed(self, step: Step, exc: PcnError) -> None:
+        ctx = self.ctx
+        ctx.step = ""
+        ctx.journal.append(
+            {"t": "step", "run": self.run_id, "step": step.id, "status": "failed", "detail": exc.message}
+        )
+        self.report(StepReport(step.id, step.op, "failed", exc.message))
+        if step.on_error == "continue":
+            self.results[step.id] = _nothing(step)
+            return
+        ctx.journal.append({"t": "playbook-end", "run": self.run_id, "status": "failed"})
+        raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
 
 
 def _finish_runs(ctx: Any, mailstore: Any) -> None:
