@@ -24,12 +24,17 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pcnctl.lab.attack import TruthJson
 from pcnctl.playbooks import SHIPPED
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row
+
+if TYPE_CHECKING:
+    from pcnctl.config import Profile
+    from pcnctl.incident.store import Incident
+    from pcnctl.playbooks import runner
 
 PLAYBOOK = SHIPPED / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
@@ -201,17 +206,8 @@ def run(
     playbook: Path = PLAYBOOK,
     on_step: Any = None,
 ) -> DrillReport:
-    from pcnctl import credentials
-    from pcnctl.config import Config, make_profile, save_config
-    from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.incident import open_incident
-    from pcnctl.incident.run import RunContext
-    from pcnctl.lab.attack import command
+    """A fresh lab in ``root``, the wave played on it, the playbook's response timed and scored."""
     from pcnctl.lab.process import LabProcess
-    from pcnctl.playbooks import runner
-    from pcnctl.playbooks.model import load
-    from pcnctl.sources.mailstore import Mailstore
-    from pcnctl.state.store import StateStore
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, mode=0o700)
@@ -219,7 +215,6 @@ def run(
     os.environ.update(
         PCNCTL_CONFIG=str(root / "config.yaml"), PCNCTL_HOME=str(root / "state"), PCNCTL_NO_SESSION_CACHE="1"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
     knobs = [
         f"--latency-ms={plan.latency_ms}",
         f"--capacity={plan.capacity}",
@@ -229,92 +224,117 @@ def run(
     wave: subprocess.Popen[bytes] | None = None
     report = DrillReport(started_at=time.time(), scenario=plan)
     try:
-        info = lab.info
-        profile = make_profile(
-            "drill",
-            url=info["base_url"],
-            login=info["accounts"]["admc"]["login"],
-            mailstore=info["mailstore"],
-        )
-        save_config(Config(path=root / "config.yaml", profiles={"drill": profile}, current="drill"))
-        credentials.provide(profile, "password", info["accounts"]["user_password"])
-        os.environ["PCNCTL_MFA_CODE"] = info["mfa_code"]
-        options = {
-            "messages": plan.messages,
-            "rate": plan.rate,
-            "senders": plan.senders,
-            "schools": plan.schools,
-            "hijacked": plan.hijacked,
-            "innocent": plan.innocent,
-        }
-        wave = subprocess.Popen(
-            command(data, **options),
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "attack.log").open("w"),
-            env=env,
-        )
-        deadline = time.monotonic() + 300
-        while len(_truth(data)["messages"]) < plan.start_after:
-            if wave.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the wave did not start (see {root / 'attack.log'})")
-            time.sleep(0.05)
+        profile = _drill_profile(root, lab.info)
+        wave = _start_wave(root, data, plan)
         blocked_before = _blocked(data)
         before = lab.control("/__lab/state")["counters"]
-        # The on-call response starts now.
-        report.response_started_at = time.time()
-        driver = EdificeDriver.open(profile, use_cache=False)
-        state = StateStore(root / "state")
-        incident, _ = open_incident(state, None, title="drill: bomb-threat wave", operator="drill")
-        ctx = RunContext.create(driver, incident, state, show_progress=False)
-        book, problems = load(playbook)
-        if book is None:
-            raise RuntimeError("; ".join(str(p) for p in problems))
-        store = Mailstore(info["mailstore"])
-        done_steps: set[str] = set()
-
-        def step_done(step: runner.StepReport) -> None:
-            done_steps.add(step.id)
-            if report.contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS):
-                report.contained_at = time.time()
-                report.calls_to_containment = driver.http.stats.requests
-            if on_step is not None:
-                on_step(step)
-
-        try:
-            steps = runner.run(
-                book, runner.coerce_inputs(book, {}), ctx, store, approve_all=True, on_step=step_done
-            )
-        finally:
-            ctx.close()
-        report.steps = [s.to_row() for s in steps]
-        stats = driver.http.stats
-        report.calls = stats.requests
-        report.calls_throttled = stats.throttled
-        report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
+        report.response_started_at = time.time()  # the on-call response starts now
+        incident, steps = _respond(report, root, profile, playbook, on_step)
         wave.wait(timeout=900)
         after = lab.control("/__lab/state")["counters"]
         report.lab_requests = after["requests"] - before["requests"]
         report.lab_throttled = after["throttled"] - before["throttled"]
         _score(report, data, _truth(data), blocked_before, {s.id: s.result for s in steps})
-        store.close()
-        (root / "drill-report.json").write_text(
-            json.dumps(
-                {
-                    **{r["measure"]: r["value"] for r in report.rows()},
-                    "contained": report.contained,
-                    "incident": incident.id,
-                    "scenario": asdict(report.scenario),
-                },
-                indent=1,
-                ensure_ascii=False,
-            )
-        )
+        _write_report(root / "drill-report.json", report, incident)
         return report
     finally:
         if wave is not None and wave.poll() is None:
             wave.send_signal(signal.SIGTERM)
             wave.wait(timeout=30)
         lab.stop()
+
+
+def _drill_profile(root: Path, info: dict[str, Any]) -> Profile:
+    """The responder's profile on the lab (its ADMC, the mailstore), saved with its password and MFA code."""
+    from pcnctl import credentials
+    from pcnctl.config import Config, make_profile, save_config
+
+    profile = make_profile(
+        "drill", url=info["base_url"], login=info["accounts"]["admc"]["login"], mailstore=info["mailstore"]
+    )
+    save_config(Config(path=root / "config.yaml", profiles={"drill": profile}, current="drill"))
+    credentials.provide(profile, "password", info["accounts"]["user_password"])
+    os.environ["PCNCTL_MFA_CODE"] = info["mfa_code"]
+    return profile
+
+
+def _start_wave(root: Path, data: Path, plan: Scenario) -> subprocess.Popen[bytes]:
+    """``lab attack`` in its own process, returned once ``plan.start_after`` threats are delivered."""
+    from pcnctl.lab.attack import command
+
+    options = {
+        "messages": plan.messages,
+        "rate": plan.rate,
+        "senders": plan.senders,
+        "schools": plan.schools,
+        "hijacked": plan.hijacked,
+        "innocent": plan.innocent,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
+    log = (root / "attack.log").open("w")
+    wave = subprocess.Popen(command(data, **options), stdout=subprocess.DEVNULL, stderr=log, env=env)
+    deadline = time.monotonic() + 300
+    while len(_truth(data)["messages"]) < plan.start_after:
+        if wave.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the wave did not start (see {root / 'attack.log'})")
+        time.sleep(0.05)
+    return wave
+
+
+def _respond(
+    report: DrillReport, root: Path, profile: Profile, playbook: Path, on_step: Any
+) -> tuple[Incident, list[runner.StepReport]]:
+    """The response: a new incident, the playbook with every approval given; containment is timed when
+    its steps are done, the calls are counted."""
+    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.incident import open_incident
+    from pcnctl.incident.run import RunContext
+    from pcnctl.playbooks import runner
+    from pcnctl.playbooks.model import load
+    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.state.store import StateStore
+
+    driver = EdificeDriver.open(profile, use_cache=False)
+    state = StateStore(root / "state")
+    incident, _ = open_incident(state, None, title="drill: bomb-threat wave", operator="drill")
+    book, problems = load(playbook)
+    if book is None:
+        raise RuntimeError("; ".join(str(p) for p in problems))
+    done_steps: set[str] = set()
+
+    def step_done(step: runner.StepReport) -> None:
+        done_steps.add(step.id)
+        if report.contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS):
+            report.contained_at = time.time()
+            report.calls_to_containment = driver.http.stats.requests
+        if on_step is not None:
+            on_step(step)
+
+    ctx = RunContext.create(driver, incident, state, show_progress=False)
+    store = Mailstore(str(profile.mailstore))
+    try:
+        steps = runner.run(
+            book, runner.coerce_inputs(book, {}), ctx, store, approve_all=True, on_step=step_done
+        )
+    finally:
+        ctx.close()
+        store.close()
+    report.steps = [s.to_row() for s in steps]
+    stats = driver.http.stats
+    report.calls, report.calls_throttled = stats.requests, stats.throttled
+    report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
+    return incident, steps
+
+
+def _write_report(path: Path, report: DrillReport, incident: Incident) -> None:
+    measures = {r["measure"]: r["value"] for r in report.rows()}
+    body = {
+        **measures,
+        "contained": report.contained,
+        "incident": incident.id,
+        "scenario": asdict(report.scenario),
+    }
+    path.write_text(json.dumps(body, indent=1, ensure_ascii=False))
 
 
 def _db(data: Path) -> sqlite3.Connection:
