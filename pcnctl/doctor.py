@@ -9,11 +9,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pcnctl.config import Profile
 from pcnctl.errors import ConfigError, PcnError
-from pcnctl.models import DoctorReport
+from pcnctl.models import DoctorReport, Identity
+
+if TYPE_CHECKING:
+    from pcnctl.edifice.driver import EdificeDriver
 
 _PAGES = {
     "login": ("ok", ""),
@@ -33,9 +37,8 @@ def _reachability(times: list[float], page: str) -> dict[str, str]:
 
 
 def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[DoctorReport, PcnError | None]:
-    """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA)."""
-    from pcnctl.edifice.driver import EdificeDriver
-
+    """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA). The checks
+    that need the ENT run in order and stop at the first failure: a failed login makes the rest noise."""
     report = DoctorReport()
     first_error: PcnError | None = None
 
@@ -55,14 +58,29 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
             fail("approvals", ConfigError(detail, hint="see docs/approvals.md"))
         else:
             report.checks.append({"check": "approvals", "status": status, "detail": detail})
+    check = "reachability"
     try:
-        reach = EdificeDriver.reach(profile)
+        _reach(profile, report)
+        check = "authentication"
+        driver = _authenticate(profile, open_driver, report)
+        check = "identity"
+        report.identity = driver.whoami()
+        report.checks.append(_identity(driver, report.identity))
+        check = "capabilities"
+        report.capabilities = driver.probe()
     except PcnError as exc:
-        fail("reachability", exc)
+        fail(check, exc)
         return report, first_error
+    report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
+    return report, first_error
+
+
+def _reach(profile: Profile, report: DoctorReport) -> None:
+    from pcnctl.edifice.driver import EdificeDriver
+
+    reach = EdificeDriver.reach(profile)
     report.checks.append(_reachability(reach.times_ms, reach.page))
-    scheme = urlsplit(profile.url).scheme
-    if scheme == "https":
+    if urlsplit(profile.url).scheme == "https":
         where = f"CA file {profile.ca_file}" if profile.ca_file else "system CA bundle"
         report.checks.append({"check": "tls", "status": "ok", "detail": f"certificate verified ({where})"})
     else:
@@ -70,54 +88,39 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
             {"check": "tls", "status": "warn", "detail": "plain http on loopback (lab only)"}
         )
 
-    try:
-        started = time.perf_counter()
-        driver = open_driver(profile)
-        assert isinstance(driver, EdificeDriver)
-        elapsed = (time.perf_counter() - started) * 1000
-        report.checks.append(
-            {
-                "check": "authentication",
-                "status": "ok",
-                "detail": f"{profile.auth} session in {elapsed:.0f} ms",
-            }
+
+def _authenticate(
+    profile: Profile, open_driver: Callable[[Profile], object], report: DoctorReport
+) -> EdificeDriver:
+    from pcnctl.edifice.driver import EdificeDriver
+
+    started = time.perf_counter()
+    driver = open_driver(profile)
+    assert isinstance(driver, EdificeDriver)
+    elapsed = (time.perf_counter() - started) * 1000
+    detail = f"{profile.auth} session in {elapsed:.0f} ms"
+    report.checks.append({"check": "authentication", "status": "ok", "detail": detail})
+    return driver
+
+
+def _identity(driver: EdificeDriver, ident: Identity) -> dict[str, str]:
+    """Who the profile acts as, and what that allows (an ADML's schools, a service account's reach)."""
+    if ident.role == "ADMC":
+        detail = f"{ident.login}: ADMC (whole platform)"
+    elif ident.role == "ADML":
+        uais = ", ".join(s.uai for s in driver.list_schools())
+        detail = f"{ident.login}: ADML of {len(ident.adml_structures)} school(s): {uais}"
+    elif ident.role == "service":
+        detail = f"service account {ident.client_id} (client_credentials: bypasses rights filters and MFA)"
+    elif ident.role == "unknown":
+        detail = (
+            f"{ident.login}: the ENT's userinfo does not say which admin functions this account holds; "
+            "actions bound to an ADML's schools will be refused"
         )
-    except PcnError as exc:
-        fail("authentication", exc)
-        return report, first_error
-
-    try:
-        ident = driver.whoami()
-        report.identity = ident
-        if ident.role == "ADMC":
-            detail = f"{ident.login}: ADMC (whole platform)"
-        elif ident.role == "ADML":
-            uais = ", ".join(s.uai for s in driver.list_schools())
-            detail = f"{ident.login}: ADML of {len(ident.adml_structures)} school(s): {uais}"
-        elif ident.role == "service":
-            detail = (
-                f"service account {ident.client_id} (client_credentials: bypasses rights filters and MFA)"
-            )
-        elif ident.role == "unknown":
-            detail = (
-                f"{ident.login}: the ENT's userinfo does not say which admin functions this account holds; "
-                "actions bound to an ADML's schools will be refused"
-            )
-        else:
-            detail = f"{ident.login}: not an administrator"
-        status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
-        report.checks.append({"check": "identity", "status": status, "detail": detail})
-    except PcnError as exc:
-        fail("identity", exc)
-        return report, first_error
-
-    try:
-        report.capabilities = driver.probe()
-    except PcnError as exc:
-        fail("capabilities", exc)
-        return report, first_error
-    report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
-    return report, first_error
+    else:
+        detail = f"{ident.login}: not an administrator"
+    status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
+    return {"check": "identity", "status": status, "detail": detail}
 
 
 # What each audit check reads, as capability names of the driver's probe ("mailstore": a DSN on the profile).
