@@ -426,7 +426,6 @@ def execute(
         detail = "sent before the interruption; the ENT shows it took effect"
         ctx.record(run, p.op, u.id, "done", detail, u.login)
         results.append(AccountResult(u, "done", detail))
-    phases = dict(phases or {})
     codes: dict[str, str] = {}
 
     def on_outcome(outcome: Outcome) -> None:
@@ -434,38 +433,8 @@ def execute(
         ctx.record(run, p.op, outcome.key, outcome.status, outcome.detail, user.login)
         results.append(AccountResult(user, outcome.status, outcome.detail))
 
-    # An ADMC (or a service account) blocks in batches: fewer calls against a platform under attack.
-    size = ctx.batch_size
-    batched = (
-        size > 0
-        and p.op in ("accounts.block", "accounts.unblock")
-        and ctx.identity.role in ("ADMC", "service")
-    )
     with progress_bar(len(items), VERBS[p.op], enabled=ctx.show_progress) as advance:
-        fanout: Fanout[Any]
-        if batched:
-            fanout = Fanout(
-                _batch_fn(ctx, p.op, run),
-                key=lambda batch: [str(i["key"]) for i in batch],
-                idempotent=True,
-                max_concurrency=max(1, ctx.max_concurrency // 4),
-                initial_concurrency=2,
-                rate_limit=ctx.rate_limit,
-                on_outcome=on_outcome,
-                on_progress=advance,
-            )
-            work: list[Any] = [items[i : i + size] for i in range(0, len(items), size)]
-        else:
-            fanout = Fanout(
-                _step_fn(ctx, p.op, run, p.params, phases, codes),
-                key=lambda i: str(i["key"]),
-                idempotent=p.op in IDEMPOTENT_OPS,
-                max_concurrency=ctx.max_concurrency,
-                rate_limit=ctx.rate_limit,
-                on_outcome=on_outcome,
-                on_progress=advance,
-            )
-            work = items
+        fanout, work = _fanout(ctx, p, run, items, dict(phases or {}), codes, on_outcome, advance)
         try:
             report = fanout.run(work)
         except KeyboardInterrupt:
@@ -476,15 +445,65 @@ def execute(
         result.codes_file = _write_codes(ctx, run, [labels[k] for k in codes], codes)
     failed = [r for r in result.results if r.result in ("failed", "refused")]
     if failed:
-        result.failures_file = ctx.incident.subdir("failures") / f"{run}.csv"
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["id", "login", "result", "reason"])
-        for r in failed:
-            writer.writerow([r.user.id, r.user.login, r.result, r.detail])
-        write_private(result.failures_file, buffer.getvalue())
+        result.failures_file = _write_failures(ctx, run, failed)
     ctx.end(run, "partial" if failed else "completed", result.counts())
     return result
+
+
+def _fanout(
+    ctx: RunContext,
+    p: Plan,
+    run: str,
+    items: list[PlanItem],
+    phases: dict[str, str],
+    codes: dict[str, str],
+    on_outcome: Callable[[Outcome], None],
+    advance: Callable[[int], None],
+) -> tuple[Fanout[Any], list[Any]]:
+    """The fan-out of a run and its work: an ADMC (or a service account) blocks in batches, fewer calls
+    against a platform under attack; anything else goes one account per call."""
+    if (
+        ctx.batch_size > 0
+        and p.op in ("accounts.block", "accounts.unblock")
+        and ctx.identity.role
+        in (
+            "ADMC",
+            "service",
+        )
+    ):
+        batches = Fanout(
+            _batch_fn(ctx, p.op, run),
+            key=lambda batch: [str(i["key"]) for i in batch],
+            idempotent=True,
+            max_concurrency=max(1, ctx.max_concurrency // 4),
+            initial_concurrency=2,
+            rate_limit=ctx.rate_limit,
+            on_outcome=on_outcome,
+            on_progress=advance,
+        )
+        return batches, [items[i : i + ctx.batch_size] for i in range(0, len(items), ctx.batch_size)]
+    single = Fanout(
+        _step_fn(ctx, p.op, run, p.params, phases, codes),
+        key=lambda i: str(i["key"]),
+        idempotent=p.op in IDEMPOTENT_OPS,
+        max_concurrency=ctx.max_concurrency,
+        rate_limit=ctx.rate_limit,
+        on_outcome=on_outcome,
+        on_progress=advance,
+    )
+    return single, list(items)
+
+
+def _write_failures(ctx: RunContext, run: str, failed: list[AccountResult]) -> Path:
+    """The accounts that failed, as a CSV ``--from-file`` reads to retry just them."""
+    path = ctx.incident.subdir("failures") / f"{run}.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "login", "result", "reason"])
+    for r in failed:
+        writer.writerow([r.user.id, r.user.login, r.result, r.detail])
+    write_private(path, buffer.getvalue())
+    return path
 
 
 def result_row(u: User, result: str, detail: str) -> Row:
