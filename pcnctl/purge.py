@@ -127,54 +127,11 @@ def execute(
     todo = [i for i in p.ids if i not in set(done)]
     run = run or ctx.start(OP, {"query": p.query}, [{"key": i} for i in p.ids])
     if todo:
-        schools = {m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]}
-        bundle, _count = evidence.collect(
-            ctx.state,
-            ctx.incident,
-            store,
-            todo,
-            query=saved.get("query", {}),
-            identity=ctx.identity,
-            profile=ctx.driver.profile.name,
-            url=ctx.driver.profile.url,
-            recipient_schools=schools,
-            sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
-            progress=ctx.show_progress,
-        )
-        ctx.log(run, f"{OP}:evidence", str(bundle), "collected", messages=_count)
+        bundle = _collect(ctx, store, run, todo, saved)
     purged: list[str] = list(done)
     failed: list[tuple[str, str]] = []
-
-    def step(batch: list[str]) -> list[Outcome]:
-        for message_id in batch:
-            ctx.sending(run, message_id)
-        ctx.driver.purge_messages(batch)
-        return [Outcome(i, "done") for i in batch]
-
-    def on_outcome(o: Outcome) -> None:
-        ctx.record(run, OP, o.key, o.status, o.detail)
-        if o.status == "done":
-            purged.append(o.key)
-        else:
-            failed.append((o.key, o.detail))
-
-    batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
     try:
-        with progress_bar(len(todo), "purge", enabled=ctx.show_progress) as advance:
-
-            def counted(o: Outcome) -> None:
-                on_outcome(o)
-                advance(1)
-
-            # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
-            Fanout(
-                step,
-                key=lambda b: list(b),
-                idempotent=True,
-                max_concurrency=2,
-                initial_concurrency=1,
-                on_outcome=counted,
-            ).run(batches)
+        _purge(ctx, run, todo, purged, failed)
     except KeyboardInterrupt:
         raise ctx.interrupted(run, {"done": len(purged)}) from None
     leftovers = {k: v for k, v in store.mailboxes(p.ids).items() if v}
@@ -191,6 +148,59 @@ def execute(
         },
     )
     return PurgeResult(run, purged, failed, leftovers, bundle, notifications)
+
+
+def _collect(ctx: RunContext, store: Mailstore, run: str, todo: list[str], saved: SavedSearch) -> Path:
+    """The evidence bundle of the messages about to be purged, with the schools the search saw."""
+    schools = {m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]}
+    bundle, count = evidence.collect(
+        ctx.state,
+        ctx.incident,
+        store,
+        todo,
+        query=saved.get("query", {}),
+        identity=ctx.identity,
+        profile=ctx.driver.profile.name,
+        url=ctx.driver.profile.url,
+        recipient_schools=schools,
+        sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+        progress=ctx.show_progress,
+    )
+    ctx.log(run, f"{OP}:evidence", str(bundle), "collected", messages=count)
+    return bundle
+
+
+def _purge(
+    ctx: RunContext, run: str, todo: list[str], purged: list[str], failed: list[tuple[str, str]]
+) -> None:
+    """Purge in journalled batches, each id written ``sending`` before its call; outcomes go to the lists."""
+
+    def step(batch: list[str]) -> list[Outcome]:
+        for message_id in batch:
+            ctx.sending(run, message_id)
+        ctx.driver.purge_messages(batch)
+        return [Outcome(i, "done") for i in batch]
+
+    with progress_bar(len(todo), "purge", enabled=ctx.show_progress) as advance:
+
+        def counted(o: Outcome) -> None:
+            ctx.record(run, OP, o.key, o.status, o.detail)
+            if o.status == "done":
+                purged.append(o.key)
+            else:
+                failed.append((o.key, o.detail))
+            advance(1)
+
+        # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
+        fanout = Fanout(
+            step,
+            key=lambda b: list(b),
+            idempotent=True,
+            max_concurrency=2,
+            initial_concurrency=1,
+            on_outcome=counted,
+        )
+        fanout.run([todo[i : i + BATCH] for i in range(0, len(todo), BATCH)])
 
 
 def resume(ctx: RunContext, store: Mailstore, state: RunState) -> PurgeResult:
