@@ -27,7 +27,7 @@ from pcnctl.incident.store import Incident, utcnow, write_private
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
 from pcnctl.records import JsonObject, Row
-from pcnctl.sources.mailstore import Mailstore
+from pcnctl.sources.mailstore import Mailbox, Mailstore, StoredMessage
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso
 
@@ -60,51 +60,21 @@ def collect(
     sender_schools: dict[str, list[str]] | None = None,
     progress: bool = False,
 ) -> tuple[Path, int]:
-    """Write a bundle for the messages still in the mailstore; returns its path and how many it holds."""
+    """Write a bundle for the messages still in the mailstore; returns its path and how many it holds.
+    It is written in a ``.partial-`` directory renamed when complete, then sealed in the state store."""
     started = utcnow()
-    root = incident.subdir("evidence")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    n = 1
-    while (root / f"{stamp}-{n}").exists() or (root / f"{PARTIAL}{stamp}-{n}").exists():
-        n += 1
-    final = root / f"{stamp}-{n}"
-    bundle = root / f"{PARTIAL}{final.name}"
-    bundle.mkdir(mode=0o700)
+    final, bundle = _new_bundle(incident.subdir("evidence"))
     copies = store.mailboxes(list(message_ids))
     lines = []
     with progress_bar(len(message_ids), "evidence", enabled=progress) as advance:
         for message_id in message_ids:
             advance(1)
             message = store.get(message_id)
-            if message is None:
-                continue
-            lines.append(
-                json.dumps(
-                    {
-                        "id": message.id,
-                        "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
-                        "date_ms": message.date,
-                        "from": message.sender,
-                        "from_name": message.sender_name,
-                        "subject": message.subject,
-                        "body": message.body,
-                        "to": message.to,
-                        "cc": message.cc,
-                        "cci": message.cci,
-                        "state": message.state,
-                        "mailboxes": [
-                            {"user": b.user, "folder": b.folder} for b in copies.get(message.id, [])
-                        ],
-                        "groups": message.group_names,
-                        "recipients": message.recipients,
-                        "recipient_schools": (recipient_schools or {}).get(message.id, {}),
-                        "from_schools": (sender_schools or {}).get(message.id, []),
-                        "attachments": store.attachments(message.id),
-                    },
-                    ensure_ascii=False,
-                    sort_keys=True,
-                )
-            )
+            if message is not None:
+                record = _record(message, copies.get(message.id, []), store.attachments(message.id))
+                record["recipient_schools"] = (recipient_schools or {}).get(message.id, {})
+                record["from_schools"] = (sender_schools or {}).get(message.id, [])
+                lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
     write_private(bundle / "messages.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     write_private(
         bundle / "query.json",
@@ -127,6 +97,39 @@ def collect(
     bundle.rename(final)
     state.set_seal(_seal_name(incident, final.name), len(lines), head, str(manifest["completed_at"]))
     return final, len(lines)
+
+
+def _new_bundle(root: Path) -> tuple[Path, Path]:
+    """A bundle's final name (UTC time and a counter) and the ``.partial-`` directory it is written in."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while (root / f"{stamp}-{n}").exists() or (root / f"{PARTIAL}{stamp}-{n}").exists():
+        n += 1
+    final = root / f"{stamp}-{n}"
+    bundle = root / f"{PARTIAL}{final.name}"
+    bundle.mkdir(mode=0o700)
+    return final, bundle
+
+
+def _record(message: StoredMessage, copies: Sequence[Mailbox], attachments: list[JsonObject]) -> JsonObject:
+    """One message as the bundle keeps it: content, recipients, every mailbox that holds a copy."""
+    return {
+        "id": message.id,
+        "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
+        "date_ms": message.date,
+        "from": message.sender,
+        "from_name": message.sender_name,
+        "subject": message.subject,
+        "body": message.body,
+        "to": message.to,
+        "cc": message.cc,
+        "cci": message.cci,
+        "state": message.state,
+        "mailboxes": [{"user": b.user, "folder": b.folder} for b in copies],
+        "groups": message.group_names,
+        "recipients": message.recipients,
+        "attachments": attachments,
+    }
 
 
 @dataclass(frozen=True)
