@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -18,6 +18,8 @@ from pcnctl.errors import PlaybookError
 from pcnctl.records import JsonObject, JsonValue
 
 if TYPE_CHECKING:
+    from yaml import Node
+
     from pcnctl.playbooks.ops import Op
 
 EXPR = re.compile(r"\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
@@ -113,6 +115,16 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
     if not isinstance(root, yaml.MappingNode):
         problem(root, "expected a mapping with version, name, description, inputs and steps")
         return None, problems
+    top = _top(root, problem)
+    inputs = _inputs(top.get("inputs"), problem)
+    steps = _steps(top.get("steps") or root, problem, OPS, inputs)
+    if problems:
+        return None, problems
+    return Playbook(path, str(_plain(top["name"])), str(_plain(top["description"])), inputs, steps), problems
+
+
+def _top(root: Any, problem: Callable[[Any, str], None]) -> dict[str, Node]:
+    """The top-level keys by name, each checked: known keys only, version 1, a name and a description."""
     top = {k.value: v for k, v in root.value}
     for key_node, _ in root.value:
         if key_node.value not in ("version", "name", "description", "inputs", "steps"):
@@ -125,43 +137,52 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
     for key in ("name", "description"):
         if not isinstance(_plain(top.get(key)), str):
             problem(top.get(key, root), f"expected {key}: a text")
+    return top
+
+
+def _inputs(node: Any, problem: Callable[[Any, str], None]) -> dict[str, InputSpec]:
+    """The declared inputs: a type each, known keys, a default of that type."""
+    import yaml
+
     inputs: dict[str, InputSpec] = {}
-    inputs_node = top.get("inputs")
-    if inputs_node is not None:
-        if not isinstance(inputs_node, yaml.MappingNode):
-            problem(inputs_node, "expected inputs: a mapping of name to {type, default, description}")
-        else:
-            for key_node, spec_node in inputs_node.value:
-                spec = _plain(spec_node)
-                if not isinstance(spec, dict) or spec.get("type") not in INPUT_TYPES:
-                    problem(
-                        spec_node, f"input {key_node.value!r}: expected type one of {', '.join(INPUT_TYPES)}"
-                    )
-                    continue
-                unknown = set(spec) - {"type", "default", "description", "required"}
-                if unknown:
-                    problem(
-                        spec_node, f"input {key_node.value!r}: unknown key(s) {', '.join(sorted(unknown))}"
-                    )
-                if "default" in spec and not _type_ok(spec["default"], spec["type"]):
-                    problem(spec_node, f"input {key_node.value!r}: default is not a {spec['type']}")
-                inputs[key_node.value] = cast(InputSpec, spec)  # its type and default checked above
-    steps_node = top.get("steps")
+    if node is None:
+        return inputs
+    if not isinstance(node, yaml.MappingNode):
+        problem(node, "expected inputs: a mapping of name to {type, default, description}")
+        return inputs
+    for key_node, spec_node in node.value:
+        spec = _plain(spec_node)
+        if not isinstance(spec, dict) or spec.get("type") not in INPUT_TYPES:
+            problem(spec_node, f"input {key_node.value!r}: expected type one of {', '.join(INPUT_TYPES)}")
+            continue
+        unknown = set(spec) - {"type", "default", "description", "required"}
+        if unknown:
+            problem(spec_node, f"input {key_node.value!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        if "default" in spec and not _type_ok(spec["default"], spec["type"]):
+            problem(spec_node, f"input {key_node.value!r}: default is not a {spec['type']}")
+        inputs[key_node.value] = cast(InputSpec, spec)  # its type and default checked above
+    return inputs
+
+
+def _steps(
+    node: Any, problem: Callable[[Any, str], None], ops: dict[str, Op], inputs: dict[str, InputSpec]
+) -> list[Step]:
+    """Every step, checked in order: a step may use the results of the steps before it only."""
+    import yaml
+
     steps: list[Step] = []
     produced: dict[str, set[str]] = {}
-    if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
-        problem(steps_node or root, "expected steps: a list of {id, op, with, when, on_error, approval}")
-    else:
-        for node in steps_node.value:
-            step = _step(node, problem, OPS, inputs, produced)
-            if step is not None:
-                if step.id in produced:
-                    problem(node, f"step id {step.id!r} is used twice")
-                produced[step.id] = set(OPS[step.op].produces) if step.op in OPS else set()
-                steps.append(step)
-    if problems:
-        return None, problems
-    return Playbook(path, str(_plain(top["name"])), str(_plain(top["description"])), inputs, steps), problems
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        problem(node, "expected steps: a list of {id, op, with, when, on_error, approval}")
+        return steps
+    for step_node in node.value:
+        step = _step(step_node, problem, ops, inputs, produced)
+        if step is not None:
+            if step.id in produced:
+                problem(step_node, f"step id {step.id!r} is used twice")
+            produced[step.id] = set(ops[step.op].produces) if step.op in ops else set()
+            steps.append(step)
+    return steps
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -212,27 +233,12 @@ def _step(
             f"step {step_id}: unknown operation {op!r} (expected one of {', '.join(sorted(ops))})",
         )
         return None
-    spec = ops[op]
     params_node = fields.get("with", (None, None))[1]
     params = _plain(params_node) or {}
     if not isinstance(params, dict):
         problem(params_node, f"step {step_id}: expected with: a mapping of parameters")
         return None
-    if params_node is not None:
-        for key_node, value_node in params_node.value:
-            if key_node.value not in spec.params:
-                problem(
-                    key_node,
-                    f"step {step_id}: unknown parameter {key_node.value!r} for {op} "
-                    f"(expected {', '.join(sorted(spec.params)) or 'none'})",
-                )
-                continue
-            kind = spec.params[key_node.value].type
-            if not _type_ok(_plain(value_node), kind) and not _refs(_plain(value_node)):
-                problem(value_node, f"step {step_id}: {key_node.value} must be a {kind}")
-    for name, p in spec.params.items():
-        if p.required and name not in params:
-            problem(node, f"step {step_id}: {op} needs the parameter {name!r}")
+    _check_params(node, params_node, params, f"step {step_id}", op, ops[op], problem)
     when = _plain(fields["when"][1]) if "when" in fields else None
     on_error = _plain(fields["on_error"][1]) if "on_error" in fields else "stop"
     if on_error not in ("stop", "continue"):
@@ -249,27 +255,62 @@ def _step(
             f"step {step_id}: when is an expression, or {{value, op, than}} with op "
             f"one of {', '.join(sorted(COMPARATORS))}",
         )
+    where = fields.get("with", fields.get("when", (node, node)))[1]
     for ref in _refs(params) + _refs(when):
-        parts = ref.split(".")
-        where = fields.get("with", fields.get("when", (node, node)))[1]
-        if parts[0] == "inputs":
-            if len(parts) != 2 or parts[1] not in inputs:
-                problem(where, f"step {step_id}: ${{{{ {ref} }}}} names no declared input")
-        elif parts[0] == "steps":
-            if len(parts) < 3 or parts[1] not in produced or not all(p.isdigit() for p in parts[3:]):
-                problem(where, f"step {step_id}: ${{{{ {ref} }}}} names no earlier step")
-            elif parts[2] not in produced[parts[1]]:
-                problem(
-                    where,
-                    f"step {step_id}: step {parts[1]} has no result {parts[2]!r} "
-                    f"(it gives {', '.join(sorted(produced[parts[1]]))})",
-                )
-        elif ref != "incident.id":
+        _check_ref(ref, where, f"step {step_id}", inputs, produced, problem)
+    return Step(step_id, op, params, when, on_error, bool(approval), node.start_mark.line + 1)
+
+
+def _check_params(
+    node: Any,
+    params_node: Any,
+    params: Mapping[str, object],
+    label: str,
+    op: str,
+    spec: Op,
+    problem: Callable[[Any, str], None],
+) -> None:
+    """Known parameters only, each of its type (or an expression), and the required ones given."""
+    for key_node, value_node in params_node.value if params_node is not None else []:
+        if key_node.value not in spec.params:
+            problem(
+                key_node,
+                f"{label}: unknown parameter {key_node.value!r} for {op} "
+                f"(expected {', '.join(sorted(spec.params)) or 'none'})",
+            )
+            continue
+        kind = spec.params[key_node.value].type
+        if not _type_ok(_plain(value_node), kind) and not _refs(_plain(value_node)):
+            problem(value_node, f"{label}: {key_node.value} must be a {kind}")
+    for name, p in spec.params.items():
+        if p.required and name not in params:
+            problem(node, f"{label}: {op} needs the parameter {name!r}")
+
+
+def _check_ref(
+    ref: str,
+    where: Any,
+    label: str,
+    inputs: dict[str, InputSpec],
+    produced: dict[str, set[str]],
+    problem: Callable[[Any, str], None],
+) -> None:
+    """An expression names a declared input, a result of an earlier step, or the incident's id."""
+    parts = ref.split(".")
+    if parts[0] == "inputs":
+        if len(parts) != 2 or parts[1] not in inputs:
+            problem(where, f"{label}: ${{{{ {ref} }}}} names no declared input")
+    elif parts[0] == "steps":
+        if len(parts) < 3 or parts[1] not in produced or not all(p.isdigit() for p in parts[3:]):
+            problem(where, f"{label}: ${{{{ {ref} }}}} names no earlier step")
+        elif parts[2] not in produced[parts[1]]:
             problem(
                 where,
-                f"step {step_id}: unknown reference ${{{{ {ref} }}}} (inputs.*, steps.*.*, incident.id)",
+                f"{label}: step {parts[1]} has no result {parts[2]!r} "
+                f"(it gives {', '.join(sorted(produced[parts[1]]))})",
             )
-    return Step(step_id, op, params, when, on_error, bool(approval), node.start_mark.line + 1)
+    elif ref != "incident.id":
+        problem(where, f"{label}: unknown reference ${{{{ {ref} }}}} (inputs.*, steps.*.*, incident.id)")
 
 
 def resolve(value: JsonValue, context: JsonObject) -> JsonValue:
