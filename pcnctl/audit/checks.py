@@ -22,7 +22,7 @@ from typing import Any
 from pcnctl import blocks as registry
 from pcnctl import evidence, messaging, messaging_cut
 from pcnctl.incident import list_incidents
-from pcnctl.incident.journal import done_keys, read
+from pcnctl.incident.journal import RunState, done_keys, read
 from pcnctl.models import fold
 from pcnctl.platform import EntDriver
 from pcnctl.records import JsonObject, Row
@@ -257,27 +257,11 @@ def blocks(env: AuditEnv) -> Finding:
 
 
 def drift(env: AuditEnv) -> Finding:
-    from pcnctl.errors import PcnError
-
+    """Changes undone behind the incidents' back: accounts unblocked, purged messages back, blocks lifted."""
     rows: list[Row] = []
     for incident in _open_incidents(env):
         runs = read(env.store, incident.id, ent=env.ent)
-        blocked = done_keys(runs, "accounts.block")
-        unblocked = done_keys(runs, "accounts.unblock", "sessions.revoke")
-        for user_id in sorted(blocked - unblocked):
-            try:
-                user = env.driver.get_user(user_id)
-            except PcnError:  # a deleted or unreachable account is reported elsewhere, not as drift
-                continue
-            if not user.blocked:
-                rows.append(
-                    {
-                        "incident": incident.id,
-                        "kind": "account unblocked outside pcnctl",
-                        "target": user.login,
-                        "detail": ", ".join(user.schools),
-                    }
-                )
+        rows += _unblocked(env, incident.id, runs)
         purged = sorted(done_keys(runs, "messages.purge"))
         if purged and env.mailstore is not None:
             back = {k: v for k, v in env.mailstore.mailboxes(purged).items() if v}
@@ -291,32 +275,9 @@ def drift(env: AuditEnv) -> Finding:
                 for k, v in back.items()
             ]
     for b in registry.active_blocks(env.store, env.ent):
-        if b.method == "communication":
-            # Every group the block cut (class groups included), re-read as the verification does.
-            cut = messaging_cut.CutPlan.from_json(messaging.prior_of(env.store, b))
-            reopened = [
-                (name, seen) for name, _want, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok
-            ]
-            if reopened:
-                rows.append(
-                    {
-                        "incident": b.incident,
-                        "kind": "communication restored outside pcnctl",
-                        "target": b.uai,
-                        "detail": "; ".join(f"{name}: {seen}" for name, seen in reopened[:3]),
-                    }
-                )
-        elif b.method == "roles":
-            roles = env.driver.messaging_roles(b.school_id)
-            if any(b.group in r.groups for r in roles):
-                rows.append(
-                    {
-                        "incident": b.incident,
-                        "kind": "Messagerie role restored outside pcnctl",
-                        "target": b.uai,
-                        "detail": b.profile,
-                    }
-                )
+        row = _lifted(env, b)
+        if row is not None:
+            rows.append(row)
     return Finding(
         "drift",
         "critical" if rows else "ok",
@@ -325,6 +286,43 @@ def drift(env: AuditEnv) -> Finding:
         rows,
         ("incident", "kind", "target", "detail"),
     )
+
+
+def _unblocked(env: AuditEnv, incident: str, runs: list[RunState]) -> list[Row]:
+    """Accounts the incident blocked (and did not release) that are no longer blocked."""
+    from pcnctl.errors import PcnError
+
+    rows: list[Row] = []
+    blocked = done_keys(runs, "accounts.block")
+    for user_id in sorted(blocked - done_keys(runs, "accounts.unblock", "sessions.revoke")):
+        try:
+            user = env.driver.get_user(user_id)
+        except PcnError:  # a deleted or unreachable account is reported elsewhere, not as drift
+            continue
+        if not user.blocked:
+            kind = "account unblocked outside pcnctl"
+            rows.append(
+                {"incident": incident, "kind": kind, "target": user.login, "detail": ", ".join(user.schools)}
+            )
+    return rows
+
+
+def _lifted(env: AuditEnv, b: registry.Block) -> Row | None:
+    """A messaging block in force in the records that the ENT no longer applies, re-read as the
+    verification does (every group a communication block cut; the Messagerie role of a roles block)."""
+    if b.method == "communication":
+        cut = messaging_cut.CutPlan.from_json(messaging.prior_of(env.store, b))
+        reopened = [
+            (name, seen) for name, _want, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok
+        ]
+        if reopened:
+            detail = "; ".join(f"{name}: {seen}" for name, seen in reopened[:3])
+            kind = "communication restored outside pcnctl"
+            return {"incident": b.incident, "kind": kind, "target": b.uai, "detail": detail}
+    elif b.method == "roles" and any(b.group in r.groups for r in env.driver.messaging_roles(b.school_id)):
+        kind = "Messagerie role restored outside pcnctl"
+        return {"incident": b.incident, "kind": kind, "target": b.uai, "detail": b.profile}
+    return None
 
 
 def evidence_gaps(env: AuditEnv) -> Finding:
