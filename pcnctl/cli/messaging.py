@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pcnctl.blocks import Block
     from pcnctl.config import Profile
     from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.messaging import Verification
+    from pcnctl.messaging import BlockPlan, Verification
 
 app = typer.Typer(
     help="Block messaging (communication, roles or login lever), verify, lift, expire.", no_args_is_help=True
@@ -123,7 +123,6 @@ def block(
 ) -> None:
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
     from pcnctl import messaging
-    from pcnctl.errors import PartialFailureError
     from pcnctl.incident.run import RunContext
     from pcnctl.output import render
     from pcnctl.timespec import parse_when
@@ -142,16 +141,7 @@ def block(
         max_concurrency=concurrency,
         state=state,
     )
-    note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
-    note(
-        f"Plan: block {p.profile} messaging in {len(p.to_change)} school(s), {p.users} account(s)"
-        + (
-            f"; {len(p.schools) - len(p.to_change)} already blocked"
-            if len(p.to_change) < len(p.schools)
-            else ""
-        ),
-        quiet,
-    )
+    _show_plan(p, quiet)
     columns = ("school", "name", "profile", "users", "method", "change")
     if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr
         emit(p.rows(), output, columns)
@@ -182,18 +172,39 @@ def block(
         f"'pcnctl messaging unblock --incident {inc.id}'",
         quiet,
     )
+    _outcome(p, rows, result, inc.id, revoke_sessions, quiet)
+
+
+def _show_plan(p: BlockPlan, quiet: bool) -> None:
+    """The lever and what it does, and the plan's counts (the table follows)."""
+    from pcnctl import messaging
+
+    note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
+    already = len(p.schools) - len(p.to_change)
+    note(
+        f"Plan: block {p.profile} messaging in {len(p.to_change)} school(s), {p.users} account(s)"
+        + (f"; {already} already blocked" if already else ""),
+        quiet,
+    )
+
+
+def _outcome(
+    p: BlockPlan, rows: list[Row], result: Verification | None, incident: str, revoked: bool, quiet: bool
+) -> None:
+    """What the block leaves open (the roles lever's gap), its verification, and a partial failure's exit."""
+    from pcnctl.errors import PartialFailureError
+
     if p.method == "roles":
         warn(
             "the roles lever does not stop a scripted POST /conversation/send, and live sessions keep their "
             "rights until they end"
             + (
                 ""
-                if revoke_sessions
+                if revoked
                 else "; add --revoke-sessions, or run "
                 "'pcnctl sessions revoke --school UAI --profile " + p.profile + "'"
             )
         )
-    failed = [r for r in rows if r["result"] == "failed"]
     if result is not None:
         show_verification(result, None, quiet)
         if not result.effective:
@@ -201,9 +212,10 @@ def block(
                 "the block was applied but verification found it is not effective",
                 hint="see the checks above; consider --method login",
             )
+    failed = [r for r in rows if r["result"] == "failed"]
     if failed:
         raise PartialFailureError(
-            f"{len(failed)} school(s) failed", hint=f"resume: pcnctl incident resume {inc.id}"
+            f"{len(failed)} school(s) failed", hint=f"resume: pcnctl incident resume {incident}"
         )
 
 
