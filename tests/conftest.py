@@ -144,12 +144,15 @@ class MemoryKeyring(KeyringBackend):
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test gets its own config and state dir, no secrets in the environment, and no keyring."""
+    """Each test gets its own config and state dir, no secrets or width in the environment, no keyring."""
     from pcnctl import credentials
 
     for name in list(os.environ):
         if name.startswith("PCNCTL_"):
             monkeypatch.delenv(name)
+    # Output width follows COLUMNS when set (a developer's shell, a pytest-xdist worker's 80): tests that
+    # check a width set it themselves, the others see the width of output off a terminal.
+    monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setenv("PCNCTL_CONFIG", str(tmp_path / "config" / "config.yaml"))
     monkeypatch.setenv("PCNCTL_HOME", str(tmp_path / "state"))
     # The kernel keyring is shared by every process of the user: tests opt in to it one by one.
