@@ -6,12 +6,14 @@ HTTP or the database; only the environment (config path, secrets) is set per tes
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import keyring
 import pytest
@@ -22,9 +24,15 @@ from typer.testing import CliRunner
 from pcnctl.cli import app
 from pcnctl.lab.process import LabProcess
 
+T = TypeVar("T")
+
 
 class Lab(LabProcess):
     """A running lab, with the helpers the tests use on top of its control endpoints."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        super().__init__(data_dir, *args)
+        self.replayed: dict[str, Any] = {}  # replay() key -> what its first run returned
 
     @property
     def password(self) -> str:
@@ -36,6 +44,20 @@ class Lab(LabProcess):
 
     def reset(self) -> None:
         self.control("/__lab/reset")
+
+    def replay(self, key: str, make: Callable[[], T]) -> T:
+        """The lab as ``make`` leaves a freshly reset lab, and what ``make`` returned. The first call runs
+        it and saves the lab's databases as a checkpoint; later calls in the session restore that copy
+        instead (a wave through the real routes costs seconds, a restore a tenth of that). ``make`` must
+        depend on nothing but ``key`` and the reset lab: its result is replayed, not recomputed."""
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        if key in self.replayed:
+            self.control("/__lab/reset", {"checkpoint": name})
+        else:
+            self.reset()
+            self.replayed[key] = make()
+            self.control("/__lab/checkpoint", {"name": name})
+        return copy.deepcopy(self.replayed[key])
 
     def knobs(self, **values: Any) -> None:
         self.control("/__lab/knobs", values)
@@ -64,6 +86,15 @@ class Lab(LabProcess):
             db.commit()
         finally:
             db.close()
+
+
+def played_wave(lab: Lab, **params: Any) -> dict[str, Any]:
+    """``attack.run(lab.data_dir, **params)`` on the reset lab, played once per session and then restored
+    (``Lab.replay``): the same seed plays the same wave, so the tests that share it see the same one."""
+    from pcnctl.lab import attack
+
+    key = "wave " + json.dumps(params, sort_keys=True)
+    return lab.replay(key, lambda: attack.run(lab.data_dir, **params))
 
 
 def start_lab(data_dir: Path, *extra: str) -> Lab:
@@ -113,12 +144,15 @@ class MemoryKeyring(KeyringBackend):
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test gets its own config and state dir, no secrets in the environment, and no keyring."""
+    """Each test gets its own config and state dir, no secrets or width in the environment, no keyring."""
     from pcnctl import credentials
 
     for name in list(os.environ):
         if name.startswith("PCNCTL_"):
             monkeypatch.delenv(name)
+    # Output width follows COLUMNS when set (a developer's shell, a pytest-xdist worker's 80): tests that
+    # check a width set it themselves, the others see the width of output off a terminal.
+    monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setenv("PCNCTL_CONFIG", str(tmp_path / "config" / "config.yaml"))
     monkeypatch.setenv("PCNCTL_HOME", str(tmp_path / "state"))
     # The kernel keyring is shared by every process of the user: tests opt in to it one by one.

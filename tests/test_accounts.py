@@ -230,16 +230,19 @@ def test_capacity_limit_is_absorbed_without_loss_or_repeat(lab: Lab, admc: Cli) 
 
 
 def test_injected_5xx_are_absorbed_without_loss_or_repeat(lab: Lab, admc: Cli) -> None:
-    targets = students(lab, 200)
+    """100 accounts, two calls each, one call in seven answered 500: a few dozen faults, each retried
+    (the fan-out then paces at one call in flight, so more accounts only make the run longer)."""
+    targets = students(lab, 100)
     lab.knobs(fail_rate=0.15)
     result = admc("sessions", "revoke", *(i for i, _ in targets), "--max", "200", "--yes", "-o", "json")
     state = lab.counters()
     lab.knobs(fail_rate=0)
     assert result.exit_code == 0, result.stderr
-    assert {r["result"] for r in result.json()} == {"done"} and len(result.json()) == 200
+    assert {r["result"] for r in result.json()} == {"done"} and len(result.json()) == 100
     counts = log_counts(lab, "block")
     assert set(counts) == {i for i, _ in targets} and set(counts.values()) == {1}
-    assert state["faults"] > 0, state
+    assert set(log_counts(lab, "unblock")) == {i for i, _ in targets}
+    assert state["faults"] >= 10, state
 
 
 def test_a_killed_run_resumes_and_does_each_account_once(lab: Lab, admc: Cli, tmp_path: Path) -> None:

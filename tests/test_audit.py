@@ -15,16 +15,15 @@ from typing import Any
 
 import pytest
 
-from pcnctl.lab import attack
 from tests.browser import open_page
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, played_wave
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def wave(lab: Lab) -> dict[str, Any]:
-    return attack.run(lab.data_dir, senders=5, messages=30, schools=4, rate=0, noise=25, random_seed=9)
+    return played_wave(lab, senders=5, messages=30, schools=4, rate=0, noise=25, random_seed=9)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from pcnctl.hunt import Activity, Baseline, HuntQuery, Seed, Trace, grow
-from pcnctl.lab import attack
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, played_wave
 
 ROOT = Path(__file__).resolve().parent.parent
 WAVE = str(ROOT / "playbooks" / "bomb-threat-wave.yaml")
@@ -24,8 +23,8 @@ def wave(lab: Lab, request: pytest.FixtureRequest) -> dict[str, Any]:
     """Four senders, eight silent accounts; half of them log in through Versailles' school network, where
     ordinary pupils log in meanwhile (300 of them where the test is about them, 40 elsewhere)."""
     crowd = 300 if "proxy" in request.node.name else 40
-    return attack.run(
-        lab.data_dir, senders=4, hijacked=12, messages=24, schools=3, rate=0, noise=12, random_seed=4,
+    return played_wave(
+        lab, senders=4, hijacked=12, messages=24, schools=3, rate=0, noise=12, random_seed=4,
         innocent=crowd, via_proxy=0.5, city=TOWN,
     )  # fmt: skip
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import requests
+
 from pcnctl.lab.seed import seed
 from pcnctl.lab.store import Store
 from pcnctl.uai import is_valid
@@ -64,3 +67,20 @@ def test_a_wave_plays_with_any_random_seed(lab: Lab, cli: Cli) -> None:
                      "--messages", "4", "--schools", "2")  # fmt: skip
         assert played.exit_code == 0, played.stderr
         assert "threat(s) delivered" in played.stderr + played.stdout
+
+
+def test_a_checkpoint_is_returned_to_and_a_plain_reset_still_goes_to_the_seed(lab: Lab) -> None:
+    student = lab.sql("SELECT id FROM users WHERE profile = 'Student' ORDER BY id LIMIT 1")[0][0]
+    lab.write_sql("UPDATE users SET blocked = 1 WHERE id = ?", student)
+    lab.control("/__lab/checkpoint", {"name": "one-blocked"})
+    lab.write_sql("UPDATE users SET blocked = 0 WHERE id = ?", student)
+    lab.knobs(latency_ms=3)
+    lab.control("/__lab/reset", {"checkpoint": "one-blocked"})
+    assert lab.sql("SELECT blocked FROM users WHERE id = ?", student) == [(1,)]
+    assert lab.control("/__lab/state")["knobs"]["latency_ms"] == 0.0  # knobs go back to their defaults
+    lab.reset()
+    assert lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE id = ?", student) == [(0,)]
+    for body in ({"checkpoint": "never-saved"}, {"checkpoint": "../seed"}):
+        with pytest.raises(requests.HTTPError) as refused:
+            lab.control("/__lab/reset", body)
+        assert refused.value.response.status_code == 400

@@ -23,15 +23,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pcnctl.lab import attack
 from pcnctl.lab.pgserver import Postgres
 from tests import pg
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, played_wave
 
 
 @pytest.fixture
 def wave(lab: Lab) -> dict[str, Any]:
-    return attack.run(lab.data_dir, senders=6, messages=40, schools=5, rate=0, noise=30, random_seed=3)
+    return played_wave(lab, senders=6, messages=40, schools=5, rate=0, noise=30, random_seed=3)
 
 
 @pytest.fixture(scope="session")

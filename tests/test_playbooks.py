@@ -18,10 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pcnctl.lab import attack
 from tests import state
 from tests.browser import open_page
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, played_wave
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "playbooks").glob("*.yaml"))
@@ -102,7 +101,7 @@ def test_validation_names_file_line_and_what_was_expected(
 
 @pytest.fixture
 def wave(lab: Lab) -> dict[str, Any]:
-    return attack.run(lab.data_dir, senders=5, messages=30, schools=4, rate=0, noise=20, random_seed=5)
+    return played_wave(lab, senders=5, messages=30, schools=4, rate=0, noise=20, random_seed=5)
 
 
 @pytest.fixture

@@ -321,10 +321,20 @@ class LabApp:
         if not secrets.compare_digest(req.headers.get("x-lab-control", ""), self.control_token):
             raise HttpError(403, {"error": "lab.control.token"})
         if req.path == "/__lab/reset" and req.method == "POST":
-            self.store.reset()
+            checkpoint = (req.json() if req.body else {}).get("checkpoint")
+            try:
+                self.store.reset(checkpoint)
+            except (ValueError, LookupError) as exc:
+                raise HttpError(400, {"error": str(exc)}) from None
             self.knobs = Knobs()
             self.counters = dict.fromkeys(self.counters, 0)
             return Response.json({"status": "reset"})
+        if req.path == "/__lab/checkpoint" and req.method == "POST":
+            try:
+                self.store.save_checkpoint(str(req.json().get("name", "")))
+            except ValueError as exc:
+                raise HttpError(400, {"error": str(exc)}) from None
+            return Response.json({"status": "saved"})
         if req.path == "/__lab/knobs" and req.method == "POST":
             values = req.json()
             for key, value in values.items():

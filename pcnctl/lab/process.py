@@ -45,7 +45,8 @@ class LabProcess:
         return str(self.info["base_url"])
 
     def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``/__lab/reset``, ``/__lab/knobs`` (POST with a body), ``/__lab/state`` (GET)."""
+        """``/__lab/reset`` (a body ``{"checkpoint": name}`` returns to a saved state), ``/__lab/checkpoint``
+        and ``/__lab/knobs`` (POST with a body), ``/__lab/state`` (GET)."""
         import requests
 
         headers = {"X-Lab-Control": self.info["control_token"]}

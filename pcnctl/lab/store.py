@@ -7,6 +7,7 @@ A single connection keeps the lab simple and deterministic: every request runs i
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -272,30 +273,50 @@ class Store:
 
     def snapshot_pristine(self) -> None:
         """Keep the current state as the one :meth:`reset` returns to."""
+        self._save(self.pristine, self.conversation_pristine)
+
+    def checkpoint_paths(self, name: str) -> tuple[Path, Path]:
+        """Where a named checkpoint is kept (main database, mailstore); the name is checked first."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ValueError(f"a checkpoint name is 1 to 64 letters, digits, '-' or '_' (got {name!r})")
+        return self.data_dir / f"checkpoint-{name}.sqlite", self.data_dir / f"checkpoint-{name}-conv.sqlite"
+
+    def save_checkpoint(self, name: str) -> None:
+        """Keep the current state under ``name``: a test suite sets up an expensive state once (a wave
+        played through the routes) and returns to it with ``reset(name)`` instead of playing it again."""
+        self._save(*self.checkpoint_paths(name))
+
+    def _save(self, main: Path, conversation: Path) -> None:
         with self.lock:
-            for path in (self.pristine, self.conversation_pristine):
+            for path in (main, conversation):
                 path.unlink(missing_ok=True)
-            target = sqlite3.connect(self.pristine)
+            target = sqlite3.connect(main)
             try:
                 self.db.backup(target)
             finally:
                 target.close()
-            target = sqlite3.connect(self.conversation_pristine)
+            target = sqlite3.connect(conversation)
             try:
                 self.db.backup(target, name="conversation")
             finally:
                 target.close()
 
-    def reset(self) -> None:
-        """Return to the seeded state (sessions, blocks, messages and every change are dropped)."""
+    def reset(self, checkpoint: str | None = None) -> None:
+        """Return to the seeded state (sessions, blocks, messages and every change are dropped), or to a
+        state saved by :meth:`save_checkpoint`."""
+        main, conversation = (
+            self.checkpoint_paths(checkpoint) if checkpoint else (self.pristine, self.conversation_pristine)
+        )
+        if checkpoint and not main.exists():
+            raise LookupError(f"no checkpoint {checkpoint!r}")
         with self.lock:
-            source = sqlite3.connect(self.pristine)
+            source = sqlite3.connect(main)
             try:
                 source.backup(self.db)
             finally:
                 source.close()
             # The backup API writes a target's main schema only: copy the attached one table by table.
-            self.db.execute("ATTACH DATABASE ? AS pristine_conversation", (str(self.conversation_pristine),))
+            self.db.execute("ATTACH DATABASE ? AS pristine_conversation", (str(conversation),))
             try:
                 self.db.execute("BEGIN")
                 for table in CONVERSATION_TABLES:
