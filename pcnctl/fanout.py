@@ -156,7 +156,9 @@ class Pacer:
             now = self.clock()
             if failure.throttled:
                 self._note(self.limiter.on_throttle(sent))
-                cap = self.rate_cap.on_throttle(sent)
+                # A call sent while an earlier throttle's pause holds (an item's next call, its slot
+                # taken before) is refused by the same dry bucket: it says nothing of the rate accepted.
+                cap = self.rate_cap.on_throttle(sent) if sent >= self.pause_until else None
                 if cap is not None:
                     log.debug("throttled: sending capped at %.1f calls/s", cap)
                 wait = failure.retry_after if failure.retry_after is not None else 0.5

@@ -209,6 +209,26 @@ def test_rate_cap_follows_what_a_token_bucket_lets_through() -> None:
     assert cap.rate() is None  # lifted after growing to four times its value
 
 
+def test_a_call_sent_during_the_pause_does_not_cap_sending_at_one_call_per_second() -> None:
+    """An item whose slot was taken before a throttle sends its next call during the pause and meets the
+    same dry bucket: the cap stays what the first throttle set."""
+    from pcnctl.fanout import Failure, Pacer
+
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    for _ in range(400):  # 200 answers/s for 2 s
+        assert pacer.acquire(threading.Event())
+        clock.now += 0.005
+        pacer.answered([(clock.now - 0.004, clock.now)])
+    assert pacer.acquire(threading.Event()) and pacer.acquire(threading.Event())
+    pacer.failed(clock.now - 0.003, Failure(retryable=True, throttled=True, retry_after=1.0), "429")
+    first = pacer.rate_cap.rate()
+    assert first == pytest.approx(100.0, rel=0.05)
+    clock.now += 0.2  # during the pause, the other item's second call
+    pacer.failed(clock.now - 0.001, Failure(retryable=True, throttled=True, retry_after=1.0), "429")
+    assert pacer.rate_cap.rate() == pytest.approx(first * (1 + 0.05 * 0.2), rel=0.01)  # grown, not cut to 1
+
+
 def test_breaker_counts_a_failing_flight_once_backs_off_and_opens() -> None:
     clock = Clock()
     breaker = Breaker(
