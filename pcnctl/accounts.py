@@ -117,13 +117,23 @@ def resolve_targets(
         users.update((u.id, u) for u in selected)
         hints.append(school_record.id)
     unique = list(dict.fromkeys(r.strip() for r in wanted if r.strip()))
-    missing: list[str] = []
+    if unique:
+        users.update((u.id, u) for u in _look_up(driver, unique, hints, max_concurrency, progress))
+    return sorted(users.values(), key=lambda u: (u.schools, u.login))
 
+
+def _look_up(
+    driver: EntDriver, refs: list[str], hints: list[str], concurrency: int, progress: bool
+) -> list[User]:
+    """The accounts named by ids or logins (``hints``: schools where an alias is looked for), in parallel;
+    one reference unknown or out of scope refuses them all."""
+    from pcnctl.errors import NotFoundError, PermissionDeniedError
+
+    found: list[User] = []
+    missing: list[str] = []
     denied: list[str] = []
 
     def lookup(ref: str) -> Outcome:
-        from pcnctl.errors import NotFoundError, PermissionDeniedError
-
         try:
             user = driver.get_user(ref) if _UUID.match(ref) else driver.find_user_by_login(ref, hints)
         except NotFoundError:
@@ -134,21 +144,20 @@ def resolve_targets(
         if user is None:
             missing.append(ref)
             return Outcome(ref, "failed", "unknown")
-        users[user.id] = user
+        found.append(user)
         return Outcome(ref, "done")
 
-    if unique:
-        with progress_bar(len(unique), "look up accounts", enabled=progress) as advance:
-            report = Fanout(
-                lookup,
-                key=lambda r: r,
-                idempotent=True,
-                max_concurrency=max_concurrency,
-                on_outcome=lambda _o: advance(1),
-            ).run(unique)
-        errors = [o for o in report.outcomes if o.status == "failed" and o.detail != "unknown"]
-        if errors:
-            raise PcnError(f"could not look up {len(errors)} account(s): {errors[0].key}: {errors[0].detail}")
+    with progress_bar(len(refs), "look up accounts", enabled=progress) as advance:
+        report = Fanout(
+            lookup,
+            key=lambda r: r,
+            idempotent=True,
+            max_concurrency=concurrency,
+            on_outcome=lambda _o: advance(1),
+        ).run(refs)
+    errors = [o for o in report.outcomes if o.status == "failed" and o.detail != "unknown"]
+    if errors:
+        raise PcnError(f"could not look up {len(errors)} account(s): {errors[0].key}: {errors[0].detail}")
     if denied:
         raise RefusedError(
             f"{len(denied)} account(s) are outside this identity's scope: {', '.join(sorted(denied)[:5])}",
@@ -160,7 +169,7 @@ def resolve_targets(
             f"{len(missing)} account(s) not found in this profile's scope: {shown}",
             hint="nothing was changed; fix or remove them and run again",
         )
-    return sorted(users.values(), key=lambda u: (u.schools, u.login))
+    return found
 
 
 def check_scope(driver: EntDriver, users: Sequence[User]) -> None:

@@ -219,11 +219,21 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"config file {path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
     if raw.get("version", CONFIG_VERSION) != CONFIG_VERSION:
         raise ConfigError(f"config file {path}: version {raw.get('version')!r} is not supported (expected 1)")
-    profiles_raw = raw.get("profiles") or {}
-    if not isinstance(profiles_raw, Mapping):
+    profiles = _profiles(path, raw.get("profiles") or {})
+    current = raw.get("current")
+    if current is not None and current not in profiles:
+        raise ConfigError(f"config file {path}: current profile {current!r} is not defined")
+    audit = raw.get("audit") or {}
+    _check_audit(path, audit)
+    return Config(path=path, profiles=profiles, current=current, audit=dict(audit))
+
+
+def _profiles(path: Path, raw: object) -> dict[str, Profile]:
+    """The profiles of the file, each checked as ``profile add`` checks it; a secret in one is refused."""
+    if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {path}: 'profiles' must be a mapping of name to settings")
     profiles: dict[str, Profile] = {}
-    for name, values in profiles_raw.items():
+    for name, values in raw.items():
         if not isinstance(values, Mapping):
             raise ConfigError(f"config file {path}: profile {name!r} must be a mapping")
         leaked = {str(k) for k in values if str(k).lower() in _SECRET_KEYS}
@@ -237,10 +247,11 @@ def load_config(path: Path | None = None) -> Config:
             profiles[str(name)] = make_profile(str(name), **dict(values))
         except UsageError as exc:
             raise ConfigError(f"config file {path}: {exc.message}", hint=exc.hint) from None
-    current = raw.get("current")
-    if current is not None and current not in profiles:
-        raise ConfigError(f"config file {path}: current profile {current!r} is not defined")
-    audit = raw.get("audit") or {}
+    return profiles
+
+
+def _check_audit(path: Path, audit: object) -> None:
+    """The 'audit' section: known thresholds, each of its type."""
     if not isinstance(audit, Mapping):
         raise ConfigError(f"config file {path}: 'audit' must be a mapping of thresholds")
     for key, value in audit.items():
@@ -252,7 +263,6 @@ def load_config(path: Path | None = None) -> Config:
             )
         if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
             raise ConfigError(f"config file {path}: audit.{key} must be a {kind.__name__}")
-    return Config(path=path, profiles=profiles, current=current, audit=dict(audit))
 
 
 def save_config(config: Config) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, get_state, handle_errors
+
+if TYPE_CHECKING:
+    from pcnctl.audit.checks import Thresholds
 
 
 @handle_errors
@@ -57,32 +60,13 @@ def run(
     """
     from pcnctl.audit import render
     from pcnctl.audit import run as core
-    from pcnctl.audit.checks import CHECKS, Thresholds, load_watchlist
-    from pcnctl.errors import UsageError
+    from pcnctl.audit.checks import CHECKS
     from pcnctl.sources.mailstore import Mailstore
-
-    if output not in ("markdown", "html", "json", "csv"):
-        raise UsageError(f"{output!r} is not a report format: markdown, html, json or csv")
-    if fail_on not in ("warning", "critical"):
-        raise UsageError("--fail-on takes warning or critical")
-    if lang not in render.LABELS:
-        raise UsageError("--lang takes en or fr")
-    if out is not None and out_dir is not None:
-        raise UsageError("--out and --out-dir are exclusive: one file, or one file a run in a directory")
-    if out is not None:
-        check_writable(out)
-    if out_dir is not None:
-        check_writable(out_dir, directory=True)
-    from pcnctl.config import load_config
     from pcnctl.state.store import ent_key
 
-    settings = load_config().audit  # thresholds kept in the config file's 'audit' section
+    _check_options(output, fail_on, lang, out, out_dir)
     names = [c.strip() for c in checks.split(",") if c.strip()] or list(CHECKS)
-    source = watchlist or (Path(settings["watchlist"]) if settings.get("watchlist") else None)
-    patterns = load_watchlist(source) if source else None
-    thresholds = Thresholds(**{k: v for k, v in settings.items() if k != "watchlist"})
-    if mass_messages is not None:
-        thresholds.mass_messages = mass_messages
+    thresholds, patterns = _settings(watchlist, mass_messages)
     state = get_state()
     with core.exclusive(state):
         driver = get_driver(profile)
@@ -117,3 +101,37 @@ def run(
         )
     if code:
         raise typer.Exit(int(code))
+
+
+def _check_options(output: str, fail_on: str, lang: str, out: Path | None, out_dir: Path | None) -> None:
+    """Every option checked, and the report's destination writable, before anything is read."""
+    from pcnctl.audit import render
+    from pcnctl.errors import UsageError
+
+    if output not in ("markdown", "html", "json", "csv"):
+        raise UsageError(f"{output!r} is not a report format: markdown, html, json or csv")
+    if fail_on not in ("warning", "critical"):
+        raise UsageError("--fail-on takes warning or critical")
+    if lang not in render.LABELS:
+        raise UsageError("--lang takes en or fr")
+    if out is not None and out_dir is not None:
+        raise UsageError("--out and --out-dir are exclusive: one file, or one file a run in a directory")
+    if out is not None:
+        check_writable(out)
+    if out_dir is not None:
+        check_writable(out_dir, directory=True)
+
+
+def _settings(
+    watchlist: Path | None, mass_messages: int | None
+) -> tuple[Thresholds, tuple[tuple[str, str], ...] | None]:
+    """The thresholds and the watchlist: the options, else the config file's 'audit' section."""
+    from pcnctl.audit.checks import Thresholds, load_watchlist
+    from pcnctl.config import load_config
+
+    settings = load_config().audit
+    source = watchlist or (Path(settings["watchlist"]) if settings.get("watchlist") else None)
+    thresholds = Thresholds(**{k: v for k, v in settings.items() if k != "watchlist"})
+    if mass_messages is not None:
+        thresholds.mass_messages = mass_messages
+    return thresholds, load_watchlist(source) if source else None
