@@ -91,6 +91,10 @@ def test_a_purge_waits_for_a_second_administrator(
     assert copies(lab, wave["messages"]) == 0
     started = [e for e in audit_entries() if e.get("action") == "messages.purge:start"]
     assert [e.get("approved_by") for e in started] == ["approver.pcn"]
+    report = cli("incident", "report", "INC-4E", "--offline")
+    assert report.exit_code == 0 and "approved by approver.pcn" in report.stdout
+    rapport = cli("incident", "report", "INC-4E", "--offline", "--lang", "fr")
+    assert "approuvé par approver.pcn" in rapport.stdout
 
 
 def test_a_request_changed_after_its_signature_is_refused_and_small_runs_need_none(

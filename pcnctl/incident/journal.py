@@ -168,6 +168,7 @@ class RunState:
     end: str | None = None
     started_at: str = ""  # UTC time of the run's first record
     ent: str = ""  # the ENT the run acted on
+    approved_by: str = ""  # on a four-eyes profile: the second administrator who signed its plan
 
     @property
     def finished(self) -> bool:
@@ -214,6 +215,7 @@ def runs_of(recs: list[Record], *, ent: str | None = None) -> list[RunState]:
             )
             runs[run].started_at = first
             runs[run].ent = rec.get("ent", "")
+            runs[run].approved_by = rec.get("approved_by", "")
         elif rec["t"] == "item" and run in runs and str(rec["key"]) in runs[run].planned:
             # An item outside the run's plan is never its work: not resumed, not undone, not counted.
             runs[run].phases[str(rec["key"])] = rec["phase"]

@@ -46,6 +46,7 @@ class TimelineEntry(TypedDict):
     by: str
     detail: str
     counts: tuple[int, int, int, int] | None
+    approved_by: str  # a run's second administrator on a four-eyes profile, else ""
 
 
 class EvidencePart(TypedDict):
@@ -90,6 +91,7 @@ class Event:
     by: str = ""
     detail: str = ""
     counts: tuple[int, int, int, int] | None = None  # items, done, already, failed (operation runs)
+    approved_by: str = ""
 
     def to_json(self) -> TimelineEntry:
         return {
@@ -100,6 +102,7 @@ class Event:
             "by": self.by,
             "detail": self.detail,
             "counts": self.counts,
+            "approved_by": self.approved_by,
         }
 
 
@@ -160,7 +163,9 @@ def _run_events(runs: list[RunState], recs: list[Record]) -> list[Event]:
         status = run.end or ("interrupted" if run.pending else "completed")
         tally = (len(run.items), done, counts.get("already", 0), failed)
         by = run.meta.get("identity", "")
-        out.append(Event(run.started_at, run.op, run.run, status, by, counts=tally))
+        out.append(
+            Event(run.started_at, run.op, run.run, status, by, counts=tally, approved_by=run.approved_by)
+        )
     for rec in recs:
         if "t" not in rec:
             continue
@@ -215,6 +220,7 @@ LABELS: dict[str, dict[str, str]] = {
         "result": "result",
         "detail": "detail",
         "counts": "{0} items: {1} done, {2} already so, {3} failed",
+        "approved_by": "approved by",
         "affected": "Affected schools",
         "school": "school",
         "uai": "UAI",
@@ -262,6 +268,7 @@ LABELS: dict[str, dict[str, str]] = {
         "result": "résultat",
         "detail": "détail",
         "counts": "{0} éléments : {1} faits, {2} déjà faits, {3} en échec",
+        "approved_by": "approuvé par",
         "affected": "Établissements touchés",
         "school": "établissement",
         "uai": "UAI",
@@ -362,7 +369,8 @@ class _View:
                 self.school(e["target"], names.get(e["target"])),
                 e["by"],
                 self.status(e["status"]),
-                t["counts"].format(*counts) if (counts := e.get("counts")) else e["detail"],
+                (t["counts"].format(*counts) if (counts := e.get("counts")) else e["detail"])
+                + (f"; {t['approved_by']} {who}" if (who := e.get("approved_by")) else ""),
             ]
             for e in data["timeline"]
         ]
