@@ -240,17 +240,9 @@ def execute_block(ctx: RunContext, p: BlockPlan, *, run: str | None = None) -> t
         "until": iso(p.until) if p.until else None,
         "reason": p.reason,
     }
-    fresh = run is None
-    run = run or ctx.start(OP_BLOCK, params, items)
-    if fresh:
-        schools: dict[str, SchoolSnapshot] = {
-            s.school.id: {"uai": s.school.uai, "group": s.group.to_json(), "prior": s.prior} for s in todo
-        }
-        data: BlockSnapshot = {"profile": p.profile, "method": p.method, "schools": schools}
-        snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
-        for sp in p.schools:
-            if sp.holder is not None and sp.holder.incident != ctx.incident.id:
-                _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
+    if run is None:
+        run = ctx.start(OP_BLOCK, params, items)
+        _snapshot_and_join(ctx, run, p)
     by_id = {s.school.id: s for s in todo}
     rows: list[Row] = []
 
@@ -284,6 +276,19 @@ def execute_block(ctx: RunContext, p: BlockPlan, *, run: str | None = None) -> t
     failed = sum(1 for r in rows if r["result"] == "failed")
     ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
     return run, sorted(rows, key=lambda r: str(r["school"]))
+
+
+def _snapshot_and_join(ctx: RunContext, run: str, p: BlockPlan) -> None:
+    """Before anything is cut: the prior state of every school to cut, sealed; and the schools another
+    incident already blocks joined (their lever is restored when the last incident lets go)."""
+    schools: dict[str, SchoolSnapshot] = {
+        s.school.id: {"uai": s.school.uai, "group": s.group.to_json(), "prior": s.prior} for s in p.to_change
+    }
+    data: BlockSnapshot = {"profile": p.profile, "method": p.method, "schools": schools}
+    snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
+    for sp in p.schools:
+        if sp.holder is not None and sp.holder.incident != ctx.incident.id:
+            _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
 
 
 def _row(sp: SchoolPlan, method: str, result: str, detail: str) -> Row:

@@ -161,31 +161,7 @@ def mass_senders(env: AuditEnv) -> Finding:
 def watchlist(env: AuditEnv) -> Finding:
     if env.mailstore is None:
         return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
-    patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
-    templates = []
-    for incident in list_incidents(env.store):
-        root = incident.path / "evidence"
-        if root.exists():
-            for bundle in root.iterdir():
-                path = bundle / "messages.jsonl"
-                if path.exists():
-                    for line in path.read_text(encoding="utf-8").splitlines()[:20]:
-                        m = json.loads(line)
-                        templates.append((incident.id, shingles(m["subject"] + " " + m["body"])))
-    hits: list[tuple[StoredMessage, str, str]] = []  # the message, the pattern, the incident it is like
-    # As messages search: delivered messages only, recipients from the copies, names from the directory.
-    candidates = env.mailstore.iter_messages(Scan(env.since_ms, env.until_ms))
-    for message in env.mailstore.with_copies(candidates):
-        text = fold(message.subject + " " + visible(message.body))
-        hit = next((name for name, p in patterns if p.search(text)), None)
-        like = None
-        if templates:
-            mine = shingles(message.subject + " " + message.body)
-            best = max(((similarity(mine, t), inc) for inc, t in templates), default=(0.0, ""))
-            if best[0] >= env.thresholds.similarity:
-                like = f"{best[1]} ({best[0]:.2f})"
-        if hit or like:
-            hits.append((message, hit or "", like or ""))
+    hits = _watchlist_hits(env, env.mailstore, _templates(env.store))
     people = Directory(env.driver)  # fromName is NULL on the platform's send path
     people.load([m.sender for m, _hit, _like in hits if not m.sender_name])
     rows: list[Row] = [
@@ -210,6 +186,39 @@ def watchlist(env: AuditEnv) -> Finding:
         rows,
         ("date", "from_name", "subject", "recipients", "pattern", "like_incident"),
     )
+
+
+def _templates(store: StateStore) -> list[tuple[str, set[tuple[str, str]]]]:
+    """The threats of past incidents (the first messages of each evidence bundle), as word pairs."""
+    templates = []
+    for incident in list_incidents(store):
+        root = incident.path / "evidence"
+        for path in sorted(root.glob("*/messages.jsonl")) if root.exists() else []:
+            for line in path.read_text(encoding="utf-8").splitlines()[:20]:
+                m = json.loads(line)
+                templates.append((incident.id, shingles(m["subject"] + " " + m["body"])))
+    return templates
+
+
+def _watchlist_hits(
+    env: AuditEnv, store: Mailstore, templates: list[tuple[str, set[tuple[str, str]]]]
+) -> list[tuple[StoredMessage, str, str]]:
+    """The new messages a pattern matches or that are like a past threat: (message, pattern, incident).
+    As messages search does: delivered messages only, recipients from the copies."""
+    patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
+    hits = []
+    for message in store.with_copies(store.iter_messages(Scan(env.since_ms, env.until_ms))):
+        text = fold(message.subject + " " + visible(message.body))
+        hit = next((name for name, p in patterns if p.search(text)), None)
+        like = None
+        if templates:
+            mine = shingles(message.subject + " " + message.body)
+            best = max(((similarity(mine, t), inc) for inc, t in templates), default=(0.0, ""))
+            if best[0] >= env.thresholds.similarity:
+                like = f"{best[1]} ({best[0]:.2f})"
+        if hit or like:
+            hits.append((message, hit or "", like or ""))
+    return hits
 
 
 def blocks(env: AuditEnv) -> Finding:
