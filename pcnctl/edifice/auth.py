@@ -305,31 +305,35 @@ class EdificeAuth:
         if response.status_code == 200 and body.get("access_token"):
             self.token = str(body["access_token"])
             return
-        if response.status_code in (429, 509):
-            raise ServerError(
+        raise self._refused(response.status_code, body, form)
+
+    def _refused(self, status: int, body: _TokenAnswer, form: dict[str, str | None]) -> PcnError:
+        """The error a refused token request means, in the platform's words turned into what to do."""
+        if status in (429, 509):
+            return ServerError(
                 f"the ENT refused new sessions ({body.get('error', 'quota')})",
                 method="POST",
                 path="/auth/oauth2/token",
-                status=response.status_code,
+                status=status,
                 hint="the platform is saturated; retry in a minute",
             )
         error = str(body.get("error") or "refused")
         description = str(body.get("error_description") or "")
         if error == "invalid_client":
-            raise AuthError(
+            return AuthError(
                 f"the OAuth2 client {self.profile.client_id!r} was refused (wrong id, secret or grant type)",
                 hint="check the client id and PCNCTL_CLIENT_SECRET / the keyring entry",
             )
         if description in _LOGIN_MESSAGES:
             message, hint = _LOGIN_MESSAGES[description]
-            raise AuthError(f"{message} (login {self.profile.login!r})", hint=hint)
+            return AuthError(f"{message} (login {self.profile.login!r})", hint=hint)
         if error in ("invalid_grant", "invalid_scope"):
             # Edifice answers 401 invalid_grant when the client may not have a requested scope.
-            raise AuthError(
+            return AuthError(
                 f"the OAuth2 client {self.profile.client_id!r} may not ask for scope {form.get('scope')!r}",
                 hint="set --scope on the profile to the scopes registered for this client on the ENT",
             )
-        raise AuthError(
+        return AuthError(
             f"token request refused: {error}{f' ({description})' if description else ''}",
             hint="check the login and the password" if form["grant_type"] == "password" else None,
         )
