@@ -179,15 +179,22 @@ def deliver(
     thread = db.execute("SELECT thread_id FROM conversation.messages WHERE id = ?", (message_id,)).fetchone()[
         0
     ]
-    upsert = (
-        "INSERT INTO conversation.userthreads(user_id, thread_id, nb_unread) VALUES (?,?,?)"
-        " ON CONFLICT(user_id, thread_id) DO UPDATE SET nb_unread = nb_unread + 1"
-    )
-    db.execute(upsert, (me, thread, 0))
+    db.execute(_UPSERT_THREAD, (me, thread, 0))
     if schedule:
         db.execute("UPDATE conversation.messages SET schedule_at = ? WHERE id = ?", (schedule, message_id))
         return
-    others = [u for u in rec.users if u != me]
+    _copies(db, me, message_id, thread, [u for u in rec.users if u != me])
+
+
+_UPSERT_THREAD = (
+    "INSERT INTO conversation.userthreads(user_id, thread_id, nb_unread) VALUES (?,?,?)"
+    " ON CONFLICT(user_id, thread_id) DO UPDATE SET nb_unread = nb_unread + 1"
+)
+
+
+def _copies(db: sqlite3.Connection, me: str, message_id: str, thread: str, others: list[str]) -> None:
+    """One copy per recipient, as the platform writes them: the message counted in their quota at the
+    size of the sender's attachments, the thread unread, the attachments linked to each copy."""
     quota = db.execute(
         "SELECT coalesce(sum(a.size), 0) FROM conversation.usermessagesattachments uma JOIN"
         " conversation.attachments a ON a.id = uma.attachment_id"
@@ -206,7 +213,7 @@ def deliver(
         "INSERT INTO conversation.usermessages(user_id, message_id, total_quota) VALUES (?,?,?)",
         [(u, message_id, quota) for u in others],
     )
-    db.executemany(upsert, [(u, thread, 1) for u in others])
+    db.executemany(_UPSERT_THREAD, [(u, thread, 1) for u in others])
     db.executemany(
         "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
         [(u, message_id, a) for u in others for a in attachments],
