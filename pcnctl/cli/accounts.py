@@ -144,17 +144,9 @@ def run_op(
 ) -> OpResult | None:
     """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
     from pcnctl import accounts
-    from pcnctl.errors import UsageError
     from pcnctl.incident.run import RunContext
 
-    if school and not user_profiles and not all_profiles:
-        raise UsageError(
-            f"--school {school} without --profile would take every account of the school: teachers, staff "
-            "and parents too",
-            hint="say which: --profile Student (repeatable), or --all-profiles if that is really meant",
-        )
-    if all_profiles and user_profiles:
-        raise UsageError("--all-profiles and --profile exclude each other")
+    _check_selection(school, user_profiles, all_profiles)
     state = check_incident(incident_id)
     driver = get_driver(ent_profile)
     p = accounts.prepare(
@@ -168,13 +160,8 @@ def run_op(
         max_concurrency=concurrency,
         progress=not quiet,
     )
-    if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr
-        note(p.summary(), quiet)
-        emit(p.rows(), output, PLAN_COLUMNS)
-        limit = accounts.DEFAULT_CAPS[op] if cap is None else cap
-        if len(p.to_change) > limit:
-            note(f"Note: above the cap of {limit}; the real run needs --max {len(p.to_change)}", quiet)
-        note("Dry run: nothing was changed.", quiet)
+    if dry_run:
+        _dry_run(p, cap, output, quiet)
         return None
     show_plan(p, quiet)
     accounts.check_cap(p, cap)
@@ -194,6 +181,33 @@ def run_op(
         result = accounts.execute(ctx, p)
     note(f"Incident {incident.id}: journal in {state.path}", quiet)
     return result
+
+
+def _check_selection(school: str | None, user_profiles: list[str] | None, all_profiles: bool) -> None:
+    """A school-wide selection says which profiles: every account of a school is never taken by default."""
+    from pcnctl.errors import UsageError
+
+    if school and not user_profiles and not all_profiles:
+        raise UsageError(
+            f"--school {school} without --profile would take every account of the school: teachers, staff "
+            "and parents too",
+            hint="say which: --profile Student (repeatable), or --all-profiles if that is really meant",
+        )
+    if all_profiles and user_profiles:
+        raise UsageError("--all-profiles and --profile exclude each other")
+
+
+def _dry_run(p: Plan, cap: int | None, output: str, quiet: bool) -> None:
+    """The plan is the data: on stdout in the chosen format (not also as a table on stderr), with the cap
+    the real run would meet."""
+    from pcnctl import accounts
+
+    note(p.summary(), quiet)
+    emit(p.rows(), output, PLAN_COLUMNS)
+    limit = accounts.DEFAULT_CAPS[p.op] if cap is None else cap
+    if len(p.to_change) > limit:
+        note(f"Note: above the cap of {limit}; the real run needs --max {len(p.to_change)}", quiet)
+    note("Dry run: nothing was changed.", quiet)
 
 
 @app.command("block", epilog=examples("accounts block"))
