@@ -162,7 +162,7 @@ def check(plan: Plan, approvers: str, folder: Path) -> str | None:
         f"this run needs a second administrator's approval: {why}; nothing was changed",
         hint=f"ask one to run 'pcnctl approve {path}' (it signs the request with their SSH key and writes "
         f"{signature.name} beside it: copy it there if they signed elsewhere), then run the same command "
-        "again",
+        f"again (a playbook: 'pcnctl playbook resume {plan.incident}')",
     )
 
 

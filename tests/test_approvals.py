@@ -130,7 +130,7 @@ def test_a_playbook_stops_at_the_purge_and_resumes_once_it_is_approved(
     assert set(wave["scheduled"]) & set(sent)  # a threat it scheduled for later, only its own copy so far
     stopped = cli("accounts", "quarantine", login, "--incident", "INC-4E", "--yes")
     assert stopped.exit_code == 8 and "second administrator's approval" in stopped.stderr
-    assert "pcnctl approve" in stopped.stderr
+    assert "pcnctl approve" in stopped.stderr and "pcnctl playbook resume INC-4E" in stopped.stderr
     assert lab.sql("SELECT blocked FROM users WHERE id = ?", sender) == [(1,)]  # one account: no approval
     assert copies(lab, sent) > 0
     request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
