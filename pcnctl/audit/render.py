@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pcnctl.audit.checks import Finding
 from pcnctl.audit.run import AuditReport
 from pcnctl.output import cell, safe_csv_cell
 from pcnctl.records import Cell, Row
@@ -266,22 +267,30 @@ def _chart(points: list[tuple[str, int]], x_label: str, y_label: str) -> str:
     return "".join(parts)
 
 
+_STYLE = (
+    "body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;"
+    "margin:.5rem 0 1.5rem}th,td{border:1px solid #bbb;padding:.25rem .5rem;text-align:left;"
+    "font-size:.9rem}"
+    "th{background:#eee}.critical{color:#b00;font-weight:bold}.warning{color:#c60;font-weight:bold}"
+    ".ok{color:#070}"
+)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def html_page(report: AuditReport, lang: str = "en") -> str:
+    """The audit as one self-contained page: the summary, the hourly chart, each finding, per school."""
     w = _Words(lang)
     t = w.t
-
-    def table(headers: list[str], rows: list[list[Any]]) -> str:
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
     sections = [
         f"<h1>{html.escape(t['title'])}: {html.escape(report.profile)}</h1>",
         f"<p>{t['window']}: {w.when(report.since)} &rarr; {w.when(report.until)}. {t['worst']}: "
         f'<span class="{report.worst}">{t[report.worst]}</span></p>',
-        table(
+        _table(
             [t["check"], t["severity"], t["count"], t["summary"]],
             [[t[f.check], t[f.severity], f.count, w.summary(f)] for f in report.findings],
         ),
@@ -292,37 +301,30 @@ def html_page(report: AuditReport, lang: str = "en") -> str:
             f"<h2>{html.escape(t['hourly'])}</h2>",
             _chart(points, t["hour_axis"], t["messages_axis"]),
         ]
-    for f in report.findings:
-        sections.append(
-            f'<h2>{html.escape(t[f.check])} <span class="{f.severity}">({t[f.severity]})</span></h2>'
-        )
-        if f.rows and f.columns:
-            sections.append(
-                table(
-                    [w.column(c) for c in f.columns],
-                    [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows],
-                )
-            )
-        else:
-            sections.append(f"<p><em>{html.escape(t['none'])}</em></p>")
+    sections += [part for f in report.findings for part in _finding(f, w)]
     schools = per_school(report)
     if schools:
         keys = sorted({k for s in schools for k in s if k != "school"})
         sections += [
             f"<h2>{html.escape(t['schools'])}</h2>",
-            table(
+            _table(
                 [t["school"], *[t[k] for k in keys]],
                 [[s["school"], *[s.get(k, 0) for k in keys]] for s in schools],
             ),
         ]
     return (
         f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{html.escape(t["title"])}'
-        "</title><style>body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;"
-        "margin:.5rem 0 1.5rem}th,td{border:1px solid #bbb;padding:.25rem .5rem;text-align:left;"
-        "font-size:.9rem}"
-        "th{background:#eee}.critical{color:#b00;font-weight:bold}.warning{color:#c60;font-weight:bold}"
-        ".ok{color:#070}</style></head><body>" + "".join(sections) + "</body></html>\n"
+        f"</title><style>{_STYLE}</style></head><body>" + "".join(sections) + "</body></html>\n"
     )
+
+
+def _finding(f: Finding, w: _Words) -> list[str]:
+    t = w.t
+    title = f'<h2>{html.escape(t[f.check])} <span class="{f.severity}">({t[f.severity]})</span></h2>'
+    if not (f.rows and f.columns):
+        return [title, f"<p><em>{html.escape(t['none'])}</em></p>"]
+    rows = [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows]
+    return [title, _table([w.column(c) for c in f.columns], rows)]
 
 
 def to_json(report: AuditReport) -> str:
