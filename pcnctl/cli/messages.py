@@ -28,6 +28,7 @@ from pcnctl.cli.examples import examples
 if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.platform import EntDriver
+    from pcnctl.search import SearchResult
     from pcnctl.sources.mailstore import Mailstore
 
 app = typer.Typer(help="Search, show, preserve and purge messages across mailboxes.", no_args_is_help=True)
@@ -109,7 +110,6 @@ def search(
 ) -> None:
     """Search every mailbox (through the mailstore) for messages matching the filters."""
     from pcnctl import search as core
-    from pcnctl.output import render
     from pcnctl.timespec import parse_when
 
     query = core.Query(
@@ -147,20 +147,27 @@ def search(
     emit(rows, output, list(rows[0]) if full else MATCH_COLUMNS)
     note(f"{len(result.matches)} match(es) among {result.scanned} message(s) scanned", quiet)
     if not quiet and result.matches:
-        render(
-            result.by_school(),
-            "table",
-            ("school", "messages", "recipients"),
-            stream=sys.stderr,
-            title="per school (recipients)",
-        )
-        render(
-            result.by_sender(),
-            "table",
-            ("login", "schools", "messages", "recipients"),
-            stream=sys.stderr,
-            title="per sender",
-        )
+        _blast_radius(result)
+
+
+def _blast_radius(result: SearchResult) -> None:
+    """Where the matches went and who sent them, on stderr: what a purge or a block would reach."""
+    from pcnctl.output import render
+
+    render(
+        result.by_school(),
+        "table",
+        ("school", "messages", "recipients"),
+        stream=sys.stderr,
+        title="per school (recipients)",
+    )
+    render(
+        result.by_sender(),
+        "table",
+        ("login", "schools", "messages", "recipients"),
+        stream=sys.stderr,
+        title="per sender",
+    )
 
 
 @app.command("show", epilog=examples("messages show"))
