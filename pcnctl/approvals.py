@@ -22,7 +22,9 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -44,8 +46,8 @@ def reason_for(op: str, count: int) -> str | None:
     """Why a run of ``op`` over ``count`` items needs a second administrator, or None."""
     if op == "messages.purge":
         return "a purge cannot be undone"
-    if op.startswith("messaging.") and count > 1:
-        return f"it changes messaging in {count} schools"
+    if (op.startswith("messaging.") or op.endswith("-profile")) and count > 1:
+        return f"it changes {'messaging' if op.startswith('messaging.') else 'logins'} in {count} schools"
     if op.startswith(("accounts.", "sessions.")) and count > ACCOUNTS_ALONE:
         return f"its plan holds {count} accounts (more than {ACCOUNTS_ALONE})"
     return None
@@ -82,19 +84,53 @@ class Request:
 
     @property
     def expired(self) -> bool:
-        return datetime.fromisoformat(self.expires_at) <= datetime.now(UTC)
+        return _moment(self.expires_at) <= datetime.now(UTC)
+
+    @classmethod
+    def parse(cls, raw: bytes, path: Path) -> Request:
+        """The request in ``raw`` (the bytes read once from ``path``), every field of its type."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict) or data.get("kind") != KIND:
+                raise ValueError("not an approval request")
+            request = cls(**data)
+            texts = (request.ent, request.incident, request.op, request.digest, request.requested_by)
+            if not all(isinstance(t, str) for t in texts) or not isinstance(request.count, int):
+                raise ValueError("a field is not of its type")
+            if not isinstance(request.schools, dict) or not all(isinstance(x, str) for x in request.sample):
+                raise ValueError("schools or sample is not of its type")
+            if _moment(request.expires_at) - _moment(request.requested_at) != TTL:
+                raise ValueError(f"it does not expire {TTL} after it was written")
+            return request
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UsageError(
+                f"{path} is not a pcnctl approval request ({exc})", hint="remove it; the run writes a new one"
+            ) from None
 
     @classmethod
     def read(cls, path: Path) -> Request:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("kind") != KIND:
-                raise ValueError("not an approval request")
-            return cls(**data)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such approval request") from None
-        except (OSError, ValueError, TypeError) as exc:
-            raise UsageError(f"{path} is not a pcnctl approval request ({exc})") from None
+        return cls.parse(_read(path), path)
+
+
+def _read(path: Path) -> bytes:
+    """A request's bytes, read once, from a regular file only (a pipe could answer each read differently)."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise UsageError(f"{path} is not a regular file", hint="remove it; the run writes a new request")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such approval request") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _moment(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a time")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -146,18 +182,28 @@ def _schools(item: Mapping[str, object]) -> list[object]:
 
 def check(plan: Plan, approvers: str, folder: Path) -> str | None:
     """The approver of this plan, None when it needs none; refuses (before anything is changed) when it
-    needs one and no valid signature is there, after writing the request to sign."""
+    needs one and no valid signature is there, after writing the request to sign. A signature is used
+    once: the run it let through is recorded, and the same command run again asks again."""
     why = reason_for(plan.op, len(plan.items))
     if why is None:
         return None
+    if not plan.operator:
+        raise RefusedError(
+            "a four-eyes profile needs the operator's ENT login to tell the approver from the operator",
+            hint="set --login on the profile (a client_credentials profile cannot be four-eyes)",
+        )
     path = folder / f"{plan.op}-{plan.digest[:16]}.json"
     signature = path.with_name(path.name + ".sig")
     if path.exists() and signature.exists():
-        return verify(plan, path, signature, approvers)
-    if not path.exists() or Request.read(path).expired:
+        approver = verify(plan, why, path, signature, approvers)
+        signature.rename(signature.with_name(signature.name + ".used"))
+        return approver
+    if not _still_valid(path):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.write_bytes(plan.request(why, datetime.now(UTC)).text())
-        path.chmod(0o600)
+        fresh = path.with_name(f".{path.name}.new")
+        fresh.write_bytes(plan.request(why, datetime.now(UTC)).text())
+        fresh.chmod(0o600)
+        os.replace(fresh, path)  # never a half-written request to sign
     raise RefusedError(
         f"this run needs a second administrator's approval: {why}; nothing was changed",
         hint=f"ask one to run 'pcnctl approve {path}' (it signs the request with their SSH key and writes "
@@ -166,17 +212,26 @@ def check(plan: Plan, approvers: str, folder: Path) -> str | None:
     )
 
 
-def verify(plan: Plan, path: Path, signature: Path, approvers: str) -> str:
-    """Who signed ``path``: a principal of the allowed-signers file, not the operator, for this very plan,
-    before the request's expiry. Anything else refuses."""
-    request = Request.read(path)
-    if (request.ent, request.incident, request.op, request.digest) != (
-        plan.ent,
-        plan.incident,
-        plan.op,
-        plan.digest,
-    ):
-        raise RefusedError(f"{path} does not describe this run's plan", hint="remove it and run again")
+def _still_valid(path: Path) -> bool:
+    """A request already written and not expired (the approver may be signing it): kept as it is."""
+    try:
+        return path.exists() and not Request.read(path).expired
+    except UsageError:
+        return False
+
+
+def verify(plan: Plan, why: str, path: Path, signature: Path, approvers: str) -> str:
+    """Who signed ``path``: a principal of the allowed-signers file, not the operator, over exactly the
+    request this plan gives (every field the approver was shown), before its expiry. Anything else refuses."""
+    raw = _read(path)
+    request = Request.parse(raw, path)
+    now = datetime.now(UTC)
+    written = _moment(request.requested_at)
+    if written > now + timedelta(minutes=5) or raw != plan.request(why, written).text():
+        raise RefusedError(
+            f"{path} does not describe this run's plan as it is now",
+            hint="remove it and its signature, then run again to write a new request",
+        )
     if request.expired:
         signature.unlink()
         path.unlink()
@@ -184,19 +239,19 @@ def verify(plan: Plan, path: Path, signature: Path, approvers: str) -> str:
             f"the approval in {path} expired at {request.expires_at}",
             hint="run the command again to write a new request, and have it signed",
         )
-    principals = _signers(path, signature, approvers)
-    others = [p for p in principals if p != plan.operator]
-    if not others:
-        who = ", ".join(principals) or "nobody in the allowed-signers file"
+    me = plan.operator.casefold()
+    principals = [p for p in _signers(raw, signature, approvers) if p.casefold() != me]
+    if _signed_by(raw, signature, approvers, plan.operator) or not principals:
         raise RefusedError(
-            f"the approval of {path} is signed by {who}: a second administrator must sign, not the operator",
+            f"the approval of {path} is signed by the operator's own key: a second administrator must sign",
             hint=f"ask another administrator listed in {approvers} to run 'pcnctl approve {path}'",
         )
-    return others[0]
+    return principals[0]
 
 
-def _signers(path: Path, signature: Path, approvers: str) -> list[str]:
-    """The principals of ``approvers`` whose key made ``signature`` over ``path`` (OpenSSH checks it)."""
+def _signers(raw: bytes, signature: Path, approvers: str) -> list[str]:
+    """The principals of ``approvers`` whose key made ``signature`` over ``raw`` (OpenSSH checks it), the
+    operator excluded by the caller; patterns and lists of principals never stand for one administrator."""
     keygen = ssh_keygen()
     if not Path(approvers).is_file():
         raise ConfigError(f"the profile's approvers file {approvers} does not exist")
@@ -206,38 +261,67 @@ def _signers(path: Path, signature: Path, approvers: str) -> list[str]:
         text=True,
         check=False,
     )
-    verified = []
-    for principal in found.stdout.split() if found.returncode == 0 else []:
-        done = subprocess.run(
-            [keygen, "-Y", "verify", "-f", approvers, "-I", principal, "-n", NAMESPACE, "-s", str(signature)],
-            input=path.read_bytes(),
-            capture_output=True,
-            check=False,
+    if found.returncode != 0:
+        raise RefusedError(
+            f"the key that made {signature} is not in the approvers file {approvers}",
+            hint=f"ask an administrator listed there to sign ({found.stderr.strip() or 'no matching key'})",
         )
-        if done.returncode == 0:
-            verified.append(principal)
+    named = [p.strip() for p in found.stdout.splitlines() if p.strip()]
+    plain = [p for p in named if not any(c in p for c in "*?!,")]
+    verified = [p for p in plain if _signed_by(raw, signature, approvers, p)]
     if not verified:
         raise RefusedError(
-            f"the signature {signature} is not valid for {path.name} by any key of {approvers}",
+            f"the signature {signature} is not valid for {signature.name.removesuffix('.sig')} by a key of "
+            f"{approvers} named for one administrator",
             hint="the request may have been changed after it was signed: remove both files and run again",
         )
     return verified
 
 
-def sign(path: Path, key: Path) -> Path:
-    """The approver's signature over the request, written beside it (``ssh-keygen -Y sign``)."""
-    if not key.is_file():
-        raise UsageError(f"no SSH key at {key}", hint="give yours with --key ~/.ssh/id_ed25519")
-    path.with_name(path.name + ".sig").unlink(missing_ok=True)  # a new signature replaces an older one
+def _signed_by(raw: bytes, signature: Path, approvers: str, principal: str) -> bool:
+    """Whether ``approvers`` lets ``principal`` (compared as OpenSSH does, patterns included) be the
+    signer of ``raw``."""
     done = subprocess.run(
-        [ssh_keygen(), "-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(path)],
+        [
+            ssh_keygen(),
+            "-Y",
+            "verify",
+            "-f",
+            approvers,
+            "-I",
+            principal,
+            "-n",
+            NAMESPACE,
+            "-s",
+            str(signature),
+        ],
+        input=raw,
         capture_output=True,
-        text=True,
         check=False,
     )
-    if done.returncode != 0:
-        raise UsageError(f"ssh-keygen could not sign {path}: {done.stderr.strip()}")
-    return path.with_name(path.name + ".sig")
+    return done.returncode == 0
+
+
+def sign(path: Path, key: Path) -> Path:
+    """The approver's signature over the request, written beside it (``ssh-keygen -Y sign``); a signature
+    already there is replaced only once the new one is made."""
+    if not key.is_file():
+        raise UsageError(f"no SSH key at {key}", hint="give yours with --key ~/.ssh/id_ed25519")
+    raw = _read(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        copy = Path(scratch) / path.name
+        copy.write_bytes(raw)
+        done = subprocess.run(
+            [ssh_keygen(), "-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(copy)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise UsageError(f"ssh-keygen could not sign {path}: {done.stderr.strip()}")
+        signature = path.with_name(path.name + ".sig")
+        os.replace(copy.with_name(copy.name + ".sig"), signature)
+    return signature
 
 
 def ssh_keygen() -> str:
@@ -262,16 +346,24 @@ def readiness(approvers: str) -> tuple[str, str]:
         mode = path.stat().st_mode
     except OSError as exc:
         return "fail", f"cannot read the approvers file {approvers}: {exc.strerror}"
-    signers = [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    usable = [ln for ln in lines if ln.strip() and ("namespaces=" not in ln or NAMESPACE in ln)]
-    if len(usable) < 2:
+    entries = [ln.split() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    signers = sorted({p for e in entries if _for_us(e) for p in e[0].split(",")})
+    if len(signers) < 2:
         return (
             "fail",
-            f"{approvers} names {len(usable)} approver(s) for {NAMESPACE}: four eyes need two at least",
+            f"{approvers} names {len(signers)} approver(s) for {NAMESPACE}: four eyes need two at least",
         )
     if mode & 0o022 or (os.geteuid() != 0 and os.access(path, os.W_OK)):
         return (
             "warn",
             f"{approvers} can be changed by the operators: whoever edits it can approve their own runs",
         )
-    return "ok", f"{len(usable)} approver(s) in {approvers}: {', '.join(signers[:5])}"
+    return "ok", f"{len(signers)} approver(s) in {approvers}: {', '.join(signers[:5])}"
+
+
+def _for_us(entry: list[str]) -> bool:
+    """An allowed-signers line that may sign in pcnctl's namespace (no ``namespaces=``, or one naming it)."""
+    for option in entry[1:-2]:
+        if option.startswith("namespaces="):
+            return NAMESPACE in option.removeprefix("namespaces=").strip('"').split(",")
+    return True

@@ -80,7 +80,7 @@ def test_a_purge_waits_for_a_second_administrator(
 
     assert cli("approve", str(request), "--key", str(operator), "--yes").exit_code == 0
     own = cli(*purge)
-    assert own.exit_code == 7 and "a second administrator must sign, not the operator" in own.stderr
+    assert own.exit_code == 7 and "signed by the operator's own key" in own.stderr
     assert copies(lab, wave["messages"]) == before
 
     shown = cli("approve", str(request), "--key", str(approver), "--yes", "-o", "json")
@@ -89,6 +89,8 @@ def test_a_purge_waits_for_a_second_administrator(
     done = cli(*purge)
     assert done.exit_code == 0, done.stderr
     assert copies(lab, wave["messages"]) == 0
+    assert not request.with_name(request.name + ".sig").exists()  # used once
+    assert request.with_name(request.name + ".sig.used").exists()
     started = [e for e in audit_entries() if e.get("action") == "messages.purge:start"]
     assert [e.get("approved_by") for e in started] == ["approver.pcn"]
     report = cli("incident", "report", "INC-4E", "--offline")
@@ -108,9 +110,12 @@ def test_a_request_changed_after_its_signature_is_refused_and_small_runs_need_no
     assert cli(*purge).exit_code == 7
     request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
     assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0
-    request.write_text(request.read_text().replace('"count": ', '"count": 1'))  # a wider count, after signing
+    request.write_text(request.read_text().replace('"count": ', '"count": 1'))  # another count, after signing
     changed = cli(*purge)
-    assert changed.exit_code == 7 and "is not valid for" in changed.stderr
+    assert changed.exit_code == 7 and "does not describe this run's plan" in changed.stderr
+    assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0  # signs what it sees
+    forged = cli(*purge)  # what the approver saw is not the plan: refused all the same
+    assert forged.exit_code == 7 and "does not describe this run's plan" in forged.stderr
     assert copies(lab, wave["messages"]) > 0
     gone = cli("approve", str(tmp_path / "nothing.json"), "--key", str(approver), "--yes")
     assert gone.exit_code == 2 and "no such approval request" in gone.stderr
@@ -165,3 +170,37 @@ def test_doctor_checks_the_approvers_file(four_eyes: tuple[Cli, Path, Path], tmp
     )  # one approver left: no second pair of eyes
     alone = cli("doctor", "-o", "json")
     assert alone.exit_code == 3 and "four eyes need two at least" in alone.stderr
+
+
+def _plan(operator: str = "admc.pcn", count: int = 3) -> Any:
+    from pcnctl.approvals import Plan
+
+    items = [{"key": f"m{i}"} for i in range(count)]
+    return Plan(
+        "http://ent", "INC-U", "messages.purge", {"query": {"like": "m0"}}, items, operator, "admc.pcn"
+    )
+
+
+def test_patterns_other_principals_and_pipes_never_stand_for_a_second_administrator(tmp_path: Path) -> None:
+    """Signed by the operator's key listed under a pattern, a list or another case of their login; a
+    request that is a pipe; an operator with no login: all refused."""
+    from pcnctl.approvals import check, sign
+    from pcnctl.errors import RefusedError, UsageError
+
+    operator, _approver, allowed = keys(tmp_path)
+    folder = tmp_path / "approvals"
+    with pytest.raises(RefusedError, match="needs a second administrator"):
+        check(_plan(), str(allowed), folder)
+    request = next(folder.glob("*.json"))
+    operator_pub = (tmp_path / "operator.pub").read_text().strip()
+    for name in ("admc.*", "ADMC.PCN", "other.pcn,admc.pcn"):
+        allowed.write_text(f'{name} namespaces="pcnctl-approval" {operator_pub}\n')
+        sign(request, operator)
+        with pytest.raises(RefusedError):
+            check(_plan(), str(allowed), folder)
+    with pytest.raises(RefusedError, match="operator's ENT login"):
+        check(_plan(operator=""), str(allowed), folder)
+    request.unlink()
+    os.mkfifo(request)
+    with pytest.raises(UsageError, match="not a regular file"):
+        check(_plan(), str(allowed), folder)

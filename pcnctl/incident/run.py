@@ -138,7 +138,7 @@ class RunContext:
             return None
         from pcnctl import approvals
 
-        me = self.identity.login or self.identity.client_id or ""
+        me = self.identity.login or self.driver.profile.login or ""  # a client id is not an administrator
         plan = approvals.Plan(self.ent, self.incident.id, op, params, items, me, self.identity.label)
         return approvals.check(plan, approvers, self.incident.path / "approvals")
 
