@@ -200,6 +200,10 @@ def test_patterns_other_principals_and_pipes_never_stand_for_a_second_administra
             check(_plan(), str(allowed), folder)
     with pytest.raises(RefusedError, match="operator's ENT login"):
         check(_plan(operator=""), str(allowed), folder)
+    for bad in ("[]", '{"kind": "pcnctl-approval-request", "expires_at": "tomorrow"}'):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(UsageError, match="is not a pcnctl approval request"):
+            sign(tmp_path / "bad.json", operator)
     request.unlink()
     os.mkfifo(request)
     with pytest.raises(UsageError, match="not a regular file"):
