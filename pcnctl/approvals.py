@@ -308,6 +308,7 @@ def sign(path: Path, key: Path) -> Path:
     if not key.is_file():
         raise UsageError(f"no SSH key at {key}", hint="give yours with --key ~/.ssh/id_ed25519")
     raw = _read(path)
+    Request.parse(raw, path)  # only a well-formed request is signed
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         copy = Path(scratch) / path.name
         copy.write_bytes(raw)
