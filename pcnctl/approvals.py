@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pcnctl.errors import ConfigError, RefusedError, UsageError
+from pcnctl.incident.store import write_private
 
 NAMESPACE = "pcnctl-approval"
 KIND = "pcnctl-approval-request"
@@ -199,11 +200,9 @@ def check(plan: Plan, approvers: str, folder: Path) -> str | None:
         signature.rename(signature.with_name(signature.name + ".used"))
         return approver
     if not _still_valid(path):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fresh = path.with_name(f".{path.name}.new")
-        fresh.write_bytes(plan.request(why, datetime.now(UTC)).text())
-        fresh.chmod(0o600)
-        os.replace(fresh, path)  # never a half-written request to sign
+        write_private(
+            path, plan.request(why, datetime.now(UTC)).text().decode()
+        )  # atomic: never half-written
     raise RefusedError(
         f"this run needs a second administrator's approval: {why}; nothing was changed",
         hint=f"ask one to run 'pcnctl approve {path}' (it signs the request with their SSH key and writes "

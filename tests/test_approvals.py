@@ -51,6 +51,19 @@ def copies(lab: Lab, messages: list[str]) -> int:
     return int(found[0][0])
 
 
+def request_file() -> Path:
+    """The approval request the refused run wrote into incident INC-4E."""
+    return next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+
+
+def threat_purge(cli: Cli, lab: Lab, tmp_path: Path, **wave: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A wave played, its threat searched and saved, and the purge command of that search in INC-4E."""
+    played = dict(attack.run(lab.data_dir, rate=0, **wave))
+    saved = tmp_path / "threat.json"
+    assert cli("messages", "search", "--like", played["messages"][0], "--save", str(saved)).exit_code == 0
+    return played, ("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-4E")
+
+
 def audit_entries() -> list[dict[str, Any]]:
     log = Path(os.environ["PCNCTL_HOME"]) / "audit.log"
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -60,10 +73,7 @@ def test_a_purge_waits_for_a_second_administrator(
     four_eyes: tuple[Cli, Path, Path], lab: Lab, tmp_path: Path
 ) -> None:
     cli, operator, approver = four_eyes
-    wave = attack.run(lab.data_dir, senders=3, messages=12, schools=3, rate=0, noise=5, random_seed=4)
-    saved = tmp_path / "threat.json"
-    assert cli("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
-    purge = ("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-4E")
+    wave, purge = threat_purge(cli, lab, tmp_path, senders=3, messages=12, schools=3, noise=5, random_seed=4)
     before = copies(lab, wave["messages"])
     waiting = cli(*purge)
     assert (
@@ -71,7 +81,7 @@ def test_a_purge_waits_for_a_second_administrator(
         and "second administrator's approval: a purge cannot be undone" in waiting.stderr
     )
     assert copies(lab, wave["messages"]) == before  # nothing purged, no evidence taken
-    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    request = request_file()
     asked = json.loads(request.read_text())
     assert asked["op"] == "messages.purge" and asked["count"] == len(wave["messages"])
     assert asked["params"]["query"]["like"] == wave["messages"][0] and asked["requested_by"].startswith(
@@ -103,12 +113,9 @@ def test_a_request_changed_after_its_signature_is_refused_and_small_runs_need_no
     four_eyes: tuple[Cli, Path, Path], lab: Lab, tmp_path: Path
 ) -> None:
     cli, _operator, approver = four_eyes
-    wave = attack.run(lab.data_dir, senders=2, messages=6, schools=2, rate=0, noise=3, random_seed=6)
-    saved = tmp_path / "threat.json"
-    assert cli("messages", "search", "--like", wave["messages"][0], "--save", str(saved)).exit_code == 0
-    purge = ("messages", "purge", "--from-search", str(saved), "--yes", "--incident", "INC-4E")
+    wave, purge = threat_purge(cli, lab, tmp_path, senders=2, messages=6, schools=2, noise=3, random_seed=6)
     assert cli(*purge).exit_code == 7
-    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    request = request_file()
     assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0
     request.write_text(request.read_text().replace('"count": ', '"count": 1'))  # another count, after signing
     changed = cli(*purge)
@@ -138,7 +145,7 @@ def test_a_playbook_stops_at_the_purge_and_resumes_once_it_is_approved(
     assert "pcnctl approve" in stopped.stderr and "pcnctl playbook resume INC-4E" in stopped.stderr
     assert lab.sql("SELECT blocked FROM users WHERE id = ?", sender) == [(1,)]  # one account: no approval
     assert copies(lab, sent) > 0
-    request = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-4E" / "approvals").glob("*.json"))
+    request = request_file()
     assert cli("approve", str(request), "--key", str(approver), "--yes").exit_code == 0
     resumed = cli("playbook", "resume", "INC-4E", "--approve-all", "-o", "json")
     assert resumed.exit_code == 0, resumed.stderr

@@ -28,6 +28,7 @@ from pcnctl.cli import (
 )
 from pcnctl.cli._common import State
 from pcnctl.cli.examples import examples
+from pcnctl.entry import HELP
 
 
 def _version(value: bool) -> None:
@@ -140,7 +141,7 @@ def build(only: str | None = None) -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
         add_completion=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
+        context_settings={"help_option_names": list(HELP)},
     )
     cli.callback()(root)
     for name in ORDER:

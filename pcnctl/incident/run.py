@@ -120,14 +120,10 @@ class RunContext:
             "meta": self.meta(),
         }
         # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
-        digest = plan_digest(op, params, items)
+        details: AuditDetails = {"plan": plan_digest(op, params, items)}
         if approver:
-            record["approved_by"] = approver
-            self.log(
-                run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest, approved_by=approver
-            )
-        else:
-            self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", plan=digest)
+            record["approved_by"] = details["approved_by"] = approver
+        self.log(run, f"{op}:start", f"{len(items)} item(s)", "started", **details)
         self.journal.append(record)
         return run
 
