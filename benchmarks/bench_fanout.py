@@ -3,7 +3,7 @@
 Starts a lab (``small`` académie), resolves a few thousand student and parent accounts, then blocks them
 through the same core path as ``pcnctl accounts block`` while the lab enforces ``--capacity`` (429 with
 Retry-After above it) and optional added latency. Reports achieved blocks/s as a ratio of the capacity,
-how many 429s the run drew, and the peak concurrency the limiter (pcnctl.limiter) reached. Writes the
+how many 429s the run drew, and the peak concurrency the limiter (pcnctl.ent.limiter) reached. Writes the
 table to docs/benchmarks.md. Not a test: numbers depend on the machine; ratios are what to compare.
 
     python benchmarks/bench_fanout.py [--accounts 3000] [--capacity 150 400] [--latency-ms 5]
@@ -24,12 +24,12 @@ from _lab import Lab, write_section
 def run_case(
     lab: Lab, home: Path, accounts: int, capacity: float, latency_ms: float, batch_size: int
 ) -> dict[str, float]:
-    from pcnctl import accounts as ops
     from pcnctl.config import make_profile
-    from pcnctl.credentials import provide
-    from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.incident import open_incident
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ent.credentials import provide
+    from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.ops import accounts as ops
+    from pcnctl.ops.context import RunContext
+    from pcnctl.state.incidents import open_incident
     from pcnctl.state.store import StateStore
 
     lab.control("/__lab/reset")

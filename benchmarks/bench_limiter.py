@@ -169,8 +169,8 @@ class RunResult:
 
 def open_driver(lab: Lab, proxy: Proxy, home: Path) -> Any:
     from pcnctl.config import make_profile
-    from pcnctl.credentials import provide
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent.credentials import provide
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     os.environ["PCNCTL_HOME"] = str(home)
     os.environ["PCNCTL_MFA_CODE"] = lab.info["mfa_code"]
@@ -184,21 +184,21 @@ def open_driver(lab: Lab, proxy: Proxy, home: Path) -> Any:
 def load_previous(revision: str) -> Any:
     """The fan-out module as it was at ``revision``, to measure the previous controller the same way."""
     shown = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:pcnctl/fanout.py"], capture_output=True, text=True
+        ["git", "-C", str(ROOT), "show", f"{revision}:pcnctl/ent/fanout.py"], capture_output=True, text=True
     )
     if shown.returncode != 0:
-        raise SystemExit(f"cannot read pcnctl/fanout.py at {revision}: {shown.stderr.strip()}")
+        raise SystemExit(f"cannot read pcnctl/ent/fanout.py at {revision}: {shown.stderr.strip()}")
     module = types.ModuleType("fanout_previous")
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(shown.stdout, f"{revision}:pcnctl/fanout.py", "exec"), module.__dict__)
+    exec(compile(shown.stdout, f"{revision}:pcnctl/ent/fanout.py", "exec"), module.__dict__)
     return module
 
 
 def run_once(
     lab: Lab, proxy: Proxy, driver: Any, ids: list[str], case: Case, module: Any = None
 ) -> RunResult:
-    from pcnctl import fanout as current
-    from pcnctl.fanout import Outcome
+    from pcnctl.ent import fanout as current
+    from pcnctl.ent.fanout import Outcome
 
     fanout_class = (module or current).Fanout
 

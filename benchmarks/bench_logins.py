@@ -46,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from pcnctl.config import make_profile
-    from pcnctl.credentials import provide
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent.credentials import provide
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     with tempfile.TemporaryDirectory(prefix="pcnctl-bench-") as tmp:
         started = time.perf_counter()

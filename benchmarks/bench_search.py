@@ -359,8 +359,8 @@ def copy_to_sqlite(dsn: str, path: Path) -> None:
 CHILD = """
 import json, re, sys, time
 from datetime import datetime, timedelta, UTC
-from pcnctl.search import Query, scan, shingles
-from pcnctl.sources.mailstore import Mailstore
+from pcnctl.forensics.search import Query, scan, shingles
+from pcnctl.forensics.mailstore import Mailstore
 dsn, reference, case, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 started = time.perf_counter()
 store = Mailstore(dsn)

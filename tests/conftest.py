@@ -145,7 +145,7 @@ class MemoryKeyring(KeyringBackend):
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets its own config and state dir, no secrets or width in the environment, no keyring."""
-    from pcnctl import credentials
+    from pcnctl.ent import credentials
 
     for name in list(os.environ):
         if name.startswith("PCNCTL_"):
@@ -190,7 +190,7 @@ class Cli:
         self.monkeypatch = monkeypatch
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-        from pcnctl import credentials
+        from pcnctl.ent import credentials
 
         credentials._MEMORY.clear()  # each command is a new process for the user: nothing typed survives
         result = self.runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pcnctl.edifice.auth import login_page_error
+from pcnctl.ent.edifice.auth import login_page_error
 from tests import state
 from tests.conftest import Cli, Lab
 

@@ -180,7 +180,7 @@ def test_doctor_checks_the_approvers_file(four_eyes: tuple[Cli, Path, Path], tmp
 
 
 def _plan(operator: str = "admc.pcn", count: int = 3) -> Any:
-    from pcnctl.approvals import Plan
+    from pcnctl.ops.approvals import Plan
 
     items = [{"key": f"m{i}"} for i in range(count)]
     return Plan(
@@ -191,8 +191,8 @@ def _plan(operator: str = "admc.pcn", count: int = 3) -> Any:
 def test_patterns_other_principals_and_pipes_never_stand_for_a_second_administrator(tmp_path: Path) -> None:
     """Signed by the operator's key listed under a pattern, a list or another case of their login; a
     request that is a pipe; an operator with no login: all refused."""
-    from pcnctl.approvals import check, sign
     from pcnctl.errors import RefusedError, UsageError
+    from pcnctl.ops.approvals import check, sign
 
     operator, _approver, allowed = keys(tmp_path)
     folder = tmp_path / "approvals"

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from pcnctl.config import resolve_profile
-from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.ent.edifice.driver import EdificeDriver
 from tests.conftest import Cli, Lab, MemoryKeyring, add_token_profile
 from tests.contract import load
 
@@ -275,7 +275,7 @@ def test_a_headless_machine_logs_in_once_per_shift(
     lab: Lab, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No desktop keyring: the session (and its passed MFA) is cached in the kernel keyring, in memory."""
-    from pcnctl.kernelkeys import KernelKeyring
+    from pcnctl.ent.kernelkeys import KernelKeyring
 
     ring = KernelKeyring.open()
     if ring is None or not ring.put("probe", "x", 5) or ring.get("probe") != "x":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pcnctl.config import resolve_profile
-from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.ent.edifice.driver import EdificeDriver
 from pcnctl.uai import is_valid
 from tests.conftest import Cli, Lab
 

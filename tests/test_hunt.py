@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pcnctl.hunt import Activity, Baseline, HuntQuery, Seed, Trace, grow
+from pcnctl.forensics.hunt import Activity, Baseline, HuntQuery, Seed, Trace, grow
 from tests.conftest import Cli, Lab, played_wave
 
 ROOT = Path(__file__).resolve().parent.parent

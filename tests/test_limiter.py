@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from pcnctl import roundtrip
-from pcnctl.accounts import read_refs_file
 from pcnctl.config import resolve_profile
-from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.ent import roundtrip
+from pcnctl.ent.edifice.driver import EdificeDriver
+from pcnctl.ent.fanout import CircuitOpenError, Fanout, Outcome
+from pcnctl.ent.http import HttpClient, RetryPolicy
+from pcnctl.ent.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings, RateCap
 from pcnctl.errors import ExitCode, TransportError
-from pcnctl.fanout import CircuitOpenError, Fanout, Outcome
-from pcnctl.http import HttpClient, RetryPolicy
-from pcnctl.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings, RateCap
+from pcnctl.ops.accounts import read_refs_file
 from tests.conftest import Cli, Lab
 from tests.test_accounts import log_counts, students
 
@@ -212,7 +212,7 @@ def test_rate_cap_follows_what_a_token_bucket_lets_through() -> None:
 def test_a_call_sent_during_the_pause_does_not_cap_sending_at_one_call_per_second() -> None:
     """An item whose slot was taken before a throttle sends its next call during the pause and meets the
     same dry bucket: the cap stays what the first throttle set."""
-    from pcnctl.fanout import Failure, Pacer
+    from pcnctl.ent.fanout import Failure, Pacer
 
     clock = Clock()
     pacer = Pacer(clock=clock)
@@ -309,7 +309,7 @@ def block_run(driver: EdificeDriver, ids: list[str], **kwargs: object) -> Fanout
 def test_latency_change_mid_run_completes_every_item_once(
     lab: Lab, admc: Cli, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="pcnctl.fanout")
+    caplog.set_level(logging.DEBUG, logger="pcnctl.ent.fanout")
     driver = lab_driver(lab, admc)
     ids = [uid for uid, _ in students(lab, 400)]
     seen: list[str] = []
@@ -328,7 +328,7 @@ def test_latency_change_mid_run_completes_every_item_once(
     assert log_counts(lab, "block") == dict.fromkeys(ids, 1)  # each account blocked exactly once
     assert report.decisions and report.peak_concurrency <= 16
     assert all(1 <= d.limit <= 16 for d in report.decisions)
-    logged = [r.getMessage() for r in caplog.records if r.name == "pcnctl.fanout"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "pcnctl.ent.fanout"]
     assert len(logged) >= len(report.decisions)  # --debug shows every window's state
     assert all(re.search(r"limit [\d.]+ -> [\d.]+, min RTT \d+ ms, sampled RTT \d+ ms", m) for m in logged)
 

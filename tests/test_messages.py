@@ -502,7 +502,7 @@ def test_ctrl_c_cancels_the_server_query(postgres: Postgres, lab: Lab, wave: dic
 
     dsn = pg_mirror(postgres, lab.data_dir / "conversation.sqlite")
     script = (
-        "import sys\nfrom pcnctl.sources.mailstore import Mailstore\n"
+        "import sys\nfrom pcnctl.forensics.mailstore import Mailstore\n"
         "store = Mailstore(sys.argv[1])\nprint('ready', flush=True)\n"
         "try:\n    print(sum(1 for _ in store.iter_messages()))\n"
         "except KeyboardInterrupt:\n    sys.exit(130)\n"
@@ -568,8 +568,8 @@ def _corpus(path: Path, count: int = 400) -> str:
 
 
 def test_full_text_prefilter_never_drops_an_exact_match(tmp_path: Path, postgres: Postgres) -> None:
-    from pcnctl import search
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.forensics import search
+    from pcnctl.forensics.mailstore import Mailstore
 
     path = tmp_path / "conversation.sqlite"
     reference_id = _corpus(path)
@@ -609,7 +609,7 @@ def test_full_text_prefilter_never_drops_an_exact_match(tmp_path: Path, postgres
 
 
 def test_regex_literal_runs_are_what_every_match_holds() -> None:
-    from pcnctl.sources.mailstore import literal_runs
+    from pcnctl.forensics.mailstore import literal_runs
 
     assert literal_runs(r"bombe.*explos") == ["bombe", "explos"]
     assert literal_runs("^URGENT\n une bombe a ete") == ["URGENT", "une", "bombe", "ete"]  # cut at spaces
@@ -626,10 +626,10 @@ def test_postgres_regex_prefilter_keeps_matches_across_tags_and_entities(
     visible text makes across a tag or an entity (each one space there) is still found."""
     import sqlite3
 
-    from pcnctl import search
+    from pcnctl.forensics import search
+    from pcnctl.forensics.mailstore import Mailstore
     from pcnctl.lab.conversation_routes import Recipients, create_draft, deliver
     from pcnctl.lab.store import CONVERSATION_SCHEMA
-    from pcnctl.sources.mailstore import Mailstore
 
     path = tmp_path / "conversation.sqlite"
     db = sqlite3.connect(":memory:", isolation_level=None)

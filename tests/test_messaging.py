@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pcnctl.edifice.auth import login_page_error
+from pcnctl.ent.edifice.auth import login_page_error
 from pcnctl.models import RelationCut
 from tests import state
 from tests.conftest import Cli, Lab
@@ -147,7 +147,7 @@ def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, 
     )
     # An administrator restores one relation and adds a new one by hand, through the ENT's own API.
     from pcnctl.config import resolve_profile
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     driver = EdificeDriver.open(resolve_profile("lab"))
     driver.add_relation(ids["Student"], ids["Teacher"])
@@ -550,7 +550,7 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
     they were, whatever the server did in between."""
     admc.open_incidents("INC-I")
     from pcnctl.config import resolve_profile
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     p = pupil_paths(lab, COLLEGE)
     relatives = lab.sql(

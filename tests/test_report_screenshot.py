@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageStat
 
-from pcnctl.incident import report
+from pcnctl.reports import incident as report
 from tests.browser import open_page
 
 GOLDEN = Path(__file__).parent / "golden" / "report-fr.png"

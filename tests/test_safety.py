@@ -208,7 +208,7 @@ def test_a_truncated_or_deleted_audit_log_is_detected(admc: Cli, lab: Lab) -> No
 
 
 def test_a_rewritten_audit_log_is_detected_by_its_seal_and_its_key(admc: Cli, lab: Lab) -> None:
-    from pcnctl.incident.auditlog import GENESIS, _digest
+    from pcnctl.state.auditlog import GENESIS, _digest
 
     admc.setenv(PCNCTL_AUDIT_KEY="a secret kept apart from the home")
     log = _some_audit(admc, lab)
@@ -281,10 +281,10 @@ def test_resume_refuses_a_plan_injected_into_the_journal(admc: Cli, lab: Lab) ->
 
 def test_a_resumed_banner_run_never_posts_twice(admc: Cli, lab: Lab) -> None:
     """A banner whose answer was lost is reported, not posted again; the others are posted once."""
-    from pcnctl import banners
     from pcnctl.cli._common import get_driver
-    from pcnctl.incident.run import RunContext
-    from pcnctl.incident.store import create_incident
+    from pcnctl.ops import banners
+    from pcnctl.ops.context import RunContext
+    from pcnctl.state.incidents import create_incident
 
     store = StateStore(home())
     driver = get_driver("lab")
@@ -435,11 +435,11 @@ def test_a_school_blocked_by_two_incidents_stays_cut_until_both_let_go(admc: Cli
 
 
 def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: Lab) -> None:
-    from pcnctl import blocks as registry
-    from pcnctl import messaging
     from pcnctl.cli._common import get_driver
-    from pcnctl.incident.run import RunContext
-    from pcnctl.incident.store import Incident
+    from pcnctl.ops import messaging
+    from pcnctl.ops.context import RunContext
+    from pcnctl.state import blocks as registry
+    from pcnctl.state.incidents import Incident
 
     def graph() -> list[list[tuple[object, ...]]]:
         return [

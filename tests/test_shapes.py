@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from pcnctl.edifice.auth import login_page_error
-from pcnctl.edifice.driver import login_name_guess
-from pcnctl.edifice.shapes import (
+from pcnctl.ent.edifice.auth import login_page_error
+from pcnctl.ent.edifice.driver import login_name_guess
+from pcnctl.ent.edifice.shapes import (
     SchoolIndex,
     mongo_date,
     parse_block_trace,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pcnctl.config import resolve_profile
-from pcnctl.edifice.driver import EdificeDriver
+from pcnctl.ent.edifice.driver import EdificeDriver
+from pcnctl.ent.http import HttpClient, RetryPolicy, parse_retry_after
 from pcnctl.errors import ServerError, TransportError
-from pcnctl.http import HttpClient, RetryPolicy, parse_retry_after
 from tests.conftest import Cli, Lab, add_token_profile
 
 
@@ -96,7 +96,7 @@ def test_session_quota_gives_a_clear_error(lab: Lab, cli: Cli) -> None:
 def test_the_environments_ca_bundle_does_not_replace_the_profiles(
     lab: Lab, admc: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pcnctl.http import HttpClient
+    from pcnctl.ent.http import HttpClient
 
     bogus = tmp_path / "other-ca.pem"
     bogus.write_text("not a certificate\n")

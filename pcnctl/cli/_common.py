@@ -19,9 +19,9 @@ from pcnctl.errors import ExitCode, PcnError
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
-    from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.incident.store import Incident
+    from pcnctl.ent.edifice.driver import EdificeDriver
     from pcnctl.records import JsonValue
+    from pcnctl.state.incidents import Incident
     from pcnctl.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,7 +180,7 @@ def mfa_prompt(channel: str | None) -> str | None:
 def check_incident(incident_id: str | None) -> StateStore:
     """The state store, once a named incident is known to exist and be open: a mistyped ``--incident``
     stops here, before any request."""
-    from pcnctl.incident import open_incident
+    from pcnctl.state.incidents import open_incident
 
     state = get_state()
     if incident_id is not None:
@@ -190,7 +190,7 @@ def check_incident(incident_id: str | None) -> StateStore:
 
 def record_in(incident_id: str | None, operator: str, quiet: bool, *, title: str = "") -> Incident:
     """The incident a run records in: the one named, or a new one, said on stderr either way."""
-    from pcnctl.incident import open_incident
+    from pcnctl.state.incidents import open_incident
 
     incident, created = open_incident(get_state(), incident_id, title=title, operator=operator)
     if created:
@@ -214,7 +214,7 @@ def get_profile(name: str | None) -> Profile:
 
 
 def open_driver(profile: Profile, *, use_cache: bool = True) -> EdificeDriver:
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     return EdificeDriver.open(profile, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note)
 

@@ -24,9 +24,9 @@ from pcnctl.cli._common import (
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
-    from pcnctl.accounts import OpResult, Plan
-    from pcnctl.incident.journal import RunParams
+    from pcnctl.ops.accounts import OpResult, Plan
     from pcnctl.records import Row
+    from pcnctl.state.journal import RunParams
 
 app = typer.Typer(
     help="Block, unblock, reset compromised accounts (plan, caps, journal, audit).", no_args_is_help=True
@@ -85,7 +85,7 @@ def show_plan(p: Plan, quiet: bool) -> None:
 
 def confirm(p: Plan, yes: bool) -> None:
     """--yes, or a typed answer at a terminal; wide plans make the operator type the count."""
-    from pcnctl.accounts import VERBS
+    from pcnctl.ops.accounts import VERBS
 
     n, verb = len(p.to_change), VERBS[p.op]
     if p.wide:
@@ -143,8 +143,8 @@ def run_op(
     all_profiles: bool = False,
 ) -> OpResult | None:
     """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
-    from pcnctl import accounts
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import accounts
+    from pcnctl.ops.context import RunContext
 
     _check_selection(school, user_profiles, all_profiles)
     state = check_incident(incident_id)
@@ -200,7 +200,7 @@ def _check_selection(school: str | None, user_profiles: list[str] | None, all_pr
 def _dry_run(p: Plan, cap: int | None, output: str, quiet: bool) -> None:
     """The plan is the data: on stdout in the chosen format (not also as a table on stderr), with the cap
     the real run would meet."""
-    from pcnctl import accounts
+    from pcnctl.ops import accounts
 
     note(p.summary(), quiet)
     emit(p.rows(), output, PLAN_COLUMNS)
@@ -482,8 +482,8 @@ def block_profile(
     Uses PUT /directory/structure/:id/profile/block. The accounts of the profile that were already blocked
     are recorded first, and stay blocked when the block is lifted in the same incident.
     """
-    from pcnctl import accounts
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import accounts
+    from pcnctl.ops.context import RunContext
 
     state = check_incident(incident)
     driver = get_driver(profile)
@@ -514,7 +514,7 @@ def block_traces(
     output: OutputOpt = "table",
 ) -> None:
     """The ENT's own traces of profile blocks in a school (who blocked or unblocked what, when)."""
-    from pcnctl import directory
+    from pcnctl.ent import directory
 
     driver = get_driver(profile)
     s = directory.resolve_school(driver, school)

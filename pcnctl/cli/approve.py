@@ -30,8 +30,8 @@ def approve(
     the request was written, and only if your key is in the profile's approvers file under a login that is
     not the operator's. Nothing is sent to the ENT.
     """
-    from pcnctl import approvals
     from pcnctl.errors import RefusedError
+    from pcnctl.ops import approvals
 
     asked = approvals.Request.read(request)
     shown: dict[str, str | int] = {

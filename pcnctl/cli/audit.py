@@ -11,7 +11,7 @@ import typer
 from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, get_state, handle_errors
 
 if TYPE_CHECKING:
-    from pcnctl.audit.checks import Thresholds
+    from pcnctl.reports.audit.checks import Thresholds
 
 
 @handle_errors
@@ -58,10 +58,10 @@ def run(
 
     Exit codes: 0 clean, 10 warnings, 11 critical findings; 3/4/5/7 when the audit could not run.
     """
-    from pcnctl.audit import render
-    from pcnctl.audit import run as core
-    from pcnctl.audit.checks import CHECKS
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.reports.audit import render
+    from pcnctl.reports.audit import run as core
+    from pcnctl.reports.audit.checks import CHECKS
     from pcnctl.state.store import ent_key
 
     _check_options(output, fail_on, lang, out, out_dir)
@@ -105,8 +105,8 @@ def run(
 
 def _check_options(output: str, fail_on: str, lang: str, out: Path | None, out_dir: Path | None) -> None:
     """Every option checked, and the report's destination writable, before anything is read."""
-    from pcnctl.audit import render
     from pcnctl.errors import UsageError
+    from pcnctl.reports.audit import render
 
     if output not in ("markdown", "html", "json", "csv"):
         raise UsageError(f"{output!r} is not a report format: markdown, html, json or csv")
@@ -126,8 +126,8 @@ def _settings(
     watchlist: Path | None, mass_messages: int | None
 ) -> tuple[Thresholds, tuple[tuple[str, str], ...] | None]:
     """The thresholds and the watchlist: the options, else the config file's 'audit' section."""
-    from pcnctl.audit.checks import Thresholds, load_watchlist
     from pcnctl.config import load_config
+    from pcnctl.reports.audit.checks import Thresholds, load_watchlist
 
     settings = load_config().audit
     source = watchlist or (Path(settings["watchlist"]) if settings.get("watchlist") else None)

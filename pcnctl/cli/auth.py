@@ -39,7 +39,7 @@ def login(
     Secrets come from PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin)
     or a hidden prompt; never from a command-line value.
     """
-    from pcnctl import credentials
+    from pcnctl.ent import credentials
 
     prof = get_profile(profile)
     kinds = credentials.needed_kinds(prof)
@@ -92,7 +92,7 @@ def login(
 @handle_errors
 def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     """Show the profile, where its secrets come from, and whether the session works."""
-    from pcnctl import credentials
+    from pcnctl.ent import credentials
     from pcnctl.errors import PcnError
 
     prof = get_profile(profile)
@@ -120,9 +120,9 @@ def logout(
     ] = False,
 ) -> None:
     """Close the cached session on the ENT and forget it."""
-    from pcnctl import credentials
-    from pcnctl.edifice.auth import EdificeAuth
-    from pcnctl.edifice.driver import EdificeDriver
+    from pcnctl.ent import credentials
+    from pcnctl.ent.edifice.auth import EdificeAuth
+    from pcnctl.ent.edifice.driver import EdificeDriver
 
     prof = get_profile(profile)
     cached = credentials.load_session(prof)

@@ -32,7 +32,7 @@ def schools_list(
     output: OutputOpt = "table",
 ) -> None:
     """List the schools in this profile's scope."""
-    from pcnctl import directory
+    from pcnctl.ent import directory
 
     schools = directory.list_schools(get_driver(profile), search)
     emit((s.to_row() for s in schools), output, SCHOOL_COLUMNS)
@@ -46,7 +46,7 @@ def schools_show(
     output: OutputOpt = "table",
 ) -> None:
     """Show one school with its user counts per profile."""
-    from pcnctl import directory
+    from pcnctl.ent import directory
 
     emit_record(directory.school_details(get_driver(profile), school), output)
 
@@ -64,7 +64,7 @@ def users_list(
     output: OutputOpt = "table",
 ) -> None:
     """List the users of one school (the pcnctl profile is -p here: --profile is the user profile)."""
-    from pcnctl import directory
+    from pcnctl.ent import directory
 
     _school, users = directory.list_users(get_driver(profile), school, user_profile, search)
     emit((u.to_row() for u in users), output, USER_COLUMNS)
@@ -78,6 +78,6 @@ def users_show(
     output: OutputOpt = "table",
 ) -> None:
     """Show one user."""
-    from pcnctl import directory
+    from pcnctl.ent import directory
 
     emit_record(directory.find_user(get_driver(profile), user).to_row(), output)

@@ -8,7 +8,7 @@ from pcnctl.cli._common import OutputOpt, ProfileOpt, emit, get_profile, handle_
 @handle_errors
 def doctor(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     """Check reachability, TLS, authentication, identity and scope, and probe capabilities."""
-    from pcnctl import doctor as core
+    from pcnctl.reports import doctor as core
 
     prof = get_profile(profile)
     report, error = core.run(prof, open_driver)

@@ -23,7 +23,7 @@ from pcnctl.cli._common import (
 if TYPE_CHECKING:
     from typing import IO
 
-    from pcnctl.hunt import HuntQuery, HuntResult
+    from pcnctl.forensics.hunt import HuntQuery, HuntResult
 
 
 @handle_errors
@@ -69,8 +69,8 @@ def hunt(
     many ordinary accounts before the window (a school's network) weighs almost nothing on its own; see
     docs/hunt.md. The CSV output (id column) feeds 'pcnctl accounts block --from-file'.
     """
-    from pcnctl import hunt as core
     from pcnctl.cli.messages import open_mailstore
+    from pcnctl.forensics import hunt as core
 
     check_format(output)
     query = _query(message, from_search, account, ip, ua, since, until, baseline, min_score)
@@ -109,8 +109,8 @@ def _query(
     """The hunt's query, every option checked before any request."""
     from datetime import UTC, datetime
 
-    from pcnctl import hunt as core
     from pcnctl.errors import UsageError
+    from pcnctl.forensics import hunt as core
     from pcnctl.timespec import parse_when
 
     start = parse_when(since, future=False)
@@ -141,7 +141,7 @@ def _emit(result: HuntResult, output: str, out: Path | None) -> None:
     """The suspects on stdout (JSON: the whole result, traces and seeds too), and in --out if given."""
     import json
 
-    from pcnctl.hunt import COLUMNS
+    from pcnctl.forensics.hunt import COLUMNS
     from pcnctl.output import render
 
     def write(stream: IO[str]) -> None:

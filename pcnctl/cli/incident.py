@@ -38,7 +38,7 @@ def open_(
 ) -> None:
     """Open an incident; mutating commands record into it with --incident ID."""
 
-    from pcnctl.incident.store import create_incident
+    from pcnctl.state.incidents import create_incident
 
     incident = create_incident(get_state(), incident_id, title=title, operator=local_operator())
     typer.echo(incident.id)
@@ -49,7 +49,7 @@ def open_(
 @handle_errors
 def list_(output: OutputOpt = "table") -> None:
     """List incidents."""
-    from pcnctl.incident import list_incidents
+    from pcnctl.state.incidents import list_incidents
 
     rows = [
         {"id": i.id, "status": i.status, "opened_at": i.opened_at, "opened_by": i.opened_by, "title": i.title}
@@ -62,8 +62,8 @@ def list_(output: OutputOpt = "table") -> None:
 @handle_errors
 def show(incident_id: IdArg, output: OutputOpt = "table") -> None:
     """Show an incident's runs: what was done, by whom, with which identity, how it ended."""
-    from pcnctl.incident import Incident
-    from pcnctl.incident.journal import read
+    from pcnctl.state.incidents import Incident
+    from pcnctl.state.journal import read
 
     incident = Incident.load(get_state(), incident_id)
     rows = []
@@ -124,8 +124,8 @@ def report(
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from pcnctl.errors import PcnError, UsageError
-    from pcnctl.incident import Incident
-    from pcnctl.incident import report as core
+    from pcnctl.reports import incident as core
+    from pcnctl.state.incidents import Incident
 
     if fmt not in ("markdown", "html", "json"):
         raise UsageError(f"{fmt!r} is not a report format: markdown, html or json")
@@ -165,10 +165,9 @@ def close(
     ] = False,
 ) -> None:
     """Close an incident (its journal and evidence stay); refused while its messaging blocks are in force."""
-    from pcnctl import blocks as registry
     from pcnctl.errors import RefusedError
-    from pcnctl.incident import Incident
-    from pcnctl.incident.store import utcnow
+    from pcnctl.state import blocks as registry
+    from pcnctl.state.incidents import Incident, utcnow
 
     state = get_state()
     inc = Incident.load(state, incident_id)
@@ -190,9 +189,9 @@ def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
     """Recompute the hashes of the incident's evidence bundles; exits 11 if anything changed."""
     import sys
 
-    from pcnctl import evidence
     from pcnctl.errors import ExitCode
-    from pcnctl.incident import Incident
+    from pcnctl.forensics import evidence
+    from pcnctl.state.incidents import Incident
 
     checks = evidence.verify(get_state(), Incident.load(get_state(), incident_id))
     emit([c.to_row() for c in checks], output, ("bundle", "file", "ok", "problem"))
@@ -220,13 +219,13 @@ def resume(
     Each run continues its own recorded plan (never a new one) on the ENT it acted on; items whose answer
     was lost are re-read from the ENT first. Playbook runs resume with 'pcnctl playbook resume'.
     """
-    from pcnctl import resume as core
     from pcnctl.cli.accounts import finish
     from pcnctl.cli.messages import open_mailstore
-    from pcnctl.incident import Incident
-    from pcnctl.incident.journal import read
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import resume as core
+    from pcnctl.ops.context import RunContext
     from pcnctl.playbooks import runner
+    from pcnctl.state.incidents import Incident
+    from pcnctl.state.journal import read
     from pcnctl.state.store import ent_key
 
     state = get_state()
@@ -268,7 +267,7 @@ def verify_log(
     from pathlib import Path
 
     from pcnctl.errors import ExitCode
-    from pcnctl.incident import auditlog
+    from pcnctl.state import auditlog
 
     log = get_state().audit_log()
     if path:

@@ -27,9 +27,9 @@ from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
-    from pcnctl.platform import EntDriver
-    from pcnctl.search import SearchResult
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.ent.platform import EntDriver
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.forensics.search import SearchResult
 
 app = typer.Typer(help="Search, show, preserve and purge messages across mailboxes.", no_args_is_help=True)
 
@@ -55,7 +55,7 @@ MATCH_COLUMNS = (
 
 def open_mailstore(profile: Profile, dsn: str | None) -> Mailstore:
     from pcnctl.errors import ConfigError
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import Mailstore
 
     target = dsn or profile.mailstore
     if not target:
@@ -109,7 +109,7 @@ def search(
     quiet: QuietOpt = False,
 ) -> None:
     """Search every mailbox (through the mailstore) for messages matching the filters."""
-    from pcnctl import search as core
+    from pcnctl.forensics import search as core
     from pcnctl.timespec import parse_when
 
     query = core.Query(
@@ -217,7 +217,7 @@ def show(
 
 def _display_name(driver: EntDriver, user_id: str) -> str:
     """The sender's name from the directory (the platform leaves ``fromName`` NULL when sending)."""
-    from pcnctl.search import Directory
+    from pcnctl.forensics.search import Directory
 
     people = Directory(driver)
     people.load([user_id])
@@ -243,8 +243,8 @@ def evidence_(
     quiet: QuietOpt = False,
 ) -> None:
     """Preserve the messages of a saved search in the incident: full content, hashed, for the complaint."""
-    from pcnctl import evidence
-    from pcnctl.search import load_saved
+    from pcnctl.forensics import evidence
+    from pcnctl.forensics.search import load_saved
 
     saved = load_saved(from_search)
     state = check_incident(incident)
@@ -288,10 +288,10 @@ def purge_(
     quiet: QuietOpt = False,
 ) -> None:
     """Purge a saved search's messages from every mailbox, after taking evidence of them."""
-    from pcnctl import purge
     from pcnctl.errors import PartialFailureError
-    from pcnctl.incident.run import RunContext
-    from pcnctl.search import load_saved
+    from pcnctl.forensics.search import load_saved
+    from pcnctl.ops import purge
+    from pcnctl.ops.context import RunContext
 
     saved = load_saved(from_search)
     state = check_incident(incident)
@@ -349,8 +349,8 @@ def senders(
     """
     from datetime import UTC, datetime
 
-    from pcnctl.senders import Thresholds
-    from pcnctl.senders import senders as core
+    from pcnctl.forensics.senders import Thresholds
+    from pcnctl.forensics.senders import senders as core
     from pcnctl.timespec import parse_when
 
     start = parse_when(since or "1h", future=False)
@@ -406,11 +406,11 @@ def export_affected(
     output: OutputOpt = "csv",
 ) -> None:
     """The affected schools for the crisis cell: UAI, name, counts, first and last threat, blocks in force."""
-    from pcnctl import export
     from pcnctl.errors import UsageError
-    from pcnctl.incident import Incident
+    from pcnctl.forensics.search import load_saved
     from pcnctl.output import render, render_excel_csv
-    from pcnctl.search import load_saved
+    from pcnctl.reports import export
+    from pcnctl.state.incidents import Incident
 
     if not affected:
         raise UsageError("say what to export: --affected")

@@ -26,10 +26,10 @@ from pcnctl.cli.examples import examples
 from pcnctl.records import Row
 
 if TYPE_CHECKING:
-    from pcnctl.blocks import Block
     from pcnctl.config import Profile
-    from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.messaging import BlockPlan, Verification
+    from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.ops.messaging import BlockPlan, Verification
+    from pcnctl.state.blocks import Block
 
 app = typer.Typer(
     help="Block messaging (communication, roles or login lever), verify, lift, expire.", no_args_is_help=True
@@ -53,9 +53,9 @@ def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
     """How to open a session as the profile's canary account, when one is configured with a password."""
     if not profile.canary:
         return None
-    from pcnctl import credentials
     from pcnctl.cli._common import open_driver
     from pcnctl.config import make_profile
+    from pcnctl.ent import credentials
 
     secret = credentials.lookup(profile, "canary_password")
     if secret is None:
@@ -122,8 +122,8 @@ def block(
     quiet: QuietOpt = False,
 ) -> None:
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
-    from pcnctl import messaging
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import messaging
+    from pcnctl.ops.context import RunContext
     from pcnctl.output import render
     from pcnctl.timespec import parse_when
 
@@ -177,7 +177,7 @@ def block(
 
 def _show_plan(p: BlockPlan, quiet: bool) -> None:
     """The lever and what it does, and the plan's counts (the table follows)."""
-    from pcnctl import messaging
+    from pcnctl.ops import messaging
 
     note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
     already = len(p.schools) - len(p.to_change)
@@ -220,10 +220,10 @@ def _outcome(
 
 
 def _unblock(blocks: list[Block], profile: str | None, output: str, quiet: bool) -> None:
-    from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
-    from pcnctl.incident import Incident
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import messaging
+    from pcnctl.ops.context import RunContext
+    from pcnctl.state.incidents import Incident
 
     driver = get_driver(profile)
     rows: list[Row] = []
@@ -250,8 +250,8 @@ def unblock(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore exactly what the blocks saved; changes made by hand meanwhile are reported and kept."""
-    from pcnctl import blocks as registry
-    from pcnctl import messaging
+    from pcnctl.ops import messaging
+    from pcnctl.state import blocks as registry
 
     state, ent = get_state(), ent_of(profile)
     blocks = messaging.select_blocks(
@@ -280,7 +280,7 @@ def status(
 ) -> None:
     """What is blocked on this ENT, where, by which lever, since when, by whom, in which incident, until
     when."""
-    from pcnctl import blocks as registry
+    from pcnctl.state import blocks as registry
 
     rows = registry.status_rows(get_state(), ent_of(profile), include_lifted=all_)
     columns = (*STATUS_COLUMNS, "status") if all_ else STATUS_COLUMNS
@@ -299,7 +299,7 @@ def expire(
     quiet: QuietOpt = False,
 ) -> None:
     """Lift the blocks whose --until has passed (made for cron; silent when there is nothing to do)."""
-    from pcnctl import blocks as registry
+    from pcnctl.state import blocks as registry
 
     state, ent = get_state(), ent_of(profile)
     blocks = registry.expired_blocks(state, ent)
@@ -325,9 +325,9 @@ def verify_(
     quiet: QuietOpt = False,
 ) -> None:
     """Prove the blocks in force work: sampled pairs via /communication/verify, and a canary's real send."""
-    from pcnctl import blocks as registry
-    from pcnctl import messaging
     from pcnctl.errors import PartialFailureError
+    from pcnctl.ops import messaging
+    from pcnctl.state import blocks as registry
 
     state = get_state()
     blocks = registry.active_blocks(state, ent_of(profile))

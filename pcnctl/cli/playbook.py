@@ -62,7 +62,7 @@ def parse_inputs(values: list[str] | None) -> dict[str, str]:
 
 
 def _mailstore(driver: Any) -> Any:
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import Mailstore
 
     return Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
 
@@ -121,7 +121,7 @@ def _execute(
     quiet: bool,
     resume_from: PlaybookRun | None = None,
 ) -> None:
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops.context import RunContext
     from pcnctl.playbooks import runner
 
     state = check_incident(incident_id)
@@ -187,8 +187,8 @@ def resume(
     quiet: QuietOpt = False,
 ) -> None:
     """Continue an interrupted or stopped playbook run: only the steps not finished."""
-    from pcnctl.incident import Incident
     from pcnctl.playbooks import runner
+    from pcnctl.state.incidents import Incident
 
     inc = Incident.load(get_state(), incident)
     state = runner.unfinished(get_state(), inc.id)

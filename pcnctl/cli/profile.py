@@ -106,8 +106,8 @@ def show(
     output: OutputOpt = "table",
 ) -> None:
     """Show one profile's settings and where its secrets would come from."""
-    from pcnctl import credentials
     from pcnctl.config import resolve_profile
+    from pcnctl.ent import credentials
 
     profile = resolve_profile(name)
     record: JsonObject = {"name": profile.name, **profile.to_dict()}
@@ -121,8 +121,8 @@ def show(
 @handle_errors
 def remove(name: NameArg) -> None:
     """Remove a profile and its keyring entries."""
-    from pcnctl import credentials
     from pcnctl.config import load_config, resolve_profile, save_config
+    from pcnctl.ent import credentials
 
     config = load_config()
     profile = resolve_profile(name, config)

@@ -30,10 +30,10 @@ def rollback(
     output: OutputOpt = "table",
 ) -> None:
     """Undo an incident's messaging blocks, account blocks and profile blocks, newest first."""
-    from pcnctl import rollback as core
     from pcnctl.errors import RefusedError
-    from pcnctl.incident import Incident
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ops import rollback as core
+    from pcnctl.ops.context import RunContext
+    from pcnctl.state.incidents import Incident
 
     state = get_state()
     inc = Incident.load(state, incident_id)

@@ -2,7 +2,7 @@
 
 Each handler names its contract (``tests/contracts/directory/*.yaml``), which says what the platform answers
 and where in its source that was read. The shapes differ per route on purpose: the platform's queries
-differ (see :mod:`pcnctl.edifice.shapes`).
+differ (see :mod:`pcnctl.ent.edifice.shapes`).
 """
 
 from __future__ import annotations

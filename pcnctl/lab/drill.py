@@ -33,8 +33,8 @@ from pcnctl.records import JsonObject, Row
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
-    from pcnctl.incident.store import Incident
     from pcnctl.playbooks import runner
+    from pcnctl.state.incidents import Incident
 
 PLAYBOOK = SHIPPED / "bomb-threat-wave.yaml"
 CONTAINMENT_STEPS = ("block-senders", "block-student-messaging")
@@ -246,8 +246,8 @@ def run(
 
 def _drill_profile(root: Path, info: dict[str, Any]) -> Profile:
     """The responder's profile on the lab (its ADMC, the mailstore), saved with its password and MFA code."""
-    from pcnctl import credentials
     from pcnctl.config import Config, make_profile, save_config
+    from pcnctl.ent import credentials
 
     profile = make_profile(
         "drill", url=info["base_url"], login=info["accounts"]["admc"]["login"], mailstore=info["mailstore"]
@@ -286,12 +286,12 @@ def _respond(
 ) -> tuple[Incident, list[runner.StepReport]]:
     """The response: a new incident, the playbook with every approval given; containment is timed when
     its steps are done, the calls are counted."""
-    from pcnctl.edifice.driver import EdificeDriver
-    from pcnctl.incident import open_incident
-    from pcnctl.incident.run import RunContext
+    from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.ops.context import RunContext
     from pcnctl.playbooks import runner
     from pcnctl.playbooks.model import load
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.state.incidents import open_incident
     from pcnctl.state.store import StateStore
 
     driver = EdificeDriver.open(profile, use_cache=False)

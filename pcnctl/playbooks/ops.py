@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.errors import PcnError, PlaybookError
-from pcnctl.hunt import op_hunt as hunt_op
+from pcnctl.forensics.hunt import op_hunt as hunt_op
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, JsonValue
 
 if TYPE_CHECKING:
-    from pcnctl.incident.journal import RunParams
+    from pcnctl.state.journal import RunParams
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _ms(text: str | None, future: bool = False) -> int | None:
 
 
 def op_search(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import search as core
+    from pcnctl.forensics import search as core
     from pcnctl.timespec import parse_when
 
     if env.mailstore is None:
@@ -99,7 +99,7 @@ def op_search(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_senders(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl.senders import Thresholds, senders
+    from pcnctl.forensics.senders import Thresholds, senders
 
     rows = senders(
         env.driver,
@@ -122,7 +122,7 @@ def _done_in_incident(env: Env, op: str) -> set[str]:
     """The accounts an earlier run of ``op`` in this incident, on this ENT, finished."""
     if op not in ONCE_PER_INCIDENT or env.incident is None:
         return set()
-    from pcnctl.incident import journal
+    from pcnctl.state import journal
     from pcnctl.state.store import ent_key
 
     runs = journal.read(env.state, env.incident.id, ent=ent_key(env.driver.profile.url))
@@ -130,7 +130,7 @@ def _done_in_incident(env: Env, op: str) -> set[str]:
 
 
 def _accounts(env: Env, op: str, p: StepParams, params: RunParams) -> JsonObject:
-    from pcnctl import accounts
+    from pcnctl.ops import accounts
 
     ids = list(dict.fromkeys(p.texts("accounts")))
     if not ids:
@@ -180,8 +180,8 @@ def op_renewal_codes(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import blocks as registry
-    from pcnctl import messaging
+    from pcnctl.ops import messaging
+    from pcnctl.state import blocks as registry
     from pcnctl.timespec import parse_when
 
     schools = p.texts("schools")
@@ -221,8 +221,8 @@ def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_unblock_messaging(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import blocks as registry
-    from pcnctl import messaging
+    from pcnctl.ops import messaging
+    from pcnctl.state import blocks as registry
 
     incident = p.text("incident") or (env.incident.id if env.incident is not None else None)
     if incident is None:  # check mode, and no incident named: the run's own one does not exist yet
@@ -240,8 +240,8 @@ def op_unblock_messaging(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_purge(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import purge
-    from pcnctl.search import load_saved
+    from pcnctl.forensics.search import load_saved
+    from pcnctl.ops import purge
 
     saved = load_saved(Path(str(p.value("search"))))
     plan = purge.plan(env.mailstore, saved)
@@ -262,9 +262,9 @@ def op_purge(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_export(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import export
+    from pcnctl.forensics.search import load_saved
     from pcnctl.output import render, render_excel_csv
-    from pcnctl.search import load_saved
+    from pcnctl.reports import export
 
     if search := p.text("search"):
         matches = load_saved(Path(search))["matches"]
@@ -290,8 +290,8 @@ def op_recipients(env: Env, p: StepParams) -> JsonObject:
     import csv
     import io
 
-    from pcnctl.incident.store import write_private
-    from pcnctl.search import load_saved
+    from pcnctl.forensics.search import load_saved
+    from pcnctl.state.incidents import write_private
 
     received: dict[str, tuple[set[str], set[str]]] = {}
     for m in load_saved(Path(str(p.value("search"))))["matches"]:
@@ -311,8 +311,9 @@ def op_recipients(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_notify(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl import banners, directory
-    from pcnctl.incident.journal import read
+    from pcnctl.ent import directory
+    from pcnctl.ops import banners
+    from pcnctl.state.journal import read
 
     schools = [directory.resolve_school(env.driver, s) for s in p.texts("schools")]
     if env.check:

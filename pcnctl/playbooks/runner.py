@@ -3,7 +3,7 @@
 The journal gets a ``playbook`` record (file, its SHA-256, inputs, identity) and a ``step`` record per step
 with its status and result, so ``playbook resume`` restores the results of finished steps and continues
 with the first unfinished one. The runs that step had started are finished first, each on its own plan
-and snapshot (:mod:`pcnctl.resume`); then the step's operation runs again and finds that work done
+and snapshot (:mod:`pcnctl.ops.resume`); then the step's operation runs again and finds that work done
 (blocked accounts are "already", blocked schools are in force, purged messages are gone, banners already
 posted are skipped). A step that needs approval and has none stops the run *before* it: nothing of that
 step happens.
@@ -28,7 +28,7 @@ from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row
 
 if TYPE_CHECKING:
-    from pcnctl.incident.journal import RunMeta
+    from pcnctl.state.journal import RunMeta
 
 Confirm = Callable[[Step, StepParams], bool]
 
@@ -323,9 +323,9 @@ class _Execution:
 
 def _finish_runs(ctx: Any, mailstore: Any) -> None:
     """Finish the runs this step started before an interruption, on their own plans and snapshots."""
-    from pcnctl import resume
-    from pcnctl.incident.journal import read
-    from pcnctl.sources.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.ops import resume
+    from pcnctl.state.journal import read
 
     def opened() -> Mailstore:  # a resumed purge gets its own connection, which it closes
         if mailstore is None:
@@ -339,7 +339,7 @@ def _finish_runs(ctx: Any, mailstore: Any) -> None:
 
 def unfinished(state: Any, incident: str) -> PlaybookRun | None:
     """The last playbook run of an incident that did not complete: its file, inputs and finished steps."""
-    from pcnctl.incident.journal import records
+    from pcnctl.state.journal import records
 
     runs: dict[str, PlaybookRun] = {}
     for rec in records(state, incident):

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pcnctl.incident import snapshots
-from pcnctl.incident.auditlog import AuditEntry
-from pcnctl.incident.run import plan_digest
+from pcnctl.ops.context import plan_digest
+from pcnctl.state import snapshots
+from pcnctl.state.auditlog import AuditEntry
 from pcnctl.state.store import StateStore, ent_key
 
 DONE = "migrated-0.1"

@@ -27,7 +27,7 @@ from pcnctl.config import private_dir
 from pcnctl.errors import ConfigError, RefusedError
 
 if TYPE_CHECKING:
-    from pcnctl.incident.auditlog import AuditLog
+    from pcnctl.state.auditlog import AuditLog
 
 SCHEMA_VERSION = 1
 
@@ -141,7 +141,7 @@ class StateStore:
         """The home's audit log, sealed in this store (and signed when a key was given); one per store,
         so that what it has read is not read again."""
         if self._audit is None:
-            from pcnctl.incident.auditlog import AuditLog
+            from pcnctl.state.auditlog import AuditLog
 
             self._audit = AuditLog(self.home / "audit.log", self, self.audit_key)
         return self._audit

@@ -1,0 +1,1 @@
+"""What pcnctl tells people: the incident report, the affected-schools export, the cron audit, doctor."""

@@ -1,0 +1,145 @@
+"""``pcnctl doctor``: is the ENT reachable, is TLS right, does login work, who are we, what may we do.
+
+Each check records ok / warn / fail and a detail, and the first failure's error is kept so the CLI exits
+with the matching code. Checks after a failed login are skipped rather than run into confusing errors.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pcnctl.config import Profile
+from pcnctl.errors import ConfigError, PcnError
+from pcnctl.models import DoctorReport, Identity
+
+if TYPE_CHECKING:
+    from pcnctl.ent.edifice.driver import EdificeDriver
+
+_PAGES = {
+    "login": ("ok", ""),
+    "saturated": ("warn", ": the ENT's session limit is reached (its login page asks users to wait)"),
+    "foreign": ("warn", ": the login page does not look like an Edifice one (wrong URL or a proxy page?)"),
+    "none": ("warn", ": no login page at /auth/login"),
+}
+
+
+def _reachability(times: list[float], page: str) -> dict[str, str]:
+    status, note = _PAGES[page]
+    return {
+        "check": "reachability",
+        "status": status,
+        "detail": f"round trip {statistics.median(times):.0f} ms (median of {len(times)}){note}",
+    }
+
+
+def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[DoctorReport, PcnError | None]:
+    """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA). The checks
+    that need the ENT run in order and stop at the first failure: a failed login makes the rest noise."""
+    report = DoctorReport()
+    first_error: PcnError | None = None
+
+    def fail(check: str, exc: PcnError) -> None:
+        nonlocal first_error
+        report.checks.append({"check": check, "status": "fail", "detail": exc.message})
+        first_error = first_error or exc
+
+    report.checks.append(
+        {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
+    )
+    if profile.approvers:
+        from pcnctl.ops.approvals import readiness
+
+        status, detail = readiness(profile.approvers)
+        if status == "fail":
+            fail("approvals", ConfigError(detail, hint="see docs/approvals.md"))
+        else:
+            report.checks.append({"check": "approvals", "status": status, "detail": detail})
+    check = "reachability"
+    try:
+        _reach(profile, report)
+        check = "authentication"
+        driver = _authenticate(profile, open_driver, report)
+        check = "identity"
+        report.identity = driver.whoami()
+        report.checks.append(_identity(driver, report.identity))
+        check = "capabilities"
+        report.capabilities = driver.probe()
+    except PcnError as exc:
+        fail(check, exc)
+        return report, first_error
+    report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
+    return report, first_error
+
+
+def _reach(profile: Profile, report: DoctorReport) -> None:
+    from pcnctl.ent.edifice.driver import EdificeDriver
+
+    reach = EdificeDriver.reach(profile)
+    report.checks.append(_reachability(reach.times_ms, reach.page))
+    if urlsplit(profile.url).scheme == "https":
+        where = f"CA file {profile.ca_file}" if profile.ca_file else "system CA bundle"
+        report.checks.append({"check": "tls", "status": "ok", "detail": f"certificate verified ({where})"})
+    else:
+        report.checks.append(
+            {"check": "tls", "status": "warn", "detail": "plain http on loopback (lab only)"}
+        )
+
+
+def _authenticate(
+    profile: Profile, open_driver: Callable[[Profile], object], report: DoctorReport
+) -> EdificeDriver:
+    from pcnctl.ent.edifice.driver import EdificeDriver
+
+    started = time.perf_counter()
+    driver = open_driver(profile)
+    assert isinstance(driver, EdificeDriver)
+    elapsed = (time.perf_counter() - started) * 1000
+    detail = f"{profile.auth} session in {elapsed:.0f} ms"
+    report.checks.append({"check": "authentication", "status": "ok", "detail": detail})
+    return driver
+
+
+def _identity(driver: EdificeDriver, ident: Identity) -> dict[str, str]:
+    """Who the profile acts as, and what that allows (an ADML's schools, a service account's reach)."""
+    if ident.role == "ADMC":
+        detail = f"{ident.login}: ADMC (whole platform)"
+    elif ident.role == "ADML":
+        uais = ", ".join(s.uai for s in driver.list_schools())
+        detail = f"{ident.login}: ADML of {len(ident.adml_structures)} school(s): {uais}"
+    elif ident.role == "service":
+        detail = f"service account {ident.client_id} (client_credentials: bypasses rights filters and MFA)"
+    elif ident.role == "unknown":
+        detail = (
+            f"{ident.login}: the ENT's userinfo does not say which admin functions this account holds; "
+            "actions bound to an ADML's schools will be refused"
+        )
+    else:
+        detail = f"{ident.login}: not an administrator"
+    status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
+    return {"check": "identity", "status": status, "detail": detail}
+
+
+# What each audit check reads, as capability names of the driver's probe ("mailstore": a DSN on the profile).
+AUDIT_NEEDS = {
+    "mass_senders": ("directory.schools", "infra.event_store"),
+    "watchlist": ("mailstore",),
+    "blocks": (),
+    "drift": ("directory.users",),
+    "evidence": (),
+    "health": ("directory.schools",),
+}
+
+
+def _audit_readiness(report: DoctorReport, *, has_mailstore: bool) -> dict[str, str]:
+    """Which audit checks this identity can run from cron, and what stops the others."""
+    have = {c.name for c in report.capabilities if c.available} | ({"mailstore"} if has_mailstore else set())
+    blocked = {check: [n for n in needs if n not in have] for check, needs in AUDIT_NEEDS.items()}
+    missing = {check: needs for check, needs in blocked.items() if needs}
+    if not missing:
+        return {"check": "audit", "status": "ok", "detail": "every audit check can run with this profile"}
+    detail = "; ".join(f"{check} needs {', '.join(needs)}" for check, needs in missing.items())
+    return {"check": "audit", "status": "warn", "detail": f"audit checks that cannot run: {detail}"}

@@ -1,0 +1,248 @@
+"""The audit log: every action pcnctl takes, one JSON line each, chained by SHA-256 so edits show.
+
+Each entry carries ``prev`` (the previous entry's hash) and ``hash`` = SHA-256 of ``prev`` and the entry's
+canonical JSON without ``hash`` and ``mac``. Editing, deleting or reordering a line breaks the chain from
+there. What the chain alone cannot show (the last lines cut off, the whole file deleted or rewritten with
+recomputed hashes) the seal shows: after each append the state store records the entry count and the head
+hash, and with a key (``PCNCTL_AUDIT_KEY`` or the keyring) each entry also carries an HMAC of its hash that
+nobody without the key can recompute. A torn last line (a crash mid-write) is cut off by the next append,
+which records that it did so. Appends take an exclusive ``flock`` so two pcnctl processes never interleave
+or fork the chain. The file is ``$PCNCTL_HOME/audit.log`` (0600).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
+from pcnctl.config import private_dir
+from pcnctl.state.incidents import utcnow
+
+if TYPE_CHECKING:
+    from pcnctl.state.store import StateStore
+
+GENESIS = "0" * 64
+SEAL = "audit-log"
+
+
+class AuditDetails(TypedDict, total=False):
+    """What an entry may add to who did what: the details of some actions."""
+
+    target_label: str  # the login or UAI of the target
+    detail: str
+    plan: str  # "<op>:start": the digest of the run's plan
+    digest: str  # "snapshot": the digest of the snapshot
+    messages: int  # "messages.purge:evidence": how many messages the bundle holds
+    approved_by: str  # "<op>:start" on a four-eyes profile: the second administrator who signed the plan
+
+
+class AuditEntry(AuditDetails, total=False):
+    """One line of the log: who acted (identity, authentication, profile and ENT), in which incident and
+    run, what on which target with which result, and the chain's own fields."""
+
+    seq: int
+    at: str
+    actor: str
+    auth: str
+    profile: str
+    url: str
+    incident: str
+    run: str
+    action: str
+    target: str
+    result: str
+    prev: str
+    hash: str
+    mac: str
+
+
+def _digest(prev: str, entry: Mapping[str, object]) -> str:
+    body = json.dumps(
+        {k: v for k, v in entry.items() if k not in ("hash", "mac")},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def _mac(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def _last_entry(fd: int) -> tuple[AuditEntry | None, int]:
+    """The last complete entry, and how many bytes of a torn line follow it (0 when none)."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    chunk = 4096
+    while True:
+        start = max(0, size - chunk)
+        data = os.pread(fd, size - start, start)
+        lines = data.split(b"\n")
+        complete = lines[:-1] if start == 0 else lines[1:-1]
+        torn = len(lines[-1])
+        for line in reversed(complete):
+            try:
+                entry: AuditEntry = json.loads(line)
+            except ValueError:
+                torn += len(line) + 1  # a torn line in the middle is not repaired: verify reports it
+                continue
+            return entry, torn
+        if start == 0:
+            return None, torn
+        chunk *= 4
+
+
+class AuditLog:
+    def __init__(self, path: Path, state: StateStore | None = None, key: bytes | None = None) -> None:
+        self.path = path
+        self.state = state
+        self.key = key
+        private_dir(self.path.parent)
+        self._lock = threading.Lock()
+        # What entries() parsed so far, and where it stopped: resume, unblock and the report look up seals
+        # many times a run, and only what was appended since is read again.
+        self._read: tuple[int, int] = (0, 0)  # (inode, offset)
+        self._parsed: list[AuditEntry] = []
+
+    def append(self, **entry: Unpack[AuditEntry]) -> AuditEntry:
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                previous, torn = _last_entry(fd)
+                if torn:
+                    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - torn)
+                    previous = self._write(
+                        fd,
+                        previous,
+                        {"action": "audit:repair", "target": "audit.log", "result": f"torn {torn} byte(s)"},
+                    )
+                return self._write(fd, previous, entry)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _write(self, fd: int, previous: AuditEntry | None, entry: AuditEntry) -> AuditEntry:
+        prev, seq = (previous["hash"], int(previous["seq"])) if previous else (GENESIS, 0)
+        record: AuditEntry = {"seq": seq + 1, "at": utcnow(), **entry, "prev": prev}
+        record["hash"] = _digest(prev, record)
+        if self.key:
+            record["mac"] = _mac(self.key, record["hash"])
+        os.write(fd, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        if self.state is not None:
+            self.state.set_seal(SEAL, record["seq"], record["hash"], record["at"])
+        return record
+
+    def entries(self) -> list[AuditEntry]:
+        """Every readable entry, oldest first (a torn line is skipped: :func:`verify` reports it)."""
+        with self._lock:
+            try:
+                with self.path.open("rb") as fh:
+                    inode, offset = os.fstat(fh.fileno()).st_ino, self._read[1]
+                    if inode != self._read[0] or os.fstat(fh.fileno()).st_size < offset:
+                        self._parsed, offset = [], 0  # replaced or cut: read it all again
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                self._read, self._parsed = (0, 0), []
+                return []
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+            for line in complete.splitlines():
+                try:
+                    self._parsed.append(json.loads(line))
+                except ValueError:
+                    continue
+            self._read = (inode, offset + len(complete))
+            return list(self._parsed)
+
+    def head(self) -> tuple[int, str]:
+        """The sealed entry count and head hash (what an incident report prints)."""
+        seal = self.state.seal(SEAL) if self.state is not None else None
+        return (seal.count, seal.head) if seal else (0, GENESIS)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    entries: int
+    ok: bool
+    line: int | None = None
+    problem: str = ""
+    warnings: tuple[str, ...] = ()
+    sealed: int | None = None  # the entry count the state store recorded, if it has a seal
+
+
+@dataclass
+class _Walk:
+    prev: str = GENESIS
+    seq: int = 0
+    count: int = 0
+    unsigned: int = 0
+    signed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify(log: AuditLog) -> Verification:
+    """Recompute the chain and the MACs; compare the end with the seal; report the first problem."""
+    seal = log.state.seal(SEAL) if log.state is not None else None
+    sealed = seal.count if seal else None
+    if not log.path.exists():
+        if seal and seal.count:
+            return Verification(
+                0, False, 1, f"the audit log is gone: {seal.count} entries were sealed", (), sealed
+            )
+        return Verification(0, True, sealed=sealed)
+    walk = _Walk()
+    lines = log.path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw:
+            continue
+        problem = _check_line(log, walk, raw, last=number == len(lines))
+        if problem == "torn":
+            walk.warnings.append(
+                f"line {number}: torn last line (an interrupted write), cut off at the next append"
+            )
+            continue
+        if problem:
+            return Verification(walk.count, False, number, problem, tuple(walk.warnings), sealed)
+    if walk.unsigned:
+        walk.warnings.append(f"{walk.unsigned} entries carry no MAC (written without the key)")
+    if seal is not None and (walk.seq < seal.count or (walk.seq == seal.count and walk.prev != seal.head)):
+        problem = (
+            f"the log ends at entry {walk.seq}, but {seal.count} entries were sealed: its end was cut off"
+            if walk.seq < seal.count
+            else "the last entry is not the one sealed: the log was rewritten"
+        )
+        return Verification(walk.count, False, walk.count + 1, problem, tuple(walk.warnings), sealed)
+    return Verification(walk.count, True, warnings=tuple(walk.warnings), sealed=sealed)
+
+
+def _check_line(log: AuditLog, walk: _Walk, raw: bytes, *, last: bool) -> str:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return "torn" if last else "not valid JSON"
+    if entry.get("prev") != walk.prev:
+        return "does not chain to the previous entry"
+    if entry.get("seq") != walk.seq + 1:
+        return f"sequence {entry.get('seq')} after {walk.seq}"
+    if entry.get("hash") != _digest(walk.prev, entry):
+        return "content changed after it was written"
+    if log.key is not None:
+        if "mac" not in entry:
+            if walk.signed:
+                return "no MAC after signed entries: the entry was forged"
+            walk.unsigned += 1
+        elif not hmac.compare_digest(entry["mac"], _mac(log.key, entry["hash"])):
+            return "its MAC does not match the key: the entry was forged"
+        else:
+            walk.signed = True
+    walk.prev, walk.seq, walk.count = entry["hash"], entry["seq"], walk.count + 1
+    return ""
