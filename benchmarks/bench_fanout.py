@@ -28,6 +28,7 @@ def run_case(
     from pcnctl.ent.credentials import provide
     from pcnctl.ent.edifice.driver import EdificeDriver
     from pcnctl.ops import accounts as ops
+    from pcnctl.ops import runner
     from pcnctl.ops.context import RunContext
     from pcnctl.state.incidents import open_incident
     from pcnctl.state.store import StateStore
@@ -52,12 +53,13 @@ def run_case(
     lab.control("/__lab/knobs", {"capacity": capacity, "latency_ms": latency_ms})
     before = lab.control("/__lab/state")["counters"]
     started = time.monotonic()
-    result = ops.execute(ctx, plan)
+    result = runner.run(ops.OPERATIONS["accounts.block"], plan, runner.InContext(ctx))
     elapsed = time.monotonic() - started
     after = lab.control("/__lab/state")["counters"]
     lab.control("/__lab/knobs", {"capacity": 0, "latency_ms": 0})
-    ctx.journal.close()
-    done = result.counts().get("done", 0)
+    ctx.close()
+    done = result.counts.get("done", 0)
+    assert result.report is not None
     rate = done / elapsed
     return {
         "accounts": len(users),
@@ -69,7 +71,7 @@ def run_case(
         "ratio": rate / capacity if capacity else float("nan"),
         "throttled": after["throttled"] - before["throttled"],
         "peak": result.report.peak_concurrency,
-        "failed": result.failed,
+        "failed": result.counts.get("failed", 0),
         "calls": result.report.calls,
         "batch": batch_size,
     }

@@ -120,6 +120,15 @@ class PartialFailureError(PcnError):
     exit_code = ExitCode.PARTIAL
 
 
+class RunFailedError(PcnError):
+    """A run ended with items failed, a follow-up that found the effect missing, or the ENT gone: the exit
+    code is the run's verdict's (:data:`pcnctl.ops.operation.EXIT_CODES`), whichever door ran it."""
+
+    def __init__(self, message: str, *, exit_code: ExitCode, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
 class InterruptedRunError(PcnError):
     """Ctrl-C or SIGTERM during a journalled run: what was done is recorded, the rest can resume."""
 

@@ -192,21 +192,21 @@ def test_patterns_other_principals_and_pipes_never_stand_for_a_second_administra
     """Signed by the operator's key listed under a pattern, a list or another case of their login; a
     request that is a pipe; an operator with no login: all refused."""
     from pcnctl.errors import RefusedError, UsageError
-    from pcnctl.ops.approvals import check, sign
+    from pcnctl.ops.approvals import IRREVERSIBLE, check, sign
 
     operator, _approver, allowed = keys(tmp_path)
     folder = tmp_path / "approvals"
     with pytest.raises(RefusedError, match="needs a second administrator"):
-        check(_plan(), str(allowed), folder)
+        check(_plan(), IRREVERSIBLE, str(allowed), folder)
     request = next(folder.glob("*.json"))
     operator_pub = (tmp_path / "operator.pub").read_text().strip()
     for name in ("admc.*", "ADMC.PCN", "other.pcn,admc.pcn"):
         allowed.write_text(f'{name} namespaces="pcnctl-approval" {operator_pub}\n')
         sign(request, operator)
         with pytest.raises(RefusedError):
-            check(_plan(), str(allowed), folder)
+            check(_plan(), IRREVERSIBLE, str(allowed), folder)
     with pytest.raises(RefusedError, match="operator's ENT login"):
-        check(_plan(operator=""), str(allowed), folder)
+        check(_plan(operator=""), IRREVERSIBLE, str(allowed), folder)
     for bad in ("[]", '{"kind": "pcnctl-approval-request", "expires_at": "tomorrow"}'):
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(UsageError, match="is not a pcnctl approval request"):
@@ -214,4 +214,4 @@ def test_patterns_other_principals_and_pipes_never_stand_for_a_second_administra
     request.unlink()
     os.mkfifo(request)
     with pytest.raises(UsageError, match="not a regular file"):
-        check(_plan(), str(allowed), folder)
+        check(_plan(), IRREVERSIBLE, str(allowed), folder)

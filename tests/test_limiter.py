@@ -25,7 +25,7 @@ from pcnctl.ent.fanout import CircuitOpenError, Fanout, Outcome
 from pcnctl.ent.http import HttpClient, RetryPolicy
 from pcnctl.ent.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings, RateCap
 from pcnctl.errors import ExitCode, TransportError
-from pcnctl.ops.accounts import read_refs_file
+from pcnctl.ops.targets import read_refs_file
 from tests.conftest import Cli, Lab
 from tests.test_accounts import log_counts, students
 

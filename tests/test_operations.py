@@ -25,8 +25,6 @@ from tests import state
 from tests.conftest import Cli, Lab, played_wave
 
 INC = "INC-DOOR"
-# Reproduced before the operation model closes them: these fail on the code as it is.
-REPRODUCED = pytest.mark.xfail(strict=True, reason="reproduced; the operation model closes it")
 SCHOOLS = ("0782268S", "0948617F")
 
 
@@ -327,16 +325,7 @@ def _through_kill(lab: Lab, cli: Cli, case: Case, context: dict[str, Any], tmp: 
 DOORS = {"command": _through_command, "step": _through_step, "killed and resumed": _through_kill}
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=REPRODUCED)
-        if c.id in ("accounts.block-profile", "messaging.block roles and revoke")
-        else c
-        for c in CASES
-    ],
-    ids=lambda c: c.id,
-)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_every_door_ends_the_same_way(lab: Lab, cli: Cli, tmp_path: Path, case: Case) -> None:
     seen = {}
     for door, through in DOORS.items():
@@ -355,7 +344,6 @@ def test_every_door_ends_the_same_way(lab: Lab, cli: Cli, tmp_path: Path, case: 
 # -- the registry ------------------------------------------------------------------------------------------
 
 
-@REPRODUCED
 def test_every_operation_undoes_or_says_why_and_states_its_limits() -> None:
     """D7 and the registry: each operation states its cap, its pace and its undo, each with why."""
     from pcnctl.ops.registry import OPERATIONS
@@ -376,7 +364,6 @@ def _group(lab: Lab, uai: str) -> str:
     return str(lab.sql("SELECT id FROM structures WHERE uai = ?", uai)[0][0])
 
 
-@REPRODUCED
 @pytest.mark.parametrize("status", [500, 403])
 def test_d1_a_profile_block_with_a_school_failing_is_not_done(admc: Cli, lab: Lab, status: int) -> None:
     """Three schools, the second refusing: the run is partial, exit 6, the failure named."""
@@ -393,7 +380,6 @@ def test_d1_a_profile_block_with_a_school_failing_is_not_done(admc: Cli, lab: La
     assert "done in 3" not in result.stderr
 
 
-@REPRODUCED
 def test_d2_resume_reports_failures_and_goes_on_with_the_other_runs(admc: Cli, lab: Lab) -> None:
     """Two interrupted runs: an account block whose calls are refused, then a banner. Resume exits 6 and
     still posts the banners."""
@@ -438,7 +424,6 @@ def _kill_when(
     lab.knobs(latency_ms=0)
 
 
-@REPRODUCED
 def test_d3_a_killed_roles_block_revokes_and_verifies_once_resumed(admc: Cli, lab: Lab) -> None:
     """Killed after its first school, a roles block with --revoke-sessions is finished by incident
     resume: every pupil's live session ends and the block is verified."""
@@ -458,7 +443,6 @@ def test_d3_a_killed_roles_block_revokes_and_verifies_once_resumed(admc: Cli, la
     assert "verification" in resumed.stderr
 
 
-@REPRODUCED
 def test_d3_a_killed_playbook_block_revokes_once_resumed(admc: Cli, lab: Lab, tmp_path: Path) -> None:
     admc.open_incidents("INC-D3P")
     pupils = []
@@ -479,7 +463,6 @@ def test_d3_a_killed_playbook_block_revokes_once_resumed(admc: Cli, lab: Lab, tm
     assert live(lab, pupils) == 0
 
 
-@REPRODUCED
 def test_d5_a_playbook_purge_that_fails_stops_the_playbook_with_exit_6(
     lab: Lab, cli: Cli, tmp_path: Path
 ) -> None:
@@ -502,7 +485,6 @@ def test_d5_a_playbook_purge_that_fails_stops_the_playbook_with_exit_6(
     assert _copies(lab, context["messages"])[0][0] > 0
 
 
-@REPRODUCED
 def test_d6_rollback_after_a_kill_restores_a_half_cut_school(admc: Cli, lab: Lab) -> None:
     """Killed while a school is half cut, rolled back at once (no resume): every school exactly as
     before; a later resume of the rolled-back incident cuts nothing again."""

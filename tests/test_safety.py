@@ -436,8 +436,8 @@ def test_a_school_blocked_by_two_incidents_stays_cut_until_both_let_go(admc: Cli
 
 def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: Lab) -> None:
     from pcnctl.cli._common import get_driver
-    from pcnctl.ops import messaging
     from pcnctl.ops.context import RunContext
+    from pcnctl.ops.messaging_lift import OP_UNBLOCK
     from pcnctl.state import blocks as registry
     from pcnctl.state.incidents import Incident
 
@@ -467,7 +467,7 @@ def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: L
     held = registry.active_blocks(store, lab.url)
     with RunContext.create(driver, Incident.load(store, "INC-U"), store) as ctx:
         items = [{"key": b.id, "uai": b.uai, "method": b.method} for b in held]
-        run = ctx.start(messaging.OP_UNBLOCK, {}, items)
+        run = ctx.start(OP_UNBLOCK, {}, items)  # a lift journalled by 0.2: its items name the blocks
         ctx.sending(run, held[0].id)  # killed here: nothing restored yet
     store.close()
     resumed = admc("incident", "resume", "INC-U", "-o", "json")

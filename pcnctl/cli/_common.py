@@ -20,6 +20,8 @@ from pcnctl.errors import ExitCode, PcnError
 if TYPE_CHECKING:
     from pcnctl.config import Profile
     from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.ops.operation import Verdict
+    from pcnctl.ops.runner import Opening
     from pcnctl.records import JsonValue
     from pcnctl.state.incidents import Incident
     from pcnctl.state.store import StateStore
@@ -85,6 +87,15 @@ OutputOpt = Annotated[
     typer.Option("--output", "-o", help="Output format: table, json, jsonl, csv or markdown."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only data on stdout; no notes on stderr.")]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        help="Upper bound of parallel calls (default: the operation's own, docs/architecture.md).",
+        min=1,
+        max=128,
+    ),
+]
 
 
 def check_format(fmt: str) -> str:
@@ -289,3 +300,85 @@ def local_operator() -> str:
     except (KeyError, OSError):
         user = f"uid {os.getuid()}"
     return f"{user}@{socket.gethostname()}"
+
+
+# -- runs: the door a command opens, and how a run's verdict is told ------------------------------------
+
+
+def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
+    """How to open a session as the profile's canary account, when one is configured with a password."""
+    if not profile.canary:
+        return None
+    from pcnctl.config import make_profile
+    from pcnctl.ent import credentials
+
+    secret = credentials.lookup(profile, "canary_password")
+    if secret is None:
+        warn(
+            f"canary {profile.canary} configured but PCNCTL_CANARY_PASSWORD is not set: "
+            "real-send check skipped"
+        )
+        return None
+    canary = make_profile(
+        f"{profile.name}.canary", url=profile.url, login=profile.canary, ca_file=profile.ca_file
+    )
+    credentials.provide(canary, "password", secret.value)
+    return lambda: open_driver(canary, use_cache=False)
+
+
+def context_options(driver: EdificeDriver, quiet: bool, **options: Any) -> dict[str, Any]:
+    """What every run context of a command gets: progress unless quiet, the profile's canary (so a block
+    is verified the same way whichever door finishes it), and the command's own options."""
+    return {
+        "show_progress": not quiet,
+        "canary": canary_driver(driver.profile),
+        "canary_to": driver.profile.canary_to,
+        **{k: v for k, v in options.items() if v is not None},
+    }
+
+
+def command_door(
+    state: StateStore,
+    incident_id: str | None,
+    driver: EdificeDriver,
+    *,
+    yes: bool,
+    quiet: bool,
+    title: str = "",
+    **options: Any,
+) -> Opening:
+    """A command's door: the operator confirms (``--yes`` or typed), then the incident is opened (the one
+    named, or a new one, said on stderr) and the run context created with its lock."""
+    from pcnctl.ops.context import RunContext
+    from pcnctl.ops.runner import Opening
+
+    def opening() -> RunContext:
+        incident = record_in(incident_id, driver.whoami().label, quiet, title=title)
+        return RunContext.create(driver, incident, state, **context_options(driver, quiet, **options))
+
+    return Opening(lambda c: confirm_action(c.question, yes=yes, count=c.count), opening)
+
+
+def tell(verdict: Verdict, output: str, quiet: bool, *, rows: bool = True, check: bool = True) -> None:
+    """A run's verdict as every command tells it: its rows on stdout, its follow-ups and what stays open on
+    stderr, its pace, and (``check``) an exit code that is the verdict's: a failure is never exit 0."""
+    from pcnctl.ops.runner import failed
+
+    if rows and verdict.rows:
+        emit(verdict.rows, output, verdict.columns)
+    for line in verdict.notes:
+        note(line, quiet)
+    for line in verdict.open:
+        warn(f"still open: {line}")
+    r = verdict.report
+    pace = (
+        f" in {r.elapsed:.1f} s ({r.calls} calls, peak concurrency {r.peak_concurrency}, {r.throttled} "
+        f"throttled, {r.retries} retried)"
+        if r is not None
+        else ""
+    )
+    note(f"{verdict.summary}{pace}" + (f"; run {verdict.run}" if verdict.run else ""), quiet and verdict.ok)
+    if check and not verdict.ok:
+        raise failed(verdict)
+    if not verdict.ok:
+        warn(f"{verdict.summary}" + (f" ({verdict.hint})" if verdict.hint else ""))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pcnctl.cli._common import (
+    ConcurrencyOpt,
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
@@ -19,12 +20,13 @@ from pcnctl.cli._common import (
     get_driver,
     handle_errors,
     note,
-    record_in,
+    tell,
 )
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
-    from pcnctl.ops.accounts import OpResult, Plan
+    from pcnctl.ops.accounts import Plan
+    from pcnctl.ops.operation import Verdict
     from pcnctl.records import Row
     from pcnctl.state.journal import RunParams
 
@@ -57,9 +59,6 @@ AllProfilesOpt = Annotated[
         "--all-profiles", help="With --school and no --profile: every profile (staff, parents too)."
     ),
 ]
-ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", help="Upper bound of parallel calls.", min=1, max=128)
-]
 BatchOpt = Annotated[
     int,
     typer.Option(
@@ -70,61 +69,21 @@ BatchOpt = Annotated[
     ),
 ]
 
-RESULT_COLUMNS = ("id", "login", "displayName", "profile", "schools", "result", "detail")
 PLAN_COLUMNS = ("school", "profile", "to_change", "already")
 
 
-def show_plan(p: Plan, quiet: bool) -> None:
+def show_plan(summary: str, rows: list[Row], columns: tuple[str, ...], quiet: bool) -> None:
+    """The plan on stderr before the confirmation: its summary line and its table."""
     from pcnctl.output import render
 
     if quiet:
         return
-    sys.stderr.write(p.summary() + "\n")
-    render(p.rows(), "table", PLAN_COLUMNS, stream=sys.stderr)
-
-
-def confirm(p: Plan, yes: bool) -> None:
-    """--yes, or a typed answer at a terminal; wide plans make the operator type the count."""
-    from pcnctl.ops.accounts import VERBS
-
-    n, verb = len(p.to_change), VERBS[p.op]
-    if p.wide:
-        confirm_action(f"This will {verb} {n} accounts in {len(p.schools)} schools.", yes=yes, count=n)
-    else:
-        confirm_action(f"{verb.capitalize()} {n} account(s)?", yes=yes)
-
-
-def finish(
-    result: OpResult | None,
-    output: str,
-    quiet: bool,
-    *,
-    rows: list[Row] | None = None,
-    columns: tuple[str, ...] = RESULT_COLUMNS,
-) -> None:
-    """Print per-account results and the summary; a partial failure exits 6 with the file to retry."""
-    from pcnctl.errors import PartialFailureError
-
-    if result is None:
-        return
-    emit(rows if rows is not None else result.rows, output, columns)
-    r = result.report
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
-    note(
-        f"{result.op}: {counts} in {r.elapsed:.1f} s ({r.calls} calls, peak concurrency "
-        f"{r.peak_concurrency}, {r.throttled} throttled, {r.retries} retried); run {result.run}",
-        quiet,
-    )
-    if result.failed:
-        raise PartialFailureError(
-            f"{result.failed} account(s) failed",
-            hint=f"the failures are in {result.failures_file}; retry them with "
-            f"--from-file {result.failures_file}",
-        )
+    sys.stderr.write(summary + "\n")
+    render(rows, "table", columns, stream=sys.stderr)
 
 
 def run_op(
-    op: str,
+    op_name: str,
     params: RunParams,
     *,
     targets: list[str] | None,
@@ -136,51 +95,54 @@ def run_op(
     dry_run: bool,
     yes: bool,
     cap: int | None,
-    concurrency: int,
+    concurrency: int | None,
     output: str,
     quiet: bool,
     batch_size: int = 50,
     all_profiles: bool = False,
-) -> OpResult | None:
-    """The shared flow: resolve, scope, plan, cap, confirm, run in an incident. None when nothing ran."""
-    from pcnctl.ops import accounts
-    from pcnctl.ops.context import RunContext
+) -> Verdict | None:
+    """The shared flow of the account commands: resolve, scope and plan here; cap, confirmation, run and
+    verdict in the one sequence (pcnctl.ops.runner). None when only the plan was shown."""
+    from pcnctl.cli._common import command_door
+    from pcnctl.ops import accounts, runner
 
     _check_selection(school, user_profiles, all_profiles)
     state = check_incident(incident_id)
     driver = get_driver(ent_profile)
+    op = accounts.OPERATIONS[op_name]
     p = accounts.prepare(
         driver,
-        op,
+        op_name,
         targets or [],
         params,
         from_file=from_file,
         school=school,
         profiles=user_profiles or [],
-        max_concurrency=concurrency,
+        max_concurrency=concurrency or 16,
         progress=not quiet,
     )
     if dry_run:
-        _dry_run(p, cap, output, quiet)
+        _dry_run(p, op.cap.default if cap is None else cap, output, quiet)
         return None
-    show_plan(p, quiet)
-    accounts.check_cap(p, cap)
-    if not p.to_change:
+    show_plan(p.summary(), p.rows(), PLAN_COLUMNS, quiet)
+    door = command_door(
+        state, incident_id, driver, yes=yes, quiet=quiet, max_concurrency=concurrency, batch_size=batch_size
+    )
+    verdict = runner.run(op, p, door, cap=cap)
+    if verdict.status == "nothing":
         note("Nothing to do: every account is already in the wanted state.", quiet)
-        emit(
-            [accounts.result_row(u, "already", "already in the wanted state") for u in p.already],
-            output,
-            RESULT_COLUMNS,
-        )
-        return None
-    confirm(p, yes)
-    ident = driver.whoami()
-    incident = record_in(incident_id, ident.label, quiet)
-    options = {"max_concurrency": concurrency, "show_progress": not quiet, "batch_size": batch_size}
-    with RunContext.create(driver, incident, state, **options) as ctx:
-        result = accounts.execute(ctx, p)
-    note(f"Incident {incident.id}: journal in {state.path}", quiet)
-    return result
+        verdict.rows = [accounts.result_row(u, "already", "already in the wanted state") for u in p.already]
+        verdict.columns = accounts.RESULT_COLUMNS
+    return verdict
+
+
+def finish(verdict: Verdict | None, output: str, quiet: bool) -> None:
+    """Per-account results and the summary; a partial failure exits 6 with the file to retry."""
+    if verdict is None:
+        return
+    tell(verdict, output, quiet)
+    if verdict.ok and verdict.run:
+        note(f"Incident journal: run {verdict.run}", quiet)
 
 
 def _check_selection(school: str | None, user_profiles: list[str] | None, all_profiles: bool) -> None:
@@ -197,15 +159,12 @@ def _check_selection(school: str | None, user_profiles: list[str] | None, all_pr
         raise UsageError("--all-profiles and --profile exclude each other")
 
 
-def _dry_run(p: Plan, cap: int | None, output: str, quiet: bool) -> None:
+def _dry_run(p: Plan, limit: int | None, output: str, quiet: bool) -> None:
     """The plan is the data: on stdout in the chosen format (not also as a table on stderr), with the cap
     the real run would meet."""
-    from pcnctl.ops import accounts
-
     note(p.summary(), quiet)
     emit(p.rows(), output, PLAN_COLUMNS)
-    limit = accounts.DEFAULT_CAPS[p.op] if cap is None else cap
-    if len(p.to_change) > limit:
+    if limit is not None and len(p.to_change) > limit:
         note(f"Note: above the cap of {limit}; the real run needs --max {len(p.to_change)}", quiet)
     note("Dry run: nothing was changed.", quiet)
 
@@ -223,7 +182,7 @@ def block(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     max_: MaxOpt = None,
-    concurrency: ConcurrencyOpt = 32,
+    concurrency: ConcurrencyOpt = None,
     batch_size: BatchOpt = 50,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
@@ -263,7 +222,7 @@ def unblock(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     max_: MaxOpt = None,
-    concurrency: ConcurrencyOpt = 32,
+    concurrency: ConcurrencyOpt = None,
     batch_size: BatchOpt = 50,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
@@ -304,7 +263,7 @@ def revoke(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     max_: MaxOpt = None,
-    concurrency: ConcurrencyOpt = 32,
+    concurrency: ConcurrencyOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -356,7 +315,7 @@ def reset_password(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     max_: MaxOpt = None,
-    concurrency: ConcurrencyOpt = 32,
+    concurrency: ConcurrencyOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -408,7 +367,7 @@ def renewal_codes(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     max_: MaxOpt = None,
-    concurrency: ConcurrencyOpt = 8,
+    concurrency: ConcurrencyOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -445,19 +404,30 @@ def renewal_codes(
     )
     if result is None:
         return
-    if result.codes_file is not None:
-        note(f"Renewal codes written to {result.codes_file} (0600): hand them over securely", quiet)
+    codes = _codes(result)
+    if codes:
+        codes_file = Path(result.files["codes"])
+        note(f"Renewal codes written to {codes_file} (0600): hand them over securely", quiet)
         if out is not None:
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as dst, result.codes_file.open("rb") as src:
+            with os.fdopen(fd, "wb") as dst, codes_file.open("rb") as src:
                 shutil.copyfileobj(src, dst)
             note(f"Codes also written to {out} (0600)", quiet)
-    reveal = stdout
-    rows: list[Row] = [
-        {**r.to_row(), "code": result.codes.get(r.user.id, "") if reveal else "(in the codes file)"}
-        for r in result.results
-    ]
-    finish(result, output, quiet, rows=rows, columns=(*RESULT_COLUMNS, "code"))
+    hidden = "(in the codes file)"
+    result.rows = [{**r, "code": codes.get(str(r["id"]), "") if stdout else hidden} for r in result.rows]
+    result.columns = (*result.columns, "code")
+    finish(result, output, quiet)
+
+
+def _codes(verdict: Verdict) -> dict[str, str]:
+    """The codes a run generated, read back from its 0600 file (they are never in the journal)."""
+    import csv
+
+    path = verdict.files.get("codes")
+    if not path:
+        return {}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        return {row["id"]: row["code"] for row in csv.DictReader(fh)}
 
 
 @app.command("block-profile", epilog=examples("accounts block-profile"))
@@ -482,28 +452,20 @@ def block_profile(
     Uses PUT /directory/structure/:id/profile/block. The accounts of the profile that were already blocked
     are recorded first, and stay blocked when the block is lifted in the same incident.
     """
-    from pcnctl.ops import accounts
-    from pcnctl.ops.context import RunContext
+    from pcnctl.cli._common import command_door
+    from pcnctl.ops import profile_block, runner
 
     state = check_incident(incident)
     driver = get_driver(profile)
-    p = accounts.plan_profile_block(driver, school, user_profile, not unblock)
-    rows = p.rows()
-    total = p.changes
-    verb = "block" if p.block else "unblock"
-    note(f"Plan: {verb} the {p.profile} profile in {len(rows)} school(s): {total} account(s) change", quiet)
+    p = profile_block.plan_profile_block(driver, school, user_profile, not unblock)
+    op = profile_block.OPERATIONS[profile_block.LIFT if unblock else profile_block.BLOCK]
+    note(op.summary(p), quiet)
     if dry_run:
-        emit(rows, output, ("school", "name", "profile", "accounts", "already"))
+        emit(p.rows(), output, op.columns)
         note("Dry run: nothing was changed.", quiet)
         return
-    confirm_action(
-        f"This will {verb} {total} {p.profile} accounts in {len(rows)} schools.", yes=yes, count=total
-    )
-    inc = record_in(incident, driver.whoami().label, quiet)
-    with RunContext.create(driver, inc, state) as ctx:
-        run = accounts.execute_profile_block(ctx, p)
-    emit(rows, output, ("school", "name", "profile", "accounts", "already"))
-    note(f"{verb} {p.profile}: done in {len(rows)} school(s); incident {inc.id}, run {run}", quiet)
+    verdict = runner.run(op, p, command_door(state, incident, driver, yes=yes, quiet=quiet))
+    tell(verdict, output, quiet)
 
 
 @app.command("block-traces", epilog=examples("accounts block-traces"))

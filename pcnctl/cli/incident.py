@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pcnctl.cli._common import (
+    ConcurrencyOpt,
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
@@ -210,7 +211,7 @@ def verify(incident_id: IdArg, output: OutputOpt = "table") -> None:
 def resume(
     incident_id: IdArg,
     profile: EntProfileOpt = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128)] = 32,
+    concurrency: ConcurrencyOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
@@ -219,9 +220,8 @@ def resume(
     Each run continues its own recorded plan (never a new one) on the ENT it acted on; items whose answer
     was lost are re-read from the ENT first. Playbook runs resume with 'pcnctl playbook resume'.
     """
-    from pcnctl.cli.accounts import finish
-    from pcnctl.cli.messages import open_mailstore
-    from pcnctl.ops import resume as core
+    from pcnctl.cli._common import context_options, tell
+    from pcnctl.ops import runner as core
     from pcnctl.ops.context import RunContext
     from pcnctl.playbooks import runner
     from pcnctl.state.incidents import Incident
@@ -243,16 +243,16 @@ def resume(
             f"Runs on another ENT are left for its profile: "
             f"pcnctl incident resume {incident.id} --ent {other}"
         )
-    with RunContext.create(
-        driver, incident, state, max_concurrency=concurrency, show_progress=not quiet
-    ) as ctx:
-        for run in mine:
-            note(f"Resuming {run.op} run {run.run}: {len(run.pending)} item(s) left", quiet)
-            done = core.resume(ctx, run, lambda: open_mailstore(driver.profile, None))
-            if done.result is not None:
-                finish(done.result, output, quiet)
-            elif done.rows:
-                emit(done.rows, output, done.columns)
+    options = context_options(driver, quiet, max_concurrency=concurrency)
+    verdicts = []
+    with RunContext.create(driver, incident, state, **options) as ctx:
+        for verdict in core.resume_all(ctx, mine):
+            note(f"Resumed {verdict.op} run {verdict.run}", quiet)
+            verdicts.append(verdict)
+            tell(verdict, output, quiet, check=False)  # the other runs are resumed all the same
+    worst = core.worst(verdicts)
+    if worst is not None:
+        raise core.failed(worst)
 
 
 @audit_app.command("verify-log", epilog=examples("audit verify-log"))

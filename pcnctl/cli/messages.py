@@ -14,7 +14,6 @@ from pcnctl.cli._common import (
     QuietOpt,
     check_incident,
     check_writable,
-    confirm_action,
     emit,
     emit_record,
     get_driver,
@@ -22,6 +21,7 @@ from pcnctl.cli._common import (
     handle_errors,
     note,
     record_in,
+    tell,
 )
 from pcnctl.cli.examples import examples
 
@@ -54,17 +54,9 @@ MATCH_COLUMNS = (
 
 
 def open_mailstore(profile: Profile, dsn: str | None) -> Mailstore:
-    from pcnctl.errors import ConfigError
-    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import open_mailstore as opened
 
-    target = dsn or profile.mailstore
-    if not target:
-        raise ConfigError(
-            f"profile {profile.name!r} has no mailstore: Edifice has no cross-mailbox search route",
-            hint="give read-only SQL access to the conversation tables: pcnctl profile add ... "
-            "--mailstore DSN (or --mailstore here)",
-        )
-    return Mailstore(target)
+    return opened(profile, dsn)
 
 
 @app.command("search", epilog=examples("messages search"))
@@ -288,10 +280,9 @@ def purge_(
     quiet: QuietOpt = False,
 ) -> None:
     """Purge a saved search's messages from every mailbox, after taking evidence of them."""
-    from pcnctl.errors import PartialFailureError
+    from pcnctl.cli._common import command_door
     from pcnctl.forensics.search import load_saved
-    from pcnctl.ops import purge
-    from pcnctl.ops.context import RunContext
+    from pcnctl.ops import purge, runner
 
     saved = load_saved(from_search)
     state = check_incident(incident)
@@ -299,32 +290,20 @@ def purge_(
     store = open_mailstore(driver.profile, mailstore)
     try:
         p = purge.plan(store, saved)
-        note(
-            f"Plan: purge {len(p.ids)} message(s), {p.copy_count} mailbox copies, in {len(p.school_set)} "
-            f"school(s); {len(p.gone)} already gone. Evidence is taken first.",
-            quiet,
-        )
-        if dry_run:
-            emit(p.rows(), output, ("school", "messages"))
-            note("Dry run: nothing was changed.", quiet)
-            return
-        purge.check_cap(p, max_)
-        if not p.ids:
-            note("Nothing to purge: every message is already gone.", quiet)
-            return
-        confirm_action(f"Purge {len(p.ids)} messages from every mailbox.", yes=yes, count=len(p.ids))
-        inc = record_in(incident, driver.whoami().label, quiet)
-        with RunContext.create(driver, inc, state, show_progress=not quiet) as ctx:
-            result = purge.execute(ctx, store, p, saved)
     finally:
         store.close()
-    emit(result.summary_rows(), output, ("what", "count", "note"))
-    note(f"Evidence: {result.evidence}; incident {inc.id}, run {result.run}", quiet)
-    if result.failed or result.leftovers:
-        raise PartialFailureError(
-            f"{len(result.failed)} message(s) failed and {len(result.leftovers)} still have copies",
-            hint=f"resume with 'pcnctl incident resume {inc.id}' or purge again from the search",
-        )
+    op = purge.PURGE
+    note(op.summary(p) if p.ids else "Nothing to purge: every message is already gone.", quiet)
+    if dry_run:
+        emit(p.rows(), output, op.columns)
+        note("Dry run: nothing was changed.", quiet)
+        return
+    door = command_door(state, incident, driver, yes=yes, quiet=quiet, mailstore_dsn=mailstore)
+    verdict = runner.run(op, p, door, cap=max_)
+    if verdict.status == "nothing":
+        return
+    note(f"Evidence: {verdict.files.get('evidence')}; incident {verdict.incident}, run {verdict.run}", quiet)
+    tell(verdict, output, quiet)
 
 
 @handle_errors

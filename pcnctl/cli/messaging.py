@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pcnctl.cli._common import (
+    ConcurrencyOpt,
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
@@ -19,16 +19,13 @@ from pcnctl.cli._common import (
     get_state,
     handle_errors,
     note,
-    record_in,
+    tell,
     warn,
 )
 from pcnctl.cli.examples import examples
-from pcnctl.records import Row
 
 if TYPE_CHECKING:
-    from pcnctl.config import Profile
-    from pcnctl.ent.edifice.driver import EdificeDriver
-    from pcnctl.ops.messaging import BlockPlan, Verification
+    from pcnctl.ops.messaging import BlockPlan
     from pcnctl.state.blocks import Block
 
 app = typer.Typer(
@@ -47,49 +44,6 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and st
 BLOCK_COLUMNS = ("school", "name", "method", "result", "detail")
 STATUS_COLUMNS = ("school", "profile", "method", "since", "by", "incident", "until", "expired", "reason")
 VERIFY_COLUMNS = ("school", "check", "expected", "observed", "ok")
-
-
-def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
-    """How to open a session as the profile's canary account, when one is configured with a password."""
-    if not profile.canary:
-        return None
-    from pcnctl.cli._common import open_driver
-    from pcnctl.config import make_profile
-    from pcnctl.ent import credentials
-
-    secret = credentials.lookup(profile, "canary_password")
-    if secret is None:
-        warn(
-            f"canary {profile.canary} configured but PCNCTL_CANARY_PASSWORD is not set: "
-            "real-send check skipped"
-        )
-        return None
-    canary = make_profile(
-        f"{profile.name}.canary", url=profile.url, login=profile.canary, ca_file=profile.ca_file
-    )
-    credentials.provide(canary, "password", secret.value)
-    return lambda: open_driver(canary, use_cache=False)
-
-
-def show_verification(result: Verification, output: str | None, quiet: bool) -> None:
-    from pcnctl.output import render
-
-    rows = [c.to_row() for c in result.checks]
-    if output is None:
-        if not quiet:
-            render(rows, "table", VERIFY_COLUMNS, stream=sys.stderr)
-    else:
-        emit(rows, output, VERIFY_COLUMNS)
-    note(f"Verification: {len(result.checks)} check(s), block {result.verdict}", quiet and result.effective)
-
-
-def _confirm(count: int, schools: int, what: str, yes: bool) -> None:
-    from pcnctl.cli._common import confirm_action
-
-    if schools > 1:
-        confirm_action(f"This will {what} in {schools} schools ({count} accounts).", yes=yes, count=count)
-    else:
-        confirm_action(f"{what.capitalize()} ({count} accounts)?", yes=yes)
 
 
 @app.command("block", epilog=examples("messaging block"))
@@ -117,14 +71,13 @@ def block(
     incident: IncidentOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128)] = 16,
+    concurrency: ConcurrencyOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
-    from pcnctl.ops import messaging
-    from pcnctl.ops.context import RunContext
-    from pcnctl.output import render
+    from pcnctl.cli._common import command_door
+    from pcnctl.ops import messaging, runner
     from pcnctl.timespec import parse_when
 
     when = parse_when(until) if until else None
@@ -138,41 +91,37 @@ def block(
         method=method,
         until=when,
         reason=reason,
-        max_concurrency=concurrency,
+        max_concurrency=concurrency or 16,
         state=state,
+        incident=incident,
+        revoke_sessions=revoke_sessions,
+        verify=not no_verify,
     )
+    op = messaging.BLOCK
     _show_plan(p, quiet)
-    columns = ("school", "name", "profile", "users", "method", "change")
     if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr
-        emit(p.rows(), output, columns)
+        emit(op.rows(p), output, op.columns)
         note("Dry run: nothing was changed.", quiet)
         return
     if not quiet:
-        render(p.rows(), "table", columns, stream=sys.stderr)
-    # A named incident joins the blocks other incidents hold (so that lifting theirs keeps it in force).
-    if not p.to_change and not (incident and p.joins(incident)):
+        from pcnctl.output import render
+
+        render(op.rows(p), "table", op.columns, stream=sys.stderr)
+    door = command_door(state, incident, driver, yes=yes, quiet=quiet, max_concurrency=concurrency)
+    verdict = runner.run(op, p, door)
+    if verdict.status == "nothing":
         note("Nothing to do: messaging is already blocked there.", quiet)
         return
-    _confirm(p.users, len(p.to_change), f"block {p.profile} messaging ({p.method})", yes)
-    inc = record_in(incident, driver.whoami().label, quiet)
-    with RunContext.create(driver, inc, state, max_concurrency=concurrency, show_progress=not quiet) as ctx:
-        run, rows = messaging.execute_block(ctx, p)
-        if p.method == "roles" and revoke_sessions:
-            note(f"Sessions of {messaging.revoke_sessions(ctx, p)} {p.profile} account(s) revoked", quiet)
-        result = (
-            None
-            if no_verify
-            else messaging.verify_run(
-                ctx, run, canary=canary_driver(driver.profile), canary_to=driver.profile.canary_to
-            )
-        )
-    emit(rows, output, BLOCK_COLUMNS)
+    if verdict.checks and not quiet:
+        from pcnctl.output import render
+
+        render(verdict.checks, "table", VERIFY_COLUMNS, stream=sys.stderr)
     note(
-        f"Snapshot of the prior state sealed in {state.path} (run {run}); lift with "
-        f"'pcnctl messaging unblock --incident {inc.id}'",
+        f"Snapshot of the prior state sealed in {state.path} (run {verdict.run}); lift with "
+        f"'pcnctl messaging unblock --incident {verdict.incident}'",
         quiet,
     )
-    _outcome(p, rows, result, inc.id, revoke_sessions, quiet)
+    tell(verdict, output, quiet)
 
 
 def _show_plan(p: BlockPlan, quiet: bool) -> None:
@@ -188,53 +137,38 @@ def _show_plan(p: BlockPlan, quiet: bool) -> None:
     )
 
 
-def _outcome(
-    p: BlockPlan, rows: list[Row], result: Verification | None, incident: str, revoked: bool, quiet: bool
-) -> None:
-    """What the block leaves open (the roles lever's gap), its verification, and a partial failure's exit."""
-    from pcnctl.errors import PartialFailureError
+def _confirm_lift(blocks: list[Block], yes: bool) -> None:
+    """The same question a lift's operation asks, before its runs (one per incident) start."""
+    from pcnctl.cli._common import confirm_action
+    from pcnctl.ops.messaging_lift import LIFT, plan_lift
 
-    if p.method == "roles":
-        warn(
-            "the roles lever does not stop a scripted POST /conversation/send, and live sessions keep their "
-            "rights until they end"
-            + (
-                ""
-                if revoked
-                else "; add --revoke-sessions, or run "
-                "'pcnctl sessions revoke --school UAI --profile " + p.profile + "'"
-            )
-        )
-    if result is not None:
-        show_verification(result, None, quiet)
-        if not result.effective:
-            raise PartialFailureError(
-                "the block was applied but verification found it is not effective",
-                hint="see the checks above; consider --method login",
-            )
-    failed = [r for r in rows if r["result"] == "failed"]
-    if failed:
-        raise PartialFailureError(
-            f"{len(failed)} school(s) failed", hint=f"resume: pcnctl incident resume {incident}"
-        )
+    asked = LIFT.confirmation(plan_lift(blocks))
+    confirm_action(asked.question, yes=yes, count=asked.count)
 
 
 def _unblock(blocks: list[Block], profile: str | None, output: str, quiet: bool) -> None:
-    from pcnctl.errors import PartialFailureError
-    from pcnctl.ops import messaging
+    """Lift the blocks, each incident's in a run of its own (the lift is recorded where the block is)."""
+    from pcnctl.cli._common import context_options
+    from pcnctl.ops import runner
     from pcnctl.ops.context import RunContext
+    from pcnctl.ops.messaging_lift import LIFT, plan_lift
     from pcnctl.state.incidents import Incident
 
     driver = get_driver(profile)
-    rows: list[Row] = []
     state = get_state()
+    verdicts = []
     for incident_id in sorted({b.incident for b in blocks}):
-        with RunContext.create(driver, Incident.load(state, incident_id), state) as ctx:
-            rows += messaging.execute_unblock(ctx, [b for b in blocks if b.incident == incident_id])
-    emit(rows, output, ("school", "method", "result", "detail"))
-    failed = [r for r in rows if r["result"] == "failed"]
-    if failed:
-        raise PartialFailureError(f"{len(failed)} block(s) could not be lifted", hint="run the command again")
+        mine = plan_lift([b for b in blocks if b.incident == incident_id])
+        inc = Incident.load(state, incident_id)
+        with RunContext.create(driver, inc, state, **context_options(driver, quiet)) as ctx:
+            verdicts.append(runner.run(LIFT, mine, runner.InContext(ctx)))
+    emit([r for v in verdicts for r in v.rows], output, ("school", "method", "result", "detail"))
+    for v in verdicts:
+        for line in v.notes:
+            note(line, quiet)
+    worst = runner.worst(verdicts)
+    if worst is not None:
+        raise runner.failed(worst)
 
 
 @app.command("unblock", epilog=examples("messaging unblock"))
@@ -250,13 +184,11 @@ def unblock(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore exactly what the blocks saved; changes made by hand meanwhile are reported and kept."""
-    from pcnctl.ops import messaging
+    from pcnctl.ops.messaging_lift import select_blocks
     from pcnctl.state import blocks as registry
 
     state, ent = get_state(), ent_of(profile)
-    blocks = messaging.select_blocks(
-        state, ent, incident=incident, school_refs=school or [], all_schools=all_schools
-    )
+    blocks = select_blocks(state, ent, incident=incident, school_refs=school or [], all_schools=all_schools)
     if not blocks:
         note("No messaging block in force matches.", quiet)
         return
@@ -267,7 +199,7 @@ def unblock(
         emit(rows, output, STATUS_COLUMNS)
         note("Dry run: nothing was changed.", quiet)
         return
-    _confirm(len(blocks), len({b.uai for b in blocks}), "lift the messaging blocks", yes)
+    _confirm_lift(blocks, yes)
     _unblock(blocks, profile, output, quiet)
 
 
@@ -325,8 +257,9 @@ def verify_(
     quiet: QuietOpt = False,
 ) -> None:
     """Prove the blocks in force work: sampled pairs via /communication/verify, and a canary's real send."""
+    from pcnctl.cli._common import canary_driver
     from pcnctl.errors import PartialFailureError
-    from pcnctl.ops import messaging
+    from pcnctl.ops.messaging_verify import verify
     from pcnctl.state import blocks as registry
 
     state = get_state()
@@ -342,7 +275,7 @@ def verify_(
         note("No messaging block in force matches.", quiet)
         return
     driver = get_driver(profile)
-    result = messaging.verify(
+    result = verify(
         driver,
         state,
         blocks,
@@ -350,6 +283,7 @@ def verify_(
         canary=canary_driver(driver.profile),
         canary_to=driver.profile.canary_to,
     )
-    show_verification(result, output, quiet)
+    emit([c.to_row() for c in result.checks], output, VERIFY_COLUMNS)
+    note(f"Verification: {len(result.checks)} check(s), block {result.verdict}", quiet and result.effective)
     if not result.effective:
         raise PartialFailureError("some checks show the block is not effective")

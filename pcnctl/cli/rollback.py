@@ -30,38 +30,54 @@ def rollback(
     output: OutputOpt = "table",
 ) -> None:
     """Undo an incident's messaging blocks, account blocks and profile blocks, newest first."""
+    from pcnctl.cli._common import context_options
     from pcnctl.errors import RefusedError
     from pcnctl.ops import rollback as core
+    from pcnctl.ops import runner
     from pcnctl.ops.context import RunContext
+    from pcnctl.ops.operation import Records
     from pcnctl.state.incidents import Incident
+    from pcnctl.state.journal import read
 
     state = get_state()
     inc = Incident.load(state, incident_id)
     name = profile or (inc.profiles[0] if inc.profiles else None)
     ent = ent_of(name)
-    undos = core.plan(state, inc, ent)
-    rows = [{"run": u.run, "kind": u.kind, "undo": u.description} for u in undos]
-    if not undos:
+    steps = core.plan(Records(state, state.audit_log(), inc.id, ent), read(state, inc.id, ent=ent))
+    rows = [{"run": s.run, "kind": _kind(s), "undo": s.description} for s in steps]
+    if not steps:
         note(f"Incident {inc.id}: nothing to undo on {ent}")
         return
     if dry_run:
         emit(rows, output, ("run", "kind", "undo"))
         note("Dry run: nothing was changed.")
         return
+    if any(s.reversible for s in steps) and not yes and not sys.stdin.isatty():
+        raise RefusedError(
+            "not confirmed: rollback needs --yes when no one is at a terminal",
+            hint="check it with --dry-run first",
+        )
     driver = get_driver(name)
-    results = []
-    with RunContext.create(driver, inc, state) as ctx:
-        for undo in undos:
+    results, verdicts = [], []
+    with RunContext.create(driver, inc, state, **context_options(driver, False)) as ctx:
+        for step in steps:
             answer = "kept"
-            if undo.kind != "irreversible":
-                if not yes and not sys.stdin.isatty():
-                    raise RefusedError(
-                        "not confirmed: rollback needs --yes when no one is at a terminal",
-                        hint="check it with --dry-run first",
-                    )
-                if yes or typer.confirm(f"Undo: {undo.description}?", err=True):
-                    answer = core.execute(ctx, undo)
+            if step.reversible:
+                if yes or typer.confirm(f"Undo: {step.description}?", err=True):
+                    verdict = core.execute(ctx, step)
+                    verdicts.append(verdict)
+                    answer = verdict.summary
                 else:
                     answer = "skipped"
-            results.append({"run": undo.run, "kind": undo.kind, "undo": undo.description, "result": answer})
+            results.append({"run": step.run, "kind": _kind(step), "undo": step.description, "result": answer})
     emit(results, output, ("run", "kind", "undo", "result"))
+    worst = runner.worst(verdicts)
+    if worst is not None:
+        raise runner.failed(worst)
+
+
+def _kind(step: object) -> str:
+    from pcnctl.ops.rollback import UndoStep
+
+    assert isinstance(step, UndoStep)
+    return step.kind if step.reversible else "irreversible"

@@ -34,11 +34,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pcnctl.errors import ConfigError, TransportError, UsageError
 from pcnctl.records import JsonObject
+
+if TYPE_CHECKING:
+    from pcnctl.config import Profile
 
 STATES = ("DRAFT", "SENT", "RECALL", "SCHEDULE")
 DELIVERED = ("SENT", "RECALL")
@@ -571,3 +574,15 @@ class Mailstore:
             [message_id],
         )
         return [{"id": r[0], "name": r[1], "filename": r[2], "contentType": r[3], "size": r[4]} for r in rows]
+
+
+def open_mailstore(profile: Profile, dsn: str | None = None) -> Mailstore:
+    """The one way pcnctl opens a mailstore: the DSN given (a command's --mailstore), else the profile's."""
+    target = dsn or profile.mailstore
+    if not target:
+        raise ConfigError(
+            f"profile {profile.name!r} has no mailstore: Edifice has no cross-mailbox search route",
+            hint="give read-only SQL access to the conversation tables: pcnctl profile add ... "
+            "--mailstore DSN (or --mailstore here)",
+        )
+    return Mailstore(target)

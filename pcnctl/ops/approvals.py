@@ -43,15 +43,18 @@ SAMPLE = 20
 UNBOUND = frozenset({"until", "reason"})
 
 
-def reason_for(op: str, count: int) -> str | None:
-    """Why a run of ``op`` over ``count`` items needs a second administrator, or None."""
-    if op == "messages.purge":
-        return "a purge cannot be undone"
-    if (op.startswith("messaging.") or op.endswith("-profile")) and count > 1:
-        return f"it changes {'messaging' if op.startswith('messaging.') else 'logins'} in {count} schools"
-    if op.startswith(("accounts.", "sessions.")) and count > ACCOUNTS_ALONE:
-        return f"its plan holds {count} accounts (more than {ACCOUNTS_ALONE})"
-    return None
+# Why a run needs a second administrator: each operation says it (Operation.approval) with these rules.
+IRREVERSIBLE = "a purge cannot be undone"
+
+
+def for_schools(what: str, count: int) -> str | None:
+    """A change to ``what`` (messaging, logins) in more than one school."""
+    return f"it changes {what} in {count} schools" if count > 1 else None
+
+
+def for_accounts(count: int) -> str | None:
+    """An account run over more than ACCOUNTS_ALONE accounts."""
+    return f"its plan holds {count} accounts (more than {ACCOUNTS_ALONE})" if count > ACCOUNTS_ALONE else None
 
 
 def digest(ent: str, incident: str, op: str, bound: Mapping[str, object], keys: Sequence[str]) -> str:
@@ -181,13 +184,10 @@ def _schools(item: Mapping[str, object]) -> list[object]:
     return [item["uai"]] if item.get("uai") else []
 
 
-def check(plan: Plan, approvers: str, folder: Path) -> str | None:
+def check(plan: Plan, why: str, approvers: str, folder: Path) -> str | None:
     """The approver of this plan, None when it needs none; refuses (before anything is changed) when it
     needs one and no valid signature is there, after writing the request to sign. A signature is used
     once: the run it let through is recorded, and the same command run again asks again."""
-    why = reason_for(plan.op, len(plan.items))
-    if why is None:
-        return None
     if not plan.operator:
         raise RefusedError(
             "a four-eyes profile needs the operator's ENT login to tell the approver from the operator",

@@ -1,7 +1,8 @@
-"""One mutating run inside an incident: journal records, audit entries, and who acted.
+"""Where runs happen: an incident on one ENT, as one identity, with its journal, audit log and lock.
 
-Every mutating operation of pcnctl goes through a :class:`RunContext`, so that whatever the command or
-playbook, the journal can resume it and the audit log names the identity and the authentication mode.
+Every run of an operation (:mod:`pcnctl.ops.runner`) writes through a :class:`RunContext`, so that whatever
+the door (command, playbook step, resume, rollback), the journal can resume it and the audit log names the
+identity and the authentication mode.
 """
 
 from __future__ import annotations
@@ -9,17 +10,32 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import InterruptedRunError, RefusedError
 from pcnctl.models import Identity
+from pcnctl.records import JsonObject
 from pcnctl.state.auditlog import AuditDetails, AuditLog
 from pcnctl.state.incidents import Incident
-from pcnctl.state.journal import ItemRecord, Journal, PlanItem, RunMeta, RunParams, RunRecord, RunState
+from pcnctl.state.journal import (
+    EndRecord,
+    ItemRecord,
+    Journal,
+    PlanItem,
+    RunMeta,
+    RunParams,
+    RunRecord,
+    RunState,
+)
 from pcnctl.state.store import StateStore, ent_key
+
+if TYPE_CHECKING:
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.ops.operation import Records
 
 
 def plan_digest(op: str, params: RunParams, items: list[PlanItem]) -> str:
@@ -36,12 +52,16 @@ class RunContext:
     journal: Journal
     audit: AuditLog
     identity: Identity
-    max_concurrency: int = 32
+    max_concurrency: int | None = None  # the operator's --concurrency; None: each operation's own pace
     rate_limit: float | None = None
     show_progress: bool = True
     batch_size: int = 50  # accounts per PUT /auth/users/block call (ADMC only); 0 = one call per account
     step: str = ""  # "<playbook run>/<step id>" while a playbook step runs: its runs are found by it
+    canary: Callable[[], EntDriver] | None = None  # a session as the profile's canary, for verification
+    canary_to: str | None = None
+    mailstore_dsn: str | None = None  # the command's --mailstore; else the profile's
     _held: ExitStack = field(default_factory=ExitStack, repr=False)
+    _store: Mailstore | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, driver: EntDriver, incident: Incident, state: StateStore, **options: Any) -> RunContext:
@@ -69,7 +89,24 @@ class RunContext:
         return self.journal.ent
 
     def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         self._held.close()
+
+    def mailstore(self) -> Mailstore:
+        """The mailstore of the profile (or the command's), opened once for the context's runs."""
+        if self._store is None:
+            from pcnctl.forensics.mailstore import open_mailstore
+
+            self._store = open_mailstore(self.driver.profile, self.mailstore_dsn)
+        return self._store
+
+    def records(self) -> Records:
+        """The incident's records on this ENT, as an undo is planned from them."""
+        from pcnctl.ops.operation import Records
+
+        return Records(self.state, self.audit, self.incident.id, self.ent)
 
     def __enter__(self) -> RunContext:
         return self
@@ -108,16 +145,27 @@ class RunContext:
             "step": self.step,
         }
 
-    def start(self, op: str, params: RunParams, items: list[PlanItem], run: str | None = None) -> str:
+    def start(
+        self,
+        op: str,
+        params: RunParams,
+        items: list[PlanItem],
+        run: str | None = None,
+        *,
+        approval: str | None = None,
+        parent: str = "",
+    ) -> str:
+        """Seal the plan and record the run; ``approval``: why the plan needs a second administrator on a
+        four-eyes profile (the operation says); ``parent``: the run whose follow-up this one is."""
         run = run or f"{op}-{secrets.token_hex(4)}"
-        approver = self.approval(op, params, items)  # refuses here, before anything is recorded or changed
+        approver = self.approval(op, params, items, approval)  # refuses here, before anything changes
         record: RunRecord = {
             "t": "run",
             "run": run,
             "op": op,
             "params": params,
             "items": items,
-            "meta": self.meta(),
+            "meta": {**self.meta(), "parent": parent} if parent else self.meta(),
         }
         # The seal first: a kill between the two leaves a sealed plan with no run, which resumes nothing.
         details: AuditDetails = {"plan": plan_digest(op, params, items)}
@@ -127,16 +175,16 @@ class RunContext:
         self.journal.append(record)
         return run
 
-    def approval(self, op: str, params: RunParams, items: list[PlanItem]) -> str | None:
+    def approval(self, op: str, params: RunParams, items: list[PlanItem], why: str | None) -> str | None:
         """The second administrator who approved this plan, on a four-eyes profile (see approvals.py)."""
         approvers = self.driver.profile.approvers
-        if not approvers:
+        if not approvers or why is None:
             return None
         from pcnctl.ops import approvals
 
         me = self.identity.login or self.driver.profile.login or ""  # a client id is not an administrator
         plan = approvals.Plan(self.ent, self.incident.id, op, params, items, me, self.identity.label)
-        return approvals.check(plan, approvers, self.incident.path / "approvals")
+        return approvals.check(plan, why, approvers, self.incident.path / "approvals")
 
     def sending(self, run: str, key: str) -> None:
         """Written before an item's call: if the answer is lost, resume knows to re-read it."""
@@ -176,5 +224,8 @@ class RunContext:
             hint=f"resume it: pcnctl incident resume {self.incident.id}",
         )
 
-    def end(self, run: str, status: str, counts: dict[str, int]) -> None:
-        self.journal.append({"t": "end", "run": run, "status": status, "counts": counts})
+    def end(self, run: str, status: str, counts: dict[str, int], verdict: JsonObject | None = None) -> None:
+        record: EndRecord = {"t": "end", "run": run, "status": status, "counts": counts}
+        if verdict is not None:
+            record["verdict"] = verdict
+        self.journal.append(record)

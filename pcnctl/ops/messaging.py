@@ -1,5 +1,5 @@
-"""Blocking messaging: every Edifice lever, with a snapshot before, verification after, expiry and an exact
-rollback that never overwrites what an administrator changed by hand.
+"""Blocking messaging: every Edifice lever, with a snapshot before, verification after and expiry, run as
+one operation (:mod:`pcnctl.ops.runner`) from every door.
 
 Edifice has no messaging switch (edifice-api.md §2). The levers, weakest to strongest:
 
@@ -7,41 +7,46 @@ Edifice has no messaging switch (edifice-api.md §2). The levers, weakest to str
   but ``POST /conversation/send`` needs no role, so a scripted send still works, and live sessions keep
   the rights they cached at login until they end. Pair it with a session revoke, or use another lever.
 * ``communication`` (default): cut every group that lets the profile write, structure and class groups
-  alike (:mod:`pcnctl.ops.messaging_cut`). The send route checks visibility live, so this stops every send
-  at once, scripted ones included; the members can still receive.
+  alike (:mod:`pcnctl.ops.messaging_cut`). The send route checks visibility live, so new messages to
+  anyone the members could reach are refused at once, scripted ones included; the members can still
+  receive. Replies are another path: see :mod:`pcnctl.ops.messaging_verify`.
 * ``login``: block the logins of the whole profile in the school. Sessions drop at once and the whole ENT
   stops for those accounts, not only messaging.
 
 Every block is recorded in the state store with the ENT it is on, its lever, school, incident, author,
 times and optional expiry, and the exact prior state is saved (and sealed) before anything changes. A
 school already blocked by another incident is not blocked twice: the new incident joins the block, and
-the lever is lifted only when the last incident holding it lets go.
+the lever is lifted only when the last incident holding it lets go (:mod:`pcnctl.ops.messaging_lift`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from pcnctl.ent import directory
 from pcnctl.ent.fanout import Fanout, Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import PcnError, UsageError
 from pcnctl.models import Group, GroupJson, School
+from pcnctl.ops import approvals
 from pcnctl.ops.context import RunContext
-from pcnctl.ops.messaging_cut import (
-    CutPlan,
-    Prior,
-    apply_cut,
-    check_cut,
-    plan_cut,
-    restore_cut,
-    restore_roles,
-    roles_prior,
+from pcnctl.ops.messaging_cut import CutPlan, Prior, apply_cut, plan_cut, roles_prior
+from pcnctl.ops.operation import (
+    Cap,
+    Confirmation,
+    Labels,
+    Pace,
+    Records,
+    Reversal,
+    Run,
+    Undo,
+    Unit,
+    Verdict,
+    confirm_for,
 )
-from pcnctl.progress import progress_bar
 from pcnctl.records import Row
 from pcnctl.state import snapshots
 from pcnctl.state.auditlog import AuditLog
@@ -82,9 +87,10 @@ class BlockSnapshot(TypedDict):
     profile: str
     method: str
     schools: dict[str, SchoolSnapshot]
+    joins: NotRequired[dict[str, str]]  # schools another incident blocked: the block joined, by its id
 
 
-def _snapshot(state: StateStore, audit: AuditLog, run: str) -> BlockSnapshot:
+def load_snapshot(state: StateStore, audit: AuditLog, run: str) -> BlockSnapshot:
     snapshot: BlockSnapshot = snapshots.load(state, audit, run)  # the one this block saved (sealed)
     return snapshot
 
@@ -123,6 +129,9 @@ class BlockPlan:
     schools: list[SchoolPlan]
     until: datetime | None = None
     reason: str = ""
+    incident: str | None = None  # the incident the run records in, when named (it may join blocks)
+    revoke_sessions: bool = False  # the follow-up that ends live sessions (the roles lever leaves them)
+    verify: bool = True  # the follow-up that proves the cut
 
     @property
     def to_change(self) -> list[SchoolPlan]:
@@ -181,6 +190,9 @@ def plan_block(
     reason: str = "",
     max_concurrency: int = 16,
     state: StateStore,
+    incident: str | None = None,
+    revoke_sessions: bool = False,
+    verify: bool = True,
 ) -> BlockPlan:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", hint=f"choose from {', '.join(METHODS)}")
@@ -210,10 +222,10 @@ def plan_block(
     if failed:
         raise PcnError(f"could not read the state of {len(failed)} school(s): {failed[0].detail}")
     ordered = [plans[s.id] for s in sorted(schools, key=lambda s: s.uai)]
-    return BlockPlan(wanted, method, ordered, until, reason)
+    return BlockPlan(wanted, method, ordered, until, reason, incident, revoke_sessions, verify)
 
 
-# -- block ------------------------------------------------------------------------------------------------
+# -- block ---------------------------------------------------------------------------------------------
 
 
 def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> str:
@@ -229,65 +241,18 @@ def _apply(driver: EntDriver, sp: SchoolPlan, method: str, profile: str) -> str:
     return ""
 
 
-def execute_block(ctx: RunContext, p: BlockPlan, *, run: str | None = None) -> tuple[str, list[Row]]:
-    """Snapshot every school first, then block school by school (journalled, resumable), then register.
-    Schools another incident already blocks are joined, not blocked again."""
-    todo = p.to_change
-    items: list[PlanItem] = [{"key": s.school.id, "uai": s.school.uai, "group": s.group.id} for s in todo]
-    params: RunParams = {
-        "profile": p.profile,
-        "method": p.method,
-        "until": iso(p.until) if p.until else None,
-        "reason": p.reason,
-    }
-    if run is None:
-        run = ctx.start(OP_BLOCK, params, items)
-        _snapshot_and_join(ctx, run, p)
-    by_id = {s.school.id: s for s in todo}
-    rows: list[Row] = []
-
-    def step(sp: SchoolPlan) -> Outcome:
-        ctx.sending(run, sp.school.id)
-        return Outcome(sp.school.id, "done", _apply(ctx.driver, sp, p.method, p.profile))
-
-    def on_outcome(o: Outcome) -> None:
-        sp = by_id[o.key]
-        if o.status == "done":
-            # Registered before the journal says done: a crash in between re-runs the school on resume,
-            # and registering again replaces the entry instead of losing it.
-            _register(ctx, run, sp, p, run)
-        ctx.record(run, OP_BLOCK, o.key, o.status, o.detail, sp.school.uai)
-        rows.append(_row(sp, p.method, o.status, o.detail or sp.change(p.method)))
-
-    with progress_bar(len(todo), f"block {p.profile} messaging", enabled=ctx.show_progress) as advance:
-        fanout = Fanout(
-            step,
-            key=lambda sp: sp.school.id,
-            idempotent=True,
-            max_concurrency=ctx.max_concurrency,
-            on_outcome=on_outcome,
-            on_progress=advance,
-        )
-        try:
-            fanout.run(todo)
-        except KeyboardInterrupt:
-            raise ctx.interrupted(run, {"done": len(rows)}) from None
-    rows += [_row(sp, p.method, "already", sp.change(p.method)) for sp in p.schools if sp.already]
-    failed = sum(1 for r in rows if r["result"] == "failed")
-    ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
-    return run, sorted(rows, key=lambda r: str(r["school"]))
-
-
 def _snapshot_and_join(ctx: RunContext, run: str, p: BlockPlan) -> None:
     """Before anything is cut: the prior state of every school to cut, sealed; and the schools another
     incident already blocks joined (their lever is restored when the last incident lets go)."""
     schools: dict[str, SchoolSnapshot] = {
         s.school.id: {"uai": s.school.uai, "group": s.group.to_json(), "prior": s.prior} for s in p.to_change
     }
-    data: BlockSnapshot = {"profile": p.profile, "method": p.method, "schools": schools}
+    joining = [sp for sp in p.schools if sp.holder is not None and sp.holder.incident != ctx.incident.id]
+    joins = {sp.school.id: sp.holder.id for sp in joining if sp.holder is not None}
+    data: BlockSnapshot = {"profile": p.profile, "method": p.method, "schools": schools, "joins": joins}
     snapshots.save(ctx.state, ctx.audit, ctx.incident.id, ctx.ent, run, data)
-    for sp in p.schools:
-        if sp.holder is not None and sp.holder.incident != ctx.incident.id:
+    for sp in joining:
+        if sp.holder is not None:
             _register(ctx, run, sp, p, sp.holder.snapshot, joined=sp.holder.id)
 
 
@@ -328,303 +293,119 @@ def _register(
     )
 
 
-def resume_block(ctx: RunContext, state: RunState) -> tuple[str, list[Row]]:
-    """Finish an interrupted block: the snapshot taken before the run stays the reference, whatever the
-    ENT looks like now (half cut by this very run)."""
-    ctx.check_resumable(state)
-    snapshot = _snapshot(ctx.state, ctx.audit, state.run)
-    pending = {i["key"] for i in state.pending}
-    schools = {s.id: s for s in ctx.driver.list_schools()}
-    plans = [
-        SchoolPlan(schools[sid], Group.from_json(entry["group"]), entry["prior"])
-        for sid, entry in snapshot["schools"].items()
-        if sid in pending and sid in schools
-    ]
-    until_text = state.params.get("until")
-    until = datetime.fromisoformat(until_text.replace("Z", "+00:00")) if until_text else None
-    p = BlockPlan(snapshot["profile"], snapshot["method"], plans, until, state.params.get("reason", ""))
-    return execute_block(ctx, p, run=state.run)
+# -- the operation ------------------------------------------------------------------------------------------
 
 
-# -- unblock ------------------------------------------------------------------------------------------------
+class BlockMessagingOp:
+    """``messaging block``: per school, the lever applied and registered; then the session revoke asked
+    for and the verification, inside the run, so a resumed run does them too."""
 
-
-def select_blocks(
-    state: StateStore, ent: str, *, incident: str | None, school_refs: Sequence[str], all_schools: bool
-) -> list[Block]:
-    """The blocks in force on this ENT that a lift names; a named incident must exist."""
-    if sum(bool(x) for x in (incident, school_refs, all_schools)) != 1:
-        raise UsageError("give exactly one of --incident ID, --school UAI (repeatable) or --all-schools")
-    current = active_blocks(state, ent)
-    if incident:
-        from pcnctl.state.incidents import Incident
-
-        Incident.load(state, incident)  # a mistyped id is an error, not "no block matches"
-        return [b for b in current if b.incident == incident]
-    if school_refs:
-        from pcnctl.uai import normalise
-
-        uais = {normalise(r) for r in school_refs}
-        return [b for b in current if b.uai in uais]
-    return current
-
-
-def _restore(driver: EntDriver, block: Block, entry: SchoolSnapshot) -> list[str]:
-    """Put back exactly what the snapshot holds; report, and keep, what changed by hand since the block."""
-    notes: list[str] = []
-    prior, method = entry["prior"], block.method
-    if method == "communication":
-        notes += restore_cut(driver, CutPlan.from_json(prior))
-    elif method == "roles":
-        notes += restore_roles(driver, block.profile, prior)
-    else:
-        driver.block_profile(block.school_id, block.profile, False)
-        for user_id in prior["blocked"]:
-            driver.block_user(user_id, True)  # blocked before the incident: stays blocked
-        if prior["blocked"]:
-            notes.append(f"{len(prior['blocked'])} account(s) blocked before the block kept blocked")
-    return notes
-
-
-OP_UNBLOCK = "messaging.unblock"
-
-
-def execute_unblock(ctx: RunContext, lift: Sequence[Block], *, run: str | None = None) -> list[Row]:
-    """Restore each lever's snapshot, schools in parallel through the fan-out executor (each restore reads
-    before it writes, so a school is safe to redo). A lever another incident still holds stays in force:
-    only this incident's hold is lifted."""
-    op = OP_UNBLOCK
-    run = run or ctx.start(op, {}, [{"key": b.id, "uai": b.uai, "method": b.method} for b in lift])
-    rows: list[Row] = []
-    lifting = {b.id for b in lift}
-    held = {b.lever for b in active_blocks(ctx.state, ctx.ent) if b.id not in lifting}
-    levers: dict[tuple[str, str, str], list[Block]] = {}
-    for block in lift:
-        levers.setdefault(block.lever, []).append(block)
-    loaded = {run: _snapshot(ctx.state, ctx.audit, run) for run in {b.snapshot for b in lift}}
-
-    def step(group: list[Block]) -> list[Outcome]:
-        for block in group:
-            ctx.sending(run, block.id)
-        if group[0].lever in held:
-            return [Outcome(b.id, "done", "kept in force: another incident still holds it") for b in group]
-        entry = loaded[group[0].snapshot]["schools"][group[0].school_id]
-        detail = "; ".join(_restore(ctx.driver, group[0], entry))
-        return [Outcome(b.id, "done", detail) for b in group]
-
-    by_id = {b.id: b for b in lift}
-
-    def on_outcome(o: Outcome) -> None:
-        block = by_id[o.key]
-        if o.status == "done":
-            save_block(ctx.state, block.lifted(ctx.identity.label, utcnow()))
-        ctx.record(run, op, block.id, o.status, o.detail, block.uai)
-        rows.append({"school": block.uai, "method": block.method, "result": o.status, "detail": o.detail})
-
-    fanout = Fanout(
-        step,
-        key=lambda group: [b.id for b in group],
-        idempotent=True,
-        max_concurrency=ctx.max_concurrency,
-        on_outcome=on_outcome,
+    name = OP_BLOCK
+    verb = "block messaging in"
+    labels = Labels("messaging blocked", "messagerie bloquée")
+    cap = Cap(
+        None,
+        "schools",
+        "the schools are named or --all-schools is said; a block over more "
+        "than one school asks for the typed count of accounts",
     )
-    fanout.run(sorted(levers.values(), key=lambda g: g[0].uai))
-    failed = sum(1 for r in rows if r["result"] == "failed")
-    ctx.end(run, "partial" if failed else "completed", {"schools": len(rows), "failed": failed})
-    return sorted(rows, key=lambda r: str(r["school"]))
+    pace = Pace(
+        16,
+        "each school is a dozen reads and writes in a row; 16 schools in flight keep "
+        "about as many calls at the ENT as an account run",
+    )
+    undo = Undo(
+        "messaging.unblock",
+        "restores each school's sealed snapshot (hand changes kept), "
+        "schools reached before an interruption included; a joined block is only let go",
+    )
+    idempotent = True  # each school re-reads before it cuts
+    columns = ("school", "name", "profile", "users", "method", "change")
 
-
-def resume_unblock(ctx: RunContext, state: RunState) -> list[Row]:
-    """Finish an interrupted lift: the blocks of its plan still in force (a restore is safe to redo)."""
-    ctx.check_resumable(state)
-    pending = {str(i["key"]) for i in state.pending}
-    left = [b for b in active_blocks(ctx.state, ctx.ent) if b.id in pending]
-    return execute_unblock(ctx, left, run=state.run)
-
-
-# -- verification -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    school: str
-    check: str
-    expected: str
-    observed: str
-    ok: bool
-
-    def to_row(self) -> Row:
+    def params(self, p: BlockPlan) -> RunParams:
         return {
-            "school": self.school,
-            "check": self.check,
-            "expected": self.expected,
-            "observed": self.observed,
-            "ok": self.ok,
+            "profile": p.profile,
+            "method": p.method,
+            "until": iso(p.until) if p.until else None,
+            "reason": p.reason,
+            "revoke_sessions": p.revoke_sessions,
+            "verify": p.verify,
         }
 
+    def items(self, p: BlockPlan) -> list[PlanItem]:
+        return [{"key": s.school.id, "uai": s.school.uai, "group": s.group.id} for s in p.to_change]
 
-@dataclass
-class Verification:
-    checks: list[Check] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)  # what this identity could not check, and why
-    roles: bool = False  # a roles block is in the set: it never stops a scripted send
+    def todo(self, p: BlockPlan) -> int:
+        # A named incident joins the blocks other incidents hold (so that lifting theirs keeps it in force).
+        return len(p.to_change) + (len(p.joins(p.incident)) if p.incident else 0)
 
-    @property
-    def effective(self) -> bool:
-        return all(c.ok for c in self.checks)
+    def rows(self, p: BlockPlan) -> list[Row]:
+        return p.rows()
 
-    @property
-    def verdict(self) -> str:
-        """What the checks prove, no more: the roles lever and unchecked parts are said as such."""
-        if not self.effective:
-            return "NOT effective"
-        if self.roles:
-            return "not effective against scripted sends (roles lever: the app is hidden, sends still pass)"
-        if self.unchecked:
-            return "effective on what could be checked (" + "; ".join(self.unchecked) + ")"
-        return "effective"
-
-
-def prior_of(state: StateStore, block: Block) -> Prior:
-    """The prior state a registered block saved (its school's entry in the run's sealed snapshot)."""
-    return _snapshot(state, state.audit_log(), block.snapshot)["schools"][block.school_id]["prior"]
-
-
-def verify(
-    driver: EntDriver,
-    state: StateStore,
-    blocks: Sequence[Block],
-    *,
-    samples: int = 3,
-    canary: Callable[[], EntDriver] | None = None,
-    canary_to: str | None = None,
-) -> Verification:
-    """Prove the blocks work: the cut groups re-read, sampled pairs through ``/communication/verify``
-    (ADMC only: an ADML is told it was not checked), then a real send by the canary, which stays the proof."""
-    result = Verification(roles=any(b.method == "roles" for b in blocks))
-    for block in blocks:
-        if block.method == "login":
-            _verify_login(driver, block, samples, result)
-        else:
-            _verify_pairs(driver, state, block, samples, result)
-    if canary is not None:
-        # The recipient is looked up with the admin session: the canary itself may not search the directory.
-        target = driver.find_user_by_login(canary_to) if canary_to else None
-        result.checks.append(_canary(canary, target.id if target else None, blocks))
-    return result
-
-
-def _verify_login(driver: EntDriver, block: Block, samples: int, result: Verification) -> None:
-    for member in driver.list_users(block.school_id, profiles=[block.profile])[:samples]:
-        blocked = driver.get_user(member.id).blocked
-        result.checks.append(
-            Check(block.uai, f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
+    def summary(self, p: BlockPlan) -> str:
+        if not self.todo(p):
+            return "messaging is already blocked there"
+        already = len(p.schools) - len(p.to_change)
+        return f"Plan: block {p.profile} messaging in {len(p.to_change)} school(s), {p.users} account(s)" + (
+            f"; {already} already blocked" if already else ""
         )
 
+    def confirmation(self, p: BlockPlan) -> Confirmation:
+        verb = f"block {p.profile} messaging ({p.method}) of"
+        return confirm_for(verb, p.users, "accounts", max(1, len(p.to_change)))
 
-def _verify_pairs(
-    driver: EntDriver, state: StateStore, block: Block, samples: int, result: Verification
-) -> None:
-    """The pairs that matter for the lever and the profile: members to staff and to each other; staff
-    to members only for students and relatives (the rules never let staff write to guests)."""
-    uai, profile, sid = block.uai, block.profile, block.school_id
-    if block.method == "communication":
-        for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(state, block))):
-            result.checks.append(Check(uai, check, expected, observed, ok))
-    members = driver.list_users(sid, profiles=[profile])
-    staff = (
-        driver.list_users(sid, profiles=["Teacher"])[:samples]
-        + driver.list_users(sid, profiles=["Personnel"])[:1]
-    )
-    recipients = staff + members[samples : samples * 2]
-    roles = block.method == "roles"
-    reached = 0
-    for member in members[:samples]:
-        for other in recipients:
-            can = driver.can_communicate(member.id, other.id)
-            if can is None:
-                result.unchecked.append(f"{uai}: sender/recipient pairs (the verify route is ADMC-only)")
-                return
-            reached += bool(can)
-            if not roles:
-                result.checks.append(
-                    Check(uai, f"{member.login} -> {other.login}", "cannot send", _said(can), not can)
-                )
-    if roles:
-        result.checks.append(
-            Check(
-                uai, f"{profile} sends (sampled)", "can send (roles gap)", f"{reached} pair(s) can send", True
-            )
+    def approval(self, p: BlockPlan) -> str | None:
+        return approvals.for_schools("messaging", len(p.to_change))
+
+    def prepare(self, run: Run, p: BlockPlan) -> None:
+        if not run.resumed:
+            _snapshot_and_join(run.ctx, run.id, p)
+
+    def units(self, run: Run, p: BlockPlan) -> list[Unit]:
+        return [Unit([s.school.id], (p, s), {s.school.id: s.school.uai}) for s in p.to_change]
+
+    def act(self, run: Run, unit: Unit) -> list[Outcome]:
+        p, sp = unit.payload
+        run.sending([sp.school.id])
+        detail = _apply(run.ctx.driver, sp, p.method, p.profile)
+        # Registered before the journal says done: a crash in between re-runs the school on resume, and
+        # registering again replaces the entry instead of losing it.
+        _register(run.ctx, run.id, sp, p, run.id)
+        return [Outcome(sp.school.id, "done", detail)]
+
+    def after(self, run: Run, p: BlockPlan, outcomes: list[Outcome]) -> Verdict:
+        from pcnctl.ops.messaging_follow import block_verdict
+
+        return block_verdict(self, run, p, outcomes)
+
+    def replan(self, run: Run, state: RunState) -> BlockPlan:
+        """The snapshot taken before the run stays the reference, whatever the ENT looks like now (half
+        cut by this very run)."""
+        snapshot = load_snapshot(run.ctx.state, run.ctx.audit, state.run)
+        pending = {i["key"] for i in state.pending}
+        schools = {s.id: s for s in run.ctx.driver.list_schools()}
+        plans = [
+            SchoolPlan(schools[sid], Group.from_json(entry["group"]), entry["prior"])
+            for sid, entry in snapshot["schools"].items()
+            if sid in pending and sid in schools
+        ]
+        until = state.params.get("until")
+        when = datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None
+        return BlockPlan(
+            snapshot["profile"],
+            snapshot["method"],
+            plans,
+            when,
+            state.params.get("reason", ""),
+            run.ctx.incident.id,
+            bool(state.params.get("revoke_sessions")),
+            bool(state.params.get("verify", True)),
         )
-    elif profile in ("Student", "Relative") and staff and members:
-        back = driver.can_communicate(staff[0].id, members[0].id)
-        result.checks.append(
-            Check(
-                uai,
-                f"{staff[0].login} -> {members[0].login}",
-                "can send (staff unaffected)",
-                _said(back),
-                bool(back),
-            )
-        )
+
+    def reverse(self, records: Records, state: RunState) -> Reversal | None:
+        from pcnctl.ops.messaging_lift import reversal_of
+
+        return reversal_of(records, state)
 
 
-def _said(can: bool | None) -> str:
-    return "can send" if can else "cannot send"
-
-
-def verify_run(
-    ctx: RunContext,
-    run: str,
-    *,
-    canary: Callable[[], EntDriver] | None = None,
-    canary_to: str | None = None,
-) -> Verification:
-    """Verify the blocks a run registered: what the command and the playbook operation both do after
-    a block."""
-    mine = [b for b in active_blocks(ctx.state, ctx.ent) if b.run == run]
-    return verify(ctx.driver, ctx.state, mine, canary=canary, canary_to=canary_to)
-
-
-def revoke_sessions(ctx: RunContext, p: BlockPlan) -> int:
-    """End the live sessions of the profile in the blocked schools (the roles lever leaves them their
-    cached rights); returns how many accounts were revoked."""
-    from pcnctl.ops import accounts
-
-    users = [u for s in p.to_change for u in ctx.driver.list_users(s.school.id, profiles=[p.profile])]
-    if not users:
-        return 0
-    result = accounts.execute(ctx, accounts.plan("sessions.revoke", users, {"keep_blocked": False}))
-    if result.failed:
-        raise PcnError(f"{result.failed} session revoke(s) failed; failures in {result.failures_file}")
-    return len(result.results)
-
-
-def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:
-    """Log in as the canary and try a real send; with the login lever, the refused login is the proof."""
-    from pcnctl.errors import AuthError, PermissionDeniedError
-
-    login_lever = any(b.method == "login" for b in blocks)
-    try:
-        canary = open_canary()
-    except AuthError as exc:
-        observed = f"login refused ({exc.message})"
-        return Check(
-            "*",
-            "canary login",
-            "refused (login lever)" if login_lever else "login works",
-            observed,
-            login_lever,
-        )
-    ident = canary.whoami()
-    roles_only = bool(blocks) and all(b.method == "roles" for b in blocks)
-    to = [recipient] if recipient else []
-    label = f"canary {ident.login} real send"
-    if not to:
-        return Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)
-    try:
-        message = canary.send_message(to, "[pcnctl] test d'envoi - à ignorer", "Vérification d'un blocage.")
-    except (PermissionDeniedError, AuthError) as exc:
-        return Check("*", label, "refused", f"refused ({type(exc).__name__})", not roles_only)
-    observed = f"SENT (message {message})"
-    return Check("*", label, "sent (roles gap)" if roles_only else "refused", observed, roles_only)
+BLOCK = BlockMessagingOp()

@@ -9,26 +9,24 @@ notifications that keep the text, and e-mail or push copies that cannot be recal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pcnctl.ent.fanout import Fanout, Outcome
-from pcnctl.errors import RefusedError
+from pcnctl.ent.fanout import Outcome
 from pcnctl.forensics import evidence
 from pcnctl.forensics.mailstore import Mailbox, Mailstore
-from pcnctl.ops.context import RunContext
-from pcnctl.progress import progress_bar
+from pcnctl.ops import approvals
+from pcnctl.ops.operation import Cap, Confirmation, Labels, Pace, Records, Reversal, Run, Undo, Unit, Verdict
 from pcnctl.records import JsonObject, Row
-from pcnctl.state.journal import RunState
+from pcnctl.state.journal import PlanItem, RunParams, RunState
 
 if TYPE_CHECKING:
     from pcnctl.forensics.search import SavedSearch
 
 OP = "messages.purge"
-DEFAULT_CAP = 500
 BATCH = 100
+SUMMARY_COLUMNS = ("what", "count", "note")
 
 
 @dataclass
@@ -38,6 +36,8 @@ class PurgePlan:
     copies: dict[str, list[Mailbox]]
     schools: dict[str, list[str]]  # message id -> recipient schools (from the search)
     query: JsonObject = field(default_factory=dict)
+    saved: SavedSearch | None = None  # the search the plan came from (the evidence keeps its schools)
+    evidence: Path | None = None  # filled by prepare
 
     @property
     def copy_count(self) -> int:
@@ -66,149 +66,154 @@ def plan(store: Mailstore, saved: SavedSearch) -> PurgePlan:
         copies,
         schools,
         saved.get("query", {}),
+        saved,
     )
 
 
-def check_cap(p: PurgePlan, cap: int | None) -> None:
-    limit = DEFAULT_CAP if cap is None else cap
-    if len(p.ids) > limit:
-        raise RefusedError(
-            f"the plan would purge {len(p.ids)} messages, above the cap of {limit}",
-            hint=f"check it with --dry-run, then raise the cap with --max {len(p.ids)}; nothing was changed",
+class PurgeOp:
+    """``messages purge``: evidence, then the purge in journalled batches, then what is left."""
+
+    name = OP
+    verb = "purge"
+    labels = Labels("messages purged", "messages supprimés")
+    cap = Cap(500, "messages", "a purge cannot be undone: a wider one is raised on purpose (--max)")
+    pace = Pace(2, "each call is one SQL delete over every mailbox on the ENT's database", 1)
+    undo = Undo(None, "purged messages are gone from every mailbox (the evidence keeps them)", kept=True)
+    idempotent = True  # purging ids already purged changes nothing: a lost answer may be retried
+    columns = ("school", "messages")
+
+    def params(self, p: PurgePlan) -> RunParams:
+        return {"query": p.query}
+
+    def items(self, p: PurgePlan) -> list[PlanItem]:
+        return [{"key": i} for i in p.ids]
+
+    def todo(self, p: PurgePlan) -> int:
+        return len(p.ids)
+
+    def rows(self, p: PurgePlan) -> list[Row]:
+        return p.rows()
+
+    def summary(self, p: PurgePlan) -> str:
+        if not p.ids:
+            return "every message is already gone"
+        return (
+            f"Plan: purge {len(p.ids)} message(s), {p.copy_count} mailbox copies, in {len(p.school_set)} "
+            f"school(s); {len(p.gone)} already gone. Evidence is taken first."
         )
 
+    def confirmation(self, p: PurgePlan) -> Confirmation:
+        return Confirmation(f"Purge {len(p.ids)} messages from every mailbox.", len(p.ids))
 
-@dataclass
-class PurgeResult:
-    run: str
-    purged: list[str]
-    failed: list[tuple[str, str]]
-    leftovers: dict[str, list[Mailbox]]
-    evidence: Path | None
-    notifications: int
+    def approval(self, p: PurgePlan) -> str | None:
+        return approvals.IRREVERSIBLE
 
-    def summary_rows(self) -> list[Row]:
-        rows: list[Row] = [
-            {"what": "messages purged", "count": len(self.purged), "note": "every mailbox copy removed"},
-            {
-                "what": "copies still in mailboxes",
-                "count": sum(len(v) for v in self.leftovers.values()),
-                "note": "checked in the mailstore after the purge",
-            },
-            {
-                "what": "timeline notifications with the text",
-                "count": self.notifications,
-                "note": "the purge does not remove them: delete by resource in the platform's timeline store",
-            },
-            {
-                "what": "e-mail and push copies",
-                "count": None,
-                "note": "cannot be recalled: tell the recipients (notifications may have been pushed)",
-            },
-        ]
-        if self.failed:
-            rows.insert(1, {"what": "messages failed", "count": len(self.failed), "note": self.failed[0][1]})
-        return rows
+    def prepare(self, run: Run, p: PurgePlan) -> None:
+        """The evidence bundle of the messages about to be purged (the plan is sealed first, so a kill
+        during the collection leaves a run to resume, which collects again, then purges)."""
+        todo = [i for i in p.ids if run.phases.get(i) != "done"]
+        if todo:
+            p.evidence = _collect(run, todo, p)
 
+    def units(self, run: Run, p: PurgePlan) -> list[Unit]:
+        todo = [i for i in p.ids if run.phases.get(i) != "done"]
+        return [Unit(todo[i : i + BATCH]) for i in range(0, len(todo), BATCH)]
 
-def execute(
-    ctx: RunContext,
-    store: Mailstore,
-    p: PurgePlan,
-    saved: SavedSearch,
-    *,
-    run: str | None = None,
-    done: Sequence[str] = (),
-) -> PurgeResult:
-    """The run's plan first, then evidence, then purge in journalled batches, then the leftover check.
-    The plan is recorded before the evidence so that a kill during the collection leaves a run to resume
-    (which collects again, then purges), not nothing."""
-    bundle: Path | None = None
-    todo = [i for i in p.ids if i not in set(done)]
-    run = run or ctx.start(OP, {"query": p.query}, [{"key": i} for i in p.ids])
-    if todo:
-        bundle = _collect(ctx, store, run, todo, saved)
-    purged: list[str] = list(done)
-    failed: list[tuple[str, str]] = []
-    try:
-        _purge(ctx, run, todo, purged, failed)
-    except KeyboardInterrupt:
-        raise ctx.interrupted(run, {"done": len(purged)}) from None
-    leftovers = {k: v for k, v in store.mailboxes(p.ids).items() if v}
-    # One timeline notification per person reached but the sender; drafts and scheduled messages have
-    # only the sender's copy, hence none.
-    notifications = sum(len([c for c in p.copies.get(i, []) if not c.own]) for i in p.ids)
-    ctx.end(
-        run,
-        "partial" if failed or leftovers else "completed",
-        {
-            "purged": len(purged),
-            "failed": len(failed),
-            "leftover_copies": sum(len(v) for v in leftovers.values()),
-        },
-    )
-    return PurgeResult(run, purged, failed, leftovers, bundle, notifications)
+    def act(self, run: Run, unit: Unit) -> list[Outcome]:
+        run.sending(unit.keys)
+        run.ctx.driver.purge_messages(unit.keys)
+        return [Outcome(i, "done") for i in unit.keys]
+
+    def after(self, run: Run, p: PurgePlan, outcomes: list[Outcome]) -> Verdict:
+        return _verdict(self, run, p, outcomes)
+
+    def replan(self, run: Run, state: RunState) -> PurgePlan:
+        """Messages still present are purged; evidence is taken for them first."""
+        ids = [i["key"] for i in state.items]
+        copies = run.ctx.mailstore().mailboxes(ids)
+        present = [i for i in ids if copies.get(i)]
+        query = state.params.get("query", {})
+        saved: SavedSearch = {"matches": [{"id": i} for i in present], "query": query}
+        return PurgePlan(present, [i for i in ids if not copies.get(i)], copies, {}, query, saved)
+
+    def reverse(self, records: Records, state: RunState) -> Reversal | None:
+        return None
 
 
-def _collect(ctx: RunContext, store: Mailstore, run: str, todo: list[str], saved: SavedSearch) -> Path:
+PURGE = PurgeOp()
+
+
+def _collect(run: Run, todo: list[str], p: PurgePlan) -> Path:
     """The evidence bundle of the messages about to be purged, with the schools the search saw."""
-    schools = {m["id"]: m.get("recipient_schools") or {} for m in saved["matches"]}
+    ctx = run.ctx
+    matches = p.saved["matches"] if p.saved else []
     bundle, count = evidence.collect(
         ctx.state,
         ctx.incident,
-        store,
+        ctx.mailstore(),
         todo,
-        query=saved.get("query", {}),
+        query=p.query,
         identity=ctx.identity,
         profile=ctx.driver.profile.name,
         url=ctx.driver.profile.url,
-        recipient_schools=schools,
-        sender_schools={m["id"]: m.get("from_schools") or [] for m in saved["matches"]},
+        recipient_schools={m["id"]: m.get("recipient_schools") or {} for m in matches},
+        sender_schools={m["id"]: m.get("from_schools") or [] for m in matches},
         progress=ctx.show_progress,
     )
-    ctx.log(run, f"{OP}:evidence", str(bundle), "collected", messages=count)
+    ctx.log(run.id, f"{OP}:evidence", str(bundle), "collected", messages=count)
     return bundle
 
 
-def _purge(
-    ctx: RunContext, run: str, todo: list[str], purged: list[str], failed: list[tuple[str, str]]
-) -> None:
-    """Purge in journalled batches, each id written ``sending`` before its call; outcomes go to the lists."""
+def _verdict(op: PurgeOp, run: Run, p: PurgePlan, outcomes: list[Outcome]) -> Verdict:
+    """What was purged, what failed, and what is left: the copies still in mailboxes (read again from the
+    mailstore), the notifications that keep the text, the copies no API reaches."""
+    from pcnctl.ops.runner import counts
 
-    def step(batch: list[str]) -> list[Outcome]:
-        for message_id in batch:
-            ctx.sending(run, message_id)
-        ctx.driver.purge_messages(batch)
-        return [Outcome(i, "done") for i in batch]
-
-    with progress_bar(len(todo), "purge", enabled=ctx.show_progress) as advance:
-
-        def counted(o: Outcome) -> None:
-            ctx.record(run, OP, o.key, o.status, o.detail)
-            if o.status == "done":
-                purged.append(o.key)
-            else:
-                failed.append((o.key, o.detail))
-            advance(1)
-
-        # Purging ids already purged changes nothing on the platform: a lost answer may be retried.
-        fanout = Fanout(
-            step,
-            key=lambda b: list(b),
-            idempotent=True,
-            max_concurrency=2,
-            initial_concurrency=1,
-            on_outcome=counted,
-        )
-        fanout.run([todo[i : i + BATCH] for i in range(0, len(todo), BATCH)])
+    purged = run.done()
+    failed = [o for o in outcomes if o.status != "done"]
+    leftovers = {k: v for k, v in run.ctx.mailstore().mailboxes(p.ids).items() if v}
+    left = sum(len(v) for v in leftovers.values())
+    # One timeline notification per person reached but the sender; drafts and scheduled messages have
+    # only the sender's copy, hence none.
+    notifications = sum(len([c for c in p.copies.get(i, []) if not c.own]) for i in p.ids)
+    rows = _summary_rows(len(purged), failed, left, notifications)
+    verdict = Verdict(op.name, run.id, "completed", "", counts(outcomes), rows, SUMMARY_COLUMNS)
+    verdict.counts.update({"purged": len(purged), "failed": len(failed), "leftover_copies": left})
+    verdict.summary = f"{len(purged)} message(s) purged"
+    if failed or leftovers:
+        verdict.status = "partial"
+        verdict.summary = f"{len(failed)} message(s) failed and {len(leftovers)} still have copies"
+        verdict.hint = f"resume with 'pcnctl incident resume {run.ctx.incident.id}' or purge again"
+    if p.evidence is not None:
+        verdict.files["evidence"] = str(p.evidence)
+    verdict.open.append(f"{notifications} timeline notification(s) keep the subject and a preview")
+    verdict.result = {
+        "purged": len(purged),
+        "leftovers": left,
+        "evidence": str(p.evidence or ""),
+    }
+    return verdict
 
 
-def resume(ctx: RunContext, store: Mailstore, state: RunState) -> PurgeResult:
-    """Finish an interrupted purge: messages still present are purged; evidence is taken for them first."""
-    ctx.check_resumable(state)
-    ids = [i["key"] for i in state.items]
-    copies = store.mailboxes(ids)
-    present = [i for i in ids if copies.get(i)]
-    p = PurgePlan(present, [i for i in ids if not copies.get(i)], copies, {}, state.params.get("query", {}))
-    saved: SavedSearch = {"matches": [{"id": i} for i in present], "query": state.params.get("query", {})}
-    return execute(ctx, store, p, saved, run=state.run)
+def _summary_rows(purged: int, failed: list[Outcome], left: int, notifications: int) -> list[Row]:
+    rows: list[Row] = [
+        {"what": "messages purged", "count": purged, "note": "every mailbox copy removed"},
+        {
+            "what": "copies still in mailboxes",
+            "count": left,
+            "note": "checked in the mailstore after the purge",
+        },
+        {
+            "what": "timeline notifications with the text",
+            "count": notifications,
+            "note": "the purge does not remove them: delete by resource in the platform's timeline store",
+        },
+        {
+            "what": "e-mail and push copies",
+            "count": None,
+            "note": "cannot be recalled: tell the recipients (notifications may have been pushed)",
+        },
+    ]
+    if failed:
+        rows.insert(1, {"what": "messages failed", "count": len(failed), "note": failed[0].detail})
+    return rows

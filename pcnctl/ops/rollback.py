@@ -1,81 +1,80 @@
 """``pcnctl rollback ID``: undo an incident's reversible changes from its own records, newest first.
 
-Reversible: messaging blocks (restored from their snapshots, hand changes kept), accounts the incident
-blocked (unblocked, only if they are still blocked and were not blocked before), profile blocks (lifted,
-accounts blocked before kept blocked). Not reversible, and listed as such: purges, password resets,
-renewal codes, sessions ended.
+What a run's undo is, each operation says (:attr:`~pcnctl.ops.operation.Operation.undo`, from the
+registry): messaging blocks are lifted from their sealed snapshots (hand changes kept), accounts the
+incident blocked are unblocked (never one blocked before, nor one another open incident wants blocked),
+profile blocks are lifted (accounts blocked before, or wanted blocked, kept blocked). A run's undo is
+planned from the journal (its items, the one in flight at a kill included) and its sealed snapshot, never
+from what a half-finished run registered. Purges, resets, codes, revokes and banners are listed as kept,
+with why. An undone run is marked ``rolled-back``: ``incident resume`` never takes it up again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pcnctl.ops import accounts, messaging
 from pcnctl.ops.context import RunContext
-from pcnctl.state import blocks as registry
-from pcnctl.state.incidents import Incident
-from pcnctl.state.journal import read
-from pcnctl.state.store import StateStore
+from pcnctl.ops.operation import Records, Reversal, Verdict
+from pcnctl.ops.registry import OPERATIONS
+from pcnctl.ops.runner import InContext, run
+from pcnctl.state.journal import RunState
 
-IRREVERSIBLE = {
-    "messages.purge": "purged messages are gone from every mailbox (the evidence keeps them)",
-    "accounts.reset-password": "passwords stay reset: hand over renewal codes",
-    "accounts.renewal-codes": "renewal codes stay valid until used",
-    "sessions.revoke": "ended sessions cannot come back",
-    "banners.post": "banners stay up until they expire or are deleted in the ENT's admin console",
-}
+KINDS = ("accounts", "profile", "messaging", "messages", "banners")
 
 
-@dataclass
-class Undo:
-    kind: str  # messaging | accounts | profile | irreversible
+def kind_of(op: str) -> str:
+    """The family an operation belongs to, as ``rollback --only``/``--skip`` name them."""
+    if op.startswith("messaging."):
+        return "messaging"
+    if op.endswith("-profile"):
+        return "profile"
+    if op.startswith(("accounts.", "sessions.")):
+        return "accounts"
+    return op.split(".")[0]
+
+
+@dataclass(frozen=True)
+class UndoStep:
+    """One run's undo: what it does (``reversal``), or why the run is kept as it is."""
+
     run: str
+    op: str
     description: str
-    targets: list[Any]
-    profile: str = ""
+    reversal: Reversal | None = None
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.op)
+
+    @property
+    def reversible(self) -> bool:
+        return self.reversal is not None
 
 
-def plan(state: StateStore, incident: Incident, ent: str) -> list[Undo]:
-    """What undoing the incident's runs on this ENT takes, newest first. Accounts whose call was in flight
-    at an interruption count as changed by the run: unblocking one that the call did not reach is a no-op
-    (the plan sees it unblocked), leaving it blocked would be the harm."""
-    undos: list[Undo] = []
-    blocks = [b for b in registry.active_blocks(state, ent) if b.incident == incident.id]
-    for run in reversed(read(state, incident.id, ent=ent)):
-        if run.op == messaging.OP_BLOCK:
-            mine = [b for b in blocks if b.run == run.run]
-            if mine:
-                what = f"lift {len(mine)} messaging block(s) ({mine[0].method}, {mine[0].profile})"
-                undos.append(Undo("messaging", run.run, what, mine))
-        elif run.op == "accounts.block":
-            was_blocked = {i["key"] for i in run.items if i.get("blocked")}
-            changed = {k for k, p in run.phases.items() if p == "done"} | run.in_flight
-            done = sorted(k for k in changed if k not in was_blocked)
-            if done:
-                undos.append(
-                    Undo("accounts", run.run, f"unblock {len(done)} account(s) this incident blocked", done)
-                )
-        elif run.op == accounts.OP_PROFILE_BLOCK:
-            profile = str(run.params.get("profile", ""))
-            schools = [i["key"] for i in run.items]
-            what = f"lift the {profile} profile block in {len(schools)} school(s)"
-            undos.append(Undo("profile", run.run, what, schools, profile))
-        elif run.op in IRREVERSIBLE and any(p == "done" for p in run.phases.values()):
-            undos.append(Undo("irreversible", run.run, f"{run.op}: {IRREVERSIBLE[run.op]}", []))
-    return undos
+def plan(records: Records, runs: list[RunState]) -> list[UndoStep]:
+    """What undoing the incident's runs on this ENT takes, newest first (read from the state store only:
+    a dry run needs no ENT)."""
+    steps: list[UndoStep] = []
+    for state in reversed(runs):
+        op = OPERATIONS.get(state.op)
+        if op is None or state.end == "rolled-back" or state.meta.get("parent"):
+            continue
+        if op.undo.inverse is not None:
+            reversal = op.reverse(records, state)
+            if reversal is not None:
+                steps.append(UndoStep(state.run, state.op, reversal.description, reversal))
+        elif op.undo.kept and any(phase == "done" for phase in state.phases.values()):
+            steps.append(UndoStep(state.run, state.op, f"{state.op}: {op.undo.why}"))
+    return steps
 
 
-def execute(ctx: RunContext, undo: Undo) -> str:
-    """Undo one run's changes through the same operations as the commands (journalled, audited)."""
-    if undo.kind == "messaging":
-        done = messaging.execute_unblock(ctx, undo.targets)
-        return f"{sum(1 for r in done if r['result'] == 'done')} lifted"
-    if undo.kind == "accounts":
-        result = accounts.execute(ctx, accounts.prepare(ctx.driver, "accounts.unblock", undo.targets))
-        return ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
-    if undo.kind == "profile":
-        p = accounts.plan_profile_block(ctx.driver, undo.targets, undo.profile, False)
-        accounts.execute_profile_block(ctx, p)
-        return f"{len(undo.targets)} school(s)"
-    return "kept"
+def execute(ctx: RunContext, step: UndoStep) -> Verdict:
+    """Undo one run through its operation's inverse, journalled and audited like any run; the run undone
+    is marked ``rolled-back`` once its undo ends well."""
+    assert step.reversal is not None
+    inverse = OPERATIONS[str(OPERATIONS[step.op].undo.inverse)]
+    # The undo of a run is as wide as the run was (it was capped and confirmed then; this one was too).
+    verdict = run(inverse, step.reversal.build(ctx), InContext(ctx), cap=step.reversal.count)
+    if verdict.ok:
+        ctx.end(step.run, "rolled-back", {}, None)
+    return verdict

@@ -20,7 +20,13 @@ from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, JsonValue
 
 if TYPE_CHECKING:
-    from pcnctl.state.journal import RunParams
+    from pcnctl.ent.platform import EntDriver
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.ops.context import RunContext
+    from pcnctl.ops.operation import Operation, Verdict
+    from pcnctl.state.incidents import Incident
+    from pcnctl.state.journal import RunParams, RunState
+    from pcnctl.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -34,14 +40,45 @@ class Param:
 class Env:
     """What a step runs with: the connection, the incident, the mailstore, and the run's mode."""
 
-    driver: Any
-    incident: Any  # Incident, or None in check mode
-    ctx: Any  # RunContext, or None in check mode
-    state: Any  # StateStore: the home's records (read in check mode too)
-    mailstore: Any  # Mailstore or None
+    driver: EntDriver
+    incident: Incident | None  # None in check mode
+    ctx: RunContext | None  # None in check mode
+    state: StateStore  # the home's records (read in check mode too)
+    mailstore: Mailstore | None
     check: bool
     workdir: Path  # where saved searches go: the incident, or a scratch directory in check mode
     notes: list[str] = field(default_factory=list)
+
+    def run(self, op: Operation[Any], plan: object, cap: int | None = None) -> Verdict | None:
+        """A mutating step: in check mode the plan (cap checked, summary noted, None); otherwise the
+        operation's one sequence, whose verdict fails the step, with its exit code, when it is not ok.
+        A step resumed after its run finished finds nothing to do: the run's own verdict is its result."""
+        from pcnctl.ops import runner
+
+        runner.check_cap(op, plan, cap)
+        if self.check or self.ctx is None:
+            self.notes.append(op.summary(plan))
+            return None
+        earlier = _earlier_run(self.ctx, op.name) if op.todo(plan) == 0 else None
+        verdict = (
+            runner.stored_verdict(earlier) if earlier else runner.run(op, plan, runner.InContext(self.ctx))
+        )
+        self.notes += verdict.notes + [f"still open: {line}" for line in verdict.open]
+        if not verdict.ok:
+            raise runner.failed(verdict)
+        return verdict
+
+
+def _earlier_run(ctx: RunContext, op: str) -> RunState | None:
+    """The finished run of ``op`` this very step started before an interruption, if any."""
+    from pcnctl.state.journal import read
+
+    mine = [
+        r
+        for r in read(ctx.state, ctx.incident.id, ent=ctx.ent)
+        if r.meta.get("step") == ctx.step and r.op == op and not r.meta.get("parent") and r.finished
+    ]
+    return mine[-1] if mine else None
 
 
 OpFn = Callable[[Env, StepParams], JsonObject]
@@ -140,18 +177,14 @@ def _accounts(env: Env, op: str, p: StepParams, params: RunParams) -> JsonObject
     if earlier:
         plan = accounts.leave_alone(plan, earlier)
         env.notes.append(
-            f"{len(earlier)} account(s) already done by an earlier run in incident {env.incident.id}: left "
-            f"alone (`pcnctl accounts {ONCE_PER_INCIDENT[op]}` does it again)"
+            f"{len(earlier)} account(s) already done by an earlier run in incident "
+            f"{env.incident.id if env.incident else ''}: left alone "
+            f"(`pcnctl accounts {ONCE_PER_INCIDENT[op]}` does it again)"
         )
-    accounts.check_cap(plan, p.integer("max") or None)  # the commands' caps
-    if env.check:
-        env.notes.append(plan.summary())
+    verdict = env.run(accounts.OPERATIONS[op], plan, p.integer("max") or None)  # the commands' caps
+    if verdict is None:
         return {"accounts": [u.id for u in plan.to_change], "count": len(plan.to_change)}
-    result = accounts.execute(env.ctx, plan)
-    if result.failed:
-        raise PcnError(f"{result.failed} account(s) failed; failures in {result.failures_file}")
-    done = [r.user.id for r in result.results if r.result == "done"]
-    return {"accounts": done, "count": len(result.results)}
+    return verdict.result
 
 
 def op_block_accounts(env: Env, p: StepParams) -> JsonObject:
@@ -181,13 +214,13 @@ def op_renewal_codes(env: Env, p: StepParams) -> JsonObject:
 
 def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.ops import messaging
-    from pcnctl.state import blocks as registry
     from pcnctl.timespec import parse_when
 
     schools = p.texts("schools")
     everywhere = bool(p.flag("all_schools"))
     if not schools and not everywhere:
         return {"schools": [], "count": 0}
+    verify = p.flag("verify")
     plan = messaging.plan_block(
         env.driver,
         p.text("profile") or "Student",
@@ -197,68 +230,61 @@ def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
         until=parse_when(until) if (until := p.text("until")) else None,
         reason=p.text("reason") or "",
         state=env.state,
+        incident=env.incident.id if env.incident is not None else None,
+        revoke_sessions=bool(p.flag("revoke_sessions")),
+        verify=True if verify is None else verify,
     )
-    if env.check:
-        env.notes.append(
-            f"would block {plan.profile} messaging ({plan.method}) in {len(plan.to_change)} "
-            f"school(s), {plan.users} account(s)"
-        )
+    verdict = env.run(messaging.BLOCK, plan)
+    if verdict is None:
         return {"schools": [s.school.uai for s in plan.to_change], "count": len(plan.to_change)}
-    _run, rows = messaging.execute_block(env.ctx, plan)
-    failed = [r for r in rows if r["result"] == "failed"]
-    if failed:
-        raise PcnError(f"{len(failed)} school(s) failed to block")
-    if plan.method == "roles":  # the same follow-up as the command's --revoke-sessions
-        env.notes.append(f"sessions of {messaging.revoke_sessions(env.ctx, plan)} account(s) revoked")
-    # Every block in force for these schools, this run's and those an interrupted run of this step made.
-    planned = {s.school.id for s in plan.schools}
-    held = [b for b in registry.active_blocks(env.state, env.ctx.ent) if b.school_id in planned]
-    result = messaging.verify(env.driver, env.state, held)
-    env.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
-    if not result.effective:
-        raise PcnError("the block was applied but verification found it is not effective")
-    return {"schools": [r["school"] for r in rows], "count": len(rows)}
+    return verdict.result
+
+
+def op_block_profile(env: Env, p: StepParams) -> JsonObject:
+    """The login lever on whole profiles of schools (``accounts block-profile``), or its lift."""
+    from pcnctl.ops import profile_block
+
+    schools = p.texts("schools")
+    if not schools:
+        return {"schools": [], "count": 0}
+    lift = bool(p.flag("unblock"))
+    plan = profile_block.plan_profile_block(env.driver, schools, p.text("profile") or "Student", not lift)
+    verdict = env.run(profile_block.OPERATIONS[profile_block.LIFT if lift else profile_block.BLOCK], plan)
+    if verdict is None:
+        return {"schools": [s.uai for s in plan.schools], "count": len(plan.schools)}
+    return verdict.result
 
 
 def op_unblock_messaging(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl.ops import messaging
+    from pcnctl.ops.messaging_lift import LIFT, plan_lift
     from pcnctl.state import blocks as registry
+    from pcnctl.state.store import ent_key
 
     incident = p.text("incident") or (env.incident.id if env.incident is not None else None)
     if incident is None:  # check mode, and no incident named: the run's own one does not exist yet
         env.notes.append("would lift the messaging blocks of the incident the run is recorded in")
         return {"schools": [], "count": 0}
-    from pcnctl.state.store import ent_key
-
     ent = ent_key(env.driver.profile.url)
     blocks = [b for b in registry.active_blocks(env.state, ent) if b.incident == incident]
-    if env.check:
-        env.notes.append(f"would lift {len(blocks)} messaging block(s) of incident {incident}")
+    plan = plan_lift(blocks)
+    verdict = env.run(LIFT, plan)
+    if verdict is None:
         return {"schools": [b.uai for b in blocks], "count": len(blocks)}
-    rows = messaging.execute_unblock(env.ctx, blocks)
-    return {"schools": [r["school"] for r in rows], "count": len(rows)}
+    return verdict.result
 
 
 def op_purge(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.forensics.search import load_saved
     from pcnctl.ops import purge
 
+    if env.mailstore is None:
+        raise PlaybookError("the purge step needs a mailstore: set --mailstore on the profile")
     saved = load_saved(Path(str(p.value("search"))))
     plan = purge.plan(env.mailstore, saved)
-    purge.check_cap(plan, p.integer("max") or purge.DEFAULT_CAP)
-    if env.check:
-        env.notes.append(
-            f"would purge {len(plan.ids)} message(s), {plan.copy_count} mailbox copies (evidence first)"
-        )
+    verdict = env.run(purge.PURGE, plan, p.integer("max") or None)
+    if verdict is None:
         return {"purged": len(plan.ids), "leftovers": 0, "evidence": ""}
-    if not plan.ids:
-        return {"purged": 0, "leftovers": 0, "evidence": ""}
-    result = purge.execute(env.ctx, env.mailstore, plan, saved)
-    return {
-        "purged": len(result.purged),
-        "leftovers": sum(len(v) for v in result.leftovers.values()),
-        "evidence": str(result.evidence or ""),
-    }
+    return verdict.result if verdict.result else {"purged": 0, "leftovers": 0, "evidence": ""}
 
 
 def op_export(env: Env, p: StepParams) -> JsonObject:
@@ -313,32 +339,30 @@ def op_recipients(env: Env, p: StepParams) -> JsonObject:
 def op_notify(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.ent import directory
     from pcnctl.ops import banners
-    from pcnctl.state.journal import read
 
     schools = [directory.resolve_school(env.driver, s) for s in p.texts("schools")]
-    if env.check:
-        env.notes.append(f"would show a banner in {len(schools)} school(s)")
-        return {"schools": [s.uai for s in schools], "count": len(schools)}
     banner = banners.Banner(
         p.text("title") or "Information",
         str(p.value("message")),
         tuple(p.texts("profiles") or ["Teacher", "Personnel"]),
     )
-    # A banner is never posted twice: schools an interrupted run of this step reached (or may have) are
-    # skipped; a lost answer was reported by the resume.
+    plan = banners.plan_banner(schools, banner, _reached_by_step(env))
+    env.run(banners.BANNER, plan)
+    return {"schools": [s.uai for s in schools], "count": len(schools)}
+
+
+def _reached_by_step(env: Env) -> frozenset[str]:
+    """Schools an interrupted run of this very step reached, or may have (a banner is never posted twice;
+    a lost answer was reported by the resume)."""
+    from pcnctl.ops import banners
+    from pcnctl.state.journal import read
+
+    if env.ctx is None or env.incident is None:
+        return frozenset()
     earlier = [
         r for r in read(env.state, env.incident.id, ent=env.ctx.ent) if r.meta.get("step") == env.ctx.step
     ]
-    touched = frozenset(k for r in earlier if r.op == banners.OP for k in r.phases)
-    posted = (
-        banners.post(env.ctx, [s for s in schools if s.id not in touched], banner)
-        if len(touched) < len(schools)
-        else []
-    )
-    failed = [b for b in posted if b.result == "failed"]
-    if failed:
-        raise PcnError(f"the banner failed in {len(failed)} school(s): {failed[0].detail}")
-    return {"schools": [s.uai for s in schools], "count": len(schools)}
+    return frozenset(k for r in earlier if r.op == banners.OP for k in r.phases)
 
 
 def op_wait(env: Env, p: StepParams) -> JsonObject:
@@ -456,11 +480,21 @@ OPS: dict[str, Op] = {
             "method": Param(STR),
             "until": Param(STR),
             "reason": Param(STR),
+            "revoke_sessions": Param(BOOL),
+            "verify": Param(BOOL),
         },
         ("schools", "count"),
         True,
         True,
         "block messaging",
+    ),
+    "block_profile": Op(
+        op_block_profile,
+        {"schools": Param(LIST, True), "profile": Param(STR), "unblock": Param(BOOL)},
+        ("schools", "count"),
+        True,
+        True,
+        "block (or unblock) a profile's logins in schools",
     ),
     "unblock_messaging": Op(
         op_unblock_messaging,

@@ -3,10 +3,9 @@
 The journal gets a ``playbook`` record (file, its SHA-256, inputs, identity) and a ``step`` record per step
 with its status and result, so ``playbook resume`` restores the results of finished steps and continues
 with the first unfinished one. The runs that step had started are finished first, each on its own plan
-and snapshot (:mod:`pcnctl.ops.resume`); then the step's operation runs again and finds that work done
-(blocked accounts are "already", blocked schools are in force, purged messages are gone, banners already
-posted are skipped). A step that needs approval and has none stops the run *before* it: nothing of that
-step happens.
+and snapshot, with its follow-ups (:func:`pcnctl.ops.runner.resume`); then the step's operation is planned
+again, finds that work done, and takes the finished run's verdict as its result. A step that needs
+approval and has none stops the run *before* it: nothing of that step happens.
 """
 
 from __future__ import annotations
@@ -19,16 +18,20 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError
+from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError, RunFailedError
 from pcnctl.playbooks.model import Playbook, Step, condition, resolve
 from pcnctl.playbooks.ops import OPS, Env
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row
 
 if TYPE_CHECKING:
+    from pcnctl.ent.platform import EntDriver
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.ops.context import RunContext
     from pcnctl.state.journal import RunMeta
+    from pcnctl.state.store import StateStore
 
 Confirm = Callable[[Step, StepParams], bool]
 
@@ -111,7 +114,13 @@ def needs_approval(step: Step) -> bool:
     return step.approval or OPS[step.op].approval
 
 
-def plan(playbook: Playbook, inputs: JsonObject, driver: Any, mailstore: Any, state: Any) -> list[StepReport]:
+def plan(
+    playbook: Playbook,
+    inputs: JsonObject,
+    driver: EntDriver,
+    mailstore: Mailstore | None,
+    state: StateStore,
+) -> list[StepReport]:
     """Check mode: read-only steps run, mutating steps plan; nothing changes on the ENT."""
     reports = []
     results: JsonObject = {}
@@ -174,8 +183,8 @@ def _sha256(path: Path) -> str:
 def run(
     playbook: Playbook,
     inputs: JsonObject,
-    ctx: Any,
-    mailstore: Any,
+    ctx: RunContext,
+    mailstore: Mailstore | None,
     *,
     approvals: set[str] | None = None,
     approve_all: bool = False,
@@ -217,8 +226,8 @@ class _Execution:
     """One playbook run in an incident: its journal records, the steps' results and their reports."""
 
     playbook: Playbook
-    ctx: Any
-    mailstore: Any
+    ctx: RunContext
+    mailstore: Mailstore | None
     run_id: str
     results: JsonObject
     on_step: Callable[[StepReport], None] | None
@@ -286,7 +295,7 @@ class _Execution:
         ctx.step = f"{self.run_id}/{step.id}"
         try:
             if self.resuming:
-                _finish_runs(ctx, self.mailstore)
+                _finish_runs(ctx)
                 self.resuming = False
             result = OPS[step.op].fn(env, params)
         except (KeyboardInterrupt, InterruptedRunError):
@@ -318,26 +327,26 @@ class _Execution:
             self.results[step.id] = _nothing(step)
             return
         ctx.journal.append({"t": "playbook-end", "run": self.run_id, "status": "failed"})
-        raise PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint) from None
+        error = PlaybookError(f"step {step.id!r} failed: {exc.message}", hint=exc.hint)
+        if isinstance(exc, RunFailedError):
+            error.exit_code = exc.exit_code  # a run's verdict exits the same from a step as from a command
+        raise error from None
 
 
-def _finish_runs(ctx: Any, mailstore: Any) -> None:
-    """Finish the runs this step started before an interruption, on their own plans and snapshots."""
-    from pcnctl.forensics.mailstore import Mailstore
-    from pcnctl.ops import resume
+def _finish_runs(ctx: RunContext) -> None:
+    """Finish the runs this step started before an interruption, each on its own plan and snapshot, with
+    its follow-ups; a run that ends badly fails the step as it would have the first time."""
+    from pcnctl.ops import runner
     from pcnctl.state.journal import read
 
-    def opened() -> Mailstore:  # a resumed purge gets its own connection, which it closes
-        if mailstore is None:
-            raise PlaybookError("resuming this step's purge needs a mailstore: set --mailstore")
-        return Mailstore(mailstore.dsn)
-
     mine = [r for r in read(ctx.state, ctx.incident.id, ent=ctx.ent) if r.meta.get("step") == ctx.step]
-    for state in resume.unfinished(mine):
-        resume.resume(ctx, state, opened)
+    verdicts = list(runner.resume_all(ctx, runner.unfinished(mine)))
+    worst = runner.worst(verdicts)
+    if worst is not None:
+        raise runner.failed(worst)
 
 
-def unfinished(state: Any, incident: str) -> PlaybookRun | None:
+def unfinished(state: StateStore, incident: str) -> PlaybookRun | None:
     """The last playbook run of an incident that did not complete: its file, inputs and finished steps."""
     from pcnctl.state.journal import records
 

@@ -85,6 +85,12 @@ def blocks(state: StateStore, ent: str | None, *, include_lifted: bool = False) 
     ]
 
 
+def block_by_id(state: StateStore, block_id: str) -> Block | None:
+    """One block, in force or lifted, by its id (``<run>:<UAI>``)."""
+    found = state.rows("SELECT body FROM blocks WHERE id = ?", block_id)
+    return Block.from_json(json.loads(found[0]["body"])) if found else None
+
+
 def active_blocks(state: StateStore, ent: str) -> list[Block]:
     return blocks(state, ent)
 

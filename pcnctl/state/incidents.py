@@ -80,8 +80,8 @@ class Incident:
         if not rows:
             raise UsageError(
                 f"no incident {incident_id!r} in {state.home}",
-                hint="list them with 'pcnctl incident list'; open one with 'pcnctl incident open ID', or "
-                "leave --incident out to open a new one",
+                hint="list them with 'pcnctl incident list'; open one with "
+                "'pcnctl incident open --id ID', or leave --incident out to open a new one",
             )
         return _from_row(state, rows[0])
 

@@ -23,6 +23,10 @@ from pcnctl.state.incidents import utcnow
 from pcnctl.state.store import StateStore
 
 FINAL = frozenset({"done", "already", "refused", "failed"})
+# How a run ended, as its end record says. A run ended so is over: nothing of it is resumed. ``partial``
+# is over only once no item is left to retry; ``interrupted`` and ``stopped`` (the ENT kept failing) are
+# resumed, including a run whose items were all done but whose follow-ups did not run.
+OVER = frozenset({"completed", "ineffective", "rolled-back"})
 
 
 class RunParams(TypedDict, total=False):
@@ -32,7 +36,9 @@ class RunParams(TypedDict, total=False):
     mode: str  # accounts.reset-password: force-change | erase
     revoke: bool  # accounts.reset-password
     profile: str  # profile blocks and messaging blocks
-    method: str  # messaging blocks: relations | roles
+    method: str  # messaging blocks: communication | roles | login
+    revoke_sessions: bool  # messaging blocks: end the profile's live sessions once cut
+    verify: bool  # messaging blocks: prove the cut once done
     until: str | None
     reason: str
     title: str  # banners
@@ -52,7 +58,10 @@ class PlanItem(TypedDict, total=False):
     blocked: bool
     uai: str  # schools (profile blocks, messaging blocks and lifts, banners)
     group: str  # messaging blocks: the profile group cut off
-    method: str  # messaging lifts
+    method: str  # messaging lifts: the lever, the run whose snapshot holds the prior state, the school
+    snapshot: str
+    school: str
+    joined: bool  # messaging lifts: a join of another incident's block (only the hold is let go)
 
 
 class RunMeta(TypedDict, total=False):
@@ -65,6 +74,7 @@ class RunMeta(TypedDict, total=False):
     profile: str
     url: str
     step: str  # "<playbook run>/<step id>" when a playbook step started the run
+    parent: str  # the run whose follow-up this run is (a messaging block's session revoke)
 
 
 class _Stamped(TypedDict, total=False):
@@ -95,6 +105,7 @@ class EndRecord(_Stamped):
     run: str
     status: str
     counts: dict[str, int]
+    verdict: NotRequired[JsonObject]  # what the run's follow-ups found (pcnctl.ops.operation.Verdict)
 
 
 class PlaybookRecord(_Stamped):
@@ -169,10 +180,11 @@ class RunState:
     started_at: str = ""  # UTC time of the run's first record
     ent: str = ""  # the ENT the run acted on
     approved_by: str = ""  # on a four-eyes profile: the second administrator who signed its plan
+    verdict: JsonObject = field(default_factory=dict)  # what the end record kept of the run's verdict
 
     @property
     def finished(self) -> bool:
-        return self.end == "completed" or (self.end == "partial" and self.pending == [])
+        return self.end in OVER or (self.end == "partial" and self.pending == [])
 
     @property
     def pending(self) -> list[PlanItem]:
@@ -223,6 +235,7 @@ def runs_of(recs: list[Record], *, ent: str | None = None) -> list[RunState]:
                 runs[run].details[rec["key"]] = rec.get("detail", "")
         elif rec["t"] == "end" and run in runs:
             runs[run].end = rec.get("status")
+            runs[run].verdict = rec.get("verdict") or runs[run].verdict
     return [r for r in runs.values() if ent is None or r.ent == ent]
 
 

@@ -24,7 +24,8 @@ from pcnctl.forensics import evidence
 from pcnctl.forensics.mailstore import Mailstore, Scan, StoredMessage
 from pcnctl.forensics.search import Directory, shingles, similarity, visible
 from pcnctl.models import fold
-from pcnctl.ops import messaging, messaging_cut
+from pcnctl.ops import messaging_cut
+from pcnctl.ops.messaging_verify import prior_of
 from pcnctl.records import JsonObject, Row
 from pcnctl.state import blocks as registry
 from pcnctl.state.incidents import list_incidents
@@ -321,7 +322,7 @@ def _lifted(env: AuditEnv, b: registry.Block) -> Row | None:
     """A messaging block in force in the records that the ENT no longer applies, re-read as the
     verification does (every group a communication block cut; the Messagerie role of a roles block)."""
     if b.method == "communication":
-        cut = messaging_cut.CutPlan.from_json(messaging.prior_of(env.store, b))
+        cut = messaging_cut.CutPlan.from_json(prior_of(env.store, b))
         reopened = [
             (name, seen) for name, _want, seen, ok in messaging_cut.check_cut(env.driver, cut) if not ok
         ]

@@ -1,0 +1,96 @@
+"""What a messaging block does once its schools are cut, inside its run: the session revoke asked for, the
+verification, and the verdict that says what is proved and what stays open.
+
+Both follow-ups work from the sealed plan and the journal (the schools done, this time or before a kill),
+never from a re-plan, so a block finished by ``incident resume`` or ``playbook resume`` revokes and
+verifies exactly as one that ran in one go.
+"""
+
+from __future__ import annotations
+
+from pcnctl.ent.fanout import Outcome
+from pcnctl.models import User
+from pcnctl.ops import accounts
+from pcnctl.ops.messaging import BlockMessagingOp, BlockPlan
+from pcnctl.ops.messaging_verify import Verification, verify
+from pcnctl.ops.operation import Run, Verdict
+from pcnctl.records import Row
+from pcnctl.state.blocks import active_blocks
+
+COLUMNS = ("school", "name", "method", "result", "detail")
+ROLES_GAP = (
+    "the roles lever does not stop a scripted POST /conversation/send, and live sessions keep their rights "
+    "until they end"
+)
+
+
+def block_verdict(op: BlockMessagingOp, run: Run, p: BlockPlan, outcomes: list[Outcome]) -> Verdict:
+    from pcnctl.ops.runner import counts, status_of
+
+    verdict = Verdict(op.name, run.id, "completed", "", counts(outcomes), _rows(run, p, outcomes), COLUMNS)
+    failed = [o for o in outcomes if o.status != "done"]
+    verdict.status = "partial" if status_of(outcomes) == "partial" else "completed"
+    done = run.done()
+    verdict.summary = f"{p.profile} messaging blocked ({p.method}) in {len(done)} school(s)" + (
+        f"; {len(failed)} school(s) failed" if failed else ""
+    )
+    if failed:
+        verdict.hint = f"resume it: pcnctl incident resume {run.ctx.incident.id}"
+    if p.revoke_sessions and done:
+        _revoke(run, p, done, verdict)
+    if p.method == "roles":
+        verdict.open.append(ROLES_GAP + ("" if p.revoke_sessions else "; add --revoke-sessions"))
+    if p.verify:
+        _verify(run, p, verdict)
+    verdict.result = {"schools": [str(r["school"]) for r in verdict.rows], "count": len(verdict.rows)}
+    return verdict
+
+
+def _rows(run: Run, p: BlockPlan, outcomes: list[Outcome]) -> list[Row]:
+    by_id = {s.school.id: s for s in p.schools}
+    rows: list[Row] = []
+    for o in outcomes:
+        sp = by_id[o.key]
+        detail = o.detail or sp.change(p.method)
+        rows.append({"school": sp.school.uai, "name": sp.school.name, "method": p.method,
+                     "result": o.status, "detail": detail})  # fmt: skip
+    for sp in p.schools:
+        if sp.already:
+            rows.append({"school": sp.school.uai, "name": sp.school.name, "method": p.method,
+                         "result": "already", "detail": sp.change(p.method)})  # fmt: skip
+    return sorted(rows, key=lambda r: str(r["school"]))
+
+
+def _revoke(run: Run, p: BlockPlan, schools: list[str], verdict: Verdict) -> None:
+    """End the live sessions of the profile in the schools cut (the roles lever leaves them their cached
+    rights): a follow-up run of its own, found again by a resume."""
+    from pcnctl.ops.runner import follow_up
+
+    def plan() -> accounts.Plan:
+        driver = run.ctx.driver
+        users: list[User] = [u for sid in schools for u in driver.list_users(sid, profiles=[p.profile])]
+        return accounts.plan("sessions.revoke", users, {"keep_blocked": False})
+
+    child = follow_up(run, accounts.OPERATIONS["sessions.revoke"], plan, "revoke")
+    revoked = child.counts.get("done", 0)
+    verdict.notes.append(f"sessions of {revoked} {p.profile} account(s) revoked (run {child.run})")
+    verdict.notes += child.notes
+    if not child.ok:
+        verdict.status = "partial"
+        verdict.hint = child.hint or verdict.hint
+        verdict.notes.append(f"session revoke: {child.summary}")
+
+
+def _verify(run: Run, p: BlockPlan, verdict: Verdict) -> Verification:
+    """Prove the blocks of this run (and those it joined) with the profile's canary when it has one: the
+    same checks whichever door ran the block."""
+    ctx = run.ctx
+    mine = [b for b in active_blocks(ctx.state, ctx.ent) if b.run == run.id]
+    result = verify(ctx.driver, ctx.state, mine, canary=ctx.canary, canary_to=ctx.canary_to)
+    verdict.checks = [c.to_row() for c in result.checks]
+    verdict.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
+    if not result.effective and verdict.status == "completed":
+        verdict.status = "ineffective"
+        verdict.summary += ": the block was applied but verification found it is not effective"
+        verdict.hint = "see the checks; consider --method login"
+    return result

@@ -1,0 +1,176 @@
+"""Proving a messaging block works: the cut groups re-read, sampled sender/recipient pairs through the
+platform's own check, and a canary's real send, which stays the proof.
+
+What this proves is said exactly (the verdict): the roles lever never stops a scripted send; an identity
+that cannot run a check is told so rather than counted as effective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pcnctl.ent.platform import EntDriver
+from pcnctl.ops.messaging import load_snapshot
+from pcnctl.ops.messaging_cut import CutPlan, Prior, check_cut
+from pcnctl.records import Row
+from pcnctl.state.blocks import Block
+from pcnctl.state.store import StateStore
+
+
+@dataclass
+class Check:
+    school: str
+    check: str
+    expected: str
+    observed: str
+    ok: bool
+
+    def to_row(self) -> Row:
+        return {
+            "school": self.school,
+            "check": self.check,
+            "expected": self.expected,
+            "observed": self.observed,
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class Verification:
+    checks: list[Check] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # what this identity could not check, and why
+    roles: bool = False  # a roles block is in the set: it never stops a scripted send
+
+    @property
+    def effective(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """What the checks prove, no more: the roles lever and unchecked parts are said as such."""
+        if not self.effective:
+            return "NOT effective"
+        if self.roles:
+            return "not effective against scripted sends (roles lever: the app is hidden, sends still pass)"
+        if self.unchecked:
+            return "effective on what could be checked (" + "; ".join(self.unchecked) + ")"
+        return "effective"
+
+
+def prior_of(state: StateStore, block: Block) -> Prior:
+    """The prior state a registered block saved (its school's entry in the run's sealed snapshot)."""
+    return load_snapshot(state, state.audit_log(), block.snapshot)["schools"][block.school_id]["prior"]
+
+
+def verify(
+    driver: EntDriver,
+    state: StateStore,
+    blocks: Sequence[Block],
+    *,
+    samples: int = 3,
+    canary: Callable[[], EntDriver] | None = None,
+    canary_to: str | None = None,
+) -> Verification:
+    """Prove the blocks work: the cut groups re-read, sampled pairs through ``/communication/verify``
+    (ADMC only: an ADML is told it was not checked), then a real send by the canary, which stays the proof."""
+    result = Verification(roles=any(b.method == "roles" for b in blocks))
+    for block in blocks:
+        if block.method == "login":
+            _verify_login(driver, block, samples, result)
+        else:
+            _verify_pairs(driver, state, block, samples, result)
+    if canary is not None:
+        # The recipient is looked up with the admin session: the canary itself may not search the directory.
+        target = driver.find_user_by_login(canary_to) if canary_to else None
+        result.checks.append(_canary(canary, target.id if target else None, blocks))
+    return result
+
+
+def _verify_login(driver: EntDriver, block: Block, samples: int, result: Verification) -> None:
+    for member in driver.list_users(block.school_id, profiles=[block.profile])[:samples]:
+        blocked = driver.get_user(member.id).blocked
+        result.checks.append(
+            Check(block.uai, f"{member.login} login", "blocked", "blocked" if blocked else "open", blocked)
+        )
+
+
+def _verify_pairs(
+    driver: EntDriver, state: StateStore, block: Block, samples: int, result: Verification
+) -> None:
+    """The pairs that matter for the lever and the profile: members to staff and to each other; staff
+    to members only for students and relatives (the rules never let staff write to guests)."""
+    uai, profile, sid = block.uai, block.profile, block.school_id
+    if block.method == "communication":
+        for check, expected, observed, ok in check_cut(driver, CutPlan.from_json(prior_of(state, block))):
+            result.checks.append(Check(uai, check, expected, observed, ok))
+    members = driver.list_users(sid, profiles=[profile])
+    staff = (
+        driver.list_users(sid, profiles=["Teacher"])[:samples]
+        + driver.list_users(sid, profiles=["Personnel"])[:1]
+    )
+    recipients = staff + members[samples : samples * 2]
+    roles = block.method == "roles"
+    reached = 0
+    for member in members[:samples]:
+        for other in recipients:
+            can = driver.can_communicate(member.id, other.id)
+            if can is None:
+                result.unchecked.append(f"{uai}: sender/recipient pairs (the verify route is ADMC-only)")
+                return
+            reached += bool(can)
+            if not roles:
+                result.checks.append(
+                    Check(uai, f"{member.login} -> {other.login}", "cannot send", _said(can), not can)
+                )
+    if roles:
+        result.checks.append(
+            Check(
+                uai, f"{profile} sends (sampled)", "can send (roles gap)", f"{reached} pair(s) can send", True
+            )
+        )
+    elif profile in ("Student", "Relative") and staff and members:
+        back = driver.can_communicate(staff[0].id, members[0].id)
+        result.checks.append(
+            Check(
+                uai,
+                f"{staff[0].login} -> {members[0].login}",
+                "can send (staff unaffected)",
+                _said(back),
+                bool(back),
+            )
+        )
+
+
+def _said(can: bool | None) -> str:
+    return "can send" if can else "cannot send"
+
+
+def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:
+    """Log in as the canary and try a real send; with the login lever, the refused login is the proof."""
+    from pcnctl.errors import AuthError, PermissionDeniedError
+
+    login_lever = any(b.method == "login" for b in blocks)
+    try:
+        canary = open_canary()
+    except AuthError as exc:
+        observed = f"login refused ({exc.message})"
+        return Check(
+            "*",
+            "canary login",
+            "refused (login lever)" if login_lever else "login works",
+            observed,
+            login_lever,
+        )
+    ident = canary.whoami()
+    roles_only = bool(blocks) and all(b.method == "roles" for b in blocks)
+    to = [recipient] if recipient else []
+    label = f"canary {ident.login} real send"
+    if not to:
+        return Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)
+    try:
+        message = canary.send_message(to, "[pcnctl] test d'envoi - à ignorer", "Vérification d'un blocage.")
+    except (PermissionDeniedError, AuthError) as exc:
+        return Check("*", label, "refused", f"refused ({type(exc).__name__})", not roles_only)
+    observed = f"SENT (message {message})"
+    return Check("*", label, "sent (roles gap)" if roles_only else "refused", observed, roles_only)
