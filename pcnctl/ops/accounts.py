@@ -42,6 +42,7 @@ from pcnctl.records import Row
 from pcnctl.state.incidents import write_private
 from pcnctl.state.journal import FINAL, PlanItem, RunParams, RunState
 
+BLOCK_ACCOUNTS, UNBLOCK_ACCOUNTS = "accounts.block", "accounts.unblock"
 THROTTLED = frozenset({429, 503, 509})  # the ENT refused without doing anything
 RESULT_COLUMNS = ("id", "login", "displayName", "profile", "schools", "result", "detail")
 PLAN_COLUMNS = ("school", "profile", "to_change", "already")

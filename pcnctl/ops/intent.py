@@ -22,6 +22,8 @@ from pcnctl.state.journal import RunState, read
 from pcnctl.state.store import StateStore
 
 WANTS = ("done", "already")
+# The account operations whose runs say what an incident wants blocked (pcnctl.ops.accounts registers them).
+BLOCK, UNBLOCK, REVOKE = "accounts.block", "accounts.unblock", "sessions.revoke"
 
 
 @dataclass
@@ -64,10 +66,10 @@ def _wanted_by(runs: Sequence[RunState]) -> set[str]:
     wanted: set[str] = set()
     for run in runs:
         keys = {k for k, phase in run.phases.items() if phase in WANTS}
-        if run.op == "accounts.block":
+        if run.op == BLOCK:
             wanted |= keys
-        elif run.op == "sessions.revoke" and run.params.get("keep_blocked"):
+        elif run.op == REVOKE and run.params.get("keep_blocked"):
             wanted |= {k for k, phase in run.phases.items() if phase == "done"}
-        elif run.op == "accounts.unblock":
+        elif run.op == UNBLOCK:
             wanted -= keys
     return wanted

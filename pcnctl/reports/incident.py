@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 from pcnctl.forensics import evidence
 from pcnctl.ops import banners
+from pcnctl.ops.accounts import BLOCK_ACCOUNTS
+from pcnctl.ops.purge import PURGE
 from pcnctl.records import Cell, Row
 from pcnctl.reports import export
 from pcnctl.state import blocks as registry
@@ -143,9 +145,9 @@ def collect(
         },
         "timeline": [e.to_json() for e in sorted(events, key=lambda e: e.at)],
         "school_names": names,
-        "accounts_blocked": len(done_keys(runs, "accounts.block")),
+        "accounts_blocked": len(done_keys(runs, BLOCK_ACCOUNTS)),
         "messages_preserved": len(matches),
-        "messages_purged": len(done_keys(runs, "messages.purge")),
+        "messages_purged": len(done_keys(runs, PURGE.name)),
         "evidence": {"bundles": len({c.bundle for c in checks}), "intact": all(c.ok for c in checks)},
         "audit_log": {"entries": entries, "head": head},
         "messaging_blocks": blocks,
@@ -239,16 +241,6 @@ LABELS: dict[str, dict[str, str]] = {
         "playbook-end": "playbook ended",
         "step": "playbook step",
         "banner": "banner shown",
-        "accounts.block": "accounts blocked",
-        "accounts.unblock": "accounts unblocked",
-        "accounts.block-profile": "profile blocked in a school",
-        "accounts.unblock-profile": "profile unblocked in a school",
-        "accounts.reset-password": "passwords reset",
-        "accounts.renewal-codes": "renewal codes generated",
-        "sessions.revoke": "sessions revoked",
-        "messaging.block": "messaging blocked",
-        "messaging.unblock": "messaging block lifted",
-        "messages.purge": "messages purged",
     },
     "fr": {
         "incident": "Incident",
@@ -287,16 +279,6 @@ LABELS: dict[str, dict[str, str]] = {
         "playbook-end": "fin du playbook",
         "step": "étape du playbook",
         "banner": "bandeau affiché",
-        "accounts.block": "comptes bloqués",
-        "accounts.unblock": "comptes débloqués",
-        "accounts.block-profile": "profil bloqué dans un établissement",
-        "accounts.unblock-profile": "profil débloqué dans un établissement",
-        "accounts.reset-password": "mots de passe réinitialisés",
-        "accounts.renewal-codes": "codes de renouvellement générés",
-        "sessions.revoke": "sessions révoquées",
-        "messaging.block": "messagerie bloquée",
-        "messaging.unblock": "blocage de la messagerie levé",
-        "messages.purge": "messages supprimés",
     },
 }
 # What statuses read as; English keeps the words the journal uses.
@@ -330,7 +312,10 @@ class _View:
         self.tz = tz
 
     def word(self, key: str) -> str:
-        return self.t.get(key, key)
+        """A label, or an operation's (from the registry: the report names every operation there is)."""
+        from pcnctl.ops.registry import label
+
+        return self.t.get(key) or label(key, self.lang)
 
     def status(self, key: str) -> str:
         return STATUS[self.lang].get(key, key)

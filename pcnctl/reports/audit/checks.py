@@ -24,12 +24,13 @@ from pcnctl.forensics import evidence
 from pcnctl.forensics.mailstore import Mailstore, Scan, StoredMessage
 from pcnctl.forensics.search import Directory, shingles, similarity, visible
 from pcnctl.models import fold
-from pcnctl.ops import messaging_cut
+from pcnctl.ops import intent, messaging_cut
 from pcnctl.ops.messaging_verify import prior_of
+from pcnctl.ops.purge import PURGE
 from pcnctl.records import JsonObject, Row
 from pcnctl.state import blocks as registry
 from pcnctl.state.incidents import list_incidents
-from pcnctl.state.journal import RunState, done_keys, read
+from pcnctl.state.journal import done_keys, read
 from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
@@ -235,11 +236,11 @@ def blocks(env: AuditEnv) -> Finding:
                 "age_hours": round((now - since).total_seconds() / 3600, 1),
             }
         )
+    wanted = intent.wanted_blocked(env.store, env.ent)
     for incident in _open_incidents(env):
-        runs = read(env.store, incident.id, ent=env.ent)
-        blocked, lifted = done_keys(runs, "accounts.block"), done_keys(runs, "accounts.unblock")
         opened = datetime.fromisoformat(incident.opened_at.replace("Z", "+00:00"))
-        for user_id in sorted(blocked - lifted):
+        mine = sorted(a for a, held in wanted.by_account.items() if incident.id in held)
+        for user_id in mine:
             rows.append(
                 {
                     "school": "",
@@ -270,10 +271,11 @@ def blocks(env: AuditEnv) -> Finding:
 def drift(env: AuditEnv) -> Finding:
     """Changes undone behind the incidents' back: accounts unblocked, purged messages back, blocks lifted."""
     rows: list[Row] = []
+    wanted = intent.wanted_blocked(env.store, env.ent)
     for incident in _open_incidents(env):
         runs = read(env.store, incident.id, ent=env.ent)
-        rows += _unblocked(env, incident.id, runs)
-        purged = sorted(done_keys(runs, "messages.purge"))
+        rows += _unblocked(env, incident.id, wanted)
+        purged = sorted(done_keys(runs, PURGE.name))
         if purged and env.mailstore is not None:
             back = {k: v for k, v in env.mailstore.mailboxes(purged).items() if v}
             rows += [
@@ -299,13 +301,12 @@ def drift(env: AuditEnv) -> Finding:
     )
 
 
-def _unblocked(env: AuditEnv, incident: str, runs: list[RunState]) -> list[Row]:
-    """Accounts the incident blocked (and did not release) that are no longer blocked."""
+def _unblocked(env: AuditEnv, incident: str, wanted: intent.Intent) -> list[Row]:
+    """Accounts the incident wants blocked (blocked or found blocked, not released) that are not."""
     from pcnctl.errors import PcnError
 
     rows: list[Row] = []
-    blocked = done_keys(runs, "accounts.block")
-    for user_id in sorted(blocked - done_keys(runs, "accounts.unblock", "sessions.revoke")):
+    for user_id in sorted(a for a, held in wanted.by_account.items() if incident in held):
         try:
             user = env.driver.get_user(user_id)
         except PcnError:  # a deleted or unreachable account is reported elsewhere, not as drift
@@ -341,7 +342,7 @@ def evidence_gaps(env: AuditEnv) -> Finding:
     gaps = 0
     for incident in list_incidents(env.store):
         runs = read(env.store, incident.id, ent=env.ent)
-        purged = done_keys(runs, "messages.purge")
+        purged = done_keys(runs, PURGE.name)
         if not purged:
             continue
         covered = evidence.verified_ids(env.store, incident)
