@@ -271,7 +271,8 @@ def verify_log(
 
     log = get_state().audit_log()
     if path:
-        log = auditlog.AuditLog(Path(path), None, log.key)  # another file: no seal to compare with
+        # Another file: no seal to compare with. Checked first: verifying must not create what it reads.
+        log = auditlog.AuditLog(auditlog.readable_log(Path(path)), None, log.key)
     result = auditlog.verify(log)
     emit_record(
         {

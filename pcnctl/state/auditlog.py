@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from pcnctl.config import private_dir
+from pcnctl.errors import UsageError
 from pcnctl.state.incidents import utcnow
 
 if TYPE_CHECKING:
@@ -167,6 +168,24 @@ class AuditLog:
         """The sealed entry count and head hash (what an incident report prints)."""
         seal = self.state.seal(SEAL) if self.state is not None else None
         return (seal.count, seal.head) if seal else (0, GENESIS)
+
+
+def readable_log(path: Path) -> Path:
+    """``path`` when it is a regular file this user can read, else a :class:`UsageError` saying what it is
+    (a directory, nothing, a device) and what to give instead."""
+    hint = "give the audit log file itself, e.g. $PCNCTL_HOME/audit.log (or a copy of it)"
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not an audit log", hint=hint)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist", hint=hint)
+    if not path.is_file():
+        raise UsageError(f"{path} is not a regular file", hint=hint)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", hint=hint) from None
+    return path
 
 
 @dataclass(frozen=True, slots=True)
