@@ -71,7 +71,7 @@ def login(
             credentials.store(prof, kind, found.value)
             note(f"{kind} saved in the keyring")
     credentials.drop_session(prof)
-    driver = open_driver(prof)
+    driver = open_driver(prof, use_cache=False)  # a new session, opened with the secret just given
     ident = driver.whoami()
     driver.pass_second_factor()  # now, so that the cached session needs no code for the rest of the shift
     where = {
@@ -79,12 +79,13 @@ def login(
         "kernel": "; session cached in the kernel keyring (memory only) for "
         f"{credentials.SESSION_TTL_S // 3600} h",
     }
-    cached = credentials.load_session(prof) is not None
-    store = credentials.session_store()
-    note(
-        f"Logged in to {prof.url} as {ident.label}"
-        + (where[store] if cached else "; session not cached (no keyring)")
-    )
+    if driver.auth.remember(driver.http, ident.user_id):
+        cached = where[credentials.session_store()]
+    elif not credentials.cacheable(prof):
+        cached = "; a service token is not cached (each command asks for its own)"
+    else:
+        cached = "; session not cached (no keyring)"
+    note(f"Logged in to {prof.url} as {ident.label}{cached}")
     emit_record(ident.to_row(), output)
 
 

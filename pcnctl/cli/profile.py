@@ -9,6 +9,7 @@ import typer
 from pcnctl.cli._common import OutputOpt, emit, emit_record, handle_errors, note
 
 if TYPE_CHECKING:
+    from pcnctl.config import Profile
     from pcnctl.records import JsonObject
 from pcnctl.cli.examples import examples
 
@@ -78,11 +79,27 @@ def add(
         canary_to=canary_to,
         approvers=approvers,
     )
+    previous = config.profiles.get(name)
     config.profiles[name] = profile
     if use or config.current is None:
         config.current = name
     save_config(config)
     note(f"Profile {name!r} saved in {config.path}" + (" (current)" if config.current == name else ""))
+    if previous is not None:
+        _forget_replaced(previous, profile)
+
+
+def _forget_replaced(previous: Profile, profile: Profile) -> None:
+    """A replaced profile's cached session is dropped (it was opened for the old settings), and so are its
+    stored secrets when the profile now names another ENT, account or mode: they were that account's."""
+    from pcnctl.config import replaced_account
+    from pcnctl.ent import credentials
+
+    credentials.drop_session(previous)
+    if replaced_account(previous, profile):
+        removed = credentials.forget(previous, ("password", "client_secret"))
+        if removed:
+            note(f"Keyring: {', '.join(removed)} of the previous account deleted")
 
 
 @app.command("list", epilog=examples("profile list"))
@@ -131,6 +148,7 @@ def remove(name: NameArg) -> None:
         config.current = None
     save_config(config)
     removed = credentials.forget(profile)
+    credentials.drop_session(profile)
     note(f"Profile {name!r} removed" + (f" (keyring: {', '.join(removed)} deleted)" if removed else ""))
 
 

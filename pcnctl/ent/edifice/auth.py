@@ -29,8 +29,10 @@ from urllib.parse import urlsplit
 
 from pcnctl.config import Profile
 from pcnctl.ent import credentials
+from pcnctl.ent.edifice.shapes import parse_identity
 from pcnctl.ent.http import HttpClient, RetryPolicy, error_key
 from pcnctl.errors import AuthError, MfaRequiredError, PcnError, PermissionDeniedError, ServerError
+from pcnctl.models import Identity
 
 if TYPE_CHECKING:
     import requests
@@ -113,6 +115,8 @@ class EdificeAuth:
         self.use_cache = use_cache
         self.logged_in_at: float | None = None
         self.token: str | None = None
+        # Who a cached session turned out to be when it was checked (the driver's whoami starts from it).
+        self.identity: Identity | None = None
 
     # -- Authenticator protocol ---------------------------------------------------------------------
 
@@ -215,21 +219,57 @@ class EdificeAuth:
                 f"the MFA code was refused (state: {state}{left})",
                 hint="ask for a new code and try again ('pcnctl auth login')",
             )
-        self._cache(http)
 
     # -- login flows ------------------------------------------------------------------------------------
 
     def resume_or_login(self, http: HttpClient) -> str:
-        """Reuse a cached session when there is one (``"cached"``), else log in (``"login"``)."""
+        """Reuse the session ``auth login`` cached when the ENT still says it is the same user's
+        (``"cached"``), else drop it and log in with the profile's secret (``"login"``)."""
         cached = credentials.load_session(self.profile) if self.use_cache else None
-        if cached and cached.get("auth") == self.profile.auth:
-            if cached.get("token"):
-                self.token = str(cached["token"])
-            else:
-                http.set_cookies({str(k): str(v) for k, v in (cached.get("cookies") or {}).items()})
-            return "cached"
+        if cached is not None:
+            if self._resume(http, cached):
+                return "cached"
+            credentials.drop_session(self.profile)
+            self.clear(http)
         self.login(http)
         return "login"
+
+    def _resume(self, http: HttpClient, cached: credentials.CachedSession) -> bool:
+        """Put the cached session on the client and ask the ENT whose it is (``GET /auth/oauth2/userinfo``,
+        open to any session: auth ``AuthController.userInfo``). Only the user it was cached for may go on
+        with it; an expired session (a redirect or a 401) or another user's means a new login."""
+        if cached.get("token"):
+            self.token = str(cached["token"])
+        else:
+            http.set_cookies({str(k): str(v) for k, v in (cached.get("cookies") or {}).items()})
+        response = http.request(
+            "GET",
+            "/auth/oauth2/userinfo",
+            params={"version": "v2.0"},
+            allow=(301, 302, 303, 307, 401, 403),
+            auth=False,
+        )
+        info: object = None
+        if response.status_code == 200:
+            with contextlib.suppress(ValueError):
+                info = response.json()
+        if not isinstance(info, dict) or not info.get("userId") or info["userId"] != cached.get("user_id"):
+            return False
+        self.identity = parse_identity(info, auth_mode=self.profile.auth, client_id=self.profile.client_id)
+        return True
+
+    def remember(self, http: HttpClient, user_id: str | None) -> bool:
+        """Cache this session for the commands that follow (``auth login`` only, once it has passed MFA):
+        under the profile's ENT, account and mode, with the user the ENT named. False when nothing was
+        cached (no keyring here, a service token, or no user)."""
+        if not user_id:
+            return False
+        data: credentials.CachedSession = {"user_id": user_id, "at": time.time()}
+        if self.token:
+            data["token"] = self.token
+        else:
+            data["cookies"] = http.session_cookies()
+        return credentials.save_session(self.profile, data)
 
     def login(self, http: HttpClient) -> None:
         mode = self.profile.auth
@@ -243,7 +283,6 @@ class EdificeAuth:
         else:
             self._token(http, {"grant_type": "client_credentials"})
         self.logged_in_at = time.time()
-        self._cache(http)
 
     def _cookie_login(self, http: HttpClient) -> None:
         password = credentials.require(self.profile, "password").value
@@ -337,16 +376,6 @@ class EdificeAuth:
             f"token request refused: {error}{f' ({description})' if description else ''}",
             hint="check the login and the password" if form["grant_type"] == "password" else None,
         )
-
-    def _cache(self, http: HttpClient) -> None:
-        if not self.use_cache:
-            return
-        data: credentials.CachedSession = {"auth": self.profile.auth, "at": time.time()}
-        if self.token:
-            data["token"] = self.token
-        else:
-            data["cookies"] = http.session_cookies()
-        credentials.save_session(self.profile, data)
 
     def logout(self, http: HttpClient) -> None:
         """Close the session on the ENT (cookie mode) and forget the cached one."""
