@@ -1,6 +1,6 @@
 """A cached session belongs to one identity: the home and config, the ENT, the account and the mode it was
 opened for, and the user the ENT names. Only ``auth login`` caches; every reuse is checked against userinfo.
-All against the lab over real HTTP, with an in-memory desktop keyring."""
+MFA is retried like the login. All against the lab over real HTTP, with an in-memory desktop keyring."""
 
 from __future__ import annotations
 
@@ -158,6 +158,22 @@ def test_an_expired_cached_session_is_dropped_and_not_cached_again(
     result = admc("schools", "list", "-o", "json")
     assert result.exit_code == 0 and len(result.json()) == 20, result.stderr
     assert not sessions(memory_keyring)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("status", [500, 0], ids=["500", "reset"])
+def test_the_mfa_code_flow_is_retried_like_the_login(admc: Cli, lab: Lab, method: str, status: int) -> None:
+    lab.knobs(fail_match=f"{method} /auth/user/mfa/code", fail_count=1, fail_status=status)
+    result = admc("users", "list", "--school", "0782268S", "--profile", "Teacher", "-o", "json")
+    assert result.exit_code == 0 and result.json(), result.stderr
+    assert lab.counters()["faults"] == 1  # the fault did hit the MFA call, once
+
+
+def test_an_mfa_route_that_keeps_failing_ends_in_a_clear_unavailable_error(admc: Cli, lab: Lab) -> None:
+    lab.knobs(fail_match="POST /auth/user/mfa/code", fail_count=-1, fail_status=500)
+    result = admc("users", "list", "--school", "0782268S", "--profile", "Teacher")
+    assert result.exit_code == 5 and "Traceback" not in result.stderr
+    assert lab.counters()["faults"] == 4  # as many tries as a login gets
 
 
 def test_removing_a_profile_drops_its_session_from_the_kernel_keyring(

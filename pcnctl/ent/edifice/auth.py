@@ -43,6 +43,10 @@ _NO_RETRY = RetryPolicy(attempts=1)
 # Logins are retried on 5xx and transport errors, with backoff: an overloaded ENT (April 2021) answers
 # 502/503 to a rush of logins, and giving up at the first one leaves the on-call without a session.
 _LOGIN_RETRY = RetryPolicy(attempts=4, base_delay=0.5, repeatable=True)
+# The MFA code flow is part of the login and is retried the same way. Asking for the code again keeps the
+# pending code (auth DefaultMfaService.generateOrRefreshCode only refreshes its ttl and tries); sending it
+# again after a 5xx or a reset is what a person does. Only a refused code (a 200 answer) spends a try.
+_MFA_RETRY = _LOGIN_RETRY
 
 # Asks for the MFA code, given the channel the ENT sent it by (None when it does not say).
 MfaPrompt = Callable[[str | None], str | None]
@@ -194,7 +198,7 @@ class EdificeAuth:
         self.token = None
 
     def complete_mfa(self, http: HttpClient) -> None:
-        info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_NO_RETRY).json()
+        info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_MFA_RETRY).json()
         channel = None if info.get("type") is None else str(info.get("type"))
         code = os.environ.get("PCNCTL_MFA_CODE") or (self.mfa_prompt(channel) if self.mfa_prompt else None)
         if not code:
@@ -209,7 +213,7 @@ class EdificeAuth:
                 "an MFA code is 6 digits", hint="type the code the ENT sent, or set PCNCTL_MFA_CODE to it"
             )
         result = http.request(
-            "POST", "/auth/user/mfa/code", json={"key": code}, auth=False, retry=_NO_RETRY
+            "POST", "/auth/user/mfa/code", json={"key": code}, auth=False, retry=_MFA_RETRY
         ).json()
         state = result.get("state")
         if state != "valid":
