@@ -40,7 +40,16 @@ def open_(
 
     from pcnctl.state.incidents import create_incident
 
-    incident = create_incident(get_state(), incident_id, title=title, operator=local_operator())
+    operator = local_operator()
+    incident = create_incident(get_state(), incident_id, title=title, operator=operator)
+    get_state().audit_log().append(
+        actor=operator,
+        incident=incident.id,
+        action="incident:open",
+        target=incident.id,
+        result="opened",
+        detail=title,
+    )
     typer.echo(incident.id)
     note(f"Opened incident {incident.id} in {incident.path}")
 
@@ -180,6 +189,10 @@ def close(
         )
     inc.status, inc.closed_at = "closed", utcnow()
     inc.save(state)
+    forced = f"closed with {len(active)} messaging block(s) in force (--force)" if active else "closed"
+    state.audit_log().append(
+        actor=local_operator(), incident=inc.id, action="incident:close", target=inc.id, result=forced
+    )
     note(f"Incident {inc.id} closed")
 
 
