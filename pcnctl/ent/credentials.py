@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 from pcnctl.config import Profile
@@ -133,6 +135,40 @@ def _delete(entry: str) -> bool:
             raise
         return False
     return True
+
+
+# The state store's setting that says the home's audit log is signed with a key kept in the keyring (the
+# setting holds where, never the key): without it no command pays the keyring's start-up to look.
+AUDIT_KEY_SETTING = "audit-key"
+
+
+def _audit_key_entry(home: Path) -> str:
+    return f"audit-key:{home.expanduser().resolve()}"
+
+
+def load_audit_key(home: Path) -> bytes | None:
+    """The key that signs the audit log of ``home``, from the keyring; None when it is not there."""
+    if not keyring_available():
+        return None
+    try:
+        value = _keyring().get_password(SERVICE, _audit_key_entry(home))
+    except Exception as exc:
+        if not _keyring_error(exc):
+            raise
+        return None
+    return str(value).encode() if value else None
+
+
+def create_audit_key(home: Path) -> None:
+    """Generate a random key for the audit log of ``home`` and keep it in the keyring (never in a file:
+    a key next to the log it signs would let whoever rewrites the log sign it too)."""
+    if not keyring_available():
+        raise ConfigError(
+            "this machine has no keyring to keep the audit key in (nothing was changed)",
+            hint="set PCNCTL_AUDIT_KEY in the environment of every pcnctl command instead, from a secret "
+            "kept outside the home (a systemd credential, a vault)",
+        )
+    _keyring().set_password(SERVICE, _audit_key_entry(home), secrets.token_urlsafe(32))
 
 
 SESSION_TTL_S = 12 * 3600  # a shift: the kernel forgets a cached session after that
