@@ -199,3 +199,22 @@ def test_removing_a_profile_drops_its_session_from_the_kernel_keyring(
         refused(cli, "schools", "list", "-p", name)
     finally:
         cli("auth", "logout", "-p", name)
+
+
+def test_logout_closes_only_a_session_the_ent_names_as_the_profiles_user(
+    admc: Cli, lab: Lab, memory_keyring: MemoryKeyring
+) -> None:
+    logged_in(admc)
+    other = requests.Session()
+    other.post(lab.url + "/auth/login", data={"email": ADML, "password": lab.password}, timeout=5,
+               allow_redirects=False)  # fmt: skip
+    [(entry, raw)] = sessions(memory_keyring).items()
+    memory_keyring.set_password(
+        "pcnctl", entry, json.dumps({**json.loads(raw), "cookies": other.cookies.get_dict()})
+    )
+    live = lab.sql("SELECT count(*) FROM sessions")[0][0]
+    admc.setenv(PCNCTL_PASSWORD="")  # no secret: logout must not need one
+    out = admc("auth", "logout")
+    assert out.exit_code == 0 and "No cached session" in out.stderr, out.stderr
+    assert lab.sql("SELECT count(*) FROM sessions")[0][0] == live  # the ADML's session was not closed
+    assert not sessions(memory_keyring)

@@ -34,10 +34,12 @@ def login(
     ] = False,
     output: OutputOpt = "table",
 ) -> None:
-    """Log in, pass MFA if asked, and show who the session is.
+    """Log in, pass MFA if asked, show who the session is, and cache the session for the next commands.
 
-    Secrets come from PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin)
-    or a hidden prompt; never from a command-line value.
+    The only command that caches a session (keyring, else the kernel keyring; never a file): the others
+    reuse it while the ENT names the same user, else log in with the secret. Secrets come from
+    PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin) or a hidden
+    prompt; never from a command-line value.
     """
     from pcnctl.ent import credentials
 
@@ -126,12 +128,10 @@ def logout(
     from pcnctl.ent.edifice.driver import EdificeDriver
 
     prof = get_profile(profile)
-    cached = credentials.load_session(prof)
-    if cached:
-        http = EdificeDriver.client(prof)
-        auth = EdificeAuth(prof)
-        http.authenticator = auth
-        auth.resume_or_login(http)
+    http = EdificeDriver.client(prof)
+    auth = EdificeAuth(prof)
+    http.authenticator = auth
+    if auth.resume(http):  # only a session the ENT still names as this profile's user is closed there
         auth.logout(http)
         note(f"Session closed on {prof.url}")
     else:

@@ -228,15 +228,23 @@ class EdificeAuth:
 
     def resume_or_login(self, http: HttpClient) -> str:
         """Reuse the session ``auth login`` cached when the ENT still says it is the same user's
-        (``"cached"``), else drop it and log in with the profile's secret (``"login"``)."""
-        cached = credentials.load_session(self.profile) if self.use_cache else None
-        if cached is not None:
-            if self._resume(http, cached):
-                return "cached"
-            credentials.drop_session(self.profile)
-            self.clear(http)
+        (``"cached"``), else log in with the profile's secret (``"login"``)."""
+        if self.resume(http):
+            return "cached"
         self.login(http)
         return "login"
+
+    def resume(self, http: HttpClient) -> bool:
+        """Put the cached session on the client if the ENT still says it is the user it was cached for;
+        one that is not (another user's, expired) is dropped. False when no session was resumed."""
+        cached = credentials.load_session(self.profile) if self.use_cache else None
+        if cached is None:
+            return False
+        if self._resume(http, cached):
+            return True
+        credentials.drop_session(self.profile)
+        self.clear(http)
+        return False
 
     def _resume(self, http: HttpClient, cached: credentials.CachedSession) -> bool:
         """Put the cached session on the client and ask the ENT whose it is (``GET /auth/oauth2/userinfo``,
