@@ -91,6 +91,25 @@ def test_a_sealed_entry_rewritten_before_entries_beyond_it_is_found_after_the_ne
     assert code == 11 and report["problem"] == "entry 2 was rewritten after it was sealed"
 
 
+def test_a_log_rewritten_with_its_chain_is_not_sealed_over_by_the_next_append(cli: Cli) -> None:
+    cli.open_incidents("INC-W1", "INC-W2")
+    rewritten = entries()
+    rewritten[1]["result"] = "nothing happened"  # same length, chain recomputed
+    rewritten[1]["hash"] = _digest(rewritten[1]["prev"], rewritten[1])
+    log_path().write_text("".join(json.dumps(e) + "\n" for e in rewritten))
+    cli.open_incidents("INC-W3")
+    code, report = verified(cli)
+    assert code == 11 and report["problem"] == "entry 2 was rewritten after it was sealed"
+
+
+def test_a_deleted_log_is_not_replaced_in_silence_by_the_next_append(cli: Cli) -> None:
+    cli.open_incidents("INC-D1", "INC-D2")
+    log_path().unlink()
+    cli.open_incidents("INC-D3")  # a new log from entry 1
+    code, report = verified(cli)
+    assert code == 11 and report["problem"] == "the log was cut back to entry 0 after entry 2 was sealed"
+
+
 def test_an_entry_whose_seal_failed_is_reported_unsealed(cli: Cli, tmp_path: Path) -> None:
     """A seal that cannot be recorded (its transaction rolled back) leaves the entry written but unsealed:
     one, a warning, as a crash between the write and the commit would; the seal never moves without it."""

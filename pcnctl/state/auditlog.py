@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 GENESIS = "0" * 64
 SEAL = "audit-log"
-# Entries an append found beyond the seal: one record per range, named after the sealed count before it.
+# What an append found where the log should have ended at its seal: one record each, named after the
+# sealed count and the last entry found (the record holds that entry's number and the head sealed before).
 UNSEALED = "audit-log:unsealed:"
 
 
@@ -151,17 +152,22 @@ class AuditLog:
             yield
 
     def _note_unsealed(self, fd: int, previous: AuditEntry | None) -> AuditEntry | None:
-        """Entries found after the sealed head are never sealed over in silence: the range and the head
-        sealed before them are recorded in the store (``verify`` reports them from then on), and an
-        ``audit:unsealed`` entry says so in the log. A log never sealed (written before seals) is adopted."""
+        """A log that does not end at the sealed head (entries beyond it, its end cut off, the file deleted
+        or rewritten) is never chained over in silence: what the append found and the head sealed before
+        it are recorded in the store (``verify`` reports them from then on), and an ``audit:unsealed``
+        entry says so in the log. A log never sealed (written before seals existed) is adopted."""
         seal = self.state.seal(SEAL) if self.state is not None else None
-        if seal is None or previous is None or int(previous["seq"]) <= seal.count:
+        last, head = (int(previous["seq"]), previous["hash"]) if previous else (0, GENESIS)
+        if seal is None or (last, head) == (seal.count, seal.head):
             return previous
         assert self.state is not None
-        last = int(previous["seq"])
-        self.state.set_seal(f"{UNSEALED}{seal.count:09d}", last, seal.head, utcnow())
-        what = f"entries {seal.count + 1}-{last}" if last > seal.count + 1 else f"entry {last}"
-        note: AuditEntry = {"action": "audit:unsealed", "target": "audit.log", "result": f"{what} unsealed"}
+        self.state.set_seal(f"{UNSEALED}{seal.count:09d}:{last:09d}", last, seal.head, utcnow())
+        if last > seal.count:
+            what = f"entries {seal.count + 1}-{last}" if last > seal.count + 1 else f"entry {last}"
+            result = f"{what} unsealed"
+        else:
+            result = f"the log does not end at the sealed entry {seal.count}"
+        note: AuditEntry = {"action": "audit:unsealed", "target": "audit.log", "result": result}
         return self._write(fd, previous, note)
 
     def _write(self, fd: int, previous: AuditEntry | None, entry: AuditEntry) -> AuditEntry:
@@ -288,8 +294,13 @@ def _against_seals(log: AuditLog, walk: _Walk, seal: Seal) -> tuple[int, str] | 
         rewritten = "the entry sealed last is not the one in the log: it was rewritten"
         return walk.lines.get(seal.count, after), rewritten
     assert log.state is not None
-    ranges = [(int(r.name[len(UNSEALED) :]), r.count, r.head) for r in log.state.seals(UNSEALED)]
+    ranges = [
+        (int(r.name[len(UNSEALED) :].split(":")[0]), r.count, r.head) for r in log.state.seals(UNSEALED)
+    ]
     for start, end, head in [*sorted(ranges), (seal.count, walk.seq, seal.head)]:
+        if end < start:
+            cut = f"the log was cut back to entry {end} after entry {start} was sealed"
+            return walk.lines.get(end + 1, after), cut
         if walk.hashes.get(start, GENESIS) != head:
             return walk.lines.get(start, after), f"entry {start} was rewritten after it was sealed"
         current = end == walk.seq and start == seal.count
