@@ -208,7 +208,8 @@ def cacheable(profile: Profile) -> bool:
 
 
 def _account(profile: Profile) -> str:
-    return (profile.login or profile.client_id or "").lower()
+    """Who the profile logs in as: its login, and the OAuth2 client that asks on its behalf, if any."""
+    return "|".join(part for part in ((profile.login or "").lower(), profile.client_id or "") if part)
 
 
 def _slot(profile: Profile) -> str:
