@@ -218,3 +218,24 @@ def test_logout_closes_only_a_session_the_ent_names_as_the_profiles_user(
     assert out.exit_code == 0 and "No cached session" in out.stderr, out.stderr
     assert lab.sql("SELECT count(*) FROM sessions")[0][0] == live  # the ADML's session was not closed
     assert not sessions(memory_keyring)
+
+
+def test_a_cached_token_is_checked_like_a_cookie_session(
+    lab: Lab, cli: Cli, memory_keyring: MemoryKeyring
+) -> None:
+    from tests.conftest import add_token_profile
+
+    add_token_profile(cli, lab, "tok")
+    logged_in(cli)
+    [raw] = sessions(memory_keyring).values()
+    assert json.loads(raw)["token"] and json.loads(raw)["account"] == "admc.pcn|pcnctl-lab"
+    cli.setenv(PCNCTL_PASSWORD="not-the-password", PCNCTL_CLIENT_SECRET="not-the-secret")
+    assert identity(cli).startswith("admc.pcn: ADMC")  # the cached token, checked against userinfo
+    cli.setenv(
+        PCNCTL_PASSWORD=lab.password,
+        PCNCTL_CLIENT_SECRET=lab.info["oauth"]["password_client"]["client_secret"],
+    )
+    again = cli("profile", "add", "tok", "--url", lab.url, "--auth", "oauth-password", "--login", ADML,
+                "--client-id", "pcnctl-lab", "--force")  # fmt: skip
+    assert again.exit_code == 0 and not sessions(memory_keyring)
+    assert identity(cli).startswith(f"{ADML}: ADML")
