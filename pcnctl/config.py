@@ -50,6 +50,12 @@ class Profile:
         return {k: v for k, v in data.items() if v is not None}
 
 
+def replaced_account(before: Profile, after: Profile) -> bool:
+    """Whether ``after`` acts as someone else than ``before``: another ENT, account, client or mode."""
+    fields = ("url", "auth", "login", "client_id")
+    return any(getattr(before, f) != getattr(after, f) for f in fields)
+
+
 AUDIT_KEYS = {
     "mass_messages": int,
     "mass_recipients": int,

@@ -44,17 +44,37 @@ class State:
 
 def get_state() -> StateStore:
     """The home's state store, opened once per invocation; a 0.1 home is migrated into it on first use.
-    ``PCNCTL_AUDIT_KEY``, when set, signs the audit log (an HMAC per entry)."""
+    ``PCNCTL_AUDIT_KEY``, when set, signs the audit log (an HMAC per entry); else the key ``profile add
+    --audit-key`` kept in the keyring for this home, when the store says there is one."""
     if State.store is None:
         from pcnctl.config import state_dir
+        from pcnctl.ent import credentials
         from pcnctl.state.migrate import migrate
         from pcnctl.state.store import StateStore
 
         key = os.environ.get("PCNCTL_AUDIT_KEY")
         State.store = StateStore(state_dir(), audit_key=key.encode() if key else None)
+        if not key and State.store.setting(credentials.AUDIT_KEY_SETTING) == "keyring":
+            State.store.audit_key = credentials.load_audit_key(State.store.home)
+            if State.store.audit_key is None:
+                warn(
+                    "the audit log is signed with a key kept in the keyring, which is not reachable "
+                    "here: set PCNCTL_AUDIT_KEY, or this command's entries go unsigned"
+                )
         if migrate(State.store):
             note(f"Imported the incidents of {State.store.home} into its state store (state.db)")
     return State.store
+
+
+def audit_key_source() -> str | None:
+    """Where the key that signs this home's audit log comes from (``PCNCTL_AUDIT_KEY``, ``keyring``), or
+    None when the entries written here would not be signed. The state store is not opened for this."""
+    from pcnctl.config import state_dir
+    from pcnctl.ent import credentials
+
+    if os.environ.get("PCNCTL_AUDIT_KEY"):
+        return "PCNCTL_AUDIT_KEY"
+    return "keyring" if credentials.load_audit_key(state_dir()) is not None else None
 
 
 def _profile_names(incomplete: str) -> list[str]:

@@ -34,10 +34,12 @@ def login(
     ] = False,
     output: OutputOpt = "table",
 ) -> None:
-    """Log in, pass MFA if asked, and show who the session is.
+    """Log in, pass MFA if asked, show who the session is, and cache the session for the next commands.
 
-    Secrets come from PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin)
-    or a hidden prompt; never from a command-line value.
+    The only command that caches a session (keyring, else the kernel keyring; never a file): the others
+    reuse it while the ENT names the same user, else log in with the secret. Secrets come from
+    PCNCTL_PASSWORD / PCNCTL_CLIENT_SECRET, the keyring, standard input (--secret-stdin) or a hidden
+    prompt; never from a command-line value.
     """
     from pcnctl.ent import credentials
 
@@ -71,7 +73,7 @@ def login(
             credentials.store(prof, kind, found.value)
             note(f"{kind} saved in the keyring")
     credentials.drop_session(prof)
-    driver = open_driver(prof)
+    driver = open_driver(prof, use_cache=False)  # a new session, opened with the secret just given
     ident = driver.whoami()
     driver.pass_second_factor()  # now, so that the cached session needs no code for the rest of the shift
     where = {
@@ -79,12 +81,13 @@ def login(
         "kernel": "; session cached in the kernel keyring (memory only) for "
         f"{credentials.SESSION_TTL_S // 3600} h",
     }
-    cached = credentials.load_session(prof) is not None
-    store = credentials.session_store()
-    note(
-        f"Logged in to {prof.url} as {ident.label}"
-        + (where[store] if cached else "; session not cached (no keyring)")
-    )
+    if driver.auth.remember(driver.http, ident.user_id):
+        cached = where[credentials.session_store()]
+    elif not credentials.cacheable(prof):
+        cached = "; a service token is not cached (each command asks for its own)"
+    else:
+        cached = "; session not cached (no keyring)"
+    note(f"Logged in to {prof.url} as {ident.label}{cached}")
     emit_record(ident.to_row(), output)
 
 
@@ -125,12 +128,10 @@ def logout(
     from pcnctl.ent.edifice.driver import EdificeDriver
 
     prof = get_profile(profile)
-    cached = credentials.load_session(prof)
-    if cached:
-        http = EdificeDriver.client(prof)
-        auth = EdificeAuth(prof)
-        http.authenticator = auth
-        auth.resume_or_login(http)
+    http = EdificeDriver.client(prof)
+    auth = EdificeAuth(prof)
+    http.authenticator = auth
+    if auth.resume(http):  # only a session the ENT still names as this profile's user is closed there
         auth.logout(http)
         note(f"Session closed on {prof.url}")
     else:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pcnctl.cli._common import OutputOpt, ProfileOpt, emit, get_profile, handle_errors, open_driver
+from pcnctl.cli._common import (
+    OutputOpt,
+    ProfileOpt,
+    audit_key_source,
+    emit,
+    get_profile,
+    handle_errors,
+    open_driver,
+)
 
 
 @handle_errors
@@ -11,7 +19,7 @@ def doctor(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     from pcnctl.reports import doctor as core
 
     prof = get_profile(profile)
-    report, error = core.run(prof, open_driver)
+    report, error = core.run(prof, open_driver, audit_key=audit_key_source())
     rows = [dict(c, kind="check") for c in report.checks]
     rows += [
         {

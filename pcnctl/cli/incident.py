@@ -41,7 +41,16 @@ def open_(
 
     from pcnctl.state.incidents import create_incident
 
-    incident = create_incident(get_state(), incident_id, title=title, operator=local_operator())
+    operator = local_operator()
+    incident = create_incident(get_state(), incident_id, title=title, operator=operator)
+    get_state().audit_log().append(
+        actor=operator,
+        incident=incident.id,
+        action="incident:open",
+        target=incident.id,
+        result="opened",
+        detail=title,
+    )
     typer.echo(incident.id)
     note(f"Opened incident {incident.id} in {incident.path}")
 
@@ -181,6 +190,10 @@ def close(
         )
     inc.status, inc.closed_at = "closed", utcnow()
     inc.save(state)
+    forced = f"closed with {len(active)} messaging block(s) in force (--force)" if active else "closed"
+    state.audit_log().append(
+        actor=local_operator(), incident=inc.id, action="incident:close", target=inc.id, result=forced
+    )
     note(f"Incident {inc.id} closed")
 
 
@@ -271,7 +284,8 @@ def verify_log(
 
     log = get_state().audit_log()
     if path:
-        log = auditlog.AuditLog(Path(path), None, log.key)  # another file: no seal to compare with
+        # Another file: no seal to compare with. Checked first: verifying must not create what it reads.
+        log = auditlog.AuditLog(auditlog.readable_log(Path(path)), None, log.key)
     result = auditlog.verify(log)
     emit_record(
         {

@@ -6,9 +6,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pcnctl.cli._common import OutputOpt, emit, emit_record, handle_errors, note
+from pcnctl.cli._common import (
+    OutputOpt,
+    audit_key_source,
+    emit,
+    emit_record,
+    get_state,
+    handle_errors,
+    note,
+)
 
 if TYPE_CHECKING:
+    from pcnctl.config import Profile
     from pcnctl.records import JsonObject
 from pcnctl.cli.examples import examples
 
@@ -50,16 +59,31 @@ def add(
     ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
+    audit_key: Annotated[
+        bool,
+        typer.Option(
+            "--audit-key",
+            help="Sign this home's audit log with a new random key kept in the keyring (never in the "
+            "config file), unless it is signed already.",
+        ),
+    ] = False,
 ) -> None:
     """Add a profile. Secrets are not stored here: see 'pcnctl auth login --save' or PCNCTL_PASSWORD."""
     from pathlib import Path
 
     from pcnctl.config import load_config, make_profile, save_config
-    from pcnctl.errors import UsageError
+    from pcnctl.ent import credentials
+    from pcnctl.errors import ConfigError, UsageError
 
     config = load_config()
     if name in config.profiles and not force:
         raise UsageError(f"profile {name!r} already exists", hint="pass --force to replace it")
+    if audit_key and not audit_key_source() and not credentials.keyring_available():
+        raise ConfigError(
+            "this machine has no keyring to keep an audit key in (nothing was changed)",
+            hint="drop --audit-key and set PCNCTL_AUDIT_KEY in the environment of every pcnctl command, "
+            "from a secret kept outside the home (a systemd credential, a vault)",
+        )
     for what, given in (("CA file", ca_file), ("approvers file", approvers)):
         if given and not Path(given).expanduser().is_file():
             raise UsageError(f"{what} {given} does not exist")
@@ -78,11 +102,54 @@ def add(
         canary_to=canary_to,
         approvers=approvers,
     )
+    previous = config.profiles.get(name)
     config.profiles[name] = profile
     if use or config.current is None:
         config.current = name
     save_config(config)
     note(f"Profile {name!r} saved in {config.path}" + (" (current)" if config.current == name else ""))
+    if previous is not None:
+        _forget_replaced(previous, profile)
+    _offer_audit_key(audit_key)
+
+
+def _offer_audit_key(wanted: bool) -> None:
+    """Sign the home's audit log when asked to, or say that it is not signed and how to sign it: without a
+    key, entries forged with a recomputed chain are caught only by the seal in the state store."""
+    from pcnctl.config import state_dir
+    from pcnctl.ent import credentials
+
+    source = audit_key_source()
+    if source is not None:
+        if wanted:
+            note(f"The audit log is signed already (key from {source}); nothing was changed")
+        return
+    if not wanted:
+        note(
+            f"The audit log in {state_dir()} is not signed: add --audit-key to keep a signing key in the "
+            "keyring (never in the config file), or set PCNCTL_AUDIT_KEY"
+        )
+        return
+    state = get_state()
+    credentials.create_audit_key(state.home)
+    state.set_setting(credentials.AUDIT_KEY_SETTING, "keyring")
+    note(
+        f"Audit key created for {state.home}: kept in the keyring (service pcnctl), never in the config "
+        "file; the audit log's next entries are signed with it"
+    )
+
+
+def _forget_replaced(previous: Profile, profile: Profile) -> None:
+    """A replaced profile's cached session is dropped (it was opened for the old settings), and so are its
+    stored secrets when the profile now names another ENT, account or mode: they were that account's."""
+    from pcnctl.config import replaced_account
+    from pcnctl.ent import credentials
+
+    credentials.drop_session(previous)
+    if replaced_account(previous, profile):
+        removed = credentials.forget(previous, ("password", "client_secret"))
+        if removed:
+            note(f"Keyring: {', '.join(removed)} of the previous account deleted")
 
 
 @app.command("list", epilog=examples("profile list"))
@@ -131,6 +198,7 @@ def remove(name: NameArg) -> None:
         config.current = None
     save_config(config)
     removed = credentials.forget(profile)
+    credentials.drop_session(profile)
     note(f"Profile {name!r} removed" + (f" (keyring: {', '.join(removed)} deleted)" if removed else ""))
 
 

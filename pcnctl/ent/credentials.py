@@ -2,16 +2,20 @@
 
 ``PCNCTL_PASSWORD`` and ``PCNCTL_CLIENT_SECRET`` win when set, so unattended runs never touch the keyring
 (and never pay its ~100 ms backend discovery). The keyring entry is service ``pcnctl``, user
-``<profile>:<kind>``. Session tokens obtained by ``auth login`` are cached the same way when a keyring
-exists; on a headless machine in the kernel keyring (memory only, per user, expiring after a shift); never
-in a file: a session cookie is as good as a password while it lives.
+``<profile>:<kind>``. Only ``auth login`` caches a session (its token or cookies), in the keyring when one
+exists, on a headless machine in the kernel keyring (memory only, per user, expiring after a shift); never
+in a file: a session cookie is as good as a password while it lives. A cached session names the home and
+config it belongs to, and the ENT, account and authentication mode it was opened for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 from pcnctl.config import Profile
@@ -119,16 +123,52 @@ def forget(profile: Profile, kinds: tuple[str, ...] = ("password", "client_secre
     """Delete the profile's keyring entries; returns the kinds that were there."""
     if not keyring_available():
         return []
-    removed = []
-    kr = _keyring()
-    for kind in kinds:
-        try:
-            kr.delete_password(SERVICE, f"{profile.name}:{kind}")
-            removed.append(kind)
-        except Exception as exc:
-            if not _keyring_error(exc):
-                raise
-    return removed
+    return [kind for kind in kinds if _delete(f"{profile.name}:{kind}")]
+
+
+def _delete(entry: str) -> bool:
+    """Delete one keyring entry; False when it was not there."""
+    try:
+        _keyring().delete_password(SERVICE, entry)
+    except Exception as exc:
+        if not _keyring_error(exc):
+            raise
+        return False
+    return True
+
+
+# The state store's setting that says the home's audit log is signed with a key kept in the keyring (the
+# setting holds where, never the key): without it no command pays the keyring's start-up to look.
+AUDIT_KEY_SETTING = "audit-key"
+
+
+def _audit_key_entry(home: Path) -> str:
+    return f"audit-key:{home.expanduser().resolve()}"
+
+
+def load_audit_key(home: Path) -> bytes | None:
+    """The key that signs the audit log of ``home``, from the keyring; None when it is not there."""
+    if not keyring_available():
+        return None
+    try:
+        value = _keyring().get_password(SERVICE, _audit_key_entry(home))
+    except Exception as exc:
+        if not _keyring_error(exc):
+            raise
+        return None
+    return str(value).encode() if value else None
+
+
+def create_audit_key(home: Path) -> None:
+    """Generate a random key for the audit log of ``home`` and keep it in the keyring (never in a file:
+    a key next to the log it signs would let whoever rewrites the log sign it too)."""
+    if not keyring_available():
+        raise ConfigError(
+            "this machine has no keyring to keep the audit key in (nothing was changed)",
+            hint="set PCNCTL_AUDIT_KEY in the environment of every pcnctl command instead, from a secret "
+            "kept outside the home (a systemd credential, a vault)",
+        )
+    _keyring().set_password(SERVICE, _audit_key_entry(home), secrets.token_urlsafe(32))
 
 
 SESSION_TTL_S = 12 * 3600  # a shift: the kernel forgets a cached session after that
@@ -146,57 +186,103 @@ def session_store() -> str:
 
 
 class CachedSession(TypedDict, total=False):
-    """A session ``auth login`` caches: a token, or the session's cookies, for one ENT URL."""
+    """A session ``auth login`` cached: a token or the session's cookies, and whose session it is.
+
+    ``url``, ``auth`` and ``account`` (the login) are the profile's when it was cached, ``user_id`` what
+    the ENT's userinfo said then: a session is reused only by the same account on the same ENT with the
+    same authentication mode, and only while the ENT still names the same user (see EdificeAuth)."""
 
     url: str
-    auth: str  # the profile's authentication mode when it was cached
+    auth: str
+    account: str
+    user_id: str
     at: float  # when it was cached (seconds since the epoch)
     token: str
     cookies: dict[str, str]
 
 
+def cacheable(profile: Profile) -> bool:
+    """Whether a session of this profile may be cached at all. A client_credentials token is not: the
+    ENT's userinfo names no user for it (so nothing could check whose it is), and a new one needs no MFA."""
+    return profile.auth != "oauth-client"
+
+
+def _account(profile: Profile) -> str:
+    """Who the profile logs in as: its login, and the OAuth2 client that asks on its behalf, if any."""
+    return "|".join(part for part in ((profile.login or "").lower(), profile.client_id or "") if part)
+
+
+def _slot(profile: Profile) -> str:
+    """The entry a profile's session is cached under: the profile name and a digest of the pcnctl home and
+    config file, so that another home or config with a profile of the same name never reads it."""
+    from pcnctl.config import config_path, state_dir
+
+    place = f"{state_dir().expanduser().resolve()}\0{config_path().expanduser().resolve()}"
+    return f"{profile.name}:session:{hashlib.sha256(place.encode()).hexdigest()[:20]}"
+
+
 def load_session(profile: Profile) -> CachedSession | None:
-    """The session cached by ``auth login`` (cookies or token), if one is cached for this profile's URL."""
-    where = session_store()
-    raw: str | None = None
-    if where == "keyring":
-        try:
-            raw = _keyring().get_password(SERVICE, f"{profile.name}:session")
-        except Exception as exc:
-            if not _keyring_error(exc):
-                raise
-    elif where == "kernel":
-        ring = KernelKeyring.open()
-        raw = ring.get(f"{profile.name}:session") if ring else None
+    """The session ``auth login`` cached for this profile, if it was cached for the profile's ENT, account
+    and authentication mode; one cached for anything else (the profile changed since) is dropped."""
+    raw = _read_slot(_slot(profile)) if cacheable(profile) else None
     if not raw:
         return None
     try:
         session: CachedSession = json.loads(raw)
     except ValueError:
-        return None
-    return session if _cached_for(session, profile.url) else None
+        session = {}
+    if _cached_for(session, profile):
+        return session
+    drop_session(profile)
+    return None
 
 
-def _cached_for(data: object, url: str) -> bool:
-    """Whether what the keyring holds is a session cached for this URL (anything else is ignored)."""
-    return isinstance(data, dict) and data.get("url") == url
+def _read_slot(slot: str) -> str | None:
+    where = session_store()
+    if where == "keyring":
+        try:
+            value = _keyring().get_password(SERVICE, slot)
+        except Exception as exc:
+            if not _keyring_error(exc):
+                raise
+            return None
+        return str(value) if value else None
+    ring = KernelKeyring.open() if where == "kernel" else None
+    return ring.get(slot) if ring else None
+
+
+def _cached_for(data: object, profile: Profile) -> bool:
+    """Whether what the keyring holds is a session cached for this profile's ENT, account and mode."""
+    if not isinstance(data, dict):
+        return False
+    owner = (data.get("url"), data.get("auth"), data.get("account"))
+    carried = isinstance(data.get("token"), str) or isinstance(data.get("cookies"), dict)
+    user = data.get("user_id")
+    return owner == (profile.url, profile.auth, _account(profile)) and carried and bool(user)
 
 
 def save_session(profile: Profile, data: CachedSession) -> bool:
     """Cache a session in the keyring, else in the kernel keyring (memory only, expiring); False when
-    neither is there (nothing is cached, and never in a file)."""
+    neither is there or the profile's sessions are never cached (nothing is cached, and never in a file)."""
     where = session_store()
-    raw = json.dumps({**data, "url": profile.url})
+    if not cacheable(profile) or where == "none":
+        return False
+    owner: CachedSession = {"url": profile.url, "auth": profile.auth, "account": _account(profile)}
+    raw = json.dumps({**data, **owner})
     if where == "keyring":
-        _keyring().set_password(SERVICE, f"{profile.name}:session", raw)
+        _keyring().set_password(SERVICE, _slot(profile), raw)
         return True
-    ring = KernelKeyring.open() if where == "kernel" else None
-    return ring is not None and ring.put(f"{profile.name}:session", raw, SESSION_TTL_S)
+    ring = KernelKeyring.open()
+    return ring is not None and ring.put(_slot(profile), raw, SESSION_TTL_S)
 
 
 def drop_session(profile: Profile) -> None:
-    """Forget the cached session (after logout or when the ENT says it expired)."""
-    forget(profile, ("session",))
+    """Forget the profile's cached session (logout, expiry, a profile replaced or removed), and the entry
+    older versions cached under the bare profile name, which said nothing of whose session it was."""
+    if keyring_available():
+        _delete(_slot(profile))
+        _delete(f"{profile.name}:session")
     ring = KernelKeyring.open() if session_store() == "kernel" else None
     if ring is not None:
+        ring.drop(_slot(profile))
         ring.drop(f"{profile.name}:session")

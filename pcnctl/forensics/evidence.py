@@ -170,14 +170,25 @@ def _check_bundle(bundle: Path, seal: Any) -> list[BundleCheck]:
     if not problem and seal is not None and seal.head != actual:
         problem = "manifest rewritten: its hash is not the one sealed when the bundle was written"
     checks = [BundleCheck(name, "manifest.json", not problem, problem)]
-    for file, digest in manifest.get("files", {}).items():
+    files: dict[str, str] = manifest.get("files", {})
+    for file, digest in files.items():
         path = bundle / file
         if not path.exists():
             checks.append(BundleCheck(name, file, False, "file missing"))
             continue
         ok = _sha256(path) == digest
         checks.append(BundleCheck(name, file, ok, "" if ok else "content changed after it was written"))
-    return checks
+    return checks + _planted(bundle, set(files))
+
+
+def _planted(bundle: Path, listed: set[str]) -> list[BundleCheck]:
+    """Anything in a bundle that its manifest does not list was put there afterwards: a bundle is written
+    whole in its ``.partial-`` directory, so every file it holds is hashed in the manifest or is the
+    manifest's own hash."""
+    known = listed | {"manifest.json", "manifest.sha256"}
+    extra = sorted(p for p in bundle.iterdir() if p.name not in known or not p.is_file())
+    problem = "not in the manifest: added after the bundle was sealed"
+    return [BundleCheck(bundle.name, p.name + ("/" if p.is_dir() else ""), False, problem) for p in extra]
 
 
 def verified_ids(state: StateStore, incident: Incident) -> set[str]:

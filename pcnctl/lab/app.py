@@ -56,9 +56,12 @@ class Knobs:
     # Live sessions; 0 = unlimited. At the limit the login page is the "too many" page and the token
     # endpoint answers 509 quota_overflow (the cookie form itself does not check it, as on the platform).
     sessions_limit: int = 0
-    fail_match: str = ""  # requests whose path contains this always get 500 (targeted faults for tests)
+    # Requests whose path, or "METHOD path", contains this always get 500 (targeted faults for tests).
+    fail_match: str = ""
     fail_count: int = -1  # with fail_match: -1 = every match fails; N = only the next N (a transient fault)
-    fail_status: int = 500  # the status of those targeted faults (429: a refusal that did nothing)
+    # The status of those targeted faults (429: a refusal that did nothing; 0: the connection is dropped
+    # before the request is acted on, as a reset would).
+    fail_status: int = 500
     # The platform's loginUri: where an expired session is sent (an SSO portal); empty = /auth/login.
     login_uri: str = ""
     # Writes (PUT, POST, DELETE) that take effect but whose answer is lost: the connection drops.
@@ -126,12 +129,14 @@ class LabApp:
                 raise HttpError(
                     429, {"error": "too.many.requests"}, {"Retry-After": str(max(1, math.ceil(wait)))}
                 )
-            targeted = bool(self.knobs.fail_match) and self.knobs.fail_match in req.path
+            targeted = bool(self.knobs.fail_match) and self.knobs.fail_match in f"{req.method} {req.path}"
             if targeted and self.knobs.fail_count >= 0:
                 targeted = self.knobs.fail_count > 0
                 self.knobs.fail_count -= int(targeted)
             if targeted or (self.knobs.fail_rate > 0 and self.faults.random() < self.knobs.fail_rate):
                 self.counters["faults"] += 1
+                if targeted and self.knobs.fail_status == 0:
+                    return Response.lost()
                 raise HttpError(self.knobs.fail_status if targeted else 500, {"error": "lab.injected.fault"})
             response = self._dispatch(req)
             if (

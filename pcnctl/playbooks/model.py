@@ -101,10 +101,7 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
         mark = getattr(node, "start_mark", None)
         problems.append(Problem(name, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, message))
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookError(f"cannot read playbook {path}: {exc.strerror}") from None
+    text = _read_text(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -121,6 +118,35 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
     if problems:
         return None, problems
     return Playbook(path, str(_plain(top["name"])), str(_plain(top["description"])), inputs, steps), problems
+
+
+def _read_text(path: Path) -> str:
+    """The playbook's text: a file that cannot be read, is not UTF-8 or holds NUL bytes (a binary file, an
+    export in another encoding) is named as such, with where the first bad byte is, before YAML sees it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PlaybookError(f"cannot read playbook {path}: {exc.strerror}") from None
+    hint = "a playbook is a YAML text file saved as UTF-8: check the file name, or convert it (iconv)"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(data, exc.start)
+        where = f"byte 0x{data[exc.start]:02x} at line {line}, column {column}"
+        raise PlaybookError(f"playbook {path} is not UTF-8 text: {where}", hint=hint) from None
+    if "\x00" in text:
+        line, column = _position(data, data.index(b"\x00"))
+        raise PlaybookError(
+            f"playbook {path} is a binary file (a NUL byte at line {line}, column {column}), not YAML",
+            hint=hint,
+        )
+    return text
+
+
+def _position(data: bytes, offset: int) -> tuple[int, int]:
+    """Line and column (from 1, in bytes) of ``offset`` in ``data``."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
 def _top(root: Any, problem: Callable[[Any, str], None]) -> dict[str, Node]:

@@ -36,9 +36,12 @@ def _reachability(times: list[float], page: str) -> dict[str, str]:
     }
 
 
-def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[DoctorReport, PcnError | None]:
+def run(
+    profile: Profile, open_driver: Callable[[Profile], object], *, audit_key: str | None = None
+) -> tuple[DoctorReport, PcnError | None]:
     """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA). The checks
-    that need the ENT run in order and stop at the first failure: a failed login makes the rest noise."""
+    that need the ENT run in order and stop at the first failure: a failed login makes the rest noise.
+    ``audit_key`` is where the key signing the audit log comes from (None: the log is not signed)."""
     report = DoctorReport()
     first_error: PcnError | None = None
 
@@ -50,6 +53,7 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
     report.checks.append(
         {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
     )
+    report.checks.append(_audit_key(audit_key))
     if profile.approvers:
         from pcnctl.ops.approvals import readiness
 
@@ -73,6 +77,23 @@ def run(profile: Profile, open_driver: Callable[[Profile], object]) -> tuple[Doc
         return report, first_error
     report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
     return report, first_error
+
+
+def _audit_key(source: str | None) -> dict[str, str]:
+    """Whether the audit log's entries are signed: without a key, entries appended with a recomputed chain
+    are caught by the seal in the state store only, which whoever can write the home can also rewrite."""
+    if source is not None:
+        return {
+            "check": "audit-key",
+            "status": "ok",
+            "detail": f"audit log entries signed (key from {source})",
+        }
+    return {
+        "check": "audit-key",
+        "status": "warn",
+        "detail": "audit log entries are not signed: run 'pcnctl profile add NAME ... --force --audit-key' "
+        "(a key kept in the keyring) or set PCNCTL_AUDIT_KEY from a secret kept outside the home",
+    }
 
 
 def _reach(profile: Profile, report: DoctorReport) -> None:

@@ -3,8 +3,11 @@
 Each entry carries ``prev`` (the previous entry's hash) and ``hash`` = SHA-256 of ``prev`` and the entry's
 canonical JSON without ``hash`` and ``mac``. Editing, deleting or reordering a line breaks the chain from
 there. What the chain alone cannot show (the last lines cut off, the whole file deleted or rewritten with
-recomputed hashes) the seal shows: after each append the state store records the entry count and the head
-hash, and with a key (``PCNCTL_AUDIT_KEY`` or the keyring) each entry also carries an HMAC of its hash that
+recomputed hashes, entries appended with a recomputed chain) the seal shows: each append is written inside
+the state store's transaction that records the new entry count and head hash, so only a crash between the
+write and the commit leaves one entry beyond the seal. Entries an append finds beyond the seal are recorded
+in the store before they are chained over, and ``verify`` reports them from then on: one as a warning, more
+as forged. With a key (``PCNCTL_AUDIT_KEY`` or the keyring) each entry also carries an HMAC of its hash that
 nobody without the key can recompute. A torn last line (a crash mid-write) is cut off by the next append,
 which records that it did so. Appends take an exclusive ``flock`` so two pcnctl processes never interleave
 or fork the chain. The file is ``$PCNCTL_HOME/audit.log`` (0600).
@@ -18,19 +21,24 @@ import hmac
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from pcnctl.config import private_dir
+from pcnctl.errors import UsageError
 from pcnctl.state.incidents import utcnow
 
 if TYPE_CHECKING:
-    from pcnctl.state.store import StateStore
+    from pcnctl.state.store import Seal, StateStore
 
 GENESIS = "0" * 64
 SEAL = "audit-log"
+# What an append found where the log should have ended at its seal: one record each, named after the
+# sealed count and the last entry found (the record holds that entry's number and the head sealed before).
+UNSEALED = "audit-log:unsealed:"
 
 
 class AuditDetails(TypedDict, total=False):
@@ -113,13 +121,17 @@ class AuditLog:
         self._parsed: list[AuditEntry] = []
 
     def append(self, **entry: Unpack[AuditEntry]) -> AuditEntry:
-        with self._lock:
+        """Write one entry and seal it in the same step: the write happens inside the store's transaction
+        that records the new seal, so only a crash between the two can leave an entry beyond the seal."""
+        with self._lock, self._sealing():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 previous, torn = _last_entry(fd)
                 if torn:
                     os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - torn)
+                previous = self._note_unsealed(fd, previous)
+                if torn:
                     previous = self._write(
                         fd,
                         previous,
@@ -129,6 +141,34 @@ class AuditLog:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+    @contextmanager
+    def _sealing(self) -> Iterator[None]:
+        """The store's write transaction (its own API, whatever the database), when the log is sealed."""
+        if self.state is None:
+            yield
+            return
+        with self.state.transaction():
+            yield
+
+    def _note_unsealed(self, fd: int, previous: AuditEntry | None) -> AuditEntry | None:
+        """A log that does not end at the sealed head (entries beyond it, its end cut off, the file deleted
+        or rewritten) is never chained over in silence: what the append found and the head sealed before
+        it are recorded in the store (``verify`` reports them from then on), and an ``audit:unsealed``
+        entry says so in the log. A log never sealed (written before seals existed) is adopted."""
+        seal = self.state.seal(SEAL) if self.state is not None else None
+        last, head = (int(previous["seq"]), previous["hash"]) if previous else (0, GENESIS)
+        if seal is None or (last, head) == (seal.count, seal.head):
+            return previous
+        assert self.state is not None
+        self.state.set_seal(f"{UNSEALED}{seal.count:09d}:{last:09d}", last, seal.head, utcnow())
+        if last > seal.count:
+            what = f"entries {seal.count + 1}-{last}" if last > seal.count + 1 else f"entry {last}"
+            result = f"{what} unsealed"
+        else:
+            result = f"the log does not end at the sealed entry {seal.count}"
+        note: AuditEntry = {"action": "audit:unsealed", "target": "audit.log", "result": result}
+        return self._write(fd, previous, note)
 
     def _write(self, fd: int, previous: AuditEntry | None, entry: AuditEntry) -> AuditEntry:
         prev, seq = (previous["hash"], int(previous["seq"])) if previous else (GENESIS, 0)
@@ -169,6 +209,24 @@ class AuditLog:
         return (seal.count, seal.head) if seal else (0, GENESIS)
 
 
+def readable_log(path: Path) -> Path:
+    """``path`` when it is a regular file this user can read, else a :class:`UsageError` saying what it is
+    (a directory, nothing, a device) and what to give instead."""
+    hint = "give the audit log file itself, e.g. $PCNCTL_HOME/audit.log (or a copy of it)"
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not an audit log", hint=hint)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist", hint=hint)
+    if not path.is_file():
+        raise UsageError(f"{path} is not a regular file", hint=hint)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", hint=hint) from None
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Verification:
     entries: int
@@ -187,6 +245,8 @@ class _Walk:
     unsigned: int = 0
     signed: bool = False
     warnings: list[str] = field(default_factory=list)
+    hashes: dict[int, str] = field(default_factory=dict)  # the hash of each entry, by sequence number
+    lines: dict[int, int] = field(default_factory=dict)  # the line of each entry, by sequence number
 
 
 def verify(log: AuditLog) -> Verification:
@@ -212,16 +272,48 @@ def verify(log: AuditLog) -> Verification:
             continue
         if problem:
             return Verification(walk.count, False, number, problem, tuple(walk.warnings), sealed)
+        walk.hashes[walk.seq], walk.lines[walk.seq] = walk.prev, number
     if walk.unsigned:
         walk.warnings.append(f"{walk.unsigned} entries carry no MAC (written without the key)")
-    if seal is not None and (walk.seq < seal.count or (walk.seq == seal.count and walk.prev != seal.head)):
-        problem = (
-            f"the log ends at entry {walk.seq}, but {seal.count} entries were sealed: its end was cut off"
-            if walk.seq < seal.count
-            else "the last entry is not the one sealed: the log was rewritten"
-        )
-        return Verification(walk.count, False, walk.count + 1, problem, tuple(walk.warnings), sealed)
+    found = _against_seals(log, walk, seal) if seal is not None else None
+    if found is not None:
+        line, problem = found
+        return Verification(walk.count, False, line, problem, tuple(walk.warnings), sealed)
     return Verification(walk.count, True, warnings=tuple(walk.warnings), sealed=sealed)
+
+
+def _against_seals(log: AuditLog, walk: _Walk, seal: Seal) -> tuple[int, str] | None:
+    """Compare an intact chain with what the store sealed: the end cut off, the sealed head rewritten,
+    entries beyond the seal now or found beyond it by an earlier append. One entry beyond is what a crash
+    between a write and its seal leaves (a warning); more were written around pcnctl (tampering)."""
+    after = walk.count + 1
+    if walk.seq < seal.count:
+        cut = f"the log ends at entry {walk.seq}, but {seal.count} entries were sealed: its end was cut off"
+        return after, cut
+    if walk.hashes.get(seal.count, GENESIS) != seal.head:
+        rewritten = "the entry sealed last is not the one in the log: it was rewritten"
+        return walk.lines.get(seal.count, after), rewritten
+    assert log.state is not None
+    ranges = [
+        (int(r.name[len(UNSEALED) :].split(":")[0]), r.count, r.head) for r in log.state.seals(UNSEALED)
+    ]
+    for start, end, head in [*sorted(ranges), (seal.count, walk.seq, seal.head)]:
+        if end < start:
+            cut = f"the log was cut back to entry {end} after entry {start} was sealed"
+            return walk.lines.get(end + 1, after), cut
+        if walk.hashes.get(start, GENESIS) != head:
+            return walk.lines.get(start, after), f"entry {start} was rewritten after it was sealed"
+        current = end == walk.seq and start == seal.count
+        if end - start > 1:
+            when = "after the last seal" if current else "beyond the seal, found by a later append"
+            return walk.lines[start + 1], f"entries {start + 1}-{end} were written {when}: forged entries"
+        if end - start == 1:
+            walk.warnings.append(
+                f"entry {end} is not sealed yet (an append in progress, or a crash before its seal)"
+                if current
+                else f"entry {end} was written but never sealed (a crash between its write and its seal)"
+            )
+    return None
 
 
 def _check_line(log: AuditLog, walk: _Walk, raw: bytes, *, last: bool) -> str:

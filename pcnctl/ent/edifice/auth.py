@@ -29,8 +29,10 @@ from urllib.parse import urlsplit
 
 from pcnctl.config import Profile
 from pcnctl.ent import credentials
+from pcnctl.ent.edifice.shapes import parse_identity
 from pcnctl.ent.http import HttpClient, RetryPolicy, error_key
 from pcnctl.errors import AuthError, MfaRequiredError, PcnError, PermissionDeniedError, ServerError
+from pcnctl.models import Identity
 
 if TYPE_CHECKING:
     import requests
@@ -41,6 +43,10 @@ _NO_RETRY = RetryPolicy(attempts=1)
 # Logins are retried on 5xx and transport errors, with backoff: an overloaded ENT (April 2021) answers
 # 502/503 to a rush of logins, and giving up at the first one leaves the on-call without a session.
 _LOGIN_RETRY = RetryPolicy(attempts=4, base_delay=0.5, repeatable=True)
+# The MFA code flow is part of the login and is retried the same way. Asking for the code again keeps the
+# pending code (auth DefaultMfaService.generateOrRefreshCode only refreshes its ttl and tries); sending it
+# again after a 5xx or a reset is what a person does. Only a refused code (a 200 answer) spends a try.
+_MFA_RETRY = _LOGIN_RETRY
 
 # Asks for the MFA code, given the channel the ENT sent it by (None when it does not say).
 MfaPrompt = Callable[[str | None], str | None]
@@ -113,6 +119,8 @@ class EdificeAuth:
         self.use_cache = use_cache
         self.logged_in_at: float | None = None
         self.token: str | None = None
+        # Who a cached session turned out to be when it was checked (the driver's whoami starts from it).
+        self.identity: Identity | None = None
 
     # -- Authenticator protocol ---------------------------------------------------------------------
 
@@ -190,7 +198,7 @@ class EdificeAuth:
         self.token = None
 
     def complete_mfa(self, http: HttpClient) -> None:
-        info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_NO_RETRY).json()
+        info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_MFA_RETRY).json()
         channel = None if info.get("type") is None else str(info.get("type"))
         code = os.environ.get("PCNCTL_MFA_CODE") or (self.mfa_prompt(channel) if self.mfa_prompt else None)
         if not code:
@@ -205,7 +213,7 @@ class EdificeAuth:
                 "an MFA code is 6 digits", hint="type the code the ENT sent, or set PCNCTL_MFA_CODE to it"
             )
         result = http.request(
-            "POST", "/auth/user/mfa/code", json={"key": code}, auth=False, retry=_NO_RETRY
+            "POST", "/auth/user/mfa/code", json={"key": code}, auth=False, retry=_MFA_RETRY
         ).json()
         state = result.get("state")
         if state != "valid":
@@ -215,21 +223,65 @@ class EdificeAuth:
                 f"the MFA code was refused (state: {state}{left})",
                 hint="ask for a new code and try again ('pcnctl auth login')",
             )
-        self._cache(http)
 
     # -- login flows ------------------------------------------------------------------------------------
 
     def resume_or_login(self, http: HttpClient) -> str:
-        """Reuse a cached session when there is one (``"cached"``), else log in (``"login"``)."""
-        cached = credentials.load_session(self.profile) if self.use_cache else None
-        if cached and cached.get("auth") == self.profile.auth:
-            if cached.get("token"):
-                self.token = str(cached["token"])
-            else:
-                http.set_cookies({str(k): str(v) for k, v in (cached.get("cookies") or {}).items()})
+        """Reuse the session ``auth login`` cached when the ENT still says it is the same user's
+        (``"cached"``), else log in with the profile's secret (``"login"``)."""
+        if self.resume(http):
             return "cached"
         self.login(http)
         return "login"
+
+    def resume(self, http: HttpClient) -> bool:
+        """Put the cached session on the client if the ENT still says it is the user it was cached for;
+        one that is not (another user's, expired) is dropped. False when no session was resumed."""
+        cached = credentials.load_session(self.profile) if self.use_cache else None
+        if cached is None:
+            return False
+        if self._resume(http, cached):
+            return True
+        credentials.drop_session(self.profile)
+        self.clear(http)
+        return False
+
+    def _resume(self, http: HttpClient, cached: credentials.CachedSession) -> bool:
+        """Put the cached session on the client and ask the ENT whose it is (``GET /auth/oauth2/userinfo``,
+        open to any session: auth ``AuthController.userInfo``). Only the user it was cached for may go on
+        with it; an expired session (a redirect or a 401) or another user's means a new login."""
+        if cached.get("token"):
+            self.token = str(cached["token"])
+        else:
+            http.set_cookies({str(k): str(v) for k, v in (cached.get("cookies") or {}).items()})
+        response = http.request(
+            "GET",
+            "/auth/oauth2/userinfo",
+            params={"version": "v2.0"},
+            allow=(301, 302, 303, 307, 401, 403),
+            auth=False,
+        )
+        info: object = None
+        if response.status_code == 200:
+            with contextlib.suppress(ValueError):
+                info = response.json()
+        if not isinstance(info, dict) or not info.get("userId") or info["userId"] != cached.get("user_id"):
+            return False
+        self.identity = parse_identity(info, auth_mode=self.profile.auth, client_id=self.profile.client_id)
+        return True
+
+    def remember(self, http: HttpClient, user_id: str | None) -> bool:
+        """Cache this session for the commands that follow (``auth login`` only, once it has passed MFA):
+        under the profile's ENT, account and mode, with the user the ENT named. False when nothing was
+        cached (no keyring here, a service token, or no user)."""
+        if not user_id:
+            return False
+        data: credentials.CachedSession = {"user_id": user_id, "at": time.time()}
+        if self.token:
+            data["token"] = self.token
+        else:
+            data["cookies"] = http.session_cookies()
+        return credentials.save_session(self.profile, data)
 
     def login(self, http: HttpClient) -> None:
         mode = self.profile.auth
@@ -243,7 +295,6 @@ class EdificeAuth:
         else:
             self._token(http, {"grant_type": "client_credentials"})
         self.logged_in_at = time.time()
-        self._cache(http)
 
     def _cookie_login(self, http: HttpClient) -> None:
         password = credentials.require(self.profile, "password").value
@@ -337,16 +388,6 @@ class EdificeAuth:
             f"token request refused: {error}{f' ({description})' if description else ''}",
             hint="check the login and the password" if form["grant_type"] == "password" else None,
         )
-
-    def _cache(self, http: HttpClient) -> None:
-        if not self.use_cache:
-            return
-        data: credentials.CachedSession = {"auth": self.profile.auth, "at": time.time()}
-        if self.token:
-            data["token"] = self.token
-        else:
-            data["cookies"] = http.session_cookies()
-        credentials.save_session(self.profile, data)
 
     def logout(self, http: HttpClient) -> None:
         """Close the session on the ENT (cookie mode) and forget the cached one."""

@@ -86,12 +86,15 @@ class EdificeDriver:
         use_cache: bool = True,
         on_retry: Callable[[str], None] | None = None,
     ) -> EdificeDriver:
-        """Build the HTTP client for ``profile`` and log in (or reuse the session ``auth login`` cached)."""
+        """Build the HTTP client for ``profile`` and log in, or reuse the session ``auth login`` cached once
+        the ENT has said it is still the same user's (that answer is then who this driver is)."""
         http = cls.client(profile, on_retry=on_retry)
         auth = EdificeAuth(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
         http.authenticator = auth
         auth.resume_or_login(http)
-        return cls(profile, http, auth)
+        driver = cls(profile, http, auth)
+        driver._identity = auth.identity
+        return driver
 
     # -- identity ------------------------------------------------------------------------------------
 
