@@ -48,6 +48,14 @@ def add(
             "a second administrator's signature (pcnctl approve).",
         ),
     ] = None,
+    trusted_proxies: Annotated[
+        int | None,
+        typer.Option(
+            "--trusted-proxies",
+            help="Reverse proxies in front of the ENT that append to X-Forwarded-For (default 1, its web "
+            "server): the hunt, senders and doctor take the address the outermost one saw.",
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> None:
@@ -77,6 +85,7 @@ def add(
         canary=canary,
         canary_to=canary_to,
         approvers=approvers,
+        trusted_proxies=trusted_proxies,
     )
     config.profiles[name] = profile
     if use or config.current is None:

@@ -10,6 +10,10 @@ finds nobody new.
 Ordinary traffic must not look like the attacker: a school network's address is shared by hundreds of
 pupils. So a trace weighs ``1 / (1 + n)``, ``n`` being the ordinary accounts seen with it in a baseline
 window just before the incident (the attacker's new addresses weigh 1, a school proxy almost nothing).
+
+Addresses are compared as the client's hop of the raw ``X-Forwarded-For`` the event store holds (the
+profile's ``trusted_proxies``, :func:`pcnctl.forensics.events.client_hop`): the same machine behind the
+same proxies is one trace, whatever the client wrote into the header before them.
 Corroboration (a send, a first login from a new device before a send, an activation or SMS, a forward of
 the threat) adds at most ``CORROBORATION`` to an account that has a link, never to one that has none; a
 suspect needs ``min_score`` (1 by default). docs/hunt.md explains the rule with examples.
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import AuthError, PermissionDeniedError, RefusedError, UsageError
-from pcnctl.forensics.events import iter_events
+from pcnctl.forensics.events import canonical, iter_events
 from pcnctl.forensics.mailstore import Mailstore, Scan
 from pcnctl.models import PlatformEvent
 from pcnctl.records import JsonObject, Row
@@ -257,7 +261,7 @@ def resolve_seeds(driver: EntDriver, store: Mailstore | None, query: HuntQuery) 
     from pcnctl.ent import directory
     from pcnctl.forensics.search import load_saved
 
-    seeds = [Seed("ip", ip.strip()) for ip in query.ips] + [Seed("ua", ua) for ua in query.agents]
+    seeds = [Seed("ip", canonical(ip)) for ip in query.ips] + [Seed("ua", ua) for ua in query.agents]
     for ref in query.accounts:
         try:
             user = directory.find_user(driver, ref)
