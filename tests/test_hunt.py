@@ -336,3 +336,49 @@ def test_senders_show_the_address_the_ent_saw(hunter: Cli, wave: dict[str, Any])
     assert set(mine) == set(wave["senders"])
     for user, row in mine.items():
         assert row["ips"] == [wave["traces"][user][0]]  # the hop, not the raw header
+
+
+# -- the baseline must have seen the ordinary traffic --------------------------------------------------------
+
+
+def test_a_hunt_on_a_day_whose_baseline_holds_no_login_is_refused(
+    hunter: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    """The 24-hour case: the day before the window holds no login (the lab's history is all inside the
+    window), so the school network's address would weigh as new and link everyone behind it."""
+    seeds = [arg for login in wave["sender_logins"] for arg in ("--account", login)]
+    refused = hunter("hunt", *seeds, "--since", "24h", "-o", "json")
+    assert refused.exit_code == 7 and refused.stdout == "", refused.stderr
+    assert "saw 0 ordinary account(s) log in, for " in refused.stderr and "--baseline" in refused.stderr
+    window = int(refused.stderr.split("for ")[1].split(" account(s)")[0])
+    assert window > 1000  # a day of the académie's logins
+    # What the refusal prevents: without a baseline every shared address weighs 1.
+    reckless = hunter("hunt", *seeds, "--since", "24h", "--baseline", "0", "-o", "json")
+    assert reckless.exit_code == 0 and "no baseline (--baseline 0)" in reckless.stderr
+    linked = {s["id"] for s in reckless.json()["suspects"]}
+    assert len(linked) > 300 and set(wave["innocent"]) <= linked  # the pupils behind the proxy
+    ok = hunter("hunt", *seeds, "--since", "1h", "-o", "json")
+    assert ok.exit_code == 0 and ok.json()["baseline_accounts"] * 4 >= ok.json()["window_accounts"]
+    assert f"by {ok.json()['baseline_accounts']} ordinary account(s)" in ok.stderr
+
+
+def test_the_playbook_stops_at_the_hunt_rather_than_block_on_a_thin_baseline(
+    hunter: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    hunter.open_incidents("HUNT-24")
+    result = hunter(
+        "playbook",
+        "run",
+        WAVE,
+        "--incident",
+        "HUNT-24",
+        "--approve-all",
+        "--input",
+        "since=24h",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 8, result.stderr
+    assert "step 'hunt' failed" in result.stderr and "saw 0 ordinary account(s)" in result.stderr
+    assert lab.sql("SELECT count(*) FROM users WHERE blocked = 1") == [(0,)]  # no block at all
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
