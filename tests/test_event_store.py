@@ -1,5 +1,5 @@
 """The event store as the platform writes it: ``ip`` is the raw ``X-Forwarded-For`` (``Renders.getIp``), or
-the TCP peer without one; pcnctl compares the client's hop."""
+the TCP peer without one; pcnctl compares the client's hop; doctor says when the store answers empty."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from pcnctl.forensics.events import client_hop
-from tests.conftest import Lab
+from tests.conftest import Cli, Lab
 
 ADMC = "admc.pcn"
 
@@ -78,3 +78,29 @@ def test_the_client_hop_is_the_address_the_outermost_trusted_proxy_saw(
     raw: str | None, trusted: int, hop: str
 ) -> None:
     assert client_hop(raw, trusted) == hop
+
+
+def _doctor(cli: Cli) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    result = cli("doctor", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = result.json()
+    checks = {r["check"]: r for r in rows if r["kind"] == "check"}
+    capabilities = {r["check"]: r for r in rows if r["kind"] == "capability"}
+    return checks, capabilities
+
+
+def test_doctor_says_when_the_event_store_answers_empty(lab: Lab, cli: Cli) -> None:
+    assert cli("profile", "add", "lab", "--url", lab.url, "--login", ADMC).exit_code == 0
+    cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
+    checks, capabilities = _doctor(cli)
+    assert checks["events"]["status"] == "ok" and "5 minutes" in checks["events"]["detail"]
+    assert capabilities["infra.event_store"]["status"] == "ok"
+    # A deployment whose events go to another store: the route still answers 200, with an empty list.
+    lab.knobs(event_store="postgresql")
+    checks, capabilities = _doctor(cli)
+    assert (
+        checks["events"]["status"] == "warn"
+        and "empty list for the last 24 hours" in checks["events"]["detail"]
+    )
+    assert capabilities["infra.event_store"]["status"] == "no"
+    assert "mass_senders needs" in checks["audit"]["detail"]

@@ -67,6 +67,9 @@ class Knobs:
     lose_rate: float = 0.0
     # Until this UNIX time every API request has its connection dropped unanswered (an outage).
     outage_until: float = 0.0
+    # Where the platform writes its events: "mongodb" (what the event route reads), or another store
+    # ("postgresql": the events are written there and the route answers an empty list).
+    event_store: str = "mongodb"
 
 
 class RateGate:
