@@ -57,17 +57,25 @@ class Shape:
 
 @dataclass
 class _Walk:
+    """One check: the flags in force, the problems found, the character sets already worked out."""
+
     flags: int
     problems: list[str] = field(default_factory=list)
+    chars: dict[tuple[int, str, str], frozenset[str]] = field(default_factory=dict)
 
 
 def check_regex(pattern: str, *, flags: int = re.IGNORECASE, label: str = "regular expression") -> None:
     """Refuse (exit 2) a pattern that does not compile or that can backtrack exponentially."""
     try:
         re.compile(pattern, flags)
+        problem = backtracking(pattern, flags)
     except re.error as exc:
         raise UsageError(f"invalid {label} '{pattern}': {exc}") from None
-    problem = backtracking(pattern, flags)
+    except RecursionError:
+        raise UsageError(
+            f"the {label} '{pattern[:80]}...' nests its groups too deeply to be read",
+            hint="write it with fewer nested groups",
+        ) from None
     if problem is not None:
         raise UsageError(
             f"the {label} '{pattern}' can take exponential time on a message that does not match: " + problem,
@@ -121,7 +129,7 @@ def _shape(walk: _Walk, op: Any, av: Any) -> Shape:
     from re import _constants as c  # type: ignore[attr-defined]
 
     if op in (c.LITERAL, c.NOT_LITERAL, c.IN, c.ANY):
-        chars = _chars(walk.flags, op, av)
+        chars = _chars(walk, op, av)
         return Shape(chars, False, False, _fold(walk.flags, chr(av)) if op is c.LITERAL else None)
     if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
         return Shape()
@@ -227,7 +235,7 @@ def _alternatives(walk: _Walk, alternatives: list[Any], follow: frozenset[str]) 
 def _chars_of(walk: _Walk, ch: str) -> frozenset[str]:
     from re import _constants as c  # type: ignore[attr-defined]
 
-    return _chars(walk.flags, c.LITERAL, ord(ch))
+    return _chars(walk, c.LITERAL, ord(ch))
 
 
 # -- characters ----------------------------------------------------------------------------------------------
@@ -238,17 +246,24 @@ def _flagged(walk: _Walk, av: Any) -> _Walk:
     _group, add, remove, _items = av
     if not add and not remove:
         return walk
-    inner = _Walk((walk.flags | add) & ~remove)
-    inner.problems = walk.problems
-    return inner
+    return _Walk((walk.flags | add) & ~remove, walk.problems, walk.chars)
 
 
 def _fold(flags: int, text: str) -> str:
     return text.casefold() if flags & re.IGNORECASE else text
 
 
-def _chars(flags: int, op: Any, av: Any) -> frozenset[str]:
-    """The characters of the sample alphabet one single-character item matches."""
+def _chars(walk: _Walk, op: Any, av: Any) -> frozenset[str]:
+    """The characters of the sample alphabet one single-character item matches (worked out once per item
+    and flags: a long literal text repeats the same few)."""
+    key = (walk.flags, str(op), repr(av))
+    found = walk.chars.get(key)
+    if found is None:
+        found = walk.chars[key] = _chars_of_item(walk.flags, op, av)
+    return found
+
+
+def _chars_of_item(flags: int, op: Any, av: Any) -> frozenset[str]:
     from re import _constants as c  # type: ignore[attr-defined]
 
     def variants(ch: str) -> set[str]:
