@@ -172,8 +172,7 @@ def mass_senders(env: AuditEnv) -> Finding:
 def watchlist(env: AuditEnv) -> Finding:
     if env.mailstore is None:
         return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
-    drafts: list[int] = [0]
-    hits = _watchlist_hits(env, env.mailstore, _templates(env.store), drafts)
+    hits, drafts = _watchlist_hits(env, env.mailstore, _templates(env.store))
     people = Directory(env.driver)  # fromName is NULL on the platform's send path
     people.load([m.sender for m, _hit, _like in hits if not m.sender_name])
     rows: list[Row] = [
@@ -195,8 +194,8 @@ def watchlist(env: AuditEnv) -> Finding:
     scheduled = sum(1 for r in rows if r["state"] == "SCHEDULE")
     if scheduled:
         summary += f", {scheduled} of them scheduled (not delivered yet)"
-    if drafts[0]:
-        summary += f"; also matching, left out: {drafts[0]} draft (never sent)"
+    if drafts:
+        summary += f"; also matching, left out: {drafts} draft (never sent)"
     return Finding(
         "watchlist",
         "critical" if rows else "ok",
@@ -220,15 +219,12 @@ def _templates(store: StateStore) -> list[tuple[str, set[tuple[str, str]]]]:
 
 
 def _watchlist_hits(
-    env: AuditEnv,
-    store: Mailstore,
-    templates: list[tuple[str, set[tuple[str, str]]]],
-    drafts: list[int],
-) -> list[tuple[StoredMessage, str, str]]:
+    env: AuditEnv, store: Mailstore, templates: list[tuple[str, set[tuple[str, str]]]]
+) -> tuple[list[tuple[StoredMessage, str, str]], int]:
     """The new messages a pattern matches or that are like a past threat: (message, pattern, incident).
     As messages search does: sent, recalled and scheduled messages (a scheduled threat is delivered
     later), recipients from the copies; drafts (never sent) are read by the same query and only counted
-    in ``drafts``."""
+    (the second value)."""
     patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
     found: dict[str, tuple[str, str]] = {}
 
@@ -241,13 +237,13 @@ def _watchlist_hits(
                 found[message.id] = (hit or "", like or "")
                 yield message
 
-    hits = []
+    hits, drafts = [], 0
     for message in store.with_copies(matched()):  # the copies of the hits only
         if message.state == "DRAFT":
-            drafts[0] += 1
+            drafts += 1
         else:
             hits.append((message, *found[message.id]))
-    return hits
+    return hits, drafts
 
 
 def _like(env: AuditEnv, templates: list[tuple[str, set[tuple[str, str]]]], message: StoredMessage) -> str:
