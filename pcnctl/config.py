@@ -21,6 +21,11 @@ from pcnctl.errors import ConfigError, UsageError
 from pcnctl.records import JsonObject
 
 AUTH_MODES = ("cookie", "oauth-password", "oauth-client")
+# Reverse proxies in front of the ENT that append to X-Forwarded-For. One is the usual deployment: a web
+# server (nginx, Apache) in front of the platform's vert.x server, which the platform itself expects (its
+# login redirect falls back to vert.x's own port 8009 when a request carries no X-Forwarded-For).
+DEFAULT_TRUSTED_PROXIES = 1
+MAX_TRUSTED_PROXIES = 10
 CONFIG_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SECRET_KEYS = {"password", "secret", "client_secret", "token", "access_token", "cookie", "onesessionid"}
@@ -43,6 +48,12 @@ class Profile:
     canary: str | None = None  # login of a test account whose sends prove a messaging block works
     canary_to: str | None = None  # login the canary writes to (default: a teacher of its school)
     approvers: str | None = None  # OpenSSH allowed-signers file: purges and wide runs need a second admin
+    trusted_proxies: int | None = None  # proxies in front of the ENT (None: DEFAULT_TRUSTED_PROXIES)
+
+    @property
+    def proxies(self) -> int:
+        """How many X-Forwarded-For hops, from the right, the ENT's own proxies wrote."""
+        return self.trusted_proxies or DEFAULT_TRUSTED_PROXIES
 
     def to_dict(self) -> dict[str, str | float]:
         data = asdict(self)
@@ -192,10 +203,24 @@ def make_profile(name: str, **values: Any) -> Profile:
                 raise ConfigError(f"profile {name!r}: {key} must be a number of seconds") from None
             if not 0 < values[key] <= 600:
                 raise UsageError(f"profile {name!r}: {key} must be between 0 and 600 seconds")
+    if values.get("trusted_proxies") is not None:
+        values["trusted_proxies"] = _trusted_proxies(name, values["trusted_proxies"])
     for key in ("ca_file", "approvers"):
         if values.get(key):
             values[key] = str(Path(values[key]).expanduser())
     return Profile(name=name, **{k: v for k, v in values.items() if v is not None})
+
+
+def _trusted_proxies(name: str, value: object) -> int:
+    """A count of proxies: a whole number from 1 (the ENT's own web server) to MAX_TRUSTED_PROXIES."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TRUSTED_PROXIES:
+        raise UsageError(
+            f"profile {name!r}: trusted_proxies must be a whole number from 1 to {MAX_TRUSTED_PROXIES}, "
+            f"not {value!r}",
+            hint="count the reverse proxies in front of the ENT that append to X-Forwarded-For (usually 1: "
+            "its web server; 2 with a load balancer in front of it)",
+        )
+    return value
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -44,9 +44,12 @@ def test_an_attack_triggers_mass_senders_and_watchlist(auditor: Cli, wave: dict[
     assert result.exit_code == 11, result.stderr
     found = findings(result)
     assert {r["id"] for r in found["mass_senders"]["rows"]} == set(wave["senders"])
-    assert {r["id"] for r in found["watchlist"]["rows"]} == set(
-        wave["messages"]
-    )  # ordinary traffic not caught
+    watchlist = found["watchlist"]
+    # Every threat, those scheduled for later included; ordinary traffic not caught; drafts only counted.
+    assert {r["id"] for r in watchlist["rows"]} == set(wave["messages"]) | set(wave["scheduled"])
+    assert {r["id"] for r in watchlist["rows"] if r["state"] == "SCHEDULE"} == set(wave["scheduled"])
+    assert f"{len(wave['scheduled'])} of them scheduled (not delivered yet)" in watchlist["summary"]
+    assert f"also matching, left out: {len(wave['drafts'])} draft (never sent)" in watchlist["summary"]
     assert found["health"]["severity"] == "ok"
     fr = auditor(
         "audit", "run", "--since", "1h", "--checks", "mass_senders", "--lang", "fr", "--mass-messages", "4"
@@ -67,7 +70,8 @@ def test_since_last_does_not_report_a_finding_twice(auditor: Cli, wave: dict[str
         "-o",
         "json",
     )
-    assert first.exit_code == 11 and findings(first)["watchlist"]["count"] == len(wave["messages"])
+    threats = len(wave["messages"]) + len(wave["scheduled"])
+    assert first.exit_code == 11 and findings(first)["watchlist"]["count"] == threats
     second = auditor("audit", "run", "--since", "last", "--checks", "watchlist,mass_senders", "--quiet")
     assert second.exit_code == 0 and second.stdout == ""
 
@@ -150,6 +154,29 @@ def test_bad_input(auditor: Cli, tmp_path: Path) -> None:
     bad.write_text("broken: (unclosed\n")
     result = auditor("audit", "run", "--watchlist", str(bad))
     assert result.exit_code == 2 and f"{bad}:1" in result.stderr
+
+
+def test_a_watchlist_pattern_that_can_backtrack_for_ever_is_refused_before_the_audit_reads(
+    auditor: Cli, lab: Lab, tmp_path: Path
+) -> None:
+    from pcnctl.reports.audit.checks import DEFAULT_WATCHLIST, check_watchlist
+
+    watch = tmp_path / "watch.txt"
+    watch.write_text("bomb: bombe\nwords: (\\w+\\s?)+$\n")
+    before = lab.counters()["requests"]
+    result = auditor("audit", "run", "--watchlist", str(watch), "--since", "1h")
+    assert result.exit_code == 2, result.stderr
+    assert (
+        f"{watch}:2: the regular expression of 'words' '(\\w+\\s?)+$' can take exponential" in result.stderr
+    )
+    assert "possessive" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
+    assert lab.counters()["requests"] == before
+    check_watchlist(DEFAULT_WATCHLIST)  # the shipped list passes the check it imposes
+    watch.write_text("words: (\\w+\\s)*\\w+ explos\n")  # the rewrite the hint suggests
+    fine = auditor(
+        "audit", "run", "--watchlist", str(watch), "--since", "1h", "--checks", "watchlist", "-o", "json"
+    )
+    assert fine.exit_code in (0, 11) and findings(fine)["watchlist"]["rows"] is not None, fine.stderr
 
 
 def test_the_html_report_opens_in_a_headless_browser(

@@ -259,3 +259,126 @@ def test_a_forward_corroborates_a_linked_account_and_never_links_alone(
     suspects = {s["login"]: s for s in result.json()["suspects"]}
     assert teacher not in suspects and {s["id"] for s in suspects.values()} == set(wave["hijacked"])
     assert "forward" in {r["kind"] for r in suspects[silent_login]["reasons"]}
+
+
+# -- addresses as the platform records them: the raw X-Forwarded-For ---------------------------------------
+
+
+def _wave_logins(lab: Lab, wave: dict[str, Any], user: str) -> set[str]:
+    """The addresses the event store holds for the account's logins during the wave (the day before, its
+    owner logged in from home or school)."""
+    rows = lab.sql(
+        "SELECT ip FROM events WHERE user_id = ? AND event_type = 'LOGIN' AND date >= ?",
+        user,
+        int(wave["started_at"] * 1000),
+    )
+    return {ip for (ip,) in rows}
+
+
+def _two_hop_machine(wave: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    """A foreign machine of the attacker, the accounts that came from it, and those of them whose header
+    holds two hops (the script's made-up address, then the machine's)."""
+    by_machine: dict[str, list[str]] = {}
+    for user, (ip, _ua) in wave["traces"].items():
+        if ip != wave["proxy"]:
+            by_machine.setdefault(ip, []).append(user)
+    for machine, users in sorted(by_machine.items()):
+        two = [u for u in users if wave["forwarded"][u] != machine]
+        if two:
+            return machine, users, two
+    raise AssertionError("the wave has no two-hop trace")
+
+
+def test_a_two_proxy_trace_is_linked_by_ip_as_the_address_the_ent_saw(
+    hunter: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    machine, users, two = _two_hop_machine(wave)
+    for user in two:  # recorded raw, as Renders.getIp gives it: a comma list, the client's hop last
+        (raw,) = _wave_logins(lab, wave, user)
+        assert raw == wave["forwarded"][user] and raw.endswith(f", {machine}") and raw.startswith("10.")
+    result = hunter("hunt", "--ip", machine, "--since", "1h", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    found = {s["id"] for s in data["suspects"]}
+    assert set(users) <= found <= set(wave["hijacked"])  # nobody innocent
+    seed = next(t for t in data["traces"] if t["value"] == machine)
+    assert seed["accounts"] == len(users) and seed["origin"] == f"seed ip {machine}"
+    assert not [t for t in data["traces"] if "," in t["value"]]  # hops compared, never the raw list
+    behind = lab.sql("SELECT count(DISTINCT ip) FROM events WHERE ip LIKE ?", f"%, {wave['proxy']}")
+    assert behind[0][0] > 1  # pupils on school computers: one raw header each, one school address
+    proxy = next(t for t in data["traces"] if t["value"] == wave["proxy"])
+    assert proxy["accounts"] > 40 and proxy["weight"] < 0.01  # all of them one trace, known before
+
+
+def test_the_profile_says_how_many_proxies_the_ent_has(hunter: Cli, lab: Lab, wave: dict[str, Any]) -> None:
+    """Counting two proxies where there is one takes the hop the client wrote: the two-hop accounts of
+    the machine are no longer seen on it (so the setting is the deployment's, not a guess)."""
+    machine, users, two = _two_hop_machine(wave)
+    made = hunter("profile", "add", "two", "--url", lab.url, "--login", "admc.pcn", "--trusted-proxies", "2")
+    assert made.exit_code == 0, made.stderr
+    shown = hunter("profile", "show", "two", "-o", "json")
+    assert shown.json()["trusted_proxies"] == 2
+    result = hunter("hunt", "-p", "two", "--ip", machine, "--since", "1h", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    seed = next(t for t in result.json()["traces"] if t["value"] == machine)
+    assert seed["accounts"] == len(users) - len(two)
+    for bad in ("0", "11", "deux"):
+        refused = hunter("profile", "add", "bad", "--url", lab.url, "--login", "x", "--trusted-proxies", bad)
+        assert refused.exit_code == 2 and "Traceback" not in refused.stderr, refused.stderr
+        said = "'deux' is not a valid int" if bad == "deux" else "from 1 to 10, not"
+        assert said in refused.stderr, refused.stderr
+    assert "bad" not in hunter("profile", "list", "-o", "json").stdout
+
+
+def test_senders_show_the_address_the_ent_saw(hunter: Cli, wave: dict[str, Any]) -> None:
+    rows = hunter("senders", "--since", "1h", "-o", "json").json()
+    mine = {r["id"]: r for r in rows if r["id"] in wave["senders"]}
+    assert set(mine) == set(wave["senders"])
+    for user, row in mine.items():
+        assert row["ips"] == [wave["traces"][user][0]]  # the hop, not the raw header
+
+
+# -- the baseline must have seen the ordinary traffic --------------------------------------------------------
+
+
+def test_a_hunt_on_a_day_whose_baseline_holds_no_login_is_refused(
+    hunter: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
+) -> None:
+    """The 24-hour case: the day before the window holds no login (the lab's history is all inside the
+    window), so the school network's address would weigh as new and link everyone behind it."""
+    seeds = [arg for login in wave["sender_logins"] for arg in ("--account", login)]
+    refused = hunter("hunt", *seeds, "--since", "24h", "-o", "json")
+    assert refused.exit_code == 7 and refused.stdout == "", refused.stderr
+    assert "saw 0 ordinary account(s) log in, for " in refused.stderr and "--baseline" in refused.stderr
+    window = int(refused.stderr.split("for ")[1].split(" account(s)")[0])
+    assert window > 1000  # a day of the académie's logins
+    # What the refusal prevents: without a baseline every shared address weighs 1.
+    reckless = hunter("hunt", *seeds, "--since", "24h", "--baseline", "0", "-o", "json")
+    assert reckless.exit_code == 0 and "no baseline (--baseline 0)" in reckless.stderr
+    linked = {s["id"] for s in reckless.json()["suspects"]}
+    assert len(linked) > 300 and set(wave["innocent"]) <= linked  # the pupils behind the proxy
+    ok = hunter("hunt", *seeds, "--since", "1h", "-o", "json")
+    assert ok.exit_code == 0 and ok.json()["baseline_accounts"] * 4 >= ok.json()["window_accounts"]
+    assert f"by {ok.json()['baseline_accounts']} ordinary account(s)" in ok.stderr
+
+
+def test_the_playbook_stops_at_the_hunt_rather_than_block_on_a_thin_baseline(
+    hunter: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    hunter.open_incidents("HUNT-24")
+    result = hunter(
+        "playbook",
+        "run",
+        WAVE,
+        "--incident",
+        "HUNT-24",
+        "--approve-all",
+        "--input",
+        "since=24h",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 8, result.stderr
+    assert "step 'hunt' failed" in result.stderr and "saw 0 ordinary account(s)" in result.stderr
+    assert lab.sql("SELECT count(*) FROM users WHERE blocked = 1") == [(0,)]  # no block at all
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]

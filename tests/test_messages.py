@@ -69,13 +69,19 @@ def ids(rows: list[dict[str, Any]]) -> set[str]:
     return {r["id"] for r in rows}
 
 
+def threats(wave: dict[str, Any]) -> list[str]:
+    """Every threat a search finds by default: those sent (the recalled one included) and those scheduled
+    for later (only the sender's copy until then)."""
+    return [*wave["messages"], *wave["scheduled"]]
+
+
 def test_like_finds_exactly_the_threat_copies(ops: Cli, wave: dict[str, Any], mailstore: str) -> None:
     result = ops("messages", "search", "--like", wave["messages"][0], "--mailstore", mailstore, "-o", "json")
     assert result.exit_code == 0, result.stderr
-    assert ids(result.json()) == set(wave["messages"])  # none missed, no ordinary message caught
+    assert ids(result.json()) == set(threats(wave))  # none missed, no ordinary message caught
     assert all(r["similarity"] >= 0.4 for r in result.json())
     regex = ops("messages", "search", "--regex", r"bombe.*explosera", "--mailstore", mailstore, "-o", "json")
-    assert ids(regex.json()) == set(wave["messages"])
+    assert ids(regex.json()) == set(threats(wave))
     broad = ops("messages", "search", "--body", "bombe", "--mailstore", mailstore, "-o", "json")
     assert set(wave["messages"]) <= ids(broad.json())  # a keyword also catches the history homework
 
@@ -106,7 +112,7 @@ def test_filters_run_where_they_should(ops: Cli, lab: Lab, wave: dict[str, Any],
         "-o",
         "json",
     ).json()
-    assert ids(with_attachment) | ids(without) == set(wave["messages"]) and with_attachment and without
+    assert ids(with_attachment) | ids(without) == set(threats(wave)) and with_attachment and without
     assert not ids(with_attachment) & ids(without)
     school = sorted(wave["schools"])[0]
     to_school = ops(
@@ -147,6 +153,20 @@ def test_bad_input_is_a_clear_error(ops: Cli, wave: dict[str, Any], tmp_path: Pa
     assert purge.exit_code == 2 and "not a saved search" in purge.stderr
 
 
+@pytest.mark.parametrize("pattern", [r"(\w+\s?)+$", r"(a|a)*b", r"(.*bombe){10}"])
+def test_a_regex_that_can_backtrack_for_ever_is_refused_before_any_request(
+    ops: Cli, lab: Lab, pattern: str
+) -> None:
+    before = lab.counters()["requests"]
+    result = ops("messages", "search", "--regex", pattern, "--since", "1h")
+    assert result.exit_code == 2, result.stderr
+    assert f"'{pattern}' can take exponential time" in result.stderr and "possessive" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert lab.counters()["requests"] == before  # not even a login
+    fine = ops("messages", "search", "--regex", r"(\w+\s)*\w+ explosera", "--since", "1h", "-o", "json")
+    assert fine.exit_code == 0, fine.stderr
+
+
 def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     ops: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -157,7 +177,7 @@ def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     noise_sql = f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({noise_marks})"
     noise_before = lab.sql(noise_sql, *wave["noise_messages"])
     dry = ops("messages", "purge", "--from-search", str(saved), "--dry-run")
-    assert dry.exit_code == 0 and f"purge {len(wave['messages'])} message(s)" in dry.stderr
+    assert dry.exit_code == 0 and f"purge {len(threats(wave))} message(s)" in dry.stderr
     refused = ops("messages", "purge", "--from-search", str(saved), "--yes", "--max", "10")
     assert refused.exit_code == 7 and "above the cap" in refused.stderr
     result = ops(
@@ -165,12 +185,13 @@ def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     )
     assert result.exit_code == 0, result.stderr
     summary = {r["what"]: r["count"] for r in result.json()}
-    assert summary["messages purged"] == len(wave["messages"]) and summary["copies still in mailboxes"] == 0
+    assert summary["messages purged"] == len(threats(wave)) and summary["copies still in mailboxes"] == 0
     assert summary["timeline notifications with the text"] > 0
-    marks = ",".join("?" * len(wave["messages"]))
+    every = ",".join("?" * len(threats(wave)))  # the scheduled ones' only copy (the sender's) too
     assert lab.sql(
-        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *wave["messages"]
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({every})", *threats(wave)
     ) == [(0,)]
+    marks = ",".join("?" * len(wave["messages"]))
     assert lab.sql(noise_sql, *wave["noise_messages"]) == noise_before
     # The timeline copies stay, as on the platform: the purge reports them instead of pretending.
     assert lab.sql(f"SELECT count(*) FROM timeline WHERE resource IN ({marks})", *wave["messages"])[0][0] > 0
@@ -178,7 +199,7 @@ def test_purge_takes_evidence_removes_all_copies_and_nothing_else(
     assert verify.exit_code == 0 and verify.json() and all(c["ok"] for c in verify.json())
     bundle = next((Path(os.environ["PCNCTL_HOME"]) / "incidents" / "INC-W" / "evidence").iterdir())
     lines = (bundle / "messages.jsonl").read_text().splitlines()
-    assert {json.loads(line)["id"] for line in lines} == set(wave["messages"])
+    assert {json.loads(line)["id"] for line in lines} == set(threats(wave))
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["operator"].startswith("admc.pcn") and manifest["tool"].startswith("pcnctl ")
     assert json.loads((bundle / "query.json").read_text())["query"]["like"] == wave["messages"][0]
@@ -249,16 +270,16 @@ def test_a_purge_killed_at_any_point_resumes_to_every_copy_gone_with_evidence(
     lab.knobs(latency_ms=0)
     resumed = ops("incident", "resume", "INC-PK")
     assert resumed.exit_code == 0, resumed.stderr
-    marks = ",".join("?" * len(wave["messages"]))
+    marks = ",".join("?" * len(threats(wave)))
     left = f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})"
-    assert lab.sql(left, *wave["messages"]) == [(0,)]
+    assert lab.sql(left, *threats(wave)) == [(0,)]
     verify = ops("incident", "verify", "INC-PK", "-o", "json")
     assert verify.exit_code == 0 and verify.json(), verify.stderr  # no empty or half bundle is counted
     kept = set()
     for bundle in (home / "incidents" / "INC-PK" / "evidence").iterdir():
         if not bundle.name.startswith("."):
             kept |= {json.loads(line)["id"] for line in (bundle / "messages.jsonl").read_text().splitlines()}
-    assert kept == set(wave["messages"])  # every purged message is in the evidence
+    assert kept == set(threats(wave))  # every purged message is in the evidence
 
 
 def test_affected_schools_export_equals_the_ground_truth(
@@ -418,24 +439,40 @@ def test_senders_count_the_people_reached_through_groups(
         assert (sender in group_senders) == bool(groups)  # a group id typed is not a person reached
 
 
-def test_drafts_and_scheduled_are_not_threats_unless_asked(
+def test_scheduled_threats_are_found_and_drafts_counted_on_stderr(
     ops: Cli, lab: Lab, wave: dict[str, Any], mailstore: str
 ) -> None:
+    """A send scheduled for tomorrow is part of the wave (found, its one copy the sender's); a draft was
+    never sent: it is left out, and the search says how many drafts also match."""
     assert wave["drafts"] and wave["scheduled"] and wave["recalled"]
     states = dict(lab.sql("SELECT id, state FROM conversation.messages"))
-    assert {states[i] for i in wave["drafts"]} == {"DRAFT"} and {states[i] for i in wave["scheduled"]} == {
-        "SCHEDULE"
-    }
-    default = ops("messages", "search", "--regex", "explosera", "--mailstore", mailstore, "-o", "json").json()
-    assert ids(default) == set(wave["messages"])  # the recalled one included
-    assert [r["id"] for r in default if r["recalled"]] == wave["recalled"]
+    assert {states[i] for i in wave["drafts"]} == {"DRAFT"}
+    assert {states[i] for i in wave["scheduled"]} == {"SCHEDULE"}
+    default = ops("messages", "search", "--regex", "explosera", "--mailstore", mailstore, "-o", "json")
+    assert default.exit_code == 0, default.stderr
+    assert ids(default.json()) == set(threats(wave))  # the recalled one and the scheduled ones included
+    assert [r["id"] for r in default.json() if r["recalled"]] == wave["recalled"]
+    scheduled = [r for r in default.json() if r["state"] == "SCHEDULE"]
+    assert ids(scheduled) == set(wave["scheduled"])
+    assert all(r["recipient_count"] == 0 and r["copies"] == 1 and r["addressed"] for r in scheduled)
+    drafts = len(wave["drafts"])
+    assert f"also matching, left out: {drafts} draft; search with --state all to list them" in default.stderr
+    sent = ops("messages", "search", "--regex", "explosera", "--state", "sent", "--state", "RECALL",
+               "--mailstore", mailstore, "-o", "json")  # fmt: skip
+    assert ids(sent.json()) == set(wave["messages"])
+    scheduled_count = len(wave["scheduled"])
+    left = f"also matching, left out: {scheduled_count} scheduled, {drafts} draft; search with --state all"
+    assert left in sent.stderr
+    only = ops("messages", "search", "--regex", "explosera", "--state", "SENT", "--state", "SCHEDULE",
+               "--mailstore", mailstore, "-o", "json")  # fmt: skip
+    assert ids(only.json()) == set(threats(wave)) - set(wave["recalled"])
+    assert f"left out: 1 recalled, {drafts} draft; search with --state all" in only.stderr
     every = ops(
         "messages", "search", "--regex", "explosera", "--state", "all", "--mailstore", mailstore, "-o", "json"
-    ).json()
-    assert ids(every) == set(wave["messages"]) | set(wave["drafts"]) | set(wave["scheduled"])
-    assert all(
-        r["recipient_count"] == 0 for r in every if r["id"] in set(wave["drafts"]) | set(wave["scheduled"])
     )
+    assert ids(every.json()) == set(threats(wave)) | set(wave["drafts"])
+    assert "also matching" not in every.stderr
+    assert all(r["recipient_count"] == 0 for r in every.json() if r["state"] in ("DRAFT", "SCHEDULE"))
     bad = ops("messages", "search", "--state", "ARCHIVED", "--mailstore", mailstore)
     assert bad.exit_code == 2 and "unknown message state" in bad.stderr
 
@@ -488,7 +525,7 @@ def test_purge_survives_idle_in_transaction_timeout_with_slow_api(
     # The mirror is not what the lab purged: its copies are still there, so the run ends partial (6).
     assert result.exit_code == 6 and "mailstore query failed" not in result.stderr, result.stderr
     summary = {r["what"]: r["count"] for r in result.json()}
-    assert summary["messages purged"] == len(wave["messages"])
+    assert summary["messages purged"] == len(threats(wave))
     assert summary["copies still in mailboxes"] > 0  # read after the purge, on the same session
 
 

@@ -152,8 +152,14 @@ def test_plan_changes_nothing(responder: Cli, lab: Lab, wave: dict[str, Any]) ->
     result = responder("playbook", "plan", WAVE, "-o", "json")
     assert result.exit_code == 0, result.stderr
     steps = {r["step"]: r for r in result.json()}
-    assert steps["variants"]["summary"] == f"count={len(wave['messages'])}"
-    assert steps["found"]["summary"] == f"holds: {steps['find']['summary'].removeprefix('count=')} gt 0"
+    threats, drafts = len(wave["messages"]) + len(wave["scheduled"]), len(wave["drafts"])
+    # The scheduled threats are found with the sent ones; the drafts that match are counted, not kept.
+    assert steps["variants"]["summary"] == (
+        f"count={threats}; also matching, left out: {drafts} draft (states: [DRAFT, SENT, RECALL, SCHEDULE]"
+        " lists them; a draft was never sent: report it, do not purge it)"
+    )
+    found = steps["find"]["summary"].split(";")[0].removeprefix("count=")
+    assert steps["found"]["summary"] == f"holds: {found} gt 0"
     assert steps["block-senders"]["status"] == "planned" and "needs approval" in steps["purge"]["summary"]
     assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
     assert graph_state(lab) == before
@@ -332,6 +338,64 @@ def test_the_drill_contains_the_wave(cli: Cli, tmp_path: Path) -> None:
     assert "(match)" in report["affected schools (export = ground truth)"]
     saved = json.loads((tmp_path / "drill" / "drill-report.json").read_text())
     assert saved["contained"] is True
+
+
+def test_the_wave_playbook_preserves_and_purges_the_scheduled_threats_and_reports_the_drafts(
+    responder: Cli, lab: Lab, wave: dict[str, Any]
+) -> None:
+    """A threat scheduled for tomorrow has only its sender's copy today: the playbook finds it with the
+    sent ones, keeps it as evidence and purges it; the drafts (never sent) are counted, not touched."""
+    scheduled, drafts = wave["scheduled"], wave["drafts"]
+    assert scheduled and drafts
+    marks = ",".join("?" * len(scheduled))
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *scheduled
+    ) == [(len(scheduled),)]  # the sender's copy only, until the date
+    responder.open_incidents("PB-S")
+    result = responder("playbook", "run", WAVE, "--incident", "PB-S", "--approve-all", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    contained(lab, wave)
+    steps = {s["step"]: s for s in result.json()}
+    assert steps["recheck"]["summary"].startswith(f"count={len(wave['messages']) + len(scheduled)};")
+    left = f"also matching, left out: {len(drafts)} draft"
+    assert left in steps["recheck"]["summary"] and "[done] recheck (search) count=" in result.stderr
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({marks})", *scheduled
+    ) == [(0,)]
+    kept = {}
+    for bundle in (Path(os.environ["PCNCTL_HOME"]) / "incidents" / "PB-S" / "evidence").iterdir():
+        for line in (bundle / "messages.jsonl").read_text().splitlines():
+            kept[json.loads(line)["id"]] = json.loads(line)["state"]
+    assert {i: kept[i] for i in scheduled} == dict.fromkeys(scheduled, "SCHEDULE")
+    assert not set(drafts) & set(kept)
+    draft_marks = ",".join("?" * len(drafts))
+    assert lab.sql(
+        f"SELECT count(*) FROM conversation.usermessages WHERE message_id IN ({draft_marks})", *drafts
+    ) == [(len(drafts),)]  # each draft's one copy, the sender's, untouched
+
+
+@pytest.mark.parametrize("step", ["run", "plan"])
+def test_a_watchlist_that_can_backtrack_for_ever_stops_the_search_step(
+    responder: Cli, lab: Lab, wave: dict[str, Any], step: str
+) -> None:
+    pattern = r"(\w+\s?)+$"
+    responder.open_incidents("PB-X")
+    where = ("--incident", "PB-X", "--approve-all") if step == "run" else ("-o", "json")
+    result = responder("playbook", step, WAVE, "--input", f"watchlist={pattern}", *where)
+    said = f"'{pattern}' can take exponential time"
+    if step == "run":
+        assert result.exit_code == 8 and "step 'find' failed" in result.stderr and said in result.stderr
+        assert "possessive" in result.stderr and "Traceback" not in result.stderr
+    else:
+        find = {r["step"]: r for r in result.json()}["find"]
+        assert find["status"] == "failed" and said in find["summary"]
+    assert lab.sql("SELECT count(*) FROM users WHERE blocked = 1") == [(0,)]
+    assert lab.sql("SELECT count(*) FROM account_log") == [(0,)]
+    marks = ",".join("?" * len(wave["messages"]))
+    assert lab.sql(
+        f"SELECT count(DISTINCT message_id) FROM conversation.usermessages WHERE message_id IN ({marks})",
+        *wave["messages"],
+    ) == [(len(wave["messages"]),)]
 
 
 def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any], tmp_path: Path) -> None:

@@ -51,7 +51,11 @@ def hunt(
     ] = None,
     baseline: Annotated[
         str,
-        typer.Option("--baseline", help="Ordinary traffic before --since to weigh traces by (1d; 0 none)."),
+        typer.Option(
+            "--baseline",
+            help="Ordinary traffic before --since to weigh traces by (1d); refused when it saw fewer than "
+            "one ordinary account for every 4 active in the window; 0: none, every trace weighs 1.",
+        ),
     ] = "1d",
     min_score: Annotated[float, typer.Option("--min-score", help="Score a suspect needs.")] = 1.0,
     mailstore: Annotated[
@@ -66,8 +70,10 @@ def hunt(
     """Hunt every account the attacker holds: pivot from seeds over logins and sends (event store, read only).
 
     Each suspect has a score and its reasons (which trace links it to which seed). An address shared by
-    many ordinary accounts before the window (a school's network) weighs almost nothing on its own; see
-    docs/hunt.md. The CSV output (id column) feeds 'pcnctl accounts block --from-file'.
+    many ordinary accounts before the window (a school's network) weighs almost nothing on its own; a
+    baseline that saw too few of them is refused (exit 7). Addresses are the client's hop of
+    X-Forwarded-For (the profile's --trusted-proxies); see docs/hunt.md. The CSV output (id column) feeds
+    'pcnctl accounts block --from-file'.
     """
     from pcnctl.cli.messages import open_mailstore
     from pcnctl.forensics import hunt as core
@@ -90,7 +96,9 @@ def hunt(
     note(
         f"{len(result.suspects)} account(s) found in {result.rounds} round(s) "
         f"from {len(result.seeds)} seed(s); "
-        f"{result.events} event(s) in the window, {result.baseline_events} login(s) in the baseline",
+        f"{result.events} event(s) in the window ({result.window_accounts} account(s) besides the seeds), "
+        f"{result.baseline_events} login(s) in the baseline by {result.baseline_accounts} ordinary "
+        "account(s)",
         quiet,
     )
 

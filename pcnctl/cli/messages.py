@@ -89,7 +89,7 @@ def search(
         list[str] | None,
         typer.Option(
             "--state",
-            help="Message states to search (repeatable): SENT, RECALL (the default), DRAFT, SCHEDULE, all.",
+            help="Message states to search (repeatable): SENT, RECALL, SCHEDULE (the default), DRAFT, all.",
         ),
     ] = None,
     save: Annotated[
@@ -117,6 +117,7 @@ def search(
         threshold=threshold,
         states=core.parse_states(state or []),
     )
+    core.check_query(query)  # a bad regex or window: refused before any request
     if save is not None:
         check_writable(save)
     driver = get_driver(profile)
@@ -138,8 +139,25 @@ def search(
     full = output in ("json", "jsonl") and rows
     emit(rows, output, list(rows[0]) if full else MATCH_COLUMNS)
     note(f"{len(result.matches)} match(es) among {result.scanned} message(s) scanned", quiet)
+    _left_out(result, quiet)
     if not quiet and result.matches:
         _blast_radius(result)
+
+
+def _left_out(result: SearchResult, quiet: bool) -> None:
+    """The matches of the states the search left out, on stderr: a scheduled threat left out would reach
+    its recipients after the response; a draft was never sent (reported, not purged)."""
+    from pcnctl.forensics.mailstore import STATES
+    from pcnctl.forensics.search import describe_left_out
+
+    states = result.left_out_states()
+    if not states:
+        return
+    wanted = [s for s in STATES if s in result.query.states or s in states]
+    option = "--state all" if len(wanted) == len(STATES) else " ".join(f"--state {s}" for s in wanted)
+    draft = " (a draft was never sent: report it, do not purge it)" if "DRAFT" in states else ""
+    found = describe_left_out(result.left_out)
+    note(f"also matching, left out: {found}; search with {option} to list them{draft}", quiet)
 
 
 def _blast_radius(result: SearchResult) -> None:

@@ -57,6 +57,14 @@ def add(
             "a second administrator's signature (pcnctl approve).",
         ),
     ] = None,
+    trusted_proxies: Annotated[
+        int | None,
+        typer.Option(
+            "--trusted-proxies",
+            help="Reverse proxies in front of the ENT that append to X-Forwarded-For (default 1, its web "
+            "server): the hunt, senders and doctor take the address the outermost one saw.",
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
     audit_key: Annotated[
@@ -101,6 +109,7 @@ def add(
         canary=canary,
         canary_to=canary_to,
         approvers=approvers,
+        trusted_proxies=trusted_proxies,
     )
     previous = config.profiles.get(name)
     config.profiles[name] = profile

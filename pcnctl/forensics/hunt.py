@@ -10,6 +10,12 @@ finds nobody new.
 Ordinary traffic must not look like the attacker: a school network's address is shared by hundreds of
 pupils. So a trace weighs ``1 / (1 + n)``, ``n`` being the ordinary accounts seen with it in a baseline
 window just before the incident (the attacker's new addresses weigh 1, a school proxy almost nothing).
+That only works if the baseline saw the ordinary traffic: a baseline with too few ordinary accounts for
+the window (:func:`check_baseline`) is refused rather than letting every shared address weigh 1.
+
+Addresses are compared as the client's hop of the raw ``X-Forwarded-For`` the event store holds (the
+profile's ``trusted_proxies``, :func:`pcnctl.forensics.events.client_hop`): the same machine behind the
+same proxies is one trace, whatever the client wrote into the header before them.
 Corroboration (a send, a first login from a new device before a send, an activation or SMS, a forward of
 the threat) adds at most ``CORROBORATION`` to an account that has a link, never to one that has none; a
 suspect needs ``min_score`` (1 by default). docs/hunt.md explains the rule with examples.
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import AuthError, PermissionDeniedError, RefusedError, UsageError
-from pcnctl.forensics.events import iter_events
+from pcnctl.forensics.events import canonical, iter_events
 from pcnctl.forensics.mailstore import Mailstore, Scan
 from pcnctl.models import PlatformEvent
 from pcnctl.records import JsonObject, Row
@@ -47,6 +53,9 @@ FORWARD_SIMILARITY = 0.4
 BONUS = {"send": 0.5, "new-device": 0.5, "activation": 0.5, "sms": 0.25, "forward": 0.5}
 SEED_KINDS = ("message", "search", "account", "ip", "ua")
 SEED_REASONS = 3  # seed reasons listed per account
+# A baseline must have seen one ordinary account for every BASELINE_SHARE accounts active in the window:
+# below that, most of the window's shared addresses were never seen before and each weighs as if new.
+BASELINE_SHARE = 4
 
 Progress = Callable[[str], None]
 
@@ -183,6 +192,10 @@ class Baseline:
     devices: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     events: int = 0
 
+    def ordinary(self, known: set[str]) -> int:
+        """Accounts that logged in during the baseline, those already known to be the attacker's aside."""
+        return len(self.devices.keys() - known)
+
 
 @dataclass
 class HuntResult:
@@ -193,6 +206,8 @@ class HuntResult:
     rounds: int
     events: int
     baseline_events: int
+    baseline_accounts: int = 0  # ordinary accounts the baseline saw log in
+    window_accounts: int = 0  # accounts active in the window, the seeds' aside
     out_of_scope: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -215,6 +230,8 @@ class HuntResult:
             "rounds": self.rounds,
             "events": self.events,
             "baseline_events": self.baseline_events,
+            "baseline_accounts": self.baseline_accounts,
+            "window_accounts": self.window_accounts,
             "out_of_scope": self.out_of_scope,
             "warnings": self.warnings,
         }
@@ -257,7 +274,7 @@ def resolve_seeds(driver: EntDriver, store: Mailstore | None, query: HuntQuery) 
     from pcnctl.ent import directory
     from pcnctl.forensics.search import load_saved
 
-    seeds = [Seed("ip", ip.strip()) for ip in query.ips] + [Seed("ua", ua) for ua in query.agents]
+    seeds = [Seed("ip", canonical(ip)) for ip in query.ips] + [Seed("ua", ua) for ua in query.agents]
     for ref in query.accounts:
         try:
             user = directory.find_user(driver, ref)
@@ -507,15 +524,43 @@ def hunt(
     seeds = resolve_seeds(driver, store, query)
     activity, events = read_window(driver, query.since_ms, query.until_ms, progress)
     base = read_baseline(driver, query.since_ms - query.baseline_ms, query.since_ms, progress)
+    known = {s.account for s in seeds if s.account}
+    window_accounts, ordinary = len(activity.keys() - known), base.ordinary(known)
+    check_baseline(query, window_accounts, ordinary)
     forwards = find_forwards(store, seeds, activity, query)
     suspects, linked, rounds = grow(seeds, activity, base, query, forwards)
-    result = HuntResult(query, seeds, [], list(linked.values()), rounds, events, base.events)
-    if query.baseline_ms and not base.events:
+    result = HuntResult(
+        query, seeds, [], list(linked.values()), rounds, events, base.events, ordinary, window_accounts
+    )
+    if not query.baseline_ms:
         result.warnings.append(
-            "the baseline window holds no login: every address and agent weighs as if never seen before"
+            "no baseline (--baseline 0): every address and agent weighs as if never seen before, so an "
+            "address shared with the attacker (a school network) links everyone behind it"
         )
     _describe(driver, suspects, activity, mine, result)
     return result
+
+
+def check_baseline(query: HuntQuery, window_accounts: int, ordinary: int) -> None:
+    """Refuse to link on a baseline too thin for the window (``--baseline 0``, an explicit choice, aside).
+
+    The rule: the baseline must have seen at least one ordinary account for every ``BASELINE_SHARE``
+    accounts active in the window. A trace weighs ``1 / (1 + n)`` with ``n`` counted in the baseline; if
+    the baseline saw few of the people the window holds, a school network's address shared by hundreds
+    of pupils and the attacker looks new, weighs 1, and links every pupil behind it (a baseline window
+    with no login at all linked a third of an académie). A quarter still weighs such an address a few
+    hundredths, and leaves room for a quieter baseline (a night, a Sunday) than the window.
+    """
+    if not query.baseline_ms or ordinary * BASELINE_SHARE >= window_accounts:
+        return
+    start, end = _iso_ms(query.since_ms - query.baseline_ms), _iso_ms(query.since_ms)
+    raise RefusedError(
+        f"the baseline ({start} to {end}) saw {ordinary} ordinary account(s) log in, for "
+        f"{window_accounts} account(s) active in the window: too few to tell an address shared by "
+        f"ordinary users (a school network) from the attacker's (it needs one for every {BASELINE_SHARE})",
+        hint="give a --baseline that reaches ordinary traffic before --since (e.g. --baseline 7d; it ends "
+        "where the window starts), or hunt a shorter window (--since 2h); nothing was linked",
+    )
 
 
 def _describe(
@@ -577,17 +622,23 @@ def write_csv(result: HuntResult, path: Path) -> None:
 
 def op_hunt(env: Any, p: StepParams) -> JsonObject:
     """``op: hunt``: the suspects' ids for a following ``block_accounts`` step (read only, so it also runs
-    in check mode); the CSV is kept in the incident's directory."""
+    in check mode); the CSV is kept in the incident's directory. A step feeds a block: it never hunts
+    without a baseline, and stops on a thin one or above ``max`` suspects rather than feed a mass block."""
     import time
 
-    from pcnctl.errors import PcnError
     from pcnctl.timespec import parse_when
 
     now = datetime.now(UTC)
     since = parse_when(p.text("since") or "2h", now=now, future=False)
     until = parse_when(text, now=now, future=False) if (text := p.text("until")) else now
     given = (p.text("baseline") or "1d").strip()
-    baseline = now if given == "0" else parse_when(given, now=now, future=False)
+    if given == "0":
+        raise RefusedError(
+            "a playbook's hunt feeds a block: it needs a baseline of ordinary traffic (baseline: 0 given)",
+            hint="give a duration (1d, 7d), or hunt by hand with pcnctl hunt --baseline 0 and read the "
+            "traces before blocking",
+        )
+    baseline = parse_when(given, now=now, future=False)
     query = HuntQuery(
         since_ms=int(since.timestamp() * 1000),
         until_ms=int(until.timestamp() * 1000),
@@ -602,14 +653,18 @@ def op_hunt(env: Any, p: StepParams) -> JsonObject:
     result = hunt(env.driver, env.mailstore, query)
     cap = p.integer("max") or 1000
     if len(result.suspects) > cap:
-        raise PcnError(f"the hunt found {len(result.suspects)} accounts, above its max of {cap}")
+        raise RefusedError(
+            f"the hunt found {len(result.suspects)} accounts, above its max of {cap}: nothing was blocked",
+            hint="read the traces with pcnctl hunt -o json before raising max",
+        )
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = env.workdir / f"hunt-{int(time.time() * 1000)}.csv"
     write_csv(result, path)
     env.notes.extend(result.warnings)
     env.notes.append(
         f"{len(result.suspects)} account(s) in {result.rounds} round(s), "
-        f"{sum(1 for s in result.suspects if not s.seed)} beyond the seeds"
+        f"{sum(1 for s in result.suspects if not s.seed)} beyond the seeds; the baseline saw "
+        f"{result.baseline_accounts} ordinary account(s) for {result.window_accounts} in the window"
     )
     return {
         "accounts": result.accounts(),

@@ -5,8 +5,10 @@ What the platform's schema means (conversation SQL scripts 001-023 and the send 
 * ``to``/``cc``/``cci`` hold the ids the sender **addressed**: users and groups. Who **received** a message
   is its mailbox copies (``usermessages``), one per person, the sender's own copy included. Recipients are
   read from the copies, for the candidates only, in batches.
-* ``state`` is ``DRAFT``, ``SENT``, ``SCHEDULE`` (only the sender's copy until delivery) or ``RECALL``
-  (the copies stay); scans return ``SENT`` and ``RECALL`` unless asked otherwise.
+* ``state`` is ``DRAFT``, ``SENT``, ``SCHEDULE`` (only the sender's copy until the date, when the
+  recipients' copies are written) or ``RECALL`` (the copies stay); scans return ``SENT`` and ``RECALL``
+  unless asked otherwise, and the searches of a response (``SEARCHED``) add ``SCHEDULE``: a threat
+  scheduled for tomorrow is part of today's wave.
 * ``folder_id`` is NULL for the system folders (it references ``conversation.folders``): the folder of a
   copy follows from the state, the trash flag and whether it is the sender's.
 * ``fromName`` is NULL on the send path: names come from the directory.
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
 STATES = ("DRAFT", "SENT", "RECALL", "SCHEDULE")
 DELIVERED = ("SENT", "RECALL")
+SEARCHED = ("SENT", "RECALL", "SCHEDULE")  # what a response searches, evidences and purges by default
 CHUNK = 500
 TS_CONFIG = "conversation.fr"
 # Recipients as text: a scan decodes them only for the messages that pass the exact filters.

@@ -11,7 +11,11 @@ first as a full-text prefilter in the database (:func:`prefilter`: words every m
 that it never drops a message the exact filter keeps), then exactly here, on the visible text (tags
 replaced by spaces) with accents folded, because French is typed with and without accents. Recipients and
 schools come from the mailbox copies of the candidates (a group send reaches each member), read in
-batches; drafts and scheduled messages are left out unless ``states`` asks for them.
+batches. The states searched are ``SENT``, ``RECALL`` and ``SCHEDULE`` unless ``states`` says otherwise
+(a scheduled threat is delivered later: it belongs to the wave); drafts were never sent, so they are
+reported, not returned. The states left out are read by the same query and only counted, so a search
+says how many drafts (or scheduled messages) also match without a second scan, and the count is exact:
+the same filters decide it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +36,7 @@ from pcnctl.ent import directory
 from pcnctl.ent.fanout import Fanout, Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import UsageError
-from pcnctl.forensics.mailstore import DELIVERED, STATES, Mailstore, Prefilter, Scan, StoredMessage
+from pcnctl.forensics.mailstore import SEARCHED, STATES, Mailstore, Prefilter, Scan, StoredMessage
 from pcnctl.models import User
 from pcnctl.records import JsonObject, Row
 from pcnctl.timespec import iso
@@ -252,7 +256,7 @@ class Query:
     to_school: str | None = None
     like: str | None = None
     threshold: float = 0.4
-    states: list[str] = field(default_factory=lambda: list(DELIVERED))
+    states: list[str] = field(default_factory=lambda: list(SEARCHED))
 
     def to_json(self) -> JsonObject:
         data: JsonObject = asdict(self)
@@ -262,9 +266,10 @@ class Query:
 
 
 def parse_states(values: Sequence[str]) -> list[str]:
-    """``--state`` values: DRAFT, SENT, RECALL, SCHEDULE (any case, repeatable), or ``all``."""
+    """``--state`` values: DRAFT, SENT, RECALL, SCHEDULE (any case, repeatable), or ``all``; none given:
+    SENT, RECALL and SCHEDULE."""
     if not values:
-        return list(DELIVERED)
+        return list(SEARCHED)
     out: list[str] = []
     for value in values:
         for part in value.upper().replace(",", " ").split():
@@ -275,6 +280,14 @@ def parse_states(values: Sequence[str]) -> list[str]:
             else:
                 raise UsageError(f"unknown message state {part!r}", hint=f"use {', '.join(STATES)} or all")
     return list(dict.fromkeys(out))
+
+
+STATE_NAMES = {"SENT": "sent", "RECALL": "recalled", "SCHEDULE": "scheduled", "DRAFT": "draft"}
+
+
+def describe_left_out(left_out: Mapping[str, int]) -> str:
+    """``14 scheduled, 14 draft``: the matches of the states a search left out (empty when none)."""
+    return ", ".join(f"{left_out[s]} {STATE_NAMES[s]}" for s in STATES[::-1] if left_out.get(s))
 
 
 @dataclass
@@ -322,6 +335,11 @@ class SearchResult:
     query: Query
     matches: list[Match]
     scanned: int
+    left_out: dict[str, int] = field(default_factory=dict)  # state -> matches of the states left out
+
+    def left_out_states(self) -> list[str]:
+        """The states left out that hold matches, in the order --state takes them."""
+        return [s for s in STATES if self.left_out.get(s)]
 
     def by_school(self) -> list[Row]:
         messages: Counter[str] = Counter()
@@ -366,6 +384,7 @@ class SearchResult:
             "url": url,
             "query": self.query.to_json(),
             "scanned": self.scanned,
+            "left_out": self.left_out,
             "matches": [m.to_row() for m in self.matches],
             "counts": {"by_school": self.by_school(), "by_sender": self.by_sender()},
         }
@@ -522,11 +541,13 @@ def scan(
     on_scan: Callable[[int], None] | None = None,
     counter: list[int] | None = None,
     use_index: bool = True,
+    left_out: Counter[str] | None = None,
 ) -> Iterator[tuple[StoredMessage, float | None]]:
     """Stream the mailstore through the filters: the database narrows, the exact checks decide here.
 
     ``use_index=False`` skips the full-text prefilter (a full scan: the reference the prefilter is
-    checked against).
+    checked against). With ``left_out``, the same query also reads the states the query leaves out and
+    counts their matches there (per state) instead of yielding them.
     """
     exact = Exact(
         from_word_start(query.subject) if query.subject else None,
@@ -538,7 +559,9 @@ def scan(
     since = int(query.since.timestamp() * 1000) if query.since else None
     until = int(query.until.timestamp() * 1000) if query.until else None
     words = prefilter(store, query, reference) if use_index else Prefilter()
-    rows = store.iter_messages(Scan(since, until, senders, tuple(query.states), query.has_attachment, words))
+    wanted = set(query.states)
+    read = STATES if left_out is not None else tuple(query.states)
+    rows = store.iter_messages(Scan(since, until, senders, read, query.has_attachment, words))
     scores: dict[str, float | None] = {}
 
     def confirmed() -> Iterable[StoredMessage]:
@@ -553,9 +576,30 @@ def scan(
                 yield message
 
     for message in store.with_copies(confirmed()):
+        score = scores.pop(message.id, None)
         if school_members is not None and not set(message.recipients) & school_members:
             continue
-        yield message, scores.pop(message.id, None)
+        if message.state not in wanted:
+            if left_out is not None:
+                left_out[message.state] += 1
+            continue
+        yield message, score
+
+
+def check_query(query: Query) -> None:
+    """Refuse a query that cannot be right before anything is read: an empty window, a threshold out of
+    range, a state unknown, a regular expression that does not compile or can backtrack for ever."""
+    from pcnctl.forensics.patterns import check_regex
+
+    if query.since and query.until and query.until <= query.since:
+        raise UsageError("--until must be after --since")
+    if not 0 < query.threshold <= 1:
+        raise UsageError("--similarity is a fraction between 0 and 1")
+    unknown = [s for s in query.states if s not in STATES]
+    if unknown or not query.states:
+        raise UsageError(f"unknown message state {(unknown or [''])[0]!r}", hint=f"use {', '.join(STATES)}")
+    if query.regex:
+        check_regex(query.regex, flags=re.IGNORECASE)
 
 
 def run(
@@ -565,17 +609,10 @@ def run(
     *,
     on_scan: Callable[[int], None] | None = None,
 ) -> SearchResult:
-    """Stream the mailstore through the query's filters; enrich the matches from the directory."""
-    if query.since and query.until and query.until <= query.since:
-        raise UsageError("--until must be after --since")
-    if not 0 < query.threshold <= 1:
-        raise UsageError("--similarity is a fraction between 0 and 1")
-    pattern = None
-    if query.regex:
-        try:
-            pattern = re.compile(query.regex, re.IGNORECASE)
-        except re.error as exc:
-            raise UsageError(f"invalid regular expression {query.regex!r}: {exc}") from None
+    """Stream the mailstore through the query's filters; enrich the matches from the directory. The matches
+    of the states the query leaves out are counted in the result's ``left_out``."""
+    check_query(query)
+    pattern = re.compile(query.regex, re.IGNORECASE) if query.regex else None
     reference = None
     if query.like:
         ref = store.get(query.like)
@@ -590,6 +627,7 @@ def run(
         school = directory.resolve_school(driver, query.to_school)
         school_members = {u.id for u in driver.list_users(school.id)}
     counter = [0]
+    left_out: Counter[str] = Counter()
     found = list(
         scan(
             store,
@@ -600,9 +638,10 @@ def run(
             school_members=school_members,
             on_scan=on_scan,
             counter=counter,
+            left_out=left_out,
         )
     )
-    return SearchResult(query, enrich(driver, found), counter[0])
+    return SearchResult(query, enrich(driver, found), counter[0], dict(left_out))
 
 
 def enrich(driver: EntDriver, found: Sequence[tuple[StoredMessage, float | None]]) -> list[Match]:

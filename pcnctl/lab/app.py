@@ -42,6 +42,8 @@ from pcnctl.records import JsonObject
 _CHANGE_PW_ALLOWED = frozenset(
     {"/auth/oauth2/userinfo", "/auth/user/requirements", "/theme", "/userbook/preference/language"}
 )
+# The address of every TCP peer of the lab, which listens on loopback only.
+LOOPBACK_PEER = "127.0.0.1"
 # Modules whose configuration leaves the anti-CSRF filter off (no csrf-token key in their template).
 _NO_CSRF_MODULES = frozenset({"admin", "timeline"})
 
@@ -68,6 +70,9 @@ class Knobs:
     lose_rate: float = 0.0
     # Until this UNIX time every API request has its connection dropped unanswered (an outage).
     outage_until: float = 0.0
+    # Where the platform writes its events: "mongodb" (what the event route reads), or another store
+    # ("postgresql": the events are written there and the route answers an empty list).
+    event_store: str = "mongodb"
 
 
 class RateGate:
@@ -297,13 +302,19 @@ class LabApp:
         )
         return sid
 
+    @staticmethod
+    def event_ip(headers: dict[str, str]) -> str:
+        """An event's ``ip`` as the platform's ``Renders.getIp`` gives it: the ``X-Forwarded-For`` header as
+        it stands whenever it is not empty (a comma list, one hop per proxy), else the TCP peer's address
+        (the lab listens on loopback only). Nothing is split or trimmed: the event store writes it as is."""
+        return headers.get("x-forwarded-for") or LOOPBACK_PEER
+
     def record_login(self, req: Request, user: sqlite3.Row, client_id: str | None = None) -> None:
         """The auth module's ``LOGIN`` event: who, from which address and user agent."""
         structures = [
             r["structure_id"]
             for r in self.store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", user["id"])
         ]
-        ip = (req.headers.get("x-forwarded-for") or "127.0.0.1").split(",")[0].strip()
         self.store.execute(
             "INSERT INTO events(id, event_type, module, resource_type, user_id, profil, structures, date, ip,"
             " ua, session_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -315,7 +326,7 @@ class LabApp:
             user["profile"],
             json.dumps(structures),
             int(time.time() * 1000),
-            ip,
+            self.event_ip(req.headers),
             req.headers.get("user-agent", ""),
             None,
         )

@@ -16,10 +16,20 @@ them send, and the others stay silent (the senders and half of them log in befor
 rest during the first ten threats; then they wait). Ordinary pupils of that town log in through the same
 address meanwhile, with common browsers. The truth lists every hijacked account, silent ones included,
 and the pupils who shared the address.
+
+How the traffic reaches the lab: the lab stands for an ENT behind one web server (the usual deployment),
+which appends the address it received each request from to ``X-Forwarded-For``; the platform records that
+header raw. Part of the traffic comes through a second proxy first, so its header holds two hops: the
+school network's filtering proxy adds the LAN address of the school computer a pupil (or the attacker)
+uses, and the attacker's script writes a made-up address of its own into the header, a different one at
+each login. Pupils on their phones, the attacker's browser and the ordinary messages' senders come in
+directly (one hop). The truth keeps, per hijacked account, the address the ENT's web server saw
+(``traces``) and the raw header the platform recorded (``forwarded``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -75,6 +85,7 @@ class TruthJson(TypedDict, total=False):
     hijacked_logins: list[str]
     silent: list[str]  # hijacked accounts that logged in but sent nothing
     traces: dict[str, list[str]]  # hijacked id -> [ip, user agent]
+    forwarded: dict[str, str]  # hijacked id -> the X-Forwarded-For the platform recorded (raw)
     proxy: str
     innocent: list[str]
     messages: list[str]
@@ -97,6 +108,7 @@ class Truth:
     hijacked: list[str] = field(default_factory=list)
     hijacked_logins: list[str] = field(default_factory=list)
     traces: dict[str, list[str]] = field(default_factory=dict)  # hijacked id -> [ip, user agent]
+    forwarded: dict[str, str] = field(default_factory=dict)  # hijacked id -> raw X-Forwarded-For
     proxy: str = ""
     innocent: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -119,6 +131,7 @@ class Truth:
             "hijacked_logins": self.hijacked_logins,
             "silent": [h for h in self.hijacked if h not in self.senders],
             "traces": self.traces,
+            "forwarded": self.forwarded,
             "proxy": self.proxy,
             "innocent": self.innocent,
             "messages": self.messages,
@@ -229,9 +242,34 @@ class Crew:
 
     senders: list[tuple[str, str, str]]  # (school id, user id, login), in sending order
     silent: list[tuple[str, str, str]]
-    traces: dict[str, tuple[str, str]]  # login -> (ip, user agent)
+    traces: dict[str, tuple[str, str]]  # login -> (ip the ENT's web server saw, user agent)
     proxy: str
     innocent: list[tuple[str, str]]  # (user id, login) of ordinary pupils behind the proxy
+    forwarded: dict[str, str] = field(default_factory=dict)  # login -> X-Forwarded-For the ENT receives
+
+    def header(self, login: str) -> str:
+        return self.forwarded.get(login) or self.traces[login][0]
+
+
+def private_hop(key: str) -> str:
+    """A private address (10.0.0.0/8) standing for a machine behind a proxy, the same for the same key: a
+    school computer's LAN address, or one the attacker's script makes up."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2] % 254 + 1}"
+
+
+def forwarded_for(*hops: str) -> str:
+    """``X-Forwarded-For`` as the ENT's web server passes it on: the hops written before it, then the
+    address it received the request from (the last one)."""
+    return ", ".join(hops)
+
+
+def through_school(login: str, proxy: str) -> str:
+    """A pupil's login through the school network: half of them on a school computer, behind the network's
+    filtering proxy, which adds the computer's LAN address (two hops); the others on their phone, through
+    the network's address translation (one hop)."""
+    on_a_computer = hashlib.sha256(login.encode()).digest()[0] % 2 == 0
+    return forwarded_for(private_hop(f"lan:{login}"), proxy) if on_a_computer else proxy
 
 
 def _crew(
@@ -275,18 +313,35 @@ def _crew(
     crowd = [
         p for sid in roster.schools if roster.city[sid] == town for p in pupils[sid] if p[0] not in taken
     ]
-    return Crew(sending, silent, traces, proxy, rng.sample(crowd, min(innocent, len(crowd))))
+    chosen = rng.sample(crowd, min(innocent, len(crowd)))
+    return Crew(sending, silent, traces, proxy, chosen, _headers(traces, proxy, town))
+
+
+def _headers(traces: dict[str, tuple[str, str]], proxy: str, town: str) -> dict[str, str]:
+    """The ``X-Forwarded-For`` each hijacked account's logins and sends reach the ENT with. Inside the
+    school network the attacker uses one school computer (its LAN address added by the filtering proxy);
+    outside, its script writes a made-up address of its own, another at each account, before the foreign
+    machine's; its browser comes in directly."""
+    headers = {}
+    for login, (ip, agent) in traces.items():
+        if ip == proxy:
+            headers[login] = forwarded_for(private_hop(f"attacker-pc:{town}"), proxy)
+        elif agent == SCRIPT_AGENT:
+            headers[login] = forwarded_for(private_hop(f"forged:{login}"), ip)
+        else:
+            headers[login] = ip
+    return headers
 
 
 def _log_in(
-    url: str, password: str, login: str, ip: str, agent: str, s: requests.Session | None = None
+    url: str, password: str, login: str, forwarded: str, agent: str, s: requests.Session | None = None
 ) -> requests.Session | None:
-    """A login through the form, as a browser (or the attacker's script) behind ``ip`` does it, tried
-    again when the ENT fails or is busy (as people do); ``s`` reuses one connection for a crowd of pupils
-    whose sessions nothing uses afterwards."""
+    """A login through the form, as a browser (or the attacker's script) does it, its requests reaching the
+    ENT with the ``X-Forwarded-For`` header ``forwarded``; tried again when the ENT fails or is busy (as
+    people do); ``s`` reuses one connection for a crowd of pupils whose sessions nothing uses afterwards."""
     if s is None:
         s = requests.Session()
-    s.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
+    s.headers.update({"X-Forwarded-For": forwarded, "User-Agent": agent})
     for attempt in range(5):
         s.cookies.clear()
         r = s.post(
@@ -356,15 +411,19 @@ class Wave:
     sessions: dict[str, requests.Session | None] = field(default_factory=dict)
     connections: dict[int, requests.Session] = field(default_factory=dict)
 
-    def session_for(self, login: str, ip: str, agent: str) -> requests.Session | None:
+    def session_for(self, login: str, forwarded: str, agent: str) -> requests.Session | None:
         if login not in self.sessions:
-            self.sessions[login] = _log_in(self.url, self.password, login, ip, agent)
+            self.sessions[login] = _log_in(self.url, self.password, login, forwarded, agent)
         return self.sessions[login]
+
+    def hijacked(self, login: str) -> requests.Session | None:
+        """The attacker's session of a hijacked account, logged in as the crew's plan says."""
+        return self.session_for(login, self.crew.header(login), self.crew.traces[login][1])
 
     def crowd(self, login: str, agent: str) -> None:
         """An ordinary pupil logging in through the town's school network (one connection per thread)."""
         s = self.connections.setdefault(threading.get_ident(), requests.Session())
-        _log_in(self.url, self.password, login, self.crew.proxy, agent, s)
+        _log_in(self.url, self.password, login, through_school(login, self.crew.proxy), agent, s)
 
     def send(
         self, s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
@@ -397,7 +456,7 @@ class Wave:
             crew.innocent[len(crew.innocent) // 2 :],
         )
         for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
-            self.session_for(login, *crew.traces[login])
+            self.hijacked(login)
         agents = [self.rng.choice(COMMON_AGENTS) for _ in crowd_early]
         with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
             list(pool.map(self.crowd, [p[1] for p in crowd_early], agents))
@@ -416,7 +475,7 @@ class Wave:
             if interval:
                 time.sleep(interval)
         for _sid, _uid, login in waiting:  # a short wave: those still waiting log in at its end
-            self.session_for(login, *crew.traces[login])
+            self.hijacked(login)
         for _uid, login in crowd_later:
             self.crowd(login, self.rng.choice(COMMON_AGENTS))
         self.recall_first()
@@ -429,8 +488,7 @@ class Wave:
         """Up to ``each`` silent accounts that were waiting and ``each`` pupils of the crowd log in."""
         for _ in range(each):
             if waiting:
-                late = waiting.pop()[2]
-                self.session_for(late, *self.crew.traces[late])
+                self.hijacked(waiting.pop()[2])
             if crowd:
                 self.crowd(crowd.pop()[1], self.rng.choice(COMMON_AGENTS))
 
@@ -439,7 +497,7 @@ class Wave:
         tenth also leaves a draft and a scheduled send."""
         rng, truth = self.rng, self.truth
         _sid, uid, login = self.crew.senders[n % len(self.crew.senders)]
-        s = self.session_for(login, *self.crew.traces[login])
+        s = self.hijacked(login)
         people, groups = self.roster.reach[uid]
         if (n % 5 == 2 or not people) and groups:  # a whole teachers' group: one id, every member reached
             group, members = groups[n % len(groups)]
@@ -481,6 +539,7 @@ def _note_crew(truth: Truth, crew: Crew) -> None:
             truth.hijacked.append(uid)
             truth.hijacked_logins.append(login)
             truth.traces[uid] = list(crew.traces[login])
+            truth.forwarded[uid] = crew.header(login)
         if (_sid, uid, login) in crew.senders and uid not in truth.senders:
             truth.senders.append(uid)
             truth.sender_logins.append(login)

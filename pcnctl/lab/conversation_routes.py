@@ -245,7 +245,7 @@ def _event(db: sqlite3.Connection, app: LabApp, sender: Any, headers: dict[str, 
         r["structure_id"]
         for r in app.store.all("SELECT structure_id FROM user_structures WHERE user_id = ?", sender["id"])
     ]
-    ip = (headers.get("x-forwarded-for") or "127.0.0.1").split(",")[0].strip()
+    ip = app.event_ip(headers)  # the raw X-Forwarded-For, as the platform's event store writes it
     db.execute(
         "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (

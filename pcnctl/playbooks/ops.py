@@ -22,6 +22,7 @@ from pcnctl.records import JsonObject, JsonValue
 if TYPE_CHECKING:
     from pcnctl.ent.platform import EntDriver
     from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.forensics.search import SearchResult
     from pcnctl.ops.context import RunContext
     from pcnctl.ops.operation import Operation, Verdict
     from pcnctl.state.incidents import Incident
@@ -101,11 +102,11 @@ def _ms(text: str | None, future: bool = False) -> int | None:
 
 
 def op_search(env: Env, p: StepParams) -> JsonObject:
+    """``op: search``: the matches saved for later steps (purge, export, hunt). Without ``states``: SENT,
+    RECALL and SCHEDULE; the matches of the states left out are counted in the step's summary."""
     from pcnctl.forensics import search as core
     from pcnctl.timespec import parse_when
 
-    if env.mailstore is None:
-        raise PlaybookError("the search step needs a mailstore: set --mailstore on the profile")
     query = core.Query(
         since=parse_when(since, future=False) if (since := p.text("since")) else None,
         until=parse_when(until, future=False) if (until := p.text("until")) else None,
@@ -118,10 +119,15 @@ def op_search(env: Env, p: StepParams) -> JsonObject:
         threshold=p.number("similarity") or 0.4,
         states=core.parse_states(p.texts("states")),
     )
+    core.check_query(query)  # a pattern that can backtrack for ever stops the step before it reads
+    if env.mailstore is None:
+        raise PlaybookError("the search step needs a mailstore: set --mailstore on the profile")
     result = core.run(env.driver, env.mailstore, query)
     env.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = env.workdir / f"search-{int(time.time() * 1000)}.json"
     result.save(path, profile=env.driver.profile.name, url=env.driver.profile.url)
+    if result.left_out:
+        env.notes.append(_left_out(result))
     senders = sorted({m.message.sender for m in result.matches})
     schools = sorted({s for m in result.matches for s in m.schools})
     sender_schools = sorted({s for m in result.matches for s in m.sender_schools})
@@ -133,6 +139,20 @@ def op_search(env: Env, p: StepParams) -> JsonObject:
         "sender_schools": sender_schools,
         "saved": str(path),
     }
+
+
+def _left_out(result: SearchResult) -> str:
+    """The step's summary when states were left out that hold matches (the runner prints the notes)."""
+    from pcnctl.forensics.mailstore import STATES
+    from pcnctl.forensics.search import describe_left_out
+
+    left = result.left_out_states()
+    wanted = [s for s in STATES if s in result.query.states or s in left]
+    draft = "; a draft was never sent: report it, do not purge it" if "DRAFT" in left else ""
+    return (
+        f"count={len(result.matches)}; also matching, left out: {describe_left_out(result.left_out)} "
+        f"(states: [{', '.join(wanted)}] lists them{draft})"
+    )
 
 
 def op_senders(env: Env, p: StepParams) -> JsonObject:

@@ -75,6 +75,9 @@ def run(
     except PcnError as exc:
         fail(check, exc)
         return report, first_error
+    events = _event_store_data(driver, report)
+    if events is not None:
+        report.checks.append(events)
     report.checks.append(_audit_readiness(report, has_mailstore=bool(profile.mailstore)))
     return report, first_error
 
@@ -142,6 +145,39 @@ def _identity(driver: EdificeDriver, ident: Identity) -> dict[str, str]:
         detail = f"{ident.login}: not an administrator"
     status = "ok" if ident.role in ("ADMC", "ADML", "service") else "warn"
     return {"check": "identity", "status": status, "detail": detail}
+
+
+# Windows ending now in which the event store must hold a login (this check's own, when it logged in; an
+# ENT's pupils and staff otherwise), tried shortest first: a busy ENT answers the first one, a quiet one
+# costs three small pages.
+EVENT_WINDOWS_MS = ((5 * 60_000, "5 minutes"), (3_600_000, "hour"), (24 * 3_600_000, "24 hours"))
+
+
+def _event_store_data(driver: EdificeDriver, report: DoctorReport) -> dict[str, str] | None:
+    """Does the event store hold the logins it must? The route reads MongoDB's events only (infra
+    ``Starter`` builds a ``MongoDbEventStore`` for it): a deployment whose events go to another store
+    answers it with an empty list, which the probe alone takes for available. The capability is then
+    marked unavailable, so the audit readiness says what cannot run."""
+    capability = next((c for c in report.capabilities if c.name == "infra.event_store"), None)
+    if capability is None or not capability.available:
+        return None
+    now = int(time.time() * 1000)
+    try:
+        for window, label in EVENT_WINDOWS_MS:
+            rows, _more = driver.list_events(now - window, window + 60_000, ["LOGIN"])
+            if rows:
+                return {"check": "events", "status": "ok", "detail": f"logins recorded in the last {label}"}
+    except PcnError as exc:
+        return {"check": "events", "status": "warn", "detail": f"the event store failed: {exc.message}"}
+    capability.available = False
+    capability.detail = "answers, but empty: no login in 24 hours"
+    detail = (
+        "the event store answers an empty list for the last 24 hours, which must hold logins (this "
+        "check's own included when it logged in): this deployment's events probably go to another store "
+        "than the MongoDB collection the route reads; hunt, senders and the mass_senders audit would see "
+        "nothing (ask the hosting team for the events, see docs/hunt.md)"
+    )
+    return {"check": "events", "status": "warn", "detail": detail}
 
 
 # What each audit check reads, as capability names of the driver's probe ("mailstore": a DSN on the profile).

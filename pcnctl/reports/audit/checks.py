@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pcnctl.ent.platform import EntDriver
 from pcnctl.forensics import evidence
-from pcnctl.forensics.mailstore import Mailstore, Scan, StoredMessage
+from pcnctl.forensics.mailstore import STATES, Mailstore, Scan, StoredMessage
 from pcnctl.forensics.search import Directory, shingles, similarity, visible
 from pcnctl.models import fold
 from pcnctl.ops import intent, messaging_cut
@@ -109,7 +110,8 @@ class AuditEnv:
 
 
 def load_watchlist(path: Any) -> tuple[tuple[str, str], ...]:
-    """``name: regular expression`` per line (``#`` comments); patterns apply to accent-folded text."""
+    """``name: regular expression`` per line (``#`` comments); patterns apply to accent-folded text. A
+    pattern that can backtrack for ever is refused here, before the audit reads anything."""
     from pcnctl.errors import UsageError
 
     entries = []
@@ -119,14 +121,22 @@ def load_watchlist(path: Any) -> tuple[tuple[str, str], ...]:
         name, sep, pattern = line.partition(":")
         if not sep or not pattern.strip():
             raise UsageError(f"{path}:{number}: expected 'name: regular expression'")
-        try:
-            re.compile(pattern.strip())
-        except re.error as exc:
-            raise UsageError(f"{path}:{number}: invalid regular expression: {exc}") from None
         entries.append((name.strip(), pattern.strip()))
+        try:
+            check_watchlist(entries[-1:])
+        except UsageError as exc:
+            raise UsageError(f"{path}:{number}: {exc.message}", hint=exc.hint) from None
     if not entries:
         raise UsageError(f"{path} holds no pattern")
     return tuple(entries)
+
+
+def check_watchlist(entries: Iterable[tuple[str, str]]) -> None:
+    """Each pattern compiles and cannot backtrack for ever (the watchlist reads every new message)."""
+    from pcnctl.forensics.patterns import check_regex
+
+    for name, pattern in entries:
+        check_regex(pattern, flags=re.IGNORECASE, label=f"regular expression of {name!r}")
 
 
 def _open_incidents(env: AuditEnv) -> list[Any]:
@@ -164,7 +174,7 @@ def mass_senders(env: AuditEnv) -> Finding:
 def watchlist(env: AuditEnv) -> Finding:
     if env.mailstore is None:
         return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
-    hits = _watchlist_hits(env, env.mailstore, _templates(env.store))
+    hits, drafts = _watchlist_hits(env, env.mailstore, _templates(env.store))
     people = Directory(env.driver)  # fromName is NULL on the platform's send path
     people.load([m.sender for m, _hit, _like in hits if not m.sender_name])
     rows: list[Row] = [
@@ -172,6 +182,7 @@ def watchlist(env: AuditEnv) -> Finding:
             "id": message.id,
             "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
             "date_ms": message.date,
+            "state": message.state,
             "from": message.sender,
             "from_name": message.sender_name or people.name(message.sender),
             "subject": message.subject,
@@ -181,11 +192,17 @@ def watchlist(env: AuditEnv) -> Finding:
         }
         for message, hit, like in hits
     ]
+    summary = f"{len(rows)} new message(s) match the threat watchlist or a past template"
+    scheduled = sum(1 for r in rows if r["state"] == "SCHEDULE")
+    if scheduled:
+        summary += f", {scheduled} of them scheduled (not delivered yet)"
+    if drafts:
+        summary += f"; also matching, left out: {drafts} draft (never sent)"
     return Finding(
         "watchlist",
         "critical" if rows else "ok",
         len(rows),
-        f"{len(rows)} new message(s) match the threat watchlist or a past template",
+        summary,
         rows,
         ("date", "from_name", "subject", "recipients", "pattern", "like_incident"),
     )
@@ -205,23 +222,39 @@ def _templates(store: StateStore) -> list[tuple[str, set[tuple[str, str]]]]:
 
 def _watchlist_hits(
     env: AuditEnv, store: Mailstore, templates: list[tuple[str, set[tuple[str, str]]]]
-) -> list[tuple[StoredMessage, str, str]]:
+) -> tuple[list[tuple[StoredMessage, str, str]], int]:
     """The new messages a pattern matches or that are like a past threat: (message, pattern, incident).
-    As messages search does: delivered messages only, recipients from the copies."""
+    As messages search does: sent, recalled and scheduled messages (a scheduled threat is delivered
+    later), recipients from the copies; drafts (never sent) are read by the same query and only counted
+    (the second value)."""
     patterns = [(name, re.compile(p, re.IGNORECASE)) for name, p in env.watchlist]
-    hits = []
-    for message in store.with_copies(store.iter_messages(Scan(env.since_ms, env.until_ms))):
-        text = fold(message.subject + " " + visible(message.body))
-        hit = next((name for name, p in patterns if p.search(text)), None)
-        like = None
-        if templates:
-            mine = shingles(message.subject + " " + message.body)
-            best = max(((similarity(mine, t), inc) for inc, t in templates), default=(0.0, ""))
-            if best[0] >= env.thresholds.similarity:
-                like = f"{best[1]} ({best[0]:.2f})"
-        if hit or like:
-            hits.append((message, hit or "", like or ""))
-    return hits
+    found: dict[str, tuple[str, str]] = {}
+
+    def matched() -> Iterator[StoredMessage]:
+        for message in store.iter_messages(Scan(env.since_ms, env.until_ms, states=STATES)):
+            text = fold(message.subject + " " + visible(message.body))
+            hit = next((name for name, p in patterns if p.search(text)), None)
+            like = _like(env, templates, message)
+            if hit or like:
+                found[message.id] = (hit or "", like or "")
+                yield message
+
+    hits, drafts = [], 0
+    for message in store.with_copies(matched()):  # the copies of the hits only
+        if message.state == "DRAFT":
+            drafts += 1
+        else:
+            hits.append((message, *found[message.id]))
+    return hits, drafts
+
+
+def _like(env: AuditEnv, templates: list[tuple[str, set[tuple[str, str]]]], message: StoredMessage) -> str:
+    """The past incident whose threat the message is like (with the similarity), or ''."""
+    if not templates:
+        return ""
+    mine = shingles(message.subject + " " + message.body)
+    best = max(((similarity(mine, t), inc) for inc, t in templates), default=(0.0, ""))
+    return f"{best[1]} ({best[0]:.2f})" if best[0] >= env.thresholds.similarity else ""
 
 
 def blocks(env: AuditEnv) -> Finding:

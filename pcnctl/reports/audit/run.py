@@ -18,7 +18,7 @@ from pcnctl.errors import ExitCode, RefusedError, UsageError
 from pcnctl.forensics.mailstore import Mailstore
 from pcnctl.progress import progress_bar
 from pcnctl.records import JsonObject
-from pcnctl.reports.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds
+from pcnctl.reports.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds, check_watchlist
 from pcnctl.state.incidents import write_private
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso, parse_when
@@ -121,6 +121,8 @@ def run(
     )
     if watchlist:
         env.watchlist = watchlist
+    if "watchlist" in checks:
+        check_watchlist(env.watchlist)  # a pattern that can backtrack for ever: refused before any read
     findings = []
     with progress_bar(len(checks), "audit checks", enabled=progress) as advance:
         for name in checks:
