@@ -222,7 +222,9 @@ def plan_block(
     if failed:
         raise PcnError(f"could not read the state of {len(failed)} school(s): {failed[0].detail}")
     ordered = [plans[s.id] for s in sorted(schools, key=lambda s: s.uai)]
-    return BlockPlan(wanted, method, ordered, until, reason, incident, revoke_sessions, verify)
+    # Only the roles lever leaves live sessions their rights: the revoke follows that lever alone.
+    revoke = revoke_sessions and method == "roles"
+    return BlockPlan(wanted, method, ordered, until, reason, incident, revoke, verify)
 
 
 # -- block ---------------------------------------------------------------------------------------------
