@@ -9,11 +9,17 @@ Each test checks the lab's answers against the route's contract, and its stores 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
 
+from pcnctl.lab.pgserver import Postgres
+from tests import pg
 from tests.conftest import Lab
 from tests.contract import load
 
@@ -436,3 +442,50 @@ def test_a_schedule_that_is_not_a_time_is_refused(lab: Lab) -> None:
     SEND.check_response(r)
     assert r.status_code == 400 and "timestamp" in r.json()["error"]
     assert lab.sql(count, school.staff) == before
+
+
+def test_the_nightly_run_is_due_when_04_45_went_by() -> None:
+    """The lab runs the orphan job as the platform's cron does: once the clock passed 04:45 (local time)."""
+    from datetime import datetime
+
+    from pcnctl.lab.mailjobs import _crossed_orphan_hour
+
+    at = lambda day, h, m: datetime(2026, 1, day, h, m).timestamp()  # noqa: E731
+    assert _crossed_orphan_hour(at(5, 4, 40), at(5, 4, 50))
+    assert _crossed_orphan_hour(at(5, 23, 0), at(6, 5, 0))
+    assert not _crossed_orphan_hour(at(5, 4, 46), at(6, 4, 44))
+    assert not _crossed_orphan_hour(0, at(5, 5, 0))  # the lab's first look runs nothing
+
+
+# -- the same rows in a PostgreSQL mirror built with the platform's schema --------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    root = Path(tempfile.mkdtemp(prefix="pcnctl-pg-"))
+    server = pg.start(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_purged_threat_is_still_found_by_the_platforms_text_index(lab: Lab, postgres: Postgres) -> None:
+    """Copied into the platform's schema (its trigger fills ``text_searchable``), the purged message is
+    still a row the full-text index finds, with its thread and no copy."""
+    import psycopg
+
+    from pcnctl.lab.pgmirror import copy_from_sqlite
+
+    school = college(lab)
+    message = sent_with_attachment(lab, school)
+    assert admc(lab).post(f"{lab.url}/conversation/api/purge/messages", json={"id": [message]}).ok
+    with psycopg.connect(postgres.dsn()) as conn:
+        copy_from_sqlite(lab.data_dir / "conversation.sqlite", conn)
+        found = conn.execute(
+            "SELECT m.id, t.subject, (SELECT count(*) FROM conversation.usermessages um"
+            " WHERE um.message_id = m.id) FROM conversation.messages m JOIN conversation.threads t"
+            " ON t.id = m.thread_id"
+            " WHERE m.text_searchable @@ to_tsquery('conversation.fr', 'texte & alerte')"
+        ).fetchall()
+        kept = conn.execute("SELECT count(*) FROM conversation.originalmessages").fetchone()
+    assert (message, "Alerte", 0) in found and kept is not None and kept[0] > 0

@@ -108,18 +108,29 @@ def deliver_due(app: LabApp, db: sqlite3.Connection, now: float) -> list[str]:
             due.append(row)
     delivered = []
     for row in due:
-        sender = db.execute("SELECT * FROM users WHERE id = ?", (row["from"],)).fetchone()
-        body = {k: json.loads(row[k] or "[]") for k in ("to", "cc", "cci")}
-        rec = mail.resolve(db, mail.addressed(body))
-        thread = db.execute(
-            "SELECT thread_id FROM conversation.messages WHERE id = ?", (row["id"],)
-        ).fetchone()[0]
-        mail.transition(db, row["id"], "SENT")
-        mail.copies(db, row["from"], row["id"], thread, [u for u in rec.users if u != row["from"]])
-        if sender is not None:
-            mail.notify(app, db, sender, row["id"], rec.users)
-        delivered.append(row["id"])
+        db.execute("SAVEPOINT deliver")
+        try:
+            _deliver(app, db, row)
+        except HttpError:  # a copy already there: this one fails alone, as its own send would
+            db.execute("ROLLBACK TO deliver")
+        else:
+            delivered.append(row["id"])
+        db.execute("RELEASE deliver")
     return delivered
+
+
+def _deliver(app: LabApp, db: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """One scheduled message: the people its addressees are now, their copies, the state, the notice."""
+    sender = db.execute("SELECT * FROM users WHERE id = ?", (row["from"],)).fetchone()
+    body = {k: json.loads(row[k] or "[]") for k in ("to", "cc", "cci")}
+    rec = mail.resolve(db, mail.addressed(body))
+    thread = db.execute("SELECT thread_id FROM conversation.messages WHERE id = ?", (row["id"],)).fetchone()[
+        0
+    ]
+    mail.transition(db, row["id"], "SENT")
+    mail.copies(db, row["from"], row["id"], thread, [u for u in rec.users if u != row["from"]])
+    if sender is not None:
+        mail.notify(app, db, sender, row["id"], rec.users)
 
 
 def _crossed_orphan_hour(since: float, now: float) -> bool:
@@ -139,11 +150,14 @@ def tick(app: LabApp) -> None:
     clock = app.clock
     if time.monotonic() - clock.checked < TICK_SECONDS:
         return
-    clock.checked, last, clock.wall = time.monotonic(), clock.wall, time.time()
-    with app.store.transaction() as db:
-        deliver_due(app, db, clock.wall)
-        if _crossed_orphan_hour(last, clock.wall):
-            delete_orphans(db)
+    with app.store.lock:  # requests run in threads: one of them does the round
+        if time.monotonic() - clock.checked < TICK_SECONDS:
+            return
+        clock.checked, last, clock.wall = time.monotonic(), clock.wall, time.time()
+        with app.store.transaction() as db:
+            deliver_due(app, db, clock.wall)
+            if _crossed_orphan_hour(last, clock.wall):
+                delete_orphans(db)
 
 
 def _int(values: dict[str, Any], key: str, default: int) -> int:
