@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pcnctl.lab.web import HttpError, unauthorized
@@ -100,12 +100,14 @@ def check_body(body: Any) -> dict[str, Any]:
 
 
 def schedule_time(value: str) -> float | None:
-    """A ``scheduleAt`` as seconds since the epoch (None when PostgreSQL would not read it as a time)."""
+    """A ``scheduleAt`` as seconds since the epoch, None when it is not an ISO time (the column is a
+    ``TIMESTAMP WITH TIME ZONE``: PostgreSQL refuses what it cannot read as a time, and reads one without
+    a zone in the server's zone, taken here as UTC)."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment.timestamp() if moment.tzinfo else None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 # -- the send filter (VisiblesFilter) -----------------------------------------------------------------------

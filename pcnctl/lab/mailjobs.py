@@ -179,7 +179,7 @@ def control(app: LabApp, path: str, values: dict[str, Any]) -> Any:
         when = values.get("now")
         now = mail.schedule_time(str(when)) if when is not None else time.time()
         if now is None:
-            raise HttpError(400, {"error": "now must be an ISO time with a time zone"})
+            raise HttpError(400, {"error": "now must be an ISO time (a zone, or UTC)"})
         with app.store.transaction() as db:
             return {"delivered": deliver_due(app, db, now)}
     raise HttpError(404, {"error": "not.found"})
