@@ -27,8 +27,18 @@ File format (keys in this order)::
         headers: {X-HAS-MORE: meaning}        # optional
         schema: {JSON Schema}                 # optional for HTML / empty bodies
         examples: [payload, ...]
+    effects:                                  # optional: what the route changes in the platform's stores
+      - store: conversation.usermessages      # a table, a collection, a node or edge kind, a session store
+        change: delete                        # insert | update | delete | keep (what it leaves as it was)
+        what: every copy of the ids, in every mailbox
+        when: optional - the case it applies to (a reply, a block:false, ...)
+        source: path:line what is there       # same form as the entries of `source`
     pcnctl: how pcnctl uses the route and what it does when the platform differs (older release, absent)
     notes: anything else worth knowing (where edifice-api.md was wrong, ...)
+
+``effects`` say what a call leaves behind, which its answer does not show: the rows written and deleted,
+and, as ``keep``, what a reader would expect it to touch and it does not (a purge that leaves the message
+row, an unblock that forgets who was blocked before). The lab's tests read those stores after the call.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ import yaml
 
 CONTRACTS = Path(__file__).parent / "contracts"
 REQUIRED = ("route", "release", "summary", "source", "filter", "mfa", "csrf", "responses", "pcnctl")
+CHANGES = ("insert", "update", "delete", "keep")
+EFFECT_KEYS = ("store", "change", "what", "source")
 
 
 @dataclass(frozen=True)
@@ -58,12 +70,35 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """One change a route makes in a platform store (or one it leaves undone: ``keep``)."""
+
+    store: str
+    change: str
+    what: str
+    when: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Contract:
     name: str
     method: str
     path: str
     data: dict[str, Any]
     answers: tuple[Answer, ...]
+    effects: tuple[Effect, ...] = ()
+
+    def effect(self, store: str, change: str, when: str | None = None) -> Effect:
+        """The documented effect on ``store`` (``when`` picks among several of the same change)."""
+        found = [
+            e
+            for e in self.effects
+            if e.store == store and e.change == change and (when is None or when in e.when)
+        ]
+        if not found:
+            raise AssertionError(f"{self.name}: no documented {change} on {store}")
+        return found[0]
 
     def answer(self, status: int, when: str | None = None) -> Answer:
         """The documented response for ``status`` (``when`` picks among several with one status)."""
@@ -105,6 +140,16 @@ def _answer(raw: dict[str, Any]) -> Answer:
     )
 
 
+def _effect(raw: dict[str, Any]) -> Effect:
+    return Effect(
+        store=str(raw.get("store", "")),
+        change=str(raw.get("change", "")),
+        what=str(raw.get("what", "")),
+        when=str(raw.get("when", "")),
+        source=str(raw.get("source", "")),
+    )
+
+
 @cache
 def load(name: str) -> Contract:
     """The contract ``tests/contracts/NAME.yaml`` (for example ``directory/user-get``)."""
@@ -114,7 +159,8 @@ def load(name: str) -> Contract:
     if missing:
         raise AssertionError(f"{path}: missing {', '.join(missing)}")
     method, _, route = str(data["route"]).partition(" ")
-    return Contract(name, method, route, data, tuple(_answer(r) for r in data["responses"]))
+    effects = tuple(_effect(e) for e in data.get("effects") or () if isinstance(e, dict))
+    return Contract(name, method, route, data, tuple(_answer(r) for r in data["responses"]), effects)
 
 
 def all_names() -> list[str]:

@@ -33,8 +33,10 @@ NAMES = contract.all_names()
 
 
 def _sources(name: str) -> list[re.Match[str]]:
+    """Every citation of the contract: its ``source`` list, then each effect's ``source``."""
     entries = contract.load(name).data["source"]
     assert isinstance(entries, list) and entries, f"{name}: source must be a non-empty list"
+    entries = [*entries, *(e.get("source") for e in contract.load(name).data.get("effects") or [])]
     matches = []
     for entry in entries:
         # An unquoted ": " inside an entry makes YAML read a mapping instead of the intended text.
@@ -120,6 +122,69 @@ def test_examples_fit_their_schema(name: str) -> None:
         jsonschema.Draft202012Validator.check_schema(request_body)
     if any(a.schema is not None for a in contract.load(name).answers):
         assert checked, f"{name}: schemas but no example to check them against"
+
+
+EFFECTS = [n for n in NAMES if "effects" in contract.load(n).data]
+
+
+def _effect_problems(entry: Any) -> list[str]:
+    """What is wrong with one entry of ``effects`` (nothing: an empty list)."""
+    if not isinstance(entry, dict):
+        return [f"effect {entry!r} is not a mapping"]
+    problems = [
+        f"effect key {k!r} is not part of the format" for k in set(entry) - {*contract.EFFECT_KEYS, "when"}
+    ]
+    for key in contract.EFFECT_KEYS:
+        if not (isinstance(entry.get(key), str) and entry[key].strip()):
+            problems.append(f"effect without {key}")
+    if entry.get("change") not in contract.CHANGES:
+        problems.append(f"change {entry.get('change')!r} is not one of {', '.join(contract.CHANGES)}")
+    if isinstance(entry.get("source"), str) and not SOURCE.match(entry["source"]):
+        problems.append(f"source {entry['source']!r} is not 'path:line what is there'")
+    if "when" in entry and not (isinstance(entry["when"], str) and entry["when"].strip()):
+        problems.append("an empty when")
+    return problems
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_effects_are_well_formed(name: str) -> None:
+    """Each effect names a store, a change of the known kinds, what changes, and where it was read (the
+    citation is checked against the platform with the others); the key sits before pcnctl's part."""
+    raw = contract.load(name).data["effects"]
+    assert isinstance(raw, list) and raw, f"{name}: effects must be a non-empty list"
+    keys = list(contract.load(name).data)
+    assert keys.index("responses") < keys.index("effects") < keys.index("pcnctl"), f"{name}: key order"
+    for entry in raw:
+        assert not _effect_problems(entry), f"{name}: {_effect_problems(entry)}"
+
+
+def test_the_modelled_routes_carry_their_effects() -> None:
+    """The routes whose effects the lab models say them, including what they leave (keep)."""
+    for name in (
+        "conversation/api-purge-messages-post",
+        "conversation/internal-purge-orphans-post",
+        "conversation/send-post",
+        "directory/profile-block",
+        "communication/relative-delete",
+    ):
+        assert name in EFFECTS, name
+    changes = {e.change for n in EFFECTS for e in contract.load(n).effects}
+    assert set(contract.CHANGES) <= changes
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"store": "s", "change": "purge", "what": "w", "source": "a/B.java:1 x"}, "change 'purge'"),
+        ({"store": "s", "change": "keep", "what": "w", "source": "B.java the delete"}, "is not 'path:line"),
+        ({"store": "s", "change": "keep", "what": "w"}, "effect without source"),
+        ({"store": "s", "change": "keep", "what": "w", "source": "a/B.java:1 x", "by": "cron"}, "'by'"),
+        ("deletes rows", "not a mapping"),
+    ],
+)
+def test_a_malformed_effect_is_caught(entry: Any, problem: str) -> None:
+    """The effect check is not vacuous: each of these entries is refused, for the reason given."""
+    assert any(problem in p for p in _effect_problems(entry)), _effect_problems(entry)
 
 
 def test_a_wrong_example_is_caught() -> None:

@@ -381,10 +381,19 @@ def school_state(lab: Lab, uai: str) -> list[list[tuple[object, ...]]]:
         ),
         lab.sql(
             "SELECT d.* FROM communique_direct d JOIN user_structures us ON us.user_id = d.end_id"
-            " WHERE us.structure_id = ? ORDER BY 1, 2",
+            " WHERE us.structure_id = ? AND d.source IS NOT 'MANUAL' ORDER BY 1, 2",
             sid,
         ),
     ]
+
+
+def manual_links(lab: Lab, uai: str) -> list[tuple[object, ...]]:
+    """The hand-made direct links into a school's users (a relatives' cut deletes them for good)."""
+    return lab.sql(
+        "SELECT d.* FROM communique_direct d JOIN user_structures us ON us.user_id = d.end_id JOIN structures s"
+        " ON s.id = us.structure_id WHERE s.uai = ? AND d.source = 'MANUAL' ORDER BY 1, 2",
+        uai,
+    )
 
 
 def pupil_paths(lab: Lab, uai: str, n: int = 0) -> dict[str, str]:
@@ -436,9 +445,25 @@ def test_a_student_block_stops_every_path_of_the_real_graph(lab: Lab, admc: Cli)
         teacher = lab.sql("SELECT login FROM users WHERE id = ?", p["teacher"])[0][0]
         assert send(lab, login(lab, teacher), p["student"]) == 200  # teachers still write to students
     assert school_state(lab, OTHER) == other_before  # other schools untouched
+    assert manual_links(lab, COLLEGE) == []  # the relatives' cut took the hand-made links too...
+    assert "hand-made direct link" in result.stderr  # ...as the plan said it would
     lifted = admc("messaging", "unblock", "--incident", "INC-G", "--yes", "-o", "json")
     assert lifted.exit_code == 0, lifted.stderr
-    assert school_state(lab, COLLEGE) == before  # exactly the graph the snapshot was taken on
+    assert school_state(lab, COLLEGE) == before  # exactly the graph the snapshot was taken on...
+    assert "hand-made links into the parents are not" in lifted.json()[0]["detail"]  # ...but those
+
+
+def test_keep_relatives_leaves_the_hand_made_links_and_restores_exactly(lab: Lab, admc: Cli) -> None:
+    admc.open_incidents("INC-KR")
+    before, manual = school_state(lab, COLLEGE), manual_links(lab, COLLEGE)
+    assert manual  # the seed's teachers made links to parents in every collège
+    block = ("messaging", "block", "--profile", "Student", "--school", COLLEGE, "--yes", "--no-verify")
+    result = admc(*block, "--keep-relatives", "--incident", "INC-KR")
+    assert result.exit_code == 0, result.stderr
+    assert "hand-made direct link" not in result.stderr
+    assert manual_links(lab, COLLEGE) == manual
+    assert admc("messaging", "unblock", "--incident", "INC-KR", "--yes").exit_code == 0
+    assert school_state(lab, COLLEGE) == before and manual_links(lab, COLLEGE) == manual
 
 
 def test_a_school_with_other_rules_is_cut_and_restored_exactly(lab: Lab, admc: Cli) -> None:

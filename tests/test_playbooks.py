@@ -139,11 +139,12 @@ def contained(lab: Lab, wave: dict[str, Any]) -> None:
 
 
 def graph_state(lab: Lab) -> list[list[tuple[object, ...]]]:
-    """The whole communication graph: every group's link, relations, direct edges."""
+    """The whole communication graph: every group's link, relations, direct edges but the hand-made ones
+    (a Student block's relatives' cut deletes those for good, as on the platform, and says so)."""
     return [
         lab.sql("SELECT id, users_dir, member_in, member_out, relative_student FROM groups ORDER BY id"),
         lab.sql("SELECT * FROM communique ORDER BY 1, 2"),
-        lab.sql("SELECT * FROM communique_direct ORDER BY 1, 2"),
+        lab.sql("SELECT * FROM communique_direct WHERE source IS NOT 'MANUAL' ORDER BY 1, 2"),
     ]
 
 

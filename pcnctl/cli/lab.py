@@ -111,6 +111,10 @@ def attack(
     background: Annotated[
         bool, typer.Option("--background", help="Run detached (for drills); prints the pid.")
     ] = False,
+    reply_after_cut: Annotated[
+        bool,
+        typer.Option("--reply-after-cut", help="Once a send is refused, reply to all of a group message."),
+    ] = False,
 ) -> None:
     """Play a bomb-threat wave through the lab's real routes; ground truth in DATA/attack-truth.json."""
     import subprocess
@@ -135,6 +139,7 @@ def attack(
             hijacked=hijacked,
             innocent=innocent,
             via_proxy=via_proxy,
+            reply_after_cut=reply_after_cut,
         )
         log = (data / "attack.log").open("w")
         proc = subprocess.Popen(
@@ -157,6 +162,7 @@ def attack(
         hijacked=hijacked,
         innocent=innocent,
         via_proxy=via_proxy,
+        reply_after_cut=reply_after_cut,
     )
     note(
         f"Wave done: {len(truth['messages'])} threat(s) delivered to {len(truth['recipients'])} "
@@ -173,7 +179,10 @@ def drill(
     data: Annotated[Path, typer.Option("--data", help="Drill directory (recreated).")] = Path("pcnctl-drill"),
     scenario: Annotated[
         str,
-        typer.Option("--scenario", help="small (default) or reference (paris, 200 accounts, 50 schools)."),
+        typer.Option(
+            "--scenario",
+            help="small (default), reference (paris, 200 accounts, 50 schools) or reply-all.",
+        ),
     ] = "small",
     preset: Annotated[
         str | None, typer.Option("--preset", "--seed", help="Lab preset: small or paris.", show_default=False)

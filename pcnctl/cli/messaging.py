@@ -67,6 +67,14 @@ def block(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the verification after the block.")
     ] = False,
+    keep_relatives: Annotated[
+        bool,
+        typer.Option(
+            "--keep-relatives",
+            help="Student blocks: leave the pupils' links to their own parents, and with them the hand-made "
+            "links into parents that the relatives' cut would delete for good.",
+        ),
+    ] = False,
     profile: EntProfileOpt = None,
     incident: IncidentOpt = None,
     dry_run: DryRunOpt = False,
@@ -96,6 +104,7 @@ def block(
         incident=incident,
         revoke_sessions=revoke_sessions,
         verify=not no_verify,
+        keep_relatives=keep_relatives,
     )
     op = messaging.BLOCK
     _show_plan(p, quiet)
@@ -129,6 +138,10 @@ def _show_plan(p: BlockPlan, quiet: bool) -> None:
     from pcnctl.ops import messaging
 
     note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
+    if p.cuts_relatives:
+        from pcnctl.ops.messaging_cut import RELATIVES_LOSS
+
+        note(f"Note: {RELATIVES_LOSS}", quiet)
     already = len(p.schools) - len(p.to_change)
     note(
         f"Plan: block {p.profile} messaging in {len(p.to_change)} school(s), {p.users} account(s)"

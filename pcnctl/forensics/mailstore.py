@@ -330,6 +330,11 @@ class Mailstore:
             ) from None
         raise exc
 
+    def query(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """Rows of a read-only query written with ``?`` marks (each dialect gets its own), for the readers
+        of the conversation tables beside the scans (what a purge leaves: :mod:`pcnctl.forensics.residue`)."""
+        return self._rows(sql, args)
+
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
         try:
             cursor = self.db.cursor()

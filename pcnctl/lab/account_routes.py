@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, require_user, unauthorized
 
 if TYPE_CHECKING:
     from pcnctl.lab.app import LabApp
@@ -56,9 +56,11 @@ def _log(db: sqlite3.Connection, user_id: str, action: str, who: str) -> None:
 
 
 def _set_blocked(app: LabApp, user_id: str, block: bool, who: str, *, drop_sessions: bool = True) -> None:
+    """Set the account's own flag; the platform's block routes then drop the user's sessions, tokens and
+    CAS tickets, on a block **and on an unblock** alike (the drop follows the write whatever its value)."""
     with app.store.transaction() as db:
         db.execute("UPDATE users SET blocked = ? WHERE id = ?", (1 if block else 0, user_id))
-        if block and drop_sessions:  # Edifice drops sessions, OAuth tokens and CAS tickets at once
+        if drop_sessions:
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
         _log(db, user_id, "block" if block else "unblock", who)
 
@@ -109,6 +111,9 @@ def block_users(app: LabApp, req: Request) -> Response:
 
 @ROUTES.route("PUT", "/directory/structure/:id/profile/block", contract="directory/profile-block", mfa=True)
 def block_profile(app: LabApp, req: Request) -> Response:
+    """A blanket write: every member of the school's profile group gets ``blocked = block``, with no memory
+    of who was blocked one by one before or during the block; every one of them loses its sessions (on an
+    unblock too); then the BLOCK or UNBLOCK trace."""
     sid = req.params["id"]
     if app.store.one("SELECT 1 FROM structures WHERE id = ?", sid) is None:
         raise unauthorized()
@@ -117,17 +122,9 @@ def block_profile(app: LabApp, req: Request) -> Response:
     profile, block = body.get("profile"), body.get("block", True)
     if not isinstance(profile, str) or not isinstance(block, bool):
         raise HttpError(400, {"error": "invalid.body"})
-    caller_is_admc = req.user is not None and app.is_admc(req.user["id"])
-    rows = app.store.all(
-        "SELECT u.id FROM users u JOIN user_structures us ON us.user_id = u.id"
-        " WHERE us.structure_id = ? AND u.profile = ?",
-        sid,
-        profile,
-    )
-    for row in rows:
-        if caller_is_admc or not app.is_admc(row["id"]):
-            _set_blocked(app, row["id"], block, _caller(req))
-    assert req.user is not None
+    user = require_user(req)
+    for user_id in profile_members(app, sid, profile, app.is_admc(user["id"])):
+        _set_blocked(app, user_id, block, _caller(req))
     app.store.execute(
         "INSERT INTO block_traces VALUES (?,?,?,?,?,?,?)",
         str(uuid.uuid4()),
@@ -135,10 +132,26 @@ def block_profile(app: LabApp, req: Request) -> Response:
         profile,
         sid,
         str(int(time.time() * 1000)),
-        req.user["id"],
-        req.user["display_name"],
+        user["id"],
+        user["display_name"],
     )
     return Response.empty(204)
+
+
+def profile_members(app: LabApp, structure_id: str, profile: str, caller_is_admc: bool) -> list[str]:
+    """The members of the groups that depend on the school itself (its structure groups, not its classes')
+    whose name ends with ``profile`` (a suffix match, as the platform's query does); ADMC accounts are left
+    out for a caller who is not one."""
+    rows = app.store.all(
+        "SELECT DISTINCT gm.user_id FROM groups g JOIN group_members gm ON gm.group_id = g.id"
+        " WHERE g.structure_id = ? AND g.type = 'ProfileGroup' AND g.sub_type = 'StructureGroup'"
+        " AND (? = '' OR substr(g.name, -length(?)) = ?) ORDER BY gm.user_id",
+        structure_id,
+        profile,
+        profile,
+        profile,
+    )
+    return [r["user_id"] for r in rows if caller_is_admc or not app.is_admc(r["user_id"])]
 
 
 @ROUTES.route(

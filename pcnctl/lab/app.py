@@ -21,6 +21,7 @@ from pcnctl.lab import (
     conversation_routes,
     directory_routes,
     infra_routes,
+    mailjobs,
     messaging_routes,
     timeline_routes,
 )
@@ -73,6 +74,12 @@ class Knobs:
     # Where the platform writes its events: "mongodb" (what the event route reads), or another store
     # ("postgresql": the events are written there and the route answers an empty list).
     event_store: str = "mongodb"
+    # The timeline's antiFloodDelay: a sender's notification within this many ms of its last one is dropped.
+    anti_flood_ms: float = 3000.0
+    # The conversation module's optimized-thread-list setting (off in its deployment template).
+    optimized_thread_list: bool = False
+    # The platform release the lab answers as, where an answer changed with it (GET /communication/visible).
+    release: str = "6.15.4"
 
 
 class RateGate:
@@ -105,6 +112,8 @@ class LabApp:
         self.gate = RateGate()
         self.faults = random.Random(0)
         self.counters: dict[str, int] = {"requests": 0, "throttled": 0, "faults": 0, "lost": 0, "dropped": 0}
+        self.anti_flood: dict[str, int] = {}  # sender -> when the timeline last accepted its notification
+        self.clock = mailjobs.Clock()  # the conversation module's jobs: when the lab last looked
         self.router = Router()
         self.router.mount(auth_routes.ROUTES, self)
         self.router.mount(directory_routes.ROUTES, self)
@@ -156,6 +165,7 @@ class LabApp:
             return exc.response()
 
     def _dispatch(self, req: Request) -> Response:
+        mailjobs.tick(self)  # scheduled messages that are due, the nightly orphan job
         route, params, _known = self.router.match(req.method, req.path)
         if route is None:
             raise HttpError(404, {"error": "not.found"})
@@ -344,7 +354,10 @@ class LabApp:
                 raise HttpError(400, {"error": str(exc)}) from None
             self.knobs = Knobs()
             self.counters = dict.fromkeys(self.counters, 0)
+            self.anti_flood.clear()
             return Response.json({"status": "reset"})
+        if req.path.startswith("/__lab/jobs/") and req.method == "POST":
+            return Response.json(mailjobs.control(self, req.path, req.json() if req.body else {}))
         if req.path == "/__lab/checkpoint" and req.method == "POST":
             try:
                 self.store.save_checkpoint(str(req.json().get("name", "")))

@@ -93,6 +93,8 @@ class TruthJson(TypedDict, total=False):
     schools: list[str]
     noise_messages: list[str]
     group_sends: list[str]
+    replies: list[str]  # threats sent as replies to a group message the account held (reply-all)
+    announcements: list[str]  # the school messages to the pupils the replies answered
     drafts: list[str]
     scheduled: list[str]
     recalled: list[str]
@@ -116,6 +118,8 @@ class Truth:
     schools: set[str] = field(default_factory=set)
     noise: list[str] = field(default_factory=list)
     group_sends: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    announcements: list[str] = field(default_factory=list)
     drafts: list[str] = field(default_factory=list)
     scheduled: list[str] = field(default_factory=list)
     recalled: list[str] = field(default_factory=list)
@@ -139,6 +143,8 @@ class Truth:
             "schools": sorted(self.schools),
             "noise_messages": self.noise,
             "group_sends": self.group_sends,
+            "replies": self.replies,
+            "announcements": self.announcements,
             "drafts": self.drafts,
             "scheduled": self.scheduled,
             "recalled": self.recalled,
@@ -226,7 +232,11 @@ def command(data_dir: Path, **options: Any) -> list[str]:
 
     args = [sys.executable, "-m", "pcnctl", "lab", "attack", "--data", str(data_dir)]
     for name, value in options.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            args += [flag] if value else []  # a switch: named when on
+        else:
+            args += [flag, str(value)]
     return args
 
 
@@ -369,10 +379,12 @@ def run(
     innocent: int = 40,
     via_proxy: float = 0.25,
     city: str | None = None,
+    reply_after_cut: bool = False,
 ) -> TruthJson:
     """Play the wave; ``hijacked`` accounts in all (at least ``senders``), ``innocent`` pupils behind the
     proxy of ``city`` (default: the first target school's town), ``via_proxy`` of the hijacked accounts
-    logging in through that same address."""
+    logging in through that same address. With ``reply_after_cut``, each target school's staff first sends
+    its pupils a message, and a sender whose fresh send is refused replies to all of it instead."""
     info = json.loads((data_dir / "lab.json").read_text())
     rng = random.Random(f"attack:{random_seed}")
     roster = _roster(data_dir)
@@ -382,6 +394,8 @@ def run(
         roster.reach[uid] = _reach(data_dir, uid, sid, roster.staff[sid])
     truth = Truth(started_at=time.time(), proxy=crew.proxy)
     wave = Wave(info["base_url"], info["accounts"]["user_password"], rng, roster, crew, truth)
+    if reply_after_cut:
+        wave.replies = Replies(data_dir, sorted({sid for sid, _uid, _login in crew.senders}))
     wave.play(data_dir / "attack-truth.json", messages, rate, _noise_plan(roster, rng, noise))
     return truth.to_json()
 
@@ -410,6 +424,7 @@ class Wave:
     truth: Truth
     sessions: dict[str, requests.Session | None] = field(default_factory=dict)
     connections: dict[int, requests.Session] = field(default_factory=dict)
+    replies: Replies | None = None  # the reply-all fallback, when the wave plays it
 
     def session_for(self, login: str, forwarded: str, agent: str) -> requests.Session | None:
         if login not in self.sessions:
@@ -428,12 +443,16 @@ class Wave:
     def send(
         self, s: requests.Session, to: list[str], subject: str, body: str, attach: bool, route: str = "send"
     ) -> str | None:
-        """As the web client does: a draft, the attachment uploaded to it, then the send of the draft."""
+        """As the web client does: a draft, the attachment uploaded to it, then the send of the draft. A
+        pupil whose school did not give the Messagerie role cannot save a draft (a workflow right): the
+        script then sends the text alone, which needs no right."""
         url = self.url
         payload: JsonObject = {"subject": subject, "body": body, "to": to, "cc": [], "cci": []}
         if not attach and route == "send":
             return _post(s, url + "/conversation/send", payload)
         draft = _post(s, url + "/conversation/draft", payload)
+        if draft is None and route == "send":
+            return _post(s, url + "/conversation/send", payload)
         if draft is None or route == "draft":
             return draft
         if attach and _upload(s, f"{url}/conversation/message/{draft}/attachment") is None:
@@ -441,8 +460,12 @@ class Wave:
         later: JsonObject = {
             "scheduleAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
         }
-        # A scheduled send: the platform delivers it later; until then only the sender has a copy.
-        return _post(s, f"{url}/conversation/send?id={draft}", later if route == "schedule" else {})
+        # The send of a saved draft carries the whole message, as the web client sends it: the platform
+        # takes the recipients from the request, not from the draft. A scheduled send: the platform
+        # delivers it later; until then only the sender has a copy.
+        return _post(
+            s, f"{url}/conversation/send?id={draft}", {**payload, **later} if route == "schedule" else payload
+        )
 
     def play(self, path: Path, messages: int, rate: float, noise_plan: list[Any]) -> None:
         """The whole wave, the truth written as it goes: logins first, the threats with the late logins and
@@ -457,6 +480,8 @@ class Wave:
         )
         for _sid, _uid, login in crew.senders + early:  # the attacker checks its passwords first
             self.hijacked(login)
+        if self.replies is not None:
+            self.announce(self.replies)
         agents = [self.rng.choice(COMMON_AGENTS) for _ in crowd_early]
         with ThreadPoolExecutor(4) as pool:  # a school morning: many pupils at once
             list(pool.map(self.crowd, [p[1] for p in crowd_early], agents))
@@ -507,6 +532,11 @@ class Wave:
             to = recipients = rng.sample(people, min(len(people), rng.randint(1, 4)))
         subject, body = threat_text(rng)
         message = self.send(s, to, subject, body, attach=rng.random() < 0.7) if s is not None and to else None
+        if not message and s is not None and self.replies is not None:  # cut: answer a group message
+            replied = self.reply_all(s, uid, self.replies)
+            if replied is not None:
+                (message, recipients), group = replied, ""
+                truth.replies.append(message)
         if s is not None and message and n % 10 == 4:  # drafts and sends scheduled for later too
             for route, kept in (("draft", truth.drafts), ("schedule", truth.scheduled)):
                 other = self.send(s, to, *threat_text(rng), attach=False, route=route)
@@ -522,6 +552,39 @@ class Wave:
         for recipient in recipients:  # a recipient may work in several schools: each one is affected
             truth.schools.update(self.roster.schools_of[recipient])
 
+    def announce(self, replies: Replies) -> None:
+        """A member of staff of each sending school writes to all its pupils (the school's student group),
+        from the school network: the group message the hijacked pupils will answer."""
+        for sid in replies.schools:
+            found = replies.announcer(sid)
+            if found is None:
+                continue
+            login, group = found
+            s = self.session_for(login, proxy_of(self.roster.city[sid]), self.rng.choice(COMMON_AGENTS))
+            sent = self.send(s, [group], *ANNOUNCEMENT, attach=False) if s is not None else None
+            if sent:
+                self.truth.announcements.append(sent)
+
+    def reply_all(self, s: requests.Session, uid: str, replies: Replies) -> tuple[str, list[str]] | None:
+        """What a cut account can still do: reply to all of a group message of its inbox (its sender, the
+        groups and people it went to). Returns the reply's id and who it reached, or None."""
+        r = s.get(f"{self.url}/conversation/api/folders/inbox/messages", allow_redirects=False, timeout=10)
+        if r.status_code != 200:
+            return None
+        for parent in r.json():
+            groups = [g["id"] for key in ("to", "cc") for g in parent[key]["groups"]]
+            if not groups:
+                continue
+            to = [parent["from"]["id"], *(x["id"] for k in ("groups", "users") for x in parent["to"][k])]
+            cc = [x["id"] for k in ("groups", "users") for x in parent["cc"][k]]
+            subject, body = threat_text(self.rng)
+            to, cc = [i for i in to if i != uid], [i for i in cc if i != uid]
+            payload: JsonObject = {"subject": subject, "body": body, "to": to, "cc": cc, "cci": []}
+            sent = _post(s, f"{self.url}/conversation/send?In-Reply-To={parent['id']}", payload)
+            if sent:
+                return sent, replies.reached(to + cc, uid)
+        return None
+
     def recall_first(self) -> None:
         """The first threat recalled by its sender: the copies stay, the platform hides the body."""
         first = self.truth.messages[0] if self.truth.messages else None
@@ -530,6 +593,59 @@ class Wave:
             return
         if _post(s, f"{self.url}/conversation/api/messages/{first}/recall", {}) is not None:
             self.truth.recalled.append(first)
+
+
+ANNOUNCEMENT = (
+    "Information vie scolaire",
+    "Bonjour, les photos de classe auront lieu jeudi matin. Merci de prevoir une tenue correcte.",
+)
+
+
+@dataclass
+class Replies:
+    """The reply-all fallback: the schools whose pupils get a group message to answer, and the lab's
+    directory read (read-only, as the attacker would see it in the web client) to know who a reply
+    reaches."""
+
+    data_dir: Path
+    schools: list[str]
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(f"file:{self.data_dir / 'lab.sqlite'}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def announcer(self, sid: str) -> tuple[str, str] | None:
+        """A member of staff of the school who writes to its student group: (login, group id)."""
+        db = self._db()
+        try:
+            row = db.execute(
+                "SELECT u.login, g.id FROM groups g JOIN groups sp ON sp.structure_id = g.structure_id"
+                " AND sp.profile = 'Personnel' AND sp.sub_type = 'StructureGroup'"
+                " JOIN group_members gm ON gm.group_id = sp.id JOIN users u ON u.id = gm.user_id"
+                " WHERE g.structure_id = ? AND g.profile = 'Student' AND g.sub_type = 'StructureGroup'"
+                " AND u.login_alias IS NULL AND coalesce(u.blocked, 0) = 0"
+                " AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.user_id = u.id) ORDER BY u.id LIMIT 1",
+                (sid,),
+            ).fetchone()
+            return (row[0], row[1]) if row else None
+        finally:
+            db.close()
+
+    def reached(self, ids: list[str], uid: str) -> list[str]:
+        """The people a message to ``ids`` reaches: the users named and every member of the groups."""
+        from pcnctl.lab import graph
+
+        db = self._db()
+        try:
+            groups = [
+                r[0]
+                for r in db.execute(f"SELECT id FROM groups WHERE id IN ({','.join('?' * len(ids))})", ids)
+            ]
+            people = [i for i in ids if i not in groups] + graph.members_of(db, groups)
+            return sorted(set(people) - {uid})
+        finally:
+            db.close()
 
 
 def _note_crew(truth: Truth, crew: Crew) -> None:

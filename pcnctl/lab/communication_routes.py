@@ -11,7 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from pcnctl.lab import graph
-from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
+from pcnctl.lab.web import HttpError, Module, Request, Response, require_workflow, unauthorized
 from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ def _node(app: LabApp, g: sqlite3.Row, *, peers_as_ids: bool) -> JsonObject:
     """A group node's properties as Neo4j returns them: absent properties are left out."""
     n = app.store.get("SELECT count(*) n FROM group_members WHERE group_id = ?", g["id"])["n"]
     node: JsonObject = {"id": g["id"], "name": g["name"], "displayNameSearchField": g["name"].lower()}
-    if g["profile"]:
-        node["filter"] = g["profile"]
+    if graph.group_filter(g):
+        node["filter"] = graph.group_filter(g)
     if g["users_dir"] is not None:
         node["users"] = g["users_dir"]
     if g["relative_student"] is not None:
@@ -84,7 +84,7 @@ def _relation_row(app: LabApp, g: sqlite3.Row) -> JsonObject:
     return {
         "id": g["id"],
         "name": g["name"],
-        "filter": g["profile"],
+        "filter": graph.group_filter(g),
         "displayName": None,
         "internalCommunicationRule": g["users_dir"],
         "type": g["type"],
@@ -289,6 +289,76 @@ def verify(app: LabApp, req: Request) -> Response:
     with app.store.lock:
         can = graph.verify(app.store.db, req.params["from"], req.params["to"])
     return Response.json({"canCommunicate": can})
+
+
+@ROUTES.route(
+    "GET",
+    "/communication/visible/:userId",
+    contract="communication/visible-get",
+    action=_COMM + "visibleUsers",
+)
+def visible_users(app: LabApp, req: Request) -> Response:
+    """WORKFLOW ``communication.visible.user`` (an ADMC passes). On 6.10.0 and later the handler fails
+    before any query without ``schoolId`` (500, no body); with ``schoolId`` the query names variables only
+    the other branch defines, so Neo4j refuses it (400) on every release since 5.3.0. Before 6.10.0,
+    without ``schoolId``: what the user sees through the property-based query (no own BOTH groups, not
+    the user itself), as rows of the platform's default return."""
+    if req.user is not None:
+        require_workflow(req, _COMM + "visibleUsers", app.is_admc(req.user["id"]))
+    if req.arg("schoolId"):
+        raise HttpError(400, {"error": "Variable `g` not defined"})
+    if _release(app.knobs.release) >= (6, 10, 0):
+        return Response.empty(500)
+    types = set(req.args("expectedType"))
+    with app.store.lock:
+        group_ids, user_ids = graph.visible_list(app.store.db, req.params["userId"])
+    rows = [_visible_group(app, gid) for gid in group_ids] if not types or types & _GROUP_LABELS else []
+    if not types or "User" in types:
+        rows += [_visible_user(app, uid) for uid in user_ids]
+    rows.sort(key=lambda r: (r["name"] is None, r["name"] or "", r["username"] is None, r["username"] or ""))
+    return Response.json(rows)
+
+
+_GROUP_LABELS = {"Group", "ProfileGroup", "FunctionalGroup", "ManualGroup", "HTGroup"}
+
+
+def _release(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(".")[:3])
+    except ValueError:
+        raise HttpError(500, {"error": f"lab knob release {text!r} is not a version"}) from None
+
+
+def _visible_group(app: LabApp, group_id: str) -> JsonObject:
+    g = app.store.get("SELECT * FROM groups WHERE id = ?", group_id)
+    return {
+        "id": g["id"],
+        "name": g["name"],
+        "login": None,
+        "username": None,
+        "type": g["profile"],
+        "positionIds": [],
+        "positionNames": [],
+        "lastName": None,
+        "firstName": None,
+        "profiles": None,
+    }
+
+
+def _visible_user(app: LabApp, user_id: str) -> JsonObject:
+    u = app.store.get("SELECT * FROM users WHERE id = ?", user_id)
+    return {
+        "id": u["id"],
+        "name": None,
+        "login": u["login"],
+        "username": u["display_name"],
+        "type": u["profile"],
+        "positionIds": [],
+        "positionNames": [],
+        "lastName": u["last_name"],
+        "firstName": u["first_name"],
+        "profiles": [u["profile"]],
+    }
 
 
 @ROUTES.route(

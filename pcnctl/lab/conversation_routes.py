@@ -1,33 +1,30 @@
-"""The lab's conversation module: how a message is written, the mailbox routes a user has, the
-cross-mailbox purge (ADMC + MFA, by id), timeline notifications, and the event store.
+"""The lab's conversation module: the send path, the mailbox routes a user has, the cross-mailbox purge
+(ADMC + MFA, by id), the orphan job's route, and the ``CREATE`` event of each send.
 
-Rows are written as the platform's send code writes them (SqlConversationService):
-
-* a message is first a **draft**: one ``conversation.messages`` row (state ``DRAFT``, its own id as
-  ``thread_id``, ``fromName`` left NULL, ``displayNames`` as ``id$displayName$groupName$groupDisplayName``
-  strings) and the sender's mailbox row; attachments are linked to the sender's copy;
-* **sending** moves the state to ``SENT`` (or ``SCHEDULE`` when ``scheduleAt`` is given: then nobody else
-  gets a copy yet), marks the sender's copy read, upserts ``threads``/``userthreads``, and writes one
-  ``usermessages`` row per recipient (``to``/``cc``/``cci`` hold user **and group** ids; a group stands for
-  its members) with a NULL ``folder_id`` (system folders are not rows of ``conversation.folders``), and
-  the attachment links of each copy;
-* a **recall** sets the state to ``RECALL``; the copies stay.
-
-Each send (not a scheduled one) also writes one timeline notification whose recipients are the people
-reached but the sender, keeping the subject and the stripped body (a purge leaves it, as on the
-platform), and a ``CREATE`` event with the sender's profile, schools, IP and user agent.
+The rows are written by :mod:`pcnctl.lab.mail` as the platform's SqlConversationService writes them, the
+background jobs (orphan deletion, scheduled delivery) are in :mod:`pcnctl.lab.mailjobs`. A purge removes the
+mailbox copies only: the ``messages`` row (subject, body, its text index), the thread, the attachments, any
+``originalmessages`` row and the timeline notifications stay, until the orphan job for some of them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pcnctl.lab.web import HttpError, Module, Request, Response, require_user, unauthorized
+from pcnctl.lab import mail, mailjobs
+from pcnctl.lab.mail import Recipients, attach, create_draft, deliver
+from pcnctl.lab.web import (
+    HttpError,
+    Module,
+    Request,
+    Response,
+    require_user,
+    require_workflow,
+    unauthorized,
+)
 from pcnctl.records import JsonObject
 
 if TYPE_CHECKING:
@@ -35,209 +32,12 @@ if TYPE_CHECKING:
 
     from pcnctl.lab.app import LabApp
 
+__all__ = ["ROUTES", "Recipients", "attach", "create_draft", "deliver", "store_message"]
+
 _API = "org.entcore.conversation.controllers.ApiController|"
 _CONV = "org.entcore.conversation.controllers.ConversationController|"
-_TAGS = re.compile(r"<[^>]+>")
+_TASK = "org.entcore.conversation.controllers.TaskController|"
 RECALL_MINUTES = 60
-
-
-@dataclass(frozen=True)
-class Recipients:
-    """What ``to``/``cc``/``cci`` name, resolved: the users reached and the groups that were addressed."""
-
-    users: list[str]  # every person reached, groups expanded, in order, without duplicates
-    groups: dict[str, str]  # group id -> name
-    names: dict[str, str]  # user id -> display name
-
-
-def resolve_recipients(app: LabApp, sender: str, ids: list[str]) -> Recipients:
-    """Users and groups of a send, each checked visible to the sender (VisiblesFilter), groups expanded.
-
-    Raises:
-        HttpError: 401 when one id is neither a user nor a group the sender may write to.
-    """
-    from pcnctl.lab import graph
-
-    store = app.store
-    users: list[str] = []
-    groups: dict[str, str] = {}
-    wanted = list(dict.fromkeys(ids))
-    with store.lock:
-        allowed = graph.visible(store.db, sender, wanted)
-    for rid in wanted:
-        if rid not in allowed:
-            raise unauthorized()
-        group = store.one("SELECT id, name FROM groups WHERE id = ?", rid)
-        if group is None:
-            users.append(rid)
-            continue
-        groups[rid] = group["name"]
-        with store.lock:
-            users += graph.members_of(store.db, [rid])  # every member, as the platform resolves them
-    unique = list(dict.fromkeys(users))
-    names = {
-        r["id"]: r["display_name"]
-        for r in store.all(
-            f"SELECT id, display_name FROM users WHERE id IN ({','.join('?' * len(unique))})", *unique
-        )
-    }
-    return Recipients(unique, groups, names)
-
-
-def _display_names(sender: Any, rec: Recipients, addressed: list[str]) -> list[str]:
-    """The platform's ``displayNames`` for the sender and the ids addressed (not the groups' members):
-    ``id$displayName$groupName$groupDisplayName``, blank parts a space."""
-    out = [f"{sender['id']}${sender['display_name']}$ $ "]
-    for rid in addressed:
-        group = rec.groups.get(rid)
-        out.append(f"{rid}$ ${group}$ " if group else f"{rid}${rec.names.get(rid) or ' '}$ $ ")
-    return list(dict.fromkeys(out))
-
-
-def create_draft(db: sqlite3.Connection, sender: Any, body: dict[str, Any], rec: Recipients, now: int) -> str:
-    """A ``DRAFT`` row and the sender's copy, with the draft's attachments linked to that copy."""
-    message_id = str(uuid.uuid4())
-    addressed = list(dict.fromkeys(str(x) for key in ("to", "cc", "cci") for x in body.get(key) or []))
-    db.execute(
-        'INSERT INTO conversation.messages(id, subject, body, "from", "to", cc, cci, "displayNames", state,'
-        " date, thread_id) VALUES (?,?,?,?,?,?,?,?,'DRAFT',?,?)",
-        (
-            message_id,
-            str(body.get("subject") or ""),
-            str(body.get("body") or ""),
-            sender["id"],
-            json.dumps([str(x) for x in body.get("to") or []]),
-            json.dumps([str(x) for x in body.get("cc") or []]),
-            json.dumps([str(x) for x in body.get("cci") or []]),
-            json.dumps(_display_names(sender, rec, addressed)),
-            now,
-            message_id,
-        ),
-    )
-    db.execute(
-        "INSERT INTO conversation.usermessages(user_id, message_id) VALUES (?,?)", (sender["id"], message_id)
-    )
-    return message_id
-
-
-def attach(
-    db: sqlite3.Connection, user_id: str, message_id: str, name: str, content_type: str, size: int
-) -> str:
-    """An attachment uploaded to a draft (``POST /conversation/message/:id/attachment``): linked to the
-    uploader's copy; the send links it to every recipient's."""
-    attachment_id = str(uuid.uuid4())
-    db.execute(
-        'INSERT INTO conversation.attachments(id, name, charset, filename, "contentType",'
-        ' "contentTransferEncoding", size) VALUES (?,?,?,?,?,?,?)',
-        (attachment_id, name, "UTF-8", name, content_type, "binary", size),
-    )
-    db.execute(
-        "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
-        (user_id, message_id, attachment_id),
-    )
-    return attachment_id
-
-
-MESSAGE_KEYS = ("subject", "body", "to", "cc", "cci", "noReply", "scheduleAt")
-
-
-def check_body(body: Any) -> dict[str, Any]:
-    """The platform inserts every key of the body as a column: an unknown key fails the insert (400)."""
-    if not isinstance(body, dict):
-        raise HttpError(400, {"error": "ERROR: invalid message"})
-    for key in body:
-        if key not in MESSAGE_KEYS:
-            raise HttpError(400, {"error": f'ERROR: column "{key}" of relation "messages" does not exist'})
-    return body
-
-
-def deliver(
-    db: sqlite3.Connection, sender: Any, message_id: str, rec: Recipients, schedule: str | None
-) -> None:
-    """Send a draft: state, the sender's copy read, the thread, one copy per recipient (unless scheduled)."""
-    me = sender["id"]
-    state = "SCHEDULE" if schedule else "SENT"
-    if (
-        db.execute(
-            "UPDATE conversation.messages SET state = ? WHERE id = ? AND state = 'DRAFT'", (state, message_id)
-        ).rowcount
-        != 1
-    ):
-        raise HttpError(400, {"error": "conversation.send.error"})
-    db.execute(
-        "UPDATE conversation.usermessages SET unread = ? WHERE user_id = ? AND message_id = ?",
-        (1 if me in rec.users else 0, me, message_id),
-    )
-    db.execute(
-        'INSERT INTO conversation.threads(id, date, subject, "from", "to", cc, cci, "displayNames")'
-        ' SELECT thread_id, date, subject, "from", "to", cc, cci, "displayNames" FROM conversation.messages'
-        " WHERE id = ? ON CONFLICT(id) DO UPDATE SET date = excluded.date, subject = excluded.subject,"
-        ' "from" = excluded."from", "to" = excluded."to", cc = excluded.cc, cci = excluded.cci,'
-        ' "displayNames" = excluded."displayNames"',
-        (message_id,),
-    )
-    thread = db.execute("SELECT thread_id FROM conversation.messages WHERE id = ?", (message_id,)).fetchone()[
-        0
-    ]
-    db.execute(_UPSERT_THREAD, (me, thread, 0))
-    if schedule:
-        db.execute("UPDATE conversation.messages SET schedule_at = ? WHERE id = ?", (schedule, message_id))
-        return
-    _copies(db, me, message_id, thread, [u for u in rec.users if u != me])
-
-
-_UPSERT_THREAD = (
-    "INSERT INTO conversation.userthreads(user_id, thread_id, nb_unread) VALUES (?,?,?)"
-    " ON CONFLICT(user_id, thread_id) DO UPDATE SET nb_unread = nb_unread + 1"
-)
-
-
-def _copies(db: sqlite3.Connection, me: str, message_id: str, thread: str, others: list[str]) -> None:
-    """One copy per recipient, as the platform writes them: the message counted in their quota at the
-    size of the sender's attachments, the thread unread, the attachments linked to each copy."""
-    quota = db.execute(
-        "SELECT coalesce(sum(a.size), 0) FROM conversation.usermessagesattachments uma JOIN"
-        " conversation.attachments a ON a.id = uma.attachment_id"
-        " WHERE uma.user_id = ? AND uma.message_id = ?",
-        (me, message_id),
-    ).fetchone()[0]
-    attachments = [
-        r[0]
-        for r in db.execute(
-            "SELECT attachment_id FROM conversation.usermessagesattachments"
-            " WHERE user_id = ? AND message_id = ?",
-            (me, message_id),
-        )
-    ]
-    db.executemany(
-        "INSERT INTO conversation.usermessages(user_id, message_id, total_quota) VALUES (?,?,?)",
-        [(u, message_id, quota) for u in others],
-    )
-    db.executemany(_UPSERT_THREAD, [(u, thread, 1) for u in others])
-    db.executemany(
-        "INSERT INTO conversation.usermessagesattachments VALUES (?,?,?)",
-        [(u, message_id, a) for u in others for a in attachments],
-    )
-
-
-def _notify(db: sqlite3.Connection, sender: Any, message_id: str, rec: Recipients, now: int) -> None:
-    """The timeline notification of a send: the people reached but the sender, with the text."""
-    subject, text = db.execute(
-        "SELECT subject, body FROM conversation.messages WHERE id = ?", (message_id,)
-    ).fetchone()
-    stripped = _TAGS.sub(" ", text or "").strip()
-    db.execute(
-        "INSERT INTO timeline VALUES (?,?,?,?,?,?,?)",
-        (
-            str(uuid.uuid4()),
-            "messagerie.send-message",
-            message_id,
-            sender["id"],
-            json.dumps([u for u in rec.users if u != sender["id"]]),
-            json.dumps({"subject": subject, "body": stripped[:500], "pushNotif": {"body": stripped[:140]}}),
-            now,
-        ),
-    )
 
 
 def _event(db: sqlite3.Connection, app: LabApp, sender: Any, headers: dict[str, str], now: int) -> None:
@@ -264,35 +64,32 @@ def _event(db: sqlite3.Connection, app: LabApp, sender: Any, headers: dict[str, 
     )
 
 
-def store_message(
-    app: LabApp,
-    sender: Any,
-    body: dict[str, Any],
-    recipients: list[str],
-    headers: dict[str, str],
-    draft_id: str | None = None,
-) -> JsonObject:
-    """``POST /conversation/send``: a new draft sent at once, or the sender's draft ``draft_id``."""
-    check_body(body)
-    rec = resolve_recipients(app, sender["id"], recipients)
-    schedule = str(body.get("scheduleAt") or "") or None
+def store_message(app: LabApp, sender: Any, req: Request) -> JsonObject:
+    """``POST /conversation/send``: the filter (owner of ``?id=``, holder of ``In-Reply-To``, visibility of
+    what the parent does not name), then a reply's parent and thread, the draft created (or the saved one
+    overwritten with the request's fields), the send, the event and the notification."""
+    body = req.json()
+    args = {k: v for k in ("id", "In-Reply-To") if (v := req.arg(k))}
+    draft_id, parent_id = args.get("id"), args.get("In-Reply-To")
     now = int(time.time() * 1000)
     with app.store.transaction() as db:
-        if draft_id is None:
-            message_id = create_draft(db, sender, body, rec, now)
-        else:
-            row = db.execute(
-                "SELECT 1 FROM conversation.messages WHERE id = ? AND \"from\" = ? AND state = 'DRAFT'",
-                (draft_id, sender["id"]),
-            ).fetchone()
-            if row is None:
-                raise unauthorized()
+        mail.check_send(db, sender["id"], body if isinstance(body, dict) else {}, args)
+        body = mail.check_body(body)
+        schedule = str(body.get("scheduleAt") or "") or None
+        _parent, thread, names = _reply(db, sender, body, parent_id)
+        rec = mail.resolve(db, mail.addressed(body))
+        if draft_id:
+            mail.update_draft(db, sender, draft_id, body, names, now)
             message_id = draft_id
+        else:
+            message_id = create_draft(
+                db, sender, body, rec, now, parent_id=parent_id, thread_id=thread, names=names
+            )
         deliver(db, sender, message_id, rec, schedule)
+        _event(db, app, sender, req.headers, now)
         if not schedule:
-            _notify(db, sender, message_id, rec, now)
-        _event(db, app, sender, headers, now)
-        subject, text, thread = db.execute(
+            mail.notify(app, db, sender, message_id, rec.users)
+        subject, text, thread_id = db.execute(
             "SELECT subject, body, thread_id FROM conversation.messages WHERE id = ?", (message_id,)
         ).fetchone()
     # The platform's answer: the row read back by the state change, and who was reached.
@@ -301,12 +98,31 @@ def store_message(
         "id": message_id,
         "subject": subject,
         "body": text,
-        "thread_id": thread,
+        "thread_id": thread_id,
         "inactive": [],
         "undelivered": [],
         "sent": len(rec.users),
         "inactiveCount": 0,
     }
+
+
+def _reply(
+    db: sqlite3.Connection, sender: Any, body: dict[str, Any], parent_id: str | None
+) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """A reply's parent as the replier sees it (read, so marked read; a noReply parent is a 403), the
+    thread the new message joins (None: its own) and the display names (the parent's people included)."""
+    parent = mail.open_parent(db, sender["id"], parent_id) if parent_id else None
+    if parent and parent["noReply"]:
+        raise HttpError(403, {"error": "conversation.error.reply.not.allowed"})
+    groups = {
+        r[0] for r in db.execute("SELECT group_id FROM group_members WHERE user_id = ?", (sender["id"],))
+    }
+    message = {**body, "from": sender["id"]}
+    thread = None if mail.new_thread(parent, message, groups) else (parent or {}).get("thread_id")
+    shown = [sender["id"], *mail.addressed(body)]
+    if parent:
+        shown += [parent["from"], *mail.addressed(parent)]
+    return parent, thread, mail.display_names(db, shown)
 
 
 def _people(row: Any, column: str, users: set[str]) -> dict[str, list[dict[str, str]]]:
@@ -442,12 +258,18 @@ def get_message(app: LabApp, req: Request) -> Response:
 
 @ROUTES.route("POST", "/conversation/draft", action=_CONV + "createDraft", contract="conversation/draft-post")
 def draft(app: LabApp, req: Request) -> Response:
+    """A workflow right and nothing else: the recipients are not checked (the send checks them, unless it
+    is a reply to this draft, whose people it then does not check at all)."""
     user = require_user(req)
-    body = check_body(req.json())
-    ids = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
-    rec = resolve_recipients(app, user["id"], ids)
+    require_workflow(req, _CONV + "createDraft", app.is_admc(user["id"]))
+    body = mail.check_body(req.json())
+    parent_id = req.arg("In-Reply-To") or None
     with app.store.transaction() as db:
-        message_id = create_draft(db, user, body, rec, int(time.time() * 1000))
+        _parent, thread, names = _reply(db, user, body, parent_id)
+        rec = mail.resolve(db, mail.addressed(body))
+        message_id = create_draft(
+            db, user, body, rec, int(time.time() * 1000), parent_id=parent_id, thread_id=thread, names=names
+        )
     return Response.json({"id": message_id}, 201)
 
 
@@ -507,14 +329,80 @@ def recall(app: LabApp, req: Request) -> Response:
     contract="conversation/api-purge-messages-post",
 )
 def purge(app: LabApp, req: Request) -> Response:
+    """Every mailbox copy of the ids goes (and, with them, the attachment links of those copies). The
+    ``messages`` rows, their threads and the copies' ``userthreads``, the attachments, ``originalmessages``
+    and the timeline notifications stay: the orphan job removes the rows nobody holds later."""
     app.require_admc(req)  # SuperAdminFilter + MFA, @IgnoreCsrf
     body = req.json()
     ids = body.get("id") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        raise HttpError(400, {"error": "conversation.purge.invalid"})
+        return Response.empty(400)  # refused before any database call, with no body
     marks = ",".join("?" * len(ids))
     with app.store.transaction() as db:
-        # As the current platform: every mailbox copy goes; the messages rows become orphans.
         db.execute(f"DELETE FROM conversation.usermessagesattachments WHERE message_id IN ({marks})", ids)
         db.execute(f"DELETE FROM conversation.usermessages WHERE message_id IN ({marks})", ids)
     return Response.json({"status": "ok"})
+
+
+@ROUTES.route(
+    "POST",
+    "/conversation/api/internal/purge/orphans",
+    action=_TASK + "deleteOrphans",
+    contract="conversation/internal-purge-orphans-post",
+)
+def purge_orphans(app: LabApp, req: Request) -> Response:
+    """The orphan job on demand: a resource route with no filter, so every user session is refused and only
+    a client_credentials token whose scope names the action runs it (202 at once; the lab runs the job
+    before answering, the platform after)."""
+    if req.user is not None:
+        raise unauthorized()
+    with app.store.transaction() as db:
+        mailjobs.delete_orphans(db)
+    return Response.empty(202)
+
+
+_THREADS_OPTIMIZED = (
+    'SELECT t.id, t.date, t.subject, t."displayNames", t."to", t."from", t.cc, t.cci,'
+    " ut.nb_unread AS unread FROM conversation.userthreads ut LEFT JOIN conversation.threads t"
+    " ON ut.thread_id = t.id WHERE ut.user_id = ? ORDER BY t.date DESC LIMIT 10 OFFSET ?"
+)
+_THREADS = (
+    'WITH latest AS (SELECT m.thread_id AS id, m.date, m.subject, m."displayNames", m."to", m."from",'
+    ' m.cc, m.cci, m."noReply", row_number() OVER (PARTITION BY m.thread_id ORDER BY m.date DESC) AS n'
+    " FROM conversation.usermessages um JOIN conversation.messages m ON um.message_id = m.id"
+    " WHERE um.user_id = ? AND m.state = 'SENT' AND um.trashed = 0)"
+    ' SELECT l.id, l.date, l.subject, l."displayNames", l."to", l."from", l.cc, l.cci, l."noReply",'
+    " (SELECT count(*) FROM conversation.usermessages um JOIN conversation.messages m ON m.id = um.message_id"
+    " WHERE um.user_id = ? AND m.thread_id = l.id AND um.trashed = 0 AND um.unread = 1) AS unread"
+    " FROM latest l WHERE l.n = 1 ORDER BY l.date DESC LIMIT 10 OFFSET ?"
+)
+
+
+@ROUTES.route(
+    "GET",
+    "/conversation/threads/list",
+    action=_CONV + "listThreads",
+    contract="conversation/threads-list-get",
+)
+def threads(app: LabApp, req: Request) -> Response:
+    """The caller's threads, ten a page. With ``optimized-thread-list`` (the knob) they are read from
+    ``userthreads`` and ``threads``, which a purge does not touch: a purged message's subject stays listed."""
+    user = require_user(req)
+    require_workflow(req, _CONV + "listThreads", app.is_admc(user["id"]))
+    try:
+        page = max(int(req.arg("page", "0") or 0), 0)
+    except ValueError:
+        page = 0
+    if app.knobs.optimized_thread_list:
+        rows = app.store.all(_THREADS_OPTIMIZED, user["id"], page * 10)
+    else:
+        rows = app.store.all(_THREADS, user["id"], user["id"], page * 10)
+    out = []
+    for r in rows:
+        row = dict(r)
+        for key in ("to", "cc", "cci", "displayNames"):
+            row[key] = json.loads(row[key]) if row.get(key) else None
+        if "noReply" in row:
+            row["noReply"] = bool(row["noReply"])
+        out.append(row)
+    return Response.json(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from pcnctl.lab import graph
 from pcnctl.lab.seed import search_field
 from pcnctl.lab.web import HttpError, Module, Request, Response, unauthorized
 from pcnctl.records import JsonObject
@@ -200,22 +201,16 @@ def structure_users(app: LabApp, req: Request) -> Response:
 
 
 def _admin_list_filter(app: LabApp, req: Request) -> tuple[list[str], list[Any]]:
-    """The WHERE clauses of the admin list: structure, profiles, the name/e-mail search, activity, scope."""
+    """The WHERE clauses of the admin list: whose users (a class, else a structure, else a group, else every
+    user attached to a structure), profiles, the name/e-mail search, activity, and the ADML's scope, which
+    the platform applies only when no ``groupId`` is given (whatever else is)."""
     scope = app.require_admin(req)
     term = req.arg("searchTerm")
     if term is not None and len(term.strip()) < 3:
         raise unauthorized()  # the platform answers a short term with its 401 page
-    where: list[str] = []
-    args: list[Any] = []
-    sid = req.arg("structureId")
-    if sid:
-        # Outside an ADML's scope the query still runs, restricted to its schools: an empty list.
-        where.append("u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)")
-        args.append(sid)
-    else:
-        # No structure: every user attached to one, restricted to the ADML's schools (WB-2077).
-        where.append("EXISTS (SELECT 1 FROM user_structures a WHERE a.user_id = u.id)")
-    if scope is not None:
+    where: list[str] = [_whose(req)]
+    args: list[Any] = [v for v in (req.arg("classId"), req.arg("structureId"), req.arg("groupId")) if v][:1]
+    if scope is not None and not req.arg("groupId"):
         marks = ",".join("?" * len(scope))
         where.append(f"u.id IN (SELECT user_id FROM user_structures WHERE structure_id IN ({marks}))")
         args.extend(sorted(scope))
@@ -230,6 +225,22 @@ def _admin_list_filter(app: LabApp, req: Request) -> tuple[list[str], list[Any]]
     if req.arg("filterActive") == "inactive":
         where.append("u.last_login IS NULL")
     return where, args
+
+
+def _whose(req: Request) -> str:
+    """Whose users the list starts from: ``classId`` wins over ``structureId``, which wins over
+    ``groupId``; with none, every user attached to a structure (WB-2077)."""
+    if req.arg("classId"):
+        return (
+            "u.id IN (SELECT gm.user_id FROM group_members gm JOIN groups g ON g.id = gm.group_id"
+            " WHERE g.class_id = ? AND g.type = 'ProfileGroup')"
+        )
+    if req.arg("structureId"):
+        # Outside an ADML's scope the query still runs, restricted to its schools: an empty list.
+        return "u.id IN (SELECT user_id FROM user_structures WHERE structure_id = ?)"
+    if req.arg("groupId"):
+        return "u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)"
+    return "EXISTS (SELECT 1 FROM user_structures a WHERE a.user_id = u.id)"
 
 
 def _search_clause(req: Request) -> tuple[str, list[str]] | None:
@@ -269,13 +280,41 @@ def user_admin_list(app: LabApp, req: Request) -> Response:
     where, args = _admin_list_filter(app, req)
     rows = _users(app, " AND ".join(where), tuple(args), "u.profile DESC, u.display_name")
     ids = [r["id"] for r in rows]
-    schools, functions = _structures_of(app, ids), _functions_of(app, ids)
-    if _hide_admc(app, req):
+    schools, functions, classes = _structures_of(app, ids), _functions_of(app, ids), _classes_of(app, ids)
+    if _hide_admc(app, req) and not req.arg("groupId"):
         rows = [r for r in rows if not any(f[0] == "SUPER_ADMIN" for f in functions.get(r["id"], []))]
-    return Response.json([_admin_row(r, schools[r["id"]], functions.get(r["id"])) for r in rows])
+    return Response.json(
+        [_admin_row(r, schools[r["id"]], functions.get(r["id"]), classes.get(r["id"], [])) for r in rows]
+    )
 
 
-def _admin_row(r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] | None) -> JsonObject:
+def _classes_of(app: LabApp, ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    """Each user's classes: those of the class profile groups the user is in, in the user's schools."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for chunk in _chunks(ids):
+        for row in app.store.all(
+            "SELECT DISTINCT gm.user_id, c.id, c.name FROM group_members gm"
+            " JOIN groups g ON g.id = gm.group_id JOIN classes c ON c.id = g.class_id"
+            " JOIN user_structures us ON us.user_id = gm.user_id AND us.structure_id = c.structure_id"
+            " WHERE g.type = 'ProfileGroup'"
+            f" AND gm.user_id IN ({','.join('?' * len(chunk))}) ORDER BY c.name, c.id",
+            *chunk,
+        ):
+            out.setdefault(row["user_id"], []).append({"id": row["id"], "name": row["name"]})
+    return out
+
+
+def _admin_row(
+    r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] | None, classes: list[dict[str, str]]
+) -> JsonObject:
+    """One row as the platform's query returns it: an aggregate over no class is ``[{id: null, name:
+    null}]``; ``allClassesSubject`` is a teacher's subjects (none in the lab), anyone else's classes."""
+    empty: list[dict[str, Any]] = [{"id": None, "name": None}]
+    subjects = (
+        [{"name": None}]
+        if r["profile"] == "Teacher" or not classes
+        else [{"name": c["name"]} for c in classes]
+    )
     return {
         "id": r["id"],
         "type": r["profile"],
@@ -301,15 +340,15 @@ def _admin_row(r: sqlite3.Row, schools: list[sqlite3.Row], functions: list[Any] 
         "country": None,
         "aafFunctions": [],
         "structures": [{"id": s["id"], "name": s["name"]} for s in schools],
-        "allClasses": [{"id": None, "name": None}],
+        "allClasses": classes or empty,
         "functions": functions or [[None, None]],
         "parents": [],
         "children": [],
         "parent1ExternalId": None,
         "parent2ExternalId": None,
-        "hasClass": False,
+        "hasClass": bool(classes),
         "chamiloProfile": "PROFS" if r["profile"] == "Teacher" else "ELEVES",
-        "allClassesSubject": [{"name": None}],
+        "allClassesSubject": subjects,
         "birthYear": None,
         "safeAddress": None,
     }
@@ -418,7 +457,7 @@ def group_admin_list(app: LabApp, req: Request) -> Response:
                 "id": g["id"],
                 "name": g["name"],
                 "displayName": None,
-                "filter": g["profile"],
+                "filter": graph.group_filter(g),
                 "labels": ["Group", g["type"], "Visible"],
                 "type": g["type"],
                 "internalCommunicationRule": g["users_dir"],

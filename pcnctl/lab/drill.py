@@ -9,8 +9,11 @@ only when the wave is contained. It also says what the response cost the ENT: it
 faults it met, against the calls that did the work.
 
 Named scenarios give the scale (``small``, the default; ``reference``: the paris preset, 200 hijacked
-accounts in 50 schools, a server with 20 ms latency and a capacity of 300 requests/s); any option overrides
-the scenario's value. Latency, capacity and faults are the lab server's own knobs (``lab serve``).
+accounts in 50 schools, a server with 20 ms latency and a capacity of 300 requests/s) or the attacker's
+behaviour (``reply-all``: the small scale, and a sender whose fresh send is refused, its class or school
+messaging cut, replies to all of a message its school sent to every pupil, which no communication cut
+stops); any option overrides the scenario's value. Latency, capacity and faults are the lab server's own
+knobs (``lab serve``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Scenario:
     capacity: float = 0.0
     fault_rate: float = 0.0
     start_after: int = 12
+    reply_after_cut: bool = False
 
 
 SCENARIOS = {
@@ -68,6 +72,7 @@ SCENARIOS = {
         latency_ms=20.0,
         capacity=300.0,
     ),
+    "reply-all": Scenario(reply_after_cut=True),
 }
 
 
@@ -101,6 +106,7 @@ class DrillReport:
     threats_after_response: int = 0
     threats_after_containment: int = 0
     threats_total: int = 0
+    threats_as_replies: int = 0
     senders: int = 0
     senders_blocked: int = 0
     hijacked: int = 0
@@ -161,6 +167,7 @@ class DrillReport:
             {"measure": "threats delivered before the response", "value": self.threats_before_response},
             {"measure": "threats delivered after the response started", "value": self.threats_after_response},
             {"measure": "threats delivered after containment", "value": self.threats_after_containment},
+            {"measure": "threats sent as replies (reply-all)", "value": self.threats_as_replies},
             {"measure": "hijacked accounts blocked", "value": f"{self.hijacked_blocked}/{self.hijacked}"},
             {"measure": "senders blocked", "value": f"{self.senders_blocked}/{self.senders}"},
             {"measure": "silent accounts blocked", "value": f"{self.silent_blocked}/{self.silent}"},
@@ -270,6 +277,8 @@ def _start_wave(root: Path, data: Path, plan: Scenario) -> subprocess.Popen[byte
         "hijacked": plan.hijacked,
         "innocent": plan.innocent,
     }
+    if plan.reply_after_cut:
+        options["reply_after_cut"] = True
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
     log = (root / "attack.log").open("w")
     wave = subprocess.Popen(command(data, **options), stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -368,6 +377,7 @@ def _score(
     hijacked = set(truth.get("hijacked") or truth["senders"])
     senders, silent = set(truth["senders"]), set(truth.get("silent") or [])
     report.threats_total = len(threats)
+    report.threats_as_replies = len(truth.get("replies") or [])
     db = _db(data)
     try:
         marks = ",".join("?" * len(threats)) or "''"

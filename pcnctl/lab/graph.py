@@ -75,6 +75,14 @@ STUDENTS_OPEN_RULES: RuleSet = {**REFERENCE_RULES, "Structure-Student": {"users"
 RULE_SETS: dict[str, RuleSet] = {"reference": REFERENCE_RULES, "students-open": STUDENTS_OPEN_RULES}
 
 
+def group_filter(group: sqlite3.Row) -> str | None:
+    """A group node's ``filter``: the profile of a profile group, ``Manual`` for a group an administrator
+    made (feeder ``Group.java``), ``HeadTeacher`` for a head-teacher group (feeder ``Structure.java``)."""
+    if group["profile"]:
+        return str(group["profile"])
+    return {"ManualGroup": "Manual", "HTGroup": "HeadTeacher"}.get(str(group["type"]))
+
+
 # -- init and apply (§4.2, §4.3) -------------------------------------------------------------------------
 
 
@@ -83,10 +91,12 @@ def _targets(db: sqlite3.Connection, group: sqlite3.Row, key: str) -> list[str]:
     same class's group; ``HeadTeacher`` the head-teacher groups; other kinds the lab does not seed."""
     level, _, what = key.partition("-")
     if what == "HeadTeacher":
+        # A Class- target is the class's head-teacher group (it depends on the class); a Structure- target
+        # only a group depending on the structure itself: the school's head-teacher group, not the classes'.
         where, args = (
             ("class_id = ?", group["class_id"])
             if level == "Class"
-            else ("structure_id = ?", group["structure_id"])
+            else ("structure_id = ? AND class_id IS NULL", group["structure_id"])
         )
         return [
             r[0] for r in db.execute(f"SELECT id FROM groups WHERE type = 'HTGroup' AND {where}", (args,))
@@ -147,6 +157,9 @@ def apply_rules(db: sqlite3.Connection, structure_id: str) -> None:
         relative_links(db, g["id"], g["relative_student"])
 
 
+_DIRECT = "INSERT OR IGNORE INTO communique_direct(start_id, end_id) VALUES (?,?)"
+
+
 def relative_links(db: sqlite3.Connection, group_id: str, direction: str) -> int:
     """``POST /communication/relative/:groupId``: direct edges between the group's members and their
     children (INCOMING child -> relative, OUTGOING relative -> child); sets the property."""
@@ -159,15 +172,16 @@ def relative_links(db: sqlite3.Connection, group_id: str, direction: str) -> int
         db.execute("UPDATE groups SET relative_student = ? WHERE id = ?", (direction, group_id))
     for child, relative in pairs:
         if direction in ("INCOMING", "BOTH"):
-            db.execute("INSERT OR IGNORE INTO communique_direct VALUES (?,?)", (child, relative))
+            db.execute(_DIRECT, (child, relative))
         if direction in ("OUTGOING", "BOTH"):
-            db.execute("INSERT OR IGNORE INTO communique_direct VALUES (?,?)", (relative, child))
+            db.execute(_DIRECT, (relative, child))
     return len(pairs)
 
 
 def remove_relative_links(db: sqlite3.Connection, group_id: str, direction: str) -> int:
     """``DELETE /communication/relative/:groupId``: only on a group that has the property; removes the
-    direct edges into (INCOMING) or out of (OUTGOING) its members, **from or to any user**."""
+    direct edges into (INCOMING) or out of (OUTGOING) its members, **from or to any user**, whatever made
+    them (the rules, or a user's own ``MANUAL`` link, which the POST does not bring back)."""
     row = db.execute("SELECT relative_student FROM groups WHERE id = ?", (group_id,)).fetchone()
     if row is None or row[0] is None:
         return 0
@@ -300,14 +314,15 @@ def _marks(values: Iterable[Any]) -> str:
     return ",".join("?" * len(list(values)))
 
 
-def com_groups(db: sqlite3.Connection, sender: str) -> set[str]:
-    """The groups the sender writes to: its send groups' ``communiqueWith``, plus its BOTH groups."""
+def com_groups(db: sqlite3.Connection, sender: str, *, my_group: bool = True) -> set[str]:
+    """The groups the sender writes to: the ``communiqueWith`` of the groups it sends through (its
+    User->Group edges), plus, with ``my_group`` (the send check's setting), its own BOTH groups."""
     sends = db.execute(
         "SELECT g.id, g.users_dir FROM group_members gm JOIN groups g ON g.id = gm.group_id"
         " WHERE gm.user_id = ? AND g.member_in = 1",
         (sender,),
     ).fetchall()
-    out = {r["id"] for r in sends if r["users_dir"] == "BOTH"}
+    out = {r["id"] for r in sends if r["users_dir"] == "BOTH"} if my_group else set()
     ids = [r["id"] for r in sends]
     if ids:
         out |= {
@@ -317,7 +332,9 @@ def com_groups(db: sqlite3.Connection, sender: str) -> set[str]:
 
 
 def visible(db: sqlite3.Connection, sender: str, ids: list[str]) -> set[str]:
-    """Which of ``ids`` (users or groups) the send check lets ``sender`` write to (§3.2)."""
+    """Which of ``ids`` (users or groups) the send check lets ``sender`` write to (§3.2): a group it
+    writes to (or one depending on it) that has members; a user those groups reach through their
+    Group->User edges, or through a direct edge from the sender; never a blocked user."""
     com = sorted(com_groups(db, sender))
     out: set[str] = set()
     for rid in dict.fromkeys(ids):
@@ -341,9 +358,38 @@ def visible(db: sqlite3.Connection, sender: str, ids: list[str]) -> set[str]:
         direct = db.execute(
             "SELECT 1 FROM communique_direct WHERE start_id = ? AND end_id = ?", (sender, rid)
         ).fetchone()
-        if reached or direct or rid == sender:
+        if reached or direct:
             out.add(rid)
     return out
+
+
+def visible_list(db: sqlite3.Connection, user_id: str) -> tuple[list[str], list[str]]:
+    """Everything the visibility query lists for ``user_id`` as ``GET /communication/visible/:userId``
+    asks it (no own BOTH groups, not the user itself): (group ids, user ids)."""
+    com = sorted(com_groups(db, user_id, my_group=False))
+    groups: set[str] = set()
+    users: set[str] = set()
+    if com:
+        marks = _marks(com)
+        groups = {
+            r[0]
+            for r in db.execute(
+                f"SELECT g.id FROM groups g WHERE (g.id IN ({marks}) OR g.parent_id IN ({marks}))"
+                " AND EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = g.id)",
+                (*com, *com),
+            )
+        }
+        users = {
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT gm.user_id FROM group_members gm JOIN groups g ON g.id = gm.group_id"
+                f" WHERE g.member_out = 1 AND g.id IN ({marks})",
+                com,
+            )
+        }
+    users |= {r[0] for r in db.execute("SELECT end_id FROM communique_direct WHERE start_id = ?", (user_id,))}
+    blocked = {r[0] for r in db.execute("SELECT id FROM users WHERE blocked = 1")}
+    return sorted(groups), sorted(users - blocked - {user_id})
 
 
 def verify(db: sqlite3.Connection, sender: str, recipient: str) -> bool:

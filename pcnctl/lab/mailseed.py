@@ -1,8 +1,10 @@
 """The seeded lab's mail history: a few days of ordinary messages, written as the platform writes them.
 
 So that the mailstore is never a clean room: sends to users and to whole groups, drafts nobody received,
-messages scheduled for later (only the sender's copy), one recalled message, and attachments. All of it is
-dated days before the seed, so a wave played later stands out by time; none of it uses the wave's words.
+messages scheduled for later (only the sender's copy), one recalled message, attachments, and older
+messages whose content the platform converted to its current format (the original kept in
+``originalmessages``, which no job ever deletes). All of it is dated days before the seed, so a wave
+played later stands out by time; none of it uses the wave's words.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlite3
 import time
 from typing import Any
 
-from pcnctl.lab.conversation_routes import Recipients, attach, create_draft, deliver
+from pcnctl.lab.mail import Recipients, attach, create_draft, deliver
 from pcnctl.lab.store import Store
 
 DAY_MS = 24 * 3600 * 1000
@@ -94,4 +96,13 @@ def seed_messages(store: Store, rng: random.Random, schools: int = 4, per_school
                     db.execute(
                         "UPDATE conversation.messages SET state = 'RECALL' WHERE id = ?", (message_id,)
                     )
+                if n == 2:
+                    _converted(db, message_id, body)
     return written
+
+
+def _converted(db: sqlite3.Connection, message_id: str, original: str) -> None:
+    """A message written in the editor's old format and converted since: the original HTML is kept in
+    ``originalmessages`` and the message carries the content version it was converted to."""
+    db.execute("UPDATE conversation.messages SET content_version = 1 WHERE id = ?", (message_id,))
+    db.execute("INSERT INTO conversation.originalmessages VALUES (?, ?)", (message_id, original))

@@ -4,7 +4,8 @@ The communication graph and its routes are in :mod:`pcnctl.lab.communication_rou
 :mod:`pcnctl.lab.graph`, the roles in :mod:`pcnctl.lab.appregistry_routes`. Kept from Edifice:
 
 * ``POST /conversation/send`` needs no workflow right: it checks only that every recipient is visible to
-  the sender (VisiblesFilter), computed live from the graph at each request (``graph.visible``).
+  the sender (VisiblesFilter), computed live from the graph at each request (``graph.visible``), except
+  the people of the message a reply answers (``In-Reply-To``), which it does not check at all.
 * Removing the Messagerie role hides the app and its workflow routes for **new** sessions; sessions keep
   the ``authorizedActions`` cached at login, and a scripted send still works.
 """
@@ -60,14 +61,6 @@ def conversation_app(app: LabApp, req: Request) -> Response:
 
 @ROUTES.route("POST", "/conversation/send", contract="conversation/send-post", action=_CONV + "send")
 def send(app: LabApp, req: Request) -> Response:
+    """No workflow right: VisiblesFilter only (a reply's parent people need not be visible)."""
     user = require_user(req)
-    body = req.json()
-    draft = req.arg("id")  # sending a saved draft: its recipients are the draft's
-    if draft:
-        row = app.store.one('SELECT "to", cc, cci FROM conversation.messages WHERE id = ?', draft)
-        body = {**body, **{k: json.loads(row[k] or "[]") for k in ("to", "cc", "cci")}} if row else body
-    recipients = [str(x) for key in ("to", "cc", "cci") for x in (body.get(key) or [])]
-    # VisiblesFilter: every user or group named must be visible to the sender (checked when resolved).
-    return Response.json(
-        conversation_routes.store_message(app, user, body, recipients, req.headers, draft or None)
-    )
+    return Response.json(conversation_routes.store_message(app, user, req))

@@ -46,11 +46,12 @@ class LabProcess:
 
     def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """``/__lab/reset`` (a body ``{"checkpoint": name}`` returns to a saved state), ``/__lab/checkpoint``
-        and ``/__lab/knobs`` (POST with a body), ``/__lab/state`` (GET)."""
+        and ``/__lab/knobs`` (POST with a body), ``/__lab/jobs/orphans`` and ``/__lab/jobs/scheduled``
+        (POST, a body optional), ``/__lab/state`` (GET)."""
         import requests
 
         headers = {"X-Lab-Control": self.info["control_token"]}
-        if body is None and path != "/__lab/reset":
+        if body is None and path != "/__lab/reset" and not path.startswith("/__lab/jobs/"):
             response = requests.get(self.url + path, headers=headers, timeout=30)
         else:
             response = requests.post(self.url + path, json=body or {}, headers=headers, timeout=30)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcnctl.lab import seed_graph
-from pcnctl.lab.store import CONVERSATION_TABLES, GRAPH_TABLES, SCHEMA_VERSION, Store
+from pcnctl.lab.store import CONVERSATION_TABLES, REBUILT_TABLES, SCHEMA_VERSION, Store
 from pcnctl.models import PROFILES
 from pcnctl.records import JsonObject
 from pcnctl.uai import check_letter
@@ -446,7 +446,7 @@ def seed(
         "mfa_code": secrets.mfa_code,
         "schema_version": SCHEMA_VERSION,
     }
-    store.rebuild(GRAPH_TABLES)
+    store.rebuild(REBUILT_TABLES)
     with store.transaction() as db:
         for table in SEEDED_TABLES:
             db.execute(f"DELETE FROM {table}")

@@ -63,9 +63,10 @@ CREATE INDEX IF NOT EXISTS group_members_user ON group_members(user_id, group_id
 CREATE TABLE IF NOT EXISTS communique(
     start_id TEXT NOT NULL, end_id TEXT NOT NULL, PRIMARY KEY(start_id, end_id));
 CREATE INDEX IF NOT EXISTS communique_end ON communique(end_id);
--- COMMUNIQUE_DIRECT edges, user to user.
+-- COMMUNIQUE_DIRECT edges, user to user; source 'MANUAL' for the links users make themselves (the
+-- communication module's "discover visible" feature), NULL for those the rules make (child -> relative).
 CREATE TABLE IF NOT EXISTS communique_direct(
-    start_id TEXT NOT NULL, end_id TEXT NOT NULL, PRIMARY KEY(start_id, end_id));
+    start_id TEXT NOT NULL, end_id TEXT NOT NULL, source TEXT, PRIMARY KEY(start_id, end_id));
 CREATE INDEX IF NOT EXISTS communique_direct_end ON communique_direct(end_id);
 CREATE TABLE IF NOT EXISTS applications(id TEXT PRIMARY KEY, name TEXT NOT NULL, display_name TEXT NOT NULL,
     address TEXT NOT NULL);
@@ -93,10 +94,12 @@ CREATE TABLE IF NOT EXISTS account_log(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, action TEXT NOT NULL,
     caller TEXT, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS account_log_user ON account_log(user_id);
--- Timeline notifications (Mongo "timeline" on the platform): they keep a copy of subject and body.
+-- Timeline notifications (Mongo "timeline" on the platform): type and event-type, the resource (a message
+-- id), the sender, recipients as [{userId, unread}], params (the subject among them) and pushNotif (the
+-- subject and the stripped body): a copy of the text outside the conversation store.
 CREATE TABLE IF NOT EXISTS timeline(
     id TEXT PRIMARY KEY, type TEXT NOT NULL, resource TEXT, sender TEXT, recipients TEXT NOT NULL,
-    params TEXT NOT NULL, date BIGINT NOT NULL);
+    params TEXT NOT NULL, date BIGINT NOT NULL, event_type TEXT, push_notif TEXT);
 CREATE INDEX IF NOT EXISTS timeline_resource ON timeline(resource);
 -- The event store (Mongo "events"): who did what, when, from where.
 CREATE TABLE IF NOT EXISTS events(
@@ -193,7 +196,7 @@ CONVERSATION_TABLES = (
     "userthreads",
     "originalmessages",
 )
-SCHEMA_VERSION = "11"
+SCHEMA_VERSION = "12"
 # The communication graph's tables (rebuilt when a stale lab directory is seeded again).
 GRAPH_TABLES = (
     "structure_parents",
@@ -204,6 +207,8 @@ GRAPH_TABLES = (
     "communique",
     "communique_direct",
 )
+# Tables dropped and recreated when a stale lab directory is seeded again (their columns changed).
+REBUILT_TABLES = (*GRAPH_TABLES, "timeline")
 
 
 class Store:

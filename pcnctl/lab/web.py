@@ -120,6 +120,15 @@ def unauthorized() -> HttpError:
     return HttpError(401)
 
 
+def require_workflow(req: Request, action: str, is_admc: bool) -> None:
+    """A WORKFLOW route for a user's session: ``Controller|method`` must be among the rights cached in the
+    session at login (an ADMC passes without); client_credentials tokens were checked on their scope."""
+    if req.session is None or req.session["user_id"] is None or is_admc:
+        return
+    if action not in json.loads(req.session["actions"] or "[]"):
+        raise unauthorized()
+
+
 Handler = Callable[[Request], Response]
 AppHandler = Callable[[Any, Request], Response]
 

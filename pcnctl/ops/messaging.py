@@ -132,6 +132,11 @@ class BlockPlan:
     incident: str | None = None  # the incident the run records in, when named (it may join blocks)
     revoke_sessions: bool = False  # the follow-up that ends live sessions (the roles lever leaves them)
     verify: bool = True  # the follow-up that proves the cut
+    keep_relatives: bool = False  # leave the pupils' direct links to their parents (and the hand-made ones)
+
+    @property
+    def cuts_relatives(self) -> bool:
+        return any(s.prior.get("relatives") for s in self.to_change)
 
     @property
     def to_change(self) -> list[SchoolPlan]:
@@ -169,10 +174,12 @@ def _profile_group(driver: EntDriver, school: School, profile: str) -> Group:
     return groups[0]
 
 
-def _prior(driver: EntDriver, school: School, group: Group, method: str, profile: str) -> Prior:
+def _prior(
+    driver: EntDriver, school: School, group: Group, method: str, profile: str, keep_relatives: bool
+) -> Prior:
     """The exact state a lever is about to change, read from the ENT."""
     if method == "communication":
-        return plan_cut(driver, school.id, profile).to_json()
+        return plan_cut(driver, school.id, profile, keep_relatives=keep_relatives).to_json()
     if method == "roles":
         return roles_prior(driver, school.id, profile, [])
     users = driver.list_users(school.id, profiles=[profile])
@@ -193,6 +200,7 @@ def plan_block(
     incident: str | None = None,
     revoke_sessions: bool = False,
     verify: bool = True,
+    keep_relatives: bool = False,
 ) -> BlockPlan:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", hint=f"choose from {', '.join(METHODS)}")
@@ -213,7 +221,7 @@ def plan_block(
     def read(school: School) -> Outcome:
         group = _profile_group(driver, school, wanted)
         holder = current.get((school.id, wanted, method))
-        prior = Prior() if holder else _prior(driver, school, group, method, wanted)
+        prior = Prior() if holder else _prior(driver, school, group, method, wanted, keep_relatives)
         plans[school.id] = SchoolPlan(school, group, prior, holder)
         return Outcome(school.id, "done")
 
@@ -224,7 +232,7 @@ def plan_block(
     ordered = [plans[s.id] for s in sorted(schools, key=lambda s: s.uai)]
     # Only the roles lever leaves live sessions their rights: the revoke follows that lever alone.
     revoke = revoke_sessions and method == "roles"
-    return BlockPlan(wanted, method, ordered, until, reason, incident, revoke, verify)
+    return BlockPlan(wanted, method, ordered, until, reason, incident, revoke, verify, keep_relatives)
 
 
 # -- block ---------------------------------------------------------------------------------------------
@@ -332,6 +340,7 @@ class BlockMessagingOp:
             "reason": p.reason,
             "revoke_sessions": p.revoke_sessions,
             "verify": p.verify,
+            "keep_relatives": p.keep_relatives,
         }
 
     def items(self, p: BlockPlan) -> list[PlanItem]:
@@ -402,6 +411,7 @@ class BlockMessagingOp:
             run.ctx.incident.id,
             bool(state.params.get("revoke_sessions")),
             bool(state.params.get("verify", True)),
+            bool(state.params.get("keep_relatives")),
         )
 
     def reverse(self, records: Records, state: RunState) -> Reversal | None:

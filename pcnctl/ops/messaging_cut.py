@@ -26,6 +26,14 @@ from pcnctl.errors import ConflictError
 from pcnctl.models import Group
 
 WRITES = ("INCOMING", "BOTH")
+# What the relatives' cut costs (communication DefaultCommunicationService 6.15.4, lines 404-411 and 395):
+# the DELETE removes every direct link into the parents, hand-made ones (a teacher's "discover visible"
+# link, an ADMC's) with the children's, and the POST that restores it recreates only the children's.
+RELATIVES_LOSS = (
+    "the relatives' cut also deletes every hand-made direct link into these parents (a teacher's link made "
+    "with 'discover visible'); a lift brings back only the pupils' links: keep them with --keep-relatives "
+    "(the pupils can then still write to their own parents)"
+)
 # Group kinds whose members' writing link a block cuts besides the profile's own groups.
 SHARED_KINDS = ("FunctionalGroup", "ManualGroup")
 
@@ -123,12 +131,13 @@ class CutPlan:
         if relations:
             parts.append(f"{relations} relation(s)")
         if self.relatives:
-            parts.append(f"{len(self.relatives)} relatives' group(s)")
+            parts.append(f"{len(self.relatives)} relatives' group(s) (hand-made links to parents lost)")
         return ", ".join(parts)
 
 
-def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
-    """Read the school's groups and decide, from their state, what lets ``profile`` write."""
+def plan_cut(driver: EntDriver, school_id: str, profile: str, *, keep_relatives: bool = False) -> CutPlan:
+    """Read the school's groups and decide, from their state, what lets ``profile`` write; with
+    ``keep_relatives`` the pupils' direct links to their own parents are left (see :data:`RELATIVES_LOSS`)."""
     rows = driver.school_groups(school_id)
     mine = [r for r in rows if r.profile == profile and r.type == "ProfileGroup"]
     shared = [r for r in rows if r.type in SHARED_KINDS] if profile in ("Student", "Relative") else []
@@ -146,7 +155,7 @@ def plan_cut(driver: EntDriver, school_id: str, profile: str) -> CutPlan:
             if end not in groups:
                 peer = by_id.get(end, Group(end))
                 groups[end] = GroupState(end, peer.name or end, _kind(peer), users, None)
-    if profile == "Student":
+    if profile == "Student" and not keep_relatives:
         for row in rows:
             if row.profile == "Relative" and row.type == "ProfileGroup":
                 state, _peers = GroupState.read(driver, row)

@@ -12,6 +12,7 @@ from pcnctl.ent.fanout import Outcome
 from pcnctl.models import User
 from pcnctl.ops import accounts
 from pcnctl.ops.messaging import BlockMessagingOp, BlockPlan
+from pcnctl.ops.messaging_cut import RELATIVES_LOSS
 from pcnctl.ops.messaging_verify import Verification, verify
 from pcnctl.ops.operation import Run, Verdict
 from pcnctl.records import Row
@@ -40,6 +41,8 @@ def block_verdict(op: BlockMessagingOp, run: Run, p: BlockPlan, outcomes: list[O
         _revoke(run, p, done, verdict)
     if p.method == "roles":
         verdict.open.append(ROLES_GAP + ("" if p.revoke_sessions else "; add --revoke-sessions"))
+    if p.cuts_relatives:
+        verdict.notes.append(RELATIVES_LOSS)
     if p.verify:
         _verify(run, p, verdict)
     verdict.result = {"schools": [str(r["school"]) for r in verdict.rows], "count": len(verdict.rows)}

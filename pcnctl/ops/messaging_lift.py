@@ -40,6 +40,10 @@ from pcnctl.state.journal import PlanItem, RunParams, RunState
 from pcnctl.state.store import StateStore
 
 OP_UNBLOCK = "messaging.unblock"
+LOST_LINKS = (
+    "the pupils' links to their parents are back; hand-made links into the parents are not (the route "
+    "recreates only the pupils')"
+)
 COLUMNS = ("school", "method", "result", "detail")
 
 
@@ -116,7 +120,10 @@ def _restore(driver: EntDriver, lift: Lift, entry: SchoolSnapshot, keep: intent.
     notes: list[str] = []
     prior = entry["prior"]
     if lift.method == "communication":
-        notes += restore_cut(driver, CutPlan.from_json(prior))
+        cut = CutPlan.from_json(prior)
+        notes += restore_cut(driver, cut)
+        if cut.relatives:
+            notes.append(LOST_LINKS)
     elif lift.method == "roles":
         notes += restore_roles(driver, lift.profile, prior)
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pcnctl.ent.fanout import Outcome
-from pcnctl.forensics import evidence
+from pcnctl.forensics import evidence, residue
 from pcnctl.forensics.mailstore import Mailbox, Mailstore
 from pcnctl.ops import approvals
 from pcnctl.ops.operation import Cap, Confirmation, Labels, Pace, Records, Reversal, Run, Undo, Unit, Verdict
@@ -37,7 +37,11 @@ class PurgePlan:
     schools: dict[str, list[str]]  # message id -> recipient schools (from the search)
     query: JsonObject = field(default_factory=dict)
     saved: SavedSearch | None = None  # the search the plan came from (the evidence keeps its schools)
-    evidence: Path | None = None  # filled by prepare
+    # Filled by prepare, before the purge removes the copies that link them: the bundle, the attachments,
+    # the timeline notifications the sends left.
+    evidence: Path | None = None
+    attachments: list[str] = field(default_factory=list)
+    notified: int = 0
 
     @property
     def copy_count(self) -> int:
@@ -114,6 +118,9 @@ class PurgeOp:
         todo = [i for i in p.ids if run.phases.get(i) != "done"]
         if todo:
             p.evidence = _collect(run, todo, p)
+            store = run.ctx.mailstore()
+            p.attachments = residue.attachment_ids(store, todo)
+            p.notified = residue.notifications(store, todo)
 
     def units(self, run: Run, p: PurgePlan) -> list[Unit]:
         todo = [i for i in p.ids if run.phases.get(i) != "done"]
@@ -165,47 +172,64 @@ def _collect(run: Run, todo: list[str], p: PurgePlan) -> Path:
 
 
 def _verdict(op: PurgeOp, run: Run, p: PurgePlan, outcomes: list[Outcome]) -> Verdict:
-    """What was purged, what failed, and what is left: the copies still in mailboxes (read again from the
-    mailstore), the notifications that keep the text, the copies no API reaches."""
+    """What was purged, what failed, and what the platform still holds of it, each kind counted from the
+    mailstore (the copies, the rows the orphan job removes later, those nothing removes, the notifications),
+    with the SQL script that finishes the removal."""
     from pcnctl.ops.runner import counts
 
     purged = run.done()
     failed = [o for o in outcomes if o.status != "done"]
-    leftovers = {k: v for k, v in run.ctx.mailstore().mailboxes(p.ids).items() if v}
-    left = sum(len(v) for v in leftovers.values())
-    # One timeline notification per person reached but the sender; drafts and scheduled messages have
-    # only the sender's copy, hence none.
-    notifications = sum(len([c for c in p.copies.get(i, []) if not c.own]) for i in p.ids)
-    rows = _summary_rows(len(purged), failed, left, notifications)
+    ids = [str(i["key"]) for i in run.items]
+    store = run.ctx.mailstore()
+    left = residue.residue(store, ids, p.attachments, p.notified)
+    rows = _summary_rows(len(purged), failed, left)
     verdict = Verdict(op.name, run.id, "completed", "", counts(outcomes), rows, SUMMARY_COLUMNS)
-    verdict.counts.update({"purged": len(purged), "failed": len(failed), "leftover_copies": left})
+    verdict.counts.update({"purged": len(purged), "failed": len(failed), "leftover_copies": left.copies})
     verdict.summary = f"{len(purged)} message(s) purged"
-    if failed or leftovers:
+    if failed or left.copies:
         verdict.status = "partial"
-        verdict.summary = f"{len(failed)} message(s) failed and {len(leftovers)} still have copies"
+        verdict.summary = f"{len(failed)} message(s) failed and {left.copies} copies are still in mailboxes"
         verdict.hint = f"resume with 'pcnctl incident resume {run.ctx.incident.id}' or purge again"
     if p.evidence is not None:
         verdict.files["evidence"] = str(p.evidence)
-    verdict.open.append(f"{notifications} timeline notification(s) keep the subject and a preview")
+    sql = _write_script(run, p, ids, store)
+    verdict.files["residue_sql"] = str(sql)
+    verdict.open += [f"{r['count']} {r['what']} ({r['until']})" for r in left.rows()[1:] if r["count"]]
+    if not left.clean:
+        verdict.notes.append(f"the SQL that finishes the removal, for the hosting team to review: {sql}")
     verdict.result = {
         "purged": len(purged),
-        "leftovers": left,
+        "leftovers": left.copies,
         "evidence": str(p.evidence or ""),
+        "residue": {str(r["what"]): r["count"] for r in left.rows()},
     }
     return verdict
 
 
-def _summary_rows(purged: int, failed: list[Outcome], left: int, notifications: int) -> list[Row]:
+def _write_script(run: Run, p: PurgePlan, ids: list[str], store: Mailstore) -> Path:
+    from pcnctl.state.incidents import write_private
+
+    path = run.ctx.incident.subdir("purge") / f"{run.id}-residue.sql"
+    threads = residue.thread_ids(store, ids)
+    text = residue.script(run.ctx.incident.id, run.id, str(p.evidence or ""), ids, p.attachments, threads)
+    write_private(path, text)
+    return path
+
+
+def _summary_rows(purged: int, failed: list[Outcome], left: residue.Residue) -> list[Row]:
     rows: list[Row] = [
         {"what": "messages purged", "count": purged, "note": "every mailbox copy removed"},
         {
             "what": "copies still in mailboxes",
-            "count": left,
+            "count": left.copies,
             "note": "checked in the mailstore after the purge",
         },
+    ]
+    rows += [{"what": r["what"], "count": r["count"], "note": str(r["until"])} for r in left.rows()[1:-1]]
+    rows += [
         {
             "what": "timeline notifications with the text",
-            "count": notifications,
+            "count": left.notifications,
             "note": "the purge does not remove them: delete by resource in the platform's timeline store",
         },
         {

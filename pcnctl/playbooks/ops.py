@@ -253,6 +253,7 @@ def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
         incident=env.incident.id if env.incident is not None else None,
         revoke_sessions=bool(p.flag("revoke_sessions")),
         verify=True if verify is None else verify,
+        keep_relatives=bool(p.flag("keep_relatives")),
     )
     verdict = env.run(messaging.BLOCK, plan)
     if verdict is None:
@@ -502,6 +503,7 @@ OPS: dict[str, Op] = {
             "reason": Param(STR),
             "revoke_sessions": Param(BOOL),
             "verify": Param(BOOL),
+            "keep_relatives": Param(BOOL),
         },
         ("schools", "count"),
         True,

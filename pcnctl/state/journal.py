@@ -39,6 +39,7 @@ class RunParams(TypedDict, total=False):
     method: str  # messaging blocks: communication | roles | login
     revoke_sessions: bool  # messaging blocks: end the profile's live sessions once cut
     verify: bool  # messaging blocks: prove the cut once done
+    keep_relatives: bool  # messaging blocks: leave the pupils' direct links to their parents
     until: str | None
     reason: str
     title: str  # banners
