@@ -172,6 +172,19 @@ class GroupLinks:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message in the session's own inbox, as ``GET /conversation/api/folders/INBOX/messages`` lists it:
+    who sent it and the people and groups it went to (a reply may answer any of them, conversation
+    ``VisiblesFilter``)."""
+
+    id: str
+    sender: str
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    no_reply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RelationCut:
     """The answer to a relation removal: each group's members' link after it (None: cut, or none left)."""
 

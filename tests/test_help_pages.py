@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pcnctl import __version__
-from pcnctl.entry import PAGES, help_page
+from pcnctl.help import PAGES, help_page
 
 PROBE = """
 import sys

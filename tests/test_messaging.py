@@ -82,7 +82,7 @@ def test_communication_block_stops_students_not_teachers(lab: Lab, admc: Cli) ->
     assert send(lab, pupil, teacher_id) == 200
     dry = admc("messaging", "block", "--profile", "Student", "--school", SCHOOL, "--dry-run")
     assert dry.exit_code == 0 and dry.stdout.count("method") == 1  # the plan once, as the data
-    assert "Plan: block Student messaging" in dry.stderr and "method" not in dry.stderr
+    assert "Plan: block Student messaging" in dry.stderr and " method " not in dry.stderr  # no table
     assert send(lab, pupil, teacher_id) == 200
     result = admc(
         "messaging",
@@ -390,8 +390,9 @@ def school_state(lab: Lab, uai: str) -> list[list[tuple[object, ...]]]:
 def manual_links(lab: Lab, uai: str) -> list[tuple[object, ...]]:
     """The hand-made direct links into a school's users (a relatives' cut deletes them for good)."""
     return lab.sql(
-        "SELECT d.* FROM communique_direct d JOIN user_structures us ON us.user_id = d.end_id JOIN structures s"
-        " ON s.id = us.structure_id WHERE s.uai = ? AND d.source = 'MANUAL' ORDER BY 1, 2",
+        "SELECT d.* FROM communique_direct d JOIN user_structures us ON us.user_id = d.end_id"
+        " JOIN structures s ON s.id = us.structure_id WHERE s.uai = ? AND d.source = 'MANUAL'"
+        " ORDER BY 1, 2",
         uai,
     )
 
@@ -550,23 +551,43 @@ def test_an_adml_block_is_verified_without_the_admc_only_route(lab: Lab, cli: Cl
     assert school_state(lab, school) == before
 
 
-def test_a_guest_block_is_not_judged_by_staff_writing_to_guests(lab: Lab, admc: Cli) -> None:
+def test_a_guest_block_cuts_the_guests_manual_group_and_says_who_else(lab: Lab, admc: Cli) -> None:
+    """A guest's usual way to write is a manual group: a Guest block cuts it, for all its members, and the
+    plan names the member of staff it silences too; the lift puts it back."""
     admc.open_incidents("INC-GU")
-    school = next(
-        uai
-        for (uai,) in lab.sql("SELECT uai FROM structures ORDER BY uai")
-        if lab.sql(
-            "SELECT 1 FROM users u JOIN user_structures us ON us.user_id = u.id JOIN structures s"
-            " ON s.id = us.structure_id WHERE s.uai = ? AND u.profile = 'Guest'",
-            uai,
-        )
-    )
+    (uai, guest, guest_login, group) = lab.sql(
+        "SELECT s.uai, u.id, u.login, g.id FROM users u JOIN group_members gm ON gm.user_id = u.id"
+        " JOIN groups g ON g.id = gm.group_id JOIN structures s ON s.id = g.structure_id"
+        " WHERE u.profile = 'Guest' AND g.type = 'ManualGroup' ORDER BY s.uai, u.login LIMIT 1"
+    )[0]
+    before = school_state(lab, uai)
+    assert send(lab, login(lab, guest_login), group) == 200  # the guests write through their group
     result = admc(
-        "messaging", "block", "--profile", "Guest", "--school", school, "--yes", "--incident", "INC-GU"
+        "messaging", "block", "--profile", "Guest", "--school", uai, "--yes", "--incident", "INC-GU"
     )
     assert result.exit_code == 0, result.stderr
-    assert "nothing to cut" in result.stderr  # the platform's rules give guests no writing link
-    assert "block effective" in result.stderr and "staff unaffected" not in result.stderr
+    assert "1 shared" in result.stderr and "also silence 1 Personnel" in result.stderr
+    assert send(lab, login(lab, guest_login), group) == 401
+    assert guest  # the guest account itself is untouched: only its group's link
+    assert lab.sql("SELECT coalesce(blocked, 0) FROM users WHERE id = ?", guest) == [(0,)]
+    assert admc("messaging", "unblock", "--incident", "INC-GU", "--yes").exit_code == 0
+    assert school_state(lab, uai) == before
+    assert send(lab, login(lab, guest_login), group) == 200
+
+
+def test_a_student_block_leaves_the_staff_manual_group_alone(lab: Lab, admc: Cli) -> None:
+    """Shared groups are cut only when the blocked profile is in them: the teaching staff's manual group
+    has no pupil, and a Student block does not silence it."""
+    admc.open_incidents("INC-ST")
+    team = lab.sql(
+        "SELECT g.id, g.users_dir FROM groups g JOIN structures s ON s.id = g.structure_id WHERE s.uai = ?"
+        " AND g.type = 'ManualGroup' AND g.name LIKE '%Équipe%'",
+        SCHOOL,
+    )
+    assert team
+    block = ("messaging", "block", "--profile", "Student", "--school", SCHOOL, "--yes", "--no-verify")
+    assert admc(*block, "--incident", "INC-ST").exit_code == 0
+    assert lab.sql("SELECT g.id, g.users_dir FROM groups g WHERE g.id = ?", team[0][0]) == [team[0]]
 
 
 def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc: Cli) -> None:

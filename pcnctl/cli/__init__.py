@@ -28,7 +28,7 @@ from pcnctl.cli import (
 )
 from pcnctl.cli._common import State
 from pcnctl.cli.examples import examples
-from pcnctl.entry import HELP
+from pcnctl.help import HELP
 
 
 def _version(value: bool) -> None:

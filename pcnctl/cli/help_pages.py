@@ -1,4 +1,4 @@
-"""Render every ``--help`` page of the command line into ``pcnctl/help_pages.json`` (see ``pcnctl.entry``).
+"""Render every ``--help`` page of the command line into ``pcnctl/help_pages.json`` (see ``pcnctl.help``).
 
     python -m pcnctl.cli.help_pages          # write the pages (``make help-pages``)
     python -m pcnctl.cli.help_pages --check  # exit 1 if the shipped pages differ from what Typer prints
@@ -20,7 +20,7 @@ import typer
 
 from pcnctl import __version__
 from pcnctl.cli import ORDER, build
-from pcnctl.entry import PAGES, WIDTH
+from pcnctl.help import PAGES, WIDTH
 
 
 def paths() -> Iterator[tuple[str, ...]]:
@@ -48,7 +48,7 @@ def render(path: tuple[str, ...]) -> str:
 
 
 def pages() -> dict[str, object]:
-    """The document ``pcnctl.entry`` reads: the version it belongs to and one page per command path."""
+    """The document ``pcnctl.help`` reads: the version it belongs to and one page per command path."""
     return {"version": __version__, "pages": {" ".join(path): render(path) for path in paths()}}
 
 

@@ -85,12 +85,14 @@ def block(
 ) -> None:
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
     from pcnctl.cli._common import command_door
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.ops import messaging, runner
     from pcnctl.timespec import parse_when
 
     when = parse_when(until) if until else None
     state = check_incident(incident)
     driver = get_driver(profile)
+    mailstore = open_mailstore(driver.profile) if driver.profile.mailstore else None  # the reply surface
     p = messaging.plan_block(
         driver,
         user_profile,
@@ -105,7 +107,10 @@ def block(
         revoke_sessions=revoke_sessions,
         verify=not no_verify,
         keep_relatives=keep_relatives,
+        mailstore=mailstore,
     )
+    if mailstore is not None:
+        mailstore.close()
     op = messaging.BLOCK
     _show_plan(p, quiet)
     if dry_run:  # the plan is the data: on stdout in the chosen format, not also as a table on stderr

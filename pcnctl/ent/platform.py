@@ -16,6 +16,7 @@ from pcnctl.models import (
     Capability,
     Group,
     GroupLinks,
+    HeldMessage,
     Identity,
     PlatformEvent,
     RelationCut,
@@ -95,7 +96,11 @@ class EntDriver(Protocol):
 
     def add_roles(self, structure_id: str, profiles: list[str], roles: list[str]) -> None: ...
 
-    def send_message(self, to: list[str], subject: str, body: str) -> str: ...
+    def send_message(self, to: list[str], subject: str, body: str, in_reply_to: str | None = None) -> str: ...
+
+    def inbox(self, limit: int = 25) -> list[HeldMessage]: ...
+
+    def group_members(self, group_id: str) -> list[User]: ...
 
     def purge_messages(self, ids: list[str]) -> None: ...
 

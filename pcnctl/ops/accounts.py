@@ -197,6 +197,12 @@ class AccountsOp:
     idempotent: bool = True
     columns: tuple[str, ...] = PLAN_COLUMNS
 
+    @property
+    def intent(self) -> bool:
+        """A block of accounts already blocked is recorded: the incident wants them blocked (a lift of a
+        login block keeps them so, pcnctl.ops.intent)."""
+        return self.name == BLOCK_ACCOUNTS
+
     def params(self, p: Plan) -> RunParams:
         return p.params
 

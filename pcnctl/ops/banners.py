@@ -62,6 +62,7 @@ class BannerOp:
         None, "banners stay up until they expire or are deleted in the ENT's admin console", kept=True
     )
     idempotent = False  # a second post shows the banner twice
+    intent = False
     columns = ("school", "name")
 
     def params(self, p: BannerPlan) -> RunParams:

@@ -30,6 +30,8 @@ from pcnctl.ent import directory
 from pcnctl.ent.fanout import Fanout, Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import PcnError, UsageError
+from pcnctl.forensics.mailstore import Mailstore
+from pcnctl.forensics.replies import ReplySurface, group_messages
 from pcnctl.models import Group, GroupJson, School
 from pcnctl.ops import approvals
 from pcnctl.ops.context import RunContext
@@ -58,17 +60,55 @@ from pcnctl.timespec import iso
 
 METHODS = ("communication", "roles", "login")
 LEVERS = {
-    "communication": "cuts every group that lets the profile write (class groups included), its relations "
-    "first, then its members' link, and students' links to their relatives: effective at once, stops "
-    "scripted sends too; the accounts can still receive and use the rest of the ENT. A shared (functional "
-    "or manual) group is cut for all its members, teachers included.",
+    "communication": "cuts every group that lets the profile write (class groups included, and the shared "
+    "groups its members are in, for all their members), its relations first, then its members' link, and "
+    "pupils' links to their parents: new messages are refused at once, scripted ones too. It does not stop "
+    "replies (a reply to a message the member holds is not checked) nor drafts answered by their writer: "
+    "--method login does. The accounts can still receive and use the rest of the ENT.",
     "roles": "removes the Messagerie role: hides the app for new sessions only. A scripted POST "
-    "/conversation/send still works, and live sessions keep their rights until they end: revoke them "
-    "(pcnctl sessions revoke --school UAI --profile P) or use --method communication.",
+    "/conversation/send still works, replies too, and live sessions keep their rights until they end: revoke "
+    "them (--revoke-sessions) or use --method login.",
     "login": "blocks every login of the profile in the school: sessions drop at once, and the whole ENT "
-    "stops for those accounts, not only messaging.",
+    "stops for those accounts, not only messaging (replies and drafts included).",
 }
 OP_BLOCK = "messaging.block"
+REPLIES_OPEN = (
+    "replies: the pupils can still answer any message they hold, to all its addressees (the reply route "
+    "does not check them); closed by --method login, and for the threats by their purge"
+)
+
+
+def reply_surface(method: str, schools: list[tuple[str, ReplySurface | None]]) -> list[str]:
+    """What a lever leaves open to replies, with the group messages held per school (UAI, surface; None:
+    not measured): every lever but login."""
+    if method == "login":
+        return []
+    measured = [(uai, s) for uai, s in schools if s is not None and s.messages]
+    if not measured:
+        unmeasured = any(s is None for _uai, s in schools)
+        return [REPLIES_OPEN + (" (not measured: the profile has no mailstore)" if unmeasured else "")]
+    total = sum(s.messages for _uai, s in measured)
+    where = "; ".join(f"{uai}: {s.text()}" for uai, s in measured[:5])
+    more = f"; and {len(measured) - 5} more school(s)" if len(measured) > 5 else ""
+    return [f"{REPLIES_OPEN}: {total} group message(s) held in {len(measured)} school(s) ({where}{more})"]
+
+
+def surface_of(
+    driver: EntDriver, store: Mailstore, school_id: str, prior: Prior, method: str, profile: str
+) -> ReplySurface:
+    """The group messages the school's members of ``profile`` hold: those addressed to a group the lever
+    cuts (communication), or to one of the profile's groups (roles, login)."""
+    if method == "communication":
+        groups = list(prior.get("targets", []))
+    else:
+        groups = [g.id for g in driver.school_groups(school_id) if g.profile == profile]
+    return group_messages(store, groups)
+
+
+def _replies_cell(method: str, replies: ReplySurface | None) -> str:
+    if method == "login":
+        return "closed (login)"
+    return "not measured" if replies is None else replies.text()
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -101,6 +141,7 @@ class SchoolPlan:
     group: Group
     prior: Prior
     holder: Block | None = None  # the block in force on this school, which this plan joins
+    replies: ReplySurface | None = None  # what the members can still answer (None: not measured)
 
     @property
     def already(self) -> bool:
@@ -159,6 +200,7 @@ class BlockPlan:
                 "users": s.group.users,
                 "method": self.method,
                 "change": s.change(self.method),
+                "replies_open": _replies_cell(self.method, s.replies),
             }
             for s in self.schools
         ]
@@ -201,6 +243,7 @@ def plan_block(
     revoke_sessions: bool = False,
     verify: bool = True,
     keep_relatives: bool = False,
+    mailstore: Mailstore | None = None,
 ) -> BlockPlan:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", hint=f"choose from {', '.join(METHODS)}")
@@ -230,6 +273,10 @@ def plan_block(
     if failed:
         raise PcnError(f"could not read the state of {len(failed)} school(s): {failed[0].detail}")
     ordered = [plans[s.id] for s in sorted(schools, key=lambda s: s.uai)]
+    if mailstore is not None:
+        for sp in ordered:
+            if sp.holder is None:
+                sp.replies = surface_of(driver, mailstore, sp.school.id, sp.prior, method, wanted)
     # Only the roles lever leaves live sessions their rights: the revoke follows that lever alone.
     revoke = revoke_sessions and method == "roles"
     return BlockPlan(wanted, method, ordered, until, reason, incident, revoke, verify, keep_relatives)
@@ -330,7 +377,8 @@ class BlockMessagingOp:
         "schools reached before an interruption included; a joined block is only let go",
     )
     idempotent = True  # each school re-reads before it cuts
-    columns = ("school", "name", "profile", "users", "method", "change")
+    intent = False
+    columns = ("school", "name", "profile", "users", "method", "change", "replies_open")
 
     def params(self, p: BlockPlan) -> RunParams:
         return {

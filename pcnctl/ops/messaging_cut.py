@@ -18,6 +18,7 @@ deprecated direction route for anything but BOTH).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -54,6 +55,7 @@ class Prior(TypedDict, total=False):
     targets: list[str]
     relatives: list[str]
     groups: dict[str, GroupStateJson]
+    silenced: dict[str, dict[str, int]]
     # roles: the Messagerie roles held, per structure of the school's tree (roles_prior)
     roles: list[str]
     held: dict[str, list[str]]
@@ -104,12 +106,14 @@ class CutPlan:
     targets: list[str]  # groups whose members' writing link is cut (after their outgoing relations)
     relatives: list[str]  # relative groups whose child -> relative direct edges are cut
     groups: dict[str, GroupState]  # every group that can change: targets, their relations' ends
+    silenced: dict[str, dict[str, int]] = field(default_factory=dict)  # shared cut -> other members
 
     def to_json(self) -> Prior:
         return {
             "targets": self.targets,
             "relatives": self.relatives,
             "groups": {k: v.to_json() for k, v in self.groups.items()},
+            "silenced": self.silenced,
         }
 
     @classmethod
@@ -118,6 +122,7 @@ class CutPlan:
             list(data["targets"]),
             list(data["relatives"]),
             {k: GroupState(**v) for k, v in data["groups"].items()},
+            dict(data.get("silenced", {})),
         )
 
     def summary(self) -> str:
@@ -132,18 +137,26 @@ class CutPlan:
             parts.append(f"{relations} relation(s)")
         if self.relatives:
             parts.append(f"{len(self.relatives)} relatives' group(s) (hand-made links to parents lost)")
+        silenced: Counter[str] = Counter()
+        for counts in self.silenced.values():
+            silenced.update(counts)
+        if silenced:
+            parts.append(
+                "the shared cuts also silence " + ", ".join(f"{n} {p}" for p, n in sorted(silenced.items()))
+            )
         return ", ".join(parts)
 
 
 def plan_cut(driver: EntDriver, school_id: str, profile: str, *, keep_relatives: bool = False) -> CutPlan:
-    """Read the school's groups and decide, from their state, what lets ``profile`` write; with
-    ``keep_relatives`` the pupils' direct links to their own parents are left (see :data:`RELATIVES_LOSS`)."""
+    """Read the school's groups and decide, from their state, what lets ``profile`` write: its profile
+    groups (structure and class), and the shared groups (functional, manual) some of its members are in,
+    each of which is cut for all its members (the plan says who else); with ``keep_relatives`` the pupils'
+    direct links to their own parents are left (see :data:`RELATIVES_LOSS`)."""
     rows = driver.school_groups(school_id)
     mine = [r for r in rows if r.profile == profile and r.type == "ProfileGroup"]
-    shared = [r for r in rows if r.type in SHARED_KINDS] if profile in ("Student", "Relative") else []
+    shared, others = _shared_with(driver, rows, profile)
     groups: dict[str, GroupState] = {}
     targets: list[str] = []
-    relatives: list[str] = []
     by_id = {r.id: r for r in rows}
     for row in mine + shared:
         state, peers = GroupState.read(driver, row)
@@ -155,15 +168,40 @@ def plan_cut(driver: EntDriver, school_id: str, profile: str, *, keep_relatives:
             if end not in groups:
                 peer = by_id.get(end, Group(end))
                 groups[end] = GroupState(end, peer.name or end, _kind(peer), users, None)
-    if profile == "Student" and not keep_relatives:
-        for row in rows:
-            if row.profile == "Relative" and row.type == "ProfileGroup":
-                state, _peers = GroupState.read(driver, row)
-                if state.relative in ("INCOMING", "BOTH"):
-                    kept = groups.setdefault(state.id, state)
-                    kept.relative = state.relative
-                    relatives.append(state.id)
-    return CutPlan(sorted(targets), sorted(relatives), groups)
+    relatives = [] if keep_relatives or profile != "Student" else _relative_groups(driver, rows, groups)
+    silenced = {g: others[g] for g in targets if others.get(g)}
+    return CutPlan(sorted(targets), sorted(relatives), groups, silenced)
+
+
+Silenced = dict[str, dict[str, int]]  # shared group -> profile -> members its cut silences besides
+
+
+def _shared_with(driver: EntDriver, rows: list[Group], profile: str) -> tuple[list[Group], Silenced]:
+    """The school's shared groups that have members of ``profile`` (a Guest's usual way to write is a
+    manual group), and, for each, how many members of each other profile its cut silences too."""
+    shared: list[Group] = []
+    others: Silenced = {}
+    for row in rows:
+        if row.type not in SHARED_KINDS or row.users == 0:
+            continue
+        members = Counter(u.profile for u in driver.group_members(row.id))
+        if members[profile]:
+            shared.append(row)
+            others[row.id] = {p: n for p, n in sorted(members.items()) if p != profile}
+    return shared, others
+
+
+def _relative_groups(driver: EntDriver, rows: list[Group], groups: dict[str, GroupState]) -> list[str]:
+    """The relatives' groups whose children -> relatives links a Student block cuts."""
+    relatives = []
+    for row in rows:
+        if row.profile == "Relative" and row.type == "ProfileGroup":
+            state, _peers = GroupState.read(driver, row)
+            if state.relative in ("INCOMING", "BOTH"):
+                kept = groups.setdefault(state.id, state)
+                kept.relative = state.relative
+                relatives.append(state.id)
+    return relatives
 
 
 def apply_cut(driver: EntDriver, cut: CutPlan) -> list[str]:

@@ -9,9 +9,10 @@ verifies exactly as one that ran in one go.
 from __future__ import annotations
 
 from pcnctl.ent.fanout import Outcome
+from pcnctl.forensics.replies import ReplySurface
 from pcnctl.models import User
 from pcnctl.ops import accounts
-from pcnctl.ops.messaging import BlockMessagingOp, BlockPlan
+from pcnctl.ops.messaging import BlockMessagingOp, BlockPlan, load_snapshot, reply_surface, surface_of
 from pcnctl.ops.messaging_cut import RELATIVES_LOSS
 from pcnctl.ops.messaging_verify import Verification, verify
 from pcnctl.ops.operation import Run, Verdict
@@ -19,6 +20,13 @@ from pcnctl.records import Row
 from pcnctl.state.blocks import active_blocks
 
 COLUMNS = ("school", "name", "method", "result", "detail")
+# Drafts are written with the workflow right alone, to anyone (conversation ConversationController
+# .createDraft, 6.15.4 line 206: no visibility filter); a reply to one's own draft then passes
+# (VisiblesFilter lines 71-97).
+DRAFTS_OPEN = (
+    "drafts: a pupil whose session holds the Messagerie right can write a draft to anyone and answer it; "
+    "closed by --method login, or by --method roles with --revoke-sessions"
+)
 ROLES_GAP = (
     "the roles lever does not stop a scripted POST /conversation/send, and live sessions keep their rights "
     "until they end"
@@ -43,10 +51,28 @@ def block_verdict(op: BlockMessagingOp, run: Run, p: BlockPlan, outcomes: list[O
         verdict.open.append(ROLES_GAP + ("" if p.revoke_sessions else "; add --revoke-sessions"))
     if p.cuts_relatives:
         verdict.notes.append(RELATIVES_LOSS)
+    verdict.open += reply_surface(p.method, _surfaces(run, p))
+    if p.method == "communication":
+        verdict.open.append(DRAFTS_OPEN)
     if p.verify:
         _verify(run, p, verdict)
     verdict.result = {"schools": [str(r["school"]) for r in verdict.rows], "count": len(verdict.rows)}
     return verdict
+
+
+def _surfaces(run: Run, p: BlockPlan) -> list[tuple[str, ReplySurface | None]]:
+    """The reply surface of every school the run cut, from its sealed snapshot (the same whichever door
+    finished the run), read in the mailstore when the profile has one."""
+    ctx = run.ctx
+    snapshot = load_snapshot(ctx.state, ctx.audit, run.id)
+    done = [(sid, snapshot["schools"][sid]) for sid in run.done() if sid in snapshot["schools"]]
+    if not (ctx.mailstore_dsn or ctx.driver.profile.mailstore):
+        return [(entry["uai"], None) for _sid, entry in done]
+    store = ctx.mailstore()
+    return [
+        (entry["uai"], surface_of(ctx.driver, store, sid, entry["prior"], p.method, p.profile))
+        for sid, entry in done
+    ]
 
 
 def _rows(run: Run, p: BlockPlan, outcomes: list[Outcome]) -> list[Row]:

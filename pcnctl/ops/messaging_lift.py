@@ -150,6 +150,7 @@ class LiftMessagingOp:
     pace = Pace(16, "each lever is a dozen reads and writes in a row, as when it was cut")
     undo = Undo(None, "a lift is itself the undo of a block; block again with 'pcnctl messaging block'")
     idempotent = True  # each restore reads before it writes
+    intent = False
     columns = ("school", "method", "profile", "block")
 
     def params(self, p: LiftPlan) -> RunParams:

@@ -41,6 +41,7 @@ class Verification:
     checks: list[Check] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # what this identity could not check, and why
     roles: bool = False  # a roles block is in the set: it never stops a scripted send
+    replies: str = ""  # what the canary's reply to a message it holds showed ("" when not tried)
 
     @property
     def effective(self) -> bool:
@@ -53,9 +54,12 @@ class Verification:
             return "NOT effective"
         if self.roles:
             return "not effective against scripted sends (roles lever: the app is hidden, sends still pass)"
+        scope = "effective against new messages" if self.replies == "sent" else "effective"
+        if self.replies == "sent":
+            scope += "; NOT against replies (the canary's reply to a message it holds was sent)"
         if self.unchecked:
-            return "effective on what could be checked (" + "; ".join(self.unchecked) + ")"
-        return "effective"
+            return f"{scope} on what could be checked (" + "; ".join(self.unchecked) + ")"
+        return scope
 
 
 def prior_of(state: StateStore, block: Block) -> Prior:
@@ -83,7 +87,10 @@ def verify(
     if canary is not None:
         # The recipient is looked up with the admin session: the canary itself may not search the directory.
         target = driver.find_user_by_login(canary_to) if canary_to else None
-        result.checks.append(_canary(canary, target.id if target else None, blocks))
+        checks = _canary(canary, target.id if target else None, blocks)
+        result.checks += checks
+        replied = [c for c in checks if "reply" in c.check and c.observed.startswith("SENT")]
+        result.replies = "sent" if replied else ("refused" if len(checks) > 1 else "")
     return result
 
 
@@ -146,8 +153,11 @@ def _said(can: bool | None) -> str:
     return "can send" if can else "cannot send"
 
 
-def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]) -> Check:
-    """Log in as the canary and try a real send; with the login lever, the refused login is the proof."""
+def _canary(
+    open_canary: Callable[[], EntDriver], recipient: str | None, blocks: Sequence[Block]
+) -> list[Check]:
+    """Log in as the canary and try a real send, then a reply to a message it holds; with the login lever,
+    the refused login is the proof."""
     from pcnctl.errors import AuthError, PermissionDeniedError
 
     login_lever = any(b.method == "login" for b in blocks)
@@ -155,22 +165,42 @@ def _canary(open_canary: Callable[[], EntDriver], recipient: str | None, blocks:
         canary = open_canary()
     except AuthError as exc:
         observed = f"login refused ({exc.message})"
-        return Check(
-            "*",
-            "canary login",
-            "refused (login lever)" if login_lever else "login works",
-            observed,
-            login_lever,
-        )
+        expected = "refused (login lever)" if login_lever else "login works"
+        return [Check("*", "canary login", expected, observed, login_lever)]
     ident = canary.whoami()
     roles_only = bool(blocks) and all(b.method == "roles" for b in blocks)
-    to = [recipient] if recipient else []
     label = f"canary {ident.login} real send"
-    if not to:
-        return Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)
+    if not recipient:
+        return [Check("*", label, "refused", "no recipient (set --canary-to on the profile)", False)]
     try:
-        message = canary.send_message(to, "[pcnctl] test d'envoi - à ignorer", "Vérification d'un blocage.")
+        message = canary.send_message([recipient], SUBJECT, "Vérification d'un blocage.")
     except (PermissionDeniedError, AuthError) as exc:
-        return Check("*", label, "refused", f"refused ({type(exc).__name__})", not roles_only)
-    observed = f"SENT (message {message})"
-    return Check("*", label, "sent (roles gap)" if roles_only else "refused", observed, roles_only)
+        sent = Check("*", label, "refused", f"refused ({type(exc).__name__})", not roles_only)
+    else:
+        expected = "sent (roles gap)" if roles_only else "refused"
+        sent = Check("*", label, expected, f"SENT (message {message})", roles_only)
+    return [sent, _canary_reply(canary, ident.login or "?", recipient)]
+
+
+SUBJECT = "[pcnctl] test d'envoi - à ignorer"
+
+
+def _canary_reply(canary: EntDriver, login: str, recipient: str) -> Check:
+    """A reply to a message the canary holds, to that message's sender only (the canary's --canary-to
+    first, when it wrote to the canary): the path no communication cut closes. It is what the block leaves
+    open, so a reply that goes through is the expected finding, not a failed check; the verdict says it."""
+    from pcnctl.errors import AuthError, PermissionDeniedError
+
+    label = f"canary {login} reply to a message it holds"
+    held = [m for m in canary.inbox() if m.sender and not m.no_reply]
+    held.sort(key=lambda m: m.sender != recipient)  # a message from the canary's partner first
+    if not held:
+        return Check("*", label, "sent (replies stay open)", "not tried: the canary holds no message", True)
+    parent = held[0]
+    try:
+        message = canary.send_message(
+            [parent.sender], f"Re: {SUBJECT}", "Vérification.", in_reply_to=parent.id
+        )
+    except (PermissionDeniedError, AuthError) as exc:
+        return Check("*", label, "sent (replies stay open)", f"refused ({type(exc).__name__})", True)
+    return Check("*", label, "sent (replies stay open)", f"SENT (message {message})", True)

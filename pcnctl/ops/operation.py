@@ -212,6 +212,9 @@ class Operation(Protocol[P]):
     def idempotent(self) -> bool: ...  # a unit whose answer was lost may be sent again
 
     @property
+    def intent(self) -> bool: ...  # a run is recorded even with nothing to change: its items are wanted
+
+    @property
     def columns(self) -> tuple[str, ...]: ...  # the plan's rows (dry run, check mode, confirmation)
 
     def params(self, plan: P) -> RunParams: ...

@@ -103,6 +103,7 @@ class ProfileBlockOp:
     cap: Cap = BY_SCHOOL
     pace: Pace = SCHOOL_PACE
     idempotent: bool = True  # the route sets the state: sending it again changes nothing more
+    intent: bool = False
     columns: tuple[str, ...] = COLUMNS
 
     def params(self, p: ProfilePlan) -> RunParams:

@@ -84,6 +84,7 @@ class PurgeOp:
     pace = Pace(2, "each call is one SQL delete over every mailbox on the ENT's database", 1)
     undo = Undo(None, "purged messages are gone from every mailbox (the evidence keeps them)", kept=True)
     idempotent = True  # purging ids already purged changes nothing: a lost answer may be retried
+    intent = False
     columns = ("school", "messages")
 
     def params(self, p: PurgePlan) -> RunParams:

@@ -40,13 +40,19 @@ def check_cap(op: Operation[P], plan: P, cap: int | None) -> None:
 def run(op: Operation[P], plan: P, door: Door, *, cap: int | None = None) -> Verdict:
     """Run a plan from any door: the caller built it with the operation's own planning function."""
     check_cap(op, plan, cap)
-    if op.todo(plan) == 0:
-        return Verdict(op.name, "", "nothing", f"Nothing to do: {op.summary(plan)}", rows=op.rows(plan))
-    door.confirm(op.confirmation(plan))
     items = op.items(plan)
+    changes = op.todo(plan) > 0
+    if not changes and not (op.intent and items):
+        return Verdict(op.name, "", "nothing", f"Nothing to do: {op.summary(plan)}", rows=op.rows(plan))
+    if changes:  # a run that changes nothing is recorded without asking: it only says what is wanted
+        door.confirm(op.confirmation(plan))
     with door.context() as ctx:
-        run_id = ctx.start(op.name, op.params(plan), items, approval=op.approval(plan), parent=door.parent)
-        return drive(op, plan, Run(ctx, run_id, op.name, items=items))
+        why = op.approval(plan) if changes else None
+        run_id = ctx.start(op.name, op.params(plan), items, approval=why, parent=door.parent)
+        verdict = drive(op, plan, Run(ctx, run_id, op.name, items=items))
+    if not changes and verdict.ok:
+        verdict.status = "nothing"
+    return verdict
 
 
 def resume(ctx: RunContext, state: RunState) -> Verdict:

@@ -7,7 +7,6 @@ no code runs from a playbook. Every error names the file, line and column, and w
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from pcnctl.errors import PlaybookError
+from pcnctl.playbooks.expressions import COMPARATORS, EXPR, WHOLE
 from pcnctl.records import JsonObject, JsonValue
 
 if TYPE_CHECKING:
@@ -22,20 +22,8 @@ if TYPE_CHECKING:
 
     from pcnctl.playbooks.ops import Op
 
-EXPR = re.compile(r"\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
-WHOLE = re.compile(r"^\s*\$\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}\s*$")
 STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
 INPUT_TYPES = {"string": str, "int": int, "bool": bool, "list": list, "float": float}
-# What a YAML comparison may hold (numbers, texts, a list's length): Python's own operators decide.
-COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-    "eq": operator.eq,
-    "ne": operator.ne,
-}
-COMPARATORS = set(COMPARE)
 
 
 class InputSpec(TypedDict, total=False):
@@ -337,47 +325,3 @@ def _check_ref(
             )
     elif ref != "incident.id":
         problem(where, f"{label}: unknown reference ${{{{ {ref} }}}} (inputs.*, steps.*.*, incident.id)")
-
-
-def resolve(value: JsonValue, context: JsonObject) -> JsonValue:
-    """Substitute expressions from ``context`` ({"inputs": ..., "steps": ..., "incident": ...})."""
-    if isinstance(value, str):
-        whole = WHOLE.match(value)
-        if whole:
-            return _lookup(whole.group(1), context)
-        return EXPR.sub(lambda m: str(_lookup(m.group(1), context)), value)
-    if isinstance(value, list):
-        return [resolve(v, context) for v in value]
-    if isinstance(value, dict):
-        return {k: resolve(v, context) for k, v in value.items()}
-    return value
-
-
-def _lookup(ref: str, context: JsonObject) -> JsonValue:
-    value: JsonValue = context
-    for part in ref.split("."):
-        if isinstance(value, list) and part.isdigit():  # steps.find.messages.0: an item of a list result
-            if int(part) >= len(value):
-                found = f"has only {len(value)} item(s)" if value else "is empty"
-                raise PlaybookError(
-                    f"nothing to act on: ${{{{ {ref} }}}} asks for item {part} of a list that {found}",
-                    hint="an earlier step found nothing; guard the step with a 'when:' condition",
-                )
-            value = value[int(part)]
-            continue
-        if not isinstance(value, dict) or part not in value:
-            raise PlaybookError(f"${{{{ {ref} }}}} has no value at this point of the run")
-        value = value[part]
-    return value
-
-
-def condition(when: JsonValue, context: JsonObject) -> bool:
-    if when is None:
-        return True
-    if isinstance(when, dict):
-        left, right = resolve(when["value"], context), resolve(when["than"], context)
-        if isinstance(left, list):
-            left = len(left)
-        return bool(COMPARE[str(when["op"])](left, right))
-    value = resolve(when, context)
-    return bool(len(value)) if isinstance(value, (list, dict)) else bool(value)

@@ -254,6 +254,7 @@ def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
         revoke_sessions=bool(p.flag("revoke_sessions")),
         verify=True if verify is None else verify,
         keep_relatives=bool(p.flag("keep_relatives")),
+        mailstore=env.mailstore,
     )
     verdict = env.run(messaging.BLOCK, plan)
     if verdict is None:
@@ -395,7 +396,7 @@ def op_wait(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_assert(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl.playbooks.model import condition
+    from pcnctl.playbooks.expressions import condition
 
     value, comparator, than = p.value("value"), p.text("op") or "gt", p.value("than", 0)
     if not condition({"value": value, "op": comparator, "than": than}, {}):

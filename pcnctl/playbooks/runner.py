@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError, RunFailedError
-from pcnctl.playbooks.model import Playbook, Step, condition, resolve
+from pcnctl.playbooks.expressions import condition, resolve
+from pcnctl.playbooks.model import Playbook, Step
 from pcnctl.playbooks.ops import OPS, Env
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row

@@ -20,6 +20,7 @@ from pcnctl.ent.edifice.shapes import (
     parse_event,
     parse_group,
     parse_group_links,
+    parse_held,
     parse_identity,
     parse_relation_cut,
     parse_role,
@@ -33,6 +34,7 @@ from pcnctl.models import (
     Capability,
     Group,
     GroupLinks,
+    HeldMessage,
     Identity,
     PlatformEvent,
     Reach,
@@ -380,14 +382,29 @@ class EdificeDriver:
             json={"profiles": profiles, "roles": roles},
         )
 
-    def send_message(self, to: list[str], subject: str, body: str) -> str:
-        """``POST /conversation/send`` as this session's user (the canary check)."""
+    def send_message(self, to: list[str], subject: str, body: str, in_reply_to: str | None = None) -> str:
+        """``POST /conversation/send`` as this session's user (the canary's checks); with ``in_reply_to``,
+        a reply: the platform does not check that the answered message's people are visible."""
         sent = self.http.request(
             "POST",
             "/conversation/send",
+            params={"In-Reply-To": in_reply_to} if in_reply_to else None,
             json={"subject": subject, "body": body, "to": to, "cc": [], "cci": []},
         ).json()
         return str(sent.get("id"))
+
+    def inbox(self, limit: int = 25) -> list[HeldMessage]:
+        """The session's own inbox, newest first (``GET /conversation/api/folders/INBOX/messages``)."""
+        rows = self.http.request(
+            "GET", "/conversation/api/folders/INBOX/messages", params={"page_size": min(25, limit)}
+        ).json()
+        return [parse_held(r) for r in rows]
+
+    def group_members(self, group_id: str) -> list[User]:
+        """A group's members, wherever they are (``GET /directory/user/admin/list?groupId=`` alone: with a
+        structureId the platform would list that structure instead)."""
+        rows = self.http.request("GET", "/directory/user/admin/list", params={"groupId": group_id}).json()
+        return [self._user(r) for r in rows]
 
     # -- conversation and events (edifice-api.md §3, §4) -----------------------------------------------
 

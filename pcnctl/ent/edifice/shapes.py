@@ -27,6 +27,7 @@ from pcnctl.models import (
     BlockTrace,
     Group,
     GroupLinks,
+    HeldMessage,
     Identity,
     PlatformEvent,
     RelationCut,
@@ -210,6 +211,25 @@ def parse_group_links(group: Mapping[str, Any]) -> GroupLinks:
         relative=_text(group.get("relativeCommuniqueStudent")),
         outgoing=tuple(sorted(peers)),
         peers=peers,
+    )
+
+
+def parse_held(row: Mapping[str, Any]) -> HeldMessage:
+    """A row of ``GET /conversation/api/folders/INBOX/messages`` (conversation ``MessageUtil``:
+    ``from`` an object, ``to``/``cc`` as ``{users, groups}``; tests/contracts/conversation/)."""
+
+    def ids(part: str, kind: str) -> list[str]:
+        value = row.get(part) or {}
+        items = value.get(kind) if isinstance(value, Mapping) else None
+        return [str(i.get("id")) for i in items or [] if isinstance(i, Mapping) and i.get("id")]
+
+    sender = row.get("from")
+    return HeldMessage(
+        id=str(row.get("id", "")),
+        sender=str(sender.get("id", "")) if isinstance(sender, Mapping) else str(sender or ""),
+        users=tuple(ids("to", "users") + ids("cc", "users")),
+        groups=tuple(ids("to", "groups") + ids("cc", "groups")),
+        no_reply=bool(row.get("noReply")),
     )
 
 
