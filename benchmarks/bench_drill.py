@@ -47,7 +47,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="pcnctl-bench-drill-") as tmp:
             started = time.perf_counter()
             steps: list[tuple[str, float]] = []
-            report = drill.run(Path(tmp) / "drill", plan, on_step=partial(_note, steps))
+            report = drill.run(Path(tmp) / "drill", plan, environ=os.environ, on_step=partial(_note, steps))
             results.append((case, plan, report, steps, time.perf_counter() - started))
     plan = results[0][1]
     body = (

@@ -12,21 +12,18 @@ table to docs/benchmarks.md. Not a test: numbers depend on the machine; ratios a
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-from _lab import Lab, write_section
+from _lab import Lab, responder, write_section
 
 
 def run_case(
     lab: Lab, home: Path, accounts: int, capacity: float, latency_ms: float, batch_size: int
 ) -> dict[str, float]:
     from pcnctl.config import make_profile
-    from pcnctl.ent.credentials import provide
-    from pcnctl.ent.edifice.driver import EdificeDriver
     from pcnctl.ops import accounts as ops
     from pcnctl.ops import runner
     from pcnctl.ops.context import RunContext
@@ -34,12 +31,8 @@ def run_case(
     from pcnctl.state.store import StateStore
 
     lab.control("/__lab/reset")
-    os.environ["PCNCTL_HOME"] = str(home)
-    os.environ["PCNCTL_MFA_CODE"] = lab.info["mfa_code"]
-    os.environ["PCNCTL_NO_SESSION_CACHE"] = "1"
     profile = make_profile("bench", url=lab.url, login=lab.info["accounts"]["admc"]["login"])
-    provide(profile, "password", lab.info["accounts"]["user_password"])
-    driver = EdificeDriver.open(profile, use_cache=False)
+    driver = responder(lab, profile, home)
     users = []
     for school in driver.list_schools():
         users += driver.list_users(school.id, profiles=["Student", "Relative"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _lab import ROOT, Lab, write_section
+from _lab import ROOT, Lab, responder, write_section
 
 MAX_CONCURRENCY = 32
 SAMPLE = 0.05  # seconds between two proxy samples
@@ -169,16 +168,10 @@ class RunResult:
 
 def open_driver(lab: Lab, proxy: Proxy, home: Path) -> Any:
     from pcnctl.config import make_profile
-    from pcnctl.ent.credentials import provide
-    from pcnctl.ent.edifice.driver import EdificeDriver
 
-    os.environ["PCNCTL_HOME"] = str(home)
-    os.environ["PCNCTL_MFA_CODE"] = lab.info["mfa_code"]
-    os.environ["PCNCTL_NO_SESSION_CACHE"] = "1"
     login = lab.info["accounts"]["adml"][0]["login"]
     profile = make_profile("bench", url=f"http://127.0.0.1:{proxy.port}", login=login)
-    provide(profile, "password", lab.info["accounts"]["user_password"])
-    return EdificeDriver.open(profile, use_cache=False)
+    return responder(lab, profile, home)
 
 
 def load_previous(revision: str) -> Any:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from _lab import Lab, write_section
+from _lab import Lab, responder, write_section
 
 
 class Meter:
@@ -46,22 +46,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from pcnctl.config import make_profile
-    from pcnctl.ent.credentials import provide
-    from pcnctl.ent.edifice.driver import EdificeDriver
 
     with tempfile.TemporaryDirectory(prefix="pcnctl-bench-") as tmp:
         started = time.perf_counter()
         lab = Lab(Path(tmp) / "lab", "--seed", args.preset, "--random-seed", "1")
         seeded = time.perf_counter() - started
         try:
-            os.environ.update(
-                PCNCTL_HOME=str(Path(tmp) / "home"),
-                PCNCTL_MFA_CODE=lab.info["mfa_code"],
-                PCNCTL_NO_SESSION_CACHE="1",
-            )
             profile = make_profile("bench", url=lab.url, login=lab.info["accounts"]["admc"]["login"])
-            provide(profile, "password", lab.info["accounts"]["user_password"])
-            driver = EdificeDriver.open(profile, use_cache=False)
+            driver = responder(lab, profile, Path(tmp) / "home")
             schools = driver.list_schools()
             driver.list_users(schools[0].id, profiles=["Guest"])  # the second factor, done once
             logins = _logins(lab, args.logins)

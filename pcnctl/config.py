@@ -88,15 +88,6 @@ class Config:
     audit: dict[str, Any] = field(default_factory=dict)
 
 
-def config_path() -> Path:
-    """Where the config file lives: ``$PCNCTL_CONFIG``, else the XDG config dir."""
-    explicit = os.environ.get("PCNCTL_CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "pcnctl" / "config.yaml"
-
-
 def private_dir(path: Path) -> Path:
     """Create ``path`` and every missing parent 0700 (``mkdir(parents=True)`` gives parents 0755): pcnctl's
     home holds journals, evidence and renewal codes, which only its user may list."""
@@ -109,15 +100,6 @@ def private_dir(path: Path) -> Path:
         directory.mkdir(mode=0o700, exist_ok=True)
         directory.chmod(0o700)
     return path
-
-
-def state_dir() -> Path:
-    """Where incidents, journals and the audit log live: ``$PCNCTL_HOME``, else the XDG state dir."""
-    explicit = os.environ.get("PCNCTL_HOME")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "pcnctl"
 
 
 def validate_url(url: str) -> str:
@@ -223,9 +205,9 @@ def _trusted_proxies(name: str, value: object) -> int:
     return value
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and check the config file; a missing file is an empty config."""
-    path = path or config_path()
+def load_config(path: Path) -> Config:
+    """Read and check the config file (the environment says where: :attr:`pcnctl.env.Environment.config`);
+    a missing file is an empty config."""
     if not path.exists():
         return Config(path=path)
     import yaml
@@ -314,10 +296,10 @@ def save_config(config: Config) -> None:
     os.replace(tmp, config.path)
 
 
-def resolve_profile(name: str | None = None, config: Config | None = None) -> Profile:
-    """Pick the profile: the flag, else ``$PCNCTL_PROFILE``, else the current one, else the only one."""
-    config = config or load_config()
-    chosen = name or os.environ.get("PCNCTL_PROFILE") or config.current
+def resolve_profile(name: str | None, config: Config) -> Profile:
+    """Pick the profile: the one asked for (``-p``, else ``$PCNCTL_PROFILE``, both read at the edge), else
+    the current one, else the only one."""
+    chosen = name or config.current
     if chosen is None:
         if len(config.profiles) == 1:
             return next(iter(config.profiles.values()))

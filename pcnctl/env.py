@@ -118,3 +118,15 @@ def state_dir(environ: Mapping[str, str]) -> Path:
         return Path(explicit).expanduser()
     base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "pcnctl"
+
+
+def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a lab or a wave runs in: the caller's, without pcnctl's own variables (its secrets
+    and its home are the operator's, not the lab's)."""
+    return {k: v for k, v in environ.items() if not k.startswith("PCNCTL_")}
+
+
+def pcnctl_command(*args: str) -> list[str]:
+    """The installed pcnctl as a child process, whatever the working directory: ``-P`` keeps a folder named
+    ``pcnctl`` in it from shadowing the package."""
+    return [sys.executable, "-P", "-m", "pcnctl", *args]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
@@ -80,15 +79,15 @@ _DROP_FIRST = (
 )
 
 
-def _width(out: IO[str]) -> int:
-    """COLUMNS when set, else the terminal's width, else wide: off a terminal (a pipe, a file) rows stay on
-    one line."""
-    import shutil
-
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit():
-        return int(columns)
-    return shutil.get_terminal_size((80, 24)).columns if out.isatty() else 240
+def _width(out: IO[str], width: int | None) -> int:
+    """The width the caller knows (the terminal's, or ``$COLUMNS``, read at the edge), else wide: off a
+    terminal (a pipe, a file) rows stay on one line."""
+    if width is not None:
+        return width
+    try:
+        return 80 if out.isatty() else 240
+    except ValueError:
+        return 240
 
 
 def _fit(columns: list[str], longest: list[int], width: int) -> list[int]:
@@ -113,8 +112,10 @@ def render(
     *,
     stream: IO[str] | None = None,
     title: str | None = None,
+    width: int | None = None,
 ) -> int:
-    """Write ``rows`` to ``stream`` (stdout) in ``fmt``; returns how many rows were written."""
+    """Write ``rows`` to ``stream`` (stdout) in ``fmt``; returns how many rows were written. ``width``: the
+    terminal's columns as the edge read them (tables only)."""
     out = stream or sys.stdout
     if fmt == "json":
         return _render_json(rows, columns, out)
@@ -146,7 +147,7 @@ def render(
         from rich.console import Console
         from rich.table import Table
 
-        width = _width(out)
+        width = _width(out, width)
         longest = [max([len(c), *(len(v[i]) for v in materialised)]) for i, c in enumerate(columns)]
         keep = _fit(list(columns), longest, width)
         table = Table(title=title, show_edge=False, header_style="bold")

@@ -31,7 +31,7 @@ class Lab(LabProcess):
     """A running lab, with the helpers the tests use on top of its control endpoints."""
 
     def __init__(self, data_dir: Path, *args: str) -> None:
-        super().__init__(data_dir, *args)
+        super().__init__(data_dir, *args, environ=os.environ)
         self.replayed: dict[str, Any] = {}  # replay() key -> what its first run returned
 
     @property
@@ -145,8 +145,6 @@ class MemoryKeyring(KeyringBackend):
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets its own config and state dir, no secrets or width in the environment, no keyring."""
-    from pcnctl.ent import credentials
-
     for name in list(os.environ):
         if name.startswith("PCNCTL_"):
             monkeypatch.delenv(name)
@@ -159,10 +157,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     monkeypatch.setenv("PCNCTL_NO_KERNEL_KEYRING", "1")
     previous = keyring.get_keyring()
     keyring.set_keyring(NullKeyring())
-    credentials._MEMORY.clear()
     yield
     keyring.set_keyring(previous)
-    credentials._MEMORY.clear()
 
 
 @pytest.fixture
@@ -190,9 +186,6 @@ class Cli:
         self.monkeypatch = monkeypatch
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-        from pcnctl.ent import credentials
-
-        credentials._MEMORY.clear()  # each command is a new process for the user: nothing typed survives
         result = self.runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
         return Run(result.exit_code, result.stdout, result.stderr)
 
@@ -244,3 +237,13 @@ def adml(lab: Lab, cli: Cli) -> Cli:
     assert result.exit_code == 0, result.stderr
     cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code)
     return cli
+
+
+def driver_for(name: str) -> Any:
+    """A driver for the pcnctl profile ``name`` of the test's config, in an environment read now (as a
+    new command would read it)."""
+    from pcnctl.cli._common import begin, get_driver
+    from pcnctl.env import Environment
+
+    begin(Environment.read())
+    return get_driver(name)

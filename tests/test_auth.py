@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pcnctl.config import resolve_profile
-from pcnctl.ent.edifice.driver import EdificeDriver
-from tests.conftest import Cli, Lab, MemoryKeyring, add_token_profile
+from tests.conftest import Cli, Lab, MemoryKeyring, add_token_profile, driver_for
 from tests.contract import load
 
 
@@ -142,7 +140,7 @@ def test_keyring_login_save_status_logout(lab: Lab, cli: Cli, memory_keyring: Me
 
 
 def test_session_expiring_mid_run_is_renewed_once(lab: Lab, admc: Cli) -> None:
-    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver = driver_for("lab")
     assert driver.list_users(driver.list_schools()[0].id, profiles=["Guest"]) is not None
     lab.write_sql("DELETE FROM sessions")  # the ENT drops every session (restart, admin action)
     driver._schools = None
@@ -207,7 +205,7 @@ def test_lab_security_gate(lab: Lab) -> None:
 
 def test_an_expired_session_sent_to_an_sso_portal_is_renewed(lab: Lab, admc: Cli) -> None:
     """A platform with a ``loginUri`` sends expired sessions to its SSO portal, not to /auth/login."""
-    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver = driver_for("lab")
     driver.list_schools()
     lab.knobs(login_uri="https://sso.example.fr/cas/login?service=ent")
     lab.write_sql("DELETE FROM sessions")

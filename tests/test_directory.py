@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pcnctl.config import resolve_profile
-from pcnctl.ent.edifice.driver import EdificeDriver
 from pcnctl.uai import is_valid
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, driver_for
 
 
 def test_schools_list_json_matches_the_lab(lab: Lab, admc: Cli) -> None:
@@ -126,7 +124,7 @@ def _alias(lab: Lab, uai: str) -> tuple[str, str]:
 def test_a_generated_login_is_found_with_a_name_search_not_a_listing(lab: Lab, admc: Cli) -> None:
     """No platform route searches by login: pcnctl asks the admin list for the login's first and last
     names, a handful of rows, instead of the whole platform."""
-    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver = driver_for("lab")
     driver.list_users(driver.list_schools()[0].id, profiles=["Guest"])  # the second factor, once
     driver.whoami()
     login = lab.info["accounts"]["student"]["login"]

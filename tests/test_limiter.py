@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from pcnctl.config import resolve_profile
 from pcnctl.ent import roundtrip
 from pcnctl.ent.edifice.driver import EdificeDriver
 from pcnctl.ent.fanout import CircuitOpenError, Fanout, Outcome
@@ -26,7 +25,7 @@ from pcnctl.ent.http import HttpClient, RetryPolicy
 from pcnctl.ent.limiter import Breaker, BreakerSettings, Decision, Limiter, LimiterSettings, RateCap
 from pcnctl.errors import ExitCode, TransportError
 from pcnctl.ops.targets import read_refs_file
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, driver_for
 from tests.test_accounts import log_counts, students
 
 SINGLE = RetryPolicy(attempts=1)
@@ -295,7 +294,7 @@ def _record_in_thread(http: HttpClient) -> list[tuple[float, float]]:
 
 def lab_driver(lab: Lab, admc: Cli) -> EdificeDriver:
     assert admc("auth", "login").exit_code == 0
-    return EdificeDriver.open(resolve_profile("lab"))
+    return driver_for("lab")
 
 
 def block_run(driver: EdificeDriver, ids: list[str], **kwargs: object) -> Fanout[str]:

@@ -15,7 +15,7 @@ import requests
 from pcnctl.ent.edifice.auth import login_page_error
 from pcnctl.models import RelationCut
 from tests import state
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, driver_for
 
 
 def login(lab: Lab, user: str) -> requests.Session:
@@ -146,10 +146,8 @@ def test_a_hand_change_between_block_and_unblock_is_reported_and_kept(lab: Lab, 
         == 0
     )
     # An administrator restores one relation and adds a new one by hand, through the ENT's own API.
-    from pcnctl.config import resolve_profile
-    from pcnctl.ent.edifice.driver import EdificeDriver
 
-    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver = driver_for("lab")
     driver.add_relation(ids["Student"], ids["Teacher"])
     driver.add_relation(ids["Student"], ids["Guest"])
     lifted = admc("messaging", "unblock", "--school", SCHOOL, "--yes", "-o", "json")
@@ -595,8 +593,6 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
     group still sends to (so the server cuts its members' link with that relation): both restored as
     they were, whatever the server did in between."""
     admc.open_incidents("INC-I")
-    from pcnctl.config import resolve_profile
-    from pcnctl.ent.edifice.driver import EdificeDriver
 
     p = pupil_paths(lab, COLLEGE)
     relatives = lab.sql(
@@ -604,7 +600,7 @@ def test_incoming_only_groups_and_side_effects_come_back_exactly(lab: Lab, admc:
         " AND g.profile = 'Relative'",
         p["class_students"],
     )[0][0]
-    driver = EdificeDriver.open(resolve_profile("lab"))  # the profile the admc fixture set up
+    driver = driver_for("lab")  # the profile the admc fixture set up
     driver.set_users_link(p["class_students"], "INCOMING")  # Group->User edges stay, as on the platform
     assert driver.remove_relation(relatives, p["class_teachers"]) == RelationCut("BOTH", "OUTGOING")
     before = school_state(lab, COLLEGE)

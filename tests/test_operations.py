@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests import state
-from tests.conftest import Cli, Lab, played_wave
+from tests.conftest import Cli, Lab, driver_for, played_wave
 
 INC = "INC-DOOR"
 SCHOOLS = ("0782268S", "0948617F")
@@ -383,14 +383,13 @@ def test_d1_a_profile_block_with_a_school_failing_is_not_done(admc: Cli, lab: La
 def test_d2_resume_reports_failures_and_goes_on_with_the_other_runs(admc: Cli, lab: Lab) -> None:
     """Two interrupted runs: an account block whose calls are refused, then a banner. Resume exits 6 and
     still posts the banners."""
-    from pcnctl.cli._common import get_driver
     from pcnctl.ops.context import RunContext
     from pcnctl.state.incidents import create_incident
     from pcnctl.state.store import StateStore
 
     pupils = [i for i, _ in students(lab, SCHOOLS[0], 2)]
     store = StateStore(home())
-    driver = get_driver("lab")
+    driver = driver_for("lab")
     schools = sorted(driver.list_schools(), key=lambda s: s.uai)[:2]
     with RunContext.create(driver, create_incident(store, "INC-D2"), store) as ctx:
         ctx.start("accounts.block", {}, [{"key": p, "blocked": False} for p in pupils])

@@ -18,7 +18,7 @@ import pytest
 
 from pcnctl.state.store import StateStore
 from tests import state
-from tests.conftest import Cli, Lab
+from tests.conftest import Cli, Lab, driver_for
 
 
 def home() -> Path:
@@ -281,13 +281,12 @@ def test_resume_refuses_a_plan_injected_into_the_journal(admc: Cli, lab: Lab) ->
 
 def test_a_resumed_banner_run_never_posts_twice(admc: Cli, lab: Lab) -> None:
     """A banner whose answer was lost is reported, not posted again; the others are posted once."""
-    from pcnctl.cli._common import get_driver
     from pcnctl.ops import banners
     from pcnctl.ops.context import RunContext
     from pcnctl.state.incidents import create_incident
 
     store = StateStore(home())
-    driver = get_driver("lab")
+    driver = driver_for("lab")
     schools = sorted(driver.list_schools(), key=lambda s: s.uai)[:3]
     with RunContext.create(driver, create_incident(store, "INC-N"), store) as ctx:
         params = {"title": "Info", "message": "Ne les ouvrez pas", "profiles": ["Teacher"]}
@@ -435,7 +434,6 @@ def test_a_school_blocked_by_two_incidents_stays_cut_until_both_let_go(admc: Cli
 
 
 def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: Lab) -> None:
-    from pcnctl.cli._common import get_driver
     from pcnctl.ops.context import RunContext
     from pcnctl.ops.messaging_lift import OP_UNBLOCK
     from pcnctl.state import blocks as registry
@@ -463,7 +461,7 @@ def test_an_interrupted_lift_resumes_and_restores_every_school(admc: Cli, lab: L
     )
     assert admc(*block, "--school", uais[0], "--school", uais[1]).exit_code == 0
     store = StateStore(home())
-    driver = get_driver("lab")
+    driver = driver_for("lab")
     held = registry.active_blocks(store, lab.url)
     with RunContext.create(driver, Incident.load(store, "INC-U"), store) as ctx:
         items = [{"key": b.id, "uai": b.uai, "method": b.method} for b in held]

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pcnctl.config import resolve_profile
-from pcnctl.ent.edifice.driver import EdificeDriver
 from pcnctl.ent.http import HttpClient, RetryPolicy, parse_retry_after
 from pcnctl.errors import ServerError, TransportError
-from tests.conftest import Cli, Lab, add_token_profile
+from tests.conftest import Cli, Lab, add_token_profile, driver_for
 
 
 def free_port() -> int:
@@ -31,7 +29,7 @@ def test_unreachable_server(cli: Cli) -> None:
 
 
 def test_capacity_limit_is_absorbed_by_retries_honouring_retry_after(lab: Lab, admc: Cli) -> None:
-    driver = EdificeDriver.open(resolve_profile("lab"))
+    driver = driver_for("lab")
     waits: list[float] = []
     driver.http._sleep = lambda seconds: (waits.append(seconds), time.sleep(seconds))  # type: ignore[func-returns-value]
     lab.knobs(capacity=3)

@@ -26,7 +26,7 @@ from pcnctl.cli import (
     profile,
     rollback,
 )
-from pcnctl.cli._common import State
+from pcnctl.cli._common import begin
 from pcnctl.cli.examples import examples
 from pcnctl.help import HELP
 
@@ -56,13 +56,11 @@ def root(
     Exit codes: 0 ok, 1 internal error, 2 bad input, 3 config/auth, 4 refused by the ENT, 5 ENT unavailable,
     6 partial failure, 7 refused by a safety rule, 8 playbook, 10/11 audit findings, 130 interrupted.
     """
-    if ent:
-        # Given before the subcommand: its own -p option reads the same variable as its default.
-        os.environ["PCNCTL_PROFILE"] = ent
-    # Decided again by every invocation (the tests run many in one process): the flag, else the variable.
-    State.debug = debug or bool(os.environ.get("PCNCTL_DEBUG"))
-    State.reset()
-    if State.debug:
+    from pcnctl.env import Environment
+
+    # Read once per invocation (the tests run many in one process): the flags, else the variables.
+    env = begin(Environment.read(profile=ent, debug=debug)).env
+    if env.debug:
         import logging  # only with --debug: it costs start-up time every other run
 
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")

@@ -10,6 +10,8 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -18,8 +20,10 @@ import typer
 from pcnctl.errors import ExitCode, PcnError
 
 if TYPE_CHECKING:
-    from pcnctl.config import Profile
+    from pcnctl.config import Config, Profile
+    from pcnctl.ent.credentials import Secrets
     from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.env import Environment
     from pcnctl.ops.operation import Verdict
     from pcnctl.ops.runner import Opening
     from pcnctl.records import JsonValue
@@ -29,52 +33,77 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class State:
-    """What the top-level options decided for this invocation (set by the root callback each time)."""
+@dataclass
+class Invocation:
+    """One run of the command line: its environment, read once at its start, the secrets it finds or is
+    given, and the state store it opened (once)."""
 
-    debug: bool = False
+    env: Environment
+    secrets: Secrets
     store: StateStore | None = None
 
-    @classmethod
-    def reset(cls) -> None:
-        if cls.store is not None:
-            cls.store.close()
-        cls.store = None
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+_CURRENT: ContextVar[Invocation | None] = ContextVar("pcnctl_invocation", default=None)
+
+
+def begin(env: Environment) -> Invocation:
+    """Start an invocation (the root callback, at every run: tests run many in one process)."""
+    from pcnctl.ent.credentials import Secrets
+
+    previous = _CURRENT.get()
+    if previous is not None:
+        previous.close()
+    now = Invocation(env, Secrets(env))
+    _CURRENT.set(now)
+    return now
+
+
+def invocation() -> Invocation:
+    """The current invocation; outside a command line run (a test calling a helper), one over the process
+    environment as it is now."""
+    from pcnctl.env import Environment
+
+    return _CURRENT.get() or begin(Environment.read())
 
 
 def get_state() -> StateStore:
     """The home's state store, opened once per invocation; a 0.1 home is migrated into it on first use.
     ``PCNCTL_AUDIT_KEY``, when set, signs the audit log (an HMAC per entry); else the key ``profile add
     --audit-key`` kept in the keyring for this home, when the store says there is one."""
-    if State.store is None:
-        from pcnctl.config import state_dir
+    now = invocation()
+    if now.store is None:
         from pcnctl.ent import credentials
         from pcnctl.state.migrate import migrate
         from pcnctl.state.store import StateStore
 
-        key = os.environ.get("PCNCTL_AUDIT_KEY")
-        State.store = StateStore(state_dir(), audit_key=key.encode() if key else None)
-        if not key and State.store.setting(credentials.AUDIT_KEY_SETTING) == "keyring":
-            State.store.audit_key = credentials.load_audit_key(State.store.home)
-            if State.store.audit_key is None:
+        key = now.env.audit_key
+        store = now.store = StateStore(now.env.home, audit_key=key)
+        if not key and store.setting(credentials.AUDIT_KEY_SETTING) == "keyring":
+            store.audit_key = credentials.load_audit_key(store.home)
+            if store.audit_key is None:
                 warn(
                     "the audit log is signed with a key kept in the keyring, which is not reachable "
                     "here: set PCNCTL_AUDIT_KEY, or this command's entries go unsigned"
                 )
-        if migrate(State.store):
-            note(f"Imported the incidents of {State.store.home} into its state store (state.db)")
-    return State.store
+        if migrate(store):
+            note(f"Imported the incidents of {store.home} into its state store (state.db)")
+    return now.store
 
 
 def audit_key_source() -> str | None:
     """Where the key that signs this home's audit log comes from (``PCNCTL_AUDIT_KEY``, ``keyring``), or
     None when the entries written here would not be signed. The state store is not opened for this."""
-    from pcnctl.config import state_dir
     from pcnctl.ent import credentials
 
-    if os.environ.get("PCNCTL_AUDIT_KEY"):
+    env = invocation().env
+    if env.audit_key:
         return "PCNCTL_AUDIT_KEY"
-    return "keyring" if credentials.load_audit_key(state_dir()) is not None else None
+    return "keyring" if credentials.load_audit_key(env.home) is not None else None
 
 
 def _profile_names(incomplete: str) -> list[str]:
@@ -83,7 +112,7 @@ def _profile_names(incomplete: str) -> list[str]:
     from pcnctl.errors import PcnError
 
     try:
-        return [name for name in load_config().profiles if name.startswith(incomplete)]
+        return [name for name in load_config(invocation().env.config).profiles if name.startswith(incomplete)]
     except PcnError:
         return []
 
@@ -94,7 +123,6 @@ ProfileOpt = Annotated[
         "--ent",
         "--ent-profile",
         "-p",
-        envvar="PCNCTL_PROFILE",
         help="pcnctl profile (ENT connection) to use (default: the current one).",
         autocompletion=_profile_names,
     ),
@@ -106,6 +134,7 @@ OutputOpt = Annotated[
     str,
     typer.Option("--output", "-o", help="Output format: table, json, jsonl, csv or markdown."),
 ]
+STEP_COLUMNS = ("step", "op", "status", "summary")  # a playbook's steps, as every playbook command shows them
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only data on stdout; no notes on stderr.")]
 ConcurrencyOpt = Annotated[
     int | None,
@@ -167,7 +196,7 @@ def handle_errors(fn: F) -> F:
 
 def _traceback() -> None:
     """With --debug, the traceback goes to stderr; the exit code stays the documented one."""
-    if State.debug:
+    if invocation().env.debug:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
@@ -239,15 +268,25 @@ def ent_of(name: str | None) -> str:
 
 
 def get_profile(name: str | None) -> Profile:
-    from pcnctl.config import resolve_profile
+    """The pcnctl profile asked for: the command's ``-p``, else the one given before the subcommand or in
+    ``$PCNCTL_PROFILE`` (the environment read at the start), else the current one."""
+    from pcnctl.config import load_config, resolve_profile
 
-    return resolve_profile(name)
+    env = invocation().env
+    return resolve_profile(name or env.profile, load_config(env.config))
+
+
+def get_config() -> Config:
+    from pcnctl.config import load_config
+
+    return load_config(invocation().env.config)
 
 
 def open_driver(profile: Profile, *, use_cache: bool = True) -> EdificeDriver:
     from pcnctl.ent.edifice.driver import EdificeDriver
 
-    return EdificeDriver.open(profile, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note)
+    secrets = invocation().secrets
+    return EdificeDriver.open(profile, secrets, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note)
 
 
 def get_driver(name: str | None) -> EdificeDriver:
@@ -260,10 +299,15 @@ def emit(
 ) -> int:
     from pcnctl.output import render
 
-    count = render(rows, check_format(fmt), columns, title=title)
+    count = render(rows, check_format(fmt), columns, title=title, width=terminal_width())
     if count == 0 and fmt == "table":
         note("no results")
     return count
+
+
+def terminal_width() -> int | None:
+    """The terminal's columns (or ``$COLUMNS``), as read when the command started; None off a terminal."""
+    return invocation().env.terminal.columns
 
 
 def emit_record(record: Mapping[str, JsonValue], fmt: str) -> None:
@@ -330,9 +374,9 @@ def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
     if not profile.canary:
         return None
     from pcnctl.config import make_profile
-    from pcnctl.ent import credentials
 
-    secret = credentials.lookup(profile, "canary_password")
+    secrets = invocation().secrets
+    secret = secrets.lookup(profile, "canary_password")
     if secret is None:
         warn(
             f"canary {profile.canary} configured but PCNCTL_CANARY_PASSWORD is not set: "
@@ -342,7 +386,7 @@ def canary_driver(profile: Profile) -> Callable[[], EdificeDriver] | None:
     canary = make_profile(
         f"{profile.name}.canary", url=profile.url, login=profile.canary, ca_file=profile.ca_file
     )
-    credentials.provide(canary, "password", secret.value)
+    secrets.provide(canary, "password", secret.value)
     return lambda: open_driver(canary, use_cache=False)
 
 

@@ -21,6 +21,7 @@ from pcnctl.cli._common import (
     handle_errors,
     note,
     tell,
+    terminal_width,
 )
 from pcnctl.cli.examples import examples
 
@@ -79,7 +80,7 @@ def show_plan(summary: str, rows: list[Row], columns: tuple[str, ...], quiet: bo
     if quiet:
         return
     sys.stderr.write(summary + "\n")
-    render(rows, "table", columns, stream=sys.stderr)
+    render(rows, "table", columns, stream=sys.stderr, width=terminal_width())
 
 
 def run_op(
@@ -510,7 +511,7 @@ def quarantine(
     ('pcnctl playbook resume ID'), run again safely (what is done is found done), undone by
     'pcnctl rollback ID' where it can be (the block; purges and resets are listed as irreversible).
     """
-    from pcnctl.cli.playbook import _execute, load_valid, show_plan
+    from pcnctl.cli._playbooks import execute, load_valid, show_plan
     from pcnctl.errors import UsageError
     from pcnctl.playbooks import SHIPPED, runner
     from pcnctl.timespec import parse_when
@@ -530,4 +531,4 @@ def quarantine(
         "reset its password.",
         yes=yes,
     )
-    _execute(playbook, inputs, incident, profile, None, True, output, quiet)
+    execute(playbook, inputs, incident, profile, None, True, output, quiet)

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pcnctl.cli._common import EntProfileOpt, check_writable, get_driver, get_state, handle_errors
+from pcnctl.cli._common import (
+    EntProfileOpt,
+    check_writable,
+    get_config,
+    get_driver,
+    get_state,
+    handle_errors,
+)
 
 if TYPE_CHECKING:
     from pcnctl.reports.audit.checks import Thresholds
@@ -58,7 +65,7 @@ def run(
 
     Exit codes: 0 clean, 10 warnings, 11 critical findings; 3/4/5/7 when the audit could not run.
     """
-    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.forensics.mailstore import optional_mailstore
     from pcnctl.reports.audit import render
     from pcnctl.reports.audit import run as core
     from pcnctl.reports.audit.checks import CHECKS
@@ -72,7 +79,7 @@ def run(
         driver = get_driver(profile)
         ent = ent_key(driver.profile.url)
         start, end = core.window(state, since, ent)
-        store = Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
+        store = optional_mailstore(driver.profile)
         try:
             report = core.run(
                 driver, state, store, names, start, end, thresholds, patterns, progress=not quiet
@@ -126,10 +133,9 @@ def _settings(
     watchlist: Path | None, mass_messages: int | None
 ) -> tuple[Thresholds, tuple[tuple[str, str], ...] | None]:
     """The thresholds and the watchlist: the options, else the config file's 'audit' section."""
-    from pcnctl.config import load_config
     from pcnctl.reports.audit.checks import Thresholds, load_watchlist
 
-    settings = load_config().audit
+    settings = get_config().audit
     source = watchlist or (Path(settings["watchlist"]) if settings.get("watchlist") else None)
     thresholds = Thresholds(**{k: v for k, v in settings.items() if k != "watchlist"})
     if mass_messages is not None:

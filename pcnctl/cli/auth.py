@@ -13,6 +13,7 @@ from pcnctl.cli._common import (
     emit_record,
     get_profile,
     handle_errors,
+    invocation,
     note,
     open_driver,
 )
@@ -44,6 +45,7 @@ def login(
     from pcnctl.ent import credentials
 
     prof = get_profile(profile)
+    secrets = invocation().secrets
     kinds = credentials.needed_kinds(prof)
     if save and not credentials.keyring_available():
         from pcnctl.errors import ConfigError
@@ -59,20 +61,20 @@ def login(
             from pcnctl.errors import UsageError
 
             raise UsageError("--secret-stdin given but standard input was empty")
-        credentials.provide(prof, kinds[0], value)
+        secrets.provide(prof, kinds[0], value)
     for kind in kinds:
-        found = credentials.lookup(prof, kind)
+        found = secrets.lookup(prof, kind)
         if found is None and sys.stdin.isatty():
             label = "Password" if kind == "password" else "OAuth2 client secret"
             value = typer.prompt(
                 f"{label} for {prof.login or prof.client_id} on {prof.url}", hide_input=True, err=True
             )
-            credentials.provide(prof, kind, value)
-            found = credentials.lookup(prof, kind)
+            secrets.provide(prof, kind, value)
+            found = secrets.lookup(prof, kind)
         if save and found is not None and found.source == "prompt":
             credentials.store(prof, kind, found.value)
             note(f"{kind} saved in the keyring")
-    credentials.drop_session(prof)
+    secrets.drop_session(prof)
     driver = open_driver(prof, use_cache=False)  # a new session, opened with the secret just given
     ident = driver.whoami()
     driver.pass_second_factor()  # now, so that the cached session needs no code for the rest of the shift
@@ -82,7 +84,7 @@ def login(
         f"{credentials.SESSION_TTL_S // 3600} h",
     }
     if driver.auth.remember(driver.http, ident.user_id):
-        cached = where[credentials.session_store()]
+        cached = where[secrets.session_store()]
     elif not credentials.cacheable(prof):
         cached = "; a service token is not cached (each command asks for its own)"
     else:
@@ -99,11 +101,12 @@ def status(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     from pcnctl.errors import PcnError
 
     prof = get_profile(profile)
+    secrets = invocation().secrets
     record: JsonObject = {"profile": prof.name, "url": prof.url, "auth": prof.auth}
     for kind in credentials.needed_kinds(prof):
-        found = credentials.lookup(prof, kind)
+        found = secrets.lookup(prof, kind)
         record[f"{kind}_source"] = found.source if found else "missing"
-    record["cached_session"] = credentials.load_session(prof) is not None
+    record["cached_session"] = secrets.load_session(prof) is not None
     try:
         ident = open_driver(prof).whoami()
         record.update({"session": "valid", **{f"identity_{k}": v for k, v in ident.to_row().items()}})
@@ -129,7 +132,7 @@ def logout(
 
     prof = get_profile(profile)
     http = EdificeDriver.client(prof)
-    auth = EdificeAuth(prof)
+    auth = EdificeAuth(prof, invocation().secrets)
     http.authenticator = auth
     if auth.resume(http):  # only a session the ENT still names as this profile's user is closed there
         auth.logout(http)

@@ -17,6 +17,7 @@ from pcnctl.cli._common import (
     get_driver,
     handle_errors,
     note,
+    terminal_width,
     warn,
 )
 
@@ -75,8 +76,8 @@ def hunt(
     X-Forwarded-For (the profile's --trusted-proxies); see docs/hunt.md. The CSV output (id column) feeds
     'pcnctl accounts block --from-file'.
     """
-    from pcnctl.cli.messages import open_mailstore
     from pcnctl.forensics import hunt as core
+    from pcnctl.forensics.mailstore import open_mailstore
 
     check_format(output)
     query = _query(message, from_search, account, ip, ua, since, until, baseline, min_score)
@@ -156,7 +157,7 @@ def _emit(result: HuntResult, output: str, out: Path | None) -> None:
         if output == "json":
             stream.write(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n")
         else:
-            render(result.rows(), output, COLUMNS, stream=stream)
+            render(result.rows(), output, COLUMNS, stream=stream, width=terminal_width())
 
     write(sys.stdout)
     if out is not None:

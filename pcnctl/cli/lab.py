@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,8 +119,7 @@ def attack(
     ] = False,
 ) -> None:
     """Play a bomb-threat wave through the lab's real routes; ground truth in DATA/attack-truth.json."""
-    import subprocess
-
+    from pcnctl.env import child_environ
     from pcnctl.errors import UsageError
 
     if not (data / "lab.json").exists():
@@ -143,8 +144,14 @@ def attack(
         )
         log = (data / "attack.log").open("w")
         proc = subprocess.Popen(
-            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=child_environ(os.environ),
         )
+        _check_started(proc, data)
         (data / "attack.pid").write_text(str(proc.pid))
         typer.echo(proc.pid)
         note(f"Wave running in the background (pid {proc.pid}); ground truth: {data / 'attack-truth.json'}")
@@ -171,6 +178,20 @@ def attack(
         f"{truth['refused']} refused; "
         f"{len(truth['noise_messages'])} ordinary message(s). Truth: {data / 'attack-truth.json'}"
     )
+
+
+def _check_started(proc: subprocess.Popen[Any], data: Path) -> None:
+    """A background wave that dies at once (an import error, a lab gone) is reported, not left in its log:
+    wait until it writes its ground truth or ends."""
+    import time
+
+    from pcnctl.lab.process import child_failed
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None and not (data / "attack-truth.json").exists():
+        time.sleep(0.05)
+    if proc.poll() not in (None, 0):
+        raise child_failed("the background wave", data / "attack.log", proc.returncode)
 
 
 @app.command("drill", epilog=examples("lab drill"))
@@ -247,6 +268,7 @@ def drill(
     report = core.run(
         data,
         plan,
+        environ=os.environ,
         playbook=playbook or core.PLAYBOOK,
         on_step=lambda s: note(f"  [{s.status}] {s.id}: {s.summary}"),
     )

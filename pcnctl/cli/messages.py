@@ -22,13 +22,12 @@ from pcnctl.cli._common import (
     note,
     record_in,
     tell,
+    terminal_width,
 )
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
-    from pcnctl.config import Profile
     from pcnctl.ent.platform import EntDriver
-    from pcnctl.forensics.mailstore import Mailstore
     from pcnctl.forensics.search import SearchResult
 
 app = typer.Typer(help="Search, show, preserve and purge messages across mailboxes.", no_args_is_help=True)
@@ -51,12 +50,6 @@ MATCH_COLUMNS = (
     "has_attachment",
     "similarity",
 )
-
-
-def open_mailstore(profile: Profile, dsn: str | None) -> Mailstore:
-    from pcnctl.forensics.mailstore import open_mailstore as opened
-
-    return opened(profile, dsn)
 
 
 @app.command("search", epilog=examples("messages search"))
@@ -102,6 +95,7 @@ def search(
 ) -> None:
     """Search every mailbox (through the mailstore) for messages matching the filters."""
     from pcnctl.forensics import search as core
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.timespec import parse_when
 
     query = core.Query(
@@ -170,6 +164,7 @@ def _blast_radius(result: SearchResult) -> None:
         ("school", "messages", "recipients"),
         stream=sys.stderr,
         title="per school (recipients)",
+        width=terminal_width(),
     )
     render(
         result.by_sender(),
@@ -177,6 +172,7 @@ def _blast_radius(result: SearchResult) -> None:
         ("login", "schools", "messages", "recipients"),
         stream=sys.stderr,
         title="per sender",
+        width=terminal_width(),
     )
 
 
@@ -190,6 +186,7 @@ def show(
 ) -> None:
     """One message in full: content, sender, recipients, mailbox copies, attachments."""
     from pcnctl.errors import UsageError
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.timespec import iso
 
     driver = get_driver(profile)
@@ -254,6 +251,7 @@ def evidence_(
 ) -> None:
     """Preserve the messages of a saved search in the incident: full content, hashed, for the complaint."""
     from pcnctl.forensics import evidence
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.forensics.search import load_saved
 
     saved = load_saved(from_search)
@@ -299,6 +297,7 @@ def purge_(
 ) -> None:
     """Purge a saved search's messages from every mailbox, after taking evidence of them."""
     from pcnctl.cli._common import command_door
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.forensics.search import load_saved
     from pcnctl.ops import purge, runner
 
@@ -346,6 +345,7 @@ def senders(
     """
     from datetime import UTC, datetime
 
+    from pcnctl.forensics.mailstore import optional_mailstore
     from pcnctl.forensics.senders import Thresholds
     from pcnctl.forensics.senders import senders as core
     from pcnctl.timespec import parse_when
@@ -353,7 +353,7 @@ def senders(
     start = parse_when(since or "1h", future=False)
     end = parse_when(until, future=False) if until else datetime.now(UTC)
     driver = get_driver(profile)
-    store = open_mailstore(driver.profile, mailstore) if (mailstore or driver.profile.mailstore) else None
+    store = optional_mailstore(driver.profile, mailstore)
     try:
         rows = core(
             driver,
@@ -432,7 +432,13 @@ def export_affected(
         else:
             from pcnctl.cli._common import check_format
 
-            render([school.to_row() for school in rows], check_format(output), export.COLUMNS, stream=stream)
+            render(
+                [school.to_row() for school in rows],
+                check_format(output),
+                export.COLUMNS,
+                stream=stream,
+                width=terminal_width(),
+            )
     finally:
         if out:
             stream.close()

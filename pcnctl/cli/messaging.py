@@ -20,6 +20,7 @@ from pcnctl.cli._common import (
     handle_errors,
     note,
     tell,
+    terminal_width,
     warn,
 )
 from pcnctl.cli.examples import examples
@@ -120,7 +121,7 @@ def block(
     if not quiet:
         from pcnctl.output import render
 
-        render(op.rows(p), "table", op.columns, stream=sys.stderr)
+        render(op.rows(p), "table", op.columns, stream=sys.stderr, width=terminal_width())
     door = command_door(state, incident, driver, yes=yes, quiet=quiet, max_concurrency=concurrency)
     verdict = runner.run(op, p, door)
     if verdict.status == "nothing":
@@ -129,7 +130,7 @@ def block(
     if verdict.checks and not quiet:
         from pcnctl.output import render
 
-        render(verdict.checks, "table", VERIFY_COLUMNS, stream=sys.stderr)
+        render(verdict.checks, "table", VERIFY_COLUMNS, stream=sys.stderr, width=terminal_width())
     note(
         f"Snapshot of the prior state sealed in {state.path} (run {verdict.run}); lift with "
         f"'pcnctl messaging unblock --incident {verdict.incident}'",

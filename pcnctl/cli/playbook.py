@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,21 +11,15 @@ from pcnctl.cli._common import (
     EntProfileOpt,
     OutputOpt,
     QuietOpt,
-    check_incident,
-    emit,
-    get_driver,
     get_state,
     handle_errors,
     note,
-    record_in,
 )
+from pcnctl.cli._playbooks import execute, load_valid, show_plan
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
-    from pcnctl.playbooks.model import Playbook, Step
-    from pcnctl.playbooks.params import StepParams
-    from pcnctl.playbooks.runner import PlaybookRun
-    from pcnctl.records import JsonObject
+    pass
 
 app = typer.Typer(help="Reviewed YAML playbooks: validate, plan, run, resume.", no_args_is_help=True)
 
@@ -34,19 +27,6 @@ FileArg = Annotated[Path, typer.Argument(help="Playbook YAML file.")]
 InputOpt = Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE (repeatable).")]
 ApproveOpt = Annotated[list[str] | None, typer.Option("--approve", help="Approve this step id (repeatable).")]
 ApproveAllOpt = Annotated[bool, typer.Option("--approve-all", help="Approve every step that needs it.")]
-STEP_COLUMNS = ("step", "op", "status", "summary")
-
-
-def load_valid(path: Path) -> Playbook:
-    from pcnctl.errors import PlaybookError
-    from pcnctl.playbooks.model import load
-
-    playbook, problems = load(path)
-    if problems or playbook is None:
-        for p in problems:
-            sys.stderr.write(f"{p}\n")
-        raise PlaybookError(f"{path}: {len(problems)} problem(s); nothing was run")
-    return playbook
 
 
 def parse_inputs(values: list[str] | None) -> dict[str, str]:
@@ -59,12 +39,6 @@ def parse_inputs(values: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--input {item!r}: expected NAME=VALUE")
         out[name.strip()] = value
     return out
-
-
-def _mailstore(driver: Any) -> Any:
-    from pcnctl.forensics.mailstore import Mailstore
-
-    return Mailstore(driver.profile.mailstore) if driver.profile.mailstore else None
 
 
 @app.command("validate", epilog=examples("playbook validate"))
@@ -88,71 +62,6 @@ def plan(
     note("Check mode: nothing was changed.")
 
 
-def show_plan(playbook: Playbook, inputs: JsonObject, profile: str | None, output: str) -> None:
-    """Check mode against the ENT, rendered: what ``playbook plan`` and a quarantine's dry run show."""
-    from pcnctl.playbooks import runner
-
-    driver = get_driver(profile)
-    store = _mailstore(driver)
-    try:
-        reports = runner.plan(playbook, inputs, driver, store, get_state())
-    finally:
-        if store is not None:
-            store.close()
-    emit([r.to_row() for r in reports], output, STEP_COLUMNS)
-
-
-def _confirm(step: Step, params: StepParams) -> bool:
-    from pcnctl.playbooks.ops import OPS
-
-    if not sys.stdin.isatty():
-        return False
-    return bool(typer.confirm(f"Step {step.id} ({OPS[step.op].summary}) needs approval. Proceed?", err=True))
-
-
-def _execute(
-    playbook: Playbook,
-    inputs: JsonObject,
-    incident_id: str | None,
-    profile: str | None,
-    approvals: list[str] | None,
-    approve_all: bool,
-    output: str,
-    quiet: bool,
-    resume_from: PlaybookRun | None = None,
-) -> None:
-    from pcnctl.ops.context import RunContext
-    from pcnctl.playbooks import runner
-
-    state = check_incident(incident_id)
-    driver = get_driver(profile)
-    inc = record_in(incident_id, driver.whoami().label, quiet, title=playbook.name)
-    ctx = RunContext.create(driver, inc, state, show_progress=not quiet)
-    store = _mailstore(driver)
-
-    def show(report: runner.StepReport) -> None:
-        note(f"[{report.status}] {report.id} ({report.op}) {report.summary}", quiet)
-
-    try:
-        reports = runner.run(
-            playbook,
-            inputs,
-            ctx,
-            store,
-            approvals=set(approvals or []),
-            approve_all=approve_all,
-            confirm=_confirm,
-            resume_from=resume_from,
-            on_step=show,
-        )
-    finally:
-        ctx.close()
-        if store is not None:
-            store.close()
-    emit([r.to_row() for r in reports], output, STEP_COLUMNS)
-    note(f"Playbook {playbook.name!r} completed in incident {inc.id}", quiet)
-
-
 @app.command("run", epilog=examples("playbook run"))
 @handle_errors
 def run(
@@ -173,7 +82,7 @@ def run(
 
     playbook = load_valid(file)
     inputs = runner.coerce_inputs(playbook, parse_inputs(input_))
-    _execute(playbook, inputs, incident, profile, approve, approve_all, output, quiet)
+    execute(playbook, inputs, incident, profile, approve, approve_all, output, quiet)
 
 
 @app.command("resume", epilog=examples("playbook resume"))
@@ -198,7 +107,7 @@ def resume(
     path = runner.check_unchanged(state)
     playbook = load_valid(path)
     note(f"Resuming {playbook.name!r}: {len(state.results)} step(s) already done", quiet)
-    _execute(
+    execute(
         playbook,
         state.inputs,
         incident,

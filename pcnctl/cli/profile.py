@@ -11,8 +11,11 @@ from pcnctl.cli._common import (
     audit_key_source,
     emit,
     emit_record,
+    get_config,
+    get_profile,
     get_state,
     handle_errors,
+    invocation,
     note,
 )
 
@@ -79,11 +82,11 @@ def add(
     """Add a profile. Secrets are not stored here: see 'pcnctl auth login --save' or PCNCTL_PASSWORD."""
     from pathlib import Path
 
-    from pcnctl.config import load_config, make_profile, save_config
+    from pcnctl.config import make_profile, save_config
     from pcnctl.ent import credentials
     from pcnctl.errors import ConfigError, UsageError
 
-    config = load_config()
+    config = get_config()
     if name in config.profiles and not force:
         raise UsageError(f"profile {name!r} already exists", hint="pass --force to replace it")
     if audit_key and not audit_key_source() and not credentials.keyring_available():
@@ -125,7 +128,6 @@ def add(
 def _offer_audit_key(wanted: bool) -> None:
     """Sign the home's audit log when asked to, or say that it is not signed and how to sign it: without a
     key, entries forged with a recomputed chain are caught only by the seal in the state store."""
-    from pcnctl.config import state_dir
     from pcnctl.ent import credentials
 
     source = audit_key_source()
@@ -135,8 +137,8 @@ def _offer_audit_key(wanted: bool) -> None:
         return
     if not wanted:
         note(
-            f"The audit log in {state_dir()} is not signed: add --audit-key to keep a signing key in the "
-            "keyring (never in the config file), or set PCNCTL_AUDIT_KEY"
+            f"The audit log in {invocation().env.home} is not signed: add --audit-key to keep a signing key "
+            "in the keyring (never in the config file), or set PCNCTL_AUDIT_KEY"
         )
         return
     state = get_state()
@@ -154,7 +156,7 @@ def _forget_replaced(previous: Profile, profile: Profile) -> None:
     from pcnctl.config import replaced_account
     from pcnctl.ent import credentials
 
-    credentials.drop_session(previous)
+    invocation().secrets.drop_session(previous)
     if replaced_account(previous, profile):
         removed = credentials.forget(previous, ("password", "client_secret"))
         if removed:
@@ -165,9 +167,8 @@ def _forget_replaced(previous: Profile, profile: Profile) -> None:
 @handle_errors
 def list_(output: OutputOpt = "table") -> None:
     """List profiles."""
-    from pcnctl.config import load_config
 
-    config = load_config()
+    config = get_config()
     rows = [
         {"name": p.name, "current": p.name == config.current, "url": p.url, "auth": p.auth, "login": p.login}
         for p in config.profiles.values()
@@ -182,13 +183,12 @@ def show(
     output: OutputOpt = "table",
 ) -> None:
     """Show one profile's settings and where its secrets would come from."""
-    from pcnctl.config import resolve_profile
     from pcnctl.ent import credentials
 
-    profile = resolve_profile(name)
+    profile = get_profile(name)
     record: JsonObject = {"name": profile.name, **profile.to_dict()}
     for kind in credentials.needed_kinds(profile):
-        found = credentials.lookup(profile, kind)
+        found = invocation().secrets.lookup(profile, kind)
         record[f"{kind}_source"] = found.source if found else "missing"
     emit_record(record, output)
 
@@ -197,17 +197,17 @@ def show(
 @handle_errors
 def remove(name: NameArg) -> None:
     """Remove a profile and its keyring entries."""
-    from pcnctl.config import load_config, resolve_profile, save_config
+    from pcnctl.config import resolve_profile, save_config
     from pcnctl.ent import credentials
 
-    config = load_config()
-    profile = resolve_profile(name, config)
+    config = get_config()
+    profile = resolve_profile(name or invocation().env.profile, config)
     del config.profiles[name]
     if config.current == name:
         config.current = None
     save_config(config)
     removed = credentials.forget(profile)
-    credentials.drop_session(profile)
+    invocation().secrets.drop_session(profile)
     note(f"Profile {name!r} removed" + (f" (keyring: {', '.join(removed)} deleted)" if removed else ""))
 
 
@@ -215,10 +215,10 @@ def remove(name: NameArg) -> None:
 @handle_errors
 def use_(name: NameArg) -> None:
     """Make a profile the current one."""
-    from pcnctl.config import load_config, resolve_profile, save_config
+    from pcnctl.config import resolve_profile, save_config
 
-    config = load_config()
-    resolve_profile(name, config)
+    config = get_config()
+    resolve_profile(name or invocation().env.profile, config)
     config.current = name
     save_config(config)
     note(f"Current profile: {name}")

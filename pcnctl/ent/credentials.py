@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, TypedDict
 
 from pcnctl.config import Profile
 from pcnctl.ent.kernelkeys import KernelKeyring
+from pcnctl.env import Environment
 from pcnctl.errors import ConfigError
 
 SERVICE = "pcnctl"
@@ -28,14 +28,6 @@ ENV_VARS = {
     "client_secret": "PCNCTL_CLIENT_SECRET",
     "canary_password": "PCNCTL_CANARY_PASSWORD",
 }
-
-
-_MEMORY: dict[tuple[str, str], str] = {}
-
-
-def provide(profile: Profile, kind: str, value: str) -> None:
-    """Hold a secret typed at a prompt for this process only (nothing is written anywhere)."""
-    _MEMORY[(profile.name, kind)] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,35 +60,6 @@ def _keyring_error(exc: Exception) -> bool:
     from keyring.errors import KeyringError
 
     return isinstance(exc, KeyringError)
-
-
-def lookup(profile: Profile, kind: str) -> Secret | None:
-    """Return the secret from the environment or the keyring, or None when neither has it."""
-    env = ENV_VARS[kind]
-    if (profile.name, kind) in _MEMORY:
-        return Secret(_MEMORY[(profile.name, kind)], "prompt")
-    if os.environ.get(env):
-        return Secret(os.environ[env], f"env:{env}")
-    try:
-        value = _keyring().get_password(SERVICE, f"{profile.name}:{kind}")
-    except Exception as exc:
-        if _keyring_error(exc):
-            return None
-        raise
-    return Secret(value, "keyring") if value else None
-
-
-def require(profile: Profile, kind: str) -> Secret:
-    """Like :func:`lookup`, but a missing secret is a :class:`ConfigError` that says how to provide it."""
-    found = lookup(profile, kind)
-    if found:
-        return found
-    env = ENV_VARS[kind]
-    what = "password" if kind == "password" else "OAuth2 client secret"
-    hint = f"set {env} (cron, CI), or store it with 'pcnctl auth login --save -p {profile.name}'"
-    if not keyring_available():
-        hint = f"this machine has no keyring (headless?): set {env} in the environment of the command"
-    raise ConfigError(f"no {what} for profile {profile.name!r}", hint=hint)
 
 
 def keyring_available() -> bool:
@@ -174,17 +137,6 @@ def create_audit_key(home: Path) -> None:
 SESSION_TTL_S = 12 * 3600  # a shift: the kernel forgets a cached session after that
 
 
-def session_store() -> str:
-    """Where ``auth login`` caches sessions here: ``keyring``, ``kernel`` (headless), or ``none``."""
-    if os.environ.get("PCNCTL_NO_SESSION_CACHE"):
-        return "none"
-    if keyring_available():
-        return "keyring"
-    if not os.environ.get("PCNCTL_NO_KERNEL_KEYRING") and KernelKeyring.open() is not None:
-        return "kernel"
-    return "none"
-
-
 class CachedSession(TypedDict, total=False):
     """A session ``auth login`` cached: a token or the session's cookies, and whose session it is.
 
@@ -212,45 +164,6 @@ def _account(profile: Profile) -> str:
     return "|".join(part for part in ((profile.login or "").lower(), profile.client_id or "") if part)
 
 
-def _slot(profile: Profile) -> str:
-    """The entry a profile's session is cached under: the profile name and a digest of the pcnctl home and
-    config file, so that another home or config with a profile of the same name never reads it."""
-    from pcnctl.config import config_path, state_dir
-
-    place = f"{state_dir().expanduser().resolve()}\0{config_path().expanduser().resolve()}"
-    return f"{profile.name}:session:{hashlib.sha256(place.encode()).hexdigest()[:20]}"
-
-
-def load_session(profile: Profile) -> CachedSession | None:
-    """The session ``auth login`` cached for this profile, if it was cached for the profile's ENT, account
-    and authentication mode; one cached for anything else (the profile changed since) is dropped."""
-    raw = _read_slot(_slot(profile)) if cacheable(profile) else None
-    if not raw:
-        return None
-    try:
-        session: CachedSession = json.loads(raw)
-    except ValueError:
-        session = {}
-    if _cached_for(session, profile):
-        return session
-    drop_session(profile)
-    return None
-
-
-def _read_slot(slot: str) -> str | None:
-    where = session_store()
-    if where == "keyring":
-        try:
-            value = _keyring().get_password(SERVICE, slot)
-        except Exception as exc:
-            if not _keyring_error(exc):
-                raise
-            return None
-        return str(value) if value else None
-    ring = KernelKeyring.open() if where == "kernel" else None
-    return ring.get(slot) if ring else None
-
-
 def _cached_for(data: object, profile: Profile) -> bool:
     """Whether what the keyring holds is a session cached for this profile's ENT, account and mode."""
     if not isinstance(data, dict):
@@ -261,28 +174,120 @@ def _cached_for(data: object, profile: Profile) -> bool:
     return owner == (profile.url, profile.auth, _account(profile)) and carried and bool(user)
 
 
-def save_session(profile: Profile, data: CachedSession) -> bool:
-    """Cache a session in the keyring, else in the kernel keyring (memory only, expiring); False when
-    neither is there or the profile's sessions are never cached (nothing is cached, and never in a file)."""
-    where = session_store()
-    if not cacheable(profile) or where == "none":
-        return False
-    owner: CachedSession = {"url": profile.url, "auth": profile.auth, "account": _account(profile)}
-    raw = json.dumps({**data, **owner})
-    if where == "keyring":
-        _keyring().set_password(SERVICE, _slot(profile), raw)
-        return True
-    ring = KernelKeyring.open()
-    return ring is not None and ring.put(_slot(profile), raw, SESSION_TTL_S)
+class Secrets:
+    """Where one invocation finds its secrets and keeps its sessions: the secret variables the edge read
+    (:attr:`pcnctl.env.Environment.secrets`), what the operator typed at a prompt (this process only), the
+    keyring; and the cache ``auth login`` fills, scoped to the invocation's home and config file."""
 
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self._typed: dict[tuple[str, str], str] = {}
 
-def drop_session(profile: Profile) -> None:
-    """Forget the profile's cached session (logout, expiry, a profile replaced or removed), and the entry
-    older versions cached under the bare profile name, which said nothing of whose session it was."""
-    if keyring_available():
-        _delete(_slot(profile))
-        _delete(f"{profile.name}:session")
-    ring = KernelKeyring.open() if session_store() == "kernel" else None
-    if ring is not None:
-        ring.drop(_slot(profile))
-        ring.drop(f"{profile.name}:session")
+    @property
+    def mfa_code(self) -> str | None:
+        return self.env.mfa_code
+
+    def provide(self, profile: Profile, kind: str, value: str) -> None:
+        """Hold a secret typed at a prompt for this process only (nothing is written anywhere)."""
+        self._typed[(profile.name, kind)] = value
+
+    def lookup(self, profile: Profile, kind: str) -> Secret | None:
+        """The secret typed here, else given by variable, else in the keyring; None when none has it."""
+        variable = ENV_VARS[kind]
+        if (profile.name, kind) in self._typed:
+            return Secret(self._typed[(profile.name, kind)], "prompt")
+        given = self.env.secret(variable)
+        if given:
+            return Secret(given, f"env:{variable}")
+        try:
+            value = _keyring().get_password(SERVICE, f"{profile.name}:{kind}")
+        except Exception as exc:
+            if _keyring_error(exc):
+                return None
+            raise
+        return Secret(value, "keyring") if value else None
+
+    def require(self, profile: Profile, kind: str) -> Secret:
+        """Like :meth:`lookup`, but a missing secret is a :class:`ConfigError` that says how to give it."""
+        found = self.lookup(profile, kind)
+        if found:
+            return found
+        variable = ENV_VARS[kind]
+        what = "password" if kind == "password" else "OAuth2 client secret"
+        hint = f"set {variable} (cron, CI), or store it with 'pcnctl auth login --save -p {profile.name}'"
+        if not keyring_available():
+            hint = (
+                f"this machine has no keyring (headless?): set {variable} in the environment of the command"
+            )
+        raise ConfigError(f"no {what} for profile {profile.name!r}", hint=hint)
+
+    # -- the session cache -------------------------------------------------------------------------------
+
+    def session_store(self) -> str:
+        """Where ``auth login`` caches sessions here: ``keyring``, ``kernel`` (headless), or ``none``."""
+        if not self.env.session_cache:
+            return "none"
+        if keyring_available():
+            return "keyring"
+        if self.env.kernel_keyring and KernelKeyring.open() is not None:
+            return "kernel"
+        return "none"
+
+    def _slot(self, profile: Profile) -> str:
+        """The entry a profile's session is cached under: the profile name and a digest of the pcnctl home
+        and config file, so that another home or config with a profile of the same name never reads it."""
+        place = f"{self.env.home.expanduser().resolve()}\0{self.env.config.expanduser().resolve()}"
+        return f"{profile.name}:session:{hashlib.sha256(place.encode()).hexdigest()[:20]}"
+
+    def load_session(self, profile: Profile) -> CachedSession | None:
+        """The session ``auth login`` cached for this profile, if it was cached for the profile's ENT,
+        account and authentication mode; one cached for anything else (the profile changed) is dropped."""
+        raw = self._read_slot(self._slot(profile)) if cacheable(profile) else None
+        if not raw:
+            return None
+        try:
+            session: CachedSession = json.loads(raw)
+        except ValueError:
+            session = {}
+        if _cached_for(session, profile):
+            return session
+        self.drop_session(profile)
+        return None
+
+    def _read_slot(self, slot: str) -> str | None:
+        where = self.session_store()
+        if where == "keyring":
+            try:
+                value = _keyring().get_password(SERVICE, slot)
+            except Exception as exc:
+                if not _keyring_error(exc):
+                    raise
+                return None
+            return str(value) if value else None
+        ring = KernelKeyring.open() if where == "kernel" else None
+        return ring.get(slot) if ring else None
+
+    def save_session(self, profile: Profile, data: CachedSession) -> bool:
+        """Cache a session in the keyring, else in the kernel keyring (memory only, expiring); False when
+        neither is there or the profile's sessions are never cached (nothing is cached, never in a file)."""
+        where = self.session_store()
+        if not cacheable(profile) or where == "none":
+            return False
+        owner: CachedSession = {"url": profile.url, "auth": profile.auth, "account": _account(profile)}
+        raw = json.dumps({**data, **owner})
+        if where == "keyring":
+            _keyring().set_password(SERVICE, self._slot(profile), raw)
+            return True
+        ring = KernelKeyring.open()
+        return ring is not None and ring.put(self._slot(profile), raw, SESSION_TTL_S)
+
+    def drop_session(self, profile: Profile) -> None:
+        """Forget the profile's cached session (logout, expiry, a profile replaced or removed), and the
+        entry older versions cached under the bare profile name, which said nothing of whose it was."""
+        if keyring_available():
+            _delete(self._slot(profile))
+            _delete(f"{profile.name}:session")
+        ring = KernelKeyring.open() if self.session_store() == "kernel" else None
+        if ring is not None:
+            ring.drop(self._slot(profile))
+            ring.drop(f"{profile.name}:session")

@@ -594,3 +594,8 @@ def open_mailstore(profile: Profile, dsn: str | None = None) -> Mailstore:
             "--mailstore DSN (or --mailstore here)",
         )
     return Mailstore(target)
+
+
+def optional_mailstore(profile: Profile, dsn: str | None = None) -> Mailstore | None:
+    """The mailstore when the profile (or the command) names one, else None: for what only gains from it."""
+    return open_mailstore(profile, dsn) if (dsn or profile.mailstore) else None

@@ -228,9 +228,9 @@ def _reach(
 
 def command(data_dir: Path, **options: Any) -> list[str]:
     """The ``pcnctl lab attack`` command line that plays a wave in a child process (drills, background)."""
-    import sys
+    from pcnctl.env import pcnctl_command
 
-    args = [sys.executable, "-m", "pcnctl", "lab", "attack", "--data", str(data_dir)]
+    args = pcnctl_command("lab", "attack", "--data", str(data_dir))
     for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):

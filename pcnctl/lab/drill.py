@@ -19,23 +19,26 @@ knobs (``lab serve``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pcnctl.env import child_environ
 from pcnctl.lab.attack import TruthJson
+from pcnctl.lab.process import child_failed
 from pcnctl.playbooks import SHIPPED
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row
 
 if TYPE_CHECKING:
     from pcnctl.config import Profile
+    from pcnctl.ent.credentials import Secrets
     from pcnctl.playbooks import runner
     from pcnctl.state.incidents import Incident
 
@@ -210,33 +213,34 @@ def run(
     root: Path,
     plan: Scenario = Scenario(),
     *,
+    environ: Mapping[str, str],
     playbook: Path = PLAYBOOK,
     on_step: Any = None,
 ) -> DrillReport:
-    """A fresh lab in ``root``, the wave played on it, the playbook's response timed and scored."""
+    """A fresh lab in ``root``, the wave played on it, the playbook's response timed and scored. The lab
+    and the wave run in ``environ`` (the caller's, pcnctl's own variables left out); the responder works
+    in an environment of its own under ``root`` (nothing of the caller's home, config or secrets)."""
     from pcnctl.lab.process import LabProcess
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, mode=0o700)
     data = root / "lab"
-    os.environ.update(
-        PCNCTL_CONFIG=str(root / "config.yaml"), PCNCTL_HOME=str(root / "state"), PCNCTL_NO_SESSION_CACHE="1"
-    )
     knobs = [
         f"--latency-ms={plan.latency_ms}",
         f"--capacity={plan.capacity}",
         f"--fail-rate={plan.fault_rate}",
     ]
-    lab = LabProcess(data, "--seed", plan.preset, *knobs, log=(root / "lab.log").open("wb"), timeout=900)
+    log = (root / "lab.log").open("wb")
+    lab = LabProcess(data, "--seed", plan.preset, *knobs, environ=environ, log=log, timeout=900)
     wave: subprocess.Popen[bytes] | None = None
     report = DrillReport(started_at=time.time(), scenario=plan)
     try:
-        profile = _drill_profile(root, lab.info)
-        wave = _start_wave(root, data, plan)
+        profile, secrets = _drill_profile(root, lab.info)
+        wave = _start_wave(root, data, plan, environ)
         blocked_before = _blocked(data)
         before = lab.control("/__lab/state")["counters"]
         report.response_started_at = time.time()  # the on-call response starts now
-        incident, steps = _respond(report, root, profile, playbook, on_step)
+        incident, steps = _respond(report, root, profile, secrets, playbook, on_step)
         wave.wait(timeout=900)
         after = lab.control("/__lab/state")["counters"]
         report.lab_requests = after["requests"] - before["requests"]
@@ -251,21 +255,30 @@ def run(
         lab.stop()
 
 
-def _drill_profile(root: Path, info: dict[str, Any]) -> Profile:
-    """The responder's profile on the lab (its ADMC, the mailstore), saved with its password and MFA code."""
+def _drill_profile(root: Path, info: dict[str, Any]) -> tuple[Profile, Secrets]:
+    """The responder's profile on the lab (its ADMC, the mailstore) in a home and config of its own under
+    ``root``, with its password and MFA code given as a responder's cron would (no session cached)."""
     from pcnctl.config import Config, make_profile, save_config
-    from pcnctl.ent import credentials
+    from pcnctl.ent.credentials import Secrets
+    from pcnctl.env import Environment
 
     profile = make_profile(
         "drill", url=info["base_url"], login=info["accounts"]["admc"]["login"], mailstore=info["mailstore"]
     )
     save_config(Config(path=root / "config.yaml", profiles={"drill": profile}, current="drill"))
-    credentials.provide(profile, "password", info["accounts"]["user_password"])
-    os.environ["PCNCTL_MFA_CODE"] = info["mfa_code"]
-    return profile
+    env = Environment(
+        config=root / "config.yaml",
+        home=root / "state",
+        profile="drill",
+        secrets={"PCNCTL_PASSWORD": info["accounts"]["user_password"], "PCNCTL_MFA_CODE": info["mfa_code"]},
+        session_cache=False,
+    )
+    return profile, Secrets(env)
 
 
-def _start_wave(root: Path, data: Path, plan: Scenario) -> subprocess.Popen[bytes]:
+def _start_wave(
+    root: Path, data: Path, plan: Scenario, environ: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
     """``lab attack`` in its own process, returned once ``plan.start_after`` threats are delivered."""
     from pcnctl.lab.attack import command
 
@@ -279,19 +292,20 @@ def _start_wave(root: Path, data: Path, plan: Scenario) -> subprocess.Popen[byte
     }
     if plan.reply_after_cut:
         options["reply_after_cut"] = True
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
     log = (root / "attack.log").open("w")
-    wave = subprocess.Popen(command(data, **options), stdout=subprocess.DEVNULL, stderr=log, env=env)
+    wave = subprocess.Popen(
+        command(data, **options), stdout=subprocess.DEVNULL, stderr=log, env=child_environ(environ)
+    )
     deadline = time.monotonic() + 300
     while len(_truth(data)["messages"]) < plan.start_after:
         if wave.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the wave did not start (see {root / 'attack.log'})")
+            raise child_failed("the wave", root / "attack.log", wave.poll())
         time.sleep(0.05)
     return wave
 
 
 def _respond(
-    report: DrillReport, root: Path, profile: Profile, playbook: Path, on_step: Any
+    report: DrillReport, root: Path, profile: Profile, secrets: Secrets, playbook: Path, on_step: Any
 ) -> tuple[Incident, list[runner.StepReport]]:
     """The response: a new incident, the playbook with every approval given; containment is timed when
     its steps are done, the calls are counted."""
@@ -303,7 +317,7 @@ def _respond(
     from pcnctl.state.incidents import open_incident
     from pcnctl.state.store import StateStore
 
-    driver = EdificeDriver.open(profile, use_cache=False)
+    driver = EdificeDriver.open(profile, secrets, use_cache=False)
     state = StateStore(root / "state")
     incident, _ = open_incident(state, None, title="drill: bomb-threat wave", operator="drill")
     book, problems = load(playbook)

@@ -6,13 +6,26 @@ The drill, the test suite and the benchmarks all run the lab this way, as an ope
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
+
+from pcnctl.env import child_environ, pcnctl_command
+from pcnctl.errors import PcnError
+
+
+def child_failed(what: str, log: Path, code: int | None) -> PcnError:
+    """The error a parent reports for a child process that died (or never started): its last words."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    said = lines[-1] if lines else "nothing in its log"
+    status = f"exit {code}" if code is not None else "still not ready"
+    return PcnError(f"{what} failed ({status}): {said}", hint=f"its whole output is in {log}")
 
 
 class LabProcess:
@@ -20,23 +33,27 @@ class LabProcess:
         self,
         data_dir: Path,
         *args: str,
+        environ: Mapping[str, str],
         log: IO[bytes] | int | None = subprocess.DEVNULL,
         timeout: float = 120,
     ) -> None:
+        """Start ``pcnctl lab serve`` on ``data_dir`` in the caller's ``environ`` (pcnctl's own variables
+        left out); a lab that dies before it serves raises with the end of its error output."""
         self.data_dir = data_dir
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PCNCTL_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pcnctl", "lab", "serve", "--data", str(data_dir), "--port", "0", *args],
+            pcnctl_command("lab", "serve", "--data", str(data_dir), "--port", "0", *args),
             stdout=subprocess.DEVNULL,
             stderr=log,
-            env=env,
+            env=child_environ(environ),
         )
         lab_json = data_dir / "lab.json"
         deadline = time.monotonic() + timeout
         while not lab_json.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
-                raise RuntimeError(f"the lab did not start in {data_dir}")
+                named = getattr(log, "name", None)
+                where = Path(named) if isinstance(named, str) else data_dir / "lab.log"
+                raise child_failed(f"the lab in {data_dir}", where, self.process.poll())
             time.sleep(0.05)
         self.info: dict[str, Any] = json.loads(lab_json.read_text())
 

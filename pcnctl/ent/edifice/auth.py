@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import os
 import re
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from pcnctl.config import Profile
 from pcnctl.ent import credentials
+from pcnctl.ent.credentials import Secrets
 from pcnctl.ent.edifice.shapes import parse_identity
 from pcnctl.ent.http import HttpClient, RetryPolicy, error_key
 from pcnctl.errors import AuthError, MfaRequiredError, PcnError, PermissionDeniedError, ServerError
@@ -113,8 +113,16 @@ def _looks_like_login_page(response: requests.Response) -> bool:
 class EdificeAuth:
     """Opens and renews a session for one profile; plugs into :class:`HttpClient` as its authenticator."""
 
-    def __init__(self, profile: Profile, *, mfa_prompt: MfaPrompt | None = None, use_cache: bool = True):
+    def __init__(
+        self,
+        profile: Profile,
+        secrets: Secrets,
+        *,
+        mfa_prompt: MfaPrompt | None = None,
+        use_cache: bool = True,
+    ):
         self.profile = profile
+        self.secrets = secrets
         self.mfa_prompt = mfa_prompt
         self.use_cache = use_cache
         self.logged_in_at: float | None = None
@@ -189,7 +197,7 @@ class EdificeAuth:
 
     def renew(self, http: HttpClient) -> None:
         if self.use_cache:
-            credentials.drop_session(self.profile)
+            self.secrets.drop_session(self.profile)
         self.clear(http)
         self.login(http)
 
@@ -200,7 +208,7 @@ class EdificeAuth:
     def complete_mfa(self, http: HttpClient) -> None:
         info = http.request("GET", "/auth/user/mfa/code", auth=False, retry=_MFA_RETRY).json()
         channel = None if info.get("type") is None else str(info.get("type"))
-        code = os.environ.get("PCNCTL_MFA_CODE") or (self.mfa_prompt(channel) if self.mfa_prompt else None)
+        code = self.secrets.mfa_code or (self.mfa_prompt(channel) if self.mfa_prompt else None)
         if not code:
             raise MfaRequiredError(
                 "the ENT requires MFA for this admin session and no code can be asked here",
@@ -237,12 +245,12 @@ class EdificeAuth:
     def resume(self, http: HttpClient) -> bool:
         """Put the cached session on the client if the ENT still says it is the user it was cached for;
         one that is not (another user's, expired) is dropped. False when no session was resumed."""
-        cached = credentials.load_session(self.profile) if self.use_cache else None
+        cached = self.secrets.load_session(self.profile) if self.use_cache else None
         if cached is None:
             return False
         if self._resume(http, cached):
             return True
-        credentials.drop_session(self.profile)
+        self.secrets.drop_session(self.profile)
         self.clear(http)
         return False
 
@@ -281,14 +289,14 @@ class EdificeAuth:
             data["token"] = self.token
         else:
             data["cookies"] = http.session_cookies()
-        return credentials.save_session(self.profile, data)
+        return self.secrets.save_session(self.profile, data)
 
     def login(self, http: HttpClient) -> None:
         mode = self.profile.auth
         if mode == "cookie":
             self._cookie_login(http)
         elif mode == "oauth-password":
-            password = credentials.require(self.profile, "password").value
+            password = self.secrets.require(self.profile, "password").value
             self._token(
                 http, {"grant_type": "password", "username": self.profile.login, "password": password}
             )
@@ -297,7 +305,7 @@ class EdificeAuth:
         self.logged_in_at = time.time()
 
     def _cookie_login(self, http: HttpClient) -> None:
-        password = credentials.require(self.profile, "password").value
+        password = self.secrets.require(self.profile, "password").value
         self.clear(http)
         response = http.request(
             "POST",
@@ -330,7 +338,7 @@ class EdificeAuth:
         raise AuthError(f"{message} (login {self.profile.login!r})", hint=hint)
 
     def _token(self, http: HttpClient, form: dict[str, str | None]) -> None:
-        secret = credentials.require(self.profile, "client_secret").value
+        secret = self.secrets.require(self.profile, "client_secret").value
         basic = base64.b64encode(f"{self.profile.client_id}:{secret}".encode()).decode()
         scope = self.profile.scope or (DEFAULT_USER_SCOPE if form["grant_type"] == "password" else None)
         if not scope:
@@ -395,4 +403,4 @@ class EdificeAuth:
             http.request("GET", "/auth/logout", allow=(200, 302, 303, 401), auth=False, retry=_NO_RETRY)
         self.clear(http)
         if self.use_cache:
-            credentials.drop_session(self.profile)
+            self.secrets.drop_session(self.profile)

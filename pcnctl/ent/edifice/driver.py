@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pcnctl.config import Profile
+from pcnctl.ent.credentials import Secrets
 from pcnctl.ent.edifice.auth import EdificeAuth, MfaPrompt
 from pcnctl.ent.edifice.shapes import (
     SchoolIndex,
@@ -83,6 +84,7 @@ class EdificeDriver:
     def open(
         cls,
         profile: Profile,
+        secrets: Secrets,
         *,
         mfa_prompt: MfaPrompt | None = None,
         use_cache: bool = True,
@@ -91,7 +93,7 @@ class EdificeDriver:
         """Build the HTTP client for ``profile`` and log in, or reuse the session ``auth login`` cached once
         the ENT has said it is still the same user's (that answer is then who this driver is)."""
         http = cls.client(profile, on_retry=on_retry)
-        auth = EdificeAuth(profile, mfa_prompt=mfa_prompt, use_cache=use_cache)
+        auth = EdificeAuth(profile, secrets, mfa_prompt=mfa_prompt, use_cache=use_cache)
         http.authenticator = auth
         auth.resume_or_login(http)
         driver = cls(profile, http, auth)
