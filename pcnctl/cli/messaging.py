@@ -126,7 +126,7 @@ def block(
 
         render(verdict.checks, "table", VERIFY_COLUMNS, stream=sys.stderr)
     note(
-        f"Snapshot of the prior state sealed in {state.path} (run {verdict.run}); lift with "
+        f"Snapshot of the prior state sealed in {state.where} (run {verdict.run}); lift with "
         f"'pcnctl messaging unblock --incident {verdict.incident}'",
         quiet,
     )
