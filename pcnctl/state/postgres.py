@@ -24,6 +24,7 @@ own ``~/.pgpass``. Statements run in autocommit, each its own short transaction,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -205,7 +206,7 @@ def _connect(url: str, password: str | None) -> Any:
             raise ConfigError(
                 f"the shared state store {place} refused the login: {detail}",
                 hint="check the role in the profile's --state URL and its password (PGPASSWORD, ~/.pgpass, "
-                "or 'pcnctl state login --save'); nothing was changed",
+                "or 'pcnctl state login'); nothing was changed",
             ) from None
         raise TransportError(
             f"cannot reach the shared state store {place}: {detail}",
@@ -310,11 +311,6 @@ class PostgresBackend:
         with self._lock:
             self._conn.close()
 
-    @property
-    def role(self) -> str:
-        """The database role this session acts as."""
-        return str(self.rows("SELECT current_user AS role", ())[0]["role"])
-
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock, _errors("write"), self._conn.transaction():
@@ -374,8 +370,15 @@ class PostgresBackend:
         finally:
             with self._lock:
                 self._held.discard(incident)
-                if not self._conn.closed:
-                    self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+                self._unlock(key)
+
+    def _unlock(self, key: tuple[int, int]) -> None:
+        """Let the incident go; a session already lost has let it go with it."""
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error):
+            if not self._conn.closed:
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
     def _holder(self, key: tuple[int, int]) -> str:
         """Who holds an incident's lock, as the server knows it: the role, and the process and machine
