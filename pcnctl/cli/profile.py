@@ -70,8 +70,8 @@ def add(
         typer.Option(
             "--state",
             help="Keep incidents, journals, blocks and the audit log in a team's PostgreSQL database "
-            "(postgresql://ROLE@HOST/DB, no password: PGPASSWORD, ~/.pgpass or 'pcnctl state login "
-            "--save'), shared with the other operators and the cron audit (default: the home's SQLite).",
+            "(postgresql://ROLE@HOST/DB, no password: PGPASSWORD, ~/.pgpass or 'pcnctl state login'), "
+            "shared with the other operators and the cron audit (default: the home's SQLite; docs/team.md).",
         ),
     ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
