@@ -22,8 +22,8 @@ import pytest
 
 from pcnctl.lab.pgserver import Postgres
 from pcnctl.state.postgres import incident_key
-from tests.conftest import Cli, Lab, Run
-from tests.pg import TeamDatabase, team_database
+from tests.conftest import Cli, Lab, MemoryKeyring, Run
+from tests.pg import TEAM_ROLES, TeamDatabase, team_database
 from tests.test_operations import SCHOOLS, school_graph
 from tests.test_safety import blocked, students_of
 
@@ -332,3 +332,51 @@ def test_migrate_moves_a_home_exactly_once(team: Team, lab: Lab, cli: Cli, tmp_p
     undone = team.paul("rollback", "INC-M", "--yes")  # from the moved snapshot, sealed in the moved chain
     assert undone.exit_code == 0, undone.stderr
     assert school_graph(lab) == graph
+
+
+def test_the_sql_of_docs_team_is_the_sql_these_tests_and_state_init_run() -> None:
+    """The roles docs/team.md tells a DBA to create are the ones the team above is made of, and the grants
+    it prints are, byte for byte, those ``state init`` gives."""
+    from pcnctl.state.postgres import grants
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "team.md").read_text()
+    blocks = text.split("```sql\n")[1:]
+    assert all(f"{statement};" in blocks[0] for statement in TEAM_ROLES)
+    assert blocks[1].split("```")[0] == grants()
+
+
+def test_a_profile_names_its_store_and_the_password_stays_out_of_files(
+    postgres: Postgres, cli: Cli, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    db = team_database(postgres)
+    url = db.url("marie")
+    leaked = cli("profile", "add", "pcn", "--url", "http://127.0.0.1:9", "--login", "a",
+                 "--state", url.replace("marie@", "marie:s3cret@"))  # fmt: skip
+    assert leaked.exit_code == 2 and "must not carry a password" in leaked.stderr
+    keyed = cli("profile", "add", "pcn", "--url", "http://127.0.0.1:9", "--login", "a", "--state", url,
+                "--audit-key")  # fmt: skip
+    assert keyed.exit_code == 2 and "team's key" in keyed.stderr
+    assert not Path(os.environ["PCNCTL_CONFIG"]).exists()  # refused before anything was saved
+    assert (
+        cli("profile", "add", "pcn", "--url", "http://127.0.0.1:9", "--login", "a", "--state", url).exit_code
+        == 0
+    )
+    bare = cli("incident", "list")
+    assert bare.exit_code == 3 and "pcnctl state init" in bare.stderr  # no schema yet: said, not guessed
+    assert cli("state", "init", "--to", db.url("pcnctl_owner")).exit_code == 0
+    saved = cli("state", "login", "--password-stdin", input="s3cret\n")
+    assert saved.exit_code == 0, saved.stderr
+    assert memory_keyring.entries[("pcnctl", "pcn:state_password")] == "s3cret"
+    assert json_of(cli("profile", "show", "-o", "json"))["state_password_source"] == "keyring"
+    assert json_of(cli("state", "show", "-o", "json"))["role"] == "marie"
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and not any(b"s3cret" in p.read_bytes() for p in files)
+    removed = cli("profile", "remove", "pcn")
+    assert removed.exit_code == 0 and ("pcnctl", "pcn:state_password") not in memory_keyring.entries
+    gone = cli("profile", "add", "far", "--url", "http://127.0.0.1:9", "--login", "a",
+               "--state", "postgresql://marie@127.0.0.1:1/pcnctl")  # fmt: skip
+    assert gone.exit_code == 0
+    unreachable = cli("incident", "list")
+    assert (
+        unreachable.exit_code == 5 and "cannot reach the shared state store 127.0.0.1:1" in unreachable.stderr
+    )
