@@ -160,6 +160,8 @@ def test_two_operators_block_resume_and_roll_back_one_incident(team: Team, lab: 
         (SCHOOLS[0], "INC-TEAM"),
         (SCHOOLS[1], "INC-TEAM"),
     }
+    owners = team.db.rows("SELECT written_by FROM pcnctl.blocks ORDER BY written_by")
+    assert owners == [("marie",), ("paul",)]  # one block of each operator, both seen above
     report = json_of(team.audit("audit", "run", "--since", "last", "--checks", "blocks,drift", "-o", "json"))
     found = {f["check"]: f for f in report["findings"]}
     assert found["blocks"]["count"] == 2 + len(targets) and found["drift"]["count"] == 0

@@ -9,7 +9,7 @@ and the record of the homes moved into it (``imports``). What differs from the e
   that change (an incident closed, a block lifted), never remove one; the journal, the snapshots, the
   seals and the audit chain take inserts only (:func:`grants`). The cron audit's role reads everything and
   writes only its own settings (its audit window). Every appended row also says which database role wrote
-  it (``written_by``, its default, which no role may set).
+  it (``written_by``, its default, which neither the operators' roles nor the audit's may set).
 * **Seals are appended**, never updated: a record's seal is its newest row.
 * **Settings are per database role** (a row policy): the audit's window is the audit's, an operator's is
   the operator's.
