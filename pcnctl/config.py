@@ -49,6 +49,7 @@ class Profile:
     canary_to: str | None = None  # login the canary writes to (default: a teacher of its school)
     approvers: str | None = None  # OpenSSH allowed-signers file: purges and wide runs need a second admin
     trusted_proxies: int | None = None  # proxies in front of the ENT (None: DEFAULT_TRUSTED_PROXIES)
+    state: str | None = None  # a shared state store (postgresql://ROLE@HOST/DB); None: the home's SQLite
 
     @property
     def proxies(self) -> int:
@@ -149,6 +150,17 @@ def _check_dsn(name: str, dsn: str) -> None:
         )
 
 
+def _check_state(name: str, url: str) -> None:
+    """A shared state store is a PostgreSQL URL naming the database and the operator's role, never its
+    password (that comes from PGPASSWORD, ~/.pgpass or the keyring); the home's SQLite is the default."""
+    from pcnctl.state.postgres import check_url
+
+    try:
+        check_url(url)
+    except UsageError as exc:
+        raise UsageError(f"profile {name!r}: {exc.message}", hint=exc.hint) from None
+
+
 def make_profile(name: str, **values: Any) -> Profile:
     """Build and check a profile from typed values (used by ``profile add`` and by the loader)."""
     if not _NAME.match(name):
@@ -177,6 +189,8 @@ def make_profile(name: str, **values: Any) -> Profile:
         )
     if values.get("mailstore"):
         _check_dsn(name, str(values["mailstore"]))
+    if values.get("state"):
+        _check_state(name, str(values["state"]))
     for key in ("connect_timeout", "read_timeout"):
         if key in values and values[key] is not None:
             try:

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from pcnctl.cli import app
 from pcnctl.lab.process import LabProcess
+from tests.pg import postgres  # noqa: F401  (the session's PostgreSQL server, for every module)
 
 T = TypeVar("T")
 

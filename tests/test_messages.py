@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,22 +22,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pcnctl.lab.pgserver import Postgres
-from tests import pg
 from tests.conftest import Cli, Lab, played_wave
 
 
 @pytest.fixture
 def wave(lab: Lab) -> dict[str, Any]:
     return played_wave(lab, senders=6, messages=40, schools=5, rate=0, noise=30, random_seed=3)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    root = Path(tempfile.mkdtemp(prefix="pcnctl-pg-"))
-    server = pg.start(root)
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

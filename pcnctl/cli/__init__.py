@@ -25,6 +25,7 @@ from pcnctl.cli import (
     playbook,
     profile,
     rollback,
+    state,
 )
 from pcnctl.cli._common import begin
 from pcnctl.cli.examples import examples
@@ -95,6 +96,7 @@ GROUPS: dict[str, typer.Typer] = {
     "playbook": playbook.app,
     "incident": incident.app,
     "audit": incident.audit_app,
+    "state": state.app,
     "lab": lab.app,
 }
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -122,6 +124,7 @@ ORDER = (
     "rollback",
     "approve",
     "audit",
+    "state",
     "lab",
     "completion",
 )

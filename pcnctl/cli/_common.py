@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pcnctl.ops.runner import Opening
     from pcnctl.records import JsonValue
     from pcnctl.state.incidents import Incident
-    from pcnctl.state.store import StateStore
+    from pcnctl.state.store import SharedDatabase, StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +41,7 @@ class Invocation:
     env: Environment
     secrets: Secrets
     store: StateStore | None = None
+    profile: str | None = None  # the pcnctl profile the command was given (-p / --ent), if any
 
     def close(self) -> None:
         if self.store is not None:
@@ -72,7 +73,8 @@ def invocation() -> Invocation:
 
 
 def get_state() -> StateStore:
-    """The home's state store, opened once per invocation; a 0.1 home is migrated into it on first use.
+    """The state store of this invocation, opened once: the shared store of the profile in use when it
+    names one (``state:``), else the home's own; a 0.1 home is migrated into its own on first use.
     ``PCNCTL_AUDIT_KEY``, when set, signs the audit log (an HMAC per entry); else the key ``profile add
     --audit-key`` kept in the keyring for this home, when the store says there is one."""
     now = invocation()
@@ -82,7 +84,8 @@ def get_state() -> StateStore:
         from pcnctl.state.store import StateStore
 
         key = now.env.audit_key
-        store = now.store = StateStore(now.env.home, audit_key=key)
+        database = shared_database(state_profile())
+        store = now.store = StateStore(now.env.home, audit_key=key, database=database)
         if not key and store.setting(credentials.AUDIT_KEY_SETTING) == "keyring":
             store.audit_key = credentials.load_audit_key(store.home)
             if store.audit_key is None:
@@ -90,9 +93,61 @@ def get_state() -> StateStore:
                     "the audit log is signed with a key kept in the keyring, which is not reachable "
                     "here: set PCNCTL_AUDIT_KEY, or this command's entries go unsigned"
                 )
-        if migrate(store):
+        if store.shared:
+            _check_team_key(store)
+        elif migrate(store):
             note(f"Imported the incidents of {store.home} into its state store (state.db)")
     return now.store
+
+
+def state_profile(name: str | None = None) -> Profile | None:
+    """The profile whose state store a command uses: the one named (``-p``, ``PCNCTL_PROFILE``), else the
+    current one; None when no profile keeps its state out of the home (nothing to choose: the home's).
+    With several profiles and none chosen, they must agree on where their state is."""
+    from pcnctl.config import load_config, resolve_profile
+    from pcnctl.errors import ConfigError
+
+    now = invocation()
+    config = load_config(now.env.config)
+    if not any(p.state for p in config.profiles.values()):
+        return None
+    chosen = name or now.profile or now.env.profile
+    try:
+        return resolve_profile(chosen, config)
+    except ConfigError:
+        if chosen:
+            raise
+        places = sorted({p.state or "the home" for p in config.profiles.values()})
+        if len(places) == 1:
+            return next(iter(config.profiles.values()))
+        raise ConfigError(
+            f"the profiles keep their state in different stores ({', '.join(places)}) and none is chosen",
+            hint="pass -p NAME, set PCNCTL_PROFILE, or run 'pcnctl profile use NAME'",
+        ) from None
+
+
+def shared_database(profile: Profile | None) -> SharedDatabase | None:
+    """The shared store a profile names, with its role's password from ``PGPASSWORD`` or the keyring
+    (else libpq's ``~/.pgpass``); None for the home's own store."""
+    if profile is None or not profile.state:
+        return None
+    from pcnctl.state.store import SharedDatabase
+
+    found = invocation().secrets.lookup(profile, "state_password")
+    return SharedDatabase(profile.state, found.value if found else None)
+
+
+def _check_team_key(store: StateStore) -> None:
+    """On a shared store every writer signs with the team's key or none does: an entry without a MAC
+    after signed ones reads as forged. Say so before this command writes unsigned after signed ones."""
+    if store.audit_key is not None:
+        return
+    last = store.rows("SELECT body FROM audit_log WHERE chain = 'shared' ORDER BY seq DESC LIMIT 1")
+    if last and '"mac":' in str(last[0]["body"]):
+        warn(
+            "the shared audit log is signed with the team's key, which this command does not have: set "
+            "PCNCTL_AUDIT_KEY (docs/team.md), or the entries it writes read as forged"
+        )
 
 
 def audit_key_source() -> str | None:
@@ -117,6 +172,12 @@ def _profile_names(incomplete: str) -> list[str]:
         return []
 
 
+def _chosen_profile(value: str | None) -> str | None:
+    """Remember the profile a command was given: its state store is that profile's (get_state)."""
+    invocation().profile = value
+    return value
+
+
 ProfileOpt = Annotated[
     str | None,
     typer.Option(
@@ -125,6 +186,7 @@ ProfileOpt = Annotated[
         "-p",
         help="pcnctl profile (ENT connection) to use (default: the current one).",
         autocompletion=_profile_names,
+        callback=_chosen_profile,
     ),
 ]
 # One name for each meaning, on every command: -p / --ent is the pcnctl profile (which ENT, which account),

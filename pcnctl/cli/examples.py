@@ -12,6 +12,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--scope 'org.entcore.infra.controllers.EventStoreController|listEventsPartial'",
         "pcnctl profile add pcn --url https://ent.example.fr --login admin.pcn "
         "--mailstore postgresql://pcnctl_ro@db.internal/ent",
+        "pcnctl profile add pcn --url https://ent.example.fr --login admin.pcn "
+        "--state postgresql://marie@db.internal/pcnctl",
     ),
     "profile list": ("pcnctl profile list", "pcnctl profile list -o json"),
     "profile show": ("pcnctl profile show pcn",),
@@ -115,6 +117,16 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "pcnctl audit run --since 24h -o html --out audit.html --lang fr",
     ),
     "audit verify-log": ("pcnctl audit verify-log",),
+    "state show": ("pcnctl state show", "pcnctl state show -p pcn -o json"),
+    "state migrate": (
+        "pcnctl state migrate -p pcn",
+        "pcnctl state migrate --to postgresql://marie@db.internal/pcnctl --yes",
+    ),
+    "state init": (
+        "pcnctl state init --to postgresql://pcnctl_owner@db.internal/pcnctl",
+        "pcnctl state init --to postgresql://pcnctl_owner@db.internal/pcnctl --sql > pcnctl-schema.sql",
+    ),
+    "state login": ("pcnctl state login -p pcn", "pcnctl state login -p pcn --password-stdin"),
     "lab serve": ("pcnctl lab serve --data ./lab --seed small", "pcnctl lab serve --data ./big --seed paris"),
     "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
     "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),

@@ -289,7 +289,7 @@ def verify_log(
     result = auditlog.verify(log)
     emit_record(
         {
-            "file": str(log.path),
+            "file": log.where,
             "entries": result.entries,
             "sealed": result.sealed,
             "intact": result.ok,

@@ -132,7 +132,7 @@ def block(
 
         render(verdict.checks, "table", VERIFY_COLUMNS, stream=sys.stderr, width=terminal_width())
     note(
-        f"Snapshot of the prior state sealed in {state.path} (run {verdict.run}); lift with "
+        f"Snapshot of the prior state sealed in {state.where} (run {verdict.run}); lift with "
         f"'pcnctl messaging unblock --incident {verdict.incident}'",
         quiet,
     )

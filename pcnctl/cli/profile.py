@@ -68,6 +68,15 @@ def add(
             "server): the hunt, senders and doctor take the address the outermost one saw.",
         ),
     ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="Keep incidents, journals, blocks and the audit log in a team's PostgreSQL database "
+            "(postgresql://ROLE@HOST/DB, no password: PGPASSWORD, ~/.pgpass or 'pcnctl state login'), "
+            "shared with the other operators and the cron audit (default: the home's SQLite; docs/team.md).",
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
     audit_key: Annotated[
@@ -89,6 +98,13 @@ def add(
     config = get_config()
     if name in config.profiles and not force:
         raise UsageError(f"profile {name!r} already exists", hint="pass --force to replace it")
+    if audit_key and state:
+        raise UsageError(
+            "--audit-key keeps a key for this home, but a shared state store's audit log is signed with the "
+            "team's key (nothing was changed)",
+            hint="drop --audit-key and give every operator and the cron audit the same PCNCTL_AUDIT_KEY, "
+            "from the team's vault (docs/team.md)",
+        )
     if audit_key and not audit_key_source() and not credentials.keyring_available():
         raise ConfigError(
             "this machine has no keyring to keep an audit key in (nothing was changed)",
@@ -113,6 +129,7 @@ def add(
         canary_to=canary_to,
         approvers=approvers,
         trusted_proxies=trusted_proxies,
+        state=state,
     )
     previous = config.profiles.get(name)
     config.profiles[name] = profile
@@ -122,10 +139,16 @@ def add(
     note(f"Profile {name!r} saved in {config.path}" + (" (current)" if config.current == name else ""))
     if previous is not None:
         _forget_replaced(previous, profile)
-    _offer_audit_key(audit_key)
+    if profile.state:
+        note(
+            f"Its state is kept in the shared store {profile.state}: its audit log is signed only when "
+            "every operator and the cron audit have the team's PCNCTL_AUDIT_KEY (docs/team.md)"
+        )
+        return
+    _offer_audit_key(name, audit_key)
 
 
-def _offer_audit_key(wanted: bool) -> None:
+def _offer_audit_key(name: str, wanted: bool) -> None:
     """Sign the home's audit log when asked to, or say that it is not signed and how to sign it: without a
     key, entries forged with a recomputed chain are caught only by the seal in the state store."""
     from pcnctl.ent import credentials
@@ -141,6 +164,7 @@ def _offer_audit_key(wanted: bool) -> None:
             "in the keyring (never in the config file), or set PCNCTL_AUDIT_KEY"
         )
         return
+    invocation().profile = name  # the home's store, which this profile uses
     state = get_state()
     credentials.create_audit_key(state.home)
     state.set_setting(credentials.AUDIT_KEY_SETTING, "keyring")
@@ -190,6 +214,9 @@ def show(
     for kind in credentials.needed_kinds(profile):
         found = invocation().secrets.lookup(profile, kind)
         record[f"{kind}_source"] = found.source if found else "missing"
+    if profile.state:
+        found = invocation().secrets.lookup(profile, "state_password")
+        record["state_password_source"] = found.source if found else "~/.pgpass or none"
     emit_record(record, output)
 
 

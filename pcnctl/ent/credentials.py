@@ -27,6 +27,7 @@ ENV_VARS = {
     "password": "PCNCTL_PASSWORD",
     "client_secret": "PCNCTL_CLIENT_SECRET",
     "canary_password": "PCNCTL_CANARY_PASSWORD",
+    "state_password": "PGPASSWORD",  # the role of a shared state store (libpq's own variable)
 }
 
 
@@ -82,7 +83,9 @@ def store(profile: Profile, kind: str, value: str) -> None:
     _keyring().set_password(SERVICE, f"{profile.name}:{kind}", value)
 
 
-def forget(profile: Profile, kinds: tuple[str, ...] = ("password", "client_secret", "session")) -> list[str]:
+def forget(
+    profile: Profile, kinds: tuple[str, ...] = ("password", "client_secret", "session", "state_password")
+) -> list[str]:
     """Delete the profile's keyring entries; returns the kinds that were there."""
     if not keyring_available():
         return []

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from pcnctl.config import private_dir
 from pcnctl.errors import UsageError
-from pcnctl.state.store import StateStore
+from pcnctl.state.store import Row, StateStore
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
+_COLUMNS = "id, title, opened_at, opened_by, status, closed_at, profiles, ents"  # a shared store has more
 
 
 def utcnow() -> str:
@@ -75,19 +76,21 @@ class Incident:
     @classmethod
     def load(cls, state: StateStore, incident_id: str) -> Incident:
         rows = (
-            state.rows("SELECT * FROM incidents WHERE id = ?", incident_id) if _ID.match(incident_id) else []
+            state.rows(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", incident_id)
+            if _ID.match(incident_id)
+            else []
         )
         if not rows:
             raise UsageError(
-                f"no incident {incident_id!r} in {state.home}",
+                f"no incident {incident_id!r} in {state.where if state.shared else state.home}",
                 hint="list them with 'pcnctl incident list'; open one with "
                 "'pcnctl incident open --id ID', or leave --incident out to open a new one",
             )
         return _from_row(state, rows[0])
 
 
-def _from_row(state: StateStore, row: object) -> Incident:
-    data = dict(row)  # type: ignore[call-overload]
+def _from_row(state: StateStore, row: Row) -> Incident:
+    data = dict(row)
     data["profiles"] = json.loads(data["profiles"])
     data["ents"] = json.loads(data["ents"])
     return Incident(**data, home=state.home)
@@ -141,4 +144,4 @@ def open_incident(
 
 
 def list_incidents(state: StateStore) -> list[Incident]:
-    return [_from_row(state, r) for r in state.rows("SELECT * FROM incidents ORDER BY id")]
+    return [_from_row(state, r) for r in state.rows(f"SELECT {_COLUMNS} FROM incidents ORDER BY id")]

@@ -64,7 +64,7 @@ def _blocks_and_settings(state: StateStore, run_ent: dict[str, str]) -> list[Pat
             entry["ent"] = run_ent.get(entry["run"], "")
             entry.setdefault("joined", "")
             state.execute(
-                "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?)",
+                "INSERT INTO blocks VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 entry["id"],
                 entry["ent"],
                 entry["incident"],
@@ -91,7 +91,7 @@ def _incident(
     }
     run_ent.update(mine)
     state.execute(
-        "INSERT OR IGNORE INTO incidents VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         data["id"],
         data["title"],
         data["opened_at"],

@@ -1,84 +1,47 @@
-"""The local state store: one SQLite database (WAL) in ``$PCNCTL_HOME``, keyed by the ENT of each record.
+"""The state store: incidents, the journal of every run, snapshots, messaging blocks, seals, settings and
+(on a shared store) the audit log's chain, keyed by the ENT of each record.
 
-It holds incidents, the journal of every run (plans, items, ends), the snapshots taken before a change,
-the messaging blocks in force and the seals of the audit log and the evidence bundles. One database
-instead of JSON files spread over the home: a record is committed whole or not at all (a kill -9 mid-write
-leaves no torn line), two pcnctl processes serialise on SQLite's own locks, and every query says which ENT
-it is about, so a pre-production copy and production sharing one home never see each other's blocks.
+Two backends give one API (:class:`StateStore`):
 
-The home is created 0700 and the database 0600: it names pupils. Incidents get an exclusive lock file
-while a run changes things (:meth:`StateStore.lock`), released by the kernel if the process dies.
+* **embedded** (the default): one SQLite database (WAL) in ``$PCNCTL_HOME``, for one operator's home
+  (:mod:`pcnctl.state.sqlite`);
+* **shared**: a PostgreSQL database that a team's operators on several machines, the cron audit and any
+  watcher use together, chosen per profile (``profile add ... --state postgresql://...``;
+  :mod:`pcnctl.state.postgres`).
+
+One database instead of files spread over the home: a record is committed whole or not at all (a kill -9
+mid-write leaves no torn line), writers serialise on the database's own locks, and every query says which
+ENT it is about, so a pre-production copy and production sharing one store never see each other's blocks.
+Callers write their SQL with ``?`` marks; each backend gives them its own dialect's marks.
+
+Incidents get an exclusive lock while a run changes things (:meth:`StateStore.lock`): a lock file in the
+home for the embedded store, an advisory lock of the database for the shared one; either is released when
+the process holding it dies. The home is created 0700 and the embedded database 0600: they name pupils.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pcnctl.config import private_dir
-from pcnctl.errors import ConfigError, RefusedError
+from pcnctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from pcnctl.state.auditlog import AuditLog
 
 SCHEMA_VERSION = 1
+EMBEDDED = "sqlite"
+SHARED = "postgresql"
+# The embedded store's setting that says its records were moved to a shared store (``state migrate``):
+# the home is not written again, so that no operator keeps a second copy of the team's incidents.
+MOVED = "moved-to"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    opened_at TEXT NOT NULL,
-    opened_by TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'open',
-    closed_at TEXT,
-    profiles TEXT NOT NULL DEFAULT '[]',
-    ents TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident TEXT NOT NULL REFERENCES incidents(id),
-    ent TEXT NOT NULL,
-    run TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS journal_incident ON journal (incident, seq);
-CREATE TABLE IF NOT EXISTS snapshots (
-    run TEXT PRIMARY KEY,
-    incident TEXT NOT NULL REFERENCES incidents(id),
-    ent TEXT NOT NULL,
-    body TEXT NOT NULL,
-    digest TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS blocks (
-    id TEXT PRIMARY KEY,
-    ent TEXT NOT NULL,
-    incident TEXT NOT NULL,
-    run TEXT NOT NULL,
-    status TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS blocks_ent ON blocks (ent, status);
-CREATE TABLE IF NOT EXISTS seals (
-    name TEXT PRIMARY KEY,
-    count INTEGER NOT NULL,
-    head TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+Row = Mapping[str, Any]  # a database row by column name (the callers know each table's columns)
 
 
 def ent_key(url: str) -> str:
@@ -96,131 +59,166 @@ class Seal:
     at: str
 
 
-class StateStore:
-    """The connection to the state database, shared by the threads of one process."""
+@dataclass(frozen=True, slots=True)
+class SharedDatabase:
+    """Where a shared store is: its URL (never with a password) and the password given apart, if any
+    (from ``PGPASSWORD`` or the keyring; libpq also reads ``~/.pgpass`` itself)."""
 
-    def __init__(self, home: Path, *, audit_key: bytes | None = None) -> None:
+    url: str
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SharedDatabase(url={self.url!r})"
+
+
+class Backend(Protocol):
+    """What a database gives the store: its transactions, queries, locks, seals and settings."""
+
+    kind: str
+    where: str  # what to tell an operator: the file, or the database URL (no password)
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> int: ...
+
+    def rows(self, sql: str, args: tuple[Any, ...]) -> list[Row]: ...
+
+    def lock(self, incident: str) -> AbstractContextManager[None]: ...
+
+    def seal(self, name: str) -> Seal | None: ...
+
+    def seals(self, prefix: str) -> list[Seal]: ...
+
+    def set_seal(self, name: str, count: int, head: str, at: str) -> None: ...
+
+    def setting(self, key: str) -> str | None: ...
+
+    def set_setting(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StateStore:
+    """The connection to the state database, shared by the threads of one process.
+
+    ``database`` None opens the embedded store of ``home``; a :class:`SharedDatabase` opens the team's.
+    The home stays the place of the files an operator opens (evidence, exports, renewal codes) and of the
+    embedded audit log; ``moved_ok`` opens an embedded store whose records were moved (to say where)."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        audit_key: bytes | None = None,
+        database: SharedDatabase | None = None,
+        moved_ok: bool = False,
+    ) -> None:
         try:
-            self._open(home, audit_key)
-        except (OSError, sqlite3.Error) as exc:
+            self.home = private_dir(home)
+        except OSError as exc:
             raise ConfigError(
                 f"cannot open the state store in {home}: {exc}",
                 hint="check that $PCNCTL_HOME is a writable directory of this user (nothing was changed)",
             ) from None
-
-    def _open(self, home: Path, audit_key: bytes | None) -> None:
-        self.home = private_dir(home)
+        self.path = home / "state.db"  # the embedded database (a shared store's home may hold one too)
         self.audit_key = audit_key
         self._audit: AuditLog | None = None
-        self.path = home / "state.db"
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a committed record survives the process being killed; a power cut may lose
-        # the last ones, which the journal's resume re-reads from the ENT anyway.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            self._db.close()
-            raise RefusedError(
-                f"{self.path} was written by a newer pcnctl (state version {version})",
-                hint="upgrade pcnctl; nothing was changed",
-            )
-        if version < SCHEMA_VERSION:
-            self._db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-        for suffix in ("-wal", "-shm"):
-            side = Path(str(self.path) + suffix)
-            if side.exists():
-                side.chmod(0o600)
+        self._db: Backend
+        if database is None:
+            from pcnctl.state.sqlite import SqliteBackend
+
+            self._db = SqliteBackend(self.path, moved_ok=moved_ok)
+        else:
+            from pcnctl.state.postgres import PostgresBackend
+
+            self._db = PostgresBackend(database.url, database.password)
+
+    @property
+    def kind(self) -> str:
+        """``sqlite`` (embedded) or ``postgresql`` (shared)."""
+        return self._db.kind
+
+    @property
+    def shared(self) -> bool:
+        """Whether the store is a team's database: the audit log's chain then lives in it too."""
+        return self._db.kind == SHARED
+
+    @property
+    def role(self) -> str | None:
+        """The database role this session acts as on a shared store; None for the home's own."""
+        return str(self.rows("SELECT current_user AS role")[0]["role"]) if self.shared else None
+
+    @property
+    def where(self) -> str:
+        """The database file, or the shared database's URL (never its password)."""
+        return self._db.where
 
     def audit_log(self) -> AuditLog:
-        """The home's audit log, sealed in this store (and signed when a key was given); one per store,
-        so that what it has read is not read again."""
+        """The audit log, sealed in this store (and signed when a key was given): the home's file for the
+        embedded store, the database's chain for a shared one. One per store, so that what it has read is
+        not read again."""
         if self._audit is None:
-            from pcnctl.state.auditlog import AuditLog
+            from pcnctl.state.auditlog import SHARED_CHAIN, AuditLog
 
-            self._audit = AuditLog(self.home / "audit.log", self, self.audit_key)
+            chain = SHARED_CHAIN if self.shared else None
+            self._audit = AuditLog(self.home / "audit.log", self, self.audit_key, chain=chain)
         return self._audit
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     # -- queries ----------------------------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``: the database lock is taken at once, not on the first
-        write, so two processes never deadlock on an upgrade)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction, taken at once: two writers (two threads, processes or machines) never
+        interleave inside one, and it commits whole or not at all."""
+        return self._db.transaction()
 
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+    def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement written with ``?`` marks; returns how many rows it changed."""
+        return self._db.execute(sql, args)
 
-    def rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._db.execute(sql, args))
+    def rows(self, sql: str, *args: Any) -> list[Row]:
+        """The rows of one query written with ``?`` marks, each by column name."""
+        return self._db.rows(sql, args)
 
     # -- settings and seals -----------------------------------------------------------------------------
 
     def setting(self, key: str) -> Any:
-        found = self.rows("SELECT value FROM settings WHERE key = ?", key)
-        return json.loads(found[0]["value"]) if found else None
+        """A setting (JSON). On a shared store each database role has its own: the audit's window is the
+        audit role's, an operator's key setting is that operator's."""
+        found = self._db.setting(key)
+        return json.loads(found) if found is not None else None
 
     def set_setting(self, key: str, value: Any) -> None:
-        self.execute(
-            "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            key,
-            json.dumps(value),
-        )
+        self._db.set_setting(key, json.dumps(value))
 
     def seal(self, name: str) -> Seal | None:
-        found = self.rows("SELECT * FROM seals WHERE name = ?", name)
-        return Seal(**dict(found[0])) if found else None
+        return self._db.seal(name)
 
     def seals(self, prefix: str) -> list[Seal]:
-        return [Seal(**dict(r)) for r in self.rows("SELECT * FROM seals WHERE name LIKE ?", prefix + "%")]
+        """The seals whose name starts with ``prefix`` (taken literally: ``_`` and ``%`` are no wildcards)."""
+        return self._db.seals(prefix)
 
     def set_seal(self, name: str, count: int, head: str, at: str) -> None:
-        self.execute(
-            "INSERT INTO seals VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-            "count = excluded.count, head = excluded.head, at = excluded.at",
-            name,
-            count,
-            head,
-            at,
-        )
+        self._db.set_seal(name, count, head, at)
 
     # -- locks ------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, incident: str) -> Iterator[None]:
-        """Hold the incident while a run changes things: a second run on it refuses at once."""
-        path = private_dir(self.home / "locks") / f"{incident}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-                raise RefusedError(
-                    f"incident {incident} is in use by another pcnctl run (pid {holder})",
-                    hint="wait for it to finish, or resume later: pcnctl incident resume " + incident,
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            yield
-        finally:
-            os.close(fd)
+    def lock(self, incident: str) -> AbstractContextManager[None]:
+        """Hold the incident while a run changes things: a second run on it, here or on another machine
+        sharing the store, refuses at once."""
+        return self._db.lock(incident)
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching names that start with ``prefix`` exactly (``ESCAPE '\\'``)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def counts(state: StateStore) -> Iterator[tuple[str, int]]:
+    """How many records each table of the store holds (``pcnctl state show``)."""
+    for table in ("incidents", "journal", "snapshots", "blocks"):
+        yield table, int(state.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+    active = state.rows("SELECT count(*) AS n FROM blocks WHERE status = 'active'")
+    yield "blocks_active", int(active[0]["n"])
