@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TypedDict
+from typing import Required, TypedDict
 
 from pcnctl.forensics.evidence import PARTIAL, unread_flags
 from pcnctl.forensics.mailstore import Mailstore
@@ -112,15 +112,22 @@ class EvidenceCopy(TypedDict, total=False):
     unread: bool  # absent from bundles written before pcnctl recorded it
 
 
-class EvidenceRecord(TypedDict, total=False):
-    """The fields of an evidence bundle's message line that exposure reads."""
-
-    id: str
-    date: str
-    collected_at: str  # absent from bundles written before pcnctl recorded it
-    recipients: list[str]
-    recipient_schools: dict[str, list[str]]
-    mailboxes: list[EvidenceCopy]
+# The fields of an evidence bundle's message line that exposure and the exports read ("from" is a Python
+# keyword, hence the functional form); collected_at is absent from bundles written before pcnctl kept it.
+EvidenceRecord = TypedDict(
+    "EvidenceRecord",
+    {
+        "id": Required[str],
+        "date": str,
+        "from": str,
+        "from_schools": list[str],
+        "collected_at": str,
+        "recipients": list[str],
+        "recipient_schools": dict[str, list[str]],
+        "mailboxes": list[EvidenceCopy],
+    },
+    total=False,
+)
 
 
 # -- reading ----------------------------------------------------------------------------------------------
