@@ -116,14 +116,11 @@ def open_some(lab: Lab, wave: dict[str, Any]) -> list[tuple[str, str]]:
     """Five recipients, in different schools where the wave allows, each open one threat copy."""
     held = copies(lab, wave["messages"])
     where = schools_of(lab, {u for u, _m, _n in held})
-    chosen: dict[str, tuple[str, str]] = {}
+    chosen: dict[str, tuple[str, str]] = {}  # school -> (recipient, message): one per school
     for user, message, _unread in held:
-        uai = (where.get(user) or [""])[0]
-        if uai not in chosen or len(chosen) >= 5:
-            chosen.setdefault(uai, (user, message))
-        if len(chosen) >= 5:
-            break
+        chosen.setdefault((where.get(user) or [""])[0], (user, message))
     opened = list(chosen.values())[:5]
+    assert len(opened) >= 2
     for user, message in opened:
         answer = read_as(lab, user, message)
         assert answer["id"] == message and answer["unread"] is False  # this read just marked it

@@ -33,8 +33,6 @@ from pcnctl.state.incidents import Incident
 from pcnctl.state.journal import Record, RunState, done_keys, records, runs_of
 from pcnctl.state.store import StateStore
 
-__all__ = ["DEFAULT_TZ", "LABELS", "ReportData", "collect", "html_page", "markdown", "to_json"]
-
 
 class IncidentPart(TypedDict):
     id: str

@@ -271,8 +271,13 @@ def _school_table(report: AuditReport, w: _Words) -> tuple[list[str], list[list[
     if not schools:
         return None
     keys = sorted({k for s in schools for k in s if k != "school"})
-    rows = [[str(s["school"]), *[w.number(int(str(s.get(k) or 0))) for k in keys]] for s in schools]
+    rows = [[str(s["school"]), *[w.number(_count(s.get(k))) for k in keys]] for s in schools]
     return [w.t["school"], *[w.t[k] for k in keys]], rows
+
+
+def _count(value: Cell) -> int:
+    """A per-school count (a check that found nothing there has no key: 0)."""
+    return value if isinstance(value, int) else 0
 
 
 def markdown(report: AuditReport, lang: str = "en") -> str:
