@@ -117,7 +117,7 @@ COUNTED: dict[str, dict[str, Forms]] = {
             "one": "{n} incident a supprimé des messages sans preuve vérifiée",
             "other": "{n} incidents ont supprimé des messages sans preuve vérifiée",
         },
-        "gap_messages": {"other": "{n} messages"},
+        "gap_messages": {"one": "{n} message", "other": "{n} messages"},
         "routes_failing": {"one": "{n} route en échec", "other": "{n} routes en échec"},
         "routes_slow": {"one": "{n} lente", "other": "{n} lentes"},
         "schools": {"one": "{n} établissement", "other": "{n} établissements"},

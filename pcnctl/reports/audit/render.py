@@ -118,11 +118,13 @@ JOINS = {
         "among": "among",
         "unchecked": "no mailstore configured: threat watchlist not checked",
         "throttled": "throttled",
+        "semicolon": "; ",
     },
     "fr": {
         "among": "parmi",
         "unchecked": "non vérifiée : aucune base de messagerie configurée sur le profil",
         "throttled": "limitées",
+        "semicolon": " ; ",
     },
 }
 # Cell values that are words, not data.
@@ -186,7 +188,7 @@ def _watchlist(w: Wording, j: dict[str, str], f: Facts) -> str:
     if f.get("scheduled"):
         text += ", " + w.count("watch_scheduled", int(f["scheduled"]))
     if f.get("drafts"):
-        text += "; " + w.count("watch_drafts", int(f["drafts"]))
+        text += j["semicolon"] + w.count("watch_drafts", int(f["drafts"]))
     return text
 
 
@@ -358,7 +360,9 @@ def chart(points: list[tuple[str, int]], x_label: str, y_label: str, number: Cal
                 f"{hour}: {n}",
             )
         )
-    return Chart(left + bar * len(points) + 20, left, base, height, number(top), x_label, y_label, bars)
+    # Wide enough for the axis title under a single bar too.
+    width = max(left + bar * len(points) + 20, 240)
+    return Chart(width, left, base, height, number(top), x_label, y_label, bars)
 
 
 def html_page(report: AuditReport, lang: str = "en") -> str:
