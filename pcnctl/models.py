@@ -40,6 +40,10 @@ class User:
     last_login: str | None = None
     functions: tuple[str, ...] = ()
     alias: str | None = None  # the login alias, when the user chose one (login stays the original)
+    # What the admin list adds (``allClasses``, ``parents``): the user's classes, and a pupil's relatives
+    # as "First LAST"; empty where the route does not give them.
+    classes: tuple[str, ...] = ()
+    relatives: tuple[str, ...] = ()
 
     def to_row(self) -> Row:
         return {

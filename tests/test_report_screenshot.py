@@ -1,10 +1,10 @@
 """The French incident report, rendered by a real headless browser, compared with its reviewed image.
 
-The DOM tests prove the words; this proves the page still looks as it was reviewed: tables, headings and
-the banner of an altered evidence bundle where they were. Both screenshots are reduced to a 120x160 grey
-thumbnail before they are compared, so that a font hinting difference between two Chromium builds does
-not count, while a table gone, a style lost or a layout broken does. Regenerate the reference after a
-reviewed change of the report with ``UPDATE_GOLDEN=1``.
+The DOM tests prove the words; this proves the page still looks as it was reviewed: tables, headings, the
+exposure section per school and the banner of an altered evidence bundle where they were. Both screenshots
+are reduced to a 120x160 grey thumbnail before they are compared, so that a font hinting difference
+between two Chromium builds does not count, while a table gone, a style lost or a layout broken does.
+Regenerate the reference after a reviewed change of the report with ``UPDATE_GOLDEN=1``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def _block(uai: str, name: str) -> dict[str, Any]:
     return {"school": uai, "name": name, "profile": "Student", "method": "communication",
             "since": "2024-03-27T06:04:02.000Z", "until": "2024-03-27T14:04:02.000Z", "status": "active",
             "by": "admc.pcn", "incident": "INC-2024-0327", "expired": False, "reason": "menaces"}  # fmt: skip
+
+
+def _exposed(uai: str, name: str, recipients: int, opened: int, purged_unread: int) -> dict[str, Any]:
+    return {"uai": uai, "name": name, "recipients": recipients, "opened": opened,
+            "purged_unread": purged_unread, "unread": 0, "unknown": 0, "copies": recipients,
+            "read_at": "2024-03-27T06:09:28.000Z"}  # fmt: skip
 
 
 DATA: dict[str, Any] = {
@@ -62,6 +68,11 @@ DATA: dict[str, Any] = {
         {"uai": "0750001A", "name": "Collège Voltaire", "messages": 64},
         {"uai": "0750002B", "name": "Lycée Hugo", "messages": 41},
         {"uai": "0750003C", "name": "Collège Zola", "messages": 15},
+    ],
+    "exposure": [
+        _exposed("0750001A", "Collège Voltaire", 212, 57, 155),
+        _exposed("0750002B", "Lycée Hugo", 148, 1, 147),
+        _exposed("0750003C", "Collège Zola", 1, 0, 1),
     ],
 }
 
@@ -100,7 +111,7 @@ def test_the_comparison_sees_a_broken_page(tmp_path: Path) -> None:
     start, end = page.index("<style>"), page.index("</style>") + len("</style>")
     reference = Image.open(GOLDEN).convert("L")
     unstyled = _shot(page[:start] + page[end:], tmp_path, "unstyled")
-    empty = {**DATA, "timeline": [], "affected_schools": [], "messaging_blocks": []}
+    empty = {**DATA, "timeline": [], "affected_schools": [], "messaging_blocks": [], "exposure": []}
     bare = _shot(report.html_page(empty, "fr", "Europe/Paris"), tmp_path, "bare")
     broken = {**DATA, "evidence": {"bundles": 1, "intact": False}}
     altered = _shot(report.html_page(broken, "fr", "Europe/Paris"), tmp_path, "altered")

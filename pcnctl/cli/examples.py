@@ -30,6 +30,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "schools list": ('pcnctl schools list --search "victor hugo"', "pcnctl schools list -o csv > ecoles.csv"),
     "schools show": ("pcnctl schools show 0750654D",),
     "schools export": (
+        "pcnctl schools export --affected --incident INC-0327 --format xlsx --out etablissements.xlsx",
         "pcnctl schools export --affected --incident INC-0327 --excel --out etablissements.csv",
         "pcnctl schools export --affected --from-search threat.json -o json",
     ),
@@ -103,6 +104,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "incident report": (
         "pcnctl incident report INC-0327 -o html --lang fr --out rapport.html",
         "pcnctl incident report INC-0327 -o json --offline",
+    ),
+    "incident exposure": (
+        "pcnctl incident exposure INC-0327 --out exposition/",
+        "pcnctl incident exposure INC-0327 --out exposition/ --school 0750654D -o json",
     ),
     "incident verify": ("pcnctl incident verify INC-0327",),
     "incident resume": ("pcnctl incident resume INC-0327",),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from pcnctl.cli._common import (
     note,
 )
 from pcnctl.cli.examples import examples
+
+if TYPE_CHECKING:
+    from pcnctl.state.incidents import Incident
 
 app = typer.Typer(help="Incidents: open, list, show, report, verify, resume, close.", no_args_is_help=True)
 audit_app = typer.Typer(
@@ -131,8 +134,6 @@ def report(
       pcnctl incident report INC-0327 -o html --lang fr --out rapport.html
       pcnctl incident report INC-0327 -o json --offline
     """
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from pcnctl.errors import PcnError, UsageError
     from pcnctl.reports import incident as core
     from pcnctl.state.incidents import Incident
@@ -141,10 +142,7 @@ def report(
         raise UsageError(f"{fmt!r} is not a report format: markdown, html or json")
     if lang not in core.LABELS:
         raise UsageError("--lang takes en or fr")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"unknown time zone {tz!r}", hint="an IANA name such as Europe/Paris") from None
+    _check_zone(tz)
     if out:
         check_writable(Path(out))
     incident = Incident.load(get_state(), incident_id)
@@ -164,6 +162,62 @@ def report(
         note(f"Report written to {out}")
     else:
         typer.echo(text, nl=False)
+
+
+@app.command("exposure", epilog=examples("incident exposure"))
+@handle_errors
+def exposure(
+    incident_id: IdArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the files: one exposition-UAI.xlsx per school.")
+    ],
+    school: Annotated[
+        list[str] | None,
+        typer.Option("--school", help="Only this school (a UAI of the incident; repeatable)."),
+    ] = None,
+    tz: Annotated[
+        str, typer.Option("--tz", help="Time zone of the times in the files (default Europe/Paris).")
+    ] = "Europe/Paris",
+    profile: EntProfileOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Who received the threat and who opened it, per school, as French Excel files for the schools.
+
+    Read from the evidence (each copy's read flag, recorded before the purge); names, classes and
+    relatives come from the ENT's directory. Files name people: they are written 0600.
+    """
+    from pcnctl.reports import export
+    from pcnctl.reports.wording import Wording
+    from pcnctl.state.incidents import Incident
+
+    _check_zone(tz)
+    check_writable(out, directory=True)
+    incident = Incident.load(get_state(), incident_id)
+    plan = export.plan_exposure(get_state(), incident, school or ())
+    done = export.write_exposure(get_driver(profile or _profile_of(incident)), plan, out, tz=tz)
+    emit([f.to_row() for f in done.files], output, export.EXPOSURE_COLUMNS)
+    words = Wording("en")
+    note(f"{words.count('files', len(done.files))} written to {out} (0600: they name people)")
+    if done.skipped:
+        note(f"Not in this profile's directory, not exported: {', '.join(done.skipped)}")
+    if plan.unplaced:
+        note(f"{words.count('recipients', plan.unplaced)} with no known school: in no school's file")
+
+
+def _check_zone(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from pcnctl.errors import UsageError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {tz!r}", hint="an IANA name such as Europe/Paris") from None
+
+
+def _profile_of(incident: Incident) -> str | None:
+    """The profile the incident was worked with, when none is given (its first)."""
+    return incident.profiles[0] if incident.profiles else None
 
 
 @app.command("close", epilog=examples("incident close"))

@@ -400,14 +400,65 @@ def export_affected(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
     profile: EntProfileOpt = None,
-    output: OutputOpt = "csv",
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            "--format",
+            help="table, json, jsonl, csv, markdown, or xlsx (an Excel workbook in French, with --out).",
+        ),
+    ] = "csv",
 ) -> None:
     """The affected schools for the crisis cell: UAI, name, counts, first and last threat, blocks in force."""
-    from pcnctl.errors import UsageError
     from pcnctl.forensics.search import load_saved
     from pcnctl.output import render, render_excel_csv
     from pcnctl.reports import export
     from pcnctl.state.incidents import Incident
+
+    _check_export(affected, excel, output, out, incident, from_search)
+    if incident is not None:
+        matches = export.matches_from_incident(Incident.load(get_state(), incident))
+    else:
+        assert from_search is not None
+        matches = load_saved(from_search)["matches"]
+    rows = export.affected_schools(get_driver(profile), matches, get_state())
+    if output == "xlsx":
+        from pcnctl.reports import xlsx
+
+        assert out is not None
+        xlsx.write_private(out, export.affected_workbook(rows))
+        note(f"{_schools(len(rows))} affected, written to {out}")
+        return
+    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        if excel:
+            render_excel_csv(export.for_french_excel(rows), export.COLUMNS, stream, export.EXCEL_HEADERS)
+        else:
+            render([school.to_row() for school in rows], output, export.COLUMNS, stream=stream)
+    finally:
+        if out:
+            stream.close()
+    note(f"{_schools(len(rows))} affected" + (f", written to {out}" if out else ""))
+
+
+def _schools(n: int) -> str:
+    from pcnctl.reports.wording import Wording
+
+    return Wording("en").count("schools", n)
+
+
+def _check_export(
+    affected: bool,
+    excel: bool,
+    output: str,
+    out: Path | None,
+    incident: str | None,
+    from_search: Path | None,
+) -> None:
+    """Every option checked before the ENT or any file is touched."""
+    from pcnctl.cli._common import check_format
+    from pcnctl.errors import UsageError
 
     if not affected:
         raise UsageError("say what to export: --affected")
@@ -415,31 +466,12 @@ def export_affected(
         raise UsageError(
             "--excel writes the French Excel CSV: it does not go with -o", hint="drop one of them"
         )
+    if output == "xlsx":
+        if out is None:
+            raise UsageError("-o xlsx writes an Excel workbook: give --out FILE.xlsx")
+    else:
+        check_format(output)
     if out is not None:
         check_writable(out)
     if (incident is None) == (from_search is None):
         raise UsageError("give --incident ID or --from-search FILE (one of them)")
-    if incident is not None:
-        matches = export.matches_from_incident(Incident.load(get_state(), incident))
-    else:
-        assert from_search is not None
-        matches = load_saved(from_search)["matches"]
-    rows = export.affected_schools(get_driver(profile), matches, get_state())
-    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
-    try:
-        if excel:
-            render_excel_csv(export.for_french_excel(rows), export.COLUMNS, stream, export.EXCEL_HEADERS)
-        else:
-            from pcnctl.cli._common import check_format
-
-            render(
-                [school.to_row() for school in rows],
-                check_format(output),
-                export.COLUMNS,
-                stream=stream,
-                width=terminal_width(),
-            )
-    finally:
-        if out:
-            stream.close()
-    note(f"{len(rows)} affected school(s)" + (f" written to {out}" if out else ""))

@@ -1,7 +1,8 @@
 """Evidence for the complaint: the messages in full, how they were found, who collected them, hashed.
 
 A bundle is a directory in the incident (``evidence/<time>-<n>/``) holding ``messages.jsonl`` (one message a
-line: content, sender, recipients and their schools, dates, mailbox copies, attachment metadata),
+line: content, sender, recipients and their schools, dates, mailbox copies with each copy's read flag and
+the time the copies were read, attachment metadata),
 ``query.json`` (the search that found them, the ENT and the profile) and ``manifest.json`` (SHA-256 of each
 file, message count, operator, identity and authentication mode, tool version, UTC times), itself hashed in
 ``manifest.sha256``. Files are 0600. ``pcnctl incident verify`` recomputes every hash.
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pcnctl import __version__
-from pcnctl.forensics.mailstore import Mailbox, Mailstore, StoredMessage
+from pcnctl.forensics.mailstore import CHUNK, Mailbox, Mailstore, StoredMessage
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
 from pcnctl.records import JsonObject, Row
@@ -65,13 +66,17 @@ def collect(
     started = utcnow()
     final, bundle = _new_bundle(incident.subdir("evidence"))
     copies = store.mailboxes(list(message_ids))
+    # Who had opened the threat, read now: the purge removes the copies and their flags with them.
+    flags, read_at = unread_flags(store, message_ids), utcnow()
     lines = []
     with progress_bar(len(message_ids), "evidence", enabled=progress) as advance:
         for message_id in message_ids:
             advance(1)
             message = store.get(message_id)
             if message is not None:
-                record = _record(message, copies.get(message.id, []), store.attachments(message.id))
+                held = copies.get(message.id, [])
+                record = _record(message, held, store.attachments(message.id), flags.get(message.id, {}))
+                record["collected_at"] = read_at
                 record["recipient_schools"] = (recipient_schools or {}).get(message.id, {})
                 record["from_schools"] = (sender_schools or {}).get(message.id, [])
                 lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
@@ -111,8 +116,14 @@ def _new_bundle(root: Path) -> tuple[Path, Path]:
     return final, bundle
 
 
-def _record(message: StoredMessage, copies: Sequence[Mailbox], attachments: list[JsonObject]) -> JsonObject:
-    """One message as the bundle keeps it: content, recipients, every mailbox that holds a copy."""
+def _record(
+    message: StoredMessage,
+    copies: Sequence[Mailbox],
+    attachments: list[JsonObject],
+    unread: Mapping[str, bool],
+) -> JsonObject:
+    """One message as the bundle keeps it: content, recipients, every mailbox that holds a copy and
+    whether that copy was still unread (absent when the copy appeared after the flags were read)."""
     return {
         "id": message.id,
         "date": iso(datetime.fromtimestamp(message.date / 1000, UTC)),
@@ -125,11 +136,35 @@ def _record(message: StoredMessage, copies: Sequence[Mailbox], attachments: list
         "cc": message.cc,
         "cci": message.cci,
         "state": message.state,
-        "mailboxes": [{"user": b.user, "folder": b.folder} for b in copies],
+        "mailboxes": [_copy(b, unread) for b in copies],
         "groups": message.group_names,
         "recipients": message.recipients,
         "attachments": attachments,
     }
+
+
+def _copy(box: Mailbox, unread: Mapping[str, bool]) -> JsonObject:
+    copy: JsonObject = {"user": box.user, "folder": box.folder}
+    if box.user in unread:
+        copy["unread"] = unread[box.user]
+    return copy
+
+
+def unread_flags(store: Mailstore, message_ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """Message id -> {holder: unread} for every copy present: ``usermessages.unread``, true until the
+    holder opens the message (see :mod:`pcnctl.forensics.exposure` for what sets and clears it)."""
+    out: dict[str, dict[str, bool]] = {}
+    ids = list(message_ids)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        rows = store.query(
+            "SELECT message_id, user_id, unread FROM conversation.usermessages"
+            f" WHERE message_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for message_id, user_id, unread in rows:
+            out.setdefault(str(message_id), {})[str(user_id)] = bool(unread)
+    return out
 
 
 @dataclass(frozen=True)

@@ -245,13 +245,17 @@ def get_message(app: LabApp, req: Request) -> Response:
     )
     if row is None:
         raise unauthorized()  # MessageUserFilter: only a message of the caller's mailbox
+    # SqlConversationService.get marks the caller's copy read (and the thread one less unread) in the same
+    # transaction, before its SELECT: the answer already says read.
+    with app.store.transaction() as db:
+        mail.open_parent(db, user["id"], row["id"])
     return Response.json(
         {
             **_summary(app, row),
             "body": "" if row["state"] == "RECALL" else row["body"],
             "folder_id": row["folder_id"],
             "trashed": bool(row["trashed"]),
-            "unread": bool(row["unread"]),
+            "unread": False,
         }
     )
 

@@ -311,18 +311,27 @@ def op_purge(env: Env, p: StepParams) -> JsonObject:
 
 def op_export(env: Env, p: StepParams) -> JsonObject:
     from pcnctl.forensics.search import load_saved
-    from pcnctl.output import render, render_excel_csv
+    from pcnctl.output import FORMATS, render, render_excel_csv
     from pcnctl.reports import export
 
+    fmt = p.text("format") or "csv"
+    if fmt not in (*FORMATS, "xlsx"):
+        raise PlaybookError(f"export: unknown format {fmt!r} (csv, json, jsonl, markdown, table or xlsx)")
+    if fmt == "xlsx" and p.flag("excel"):
+        raise PlaybookError("export: excel (a CSV for Excel) and format: xlsx (a workbook): choose one")
     if search := p.text("search"):
         matches = load_saved(Path(search))["matches"]
     else:
         matches = export.matches_from_incident(env.incident) if env.incident is not None else []
     affected = export.affected_schools(env.driver, matches, env.state)
     rows = [school.to_row() for school in affected]
-    fmt = p.text("format") or "csv"
     path = env.workdir.parent / f"affected-schools.{'md' if fmt == 'markdown' else fmt}"
     if env.check:
+        return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
+    if fmt == "xlsx":
+        from pcnctl.reports import xlsx
+
+        xlsx.write_private(path, export.affected_workbook(affected))
         return {"file": str(path), "schools": [s.uai for s in affected], "count": len(rows)}
     with path.open("w", encoding="utf-8", newline="") as fh:
         if p.flag("excel"):

@@ -4,32 +4,34 @@ identity, what was found and preserved, which schools were affected, what is sti
 Built from the incident's own records (journal, evidence, the block registry, the audit log's entries for
 the incident), so it can be written after the fact, without the ENT; school names come from those records,
 or from the ENT when the caller can reach it. Times are kept in UTC in the JSON and shown in the crisis
-cell's time zone (Europe/Paris by default) in Markdown and HTML, in English or French.
+cell's time zone (Europe/Paris by default) in Markdown and HTML, in English or French, with the language's
+own dates, numbers and plurals (:mod:`pcnctl.reports.wording`). The HTML page is a template whose values
+are escaped (:mod:`pcnctl.reports.html`): a threat's subject or a sender's name is shown, never run.
+
+Exposure (who opened the threat before the purge, per school) comes from the read flags the evidence
+recorded before the purge removed the copies (:mod:`pcnctl.forensics.exposure`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
-from zoneinfo import ZoneInfo
 
-from pcnctl.forensics import evidence
+from pcnctl.forensics import evidence, exposure
 from pcnctl.ops import banners
 from pcnctl.ops.accounts import BLOCK_ACCOUNTS
 from pcnctl.ops.purge import PURGE
 from pcnctl.records import Cell, Row
 from pcnctl.reports import export
+from pcnctl.reports.wording import DEFAULT_TZ, Wording
 from pcnctl.state import blocks as registry
 from pcnctl.state.incidents import Incident
 from pcnctl.state.journal import Record, RunState, done_keys, records, runs_of
 from pcnctl.state.store import StateStore
-
-DEFAULT_TZ = "Europe/Paris"
 
 
 class IncidentPart(TypedDict):
@@ -69,6 +71,21 @@ class AffectedPart(TypedDict):
     messages: int
 
 
+class ExposurePart(TypedDict):
+    """One school's recipients of the threat, by what their copies said before the purge (people, not
+    copies: someone who received three threats and opened one counts once, as opened)."""
+
+    uai: str  # "" for recipients whose school is not known
+    name: str | None
+    recipients: int
+    opened: int
+    purged_unread: int
+    unread: int  # not opened when the evidence was taken, and not purged
+    unknown: int  # evidence written before pcnctl recorded the read flags
+    copies: int
+    read_at: str  # UTC: when the read flags were taken (the latest collection)
+
+
 class ReportData(TypedDict):
     """Everything the report shows (its JSON form, times in UTC)."""
 
@@ -82,6 +99,7 @@ class ReportData(TypedDict):
     audit_log: AuditLogPart
     messaging_blocks: list[Row]  # the rows of 'messaging status', with the school's name
     affected_schools: list[AffectedPart]
+    exposure: list[ExposurePart]
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,7 @@ def collect(
             schools[uai] += 1
     checks = evidence.verify(state, incident)
     entries, head = state.audit_log().head()
+    purged = done_keys(runs, PURGE.name)
     return {
         "incident": {
             "id": incident.id,
@@ -147,13 +166,31 @@ def collect(
         "school_names": names,
         "accounts_blocked": len(done_keys(runs, BLOCK_ACCOUNTS)),
         "messages_preserved": len(matches),
-        "messages_purged": len(done_keys(runs, PURGE.name)),
+        "messages_purged": len(purged),
         "evidence": {"bundles": len({c.bundle for c in checks}), "intact": all(c.ok for c in checks)},
         "audit_log": {"entries": entries, "head": head},
         "messaging_blocks": blocks,
         "affected_schools": [
             {"uai": u, "name": names.get(u), "messages": n} for u, n in sorted(schools.items())
         ],
+        "exposure": [
+            _exposure_part(s, names.get(s.uai)) for s in exposure.from_evidence(incident.path, purged)
+        ],
+    }
+
+
+def _exposure_part(school: exposure.SchoolExposure, name: str | None) -> ExposurePart:
+    status = exposure.Status
+    return {
+        "uai": school.uai,
+        "name": name,
+        "recipients": len(school.recipients),
+        "opened": school.count(status.OPENED),
+        "purged_unread": school.count(status.PURGED_UNREAD),
+        "unread": school.count(status.UNREAD),
+        "unknown": school.count(status.UNKNOWN),
+        "copies": school.copies,
+        "read_at": school.read_at,
     }
 
 
@@ -223,7 +260,6 @@ LABELS: dict[str, dict[str, str]] = {
         "by": "by",
         "result": "result",
         "detail": "detail",
-        "counts": "{0} items: {1} done, {2} already so, {3} failed",
         "approved_by": "approved by",
         "affected": "Affected schools",
         "school": "school",
@@ -241,6 +277,12 @@ LABELS: dict[str, dict[str, str]] = {
         "playbook-end": "playbook ended",
         "step": "playbook step",
         "banner": "banner shown",
+        "exposure": "Who opened the threat",
+        "exposure_intro": "Read from each recipient's mailbox copy when the evidence was taken ({at}), "
+        "before the purge removed the copies. Opened means the copy was marked read: the message opened, "
+        "answered or forwarded. The subject, and in a notification the start of the text, may have been "
+        "seen without opening it; a copy its holder deleted before the evidence was taken is not counted.",
+        "school_unknown": "School not known",
     },
     "fr": {
         "incident": "Incident",
@@ -261,7 +303,6 @@ LABELS: dict[str, dict[str, str]] = {
         "by": "par",
         "result": "résultat",
         "detail": "détail",
-        "counts": "{0} éléments : {1} faits, {2} déjà faits, {3} en échec",
         "approved_by": "approuvé par",
         "affected": "Établissements touchés",
         "school": "établissement",
@@ -279,6 +320,13 @@ LABELS: dict[str, dict[str, str]] = {
         "playbook-end": "fin du playbook",
         "step": "étape du playbook",
         "banner": "bandeau affiché",
+        "exposure": "Qui a ouvert la menace",
+        "exposure_intro": "D'après la copie de chaque destinataire, relevée lors de la collecte des preuves "
+        "({at}), avant que la suppression n'efface les copies. Ouvert : la copie était marquée comme lue "
+        "(message ouvert, répondu ou transféré). L'objet, et dans une notification le début du texte, ont pu "
+        "être vus sans l'ouvrir ; une copie supprimée par son destinataire avant la collecte n'est pas "
+        "comptée.",
+        "school_unknown": "Établissement inconnu",
     },
 }
 # What statuses read as; English keeps the words the journal uses.
@@ -302,14 +350,30 @@ STATUS: dict[str, dict[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class ExposureView:
+    """The exposure section: its title, what the counts mean, then each school and its counted lines."""
+
+    title: str
+    intro: str
+    schools: list[tuple[str, list[str]]]
+
+
 class _View:
-    """Labels and local times for one language and time zone."""
+    """Labels, counted phrases and local times for one language and time zone."""
 
     def __init__(self, lang: str, tz: str) -> None:
         self.t = LABELS[lang]
         self.lang = lang
-        self.zone = ZoneInfo(tz)
         self.tz = tz
+        self.words = Wording(lang, tz)
 
     def word(self, key: str) -> str:
         """A label, or an operation's (from the registry: the report names every operation there is)."""
@@ -321,32 +385,40 @@ class _View:
         return STATUS[self.lang].get(key, key)
 
     def when(self, value: str | None) -> str:
-        if not value:
-            return ""
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(self.zone)
-        return moment.strftime("%d/%m/%Y %H:%M:%S" if self.lang == "fr" else "%Y-%m-%d %H:%M:%S %Z")
+        return self.words.when(value)
 
     def school(self, uai: str, name: str | None) -> str:
+        if not uai:
+            return self.t["school_unknown"]
         return f"{name} ({uai})" if name else uai
 
+    def tally(self, counts: tuple[int, int, int, int] | list[int]) -> str:
+        """An operation run's counts: "4 items: 3 done, 1 already so, 0 failed", plurals as the language
+        wants them."""
+        items, done, already, failed = counts
+        w = self.words
+        done_part = ", ".join([w.count("done", done), w.count("already", already), w.count("failed", failed)])
+        return f"{w.count('items', items)}{w.colon}{done_part}"
+
     def header(self, data: ReportData) -> list[str]:
-        inc, t = data["incident"], self.t
+        inc, t, n = data["incident"], self.t, self.words.number
         state = t["intact"] if data["evidence"]["intact"] else t["altered"]
         opened = t["opened_by"].format(at=self.when(inc["opened_at"]), by=inc["opened_by"])
         closed = f", {t['closed_on'].format(at=self.when(inc['closed_at']))}" if inc["closed_at"] else ""
+        colon = self.words.colon
         return [
-            f"{t['status']}: {self.status(inc['status'])} ({opened}{closed})",
-            f"{t['profiles']}: {', '.join(inc['profiles']) or '-'}",
+            f"{t['status']}{colon}{self.status(inc['status'])} ({opened}{closed})",
+            f"{t['profiles']}{colon}{', '.join(inc['profiles']) or '-'}",
             t["summary"].format(
-                blocked=data["accounts_blocked"],
-                kept=data["messages_preserved"],
-                purged=data["messages_purged"],
+                blocked=n(data["accounts_blocked"]),
+                kept=n(data["messages_preserved"]),
+                purged=n(data["messages_purged"]),
             ),
-            t["evidence"].format(n=data["evidence"]["bundles"], state=state),
-            t["seal"].format(n=data["audit_log"]["entries"], head=data["audit_log"]["head"][:16]),
+            t["evidence"].format(n=n(data["evidence"]["bundles"]), state=state),
+            t["seal"].format(n=n(data["audit_log"]["entries"]), head=data["audit_log"]["head"][:16]),
         ]
 
-    def tables(self, data: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
+    def tables(self, data: ReportData) -> list[Table]:
         t = self.t
         names = data.get("school_names") or {}
         timeline = [
@@ -356,12 +428,15 @@ class _View:
                 self.school(e["target"], names.get(e["target"])),
                 e["by"],
                 self.status(e["status"]),
-                (t["counts"].format(*counts) if (counts := e.get("counts")) else e["detail"])
+                (self.tally(counts) if (counts := e.get("counts")) else e["detail"])
                 + (f"; {t['approved_by']} {who}" if (who := e.get("approved_by")) else ""),
             ]
             for e in data["timeline"]
         ]
-        affected = [[self.school(s["uai"], s["name"]), str(s["messages"])] for s in data["affected_schools"]]
+        affected = [
+            [self.school(s["uai"], s["name"]), self.words.number(s["messages"])]
+            for s in data["affected_schools"]
+        ]
         blocks = [
             [
                 self.school(_text(b["school"]), _text(b.get("name")) or None),
@@ -374,19 +449,48 @@ class _View:
             for b in data["messaging_blocks"]
         ]
         return [
-            (t["timeline"], [t["time"], t["what"], t["target"], t["by"], t["result"], t["detail"]], timeline),
-            (t["affected"], [t["school"], t["threats"]], affected),
-            (
+            Table(
+                t["timeline"],
+                [t["time"], t["what"], t["target"], t["by"], t["result"], t["detail"]],
+                timeline,
+            ),
+            Table(t["affected"], [t["school"], t["threats"]], affected),
+            Table(
                 t["blocks"],
                 [t["school"], t["profile"], t["lever"], t["since"], t["until"], t["status"]],
                 blocks,
             ),
         ]
 
+    def exposure(self, data: ReportData) -> ExposureView | None:
+        """Per school: its recipients, how many opened the threat before the purge, how many never did."""
+        parts = [p for p in data.get("exposure") or [] if p["recipients"]]
+        if not parts:
+            return None
+        w = self.words
+        schools = []
+        for p in parts:
+            lines = [w.count("recipients", p["recipients"]), w.count("opened", p["opened"])]
+            lines.append(w.count("purged_unread", p["purged_unread"]))
+            if p["unread"]:
+                lines.append(w.count("unread", p["unread"]))
+            if p["unknown"]:
+                lines.append(w.count("unknown", p["unknown"]))
+            schools.append((self.school(p["uai"], p["name"]), lines))
+        read_at = max(p["read_at"] for p in parts)
+        return ExposureView(
+            self.t["exposure"], self.t["exposure_intro"].format(at=self.when(read_at)), schools
+        )
+
 
 def _text(value: Cell) -> str:
     """A block row's cell as text (every cell of it is a text or null)."""
     return "" if value is None else str(value)
+
+
+def _md(text: str) -> str:
+    """A Markdown table cell: a pipe or a line break from a subject or a name would end the cell."""
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def markdown(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
@@ -396,36 +500,33 @@ def markdown(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
     inc = data["incident"]
     out = [f"# {view.t['incident']} {inc['id']}" + (f": {inc['title']}" if inc["title"] else ""), ""]
     out += [f"- {line}" for line in view.header(data)] + ["", f"_{view.t['times_in'].format(tz=tz)}_"]
-    for title, headers, rows in view.tables(data):
-        out += ["", f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github")]
+    for table in view.tables(data):
+        rows = [[_md(c) for c in row] for row in table.rows]
+        out += ["", f"## {table.title}", "", tabulate(rows, headers=table.headers, tablefmt="github")]
+    shown = view.exposure(data)
+    if shown is not None:
+        out += ["", f"## {shown.title}", "", shown.intro]
+        for school, lines in shown.schools:
+            out += ["", f"### {school}", "", *(f"- {line}" for line in lines)]
     return "\n".join(out) + "\n"
 
 
 def html_page(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
+    """The report as one self-contained page (no script, no outside resource), every value escaped."""
+    from pcnctl.reports import html
+
     view = _View(lang, tz)
     inc = data["incident"]
-
-    def table(headers: list[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    header = "".join(f"<li>{html.escape(line)}</li>" for line in view.header(data))
-    sections = "".join(
-        f"<h2>{html.escape(title)}</h2>" + table(h, rows) for title, h, rows in view.tables(data)
-    )
-    altered = "" if data["evidence"]["intact"] else f'<p class="bad">{html.escape(view.t["altered"])}</p>'
-    return (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
-        f"<title>{html.escape(view.t['incident'])} {html.escape(inc['id'])}</title><style>"
-        "body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
-        "th,td{border:1px solid #bbb;padding:.3rem .6rem;text-align:left}th{background:#eee}"
-        ".bad{color:#b00;font-weight:bold}</style></head><body>"
-        f"<h1>{html.escape(view.t['incident'])} {html.escape(inc['id'])}"
-        + (f": {html.escape(inc['title'])}" if inc["title"] else "")
-        + "</h1>"
-        f"<ul>{header}</ul>{altered}<p><em>{html.escape(view.t['times_in'].format(tz=tz))}</em></p>"
-        f"{sections}</body></html>\n"
+    return html.render(
+        "incident.html.j2",
+        lang=lang,
+        heading=f"{view.t['incident']} {inc['id']}" + (f": {inc['title']}" if inc["title"] else ""),
+        title=f"{view.t['incident']} {inc['id']}",
+        header=view.header(data),
+        altered=None if data["evidence"]["intact"] else view.t["altered"],
+        times_in=view.t["times_in"].format(tz=tz),
+        tables=view.tables(data),
+        exposure=view.exposure(data),
     )
 
 

@@ -119,7 +119,25 @@ def parse_user(row: Mapping[str, Any], schools: SchoolIndex) -> User:
         last_login=row.get("lastLogin"),
         functions=function_codes(row.get("functions")),
         alias=alias,
+        classes=_class_names(row.get("allClasses")),
+        relatives=_relative_names(row.get("parents")),
     )
+
+
+def _class_names(value: Any) -> tuple[str, ...]:
+    """The admin list's ``allClasses`` ({id, name} per class, ``[{id: null, name: null}]`` for none)."""
+    items = value if isinstance(value, list) else []
+    return tuple(str(c["name"]) for c in items if isinstance(c, dict) and c.get("name"))
+
+
+def _relative_names(value: Any) -> tuple[str, ...]:
+    """The admin list's ``parents`` ({id, firstName, lastName} per relative, directory
+    ``DefaultUserService.listAdmin``); the user node's placeholders (every field null) give none."""
+    names = []
+    for p in value if isinstance(value, list) else []:
+        if isinstance(p, dict) and (p.get("firstName") or p.get("lastName")):
+            names.append(" ".join(str(p[k]) for k in ("firstName", "lastName") if p.get(k)))
+    return tuple(names)
 
 
 def _logins(row: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -67,6 +67,9 @@ class Finding:
     summary: str
     rows: list[Row] = field(default_factory=list)
     columns: tuple[str, ...] = ()
+    # The numbers the summary is made of, so that each language words it with its own plurals
+    # (pcnctl.reports.audit.render); ``summary`` is the English for machines and logs.
+    facts: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> JsonObject:
         return {
@@ -168,12 +171,19 @@ def mass_senders(env: AuditEnv) -> Finding:
         f"{len(flagged)} account(s) sending in bulk among {len(rows)} sender(s)",
         flagged,
         ("login", "profile", "schools", "messages", "recipients", "per_minute", "ips", "why"),
+        facts={"flagged": len(flagged), "senders": len(rows)},
     )
 
 
 def watchlist(env: AuditEnv) -> Finding:
     if env.mailstore is None:
-        return Finding("watchlist", "info", 0, "no mailstore configured: threat watchlist not checked")
+        return Finding(
+            "watchlist",
+            "info",
+            0,
+            "no mailstore configured: threat watchlist not checked",
+            facts={"unchecked": 1},
+        )
     hits, drafts = _watchlist_hits(env, env.mailstore, _templates(env.store))
     people = Directory(env.driver)  # fromName is NULL on the platform's send path
     people.load([m.sender for m, _hit, _like in hits if not m.sender_name])
@@ -205,6 +215,7 @@ def watchlist(env: AuditEnv) -> Finding:
         summary,
         rows,
         ("date", "from_name", "subject", "recipients", "pattern", "like_incident"),
+        facts={"hits": len(rows), "scheduled": scheduled, "drafts": drafts},
     )
 
 
@@ -298,6 +309,7 @@ def blocks(env: AuditEnv) -> Finding:
         f"{len(rows)} block(s) in force (messaging and accounts), {len(expired)} past their expiry",
         rows,
         ("kind", "school", "target", "profile", "since", "age_hours", "by", "incident", "until", "expired"),
+        facts={"blocks": len(rows), "expired": len(expired)},
     )
 
 
@@ -331,6 +343,7 @@ def drift(env: AuditEnv) -> Finding:
         f"{len(rows)} change(s) undone behind the incident's back",
         rows,
         ("incident", "kind", "target", "detail"),
+        facts={"changes": len(rows)},
     )
 
 
@@ -397,6 +410,7 @@ def evidence_gaps(env: AuditEnv) -> Finding:
         f"{len(rows)} incident(s) purged messages with no verified evidence",
         rows,
         ("incident", "purged", "without_evidence", "example"),
+        facts={"incidents": len(rows), "messages": gaps},
     )
 
 
@@ -427,6 +441,12 @@ def health(env: AuditEnv) -> Finding:
         summary,
         rows,
         ("route", "median_ms", "p95_ms", "errors"),
+        facts={
+            "failing": len(failing),
+            "slow": len(slow),
+            "latency_ms": env.thresholds.latency_ms,
+            **{f"throttled_{status}": n for status, n in throttled.items()},
+        },
     )
 
 

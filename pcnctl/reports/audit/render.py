@@ -1,22 +1,27 @@
 """Audit reports: Markdown for mail and tickets, a self-contained HTML page for people (tables per check,
 a per-school summary, messages per hour as a small SVG chart), JSON and CSV for machines; English or French.
+
+The HTML page is a template whose values are escaped (:mod:`pcnctl.reports.html`): the watchlist shows
+subjects and names an attacker wrote. Summaries are worded from each finding's numbers with the language's
+own plurals, dates and numbers (:mod:`pcnctl.reports.wording`); JSON and CSV keep the checks' English.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pcnctl.output import cell, safe_csv_cell
 from pcnctl.records import Cell, Row
 from pcnctl.reports.audit.checks import Finding
 from pcnctl.reports.audit.run import AuditReport
+from pcnctl.reports.wording import DEFAULT_TZ, Wording
 from pcnctl.timespec import iso
 
 LABELS = {
@@ -107,14 +112,20 @@ COLUMNS = {
         "errors": "erreurs",
     }
 }
-# The French summary of each check, from its count (the checks word their summaries in English).
-SUMMARIES_FR = {
-    "mass_senders": "{n} compte(s) envoyant en masse",
-    "watchlist": "{n} message(s) correspondant à la liste de surveillance",
-    "blocks": "{n} blocage(s) en vigueur",
-    "drift": "{n} changement(s) d'un incident ouvert défait(s) depuis",
-    "evidence": "{n} incident(s) avec des messages supprimés sans preuve vérifiée",
-    "health": "{n} route(s) lente(s) ou en échec",
+# Words that join a summary's counted phrases.
+JOINS = {
+    "en": {
+        "among": "among",
+        "unchecked": "no mailstore configured: threat watchlist not checked",
+        "throttled": "throttled",
+        "semicolon": "; ",
+    },
+    "fr": {
+        "among": "parmi",
+        "unchecked": "non vérifiée : aucune base de messagerie configurée sur le profil",
+        "throttled": "limitées",
+        "semicolon": " ; ",
+    },
 }
 # Cell values that are words, not data.
 VALUES_FR = {True: "oui", False: "non", "account": "compte", "messaging": "messagerie"}
@@ -123,36 +134,97 @@ VALUES_FR = {True: "oui", False: "non", "account": "compte", "messaging": "messa
 class _Words:
     """What a report says in one language: labels, headings, summaries, times, word-like cells."""
 
-    def __init__(self, lang: str, tz: str = "Europe/Paris") -> None:
+    def __init__(self, lang: str, tz: str = DEFAULT_TZ) -> None:
         self.lang = lang
         self.t = LABELS[lang]
-        self.zone = ZoneInfo(tz) if lang == "fr" else UTC
+        self.words = Wording(lang, tz)
+        self.zone = self.words.zone if lang == "fr" else UTC
 
     def column(self, key: str) -> str:
         return COLUMNS.get(self.lang, {}).get(key, key)
 
-    def summary(self, f: Any) -> str:
-        if self.lang != "fr":
-            return str(f.summary)
-        if f.check == "watchlist" and f.severity == "info" and not f.rows:
-            return "non vérifiée : aucune base de messagerie configurée sur le profil"
-        return SUMMARIES_FR[f.check].format(n=f.count)
+    def summary(self, f: Finding) -> str:
+        """The finding's summary worded from its numbers; a check that gives none keeps its own."""
+        build = SUMMARIES.get(f.check)
+        if build is None or not f.facts:
+            return f.summary
+        return build(self.words, JOINS[self.lang], f.facts)
 
     def when(self, moment: datetime) -> str:
         if self.lang != "fr":
             return iso(moment)
-        return moment.astimezone(self.zone).strftime("%d/%m/%Y %H:%M")
+        return self.words.moment(moment, seconds=False)
+
+    def number(self, value: float) -> str:
+        return self.words.number(value) if self.lang == "fr" else cell(value)
 
     def value(self, column: str, value: Any) -> str:
         if self.lang == "fr":
             if column in ("date", "since", "until") and isinstance(value, str) and value[:2] == "20":
                 try:
-                    return self.when(datetime.fromisoformat(value.replace("Z", "+00:00")))
+                    return self.words.when(value, seconds=False)
                 except ValueError:
                     return value
             if isinstance(value, bool | str) and value in VALUES_FR:
                 return VALUES_FR[value]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return self.words.number(round(value, 1))
         return cell(value)
+
+
+Facts = dict[str, float]
+
+
+def _mass_senders(w: Wording, j: dict[str, str], f: Facts) -> str:
+    return (
+        f"{w.count('bulk_accounts', int(f['flagged']))} {j['among']} {w.count('senders', int(f['senders']))}"
+    )
+
+
+def _watchlist(w: Wording, j: dict[str, str], f: Facts) -> str:
+    if f.get("unchecked"):
+        return j["unchecked"]
+    text = w.count("watch_hits", int(f["hits"]))
+    if f.get("scheduled"):
+        text += ", " + w.count("watch_scheduled", int(f["scheduled"]))
+    if f.get("drafts"):
+        text += j["semicolon"] + w.count("watch_drafts", int(f["drafts"]))
+    return text
+
+
+def _blocks(w: Wording, j: dict[str, str], f: Facts) -> str:
+    return f"{w.count('blocks', int(f['blocks']))}, {w.count('blocks_expired', int(f['expired']))}"
+
+
+def _drift(w: Wording, j: dict[str, str], f: Facts) -> str:
+    return w.count("drift", int(f["changes"]))
+
+
+def _evidence(w: Wording, j: dict[str, str], f: Facts) -> str:
+    return f"{w.count('gap_incidents', int(f['incidents']))} ({w.count('gap_messages', int(f['messages']))})"
+
+
+def _health(w: Wording, j: dict[str, str], f: Facts) -> str:
+    text = (
+        f"{w.count('routes_failing', int(f['failing']))}, {w.count('routes_slow', int(f['slow']))}"
+        f" (p95 > {w.number(f['latency_ms'])} ms)"
+    )
+    throttled = [
+        (k.removeprefix("throttled_"), int(n)) for k, n in sorted(f.items()) if k.startswith("throttled_")
+    ]
+    if throttled:
+        text += f", {j['throttled']}{w.colon}" + ", ".join(f"{w.number(n)} × {code}" for code, n in throttled)
+    return text
+
+
+SUMMARIES: dict[str, Callable[[Wording, dict[str, str], Facts], str]] = {
+    "mass_senders": _mass_senders,
+    "watchlist": _watchlist,
+    "blocks": _blocks,
+    "drift": _drift,
+    "evidence": _evidence,
+    "health": _health,
+}
 
 
 def _texts(value: Cell) -> list[str]:
@@ -186,6 +258,30 @@ def hourly(report: AuditReport, zone: Any = UTC) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
+def _md(text: str) -> str:
+    """A Markdown table cell: a pipe or a line break in a subject would end the cell."""
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _summary_rows(report: AuditReport, w: _Words) -> list[list[str]]:
+    t = w.t
+    return [[t[f.check], t[f.severity], w.number(f.count), w.summary(f)] for f in report.findings]
+
+
+def _school_table(report: AuditReport, w: _Words) -> tuple[list[str], list[list[str]]] | None:
+    schools = per_school(report)
+    if not schools:
+        return None
+    keys = sorted({k for s in schools for k in s if k != "school"})
+    rows = [[str(s["school"]), *[w.number(_count(s.get(k))) for k in keys]] for s in schools]
+    return [w.t["school"], *[w.t[k] for k in keys]], rows
+
+
+def _count(value: Cell) -> int:
+    """A per-school count (a check that found nothing there has no key: 0)."""
+    return value if isinstance(value, int) else 0
+
+
 def markdown(report: AuditReport, lang: str = "en") -> str:
     from tabulate import tabulate
 
@@ -194,137 +290,119 @@ def markdown(report: AuditReport, lang: str = "en") -> str:
     out = [
         f"# {t['title']}: {report.profile} ({report.url})",
         "",
-        f"- {t['window']}: {w.when(report.since)} -> {w.when(report.until)}",
-        f"- {t['worst']}: **{t[report.worst]}**",
+        f"- {t['window']}{w.words.colon}{w.when(report.since)} -> {w.when(report.until)}",
+        f"- {t['worst']}{w.words.colon}**{t[report.worst]}**",
         "",
     ]
-    out.append(
-        tabulate(
-            [[t[f.check], t[f.severity], f.count, w.summary(f)] for f in report.findings],
-            headers=[t["check"], t["severity"], t["count"], t["summary"]],
-            tablefmt="github",
-        )
-    )
+    headers = [t["check"], t["severity"], t["count"], t["summary"]]
+    out.append(tabulate(_summary_rows(report, w), headers=headers, tablefmt="github"))
     for f in report.findings:
         out += ["", f"## {t[f.check]} ({t[f.severity]})", ""]
         if f.rows and f.columns:
             out.append(
                 tabulate(
-                    [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows],
+                    [[_md(w.value(c, r.get(c))) for c in f.columns] for r in f.rows],
                     headers=[w.column(c) for c in f.columns],
                     tablefmt="github",
                 )
             )
         else:
             out.append(f"_{t['none']}_")
-    schools = per_school(report)
-    if schools:
-        keys = sorted({k for s in schools for k in s if k != "school"})
-        out += ["", f"## {t['schools']}", ""]
-        out.append(
-            tabulate(
-                [[s["school"], *[s.get(k, 0) for k in keys]] for s in schools],
-                headers=[t["school"], *[t[k] for k in keys]],
-                tablefmt="github",
-            )
-        )
+    schools = _school_table(report, w)
+    if schools is not None:
+        out += ["", f"## {t['schools']}", "", tabulate(schools[1], headers=schools[0], tablefmt="github")]
     return "\n".join(out) + "\n"
 
 
-def _chart(points: list[tuple[str, int]], x_label: str, y_label: str) -> str:
-    """Bars per hour with both axes, their titles, hour labels under the bars and the count above each."""
-    if not points:
-        return ""
+@dataclass(frozen=True)
+class Bar:
+    """One hour's bar, its count above it and its hour below it."""
+
+    x: int
+    height: int
+    width: int
+    centre: int
+    hour: str
+    count: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Watchlist messages per hour: both axes, their titles, a bar per hour (drawn by the template)."""
+
+    width: int
+    left: int
+    base: int
+    height: int
+    top: str
+    x_label: str
+    y_label: str
+    bars: list[Bar]
+
+
+def chart(points: list[tuple[str, int]], x_label: str, y_label: str, number: Callable[[int], str]) -> Chart:
+    """The chart's geometry: the tallest bar fills the plot, every bar shows at least a pixel."""
     top = max(n for _, n in points)
     left, base, height = 56, 150, 110
     bar = max(18, min(60, 640 // len(points)))
-    width = left + bar * len(points) + 20
-    esc = html.escape
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="200" role="img" '
-        f'aria-label="{esc(y_label)}" font-family="sans-serif">',
-        f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#333"/>',
-        f'<line x1="{left}" y1="{base}" x2="{left}" y2="{base - height - 10}" stroke="#333"/>',
-        f'<text x="{left - 6}" y="{base + 4}" font-size="10" text-anchor="end">0</text>',
-        f'<text x="{left - 6}" y="{base - height + 4}" font-size="10" text-anchor="end">{top}</text>',
-        f'<text x="12" y="{base - height // 2}" font-size="11" text-anchor="middle" '
-        f'transform="rotate(-90 12 {base - height // 2})">{esc(y_label)}</text>',
-        f'<text x="{(left + width) // 2}" y="195" font-size="11" text-anchor="middle">{esc(x_label)}</text>',
-    ]
+    bars = []
     for i, (hour, n) in enumerate(points):
-        h = max(1, int(height * n / top))
         x = left + 4 + i * bar
-        parts.append(
-            f'<rect x="{x}" y="{base - h}" width="{bar - 6}" height="{h}" fill="#b33">'
-            f"<title>{esc(hour)}: {n}</title></rect>"
+        bars.append(
+            Bar(
+                x,
+                max(1, int(height * n / top)),
+                bar - 6,
+                x + (bar - 6) // 2,
+                hour[-5:],
+                number(n),
+                f"{hour}: {n}",
+            )
         )
-        centre = x + (bar - 6) // 2
-        parts.append(f'<text x="{centre}" y="{base - h - 3}" font-size="10" text-anchor="middle">{n}</text>')
-        parts.append(
-            f'<text x="{centre}" y="{base + 14}" font-size="9" text-anchor="middle">{esc(hour[-5:])}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-_STYLE = (
-    "body{font-family:sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;"
-    "margin:.5rem 0 1.5rem}th,td{border:1px solid #bbb;padding:.25rem .5rem;text-align:left;"
-    "font-size:.9rem}"
-    "th{background:#eee}.critical{color:#b00;font-weight:bold}.warning{color:#c60;font-weight:bold}"
-    ".ok{color:#070}"
-)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Wide enough for the axis title under a single bar too.
+    width = max(left + bar * len(points) + 20, 240)
+    return Chart(width, left, base, height, number(top), x_label, y_label, bars)
 
 
 def html_page(report: AuditReport, lang: str = "en") -> str:
     """The audit as one self-contained page: the summary, the hourly chart, each finding, per school."""
+    from pcnctl.reports import html
+
     w = _Words(lang)
     t = w.t
-    sections = [
-        f"<h1>{html.escape(t['title'])}: {html.escape(report.profile)}</h1>",
-        f"<p>{t['window']}: {w.when(report.since)} &rarr; {w.when(report.until)}. {t['worst']}: "
-        f'<span class="{report.worst}">{t[report.worst]}</span></p>',
-        _table(
-            [t["check"], t["severity"], t["count"], t["summary"]],
-            [[t[f.check], t[f.severity], f.count, w.summary(f)] for f in report.findings],
-        ),
-    ]
     points = hourly(report, w.zone)
-    if points:
-        sections += [
-            f"<h2>{html.escape(t['hourly'])}</h2>",
-            _chart(points, t["hour_axis"], t["messages_axis"]),
-        ]
-    sections += [part for f in report.findings for part in _finding(f, w)]
-    schools = per_school(report)
-    if schools:
-        keys = sorted({k for s in schools for k in s if k != "school"})
-        sections += [
-            f"<h2>{html.escape(t['schools'])}</h2>",
-            _table(
-                [t["school"], *[t[k] for k in keys]],
-                [[s["school"], *[s.get(k, 0) for k in keys]] for s in schools],
-            ),
-        ]
-    return (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{html.escape(t["title"])}'
-        f"</title><style>{_STYLE}</style></head><body>" + "".join(sections) + "</body></html>\n"
+    return html.render(
+        "audit.html.j2",
+        lang=lang,
+        t=t,
+        colon=w.words.colon,
+        profile=report.profile,
+        since=w.when(report.since),
+        until=w.when(report.until),
+        worst=report.worst,
+        summary=([t["check"], t["severity"], t["count"], t["summary"]], _summary_rows(report, w)),
+        chart=chart(points, t["hour_axis"], t["messages_axis"], w.words.number) if points else None,
+        findings=[_finding(f, w) for f in report.findings],
+        schools=_school_table(report, w),
     )
 
 
-def _finding(f: Finding, w: _Words) -> list[str]:
+@dataclass(frozen=True)
+class FindingView:
+    title: str
+    severity: str  # the class of its severity's style
+    severity_label: str
+    headers: list[str]
+    rows: list[list[str]]  # none: nothing found
+
+
+def _finding(f: Finding, w: _Words) -> FindingView:
     t = w.t
-    title = f'<h2>{html.escape(t[f.check])} <span class="{f.severity}">({t[f.severity]})</span></h2>'
     if not (f.rows and f.columns):
-        return [title, f"<p><em>{html.escape(t['none'])}</em></p>"]
+        return FindingView(t[f.check], f.severity, t[f.severity], [], [])
     rows = [[w.value(c, r.get(c)) for c in f.columns] for r in f.rows]
-    return [title, _table([w.column(c) for c in f.columns], rows)]
+    return FindingView(t[f.check], f.severity, t[f.severity], [w.column(c) for c in f.columns], rows)
 
 
 def to_json(report: AuditReport) -> str:
