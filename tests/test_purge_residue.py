@@ -98,3 +98,27 @@ def test_the_residue_script_finishes_the_removal_on_postgresql(
             " (SELECT 1 FROM conversation.messages m WHERE m.thread_id = t.id)"
         ).fetchone()
         assert threads == (0,)  # no thread left without a message
+
+
+def test_the_incident_report_tells_the_crisis_cell_what_the_purge_left(
+    lab: Lab, cli: Cli, tmp_path: Path
+) -> None:
+    wave, summary, sql = _purged(lab, cli, tmp_path)
+    data = cli("incident", "report", "INC-RES", "-o", "json", "--offline")
+    assert data.exit_code == 0, data.stderr
+    kept = data.json()["residue"]
+    assert kept["scripts"] == [str(sql)]
+    assert kept["counts"]["copies"] == 0
+    assert kept["counts"]["messages"] == summary["message rows (subject, body, search index)"] > 0
+    assert kept["counts"]["threads"] == summary["thread subjects"] > 0
+    french = cli("incident", "report", "INC-RES", "--lang", "fr", "--offline")
+    assert french.exit_code == 0, french.stderr
+    section = french.stdout.split("## Ce que la plateforme conserve des messages supprimés")[1]
+    assert str(sql) in section and "objets des fils" in section and "définitivement" in section
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in section.splitlines()
+            if line.startswith("| ") and "---" not in line}  # fmt: skip
+    assert rows["messages (objet, corps, index)"] == str(len(wave["purged"]))
+    page = tmp_path / "report.html"
+    html = cli("incident", "report", "INC-RES", "-o", "html", "--offline", "--out", str(page))
+    assert html.exit_code == 0, html.stderr
+    assert "What the platform still holds of the purged messages" in page.read_text()

@@ -23,7 +23,7 @@ pcnctl stays read-only on the database: the script is for the hosting team to re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pcnctl.forensics.mailstore import CHUNK, Mailstore
@@ -59,14 +59,7 @@ class Residue:
 
     def rows(self, lang: str = "en") -> list[Row]:
         """One row per kind: what, how many, until when (in English or French)."""
-        counts = (
-            self.copies,
-            self.messages,
-            self.attachments,
-            self.threads,
-            self.originals,
-            self.notifications,
-        )
+        counts = [getattr(self, key) for key in FIELDS]
         fr = lang == "fr"
         return [
             {"what": kind[2] if fr else kind[0], "count": n, "until": kind[3] if fr else kind[1]}
@@ -76,6 +69,33 @@ class Residue:
     @property
     def clean(self) -> bool:
         return not any((self.copies, self.messages, self.threads, self.originals, self.attachments))
+
+    def counts(self) -> dict[str, int]:
+        """The counts by a stable key (the fields' names), as the incident report's JSON keeps them."""
+        return {key: getattr(self, key) for key in FIELDS}
+
+
+# The fields in the order of KINDS, and how a purge verdict names each kind (its English "what").
+FIELDS = ("copies", "messages", "attachments", "threads", "originals", "notifications")
+
+
+def from_verdict(kept: Mapping[str, object]) -> Residue:
+    """A purge run's residue from what its verdict kept (counts by the English "what" of each kind)."""
+    by_what = {kind[0]: key for kind, key in zip(KINDS, FIELDS, strict=True)}
+    counts = {key: 0 for key in FIELDS}
+    for what, n in kept.items():
+        if what in by_what and isinstance(n, int):
+            counts[by_what[what]] = n
+    return Residue(**counts)
+
+
+def total(parts: Iterable[Residue]) -> Residue:
+    """Several purge runs' residue together (each run counts its own messages)."""
+    sums = {key: 0 for key in FIELDS}
+    for part in parts:
+        for key, n in part.counts().items():
+            sums[key] += n
+    return Residue(**sums)
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from pcnctl.forensics import evidence, exposure
+from pcnctl.forensics import evidence, exposure, residue
 from pcnctl.ops import banners
 from pcnctl.ops.accounts import BLOCK_ACCOUNTS
 from pcnctl.ops.purge import PURGE
@@ -100,6 +100,15 @@ class ReportData(TypedDict):
     messaging_blocks: list[Row]  # the rows of 'messaging status', with the school's name
     affected_schools: list[AffectedPart]
     exposure: list[ExposurePart]
+    residue: ResiduePart
+
+
+class ResiduePart(TypedDict):
+    """What the platform still holds of the purged messages (the purge runs' own counts, added up), and
+    the SQL scripts that finish the removal, for the hosting team."""
+
+    counts: dict[str, int]  # by kind: copies, messages, attachments, threads, originals, notifications
+    scripts: list[str]
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,23 @@ def collect(
         "exposure": [
             _exposure_part(s, names.get(s.uai)) for s in exposure.from_evidence(incident.path, purged)
         ],
+        "residue": _residue_part(runs),
     }
+
+
+def _residue_part(runs: list[RunState]) -> ResiduePart:
+    """The purge runs' residue as their verdicts counted it when each ended."""
+    parts: list[residue.Residue] = []
+    scripts: list[str] = []
+    for run in runs:
+        result, files = run.verdict.get("result"), run.verdict.get("files")
+        if run.op != PURGE.name or not isinstance(result, dict):
+            continue
+        if isinstance(kept := result.get("residue"), dict):
+            parts.append(residue.from_verdict(kept))
+        if isinstance(files, dict) and files.get("residue_sql"):
+            scripts.append(str(files["residue_sql"]))
+    return {"counts": residue.total(parts).counts(), "scripts": scripts}
 
 
 def _exposure_part(school: exposure.SchoolExposure, name: str | None) -> ExposurePart:
@@ -283,6 +308,13 @@ LABELS: dict[str, dict[str, str]] = {
         "answered or forwarded. The subject, and in a notification the start of the text, may have been "
         "seen without opening it; a copy its holder deleted before the evidence was taken is not counted.",
         "school_unknown": "School not known",
+        "residue": "What the platform still holds of the purged messages",
+        "residue_intro": "The purge removes every mailbox copy; the platform keeps the rest of a message "
+        "until the time shown. The hosting team can finish the removal with the SQL the purge wrote, after "
+        "reviewing it: {scripts}.",
+        "kind": "what",
+        "count": "count",
+        "how_long": "kept",
     },
     "fr": {
         "incident": "Incident",
@@ -327,6 +359,13 @@ LABELS: dict[str, dict[str, str]] = {
         "être vus sans l'ouvrir ; une copie supprimée par son destinataire avant la collecte n'est pas "
         "comptée.",
         "school_unknown": "Établissement inconnu",
+        "residue": "Ce que la plateforme conserve des messages supprimés",
+        "residue_intro": "La suppression retire toutes les copies des boîtes ; la plateforme garde le reste "
+        "du message jusqu'au moment indiqué. L'hébergeur peut achever la suppression avec le SQL écrit par "
+        "la purge, après l'avoir relu : {scripts}.",
+        "kind": "élément",
+        "count": "nombre",
+        "how_long": "conservé",
     },
 }
 # What statuses read as; English keeps the words the journal uses.
@@ -355,6 +394,7 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str]]
+    intro: str = ""  # a paragraph under the title
 
 
 @dataclass(frozen=True)
@@ -448,7 +488,7 @@ class _View:
             ]
             for b in data["messaging_blocks"]
         ]
-        return [
+        tables = [
             Table(
                 t["timeline"],
                 [t["time"], t["what"], t["target"], t["by"], t["result"], t["detail"]],
@@ -461,6 +501,18 @@ class _View:
                 blocks,
             ),
         ]
+        return tables + ([kept] if (kept := self.residue(data)) else [])
+
+    def residue(self, data: ReportData) -> Table | None:
+        """What the purges left, each kind counted with until when, when the incident purged anything."""
+        part = data.get("residue")
+        if not part or not part["scripts"]:
+            return None
+        left = residue.Residue(**{k: part["counts"].get(k, 0) for k in residue.FIELDS})
+        rows = [[str(r["what"]), self.words.number(int(str(r["count"]))), str(r["until"])]
+                for r in left.rows(self.lang)]  # fmt: skip
+        intro = self.t["residue_intro"].format(scripts=", ".join(part["scripts"]))
+        return Table(self.t["residue"], [self.t["kind"], self.t["count"], self.t["how_long"]], rows, intro)
 
     def exposure(self, data: ReportData) -> ExposureView | None:
         """Per school: its recipients, how many opened the threat before the purge, how many never did."""
@@ -502,7 +554,8 @@ def markdown(data: ReportData, lang: str = "en", tz: str = DEFAULT_TZ) -> str:
     out += [f"- {line}" for line in view.header(data)] + ["", f"_{view.t['times_in'].format(tz=tz)}_"]
     for table in view.tables(data):
         rows = [[_md(c) for c in row] for row in table.rows]
-        out += ["", f"## {table.title}", "", tabulate(rows, headers=table.headers, tablefmt="github")]
+        out += ["", f"## {table.title}", ""] + ([table.intro, ""] if table.intro else [])
+        out += [tabulate(rows, headers=table.headers, tablefmt="github")]
     shown = view.exposure(data)
     if shown is not None:
         out += ["", f"## {shown.title}", "", shown.intro]
