@@ -409,7 +409,8 @@ def test_report_close_and_rollback(responder: Cli, lab: Lab, wave: dict[str, Any
     assert all(uai in md.stdout for uai in wave["schools"]) and "hashes intact" in md.stdout
     page = tmp_path / "report.html"
     assert responder("incident", "report", "PB-R", "-o", "html", "--out", str(page)).exit_code == 0
-    assert page.read_text().count("<table>") == 3
+    # Timeline, affected schools, messaging blocks, and what the playbook's purge left on the platform.
+    assert page.read_text().count("<table>") == 4 and "still holds of the purged messages" in page.read_text()
     refused = responder("incident", "close", "PB-R")
     assert refused.exit_code == 7 and "messaging block(s) in force" in refused.stderr
     dry = responder("rollback", "PB-R", "--dry-run", "-o", "json")
