@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pcnctl.errors import ConfigError, UsageError
+from pcnctl.files import private_dir
 from pcnctl.records import JsonObject
 
 AUTH_MODES = ("cookie", "oauth-password", "oauth-client")
@@ -89,20 +90,6 @@ class Config:
     audit: dict[str, Any] = field(default_factory=dict)
 
 
-def private_dir(path: Path) -> Path:
-    """Create ``path`` and every missing parent 0700 (``mkdir(parents=True)`` gives parents 0755): pcnctl's
-    home holds journals, evidence and renewal codes, which only its user may list."""
-    missing = []
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            break
-        missing.append(candidate)
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        directory.chmod(0o700)
-    return path
-
-
 def validate_url(url: str) -> str:
     """Return a normalised base URL, refusing shapes that would leak credentials or mislead.
 
@@ -153,10 +140,8 @@ def _check_dsn(name: str, dsn: str) -> None:
 def _check_state(name: str, url: str) -> None:
     """A shared state store is a PostgreSQL URL naming the database and the operator's role, never its
     password (that comes from PGPASSWORD, ~/.pgpass or the keyring); the home's SQLite is the default."""
-    from pcnctl.state.postgres import check_url
-
     try:
-        check_url(url)
+        check_state_url(url)
     except UsageError as exc:
         raise UsageError(f"profile {name!r}: {exc.message}", hint=exc.hint) from None
 
@@ -333,3 +318,15 @@ def resolve_profile(name: str | None, config: Config) -> Profile:
             hint="list them with 'pcnctl profile list' or add it with 'pcnctl profile add'",
         )
     return config.profiles[chosen]
+
+
+def check_state_url(url: str) -> str:
+    """A shared store's URL: ``postgresql://ROLE@HOST[:PORT]/DB[?...]``, never with a password (it would
+    go into the config file and every process list)."""
+    parts = urlsplit(url)
+    hint = "give postgresql://ROLE@HOST/DB and the password in PGPASSWORD, ~/.pgpass or the keyring"
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise UsageError(f"{url!r} is not a PostgreSQL URL", hint=hint)
+    if parts.password or re.search(r"(^|&)password=", parts.query, re.IGNORECASE):
+        raise UsageError("the state store URL must not carry a password", hint=hint)
+    return url

@@ -33,3 +33,8 @@ def parse_when(text: str, *, now: datetime | None = None, future: bool = True) -
 
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def utcnow() -> str:
+    """UTC time as ISO 8601 with milliseconds and a Z: the one time format of journals and logs."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

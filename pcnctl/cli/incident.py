@@ -231,7 +231,8 @@ def close(
     """Close an incident (its journal and evidence stay); refused while its messaging blocks are in force."""
     from pcnctl.errors import RefusedError
     from pcnctl.state import blocks as registry
-    from pcnctl.state.incidents import Incident, utcnow
+    from pcnctl.state.incidents import Incident
+    from pcnctl.timespec import utcnow
 
     state = get_state()
     inc = Incident.load(state, incident_id)

@@ -26,7 +26,7 @@ from pcnctl.cli._common import (
 from pcnctl.cli.examples import examples
 
 if TYPE_CHECKING:
-    from pcnctl.ops.messaging import BlockPlan
+    from pcnctl.ops.messaging_plan import BlockPlan
     from pcnctl.state.blocks import Block
 
 app = typer.Typer(
@@ -87,14 +87,14 @@ def block(
     """Stop a profile from sending messages in schools, saving the exact prior state first."""
     from pcnctl.cli._common import command_door
     from pcnctl.forensics.mailstore import open_mailstore
-    from pcnctl.ops import messaging, runner
+    from pcnctl.ops import messaging, messaging_plan, runner
     from pcnctl.timespec import parse_when
 
     when = parse_when(until) if until else None
     state = check_incident(incident)
     driver = get_driver(profile)
     mailstore = open_mailstore(driver.profile) if driver.profile.mailstore else None  # the reply surface
-    p = messaging.plan_block(
+    p = messaging_plan.plan_block(
         driver,
         user_profile,
         school or [],
@@ -141,9 +141,9 @@ def block(
 
 def _show_plan(p: BlockPlan, quiet: bool) -> None:
     """The lever and what it does, and the plan's counts (the table follows)."""
-    from pcnctl.ops import messaging
+    from pcnctl.ops import messaging_plan
 
-    note(f"Lever '{p.method}': {messaging.LEVERS[p.method]}", quiet)
+    note(f"Lever '{p.method}': {messaging_plan.LEVERS[p.method]}", quiet)
     if p.cuts_relatives:
         from pcnctl.ops.messaging_cut import RELATIVES_LOSS
 

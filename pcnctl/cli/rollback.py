@@ -34,8 +34,7 @@ def rollback(
     from pcnctl.errors import RefusedError
     from pcnctl.ops import rollback as core
     from pcnctl.ops import runner
-    from pcnctl.ops.context import RunContext
-    from pcnctl.ops.operation import Records
+    from pcnctl.ops.context import Records, RunContext
     from pcnctl.state.incidents import Incident
     from pcnctl.state.journal import read
 

@@ -150,8 +150,8 @@ def _profile_or_none(name: str | None) -> Profile | None:
 
 def _target(to: str | None, profile: Profile | None) -> SharedDatabase:
     """The shared store to move into: --to, else the profile's --state; its password as the profile's."""
+    from pcnctl.config import check_state_url
     from pcnctl.errors import UsageError
-    from pcnctl.state.postgres import check_url
     from pcnctl.state.store import SharedDatabase
 
     url = to or (profile.state if profile else None)
@@ -160,7 +160,7 @@ def _target(to: str | None, profile: Profile | None) -> SharedDatabase:
             "no shared store to move into",
             hint="give --to postgresql://ROLE@HOST/DB, or a profile with --state (nothing was changed)",
         )
-    check_url(url)
+    check_state_url(url)
     known = shared_database(profile) if profile is not None and profile.state else None
     return SharedDatabase(url, known.password if known else None)
 

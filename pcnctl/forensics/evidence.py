@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from pcnctl import __version__
+from pcnctl.files import write_private
 from pcnctl.forensics.mailstore import CHUNK, Mailbox, Mailstore, StoredMessage
 from pcnctl.models import Identity
 from pcnctl.progress import progress_bar
 from pcnctl.records import JsonObject, Row
-from pcnctl.state.incidents import Incident, utcnow, write_private
+from pcnctl.state.incidents import Incident
 from pcnctl.state.store import StateStore
-from pcnctl.timespec import iso
+from pcnctl.timespec import iso, utcnow
 
 PARTIAL = ".partial-"
 

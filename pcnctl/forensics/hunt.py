@@ -612,8 +612,8 @@ def write_csv(result: HuntResult, path: Path) -> None:
     """The suspects as CSV with an ``id`` column: what ``accounts block --from-file`` reads."""
     import io
 
+    from pcnctl.files import write_private
     from pcnctl.output import render
-    from pcnctl.state.incidents import write_private
 
     buffer = io.StringIO()
     render(result.rows(), "csv", COLUMNS, stream=buffer)

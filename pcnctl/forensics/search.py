@@ -375,7 +375,8 @@ class SearchResult:
         ]
 
     def save(self, path: Path, *, profile: str, url: str) -> None:
-        from pcnctl.state.incidents import utcnow, write_private
+        from pcnctl.files import write_private
+        from pcnctl.timespec import utcnow
 
         data = {
             "version": SAVED_VERSION,

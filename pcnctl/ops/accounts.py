@@ -22,24 +22,25 @@ from pathlib import Path
 from pcnctl.ent.fanout import Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import ServerError
+from pcnctl.files import write_private
 from pcnctl.models import User
 from pcnctl.ops import approvals, intent, targets
-from pcnctl.ops.context import RunContext
+from pcnctl.ops.context import Records, RunContext
 from pcnctl.ops.operation import (
     Cap,
     Confirmation,
     Labels,
     Pace,
-    Records,
     Reversal,
     Run,
     Undo,
     Unit,
     Verdict,
     confirm_for,
+    counts,
+    status_of,
 )
 from pcnctl.records import Row
-from pcnctl.state.incidents import write_private
 from pcnctl.state.journal import FINAL, PlanItem, RunParams, RunState
 
 BLOCK_ACCOUNTS, UNBLOCK_ACCOUNTS = "accounts.block", "accounts.unblock"
@@ -353,8 +354,6 @@ def _act_batch(op: AccountsOp, run: Run, items: list[PlanItem]) -> list[Outcome]
 def _verdict(op: AccountsOp, run: Run, p: Plan, outcomes: list[Outcome]) -> Verdict:
     """Per-account results, the failures file (ready for --from-file), the codes file, what was kept
     blocked, and the exit the results call for."""
-    from pcnctl.ops.runner import counts, status_of
-
     by_id = {u.id: u for u in p.users}
     every = p.early + outcomes
     results = sorted(

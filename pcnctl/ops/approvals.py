@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pcnctl.errors import ConfigError, RefusedError, UsageError
-from pcnctl.state.incidents import write_private
+from pcnctl.files import write_private
 
 NAMESPACE = "pcnctl-approval"
 KIND = "pcnctl-approval-request"

@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 
 from pcnctl.ent.fanout import Outcome
 from pcnctl.models import School
+from pcnctl.ops.context import Records
 from pcnctl.ops.operation import (
     Cap,
     Confirmation,
     Labels,
     Pace,
-    Records,
     Reversal,
     Run,
     Undo,
     Unit,
     Verdict,
     confirm_for,
+    counts,
+    status_of,
 )
 from pcnctl.records import Row
 from pcnctl.state.journal import PlanItem, RunParams, RunState
@@ -103,8 +105,6 @@ class BannerOp:
         return [Outcome(school.id, "done")]
 
     def after(self, run: Run, p: BannerPlan, outcomes: list[Outcome]) -> Verdict:
-        from pcnctl.ops.runner import counts, status_of
-
         uai = {str(i["key"]): str(i.get("uai", i["key"])) for i in run.items}
         rows: list[Row] = [
             {"school": uai.get(k, k), "result": "unknown", "detail": "answer lost"} for k in p.unknown

@@ -35,13 +35,22 @@ from pcnctl.state.store import StateStore, ent_key
 
 if TYPE_CHECKING:
     from pcnctl.forensics.mailstore import Mailstore
-    from pcnctl.ops.operation import Records
 
 
 def plan_digest(op: str, params: RunParams, items: list[PlanItem]) -> str:
     """The SHA-256 of a run's plan, sealed in the audit log when the run starts: resume acts only on it."""
     body = json.dumps([op, params, items], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Records:
+    """What the state store holds of one incident on one ENT: enough to plan an undo without the ENT."""
+
+    state: StateStore
+    audit: AuditLog
+    incident: str
+    ent: str
 
 
 @dataclass
@@ -104,8 +113,6 @@ class RunContext:
 
     def records(self) -> Records:
         """The incident's records on this ENT, as an undo is planned from them."""
-        from pcnctl.ops.operation import Records
-
         return Records(self.state, self.audit, self.incident.id, self.ent)
 
     def __enter__(self) -> RunContext:

@@ -12,10 +12,10 @@ from pcnctl.ent.fanout import Outcome
 from pcnctl.forensics.replies import ReplySurface
 from pcnctl.models import User
 from pcnctl.ops import accounts
-from pcnctl.ops.messaging import BlockMessagingOp, BlockPlan, load_snapshot, reply_surface, surface_of
 from pcnctl.ops.messaging_cut import RELATIVES_LOSS
+from pcnctl.ops.messaging_plan import BlockPlan, load_snapshot, reply_surface, surface_of
 from pcnctl.ops.messaging_verify import Verification, verify
-from pcnctl.ops.operation import Run, Verdict
+from pcnctl.ops.operation import Run, Verdict, counts, status_of
 from pcnctl.records import Row
 from pcnctl.state.blocks import active_blocks
 
@@ -33,10 +33,8 @@ ROLES_GAP = (
 )
 
 
-def block_verdict(op: BlockMessagingOp, run: Run, p: BlockPlan, outcomes: list[Outcome]) -> Verdict:
-    from pcnctl.ops.runner import counts, status_of
-
-    verdict = Verdict(op.name, run.id, "completed", "", counts(outcomes), _rows(run, p, outcomes), COLUMNS)
+def block_verdict(run: Run, p: BlockPlan, outcomes: list[Outcome]) -> Verdict:
+    verdict = Verdict(run.op, run.id, "completed", "", counts(outcomes), _rows(run, p, outcomes), COLUMNS)
     failed = [o for o in outcomes if o.status != "done"]
     verdict.status = "partial" if status_of(outcomes) == "partial" else "completed"
     done = run.done()
@@ -93,14 +91,13 @@ def _rows(run: Run, p: BlockPlan, outcomes: list[Outcome]) -> list[Row]:
 def _revoke(run: Run, p: BlockPlan, schools: list[str], verdict: Verdict) -> None:
     """End the live sessions of the profile in the schools cut (the roles lever leaves them their cached
     rights): a follow-up run of its own, found again by a resume."""
-    from pcnctl.ops.runner import follow_up
 
     def plan() -> accounts.Plan:
         driver = run.ctx.driver
         users: list[User] = [u for sid in schools for u in driver.list_users(sid, profiles=[p.profile])]
         return accounts.plan("sessions.revoke", users, {"keep_blocked": False})
 
-    child = follow_up(run, accounts.OPERATIONS["sessions.revoke"], plan, "revoke")
+    child = run.follow(accounts.OPERATIONS["sessions.revoke"], plan, "revoke")
     revoked = child.counts.get("done", 0)
     verdict.notes.append(f"sessions of {revoked} {p.profile} account(s) revoked (run {child.run})")
     verdict.notes += child.notes

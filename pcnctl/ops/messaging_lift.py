@@ -18,26 +18,28 @@ from pcnctl.ent.fanout import Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import UsageError
 from pcnctl.ops import intent
-from pcnctl.ops.messaging import OP_BLOCK, BlockSnapshot, SchoolSnapshot, load_snapshot
+from pcnctl.ops.context import Records
 from pcnctl.ops.messaging_cut import CutPlan, restore_cut, restore_roles
+from pcnctl.ops.messaging_plan import OP_BLOCK, BlockSnapshot, SchoolSnapshot, load_snapshot
 from pcnctl.ops.operation import (
     Cap,
     Confirmation,
     Labels,
     Pace,
-    Records,
     Reversal,
     Run,
     Undo,
     Unit,
     Verdict,
     confirm_for,
+    counts,
+    status_of,
 )
 from pcnctl.records import Row
 from pcnctl.state.blocks import Block, active_blocks, block_by_id, save_block
-from pcnctl.state.incidents import utcnow
 from pcnctl.state.journal import PlanItem, RunParams, RunState
 from pcnctl.state.store import StateStore
+from pcnctl.timespec import utcnow
 
 OP_UNBLOCK = "messaging.unblock"
 LOST_LINKS = (
@@ -212,8 +214,6 @@ class LiftMessagingOp:
         return [Outcome(lift.key, "done", detail) for lift in group]
 
     def after(self, run: Run, p: LiftPlan, outcomes: list[Outcome]) -> Verdict:
-        from pcnctl.ops.runner import counts, status_of
-
         by_key = {lift.key: lift for lift in p.lifts}
         rows: list[Row] = [
             {"school": by_key[o.key].uai, "method": by_key[o.key].method, "result": o.status,

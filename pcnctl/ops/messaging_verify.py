@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pcnctl.ent.platform import EntDriver
-from pcnctl.ops.messaging import load_snapshot
 from pcnctl.ops.messaging_cut import CutPlan, Prior, check_cut
+from pcnctl.ops.messaging_plan import load_snapshot
 from pcnctl.records import Row
 from pcnctl.state.blocks import Block
 from pcnctl.state.store import StateStore

@@ -17,6 +17,7 @@ Commands, playbook steps, ``incident resume``, ``playbook resume`` and ``rollbac
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -26,11 +27,9 @@ from pcnctl.errors import ExitCode
 
 if TYPE_CHECKING:
     from pcnctl.ent.fanout import FanoutReport, Outcome
-    from pcnctl.ops.context import RunContext
+    from pcnctl.ops.context import Records, RunContext
     from pcnctl.records import JsonObject, Row
-    from pcnctl.state.auditlog import AuditLog
     from pcnctl.state.journal import PlanItem, RunParams, RunState
-    from pcnctl.state.store import StateStore
 
 P = TypeVar("P")
 Status = Literal["completed", "partial", "ineffective", "stopped", "nothing"]
@@ -103,6 +102,14 @@ class Run:
     resumed: bool = False
     items: list[PlanItem] = field(default_factory=list)  # the sealed plan (all of it, also on resume)
     report: FanoutReport | None = None
+    follow_up: FollowUp | None = None  # set by the runner: how this run starts a follow-up run
+
+    def follow(self, op: Operation[Any], plan: Callable[[], object], suffix: str) -> Verdict:
+        """A follow-up run of this one (a block's session revoke), through the same sequence: started
+        once, resumed if a kill left it unfinished, read back when done."""
+        if self.follow_up is None:
+            raise RuntimeError(f"run {self.id} was not started by the runner: it cannot start a follow-up")
+        return self.follow_up(self, op, plan, suffix)
 
     def sending(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Journal each item ``sending`` before its call, and return the phase each had: a call retried
@@ -244,14 +251,21 @@ class Operation(Protocol[P]):
     def reverse(self, records: Records, state: RunState) -> Reversal | None: ...
 
 
-@dataclass(frozen=True)
-class Records:
-    """What the state store holds of one incident on one ENT: enough to plan an undo without the ENT."""
+class FollowUp(Protocol):
+    """The runner's follow-up sequence, handed to each run it drives (operations never import the runner,
+    which finds them through the registry)."""
 
-    state: StateStore
-    audit: AuditLog
-    incident: str
-    ent: str
+    def __call__(self, run: Run, op: Operation[Any], plan: Callable[[], object], suffix: str) -> Verdict: ...
+
+
+def counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """How many outcomes of each status (``done``, ``already``, ``failed``...)."""
+    return dict(Counter(o.status for o in outcomes))
+
+
+def status_of(outcomes: Sequence[Outcome]) -> str:
+    """``partial`` when an item failed or was refused, else ``completed``."""
+    return "partial" if any(o.status in ("failed", "refused") for o in outcomes) else "completed"
 
 
 @dataclass(frozen=True)

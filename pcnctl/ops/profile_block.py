@@ -18,18 +18,20 @@ from pcnctl.ent.fanout import Outcome
 from pcnctl.ent.platform import EntDriver
 from pcnctl.models import School, User
 from pcnctl.ops import approvals, intent
+from pcnctl.ops.context import Records
 from pcnctl.ops.operation import (
     Cap,
     Confirmation,
     Labels,
     Pace,
-    Records,
     Reversal,
     Run,
     Undo,
     Unit,
     Verdict,
     confirm_for,
+    counts,
+    status_of,
 )
 from pcnctl.records import Row
 from pcnctl.state import snapshots
@@ -161,8 +163,6 @@ class ProfileBlockOp:
         return [Outcome(school.id, "done", f"{len(kept)} account(s) kept blocked" if kept else "")]
 
     def after(self, run: Run, p: ProfilePlan, outcomes: list[Outcome]) -> Verdict:
-        from pcnctl.ops.runner import counts, status_of
-
         done = [o for o in outcomes if o.status == "done"]
         failed = [o for o in outcomes if o.status != "done"]
         names = {s.id: s for s in p.schools}

@@ -17,7 +17,19 @@ from pcnctl.ent.fanout import Outcome
 from pcnctl.forensics import evidence, residue
 from pcnctl.forensics.mailstore import Mailbox, Mailstore
 from pcnctl.ops import approvals
-from pcnctl.ops.operation import Cap, Confirmation, Labels, Pace, Records, Reversal, Run, Undo, Unit, Verdict
+from pcnctl.ops.context import Records
+from pcnctl.ops.operation import (
+    Cap,
+    Confirmation,
+    Labels,
+    Pace,
+    Reversal,
+    Run,
+    Undo,
+    Unit,
+    Verdict,
+    counts,
+)
 from pcnctl.records import JsonObject, Row
 from pcnctl.state.journal import PlanItem, RunParams, RunState
 
@@ -176,8 +188,6 @@ def _verdict(op: PurgeOp, run: Run, p: PurgePlan, outcomes: list[Outcome]) -> Ve
     """What was purged, what failed, and what the platform still holds of it, each kind counted from the
     mailstore (the copies, the rows the orphan job removes later, those nothing removes, the notifications),
     with the SQL script that finishes the removal."""
-    from pcnctl.ops.runner import counts
-
     purged = run.done()
     failed = [o for o in outcomes if o.status != "done"]
     ids = [str(i["key"]) for i in run.items]
@@ -208,7 +218,7 @@ def _verdict(op: PurgeOp, run: Run, p: PurgePlan, outcomes: list[Outcome]) -> Ve
 
 
 def _write_script(run: Run, p: PurgePlan, ids: list[str], store: Mailstore) -> Path:
-    from pcnctl.state.incidents import write_private
+    from pcnctl.files import write_private
 
     path = run.ctx.incident.subdir("purge") / f"{run.id}-residue.sql"
     threads = residue.thread_ids(store, ids)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pcnctl.ops.context import RunContext
-from pcnctl.ops.operation import Records, Reversal, Verdict
+from pcnctl.ops.context import Records, RunContext
+from pcnctl.ops.operation import Reversal, Verdict
 from pcnctl.ops.registry import OPERATIONS
 from pcnctl.ops.runner import InContext, run
 from pcnctl.state.journal import RunState

@@ -10,7 +10,6 @@ a playbook step, ``incident resume`` and ``rollback`` that run the same plan end
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import TypeVar
 from pcnctl.ent.fanout import CircuitOpenError, Fanout, FanoutReport, Outcome
 from pcnctl.errors import RefusedError, RunFailedError
 from pcnctl.ops.context import RunContext
-from pcnctl.ops.operation import Confirmation, Door, Operation, Run, Unit, Verdict
+from pcnctl.ops.operation import Confirmation, Door, Operation, Run, Unit, Verdict, counts
 from pcnctl.progress import progress_bar
 from pcnctl.state.journal import RunState, read
 
@@ -49,7 +48,7 @@ def run(op: Operation[P], plan: P, door: Door, *, cap: int | None = None) -> Ver
     with door.context() as ctx:
         why = op.approval(plan) if changes else None
         run_id = ctx.start(op.name, op.params(plan), items, approval=why, parent=door.parent)
-        verdict = drive(op, plan, Run(ctx, run_id, op.name, items=items))
+        verdict = drive(op, plan, Run(ctx, run_id, op.name, items=items, follow_up=follow_up))
     if not changes and verdict.ok:
         verdict.status = "nothing"
     return verdict
@@ -61,7 +60,15 @@ def resume(ctx: RunContext, state: RunState) -> Verdict:
 
     op = operation(state.op)
     ctx.check_resumable(state)
-    current = Run(ctx, state.run, state.op, dict(state.phases), resumed=True, items=list(state.items))
+    current = Run(
+        ctx,
+        state.run,
+        state.op,
+        dict(state.phases),
+        resumed=True,
+        items=list(state.items),
+        follow_up=follow_up,
+    )
     return drive(op, op.replan(current, state), current)
 
 
@@ -110,15 +117,6 @@ def _fan_out(op: Operation[P], run: Run, units: Sequence[Unit], outcomes: list[O
             on_progress=advance,
         )
         return fanout.run(list(units))
-
-
-def counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    return dict(Counter(o.status for o in outcomes))
-
-
-def status_of(outcomes: Sequence[Outcome]) -> str:
-    """``partial`` when an item failed or was refused, else ``completed``."""
-    return "partial" if any(o.status in ("failed", "refused") for o in outcomes) else "completed"
 
 
 # -- doors --------------------------------------------------------------------------------------------------
@@ -171,7 +169,7 @@ def follow_up(run: Run, op: Operation[P], plan: Callable[[], P], suffix: str) ->
         return Verdict(op.name, child, "nothing", f"Nothing to do: {op.summary(built)}")
     items = op.items(built)
     run_id = ctx.start(op.name, op.params(built), items, child, parent=run.id)
-    return drive(op, built, Run(ctx, run_id, op.name, items=items))
+    return drive(op, built, Run(ctx, run_id, op.name, items=items, follow_up=follow_up))
 
 
 def stored_verdict(state: RunState) -> Verdict:

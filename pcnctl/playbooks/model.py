@@ -11,18 +11,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from pcnctl.errors import PlaybookError
 from pcnctl.playbooks.expressions import COMPARATORS, EXPR, WHOLE
 from pcnctl.records import JsonObject, JsonValue
 
 if TYPE_CHECKING:
-    from yaml import Node
+    from yaml import MappingNode, Node
 
     from pcnctl.playbooks.ops import Op
 
 STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
+# How a check reports a problem at a node's line and column (None: the file's start).
+Report = Callable[["Node | None", str], None]
 INPUT_TYPES = {"string": str, "int": int, "bool": bool, "list": list, "float": float}
 
 
@@ -69,11 +71,12 @@ class Playbook:
         return next(s for s in self.steps if s.id == step_id)
 
 
-def _plain(node: Any) -> Any:
+def _plain(node: Node | None) -> JsonValue:
     """A YAML node to plain Python values (safe: only scalars, sequences and mappings)."""
     import yaml
 
-    return yaml.safe_load(yaml.serialize(node)) if node is not None else None
+    plain: JsonValue = yaml.safe_load(yaml.serialize(node)) if node is not None else None
+    return plain
 
 
 def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
@@ -85,7 +88,7 @@ def load(path: Path) -> tuple[Playbook | None, list[Problem]]:
     name = str(path)
     problems: list[Problem] = []
 
-    def problem(node: Any, message: str) -> None:
+    def problem(node: Node | None, message: str) -> None:
         mark = getattr(node, "start_mark", None)
         problems.append(Problem(name, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, message))
 
@@ -137,7 +140,7 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
-def _top(root: Any, problem: Callable[[Any, str], None]) -> dict[str, Node]:
+def _top(root: MappingNode, problem: Report) -> dict[str, Node]:
     """The top-level keys by name, each checked: known keys only, version 1, a name and a description."""
     top = {k.value: v for k, v in root.value}
     for key_node, _ in root.value:
@@ -154,7 +157,7 @@ def _top(root: Any, problem: Callable[[Any, str], None]) -> dict[str, Node]:
     return top
 
 
-def _inputs(node: Any, problem: Callable[[Any, str], None]) -> dict[str, InputSpec]:
+def _inputs(node: Node | None, problem: Report) -> dict[str, InputSpec]:
     """The declared inputs: a type each, known keys, a default of that type."""
     import yaml
 
@@ -178,9 +181,7 @@ def _inputs(node: Any, problem: Callable[[Any, str], None]) -> dict[str, InputSp
     return inputs
 
 
-def _steps(
-    node: Any, problem: Callable[[Any, str], None], ops: dict[str, Op], inputs: dict[str, InputSpec]
-) -> list[Step]:
+def _steps(node: Node, problem: Report, ops: dict[str, Op], inputs: dict[str, InputSpec]) -> list[Step]:
     """Every step, checked in order: a step may use the results of the steps before it only."""
     import yaml
 
@@ -199,7 +200,7 @@ def _steps(
     return steps
 
 
-def _type_ok(value: Any, kind: str) -> bool:
+def _type_ok(value: object, kind: str) -> bool:
     if kind == "any" or (isinstance(value, str) and WHOLE.match(value)):
         return True
     expected = INPUT_TYPES.get(kind, object)
@@ -210,7 +211,7 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, expected)
 
 
-def _refs(value: Any) -> list[str]:
+def _refs(value: object) -> list[str]:
     if isinstance(value, str):
         return EXPR.findall(value)
     if isinstance(value, list):
@@ -221,8 +222,8 @@ def _refs(value: Any) -> list[str]:
 
 
 def _step(
-    node: Any,
-    problem: Callable[[Any, str], None],
+    node: Node,
+    problem: Report,
     ops: dict[str, Op],
     inputs: dict[str, InputSpec],
     produced: dict[str, set[str]],
@@ -272,17 +273,17 @@ def _step(
     where = fields.get("with", fields.get("when", (node, node)))[1]
     for ref in _refs(params) + _refs(when):
         _check_ref(ref, where, f"step {step_id}", inputs, produced, problem)
-    return Step(step_id, op, params, when, on_error, bool(approval), node.start_mark.line + 1)
+    return Step(step_id, op, params, when, str(on_error), bool(approval), node.start_mark.line + 1)
 
 
 def _check_params(
-    node: Any,
-    params_node: Any,
+    node: Node,
+    params_node: Node | None,
     params: Mapping[str, object],
     label: str,
     op: str,
     spec: Op,
-    problem: Callable[[Any, str], None],
+    problem: Report,
 ) -> None:
     """Known parameters only, each of its type (or an expression), and the required ones given."""
     for key_node, value_node in params_node.value if params_node is not None else []:
@@ -303,11 +304,11 @@ def _check_params(
 
 def _check_ref(
     ref: str,
-    where: Any,
+    where: Node | None,
     label: str,
     inputs: dict[str, InputSpec],
     produced: dict[str, set[str]],
-    problem: Callable[[Any, str], None],
+    problem: Report,
 ) -> None:
     """An expression names a declared input, a result of an earlier step, or the incident's id."""
     parts = ref.split(".")

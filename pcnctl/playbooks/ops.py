@@ -233,7 +233,7 @@ def op_renewal_codes(env: Env, p: StepParams) -> JsonObject:
 
 
 def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
-    from pcnctl.ops import messaging
+    from pcnctl.ops import messaging, messaging_plan
     from pcnctl.timespec import parse_when
 
     schools = p.texts("schools")
@@ -241,7 +241,7 @@ def op_block_messaging(env: Env, p: StepParams) -> JsonObject:
     if not schools and not everywhere:
         return {"schools": [], "count": 0}
     verify = p.flag("verify")
-    plan = messaging.plan_block(
+    plan = messaging_plan.plan_block(
         env.driver,
         p.text("profile") or "Student",
         [] if everywhere else schools,
@@ -347,8 +347,8 @@ def op_recipients(env: Env, p: StepParams) -> JsonObject:
     import csv
     import io
 
+    from pcnctl.files import write_private
     from pcnctl.forensics.search import load_saved
-    from pcnctl.state.incidents import write_private
 
     received: dict[str, tuple[set[str], set[str]]] = {}
     for m in load_saved(Path(str(p.value("search"))))["matches"]:

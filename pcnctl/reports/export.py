@@ -315,8 +315,8 @@ def write_exposure(
     """One workbook per school (``exposition-UAI.xlsx``, 0600) naming the recipients from the directory
     (their class, their relatives); a school the caller's directory does not list is skipped, or refused
     when it was asked for by name."""
-    from pcnctl.config import private_dir
     from pcnctl.errors import RefusedError
+    from pcnctl.files import private_dir
 
     schools = {s.uai: s for s in driver.list_schools()}
     missing = [s.uai for s in plan.schools if s.uai not in schools]

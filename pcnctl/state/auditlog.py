@@ -32,17 +32,15 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, Unpack
 
-from pcnctl.config import private_dir
 from pcnctl.errors import UsageError
-from pcnctl.state.incidents import utcnow
-
-if TYPE_CHECKING:
-    from pcnctl.state.store import Seal, StateStore
+from pcnctl.files import private_dir
+from pcnctl.state.backend import Row, Seal
+from pcnctl.timespec import utcnow
 
 GENESIS = "0" * 64
 SEAL = "audit-log"
@@ -125,6 +123,26 @@ def _last_entry(fd: int) -> tuple[AuditEntry | None, int]:
         chunk *= 4
 
 
+class SealingStore(Protocol):
+    """What the audit log needs of the state store (:class:`pcnctl.state.store.StateStore`, which opens
+    it): its seals, and on a shared store the ``audit_log`` table the chain lives in."""
+
+    @property
+    def where(self) -> str: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def execute(self, sql: str, *args: Any) -> int: ...
+
+    def rows(self, sql: str, *args: Any) -> list[Row]: ...
+
+    def seal(self, name: str) -> Seal | None: ...
+
+    def seals(self, prefix: str) -> list[Seal]: ...
+
+    def set_seal(self, name: str, count: int, head: str, at: str) -> None: ...
+
+
 class AuditLog:
     """The chain of one home (``chain`` None: the file at ``path``) or of a shared store (``chain``: the
     name of the chain in its ``audit_log`` table, which ``state`` must then be)."""
@@ -132,7 +150,7 @@ class AuditLog:
     def __init__(
         self,
         path: Path,
-        state: StateStore | None = None,
+        state: SealingStore | None = None,
         key: bytes | None = None,
         *,
         chain: str | None = None,

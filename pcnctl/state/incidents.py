@@ -9,34 +9,20 @@ without ``--incident`` (which says so). A mistyped ``--incident`` is an error, n
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pcnctl.config import private_dir
 from pcnctl.errors import UsageError
-from pcnctl.state.store import Row, StateStore
+from pcnctl.files import private_dir
+from pcnctl.state.backend import Row
+from pcnctl.state.store import StateStore
+from pcnctl.timespec import utcnow
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 _COLUMNS = "id, title, opened_at, opened_by, status, closed_at, profiles, ents"  # a shared store has more
-
-
-def utcnow() -> str:
-    """UTC time as ISO 8601 with milliseconds and a Z: the one time format of journals and logs."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file 0600 atomically (incident metadata, failure lists, renewal codes)."""
-    private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from functools import cached_property
 from typing import Literal, NotRequired, Required, TypedDict
 
 from pcnctl.records import JsonObject
-from pcnctl.state.incidents import utcnow
 from pcnctl.state.store import StateStore
+from pcnctl.timespec import utcnow
 
 FINAL = frozenset({"done", "already", "refused", "failed"})
 # How a run ended, as its end record says. A run ended so is over: nothing of it is resumed. ``partial``

@@ -35,8 +35,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from pcnctl.config import check_state_url
 from pcnctl.errors import ConfigError, RefusedError, TransportError, UsageError
-from pcnctl.state.store import SCHEMA_VERSION, SHARED, Row, Seal, like_prefix
+from pcnctl.state.backend import SCHEMA_VERSION, SHARED, Row, Seal, like_prefix
 
 SCHEMA = "pcnctl"
 OPERATORS = "pcnctl_operator"
@@ -164,18 +165,6 @@ GRANT INSERT (key, value), UPDATE (value) ON {s}.settings TO {both};
 """
 
 
-def check_url(url: str) -> str:
-    """A shared store's URL: ``postgresql://ROLE@HOST[:PORT]/DB[?...]``, never with a password (it would
-    go into the config file and every process list)."""
-    parts = urlsplit(url)
-    hint = "give postgresql://ROLE@HOST/DB and the password in PGPASSWORD, ~/.pgpass or the keyring"
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise UsageError(f"{url!r} is not a PostgreSQL URL", hint=hint)
-    if parts.password or re.search(r"(^|&)password=", parts.query, re.IGNORECASE):
-        raise UsageError("the state store URL must not carry a password", hint=hint)
-    return url
-
-
 def _connect(url: str, password: str | None) -> Any:
     """A session on the store as the URL's role; an unreachable server or a refused login is an error
     that says which (nothing was changed)."""
@@ -218,7 +207,7 @@ def init(url: str, password: str | None, operators: str = OPERATORS, readers: st
     """Create the store's schema and grant the roles their rights, in one transaction (as the database's
     owner; once, and again harmlessly). The roles themselves are created by the DBA (docs/team.md)."""
     sql = grants(operators, readers)
-    conn = _connect(check_url(url), password)
+    conn = _connect(check_state_url(url), password)
     try:
         with _errors("create the state store"), conn.transaction():
             conn.execute(TABLES)
@@ -280,7 +269,7 @@ class PostgresBackend:
     kind = SHARED
 
     def __init__(self, url: str, password: str | None) -> None:
-        self.url = check_url(url)
+        self.url = check_state_url(url)
         parts = urlsplit(url)
         self.where = url
         self._lock = threading.RLock()

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pcnctl.config import private_dir
 from pcnctl.errors import ConfigError, RefusedError
-from pcnctl.state.store import EMBEDDED, MOVED, SCHEMA_VERSION, Row, Seal, like_prefix
+from pcnctl.files import private_dir
+from pcnctl.state.backend import EMBEDDED, MOVED, SCHEMA_VERSION, Row, Seal, like_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (

@@ -22,41 +22,23 @@ the process holding it dies. The home is created 0700 and the embedded database 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from pcnctl.config import private_dir
 from pcnctl.errors import ConfigError
+from pcnctl.files import private_dir
+from pcnctl.state.backend import SHARED, Backend, Row, Seal
 
 if TYPE_CHECKING:
     from pcnctl.state.auditlog import AuditLog
-
-SCHEMA_VERSION = 1
-EMBEDDED = "sqlite"
-SHARED = "postgresql"
-# The embedded store's setting that says its records were moved to a shared store (``state migrate``):
-# the home is not written again, so that no operator keeps a second copy of the team's incidents.
-MOVED = "moved-to"
-
-Row = Mapping[str, Any]  # a database row by column name (the callers know each table's columns)
 
 
 def ent_key(url: str) -> str:
     """The key of an ENT: its base URL without a trailing slash (profiles of one ENT share it)."""
     return url.rstrip("/")
-
-
-@dataclass(frozen=True, slots=True)
-class Seal:
-    """The last known state of a sealed record (the audit log, an evidence bundle)."""
-
-    name: str
-    count: int
-    head: str
-    at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,33 +51,6 @@ class SharedDatabase:
 
     def __repr__(self) -> str:
         return f"SharedDatabase(url={self.url!r})"
-
-
-class Backend(Protocol):
-    """What a database gives the store: its transactions, queries, locks, seals and settings."""
-
-    kind: str
-    where: str  # what to tell an operator: the file, or the database URL (no password)
-
-    def transaction(self) -> AbstractContextManager[None]: ...
-
-    def execute(self, sql: str, args: tuple[Any, ...]) -> int: ...
-
-    def rows(self, sql: str, args: tuple[Any, ...]) -> list[Row]: ...
-
-    def lock(self, incident: str) -> AbstractContextManager[None]: ...
-
-    def seal(self, name: str) -> Seal | None: ...
-
-    def seals(self, prefix: str) -> list[Seal]: ...
-
-    def set_seal(self, name: str, count: int, head: str, at: str) -> None: ...
-
-    def setting(self, key: str) -> str | None: ...
-
-    def set_setting(self, key: str, value: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class StateStore:
@@ -209,11 +164,6 @@ class StateStore:
         """Hold the incident while a run changes things: a second run on it, here or on another machine
         sharing the store, refuses at once."""
         return self._db.lock(incident)
-
-
-def like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching names that start with ``prefix`` exactly (``ESCAPE '\\'``)."""
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def counts(state: StateStore) -> Iterator[tuple[str, int]]:

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 
 from pcnctl.errors import RefusedError, UsageError
 from pcnctl.state.auditlog import SEAL, seal_name, verify
-from pcnctl.state.incidents import utcnow
-from pcnctl.state.store import MOVED, Row, Seal, StateStore
+from pcnctl.state.backend import MOVED, Row, Seal
+from pcnctl.state.store import StateStore
+from pcnctl.timespec import utcnow
 
 STORE_ID = "store-id"  # the embedded store's own random id: what the shared store knows a home by
 SHOWN = 5  # conflicting ids named in a refusal

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pcnctl.config import private_dir
 from pcnctl.ent.platform import EntDriver
 from pcnctl.errors import ExitCode, RefusedError, UsageError
+from pcnctl.files import private_dir, write_private
 from pcnctl.forensics.mailstore import Mailstore
 from pcnctl.progress import progress_bar
 from pcnctl.records import JsonObject
 from pcnctl.reports.audit.checks import CHECKS, SEVERITIES, AuditEnv, Finding, Thresholds, check_watchlist
-from pcnctl.state.incidents import write_private
 from pcnctl.state.store import StateStore
 from pcnctl.timespec import iso, parse_when
 
