@@ -25,6 +25,7 @@ from pcnctl.cli import (
     playbook,
     profile,
     rollback,
+    watch,
 )
 from pcnctl.cli._common import State
 from pcnctl.cli.examples import examples
@@ -97,6 +98,7 @@ GROUPS: dict[str, typer.Typer] = {
     "playbook": playbook.app,
     "incident": incident.app,
     "audit": incident.audit_app,
+    "watch": watch.app,
     "lab": lab.app,
 }
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -124,6 +126,7 @@ ORDER = (
     "rollback",
     "approve",
     "audit",
+    "watch",
     "lab",
     "completion",
 )
