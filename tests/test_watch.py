@@ -451,3 +451,44 @@ def _wait_for_cut(db_path: Path, proc: subprocess.Popen[bytes]) -> None:
             raise AssertionError(proc.stderr.read().decode() if proc.stderr else "the watcher ended")
         time.sleep(0.05)
     raise AssertionError("no messaging block started")
+
+
+def test_doctor_and_the_audit_check_the_heartbeat(
+    cli: Cli, lab: Lab, tmp_path: Path, smtp: tuple[int, Inbox], webhook: tuple[str, list[Any]]
+) -> None:
+    from pcnctl.watch.records import Heartbeat
+    from pcnctl.watch.state import WatchState
+
+    port, _inbox = smtp
+    hook, _received = webhook
+    watcher(cli, lab, tmp_path, port, hook)
+    never = {r["check"]: r for r in cli("doctor", "-o", "json").json()}
+    assert never["watcher"]["status"] == "warn" and "no watcher has run" in never["watcher"]["detail"]
+    audit = cli("audit", "run", "--since", "1h", "--checks", "watch", "-o", "json", "--fail-on", "warning")
+    assert audit.exit_code == 10 and json.loads(audit.stdout)["findings"][0]["severity"] == "warning"
+    assert cli("watch", "run", "--cycles", "1").exit_code == 0
+    stopped = {r["check"]: r for r in cli("doctor", "-o", "json").json()}
+    assert stopped["watcher"]["status"] == "warn" and "stopped at" in stopped["watcher"]["detail"]
+    # A watcher alive a moment ago, then silent for ten minutes (killed -9, a host down): stale.
+    store = StateStore(home())
+    now = time.time()
+    try:
+        state = WatchState(store, ent_key(lab.url))
+        beat = Heartbeat(
+            state.ent, "pcnctl@host pid 1", "2026-01-01T00:00:00+00:00", "x", int(now * 1000), 9, 5.0, "ok"
+        )
+        state.beat(beat)
+        alive = {r["check"]: r for r in cli("doctor", "-o", "json").json()}
+        assert alive["watcher"]["status"] == "ok" and "pcnctl@host pid 1" in alive["watcher"]["detail"]
+        state.beat(
+            Heartbeat(beat.ent, beat.holder, beat.started_at, "x", int((now - 600) * 1000), 9, 5.0, "ok")
+        )
+    finally:
+        store.close()
+    stale = {r["check"]: r for r in cli("doctor", "-o", "json").json()}
+    assert stale["watcher"]["status"] == "warn" and "no heartbeat for 600 s" in stale["watcher"]["detail"]
+    critical = cli("audit", "run", "--since", "1h", "--checks", "watch", "-o", "json")
+    assert (
+        critical.exit_code == 11
+        and "nobody is paged" in json.loads(critical.stdout)["findings"][0]["summary"]
+    )

@@ -40,6 +40,7 @@ LABELS = {
         "drift": "Drift",
         "evidence": "Evidence gaps",
         "health": "Platform health",
+        "watch": "Watcher",
         "ok": "ok",
         "info": "info",
         "warning": "warning",
@@ -65,6 +66,7 @@ LABELS = {
         "drift": "Dérives",
         "evidence": "Purges sans preuves",
         "health": "Santé de la plateforme",
+        "watch": "Veille",
         "ok": "ok",
         "info": "info",
         "warning": "avertissement",
@@ -105,6 +107,11 @@ COLUMNS = {
         "median_ms": "médiane (ms)",
         "p95_ms": "p95 (ms)",
         "errors": "erreurs",
+        "watcher": "veille",
+        "status": "état",
+        "last_beat": "dernier signe de vie",
+        "age_s": "âge (s)",
+        "cycles": "cycles",
     }
 }
 # The French summary of each check, from its count (the checks word their summaries in English).
@@ -115,6 +122,7 @@ SUMMARIES_FR = {
     "drift": "{n} changement(s) d'un incident ouvert défait(s) depuis",
     "evidence": "{n} incident(s) avec des messages supprimés sans preuve vérifiée",
     "health": "{n} route(s) lente(s) ou en échec",
+    "watch": "{n} problème(s) de la veille (pcnctl watch)",
 }
 # Cell values that are words, not data.
 VALUES_FR = {True: "oui", False: "non", "account": "compte", "messaging": "messagerie"}
