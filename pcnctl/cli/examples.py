@@ -135,6 +135,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "pcnctl lab drill",
         "pcnctl lab drill --scenario reference -o markdown",
         "pcnctl lab drill --hijacked 40 --senders 10 --latency-ms 20 --capacity 300 --fault-rate 0.01",
+        "pcnctl lab drill --scenario unattended-reference -o json",
     ),
     "completion": (
         "pcnctl completion bash > /etc/bash_completion.d/pcnctl",

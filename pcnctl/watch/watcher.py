@@ -96,6 +96,7 @@ class Watcher:
     clock: Clock = time.time
     sleep: Callable[[float], None] = time.sleep
     on_step: Callable[[StepReport], None] | None = None
+    on_detect: Callable[[list[Detection]], None] | None = None  # told as soon as a cycle finds something
     holder: str = ""
     cycles: int = 0
     _past: list[tuple[str, list[int]]] = field(default_factory=list)
@@ -111,8 +112,14 @@ class Watcher:
 
     # -- the loop -----------------------------------------------------------------------------------------
 
-    def run(self, cycles: int | None = None, on_cycle: Callable[[CycleReport], None] | None = None) -> None:
-        """Cycle until stopped (Ctrl-C, SIGTERM) or, with ``cycles``, that many times; one per ENT."""
+    def run(
+        self,
+        cycles: int | None = None,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Cycle until stopped (Ctrl-C, SIGTERM, ``until()`` true) or, with ``cycles``, that many times; one
+        watcher per ENT."""
         try:
             lock = self.store.lock(lock_name(self.ent))
             lock.__enter__()
@@ -125,7 +132,7 @@ class Watcher:
         try:
             self._resume_responses()
             done = 0
-            while cycles is None or done < cycles:
+            while (cycles is None or done < cycles) and not (until is not None and until()):
                 report = self.cycle()
                 done += 1
                 if on_cycle is not None:
@@ -152,6 +159,8 @@ class Watcher:
         self.watch.set_cursor("window", now, detectors.window.to_json())
         if report.detections:
             report.incident = self._record(report.detections, now)
+            if self.on_detect is not None:
+                self.on_detect(report.detections)
         report.pages = self._page_and_respond(report, now)
         self._expire(report, now)
         trouble = (
