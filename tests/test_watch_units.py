@@ -100,6 +100,16 @@ def test_mass_sending_fan_out_and_one_template_from_several_pupils() -> None:
     assert "template" in kinds and "3 élèves" in kinds["template"].what
 
 
+def test_without_a_mailstore_the_event_stores_creations_stand_for_the_sends() -> None:
+    detectors = Detectors(Settings(), DEFAULT_WATCHLIST)
+    created = [PlatformEvent(f"c{n}", "CREATE", "Conversation", n * 1000, "a", "Student") for n in range(6)]
+    logins = [login("b", n * 1000, "10.0.0.1") for n in range(6)]
+    assert detectors.feed([*created, *logins], [], 7000) == []  # with a mailstore, its messages decide
+    again = Detectors(Settings(), DEFAULT_WATCHLIST)
+    found = again.feed([*created, *logins], [], 7000, sends_from_events=True)
+    assert [(d.kind, d.senders) for d in found] == [("mass-sender", ("a",))]
+
+
 def test_staff_writing_to_many_is_not_a_fan_out_nor_a_template() -> None:
     detectors = Detectors(Settings(), DEFAULT_WATCHLIST)
     staff = [PlatformEvent(f"s{p}", "CREATE", "Conversation", 0, p, "Teacher") for p in "xyz"]

@@ -123,19 +123,30 @@ class Detectors:
         self.window = window or Window()
 
     def feed(
-        self, events: Iterable[PlatformEvent], messages: Sequence[NewMessage], now_ms: int
+        self,
+        events: Iterable[PlatformEvent],
+        messages: Sequence[NewMessage],
+        now_ms: int,
+        *,
+        sends_from_events: bool = False,
     ) -> list[Detection]:
-        """What this cycle's new events and messages show, with the window's context."""
+        """What this cycle's new events and messages show, with the window's context. Without a mailstore
+        (``sends_from_events``), the event store's message creations stand for the sends: who sent how
+        many, when (the audit's ``mass_senders`` reads them so), with no text and no recipients."""
         s = self.settings
+        events = list(events)
         for event in events:
             self._event(event)
+        if sends_from_events:
+            messages = [*messages, *_creations(events)]
         sent = [m for m in messages if m.state in SENDS]
         for m in sent:
             self.window.sends.append((m.sender, m.date))
             if self.window.profiles.get(m.sender, PUPIL) == PUPIL:
                 reached = self.window.reached.setdefault(m.sender, [])
                 reached.extend(t for t in map(_tag, m.recipients) if t not in reached)
-                self.window.texts.append((m.id, m.sender, m.date, signature(m.text)))
+                if m.text:
+                    self.window.texts.append((m.id, m.sender, m.date, signature(m.text)))
         found = self._watchlist(sent) + self._mass(sent) + self._fanout(sent) + self._template(sent)
         found += self._new_device(sent)
         self.window.prune(now_ms - s.window_ms, now_ms - s.new_device_ms)
@@ -250,6 +261,15 @@ class Detectors:
             return []
         what = f"{len(accounts)} élèves envoient juste après une connexion depuis un nouvel appareil"
         return [_detection("new-device", "new-device", "warning", what, sending)]
+
+
+def _creations(events: Sequence[PlatformEvent]) -> list[NewMessage]:
+    """The messaging module's CREATE events as sends without content (the event store's view)."""
+    return [
+        NewMessage(e.id, e.user_id, e.date, "SENT", "", "", ())
+        for e in events
+        if e.type == "CREATE" and e.module == "Conversation" and e.user_id
+    ]
 
 
 def _what_watchlist(key: str, messages: Sequence[NewMessage]) -> str:

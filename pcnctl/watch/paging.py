@@ -16,10 +16,12 @@ an error message.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -120,13 +122,28 @@ def send_webhook(url: str, body: str, timeout: float = 15.0) -> None:
         f"{parts.scheme}://{parts.netloc}", read_timeout=timeout, retry=RetryPolicy(attempts=1)
     )
     try:
-        client.request("POST", path or "/", json={"text": body})
+        with _unlogged():  # the path is the token: not even --debug shows it
+            client.request("POST", path or "/", json={"text": body})
     except PcnError as exc:
         status = getattr(exc, "status", None)
         said = f"answered {status}" if status else "could not be reached"
         raise PageError(f"the webhook at {parts.hostname} {said}") from None
     finally:
         client.session.close()
+
+
+@contextmanager
+def _unlogged() -> Iterator[None]:
+    """The HTTP client's and urllib3's debug logs silenced for one request whose URL is a secret."""
+    loggers = [logging.getLogger(name) for name in ("pcnctl.ent.http", "urllib3.connectionpool")]
+    before = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, before, strict=True):
+            lg.disabled = was
 
 
 def _reason(exc: BaseException) -> str:

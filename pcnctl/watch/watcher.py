@@ -155,7 +155,9 @@ class Watcher:
         messages = self._guarded(report, "mailstore-unavailable", lambda: self._read_messages(now))
         report.events, report.messages = len(events or []), len(messages or [])
         detectors = Detectors(self.settings.detectors, self.watchlist, self._past, self._window())
-        report.detections = detectors.feed(events or [], messages or [], now)
+        report.detections = detectors.feed(
+            events or [], messages or [], now, sends_from_events=self.mailstore is None
+        )
         self.watch.set_cursor("window", now, detectors.window.to_json())
         if report.detections:
             report.incident = self._record(report.detections, now)
@@ -261,10 +263,17 @@ class Watcher:
         opened = min((d.first_ms for d, _p in kept), default=0)
         return Wave(incident, opened, {d.key: d for d, _p in kept})
 
+    def _current(self, now: int) -> str | None:
+        """The incident detections still join (its last one within ``rejoin_ms``)."""
+        last = self.watch.last_incident()
+        return last[0] if last is not None and now - last[1] <= self.settings.rejoin_ms else None
+
     def _page_and_respond(self, report: CycleReport, now: int) -> list[Page]:
+        current = self._current(now)
+        if current is not None:
+            self._page_news(current, now)  # news held back by the rate limit goes out once it may
         incident = report.incident
         if incident is not None:
-            self._page_news(incident, now)
             wave = self.wave(incident)
             if self._should_act(wave) and self.watch.response(incident) is None:
                 sent = paging.deliver(self.watch, self.channels, now)  # the on-call hears before it acts
