@@ -492,3 +492,22 @@ def test_doctor_and_the_audit_check_the_heartbeat(
         critical.exit_code == 11
         and "nobody is paged" in json.loads(critical.stdout)["findings"][0]["summary"]
     )
+
+
+def test_a_playbook_steps_max_above_the_commands_cap_is_honoured(admc: Cli, lab: Lab, tmp_path: Path) -> None:
+    """The reference wave's 200 accounts pass the playbook's ``max: 2000`` (the response the watcher runs):
+    the step's cap is the one the operation's sequence checks, not the command's default of 100."""
+    logins = [
+        r[0] for r in lab.sql("SELECT login FROM users WHERE profile = 'Student' ORDER BY id LIMIT 120")
+    ]
+    book = tmp_path / "wide.yaml"
+    book.write_text(
+        "version: 1\nname: wide\ndescription: Block a list.\ninputs:\n  accounts: {type: list}\nsteps:\n"
+        "  - id: block\n    op: block_accounts\n    with: {accounts: '${{ inputs.accounts }}', max: 500}\n"
+    )
+    result = admc("playbook", "run", str(book), "--input", "accounts=" + ",".join(logins), "--approve-all")
+    assert result.exit_code == 0, result.stderr
+    marks = ",".join("?" * len(logins))
+    assert (
+        lab.sql(f"SELECT count(*) FROM users WHERE blocked = 1 AND login IN ({marks})", *logins)[0][0] == 120
+    )
