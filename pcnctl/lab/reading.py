@@ -21,9 +21,10 @@ recipient, so a copy gets the same delay whatever order the readers see it in, a
 same seed opens the same copies at the same delays.
 
 Opening a copy does what the platform's read does (conversation ``SqlConversationService.get``, 6.15.4,
-lines 833-880, run by ``GET /conversation/api/messages/:id`` through ``ApiController.getFullMessage`` and
-``getAndFormat``): in one transaction, the thread's ``userthreads.nb_unread`` of the reader goes down by one
-when the copy was unread, and ``usermessages.unread`` becomes false. The readers write it to the lab's
+from line 833, run by ``GET /conversation/api/messages/:id``, ``ApiController.getFullMessage`` line 102,
+through ``getAndFormat`` line 913): in one transaction (line 889), the reader's ``userthreads.nb_unread`` of
+the thread goes down by one when the copy was unread (lines 839-847), and ``usermessages.unread`` becomes
+false (lines 853-855). The readers write it to the lab's
 store directly (the lab's own ``GET /conversation/api/messages/:id`` does not mark the copy read yet, and
 thousands of pupils' sessions would load the lab's capacity, which the drill keeps for the response). A copy
 the purge removed first is never opened: what the readers opened is exactly what was opened before the purge.
