@@ -191,6 +191,19 @@ def _line(d: Detection, ctx: Context) -> str:
     )
 
 
+def _lines(new: Sequence[Detection], ctx: Context, each: int = 3) -> list[str]:
+    """The detections, at most ``each`` of a kind in full (a wave makes a hundred mass senders)."""
+    lines, shown = [], dict[str, int]()
+    for d in new:
+        shown[d.kind] = shown.get(d.kind, 0) + 1
+        if shown[d.kind] <= each:
+            lines.append(_line(d, ctx))
+    for kind, count in shown.items():
+        if count > each:
+            lines.append(f"- et {count - each} autre(s) détection(s) : {KIND_FR.get(kind, kind)}")
+    return lines
+
+
 def commands(ctx: Context, incident: str, acted: bool) -> list[str]:
     p = f"pcnctl -p {ctx.profile}"
     lines = [
@@ -219,7 +232,7 @@ def compose(
         f"Incident {wave.incident} ouvert par la veille.",
         "",
         "Ce qui a été vu :" if new else "Rien de nouveau n'a été détecté depuis la dernière alerte.",
-        *[_line(d, ctx) for d in new],
+        *_lines(new, ctx),
         "",
         f"Où : établissement(s) des expéditeurs : {where or 'inconnu(s)'}",
         f"Depuis : {moment(wave.first_ms, ctx.zone)} ; dernière détection {moment(wave.last_ms, ctx.zone)}",

@@ -13,8 +13,10 @@ two administrators of that file, neither of them the watcher's own account.
 The limits are enforced inside the operation sequence, not around it: the response runs in a
 :class:`PolicyContext`, whose :meth:`~PolicyContext.approval` (called by ``RunContext.start`` when each run
 seals its plan, before anything changes) admits a run only within the limits and only in the schools the
-detected messages reached. A run beyond them is refused before it starts; the watcher pages it to an
-operator and does nothing more of the response.
+detected messages reached (the school-wide levers: a messaging cut, a banner; accounts are bounded by
+their number, the attacker's silent accounts sitting in schools its threats have not reached yet). A run
+beyond them is refused before it starts; the watcher pages it to an operator and does nothing more of the
+response.
 """
 
 from __future__ import annotations
@@ -304,8 +306,9 @@ class Guard:
         if op in UNDO_OPS:
             return self.label
         if op == "accounts.block":
+            # Accounts are bounded by their number only: the attacker's silent accounts sit in schools its
+            # threats have not reached yet, and blocking them is the point of the hunt.
             self._count(op, len(items), limits.accounts, "accounts blocked")
-            self._schools(op, [s for i in items for s in i.get("schools", [])], per_item=items)
         elif op == "messaging.block":
             self._count(op, len(items), limits.schools, "schools whose messaging is cut")
             self._schools(op, [str(i.get("uai", "")) for i in items])
@@ -324,14 +327,9 @@ class Guard:
                 f"{op}: {count} {what}, above the policy's limit of {limit}: it waits for an operator"
             )
 
-    def _schools(self, op: str, schools: list[str], per_item: list[PlanItem] | None = None) -> None:
+    def _schools(self, op: str, schools: list[str]) -> None:
         wanted = {s for s in schools if s}
-        reached = self.reached(wanted) if wanted else set()
-        outside = sorted(wanted - reached)
-        if per_item is not None:  # an account is inside when one of its schools received the threat
-            outside = sorted(
-                str(i.get("login") or i["key"]) for i in per_item if not set(i.get("schools", [])) & reached
-            )
+        outside = sorted(wanted - (self.reached(wanted) if wanted else set()))
         if outside:
             raise BeyondLimits(
                 f"{op} reaches outside the schools the detected messages reached "
