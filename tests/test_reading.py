@@ -104,7 +104,7 @@ def test_an_unattended_drill_is_contained_and_scored_from_the_first_threat(cli: 
     result = cli(*drill, *scale, "-o", "json")
     assert result.exit_code == 0, result.stderr
     report = {r["measure"]: r["value"] for r in result.json()}
-    assert report["watcher's response"] == "done" and report["verdict"] == "CONTAINED"
+    assert report["watcher's response"] == "done (2 run(s))" and report["verdict"] == "CONTAINED"
     assert report["hijacked accounts blocked"] == "6/6" and report["innocent accounts blocked"] == 0
     assert report["schools cut outside those the threat reached"] == 0
     detect = float(report["time from the first threat to detection"].rstrip(" s"))

@@ -116,12 +116,14 @@ def watcher(cli: Cli, lab: Lab, tmp: Path, smtp_port: int, hook: str, *extra: st
     cli.setenv(PCNCTL_PASSWORD=lab.password, PCNCTL_MFA_CODE=lab.mfa_code, PCNCTL_WEBHOOK_URL=hook)
 
 
-def policy(cli: Cli, tmp: Path, *, accounts: int = 100, schools: int = 10) -> tuple[Path, Path]:
+def policy(
+    cli: Cli, tmp: Path, *, accounts: int = 100, schools: int = 10, playbook: Path = PLAYBOOK
+) -> tuple[Path, Path]:
     """A policy for the lab, signed by two administrators; returns it and the allowed-signers file."""
     dupont, martin, allowed = signers(tmp)
     path = tmp / "policy.yaml"
     limits = ("--accounts", str(accounts), "--schools", str(schools), "--expire-hours", "8")
-    made = cli("watch", "policy", "new", "--out", str(path), "--playbook", str(PLAYBOOK), *limits)
+    made = cli("watch", "policy", "new", "--out", str(path), "--playbook", str(playbook), *limits)
     assert made.exit_code == 0, made.stderr
     for key in (dupont, martin):
         signed = cli("watch", "policy", "sign", str(path), "--key", str(key), "--yes")
@@ -129,7 +131,7 @@ def policy(cli: Cli, tmp: Path, *, accounts: int = 100, schools: int = 10) -> tu
     return path, allowed
 
 
-def armed(cli: Cli, lab: Lab, tmp: Path, smtp_port: int, hook: str, **limits: int) -> None:
+def armed(cli: Cli, lab: Lab, tmp: Path, smtp_port: int, hook: str, **limits: Any) -> None:
     """The watcher's profile with a policy for the lab signed by two administrators."""
     watcher(cli, lab, tmp, smtp_port, hook)
     path, allowed = policy(cli, tmp, **limits)
@@ -261,26 +263,60 @@ def test_the_pre_approved_response_contains_the_wave_and_expires_unless_confirme
 
 def _expire(cli: Cli, lab: Lab, incident: str, *, hours: float) -> str:
     """One cycle of the watcher with its clock ``hours`` ahead (the core, with an injected clock)."""
+    response = _cycle_at(incident, hours * 3600)
+    return response.status
+
+
+def _cycle_at(incident: str, ahead_s: float) -> Any:
+    """One cycle of the watcher (the core, its clock ``ahead_s`` seconds ahead); the incident's response."""
     from pcnctl.config import load_config
     from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.forensics.mailstore import open_mailstore
     from pcnctl.reports.audit.checks import DEFAULT_WATCHLIST
     from pcnctl.watch import policy as core
     from pcnctl.watch.watcher import Watcher
 
     profile = load_config().profiles["lab"]
     driver = EdificeDriver.open(profile, use_cache=False)
-    store = StateStore(home())
+    store, mails = StateStore(home()), open_mailstore(profile)
     found = core.load(Path(str(profile.policy)))
     names = core.signers(found, profile.approvers, "admc.pcn")
-    ahead = time.time() + hours * 3600
-    watch = Watcher(driver, None, store, DEFAULT_WATCHLIST, policy=found, signers=names, clock=lambda: ahead)
+    ahead = time.time() + ahead_s
+    from pcnctl.cli.watch import channels_of
+
+    channels = channels_of(profile)  # the profile's, with the secrets the environment gives
+    watch = Watcher(
+        driver, mails, store, DEFAULT_WATCHLIST, channels, policy=found, signers=names, clock=lambda: ahead
+    )
     try:
         watch.cycle()
         response = watch.watch.response(incident)
     finally:
         store.close()
+        mails.close()
     assert response is not None
-    return response.status
+    return response
+
+
+def test_the_second_look_runs_once_within_the_same_limits(
+    cli: Cli, lab: Lab, tmp_path: Path, smtp: tuple[int, Inbox], webhook: tuple[str, list[Any]]
+) -> None:
+    port, inbox = smtp
+    hook, _received = webhook
+    truth = played_wave(lab, **WAVE)
+    armed(cli, lab, tmp_path, port, hook, accounts=len(truth["hijacked"]))  # exactly the wave's accounts
+    assert cli("watch", "run", "--cycles", "1", "--since", "30m").exit_code == 0
+    incident = cli("incident", "list", "-o", "json").json()[0]["id"]
+    second = _cycle_at(incident, 60)
+    assert (second.status, second.passes) == ("done", 2), second
+    assert "second passage" in inbox.texts()[-1][1]
+    assert _cycle_at(incident, 120).passes == 2  # once
+    records = _runs(home() / "state.db")
+    runs = {r["run"] for r in records if r["t"] == "run" and r["op"] == "accounts.block"}
+    done = [r["key"] for r in records if r["t"] == "item" and r["run"] in runs and r.get("phase") == "done"]
+    assert len(done) == len(set(done)) == len(truth["hijacked"])  # each account blocked once, by one look
+    assert blocked(lab, truth["hijacked"]) == set(truth["hijacked"])
+    assert (home() / "incidents" / incident / "second-look.yaml").is_file()
 
 
 def test_a_confirmed_response_is_kept_past_its_expiry(
@@ -396,7 +432,8 @@ def test_a_watcher_killed_mid_response_resumes_without_acting_twice(
     armed(cli, lab, tmp_path, port, hook)
     truth = played_wave(lab, **WAVE)
     lab.knobs(latency_ms=150)  # long enough a response to be killed in the middle of it
-    command = [sys.executable, "-m", "pcnctl", "watch", "run", "--cycles", "1", "--since", "30m"]
+    once = ("--cycles", "1", "--second-look", "0")  # the runs checked below are the first look's only
+    command = [sys.executable, "-m", "pcnctl", "watch", "run", *once, "--since", "30m"]
     proc = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_cut(home() / "state.db", proc)
@@ -407,7 +444,7 @@ def test_a_watcher_killed_mid_response_resumes_without_acting_twice(
     state = _runs(home() / "state.db")
     blocks = [r for r in state if r["t"] == "run" and r["op"] == "accounts.block"]
     assert len(blocks) == 1 and not any(r["t"] == "end" and r["run"] == _cut(state) for r in state)
-    result = cli("watch", "run", "--cycles", "1")
+    result = cli("watch", "run", *once)
     assert result.exit_code == 0, result.stderr
     after = _runs(home() / "state.db")
     assert [r["run"] for r in after if r["t"] == "run" and r["op"] == "accounts.block"] == [blocks[0]["run"]]
@@ -511,3 +548,25 @@ def test_a_playbook_steps_max_above_the_commands_cap_is_honoured(admc: Cli, lab:
     assert (
         lab.sql(f"SELECT count(*) FROM users WHERE blocked = 1 AND login IN ({marks})", *logins)[0][0] == 120
     )
+
+
+def test_a_policy_never_cuts_a_school_the_threat_did_not_reach(
+    cli: Cli, lab: Lab, tmp_path: Path, smtp: tuple[int, Inbox], webhook: tuple[str, list[Any]]
+) -> None:
+    """A signed playbook that would cut another school's messaging is refused when the cut seals its plan,
+    before any call: the schools are checked against the detected messages' recipients, not the playbook."""
+    port, inbox = smtp
+    hook, _received = webhook
+    truth = played_wave(lab, **WAVE)
+    reached = set(truth["schools"])
+    other = next(r[0] for r in lab.sql("SELECT uai FROM structures ORDER BY uai") if r[0] not in reached)
+    book = tmp_path / "elsewhere.yaml"
+    book.write_text(
+        "version: 1\nname: elsewhere\ndescription: Cut a school the wave did not reach.\nsteps:\n"
+        f"  - id: cut\n    op: block_messaging\n    with: {{profile: Student, schools: ['{other}']}}\n"
+    )
+    armed(cli, lab, tmp_path, port, hook, playbook=book)
+    result = cli("watch", "run", "--cycles", "1", "--since", "30m")
+    assert result.exit_code == 0 and "response refused" in result.stderr, result.stderr
+    assert f"reaches outside the schools the detected messages reached ({other})" in inbox.texts()[1][1]
+    assert cli("messaging", "status", "-o", "json").json() == []  # nothing was cut

@@ -132,6 +132,15 @@ def run(
     playbook: Annotated[
         Path, typer.Option("--playbook", help="The playbook the pages tell the operator to run.")
     ] = Path("playbooks/bomb-threat-wave.yaml"),
+    second_look: Annotated[
+        float,
+        typer.Option(
+            "--second-look",
+            min=0,
+            help="Seconds after its start when the pre-approved response runs once more (its hunt then sees "
+            "the logins made meanwhile); 0: never.",
+        ),
+    ] = 30.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Follow the ENT every few seconds until stopped: detect, page, respond within a signed policy.
@@ -151,6 +160,7 @@ def run(
         start = parse_when(since, future=False)
         back = int((datetime.now(UTC) - start).total_seconds() * 1000)
         settings = replace(settings, look_back_ms=max(back, 0))
+    settings = replace(settings, second_look_ms=int(second_look * 1000) or None)
     channels = channels_of(chosen)
     if not channels.names:
         warn(

@@ -148,6 +148,9 @@ class DrillReport:
     copies_opened: int = 0
     schools_cut_outside: int = 0
     response: str = ""  # the watcher's response: done, refused, failed (unattended)
+    passes: int = 0  # runs of the playbook the watcher made (the first look, the second)
+    blocked_later: int = 0  # accounts the second look blocked
+    first_contained_at: float | None = None  # the first run's containment (the senders it knew, the cut)
 
     def since_first(self, moment: float | None) -> str:
         if moment is None or self.first_threat_at is None:
@@ -238,7 +241,14 @@ class DrillReport:
         rows: list[Row] = []
         if plan.unattended:
             rows += [
-                {"measure": "watcher's response", "value": self.response or "none"},
+                {
+                    "measure": "watcher's response",
+                    "value": f"{self.response or 'none'} ({self.passes} run(s))",
+                },
+                {
+                    "measure": "time from the first threat to the first run's containment",
+                    "value": self.since_first(self.first_contained_at),
+                },
                 {
                     "measure": "time from the first threat to detection",
                     "value": self.since_first(self.detected_at),
@@ -317,6 +327,7 @@ def run(
             readers.stop()  # the last look: what was due by now is opened, nothing later
         truth = _truth(data)
         _score(report, data, truth, report.blocked_before, {s.id: s.result for s in steps})
+        report.accounts_blocked += report.blocked_later
         if readers is not None or plan.unattended:
             _harm(report, data, truth, readers, root / "state", profile.url)
         _write_report(root / "drill-report.json", report, incident)
@@ -498,14 +509,14 @@ def _unattended(
     hook, stop, looked = _Hook(), threading.Event(), threading.Event()
     driver = EdificeDriver.open(profile, use_cache=False)
     state, store = StateStore(root / "state"), Mailstore(str(profile.mailstore))
-    outcome: list[runner.StepReport] = []
+    outcome: list[list[runner.StepReport]] = []  # the steps of each run of the watcher's playbooks
     failures: list[BaseException] = []
 
     def cycle(r: CycleReport) -> None:
         looked.set()
-        if r.response is not None and not report.response:
-            report.response = r.response.response.status
-            outcome.extend(r.response.steps)
+        if r.response is not None:
+            report.response, report.passes = r.response.response.status, r.response.response.passes
+            outcome.append(r.response.steps)
 
     def detected(_found: object) -> None:
         report.detected_at = report.detected_at or time.time()
@@ -544,9 +555,20 @@ def _unattended(
         before = lab.control("/__lab/state")["counters"]
         wave = _start_wave(root, data, plan)
         deadline, over = time.monotonic() + 900, 0.0
-        while not report.response and not failures and time.monotonic() < deadline:
+        looks = 1 if watcher.settings.second_look_ms is None else 2
+
+        def answered() -> bool:
+            return report.passes >= looks or report.response not in ("", "done")
+
+        while not answered() and not failures and time.monotonic() < deadline:
             if wave.poll() is not None:  # over: three more looks at most, then scored as never contained
-                over = over or time.monotonic() + 3 * plan.interval + 5
+                over = (
+                    over
+                    or time.monotonic()
+                    + 3 * plan.interval
+                    + 5
+                    + (watcher.settings.second_look_ms or 0) / 1000
+                )
                 if time.monotonic() > over:
                     break
             time.sleep(0.1)
@@ -565,22 +587,31 @@ def _unattended(
     stats = driver.http.stats
     report.calls, report.calls_throttled = stats.requests, stats.throttled
     report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
-    report.steps = [s.to_row() for s in outcome]
+    report.steps = [s.to_row() for steps in outcome for s in steps]
+    later = [s for steps in outcome[1:] for s in steps if s.id == "block-senders"]
+    report.blocked_later = sum(StepParams(s.result).integer("count") or 0 for s in later)
     last = watcher.watch.last_incident()
     incident = Incident.load(state, last[0]) if last else None
     state.close()
     if incident is None:
         raise RuntimeError(f"the watcher detected nothing (see {root / 'lab.log'})")
-    return incident, outcome, wave
+    return incident, outcome[0] if outcome else [], wave
 
 
 def _containment(report: DrillReport, driver: Any, on_step: Any) -> Any:
-    """The step callback that times containment (the senders blocked and student messaging cut)."""
+    """The step callback that times containment (the senders blocked and student messaging cut), at each
+    run of the playbook: the last one's is when every account it blocked was blocked."""
     done_steps: set[str] = set()
 
     def step_done(step: runner.StepReport) -> None:
         done_steps.add(step.id)
-        if report.contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS):
+        first = report.first_contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS)
+        more = (
+            report.first_contained_at is not None and step.id == "block-senders" and step.result.get("count")
+        )
+        if first or more:
+            # The first run's containment, then a later run's block of more accounts (the second look).
+            report.first_contained_at = report.first_contained_at or time.time()
             report.contained_at = time.time()
             report.calls_to_containment = driver.http.stats.requests
         if on_step is not None:

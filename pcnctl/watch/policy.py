@@ -293,6 +293,7 @@ class Guard:
     policy: Policy
     signers: list[str]
     reached: Callable[[set[str]], set[str]]
+    before: Callable[[str], set[str]] = field(default=lambda _op: set())  # earlier runs' items, by op
     admitted: list[str] = field(default_factory=list)
 
     @property
@@ -308,18 +309,22 @@ class Guard:
         if op == "accounts.block":
             # Accounts are bounded by their number only: the attacker's silent accounts sit in schools its
             # threats have not reached yet, and blocking them is the point of the hunt.
-            self._count(op, len(items), limits.accounts, "accounts blocked")
+            self._count(op, self._total(op, items), limits.accounts, "accounts blocked")
         elif op == "messaging.block":
-            self._count(op, len(items), limits.schools, "schools whose messaging is cut")
+            self._count(op, self._total(op, items), limits.schools, "schools whose messaging is cut")
             self._schools(op, [str(i.get("uai", "")) for i in items])
         elif op == "messages.purge":
-            self._count(op, len(items), limits.messages, "messages purged")
+            self._count(op, self._total(op, items), limits.messages, "messages purged")
         elif op in ("banners.post", "sessions.revoke"):
             self._schools(op, [s for i in items for s in (i.get("schools") or [i.get("uai", "")])])
         else:
             raise BeyondLimits(f"{op} is not part of the pre-approved response: it waits for an operator")
         self.admitted.append(op)
         return self.label
+
+    def _total(self, op: str, items: list[PlanItem]) -> int:
+        """This run's items and those the response's earlier runs did: the limits hold for the incident."""
+        return len({str(i["key"]) for i in items} | self.before(op))
 
     def _count(self, op: str, count: int, limit: int, what: str) -> None:
         if count > limit:

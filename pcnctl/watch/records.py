@@ -108,6 +108,7 @@ class Response:
     expires_ms: int
     detail: str = ""
     confirmed_by: str = ""
+    passes: int = 0  # runs of the playbook done: the first, then the second look
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pcnctl.errors import InterruptedRunError, PcnError
@@ -32,6 +33,27 @@ if TYPE_CHECKING:
     from pcnctl.state.store import StateStore
 
 HOUR_MS = 3600 * 1000
+# The second look: the response's hunt again, from the search its first run saved, and the accounts it links
+# blocked (the threats are purged by then, so the first playbook's own searches would find nothing).
+SECOND_LOOK = """\
+# Written by pcnctl watch: the second look of a pre-approved response (docs/watch.md).
+version: 1
+name: second-look
+description: >-
+  The hunt again from the first run's saved search, once the attacker's other accounts have logged in,
+  and the accounts it links blocked, under the same signed policy's limits.
+inputs:
+  search: {type: string, description: The search the first run saved.}
+  since: {type: string, default: 2h, description: How far back the hunt looks.}
+steps:
+  - id: hunt
+    op: hunt
+    with: {since: "${{ inputs.since }}", search: "${{ inputs.search }}", max: 2000}
+  - id: block-senders
+    op: block_accounts
+    approval: true
+    with: {accounts: "${{ steps.hunt.accounts }}", max: 2000}
+"""
 
 
 @dataclass
@@ -56,16 +78,24 @@ class Responder:
     reached: Callable[[set[str]], set[str]]
     on_step: Callable[[StepReport], None] | None = None
 
-    def guard(self) -> Guard:
-        return Guard(self.policy, self.signers, self.reached)
+    def guard(self, incident: str) -> Guard:
+        """The policy's guard for the incident; its counts add the earlier runs' items (a second look
+        blocks more accounts within the same limit, never another one)."""
+        from pcnctl.state.journal import done_keys, read
+
+        def before(op: str) -> set[str]:
+            return done_keys(read(self.store, incident, ent=self.watch.ent), op)
+
+        return Guard(self.policy, self.signers, self.reached, before)
 
     def inputs(self) -> dict[str, str]:
         hours = self.policy.limits.expire_hours
         given = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.policy.inputs.items()}
         return {"block_until": f"{max(1, round(hours * 60))}m", **given}
 
-    def run(self, incident: Incident, now_ms: int) -> Outcome:
-        """Start the response in ``incident``, or continue the one a kill interrupted there."""
+    def run(self, incident: Incident, now_ms: int, *, again: bool = False) -> Outcome:
+        """Start the response in ``incident``, or continue the one a kill interrupted there; ``again``: a
+        new run of the playbook there (the second look), its limits counted with the first's."""
         from pcnctl.playbooks import runner
         from pcnctl.playbooks.model import load
 
@@ -79,14 +109,24 @@ class Responder:
             now_ms + int(self.policy.limits.expire_hours * HOUR_MS),
         )
         self.watch.set_response(replace(response, status="running"))
-        book, problems = load(self.policy.playbook)
-        if book is None:
-            return self._ended(response, "failed", "; ".join(str(p) for p in problems[:3]), [])
         pending = runner.unfinished(self.store, incident.id) if earlier else None
-        if earlier and pending is None and _completed(self.store, incident.id):
+        if earlier and not again and pending is None and _completed(self.store, incident.id, response.passes):
             return self._ended(response, "done", "finie avant l'interruption de la veille", [])
-        inputs = pending.inputs if pending else runner.coerce_inputs(book, self.inputs())
-        guard = self.guard()
+        path: Path | None = Path(pending.file) if pending else self.policy.playbook
+        if again and not pending:
+            path = self._second_look(incident)
+        book, problems = load(path) if path is not None else (None, [])
+        if book is None:
+            what = "; ".join(str(p) for p in problems[:3]) or "the first run saved no search to hunt from"
+            return self._ended(response, "failed", what, [])
+        given = {"search": str(self._saved(incident.id))} if again and not pending else self.inputs()
+        try:
+            # The policy's hours become the messaging block's expiry where the playbook takes one.
+            given = {k: v for k, v in given.items() if k in book.inputs or k != "block_until"}
+            inputs = pending.inputs if pending else runner.coerce_inputs(book, given)
+        except PcnError as exc:
+            return self._ended(response, "failed", exc.message, [])
+        guard = self.guard(incident.id)
         ctx = PolicyContext.create(self.driver, incident, self.store, show_progress=False, guard=guard)
         try:
             steps = runner.run(
@@ -104,8 +144,34 @@ class Responder:
         done = ", ".join(s.id for s in steps if s.status == "done")
         return self._ended(response, "done", f"étapes faites : {done}", steps)
 
+    def _second_look(self, incident: Incident) -> Path | None:
+        """The second look's playbook, written into the incident: the hunt again from the first run's last
+        saved search (its threats are purged by then: no new search would find them), and the accounts it
+        links blocked, under the same policy's guard. None when the first run saved no search."""
+        if self._saved(incident.id) is None:
+            return None
+        path = incident.path / "second-look.yaml"
+        if not path.exists():
+            from pcnctl.state.incidents import write_private
+
+            write_private(path, SECOND_LOOK)
+        return path
+
+    def _saved(self, incident: str) -> Path | None:
+        """The last search the response's playbook saved (``recheck``, else ``variants``, else ``find``)."""
+        from pcnctl.state.journal import records
+
+        saved: dict[str, str] = {}
+        for r in records(self.store, incident):
+            result = r.get("result")
+            done = r.get("t") == "step" and r.get("status") == "done"
+            if done and isinstance(result, dict) and isinstance(result.get("saved"), str):
+                saved[str(r.get("step"))] = str(result["saved"])
+        found = next((saved[k] for k in ("recheck", "variants", "find") if k in saved), None)
+        return Path(found) if found else None
+
     def _ended(self, response: Response, status: str, detail: str, steps: list[StepReport]) -> Outcome:
-        ended = replace(response, status=status, detail=detail[:500])
+        ended = replace(response, status=status, detail=detail[:500], passes=response.passes + 1)
         self.watch.set_response(ended)
         hours = f"{self.policy.limits.expire_hours:g}"
         notes = {
@@ -115,7 +181,10 @@ class Responder:
             "décider (ce qui a été fait est dans l'incident et sera levé à l'expiration sauf confirmation)",
             "failed": f"la réponse pré-approuvée a échoué : {detail} ; un opérateur doit prendre la main",
         }
-        return Outcome(ended, notes[status], steps)
+        note = notes[status]
+        if ended.passes > 1:
+            note = f"second passage (les connexions faites pendant le premier) : {note}"
+        return Outcome(ended, note, steps)
 
     def expire(self, response: Response, now_ms: int) -> Outcome | None:
         """Roll back what an unconfirmed response did once its hours have passed."""
@@ -129,7 +198,8 @@ class Responder:
         from pcnctl.state.incidents import Incident
 
         incident = Incident.load(self.store, response.incident)
-        ctx = PolicyContext.create(self.driver, incident, self.store, show_progress=False, guard=self.guard())
+        guard = self.guard(incident.id)
+        ctx = PolicyContext.create(self.driver, incident, self.store, show_progress=False, guard=guard)
         try:
             steps = rollback.plan(ctx.records(), self._own_runs(ctx))
             verdicts = [rollback.execute(ctx, step) for step in steps if step.reversible]
@@ -152,25 +222,28 @@ class Responder:
         """The incident's runs the watcher's playbook runs started (an operator's own runs are left)."""
         from pcnctl.state.journal import read, records
 
-        book, profile = str(self.policy.playbook.resolve()), self.driver.profile.name
+        books = {str(self.policy.playbook.resolve()), str((ctx.incident.path / "second-look.yaml").resolve())}
+        profile = self.driver.profile.name
         mine = {
             str(r["run"])
             for r in records(self.store, ctx.incident.id)
             if r.get("t") == "playbook"
-            and str(r.get("file")) == book
+            and str(r.get("file")) in books
             and _profile_of(r.get("meta")) == profile
         }
         runs = read(self.store, ctx.incident.id, ent=ctx.ent)
         return [s for s in runs if str(s.meta.get("step", "")).split("/")[0] in mine]
 
 
-def _completed(store: StateStore, incident: str) -> bool:
-    """Whether a playbook run of the incident completed (a kill came after it, before its status)."""
+def _completed(store: StateStore, incident: str, passes: int) -> bool:
+    """Whether more playbook runs of the incident completed than the response counted (a kill came after
+    one, before its status was written)."""
     from pcnctl.state.journal import records
 
-    return any(
-        r.get("t") == "playbook-end" and r.get("status") == "completed" for r in records(store, incident)
-    )
+    ends = [
+        r for r in records(store, incident) if r.get("t") == "playbook-end" and r.get("status") == "completed"
+    ]
+    return len(ends) > passes
 
 
 def _profile_of(meta: object) -> str:

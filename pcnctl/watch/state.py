@@ -30,7 +30,7 @@ _TABLES = (
     " error TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS watch_responses (ent TEXT NOT NULL, incident TEXT NOT NULL,"
     " policy TEXT NOT NULL, status TEXT NOT NULL, started_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,"
-    " detail TEXT NOT NULL, confirmed_by TEXT NOT NULL, PRIMARY KEY (ent, incident))",
+    " detail TEXT NOT NULL, confirmed_by TEXT NOT NULL, passes BIGINT NOT NULL, PRIMARY KEY (ent, incident))",
 )
 
 
@@ -197,8 +197,9 @@ class WatchState:
     def set_response(self, response: Response) -> None:
         self.store.execute(
             "INSERT INTO watch_responses (ent, incident, policy, status, started_ms, expires_ms, detail,"
-            " confirmed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ent, incident) DO UPDATE SET"
-            " status = excluded.status, detail = excluded.detail, confirmed_by = excluded.confirmed_by",
+            " confirmed_by, passes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ent, incident) DO UPDATE"
+            " SET status = excluded.status, detail = excluded.detail, confirmed_by = excluded.confirmed_by,"
+            " passes = excluded.passes",
             response.ent,
             response.incident,
             response.policy,
@@ -207,6 +208,7 @@ class WatchState:
             response.expires_ms,
             response.detail,
             response.confirmed_by,
+            response.passes,
         )
 
 
@@ -271,6 +273,7 @@ def _response(r: Any) -> Response:
         int(r["expires_ms"]),
         str(r["detail"]),
         str(r["confirmed_by"]),
+        int(r["passes"]),
     )
 
 

@@ -54,6 +54,9 @@ class WatchSettings:
     overlap_ms: int = 60_000  # rows written late are read again, and skipped by id
     look_back_ms: int = 60_000  # the first cycle on an ENT starts this far back
     rejoin_ms: int = 2 * 3600 * 1000  # a detection within this of the last one joins its incident
+    # The response runs once more this long after its start: its hunt then sees the logins the attacker's
+    # other accounts made while the first run was under way (None: no second look).
+    second_look_ms: int | None = 30_000
     page_interval_ms: int = 120_000  # news of one incident is paged at most this often
     detectors: Settings = field(default_factory=Settings)
 
@@ -164,6 +167,7 @@ class Watcher:
             if self.on_detect is not None:
                 self.on_detect(report.detections)
         report.pages = self._page_and_respond(report, now)
+        self._second_look(report, now)
         self._expire(report, now)
         trouble = (
             sum(stats.statuses[s] for s in (429, 503, 509)) > throttled or report.status == "ent-unavailable"
@@ -348,6 +352,23 @@ class Watcher:
         outcome = responder.run(Incident.load(self.store, incident), now)
         self._queue(self.wave(incident), [], outcome.note, int(self.clock() * 1000))
         return outcome
+
+    def _second_look(self, report: CycleReport, now: int) -> None:
+        """The response's playbook once more, ``second_look_ms`` after its start, in the same incident and
+        within the same limits: accounts that logged in during the first run are found by its hunt."""
+        from pcnctl.state.incidents import Incident
+
+        wait, current = self.settings.second_look_ms, self._current(now)
+        response = self.watch.response(current) if current else None
+        if wait is None or response is None or response.passes != 1 or response.status != "done":
+            return
+        responder = self.responder()
+        if responder is None or response.confirmed_by or now < response.started_ms + wait:
+            return
+        self._reached_incident = response.incident
+        report.response = responder.run(Incident.load(self.store, response.incident), now, again=True)
+        self._queue(self.wave(response.incident), [], report.response.note, int(self.clock() * 1000))
+        report.pages += paging.deliver(self.watch, self.channels, int(self.clock() * 1000))
 
     def _resume_responses(self) -> None:
         """A response a kill interrupted is continued first, before anything new is read."""
