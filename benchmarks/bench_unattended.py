@@ -83,6 +83,11 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if len(known) == len(values) and known else None
 
 
+def _watcher(cell: Any) -> Any:
+    """A cell only the watcher's runs have (an operator is paged by nobody here)."""
+    return lambda rs: cell(rs) if rs and rs[0].scenario.unattended else "n/a (an operator)"
+
+
 def _since(reports: list[Any], attr: str) -> float | None:
     def one(r: Any) -> float | None:
         moment = getattr(r, attr)
@@ -105,9 +110,19 @@ def _table(results: dict[str, list[Any]]) -> str:
         (
             "time from the first threat to detection",
             "≤ 15 s",
-            lambda rs: _seconds(_since(rs, "detected_at"), DETECT_S),
+            _watcher(lambda rs: _seconds(_since(rs, "detected_at"), DETECT_S)),
         ),
-        ("time from the first threat to the page", "", lambda rs: _seconds(_since(rs, "paged_at"))),
+        ("time from the first threat to the page", "", _watcher(lambda rs: _seconds(_since(rs, "paged_at")))),
+        (
+            "time from the first threat to the first run's containment",
+            "",
+            _watcher(lambda rs: _seconds(_since(rs, "first_contained_at"))),
+        ),
+        (
+            "the watcher's response (status, runs of its playbooks)",
+            "",
+            _watcher(each(lambda r: f"{r.response}, {r.passes}")),
+        ),
         (
             "time from the first threat to containment",
             "≤ 60 s",
