@@ -4,6 +4,7 @@ what a page says, the channels' settings and bad input; and its systemd unit, ru
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -264,3 +265,75 @@ def test_an_unknown_setting_in_a_policy_is_named() -> None:
 
     with pytest.raises(UsageError, match="cannot read the response policy"):
         load(Path("/nonexistent/policy.yaml"))
+
+
+# -- the watcher's SQL on both backends of the state store --------------------------------------------------
+
+
+class PostgresStore:
+    """The state store's query API (``execute``, ``rows``, ``?`` marks) over a real PostgreSQL server, as the
+    team backend offers it: the watcher's tables must be created and used there with the same SQL."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        self.conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
+
+    def execute(self, sql: str, *args: object) -> object:
+        return self.conn.execute(sql.replace("?", "%s"), args)
+
+    def rows(self, sql: str, *args: object) -> list[dict[str, object]]:
+        return list(self.conn.execute(sql.replace("?", "%s"), args))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    if request.param == "sqlite":
+        from pcnctl.state.store import StateStore
+
+        sqlite = StateStore(tmp_path / "home")
+        request.addfinalizer(sqlite.close)
+        return sqlite
+    import tempfile
+
+    from tests import pg
+
+    root = Path(
+        tempfile.mkdtemp(prefix="pcnctl-pg-")
+    )  # as tests/test_messages.py: the server's user reads it
+    server = pg.start(root)
+    request.addfinalizer(lambda: (server.stop(), shutil.rmtree(root, ignore_errors=True)))
+    postgres = PostgresStore(server.dsn())
+    request.addfinalizer(postgres.conn.close)
+    return postgres
+
+
+def test_the_watchers_records_on_both_backends(store: object) -> None:
+    from pcnctl.watch.records import Detection, Heartbeat, Response
+    from pcnctl.watch.state import WatchState, heartbeat
+
+    ent = "https://ent.example.fr"
+    watch = WatchState(store, ent)  # type: ignore[arg-type]
+    WatchState(store, ent)  # type: ignore[arg-type]  # the tables exist: created once
+    watch.set_cursor("events", 10, {"e1": 9})
+    watch.set_cursor("events", 20, {"e2": 19})
+    assert watch.cursor("events") == (20, {"e2": 19}) and watch.cursor("messages") is None
+    first = Detection("watchlist", "watchlist:bomb threat", "critical", "x", 1, 2, ("m1",), ("a",), 3, "s")
+    watch.keep("INC-1", first)
+    watch.mark_paged("INC-1", [first.key])
+    grown = dataclasses.replace(first, last_ms=5, messages=("m1", "m2"))
+    watch.keep("INC-1", grown)  # the same key again: updated, its paged flag kept
+    assert watch.detections("INC-1") == [(grown, True)] and watch.last_incident() == ("INC-1", 5)
+    watch.queue_page("p1", "INC-1", "email", "sujet", "corps", 100)
+    watch.queue_page("p1", "INC-1", "email", "sujet", "corps", 100)  # written once
+    assert [p.id for p in watch.pending_pages(5)] == ["p1"] and watch.last_page_ms("INC-1") == 100
+    watch.page_result("p1", 120, "")
+    assert watch.pending_pages(5) == [] and watch.pages()[0].status == "sent"
+    response = Response(ent, "INC-1", "abc", "running", 100, 200)
+    watch.set_response(response)
+    watch.set_response(Response(ent, "INC-1", "abc", "done", 100, 200, "ok", "", 1))
+    assert watch.responses() == [Response(ent, "INC-1", "abc", "done", 100, 200, "ok", "", 1)]
+    beat = Heartbeat(ent, "h", "t0", "t1", 1000, 3, 5.0, "ok")
+    watch.beat(beat)
+    assert heartbeat(store, ent) == beat  # type: ignore[arg-type]

@@ -109,7 +109,7 @@ class Watcher:
         self.ent = ent_key(self.driver.profile.url)
         self.watch = WatchState(self.store, self.ent)
         self.pacer = Pacer(self.settings.interval_s, self.settings.max_interval_s)
-        self.holder = self.holder or f"{_user()}@{socket.gethostname()} pid {os.getpid()}"
+        self.holder = self.holder or f"{socket.gethostname()} pid {os.getpid()}"  # the CLI names the user
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._past = past_threats(self.store)
 
@@ -453,15 +453,6 @@ class Watcher:
 def _jaccard(a: list[int], b: list[int]) -> float:
     sa, sb = set(a), set(b)
     return len(sa & sb) / len(sa | sb) if sa and sb else 0.0
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 def past_threats(store: StateStore) -> list[tuple[str, list[int]]]:
