@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,27 +124,35 @@ class Watcher:
     ) -> None:
         """Cycle until stopped (Ctrl-C, SIGTERM, ``until()`` true) or, with ``cycles``, that many times; one
         watcher per ENT."""
+        with self._held():
+            try:
+                self._resume_responses()
+                done = 0
+                while (cycles is None or done < cycles) and not (until is not None and until()):
+                    report = self.cycle()
+                    done += 1
+                    if on_cycle is not None:
+                        on_cycle(report)
+                    if cycles is None or done < cycles:
+                        self.sleep(report.pause_s)
+            finally:
+                self._beat("stopped", "the watcher stopped")
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """The ENT's watcher lock (the state store's: released by the system if the process dies)."""
         try:
             lock = self.store.lock(lock_name(self.ent))
             lock.__enter__()
         except RefusedError as exc:
+            holder = exc.message.split("(")[-1].rstrip(")")
             raise RefusedError(
-                f"a watcher already follows {self.ent} ({exc.message.split('(')[-1].rstrip(')')}): one "
-                "watcher per ENT",
+                f"a watcher already follows {self.ent} ({holder}): one watcher per ENT",
                 hint="stop it first (systemctl stop pcnctl-watch), or look at it: pcnctl watch status",
             ) from None
         try:
-            self._resume_responses()
-            done = 0
-            while (cycles is None or done < cycles) and not (until is not None and until()):
-                report = self.cycle()
-                done += 1
-                if on_cycle is not None:
-                    on_cycle(report)
-                if cycles is None or done < cycles:
-                    self.sleep(report.pause_s)
+            yield
         finally:
-            self._beat("stopped", "the watcher stopped")
             lock.__exit__(None, None, None)
 
     def cycle(self) -> CycleReport:
