@@ -71,6 +71,8 @@ def main() -> None:
         + setup
         + _table(results)
         + "\n"
+        + NOTES
+        + "\n"
         + _projection()
         + _verdict(results["unattended"])
     )
@@ -173,6 +175,16 @@ def _projection() -> str:
         + "\n".join(lines)
         + "\n"
     )
+
+
+NOTES = (
+    "\nThe first run's containment is when the watcher's first run of the playbook had blocked the accounts "
+    "its hunt linked and cut student messaging in the schools reached; containment is when the last hijacked "
+    "account was blocked: by the second look (30 s after the response's start, the hunt again once the "
+    "attacker's other accounts have logged in) when the first run had not linked them all, else the first "
+    "run's. Threat copies delivered vary with the moment the first threat lands in the watcher's 5 s cycle: "
+    "the sooner the look, the fewer the threats before the senders are blocked.\n"
+)
 
 
 def _verdict(reports: list[Any]) -> str:
