@@ -29,7 +29,17 @@ DEFAULT_TRUSTED_PROXIES = 1
 MAX_TRUSTED_PROXIES = 10
 CONFIG_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECRET_KEYS = {"password", "secret", "client_secret", "token", "access_token", "cookie", "onesessionid"}
+_SECRET_KEYS = {
+    "password",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "cookie",
+    "onesessionid",
+    "webhook_url",
+    "smtp_password",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,13 @@ class Profile:
     approvers: str | None = None  # OpenSSH allowed-signers file: purges and wide runs need a second admin
     trusted_proxies: int | None = None  # proxies in front of the ENT (None: DEFAULT_TRUSTED_PROXIES)
     state: str | None = None  # a shared state store (postgresql://ROLE@HOST/DB); None: the home's SQLite
+    # The watcher's on-call channels (docs/watch.md): the SMTP password and the webhook URL (it holds a
+    # token) come from the environment or the keyring, never from this file.
+    page_to: str | None = None  # e-mail addresses, comma-separated
+    page_from: str | None = None
+    smtp: str | None = None  # smtp://[user@]host[:port], smtps://..., smtp+starttls://...
+    page_webhook: bool | None = None  # page the chat webhook whose URL is kept as a secret
+    policy: str | None = None  # the signed response policy the watcher may run (opt-in)
 
     @property
     def proxies(self) -> int:
@@ -186,10 +203,34 @@ def make_profile(name: str, **values: Any) -> Profile:
                 raise UsageError(f"profile {name!r}: {key} must be between 0 and 600 seconds")
     if values.get("trusted_proxies") is not None:
         values["trusted_proxies"] = _trusted_proxies(name, values["trusted_proxies"])
-    for key in ("ca_file", "approvers"):
+    _check_paging(name, values)
+    for key in ("ca_file", "approvers", "policy"):
         if values.get(key):
             values[key] = str(Path(values[key]).expanduser())
     return Profile(name=name, **{k: v for k, v in values.items() if v is not None})
+
+
+def _check_paging(name: str, values: Mapping[str, Any]) -> None:
+    """The watcher's channels: addresses that look like addresses, an SMTP URL without a password."""
+    for address in str(values.get("page_to") or "").split(","):
+        if address.strip() and not re.match(r"^[^@\s,]+@[^@\s,]+$", address.strip()):
+            raise UsageError(f"profile {name!r}: {address.strip()!r} is not an e-mail address")
+    smtp = values.get("smtp")
+    if smtp:
+        parts = urlsplit(str(smtp))
+        if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+            raise UsageError(
+                f"profile {name!r}: {smtp!r} is not an SMTP server address",
+                hint="give smtp://host[:port], smtps://host or smtp+starttls://user@host:587",
+            )
+        if parts.password is not None:
+            raise UsageError(
+                f"profile {name!r}: the SMTP address holds a password, which would go into the config file",
+                hint="drop it and set PCNCTL_SMTP_PASSWORD, or keep it in the keyring: pcnctl watch secret "
+                "smtp-password",
+            )
+    if values.get("page_webhook") is not None and not isinstance(values["page_webhook"], bool):
+        raise UsageError(f"profile {name!r}: page_webhook is true or false")
 
 
 def _trusted_proxies(name: str, value: object) -> int:

@@ -17,7 +17,7 @@ from typing import IO
 
 # The variables that carry secrets: read once here, never logged, never written anywhere.
 SECRET_VARS = ("PCNCTL_PASSWORD", "PCNCTL_CLIENT_SECRET", "PCNCTL_CANARY_PASSWORD", "PCNCTL_AUDIT_KEY",
-               "PCNCTL_MFA_CODE", "PGPASSWORD")  # fmt: skip
+               "PCNCTL_MFA_CODE", "PGPASSWORD", "PCNCTL_SMTP_PASSWORD", "PCNCTL_WEBHOOK_URL")  # fmt: skip
 
 
 @dataclass(frozen=True)

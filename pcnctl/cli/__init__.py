@@ -26,6 +26,7 @@ from pcnctl.cli import (
     profile,
     rollback,
     state,
+    watch,
 )
 from pcnctl.cli._common import begin
 from pcnctl.cli.examples import examples
@@ -97,6 +98,7 @@ GROUPS: dict[str, typer.Typer] = {
     "incident": incident.app,
     "audit": incident.audit_app,
     "state": state.app,
+    "watch": watch.app,
     "lab": lab.app,
 }
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -125,6 +127,7 @@ ORDER = (
     "approve",
     "audit",
     "state",
+    "watch",
     "lab",
     "completion",
 )

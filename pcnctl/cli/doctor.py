@@ -8,6 +8,7 @@ from pcnctl.cli._common import (
     audit_key_source,
     emit,
     get_profile,
+    get_state,
     handle_errors,
     open_driver,
 )
@@ -19,7 +20,7 @@ def doctor(profile: ProfileOpt = None, output: OutputOpt = "table") -> None:
     from pcnctl.reports import doctor as core
 
     prof = get_profile(profile)
-    report, error = core.run(prof, open_driver, audit_key=audit_key_source())
+    report, error = core.run(prof, open_driver, audit_key=audit_key_source(), state=get_state())
     rows = [dict(c, kind="check") for c in report.checks]
     rows += [
         {

@@ -135,10 +135,24 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lab serve": ("pcnctl lab serve --data ./lab --seed small", "pcnctl lab serve --data ./big --seed paris"),
     "lab seed": ("pcnctl lab seed --data ./lab --seed paris --random-seed 2",),
     "lab attack": ("pcnctl lab attack --data ./lab --senders 5 --messages 30 --background",),
+    "watch run": (
+        "pcnctl watch run -p pcn",
+        "pcnctl watch run -p pcn --cycles 1 --since 15m",
+    ),
+    "watch status": ("pcnctl watch status -p pcn", "pcnctl watch status -o json"),
+    "watch confirm": ("pcnctl watch confirm INC-20240327-081205-3f9c",),
+    "watch secret": ("pcnctl watch secret webhook-url -p pcn", "pcnctl watch secret smtp-password --stdin"),
+    "watch policy new": (
+        "pcnctl watch policy new --out /etc/pcnctl/policy.yaml --playbook /etc/pcnctl/bomb-threat-wave.yaml "
+        "--accounts 200 --schools 50 --expire-hours 8 --valid-until 2027-06-30",
+    ),
+    "watch policy sign": ("pcnctl watch policy sign /etc/pcnctl/policy.yaml --key ~/.ssh/id_ed25519",),
+    "watch policy check": ("pcnctl watch policy check -p pcn", "pcnctl watch policy check policy.yaml"),
     "lab drill": (
         "pcnctl lab drill",
         "pcnctl lab drill --scenario reference -o markdown",
         "pcnctl lab drill --hijacked 40 --senders 10 --latency-ms 20 --capacity 300 --fault-rate 0.01",
+        "pcnctl lab drill --scenario unattended-reference -o json",
     ),
     "completion": (
         "pcnctl completion bash > /etc/bash_completion.d/pcnctl",

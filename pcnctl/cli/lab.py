@@ -202,7 +202,8 @@ def drill(
         str,
         typer.Option(
             "--scenario",
-            help="small (default), reference (paris, 200 accounts, 50 schools) or reply-all.",
+            help="small (default), reference (paris, 200 accounts, 50 schools), reply-all, unattended or "
+            "unattended-reference (the watcher and a signed policy, nobody else).",
         ),
     ] = "small",
     preset: Annotated[
@@ -229,6 +230,19 @@ def drill(
     fault_rate: Annotated[
         float | None, typer.Option("--fault-rate", help="Fraction of requests the lab answers 500.")
     ] = None,
+    reading: Annotated[
+        bool | None,
+        typer.Option(
+            "--reading/--no-reading",
+            help="Recipients open their messages over time (docs/lab.md); on in the unattended scenarios.",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", min=1.0, help="The watcher's pause between looks (unattended)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--random-seed", help="Seed of the reading model.")] = None,
     playbook: Annotated[Path | None, typer.Option("--playbook", help="Playbook to answer with.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, json or markdown.")] = "table",
 ) -> None:
@@ -254,16 +268,25 @@ def drill(
         latency_ms=latency_ms,
         capacity=capacity,
         fault_rate=fault_rate,
+        reading=reading,
+        interval=interval,
+        seed=seed,
     )
     if plan.messages < plan.start_after:
         from pcnctl.errors import UsageError
 
         raise UsageError(f"--messages must be at least {plan.start_after}: the response starts after them")
+    who = (
+        f"the watcher (every {plan.interval:g} s) and a policy two administrators signed for "
+        if plan.unattended
+        else "playbook "
+    )
     note(
         f"Drill in {data} ({scenario}): lab ({plan.preset}), {plan.hijacked} hijacked account(s) of which "
         f"{plan.senders} send, {plan.schools} school(s), {plan.messages} threats at {plan.rate:g}/s; server "
-        f"latency {plan.latency_ms:g} ms, capacity {plan.capacity:g}/s, faults {plan.fault_rate:g}; playbook "
-        f"{(playbook or core.PLAYBOOK).name} with every approval given."
+        f"latency {plan.latency_ms:g} ms, capacity {plan.capacity:g}/s, faults {plan.fault_rate:g}; {who}"
+        f"{(playbook or core.PLAYBOOK).name} with every approval given"
+        + ("; recipients read their messages (reading model)." if plan.reading else ".")
     )
     report = core.run(
         data,

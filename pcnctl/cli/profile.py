@@ -77,6 +77,32 @@ def add(
             "shared with the other operators and the cron audit (default: the home's SQLite; docs/team.md).",
         ),
     ] = None,
+    page_to: Annotated[
+        str | None,
+        typer.Option("--page-to", help="On-call e-mail addresses the watcher pages (comma-separated)."),
+    ] = None,
+    page_from: Annotated[str | None, typer.Option("--page-from", help="Sender address of the pages.")] = None,
+    smtp: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp",
+            help="SMTP server of the pages: smtp://[user@]host[:port], smtps://... or smtp+starttls://... "
+            "(the password from PCNCTL_SMTP_PASSWORD or the keyring).",
+        ),
+    ] = None,
+    page_webhook: Annotated[
+        bool,
+        typer.Option(
+            "--page-webhook",
+            help='Also page a chat webhook ({"text": ...}); its URL from PCNCTL_WEBHOOK_URL or the keyring.',
+        ),
+    ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", help="Signed response policy the watcher may run unattended (docs/watch.md)."
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
     audit_key: Annotated[
@@ -111,7 +137,7 @@ def add(
             hint="drop --audit-key and set PCNCTL_AUDIT_KEY in the environment of every pcnctl command, "
             "from a secret kept outside the home (a systemd credential, a vault)",
         )
-    for what, given in (("CA file", ca_file), ("approvers file", approvers)):
+    for what, given in (("CA file", ca_file), ("approvers file", approvers), ("response policy", policy)):
         if given and not Path(given).expanduser().is_file():
             raise UsageError(f"{what} {given} does not exist")
     profile = make_profile(
@@ -130,6 +156,11 @@ def add(
         approvers=approvers,
         trusted_proxies=trusted_proxies,
         state=state,
+        page_to=page_to,
+        page_from=page_from,
+        smtp=smtp,
+        page_webhook=page_webhook or None,
+        policy=policy,
     )
     previous = config.profiles.get(name)
     config.profiles[name] = profile

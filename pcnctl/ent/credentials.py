@@ -28,6 +28,8 @@ ENV_VARS = {
     "client_secret": "PCNCTL_CLIENT_SECRET",
     "canary_password": "PCNCTL_CANARY_PASSWORD",
     "state_password": "PGPASSWORD",  # the role of a shared state store (libpq's own variable)
+    "smtp-password": "PCNCTL_SMTP_PASSWORD",  # the watcher's e-mail pages
+    "webhook-url": "PCNCTL_WEBHOOK_URL",  # the watcher's chat pages (the URL holds a token)
 }
 
 

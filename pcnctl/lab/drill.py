@@ -23,15 +23,18 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pcnctl.env import child_environ
 from pcnctl.lab.attack import TruthJson
 from pcnctl.lab.process import child_failed
+from pcnctl.lab.reading import Readers
 from pcnctl.playbooks import SHIPPED
 from pcnctl.playbooks.params import StepParams
 from pcnctl.records import JsonObject, Row
@@ -60,22 +63,30 @@ class Scenario:
     fault_rate: float = 0.0
     start_after: int = 12
     reply_after_cut: bool = False
+    unattended: bool = False  # the watcher and a signed policy answer, nobody else (docs/watch.md)
+    reading: bool = False  # recipients open their messages over time (pcnctl.lab.reading)
+    interval: float = 5.0  # the watcher's pause between two looks (its default)
+    seed: int = 1  # the reading model's seed
 
 
+REFERENCE = Scenario(
+    preset="paris",
+    senders=100,
+    hijacked=200,
+    schools=50,
+    messages=600,
+    rate=20.0,
+    innocent=300,
+    latency_ms=20.0,
+    capacity=300.0,
+)
 SCENARIOS = {
     "small": Scenario(),
-    "reference": Scenario(
-        preset="paris",
-        senders=100,
-        hijacked=200,
-        schools=50,
-        messages=600,
-        rate=20.0,
-        innocent=300,
-        latency_ms=20.0,
-        capacity=300.0,
-    ),
+    "reference": REFERENCE,
     "reply-all": Scenario(reply_after_cut=True),
+    # Nobody awake: the watcher follows the lab from before the first threat and runs the signed policy.
+    "unattended": Scenario(unattended=True, reading=True, start_after=0),
+    "unattended-reference": replace(REFERENCE, unattended=True, reading=True, start_after=0),
 }
 
 
@@ -131,6 +142,27 @@ class DrillReport:
     schools_expected: list[str] = field(default_factory=list)
     schools_exported: list[str] = field(default_factory=list)
     steps: list[Row] = field(default_factory=list)
+    blocked_before: set[str] = field(default_factory=set)
+    # From the first threat (the unattended scenario, and any drill with the reading model):
+    first_threat_at: float | None = None
+    detected_at: float | None = None
+    paged_at: float | None = None
+    copies_delivered: int = 0
+    copies_opened: int = 0
+    schools_cut_outside: int = 0
+    response: str = ""  # the watcher's response: done, refused, failed (unattended)
+    passes: int = 0  # runs of the playbook the watcher made (the first look, the second)
+    blocked_later: int = 0  # accounts the second look blocked
+    first_contained_at: float | None = None  # the first run's containment (the senders it knew, the cut)
+
+    def since_first(self, moment: float | None) -> str:
+        if moment is None or self.first_threat_at is None:
+            return "never"
+        return f"{moment - self.first_threat_at:.1f} s"
+
+    @property
+    def opened_share(self) -> float:
+        return self.copies_opened / self.copies_delivered if self.copies_delivered else 0.0
 
     @property
     def time_to_containment(self) -> float | None:
@@ -151,6 +183,8 @@ class DrillReport:
     def contained(self) -> bool:
         return (
             self.contained_at is not None
+            and self.response in ("", "done")
+            and self.schools_cut_outside == 0
             and self.threats_after_containment == 0
             and self.senders_blocked == self.senders
             and self.hijacked_blocked == self.hijacked
@@ -197,8 +231,49 @@ class DrillReport:
                 "measure": "requests the ENT served (wave included), 429s",
                 "value": f"{self.lab_requests}, {self.lab_throttled}",
             },
+            *self.harm_rows(),
             {"measure": "verdict", "value": "CONTAINED" if self.contained else "NOT CONTAINED"},
         ]
+
+    def harm_rows(self) -> list[Row]:
+        """The measures from the first threat (only for the scenarios that take them: the others' reports
+        stay as they were)."""
+        plan = self.scenario
+        if not (plan.unattended or plan.reading):
+            return []
+        rows: list[Row] = []
+        if plan.unattended:
+            rows += [
+                {
+                    "measure": "watcher's response",
+                    "value": f"{self.response or 'none'} ({self.passes} run(s))",
+                },
+                {
+                    "measure": "time from the first threat to the first run's containment",
+                    "value": self.since_first(self.first_contained_at),
+                },
+                {
+                    "measure": "time from the first threat to detection",
+                    "value": self.since_first(self.detected_at),
+                },
+                {
+                    "measure": "time from the first threat to the page",
+                    "value": self.since_first(self.paged_at),
+                },
+            ]
+        rows += [
+            {
+                "measure": "time from the first threat to containment",
+                "value": self.since_first(self.contained_at),
+            },
+            {"measure": "threat copies delivered in all", "value": self.copies_delivered},
+            {
+                "measure": "threat copies opened before the purge",
+                "value": f"{self.copies_opened} ({self.opened_share:.1%})",
+            },
+            {"measure": "schools cut outside those the threat reached", "value": self.schools_cut_outside},
+        ]
+        return rows
 
 
 def _truth(data: Path) -> TruthJson:
@@ -234,21 +309,38 @@ def run(
     lab = LabProcess(data, "--seed", plan.preset, *knobs, environ=environ, log=log, timeout=900)
     wave: subprocess.Popen[bytes] | None = None
     report = DrillReport(started_at=time.time(), scenario=plan)
+    readers: Readers | None = None
     try:
         profile, secrets = _drill_profile(root, lab.info)
-        wave = _start_wave(root, data, plan, environ)
-        blocked_before = _blocked(data)
-        before = lab.control("/__lab/state")["counters"]
-        report.response_started_at = time.time()  # the on-call response starts now
-        incident, steps = _respond(report, root, profile, secrets, playbook, on_step)
-        wave.wait(timeout=900)
-        after = lab.control("/__lab/state")["counters"]
-        report.lab_requests = after["requests"] - before["requests"]
-        report.lab_throttled = after["throttled"] - before["throttled"]
-        _score(report, data, _truth(data), blocked_before, {s.id: s.result for s in steps})
+        if plan.reading:
+            readers = Readers(data, plan.seed, int(time.time() * 1000)).start()
+        if plan.unattended:
+            incident, steps, wave = _unattended(
+                report, root, data, profile, secrets, environ, lab, playbook, on_step
+            )
+        else:
+            wave = _start_wave(root, data, plan, environ)
+            blocked_before = _blocked(data)
+            before = lab.control("/__lab/state")["counters"]
+            report.response_started_at = time.time()  # the on-call response starts now
+            incident, steps = _respond(report, root, profile, secrets, playbook, on_step)
+            wave.wait(timeout=900)
+            after = lab.control("/__lab/state")["counters"]
+            report.lab_requests = after["requests"] - before["requests"]
+            report.lab_throttled = after["throttled"] - before["throttled"]
+            report.blocked_before = blocked_before
+        if readers is not None:
+            readers.stop()  # the last look: what was due by now is opened, nothing later
+        truth = _truth(data)
+        _score(report, data, truth, report.blocked_before, {s.id: s.result for s in steps})
+        report.accounts_blocked += report.blocked_later
+        if readers is not None or plan.unattended:
+            _harm(report, data, truth, readers, root / "state", profile.url)
         _write_report(root / "drill-report.json", report, incident)
         return report
     finally:
+        if readers is not None:
+            readers.halt()
         if wave is not None and wave.poll() is None:
             wave.send_signal(signal.SIGTERM)
             wave.wait(timeout=30)
@@ -347,6 +439,237 @@ def _respond(
     report.calls, report.calls_throttled = stats.requests, stats.throttled
     report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
     return incident, steps
+
+
+# -- the unattended scenario: the watcher and a signed policy, nobody awake ---------------------------------
+
+
+class _Hook:
+    """The on-call chat's incoming webhook, on loopback: when the first page arrived."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hook = self
+        self.first_at: float | None = None
+        self.pages = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.first_at = hook.first_at or time.time()
+                hook.pages += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/drill"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _signed_policy(root: Path, profile: Profile, playbook: Path, plan: Scenario) -> tuple[Profile, Path]:
+    """Two administrators' keys, the allowed-signers file naming them, and a policy for the lab's ENT
+    signed by both (limits: twice the wave's accounts, schools and messages; blocks for 8 hours)."""
+    from dataclasses import replace as with_
+
+    from pcnctl.files import write_private
+    from pcnctl.watch import policy
+
+    keys = root / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    lines = []
+    for name in ("admc.dupont", "admc.martin"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(keys / name)], check=True
+        )
+        lines.append(f'{name} namespaces="pcnctl-approval" {(keys / f"{name}.pub").read_text().strip()}')
+    allowed = keys / "allowed_signers"
+    allowed.write_text("\n".join(lines) + "\n")
+    limits = policy.Limits(2 * plan.hijacked, 2 * plan.schools, 2 * plan.messages, 8)
+    path = root / "policy.yaml"
+    until = datetime.now(UTC) + timedelta(days=1)
+    write_private(path, policy.render(profile.url, playbook.resolve(), limits, until))
+    for name in ("admc.dupont", "admc.martin"):
+        policy.sign(path, keys / name)
+    return with_(profile, approvers=str(allowed), policy=str(path)), path
+
+
+def _unattended(
+    report: DrillReport,
+    root: Path,
+    data: Path,
+    profile: Profile,
+    secrets: Secrets,
+    environ: Mapping[str, str],
+    lab: Any,
+    playbook: Path,
+    on_step: Any,
+) -> tuple[Incident, list[runner.StepReport], subprocess.Popen[bytes]]:
+    """The watcher follows the lab from before the wave, pages a webhook and runs the signed policy; the
+    wave starts once it has looked once. Returns the response's incident, its steps and the wave."""
+    from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.forensics.mailstore import Mailstore
+    from pcnctl.reports.audit.checks import DEFAULT_WATCHLIST
+    from pcnctl.state.incidents import Incident
+    from pcnctl.state.store import StateStore
+    from pcnctl.watch import policy as policies
+    from pcnctl.watch.paging import Channels
+    from pcnctl.watch.watcher import CycleReport, Watcher, WatchSettings
+
+    plan = report.scenario
+    profile, path = _signed_policy(root, profile, playbook, plan)
+    found = policies.load(path)
+    signers = policies.signers(found, profile.approvers, str(profile.login))
+    hook, stop, looked = _Hook(), threading.Event(), threading.Event()
+    driver = EdificeDriver.open(profile, secrets, use_cache=False)
+    state, store = StateStore(root / "state"), Mailstore(str(profile.mailstore))
+    outcome: list[list[runner.StepReport]] = []  # the steps of each run of the watcher's playbooks
+    failures: list[BaseException] = []
+
+    def cycle(r: CycleReport) -> None:
+        looked.set()
+        if r.response is not None:
+            report.response, report.passes = r.response.response.status, r.response.response.passes
+            outcome.append(r.response.steps)
+
+    def detected(_found: object) -> None:
+        report.detected_at = report.detected_at or time.time()
+
+    def pause(seconds: float) -> None:
+        stop.wait(seconds)
+
+    channels, settings = Channels(webhook_url=hook.url), WatchSettings(interval_s=plan.interval)
+    watcher = Watcher(
+        driver,
+        store,
+        state,
+        DEFAULT_WATCHLIST,
+        channels,
+        settings,
+        found,
+        signers,
+        playbook=str(playbook),
+        sleep=pause,
+        on_step=_containment(report, driver, on_step),
+        on_detect=detected,
+    )
+
+    def follow() -> None:
+        try:
+            watcher.run(None, on_cycle=cycle, until=stop.is_set)
+        except BaseException as exc:  # told to the drill below, not lost in the thread
+            failures.append(exc)
+            looked.set()
+
+    thread = threading.Thread(target=follow, name="watcher", daemon=True)
+    thread.start()
+    try:
+        looked.wait(300)
+        report.blocked_before = _blocked(data)
+        before = lab.control("/__lab/state")["counters"]
+        wave = _start_wave(root, data, plan, environ)
+        deadline, over = time.monotonic() + 900, 0.0
+        looks = 1 if watcher.settings.second_look_ms is None else 2
+
+        def answered() -> bool:
+            return report.passes >= looks or report.response not in ("", "done")
+
+        while not answered() and not failures and time.monotonic() < deadline:
+            if wave.poll() is not None:  # over: three more looks at most, then scored as never contained
+                over = (
+                    over
+                    or time.monotonic()
+                    + 3 * plan.interval
+                    + 5
+                    + (watcher.settings.second_look_ms or 0) / 1000
+                )
+                if time.monotonic() > over:
+                    break
+            time.sleep(0.1)
+        wave.wait(timeout=900)
+    finally:
+        stop.set()
+        thread.join(timeout=900)
+        hook.close()
+        store.close()
+    if failures:
+        raise failures[0]
+    after = lab.control("/__lab/state")["counters"]
+    report.lab_requests = after["requests"] - before["requests"]
+    report.lab_throttled = after["throttled"] - before["throttled"]
+    report.paged_at, report.response_started_at = hook.first_at, report.detected_at or time.time()
+    stats = driver.http.stats
+    report.calls, report.calls_throttled = stats.requests, stats.throttled
+    report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
+    report.steps = [s.to_row() for steps in outcome for s in steps]
+    later = [s for steps in outcome[1:] for s in steps if s.id == "block-senders"]
+    report.blocked_later = sum(StepParams(s.result).integer("count") or 0 for s in later)
+    last = watcher.watch.last_incident()
+    incident = Incident.load(state, last[0]) if last else None
+    state.close()
+    if incident is None:
+        raise RuntimeError(f"the watcher detected nothing (see {root / 'lab.log'})")
+    return incident, outcome[0] if outcome else [], wave
+
+
+def _containment(report: DrillReport, driver: Any, on_step: Any) -> Any:
+    """The step callback that times containment (the senders blocked and student messaging cut), at each
+    run of the playbook: the last one's is when every account it blocked was blocked."""
+    done_steps: set[str] = set()
+
+    def step_done(step: runner.StepReport) -> None:
+        done_steps.add(step.id)
+        first = report.first_contained_at is None and all(s in done_steps for s in CONTAINMENT_STEPS)
+        more = (
+            report.first_contained_at is not None and step.id == "block-senders" and step.result.get("count")
+        )
+        if first or more:
+            # The first run's containment, then a later run's block of more accounts (the second look).
+            report.first_contained_at = report.first_contained_at or time.time()
+            report.contained_at = time.time()
+            report.calls_to_containment = driver.http.stats.requests
+        if on_step is not None:
+            on_step(step)
+
+    return step_done
+
+
+def _harm(
+    report: DrillReport, data: Path, truth: TruthJson, readers: Readers | None, home: Path, ent: str
+) -> None:
+    """The measures from the first threat: when it landed, copies delivered and opened before the purge
+    (the readers' own record), and schools cut outside those the threat reached."""
+    from pcnctl.state import blocks
+    from pcnctl.state.store import StateStore, ent_key
+
+    threats = list(truth["messages"])
+    db = _db(data)
+    try:
+        marks = ",".join("?" * len(threats)) or "''"
+        first = db.execute(f"SELECT min(date) FROM conversation.messages WHERE id IN ({marks})", threats)
+        first_ms = first.fetchone()[0]
+    finally:
+        db.close()
+    report.first_threat_at = first_ms / 1000 if first_ms is not None else None
+    if readers is not None:
+        report.copies_delivered = readers.delivered_of(set(threats))
+        report.copies_opened = readers.opened_of(set(threats))
+    state = StateStore(home)
+    try:
+        cut = {b.uai for b in blocks.listed(state, ent_key(ent), include_lifted=True)}
+    finally:
+        state.close()
+    report.schools_cut_outside = len(cut - set(truth["schools"]))
 
 
 def _write_report(path: Path, report: DrillReport, incident: Incident) -> None:

@@ -62,7 +62,9 @@ class Env:
             return None
         earlier = _earlier_run(self.ctx, op.name) if op.todo(plan) == 0 else None
         verdict = (
-            runner.stored_verdict(earlier) if earlier else runner.run(op, plan, runner.InContext(self.ctx))
+            runner.stored_verdict(earlier)
+            if earlier
+            else runner.run(op, plan, runner.InContext(self.ctx), cap=cap)  # the step's max, checked above
         )
         self.notes += verdict.notes + [f"still open: {line}" for line in verdict.open]
         if not verdict.ok:

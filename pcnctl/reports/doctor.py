@@ -18,6 +18,7 @@ from pcnctl.models import DoctorReport, Identity
 
 if TYPE_CHECKING:
     from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.state.store import StateStore
 
 _PAGES = {
     "login": ("ok", ""),
@@ -37,11 +38,16 @@ def _reachability(times: list[float], page: str) -> dict[str, str]:
 
 
 def run(
-    profile: Profile, open_driver: Callable[[Profile], object], *, audit_key: str | None = None
+    profile: Profile,
+    open_driver: Callable[[Profile], object],
+    *,
+    audit_key: str | None = None,
+    state: StateStore | None = None,
 ) -> tuple[DoctorReport, PcnError | None]:
     """Run every check; ``open_driver`` logs in (the CLI passes one that can prompt for MFA). The checks
     that need the ENT run in order and stop at the first failure: a failed login makes the rest noise.
-    ``audit_key`` is where the key signing the audit log comes from (None: the log is not signed)."""
+    ``audit_key`` is where the key signing the audit log comes from (None: the log is not signed);
+    ``state``, the home's store, where the watcher's heartbeat is read."""
     report = DoctorReport()
     first_error: PcnError | None = None
 
@@ -54,6 +60,9 @@ def run(
         {"check": "profile", "status": "ok", "detail": f"{profile.name}: {profile.url} ({profile.auth})"}
     )
     report.checks.append(_audit_key(audit_key))
+    watch = _watcher(profile, state) if state is not None else None
+    if watch is not None:
+        report.checks.append(watch)
     if profile.approvers:
         from pcnctl.ops.approvals import readiness
 
@@ -97,6 +106,30 @@ def _audit_key(source: str | None) -> dict[str, str]:
         "detail": "audit log entries are not signed: run 'pcnctl profile add NAME ... --force --audit-key' "
         "(a key kept in the keyring) or set PCNCTL_AUDIT_KEY from a secret kept outside the home",
     }
+
+
+def _watcher(profile: Profile, state: StateStore) -> dict[str, str] | None:
+    """The watcher's heartbeat on the profile's ENT (no ENT call): alive, stopped or stale; nothing to say
+    when no watcher ever ran and the profile names no on-call channel or policy."""
+    from pcnctl.state.store import ent_key
+    from pcnctl.watch.state import heartbeat
+
+    beat = heartbeat(state, ent_key(profile.url))
+    expected = bool(profile.page_to or profile.page_webhook or profile.policy)
+    if beat is None:
+        if not expected:
+            return None
+        detail = "no watcher has run on this ENT, yet the profile names on-call channels: start pcnctl watch"
+        return {"check": "watcher", "status": "warn", "detail": detail}
+    age = beat.age_s(int(time.time() * 1000))
+    if beat.status == "stopped":
+        status, detail = "warn", f"stopped at {beat.beat_at} ({beat.holder}): nobody is paged"
+    elif beat.stale(int(time.time() * 1000)):
+        status, detail = "warn", f"no heartbeat for {age:.0f} s ({beat.holder}, {beat.status}): stuck or gone"
+    else:
+        status = "ok" if beat.status in ("ok", "slow") else "warn"
+        detail = f"{beat.holder}: last beat {age:.0f} s ago, {beat.status}, every {beat.interval_s:g} s"
+    return {"check": "watcher", "status": status, "detail": detail}
 
 
 def _reach(profile: Profile, report: DoctorReport) -> None:

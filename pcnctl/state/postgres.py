@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from pcnctl.config import check_state_url
 from pcnctl.errors import ConfigError, RefusedError, TransportError, UsageError
-from pcnctl.state.backend import SCHEMA_VERSION, SHARED, Row, Seal, like_prefix
+from pcnctl.state.backend import SCHEMA_VERSION, SHARED, WATCH_TABLES, Row, Seal, like_prefix, watch_tables
 
 SCHEMA = "pcnctl"
 OPERATORS = "pcnctl_operator"
@@ -134,7 +134,7 @@ ALTER TABLE {SCHEMA}.settings ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS own_settings ON {SCHEMA}.settings;
 CREATE POLICY own_settings ON {SCHEMA}.settings USING (role = current_user) WITH CHECK (role = current_user);
 INSERT INTO {SCHEMA}.meta VALUES ('schema', '{SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING;
-"""
+{watch_tables(SCHEMA + ".")}"""
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -162,6 +162,7 @@ GRANT INSERT (name, count, head, at) ON {s}.seals TO {operators};
 GRANT INSERT (chain, seq, body) ON {s}.audit_log TO {operators};
 GRANT INSERT (source, home, chain, at, summary) ON {s}.imports TO {operators};
 GRANT INSERT (key, value), UPDATE (value) ON {s}.settings TO {both};
+GRANT INSERT, UPDATE ON {", ".join(f"{s}.{t}" for t in WATCH_TABLES)} TO {operators};
 """
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pcnctl.errors import ConfigError, RefusedError
 from pcnctl.files import private_dir
-from pcnctl.state.backend import EMBEDDED, MOVED, SCHEMA_VERSION, Row, Seal, like_prefix
+from pcnctl.state.backend import EMBEDDED, MOVED, SCHEMA_VERSION, Row, Seal, like_prefix, watch_tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -115,7 +115,7 @@ class SqliteBackend:
                 hint="upgrade pcnctl; nothing was changed",
             )
         if version < SCHEMA_VERSION:
-            self._db.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            self._db.executescript(SCHEMA + watch_tables() + f"PRAGMA user_version={SCHEMA_VERSION};")
         for suffix in ("-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():

@@ -7,7 +7,9 @@
 * ``drift``: what an open incident blocked or purged and is no longer so (accounts unblocked, member links or
   relations restored outside pcnctl, purged messages back in mailboxes);
 * ``evidence``: purges whose messages are in no verified evidence bundle;
-* ``health``: latency and errors of the key routes, throttling and quota answers.
+* ``health``: latency and errors of the key routes, throttling and quota answers;
+* ``watch``: the watcher's heartbeat on this ENT (``pcnctl watch``): a watcher that stopped beating pages
+  nobody, so a stale one is critical.
 """
 
 from __future__ import annotations
@@ -450,6 +452,55 @@ def health(env: AuditEnv) -> Finding:
     )
 
 
+def watcher(env: AuditEnv) -> Finding:
+    """The watcher's heartbeat: alive, stopped, stale, or never run (a warning only when the profile names
+    on-call channels or a response policy, which only a watcher uses)."""
+    import time
+
+    from pcnctl.watch.state import heartbeat
+
+    profile = env.driver.profile
+    beat = heartbeat(env.store, env.ent)
+    expected = bool(profile.page_to or profile.page_webhook or profile.policy)
+    now = int(time.time() * 1000)
+    if beat is None:
+        summary = "no watcher has run on this ENT" + (
+            " though the profile pages on-call channels" if expected else ""
+        )
+        facts = {"never": 1.0, "expected": float(expected)}
+        return Finding("watch", "warning" if expected else "ok", int(expected), summary, facts=facts)
+    row: Row = {
+        "watcher": beat.holder,
+        "status": beat.status,
+        "last_beat": beat.beat_at,
+        "age_s": round(beat.age_s(now), 1),
+        "cycles": beat.cycle,
+        "detail": beat.detail,
+    }
+    if beat.status == "stopped":
+        severity, summary = "warning", f"the watcher was stopped at {beat.beat_at}: nobody is paged"
+        facts = {"stopped": 1.0}
+    elif beat.stale(now):
+        severity, summary = (
+            "critical",
+            f"the watcher has not beaten for {beat.age_s(now):.0f} s: nobody is paged",
+        )
+        facts = {"stale_s": beat.age_s(now)}
+    else:
+        trouble = beat.status not in ("ok", "slow")
+        severity, summary = ("warning" if trouble else "ok"), f"the watcher is alive ({beat.status})"
+        facts = {"trouble": float(trouble)}
+    return Finding(
+        "watch",
+        severity,
+        int(severity != "ok"),
+        summary,
+        [row],
+        ("watcher", "status", "last_beat", "age_s", "detail"),
+        facts=facts,
+    )
+
+
 CHECKS = {
     "mass_senders": mass_senders,
     "watchlist": watchlist,
@@ -457,4 +508,5 @@ CHECKS = {
     "drift": drift,
     "evidence": evidence_gaps,
     "health": health,
+    "watch": watcher,
 }

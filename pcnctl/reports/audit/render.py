@@ -45,6 +45,7 @@ LABELS = {
         "drift": "Drift",
         "evidence": "Evidence gaps",
         "health": "Platform health",
+        "watch": "Watcher",
         "ok": "ok",
         "info": "info",
         "warning": "warning",
@@ -70,6 +71,7 @@ LABELS = {
         "drift": "Dérives",
         "evidence": "Purges sans preuves",
         "health": "Santé de la plateforme",
+        "watch": "Veille",
         "ok": "ok",
         "info": "info",
         "warning": "avertissement",
@@ -110,6 +112,11 @@ COLUMNS = {
         "median_ms": "médiane (ms)",
         "p95_ms": "p95 (ms)",
         "errors": "erreurs",
+        "watcher": "veille",
+        "status": "état",
+        "last_beat": "dernier signe de vie",
+        "age_s": "âge (s)",
+        "cycles": "cycles",
     }
 }
 # Words that join a summary's counted phrases.
@@ -119,12 +126,24 @@ JOINS = {
         "unchecked": "no mailstore configured: threat watchlist not checked",
         "throttled": "throttled",
         "semicolon": "; ",
+        "watch_never": "no watcher has run on this ENT",
+        "watch_expected": " though the profile pages on-call channels",
+        "watch_stopped": "the watcher was stopped: nobody is paged",
+        "watch_stale": "the watcher has not beaten for {s} s: nobody is paged",
+        "watch_alive": "the watcher is alive",
+        "watch_trouble": "the watcher is alive but in trouble (see its detail)",
     },
     "fr": {
         "among": "parmi",
         "unchecked": "non vérifiée : aucune base de messagerie configurée sur le profil",
         "throttled": "limitées",
         "semicolon": " ; ",
+        "watch_never": "aucune veille n'a tourné sur cet ENT",
+        "watch_expected": " alors que le profil prévoit d'alerter l'astreinte",
+        "watch_stopped": "la veille a été arrêtée : personne n'est alerté",
+        "watch_stale": "la veille ne donne plus signe de vie depuis {s} s : personne n'est alerté",
+        "watch_alive": "la veille fonctionne",
+        "watch_trouble": "la veille fonctionne mais rencontre des difficultés (voir le détail)",
     },
 }
 # Cell values that are words, not data.
@@ -217,6 +236,16 @@ def _health(w: Wording, j: dict[str, str], f: Facts) -> str:
     return text
 
 
+def _watch(w: Wording, j: dict[str, str], f: Facts) -> str:
+    if f.get("never"):
+        return j["watch_never"] + (j["watch_expected"] if f.get("expected") else "")
+    if f.get("stopped"):
+        return j["watch_stopped"]
+    if "stale_s" in f:
+        return j["watch_stale"].format(s=w.number(round(f["stale_s"])))
+    return j["watch_trouble"] if f.get("trouble") else j["watch_alive"]
+
+
 SUMMARIES: dict[str, Callable[[Wording, dict[str, str], Facts], str]] = {
     "mass_senders": _mass_senders,
     "watchlist": _watchlist,
@@ -224,6 +253,7 @@ SUMMARIES: dict[str, Callable[[Wording, dict[str, str], Facts], str]] = {
     "drift": _drift,
     "evidence": _evidence,
     "health": _health,
+    "watch": _watch,
 }
 
 
