@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from pcnctl.ent.credentials import Secrets
     from pcnctl.ent.edifice.driver import EdificeDriver
     from pcnctl.env import Environment
-    from pcnctl.ops.operation import Verdict
+    from pcnctl.ops.operation import Confirmation, Verdict
     from pcnctl.ops.runner import Opening
+    from pcnctl.ops.timing import Mark
     from pcnctl.records import JsonValue
     from pcnctl.state.incidents import Incident
     from pcnctl.state.store import SharedDatabase, StateStore
@@ -42,6 +43,7 @@ class Invocation:
     secrets: Secrets
     store: StateStore | None = None
     profile: str | None = None  # the pcnctl profile the command was given (-p / --ent), if any
+    planned: Mark | None = None  # when the ENT was first reached, logged in: a run's planning starts there
 
     def close(self) -> None:
         if self.store is not None:
@@ -346,9 +348,14 @@ def get_config() -> Config:
 
 def open_driver(profile: Profile, *, use_cache: bool = True) -> EdificeDriver:
     from pcnctl.ent.edifice.driver import EdificeDriver
+    from pcnctl.ops.timing import Mark
 
-    secrets = invocation().secrets
-    return EdificeDriver.open(profile, secrets, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note)
+    now = invocation()
+    driver = EdificeDriver.open(
+        profile, now.secrets, mfa_prompt=mfa_prompt, use_cache=use_cache, on_retry=note
+    )
+    now.planned = now.planned or Mark.now(driver.http.stats)
+    return driver
 
 
 def get_driver(name: str | None) -> EdificeDriver:
@@ -482,7 +489,10 @@ def command_door(
         incident = record_in(incident_id, driver.whoami().label, quiet, title=title)
         return RunContext.create(driver, incident, state, **context_options(driver, quiet, **options))
 
-    return Opening(lambda c: confirm_action(c.question, yes=yes, count=c.count), opening)
+    def confirm(c: Confirmation) -> None:
+        confirm_action(c.question, yes=yes, count=c.count)
+
+    return Opening(confirm, opening, planned=invocation().planned)
 
 
 def tell(verdict: Verdict, output: str, quiet: bool, *, rows: bool = True, check: bool = True) -> None:
@@ -504,6 +514,8 @@ def tell(verdict: Verdict, output: str, quiet: bool, *, rows: bool = True, check
         else ""
     )
     note(f"{verdict.summary}{pace}" + (f"; run {verdict.run}" if verdict.run else ""), quiet and verdict.ok)
+    if invocation().env.debug and verdict.run:
+        note(f"time: {verdict.timing.text()}")
     if check and not verdict.ok:
         raise failed(verdict)
     if not verdict.ok:

@@ -16,6 +16,7 @@ from pcnctl.cli._common import (
     emit,
     get_driver,
     get_state,
+    invocation,
     note,
     record_in,
 )
@@ -83,8 +84,12 @@ def execute(
     ctx = RunContext.create(driver, inc, state, **context_options(driver, quiet))
     store = optional_mailstore(driver.profile)
 
+    debug = invocation().env.debug
+
     def show(report: runner.StepReport) -> None:
         note(f"[{report.status}] {report.id} ({report.op}) {report.summary}", quiet)
+        if debug and report.status == "done":
+            note(f"  time: {report.timing.text()}")
 
     try:
         reports = runner.run(

@@ -296,6 +296,10 @@ def drill(
         on_step=lambda s: note(f"  [{s.status}] {s.id}: {s.summary}"),
     )
     emit(report.rows(), output, ("measure", "value"))
+    if output == "table" and report.phases:
+        phases = ("planning_s", "writes_s", "verification_s", "waiting_s")
+        columns = ("step", "seconds", "calls", *phases, "floor_s")
+        emit(report.phases, output, columns, title="Where the time went (floor: the calls at capacity)")
     if not report.contained:
         raise PartialFailureError("the wave was NOT contained", hint=f"see {data / 'drill-report.json'}")
     note(f"Wave contained. Report: {data / 'drill-report.json'}")

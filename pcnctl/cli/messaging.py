@@ -269,13 +269,23 @@ def verify_(
     incident: OfIncidentOpt = None,
     school: SchoolsOpt = None,
     samples: Annotated[
-        int, typer.Option("--samples", min=1, max=50, help="Accounts sampled per school.")
+        int, typer.Option("--samples", min=1, max=50, help="Accounts sampled per sampled school.")
+    ] = 3,
+    sample_schools: Annotated[
+        int,
+        typer.Option(
+            "--sample-schools",
+            min=0,
+            help="Schools whose accounts are sampled (spread over the list; 0: every school). The cut "
+            "groups are re-read in every school.",
+        ),
     ] = 3,
     profile: EntProfileOpt = None,
     output: OutputOpt = "table",
     quiet: QuietOpt = False,
 ) -> None:
-    """Prove the blocks in force work: sampled pairs via /communication/verify, and a canary's real send."""
+    """Prove the blocks in force work: the cut groups re-read, sampled pairs via /communication/verify, and
+    a canary's real send."""
     from pcnctl.cli._common import canary_driver
     from pcnctl.errors import PartialFailureError
     from pcnctl.ops.messaging_verify import verify
@@ -299,10 +309,14 @@ def verify_(
         state,
         blocks,
         samples=samples,
+        sample_schools=sample_schools,
         canary=canary_driver(driver.profile),
         canary_to=driver.profile.canary_to,
     )
     emit([c.to_row() for c in result.checks], output, VERIFY_COLUMNS)
-    note(f"Verification: {len(result.checks)} check(s), block {result.verdict}", quiet and result.effective)
+    note(
+        f"Verification: {len(result.checks)} check(s) ({result.scope}), block {result.verdict}",
+        quiet and result.effective,
+    )
     if not result.effective:
         raise PartialFailureError("some checks show the block is not effective")

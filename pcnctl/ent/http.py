@@ -75,6 +75,7 @@ class HttpStats:
     renewals: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     latency_ms: list[float] = field(default_factory=list)
+    waited_s: float = 0.0  # slept before a call: backoff, Retry-After, pacing (pcnctl.ops.timing)
 
     @property
     def throttled(self) -> int:
@@ -294,6 +295,7 @@ class HttpClient:
     def _waiting(self, wait: float, what: str, attempt: int, policy: RetryPolicy) -> None:
         if self.on_retry is not None and wait >= 1.0:
             self.on_retry(f"the ENT {what}; try {attempt + 1} of {policy.attempts} in {wait:.1f} s")
+        self.stats.waited_s += wait
         self._sleep(wait)
 
     def _error(self, method: str, path: str, response: requests.Response) -> Exception:

@@ -142,6 +142,9 @@ class DrillReport:
     schools_expected: list[str] = field(default_factory=list)
     schools_exported: list[str] = field(default_factory=list)
     steps: list[Row] = field(default_factory=list)
+    # Where each step's time went: planning reads, writes, verification, waiting, and each phase's floor
+    # at the ENT's capacity (pcnctl.ops.timing).
+    phases: list[Row] = field(default_factory=list)
     blocked_before: set[str] = field(default_factory=set)
     # From the first threat (the unattended scenario, and any drill with the reading model):
     first_threat_at: float | None = None
@@ -435,6 +438,7 @@ def _respond(
         ctx.close()
         store.close()
     report.steps = [s.to_row() for s in steps]
+    report.phases = _phases(steps, report.scenario.capacity)
     stats = driver.http.stats
     report.calls, report.calls_throttled = stats.requests, stats.throttled
     report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
@@ -612,6 +616,7 @@ def _unattended(
     report.calls, report.calls_throttled = stats.requests, stats.throttled
     report.calls_failed = sum(n for status, n in stats.statuses.items() if status >= 500)
     report.steps = [s.to_row() for steps in outcome for s in steps]
+    report.phases = _phases([s for steps in outcome for s in steps], report.scenario.capacity)
     later = [s for steps in outcome[1:] for s in steps if s.id == "block-senders"]
     report.blocked_later = sum(StepParams(s.result).integer("count") or 0 for s in later)
     last = watcher.watch.last_incident()
@@ -672,10 +677,16 @@ def _harm(
     report.schools_cut_outside = len(cut - set(truth["schools"]))
 
 
+def _phases(steps: list[runner.StepReport], capacity: float) -> list[Row]:
+    """Each step's time by phase, with the phase's floor (its calls at the ENT's capacity)."""
+    return [s.timing.row(s.id, capacity) for s in steps if s.status == "done"]
+
+
 def _write_report(path: Path, report: DrillReport, incident: Incident) -> None:
     measures = {r["measure"]: r["value"] for r in report.rows()}
     body = {
         **measures,
+        "time by step and phase": report.phases,
         "contained": report.contained,
         "incident": incident.id,
         "scenario": asdict(report.scenario),

@@ -33,6 +33,7 @@ from pcnctl.ops.messaging_follow import block_verdict
 from pcnctl.ops.messaging_lift import reversal_of
 from pcnctl.ops.messaging_plan import (
     OP_BLOCK,
+    SCHOOL_PACE,
     BlockPlan,
     BlockSnapshot,
     SchoolPlan,
@@ -142,7 +143,7 @@ class BlockMessagingOp:
         "than one school asks for the typed count of accounts",
     )
     pace = Pace(
-        16,
+        SCHOOL_PACE,
         "each school is a dozen reads and writes in a row; 16 schools in flight keep "
         "about as many calls at the ENT as an account run",
     )

@@ -13,7 +13,7 @@ from pcnctl.forensics.replies import ReplySurface
 from pcnctl.models import User
 from pcnctl.ops import accounts
 from pcnctl.ops.messaging_cut import RELATIVES_LOSS
-from pcnctl.ops.messaging_plan import BlockPlan, load_snapshot, reply_surface, surface_of
+from pcnctl.ops.messaging_plan import SCHOOL_PACE, BlockPlan, load_snapshot, reply_surface, surface_of
 from pcnctl.ops.messaging_verify import Verification, verify
 from pcnctl.ops.operation import Run, Verdict, counts, status_of
 from pcnctl.records import Row
@@ -112,9 +112,19 @@ def _verify(run: Run, p: BlockPlan, verdict: Verdict) -> Verification:
     same checks whichever door ran the block."""
     ctx = run.ctx
     mine = [b for b in active_blocks(ctx.state, ctx.ent) if b.run == run.id]
-    result = verify(ctx.driver, ctx.state, mine, canary=ctx.canary, canary_to=ctx.canary_to)
+    result = verify(
+        ctx.driver,
+        ctx.state,
+        mine,
+        canary=ctx.canary,
+        canary_to=ctx.canary_to,
+        concurrency=ctx.max_concurrency or SCHOOL_PACE,
+        rate_limit=ctx.rate_limit,
+    )
     verdict.checks = [c.to_row() for c in result.checks]
-    verdict.notes.append(f"verification: {len(result.checks)} check(s), block {result.verdict}")
+    verdict.notes.append(
+        f"verification: {len(result.checks)} check(s) ({result.scope}), block {result.verdict}"
+    )
     if not result.effective and verdict.status == "completed":
         verdict.status = "ineffective"
         verdict.summary += ": the block was applied but verification found it is not effective"

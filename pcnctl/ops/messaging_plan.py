@@ -28,6 +28,9 @@ from pcnctl.state.store import StateStore, ent_key
 from pcnctl.timespec import iso
 
 METHODS = ("communication", "roles", "login")
+# Schools in flight at once, for the cut and for its verification: each school is a dozen reads and writes
+# in a row, so 16 schools keep about as many calls at the ENT as an account run.
+SCHOOL_PACE = 16
 LEVERS = {
     "communication": "cuts every group that lets the profile write (class groups included, and the shared "
     "groups its members are in, for all their members), its relations first, then its members' link, and "

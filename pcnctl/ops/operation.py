@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pcnctl.errors import ExitCode
+from pcnctl.ops.timing import Mark, Timing
 
 if TYPE_CHECKING:
     from pcnctl.ent.fanout import FanoutReport, Outcome
@@ -152,6 +153,7 @@ class Verdict:
     hint: str = ""  # how to finish what is not done
     report: FanoutReport | None = None
     incident: str = ""  # the incident the run recorded in
+    timing: Timing = field(default_factory=Timing)  # where the run's time went (pcnctl.ops.timing)
 
     @property
     def ok(self) -> bool:
@@ -185,9 +187,10 @@ EXIT_CODES: dict[Status, ExitCode] = {
 class Door(Protocol):
     """How a caller lets a run start: the confirmation it asks for, then the context it runs in (a
     command opens the incident only once the operator has said yes); ``parent``: the run whose follow-up
-    this one is, if any."""
+    this one is, if any; ``planned``: when the plan's reads began, so that the run's timing counts them."""
 
     parent: str
+    planned: Mark | None
 
     def confirm(self, confirmation: Confirmation) -> None: ...
 

@@ -10,6 +10,7 @@ a playbook step, ``incident resume`` and ``rollback`` that run the same plan end
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pcnctl.ent.fanout import CircuitOpenError, Fanout, FanoutReport, Outcome
 from pcnctl.errors import RefusedError, RunFailedError
 from pcnctl.ops.context import RunContext
 from pcnctl.ops.operation import Confirmation, Door, Operation, Run, Unit, Verdict, counts
+from pcnctl.ops.timing import Mark, Phase
 from pcnctl.progress import progress_bar
 from pcnctl.state.journal import RunState, read
 
@@ -43,12 +45,17 @@ def run(op: Operation[P], plan: P, door: Door, *, cap: int | None = None) -> Ver
     changes = op.todo(plan) > 0
     if not changes and not (op.intent and items):
         return Verdict(op.name, "", "nothing", f"Nothing to do: {op.summary(plan)}", rows=op.rows(plan))
+    asked = time.monotonic()
     if changes:  # a run that changes nothing is recorded without asking: it only says what is wanted
         door.confirm(op.confirmation(plan))
+    confirming = time.monotonic() - asked  # the operator's time at the terminal: no phase of the run
     with door.context() as ctx:
         why = op.approval(plan) if changes else None
         run_id = ctx.start(op.name, op.params(plan), items, approval=why, parent=door.parent)
+        begun = Mark.now(ctx.driver.http.stats)
         verdict = drive(op, plan, Run(ctx, run_id, op.name, items=items, follow_up=follow_up))
+        if door.planned is not None:
+            verdict.timing.planning = Phase.between(door.planned, begun, less=confirming)
     if not changes and verdict.ok:
         verdict.status = "nothing"
     return verdict
@@ -76,10 +83,15 @@ def drive(op: Operation[P], plan: P, run: Run) -> Verdict:
     """From a sealed plan to a verdict: prepare, the fan-out, the follow-ups, the end record."""
     ctx = run.ctx
     outcomes: list[Outcome] = []
+    stats = ctx.driver.http.stats
     try:
+        begun = Mark.now(stats)
         op.prepare(run, plan)
         run.report = _fan_out(op, run, op.units(run, plan), outcomes)
+        acted = Mark.now(stats)
         verdict = op.after(run, plan, outcomes)
+        verdict.timing.writes = Phase.between(begun, acted)
+        verdict.timing.verification = Phase.between(acted, Mark.now(stats))
     except KeyboardInterrupt:
         raise ctx.interrupted(run.id, counts(outcomes)) from None
     except CircuitOpenError as exc:
@@ -129,6 +141,7 @@ class InContext:
 
     ctx: RunContext
     parent: str = ""
+    planned: Mark | None = None  # when the step's planning reads began (pcnctl.ops.timing)
 
     def confirm(self, confirmation: Confirmation) -> None:
         return None
@@ -144,6 +157,7 @@ class Opening:
     confirm_fn: Callable[[Confirmation], None]
     opening: Callable[[], AbstractContextManager[RunContext]]
     parent: str = ""
+    planned: Mark | None = None  # when the command's planning reads began (pcnctl.ops.timing)
 
     def confirm(self, confirmation: Confirmation) -> None:
         self.confirm_fn(confirmation)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pcnctl.forensics.search import SearchResult
     from pcnctl.ops.context import RunContext
     from pcnctl.ops.operation import Operation, Verdict
+    from pcnctl.ops.timing import Mark, Timing
     from pcnctl.state.incidents import Incident
     from pcnctl.state.journal import RunParams, RunState
     from pcnctl.state.store import StateStore
@@ -49,6 +50,8 @@ class Env:
     check: bool
     workdir: Path  # where saved searches go: the incident, or a scratch directory in check mode
     notes: list[str] = field(default_factory=list)
+    planned: Mark | None = None  # when the step began: its operation's planning reads start there
+    timing: Timing | None = None  # the step's run's timing, once it ran (pcnctl.ops.timing)
 
     def run(self, op: Operation[Any], plan: object, cap: int | None = None) -> Verdict | None:
         """A mutating step: in check mode the plan (cap checked, summary noted, None); otherwise the
@@ -64,8 +67,11 @@ class Env:
         verdict = (
             runner.stored_verdict(earlier)
             if earlier
-            else runner.run(op, plan, runner.InContext(self.ctx), cap=cap)  # the step's max, checked above
+            else runner.run(
+                op, plan, runner.InContext(self.ctx, planned=self.planned), cap=cap
+            )  # max checked
         )
+        self.timing = verdict.timing
         self.notes += verdict.notes + [f"still open: {line}" for line in verdict.open]
         if not verdict.ok:
             raise runner.failed(verdict)

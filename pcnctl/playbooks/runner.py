@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pcnctl.errors import InterruptedRunError, PcnError, PlaybookError, RefusedError, RunFailedError
+from pcnctl.ops.timing import Mark, Phase, Timing
 from pcnctl.playbooks.expressions import condition, resolve
 from pcnctl.playbooks.model import Playbook, Step
 from pcnctl.playbooks.ops import OPS, Env
@@ -48,6 +49,7 @@ class StepReport:
     status: str  # done | skipped | failed | planned | awaiting-approval
     summary: str
     result: JsonObject = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)  # where the step's time went (pcnctl.ops.timing)
 
     def to_row(self) -> Row:
         return {"step": self.id, "op": self.op, "status": self.status, "summary": self.summary}
@@ -294,6 +296,7 @@ class _Execution:
             ctx.driver, ctx.incident, ctx, ctx.state, self.mailstore, False, ctx.incident.path / "searches"
         )
         ctx.step = f"{self.run_id}/{step.id}"
+        env.planned = Mark.now(ctx.driver.http.stats)
         try:
             if self.resuming:
                 _finish_runs(ctx)
@@ -315,7 +318,10 @@ class _Execution:
         ctx.journal.append(
             {"t": "step", "run": self.run_id, "step": step.id, "status": "done", "result": stored}
         )
-        self.report(StepReport(step.id, step.op, "done", _summary(step.op, result, env.notes), result))
+        # A step that runs no operation (a search, the hunt) only reads: all of it is planning.
+        timing = env.timing or Timing(planning=Phase.between(env.planned, Mark.now(ctx.driver.http.stats)))
+        summary = _summary(step.op, result, env.notes)
+        self.report(StepReport(step.id, step.op, "done", summary, result, timing))
 
     def failed(self, step: Step, exc: PcnError) -> None:
         ctx = self.ctx
