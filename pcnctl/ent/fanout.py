@@ -136,8 +136,12 @@ class Pacer:
                     if rate < math.inf:
                         self._next_slot = max(now, self._next_slot) + 1.0 / rate
                     return True
-                wake = max(self.pause_until, self._next_slot) - now
-                self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
+                # Without a free slot, the answer that frees one wakes a worker: idle workers polling on a
+                # short timeout would take the interpreter from those reading answers (a busy client
+                # inflates every round trip it times).
+                free = self.in_flight < self.limit
+                wake = max(self.pause_until, self._next_slot) - now if free else 0.25
+                self._cond.wait(timeout=min(max(wake, 0.001), 0.25))
 
     def answered(self, trips: Sequence[tuple[float, float]]) -> None:
         """The ENT answered the item's calls (success or a final refusal): feed the round trips."""
@@ -147,7 +151,9 @@ class Pacer:
             for sent, answered in trips:
                 self.rate_cap.on_answer()
                 self._note(self.limiter.on_answer(sent, answered - sent))
-            self._cond.notify_all()
+            free = self.limit - self.in_flight
+            if free > 0:
+                self._cond.notify(free)  # as many workers as slots are free, not every idle one
 
     def failed(self, sent: float, failure: Failure, detail: str, item: str = "") -> None:
         """A call failed: throttling pauses as asked; failures back off and may open the circuit."""
