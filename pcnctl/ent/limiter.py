@@ -60,6 +60,9 @@ class LimiterSettings:
     probe_cut: float = 0.75  # that cut
     headroom: float = 0.2  # the limit stays within this fraction above the calls in use (plus one call)
     trim_check: float = 0.8  # trims down to this fraction of the limit are checked for faster answers
+    # The ceiling after a rise, as a share of the calls in flight before it as the client counts them: part
+    # of each round trip is the client's own and the network's, not the ENT's.
+    before_share: float = 0.95
     # Added to the minimum in every comparison: a few milliseconds are the client's own scheduling (threads
     # waiting for the interpreter), not the ENT queueing, and they would dominate a very fast ENT's ratio.
     slack: float = 0.01
@@ -169,14 +172,14 @@ class Use:
         """The most slots this use allows: ``headroom`` above the calls the run fills of ``limit``'s slots,
         plus one call to grow into; unbounded before any measure.
 
-        The last window decides growth. A trim needs the median of the last three windows too, so that
-        one short window (a pause, a burst of answers) does not take slots away."""
+        Growth needs both the last window and the median of the last three to allow it, a trim needs both
+        to ask for it: one window short of answers (a pause, a burst) neither adds nor takes slots."""
         if not self.fills:
             return math.inf
         lately = statistics.median(list(self.fills)[-3:])
         latest = lately if fill is None else fill  # (a window after a pause measured nothing)
         slots = _slots(limit)
-        up = (1 + headroom) * latest * slots + 1
+        up = (1 + headroom) * min(latest, lately) * slots + 1
         if up >= limit:
             return up
         return min(limit, (1 + headroom) * max(latest, lately) * slots + 1)
@@ -407,6 +410,7 @@ class Limiter:
     def _rebase_up(self, smallest: float) -> None:
         """The slower ENT is the new normal: re-measure, and cap the limit at the calls in use before."""
         level = self._before if self._before is not None else self.use.level() or self._limit
+        level *= self.settings.before_share
         self._ceiling = level if self._ceiling is None else min(self._ceiling, level)
         if self._min_rtt is not None:
             fastest = self._min_rtt if self._ceiling_rtt is None else min(self._ceiling_rtt, self._min_rtt)
