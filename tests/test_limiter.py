@@ -140,7 +140,7 @@ def test_slower_ent_never_gets_more_calls_than_it_had_before() -> None:
     first = actions(rise).index("decrease")  # (the window open at the rise may close first, unmoved)
     assert first <= 1 and actions(rise)[first : first + 2] == ["decrease", "rebase"]
     rebase = rise[first + 1]
-    # The ceiling: the 13 calls in flight before, less the client's own share of a round trip (5 %).
+    # The ceiling: the 13 calls in use before, less the client's own share of a round trip (5 %).
     assert rebase.min_rtt == pytest.approx(0.1) and rebase.ceiling == pytest.approx(0.95 * 13)
     after = rise[first + 1 :]
     assert max(d.limit for d in after) == pytest.approx(0.95 * 13)  # back to the level before, not above
@@ -206,7 +206,7 @@ def test_queueing_ent_is_cut_and_kept_near_what_it_serves() -> None:
     assert actions(after).count("decrease") == 1 and "rebase" not in actions(after)  # cutting relieved it
     assert limiter.min_rtt == pytest.approx(0.05) and limiter.ceiling is None
     cut = after[actions(after).index("decrease")]
-    assert cut.limit == pytest.approx(0.4 * 10)  # 40 % of the 10 calls it had (in use, queue included)
+    assert cut.limit == pytest.approx(0.4 * 8)  # 40 % of the 8 calls in use (queued ones are not use)
     settled = [d for d in after if d.at >= cut.at + 2.0]
     assert all(d.limit <= 1.2 * 4 + 1 for d in settled)  # no more than what it serves allows
     assert max(d.limit for d in after if d.at >= cut.at) <= 1.2 * 4 + 2  # (new slots answer a window late)

@@ -60,8 +60,8 @@ class LimiterSettings:
     probe_cut: float = 0.75  # that cut
     headroom: float = 0.2  # the limit stays within this fraction above the calls in use (plus one call)
     trim_check: float = 0.8  # trims down to this fraction of the limit are checked for faster answers
-    # The ceiling after a rise, as a share of the calls in flight before it as the client counts them: part
-    # of each round trip is the client's own and the network's, not the ENT's.
+    # The ceiling after a rise, as a share of the calls in use before it: they are counted from the client's
+    # answers per second and its fastest round trip, which includes its own and the network's part of it.
     before_share: float = 0.95
     # Added to the minimum in every comparison: a few milliseconds are the client's own scheduling (threads
     # waiting for the interpreter), not the ENT queueing, and they would dominate a very fast ENT's ratio.
@@ -143,17 +143,16 @@ class Use:
     a limit that just grew is judged once its new slots have answered.
     """
 
-    def __init__(self, check: float, windows: int = 5) -> None:
+    def __init__(self, check: float, windows: int = 10) -> None:
         self.check = check
-        self.fills: deque[float] = deque(maxlen=windows)  # the last healthy windows' use per slot
-        self.levels: deque[float] = deque(maxlen=windows)  # and their calls at the ENT, queueing included
+        self.uses: deque[float] = deque(maxlen=windows)  # the last healthy windows' use
+        self.fills: deque[float] = deque(maxlen=windows)  # and their use per slot
         self.typical: float | None = None  # the round trip a call counts for; None: the minimum
         self._trim_from: tuple[int, float] | None = None  # (limit, mean round trip) when trims began
         self._checking = False  # the trims went deep enough: the next window says whether they helped
 
-    def measure(self, window: _Window, now: float, min_rtt: float, sampled: float) -> tuple[float, float]:
-        """Record a healthy window: its use, and its calls at the ENT at the window's sampled round trip
-        (the level a rise is measured against: what the ENT had, not what it would need).
+    def measure(self, window: _Window, now: float, min_rtt: float) -> tuple[float, float]:
+        """Record a healthy window's use.
 
         A mean that once counted decays to the lowest window mean since: a check misled by the client's
         own load (fewer calls did not help because the machine was busy) does not loosen the bound for
@@ -164,8 +163,8 @@ class Use:
         rate = window.rate(now)
         use = rate * max(min_rtt, typical)
         fill = use / window.slots_at_send()
+        self.uses.append(use)
         self.fills.append(fill)
-        self.levels.append(rate * max(sampled, typical))
         return use, fill
 
     def bound(self, fill: float | None, limit: float, headroom: float) -> float:
@@ -184,9 +183,12 @@ class Use:
             return up
         return min(limit, (1 + headroom) * max(latest, lately) * slots + 1)
 
-    def level(self) -> float | None:
-        """The calls at the ENT lately (the median of the last windows): the level before a rise."""
-        return statistics.median(self.levels) if self.levels else None
+    def level(self, *, rise: bool = False) -> float | None:
+        """The calls in use over the last two seconds or so (the median of the last windows): the level
+        before a rise. Counted at the fastest round trip, it never exceeds what the ENT had: the ceiling
+        errs below. At a rise the last window is left out: the ENT had stopped answering during it."""
+        uses = list(self.uses)[:-1] if rise and len(self.uses) > 1 else list(self.uses)
+        return statistics.median(uses) if uses else None
 
     def judge(self, limit: float, mean_rtt: float) -> None:
         """A healthy window after deep trims: faster answers, it was queueing; otherwise, spread."""
@@ -346,6 +348,7 @@ class Limiter:
             # The ENT became much faster: this window mixes old slow answers with new fast ones, and calls
             # sent before now may still answer slowly: only later ones say what the new speed is.
             self._min_rtt, self._before, self._floor = smallest, None, now
+            self._exploring = True  # as at the start: the run's level at this speed is not known yet
             self.use.reset()
             self._lift_ceiling(sampled)
             return verdict("rebase")
@@ -359,7 +362,7 @@ class Limiter:
             return verdict(self._hold(now, sampled))
         self._lift_ceiling(sampled)
         self.use.judge(self._limit, window.mean())
-        use, fill = self.use.measure(window, now, self._min_rtt, sampled) if measured else (None, None)
+        use, fill = self.use.measure(window, now, self._min_rtt) if measured else (None, None)
         return verdict(self._follow_use(now, fill, window.mean()), use)
 
     def _follow_use(self, now: float, fill: float | None, mean_rtt: float) -> str:
@@ -384,7 +387,7 @@ class Limiter:
         s = self.settings
         before = self._limit
         if self._before is None:  # a further rise while a cut is judged keeps the first level
-            level = self.use.level()
+            level = self.use.level(rise=True)
             self._before = self._limit if level is None else level
         factor = max(s.max_cut, min(s.rise_cut, s.healthy / ratio))
         self._limit = max(float(s.minimum), min(self._limit, self._before * factor))
