@@ -140,21 +140,21 @@ def test_slower_ent_never_gets_more_calls_than_it_had_before() -> None:
     first = actions(rise).index("decrease")  # (the window open at the rise may close first, unmoved)
     assert first <= 1 and actions(rise)[first : first + 2] == ["decrease", "rebase"]
     rebase = rise[first + 1]
-    # The ceiling: the 13 calls in use before, less the client's own share of a round trip (5 %).
-    assert rebase.min_rtt == pytest.approx(0.1) and rebase.ceiling == pytest.approx(0.95 * 13)
+    # The ceiling: 90 % of the 13 calls at the ENT before, in whole calls (the client's count errs).
+    assert rebase.min_rtt == pytest.approx(0.1) and rebase.ceiling == 12
     after = rise[first + 1 :]
-    assert max(d.limit for d in after) == pytest.approx(0.95 * 13)  # back to the level before, not above
+    assert max(d.limit for d in after) == 12  # back to the level before, never above
     assert limiter.limit == 12  # and there it stays: 120 answers/s at 100 ms
-    back = next(d for d in after if d.limit == pytest.approx(0.95 * 13))
+    back = next(d for d in after if d.limit == 12)
     assert back.at - rise[first].at <= 1.5
 
 
 def test_ceiling_is_lifted_once_the_ent_is_as_fast_as_before() -> None:
     limiter, clock = warmed(client=13)
     replay(limiter, clock, 0.1, 5.0)
-    assert limiter.ceiling == pytest.approx(0.95 * 13)
+    assert limiter.ceiling == 12
     replay(limiter, clock, 0.05, 3.0)  # faster, but still more than twice as slow as before the rise
-    assert limiter.ceiling == pytest.approx(0.95 * 13) and limiter.limit == 12
+    assert limiter.ceiling == 12 and limiter.limit == 12
     fall = replay(limiter, clock, 0.02, 3.0)
     assert fall[0].action == "rebase" and limiter.ceiling is None
     assert limiter.limit == 32 and set(actions(fall[1:])) == {"increase", "hold"}
@@ -168,7 +168,7 @@ def test_rise_at_a_slow_ent_cuts_then_recovers_within_a_few_round_trips() -> Non
     assert first <= 1 and actions(rise)[first : first + 2] == ["decrease", "rebase"]
     cut = rise[first]
     assert cut.limit == pytest.approx(32 * 1.5 * 0.11 / 0.5)  # the deeper the rise, the deeper the cut
-    assert limiter.limit == 30 and limiter.ceiling == pytest.approx(0.95 * 32)
+    assert limiter.limit == 29 and limiter.ceiling == round(0.9 * 32)
     recovered = next(d.at for d in rise if d.limit >= 0.8 * 32)
     assert recovered - cut.at <= 6.0
 
@@ -206,7 +206,9 @@ def test_queueing_ent_is_cut_and_kept_near_what_it_serves() -> None:
     assert actions(after).count("decrease") == 1 and "rebase" not in actions(after)  # cutting relieved it
     assert limiter.min_rtt == pytest.approx(0.05) and limiter.ceiling is None
     cut = after[actions(after).index("decrease")]
-    assert cut.limit == pytest.approx(0.4 * 8)  # 40 % of the 8 calls in use (queued ones are not use)
+    # 40 % of the calls it had: 160 answers/s x 56 ms (halfway between the fastest round trip, 50 ms, and
+    # the sampled one, 62.5 ms, queueing included)
+    assert cut.limit == pytest.approx(0.4 * 160 * 0.05625)
     settled = [d for d in after if d.at >= cut.at + 2.0]
     assert all(d.limit <= 1.2 * 4 + 1 for d in settled)  # no more than what it serves allows
     assert max(d.limit for d in after if d.at >= cut.at) <= 1.2 * 4 + 2  # (new slots answer a window late)
@@ -219,7 +221,7 @@ def test_round_trips_that_differ_by_nature_are_not_taken_for_queueing() -> None:
     clock = Clock()
     limiter = Limiter(LimiterSettings(initial=4, maximum=32))
     decisions = replay(limiter, clock, 0.05, 10.0, spread=(0.25, 1.75))
-    assert decisions[0].action == "trim"  # counted at the minimum first
+    assert "trim" in actions(decisions[:3])  # counted at the minimum first
     assert limiter.use.typical is not None and limiter.use.typical >= 0.04  # then at about the mean
     assert "decrease" not in actions(decisions) and limiter.limit == 32
 
@@ -243,7 +245,7 @@ def test_moderate_rise_holds_then_probes_the_minimum() -> None:
     assert probe.at - held[0].at >= 5.0 and probe.limit == pytest.approx(32 * 0.75)
     # The small cut brought no faster answers: the slower ENT is the norm, at most the 32 it had before.
     assert held[at + 1].action == "rebase" and held[at + 1].min_rtt == pytest.approx(0.18)
-    assert limiter.ceiling == pytest.approx(0.95 * 32) and limiter.limit == 30
+    assert limiter.ceiling == round(0.9 * 32) and limiter.limit == 29
 
 
 def test_throttle_burst_halves_once_per_flight_down_to_the_minimum() -> None:

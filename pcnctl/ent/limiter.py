@@ -60,9 +60,9 @@ class LimiterSettings:
     probe_cut: float = 0.75  # that cut
     headroom: float = 0.2  # the limit stays within this fraction above the calls in use (plus one call)
     trim_check: float = 0.8  # trims down to this fraction of the limit are checked for faster answers
-    # The ceiling after a rise, as a share of the calls in use before it: they are counted from the client's
-    # answers per second and its fastest round trip, which includes its own and the network's part of it.
-    before_share: float = 0.95
+    # The ceiling after a rise, as a share (rounded to whole calls) of the calls at the ENT before it: the
+    # client estimates them within a tenth or so, and the ceiling must not exceed them.
+    before_share: float = 0.9
     # Added to the minimum in every comparison: a few milliseconds are the client's own scheduling (threads
     # waiting for the interpreter), not the ENT queueing, and they would dominate a very fast ENT's ratio.
     slack: float = 0.01
@@ -102,20 +102,17 @@ class _Window:
     start: float
     samples: list[float] = field(default_factory=list)  # round trips of calls sent after the last cut
     answers: int = 0  # every answer, those to calls sent before a cut included: they were at the ENT
-    first_sent: float = math.inf
     slots: int = 0  # the limit in force when each answered call was sent, summed
 
-    def add(self, sent: float, rtt: float | None, slots: int) -> None:
+    def add(self, rtt: float | None, slots: int) -> None:
         self.answers += 1
-        self.first_sent = min(self.first_sent, sent)
         self.slots += slots
         if rtt is not None:
             self.samples.append(rtt)
 
     def rate(self, now: float) -> float:
-        """Answers per second since the window opened, or since its first call was sent if that is later
-        (a window that follows a pause or the run's start counts only the time calls were out)."""
-        span = now - max(self.start, self.first_sent)
+        """Answers per second since the window opened (time the run left idle counts: it is not use)."""
+        span = now - self.start
         return self.answers / span if span > 0 else 0.0
 
     def mean(self) -> float:
@@ -146,13 +143,18 @@ class Use:
     def __init__(self, check: float, windows: int = 10) -> None:
         self.check = check
         self.uses: deque[float] = deque(maxlen=windows)  # the last healthy windows' use
+        self.levels: deque[float] = deque(maxlen=windows)  # and their calls at the ENT (see measure)
         self.fills: deque[float] = deque(maxlen=windows)  # and their use per slot
         self.typical: float | None = None  # the round trip a call counts for; None: the minimum
         self._trim_from: tuple[int, float] | None = None  # (limit, mean round trip) when trims began
         self._checking = False  # the trims went deep enough: the next window says whether they helped
 
-    def measure(self, window: _Window, now: float, min_rtt: float) -> tuple[float, float]:
-        """Record a healthy window's use.
+    def measure(self, window: _Window, now: float, min_rtt: float, sampled: float) -> tuple[float, float]:
+        """Record a healthy window's use, and its calls at the ENT: what a rise is measured against.
+
+        Those are counted at a round trip halfway between the fastest and the window's sampled one: the
+        ENT's own share of a call lies in between (the rest is the client's and the network's), closer to
+        the fastest on an idle machine, closer to the sampled one when the ENT is busy.
 
         A mean that once counted decays to the lowest window mean since: a check misled by the client's
         own load (fewer calls did not help because the machine was busy) does not loosen the bound for
@@ -165,6 +167,7 @@ class Use:
         fill = use / window.slots_at_send()
         self.uses.append(use)
         self.fills.append(fill)
+        self.levels.append(rate * (max(min_rtt, typical) + max(sampled, typical)) / 2)
         return use, fill
 
     def bound(self, fill: float | None, limit: float, headroom: float) -> float:
@@ -184,11 +187,10 @@ class Use:
         return min(limit, (1 + headroom) * max(latest, lately) * slots + 1)
 
     def level(self, *, rise: bool = False) -> float | None:
-        """The calls in use over the last two seconds or so (the median of the last windows): the level
-        before a rise. Counted at the fastest round trip, it never exceeds what the ENT had: the ceiling
-        errs below. At a rise the last window is left out: the ENT had stopped answering during it."""
-        uses = list(self.uses)[:-1] if rise and len(self.uses) > 1 else list(self.uses)
-        return statistics.median(uses) if uses else None
+        """The calls at the ENT over the last two seconds or so (the median of the last windows): the level
+        before a rise. At a rise the last window is left out: the ENT had stopped answering during it."""
+        levels = list(self.levels)[:-1] if rise and len(self.levels) > 1 else list(self.levels)
+        return statistics.median(levels) if levels else None
 
     def judge(self, limit: float, mean_rtt: float) -> None:
         """A healthy window after deep trims: faster answers, it was queueing; otherwise, spread."""
@@ -233,7 +235,9 @@ class Limiter:
         self._ceiling: float | None = None  # at most this many calls while the ENT is slower than...
         self._ceiling_rtt: float | None = None  # ... this minimum round trip, the one before it slowed
         self.use = Use(s.trim_check)
-        self._measured = True  # False for the window after a throttle or failure: its pause is not use
+        # False for the first window and the one after a cut: their start is not the flow of answers (the
+        # first round trip brings none, a throttle's pause none either), so their rate is not use.
+        self._measured = False
         self._holding_since: float | None = None
         self._exploring = True  # grow by half per window: at the start and after a re-measure
         self._history: deque[tuple[float, int]] = deque([(-math.inf, _slots(self._limit))], maxlen=64)
@@ -287,7 +291,7 @@ class Limiter:
         """Count an answer in the open window; its round trip, when it says something about the last cut."""
         assert self._window is not None
         rtt = answered - sent if sent >= self._floor else None
-        self._window.add(sent, rtt, self._slots_at(sent))
+        self._window.add(rtt, self._slots_at(sent))
         return rtt
 
     def _slots_at(self, sent: float) -> int:
@@ -304,7 +308,7 @@ class Limiter:
         before = self._limit
         self._limit = max(float(self.settings.minimum), self._limit * factor)
         self._after_cut(now, None, before)
-        self._before, self._measured = None, False
+        self._before = None
         return self._decision(now, action, before, None, 0, None)
 
     def _after_cut(self, now: float, cut_rtt: float | None, before: float) -> None:
@@ -313,7 +317,7 @@ class Limiter:
         # A queueing ENT answers faster in proportion to the calls removed; half that gain counts as relief.
         self._relief = 1 - (1 - max(1, _slots(self._limit)) / max(1, _slots(before))) / 2
         self._holding_since = None
-        self._exploring = False
+        self._exploring = self._measured = False
         self.use.grew()  # a cut is judged on its own, not as a trim
         self._open(now)
 
@@ -362,7 +366,7 @@ class Limiter:
             return verdict(self._hold(now, sampled))
         self._lift_ceiling(sampled)
         self.use.judge(self._limit, window.mean())
-        use, fill = self.use.measure(window, now, self._min_rtt) if measured else (None, None)
+        use, fill = self.use.measure(window, now, self._min_rtt, sampled) if measured else (None, None)
         return verdict(self._follow_use(now, fill, window.mean()), use)
 
     def _follow_use(self, now: float, fill: float | None, mean_rtt: float) -> str:
@@ -377,6 +381,9 @@ class Limiter:
             self.use.grew()
             return "increase"
         if self._limit < before:
+            # The run stopped filling its slots: its level is found, one slot at a time from now on (but
+            # climbing back to the ceiling after a rise, where the level is known, stays fast).
+            self._exploring = self._exploring and self._ceiling is not None
             if self.use.trimmed(before, self._limit, mean_rtt):
                 self._floor = now  # the check reads calls sent at the trimmed limit only
             return "trim"
@@ -413,7 +420,7 @@ class Limiter:
     def _rebase_up(self, smallest: float) -> None:
         """The slower ENT is the new normal: re-measure, and cap the limit at the calls in use before."""
         level = self._before if self._before is not None else self.use.level() or self._limit
-        level *= self.settings.before_share
+        level = max(float(self.settings.minimum), round(level * self.settings.before_share))
         self._ceiling = level if self._ceiling is None else min(self._ceiling, level)
         if self._min_rtt is not None:
             fastest = self._min_rtt if self._ceiling_rtt is None else min(self._ceiling_rtt, self._min_rtt)
