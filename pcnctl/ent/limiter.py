@@ -20,15 +20,16 @@ slowed (an ENT slowed by everyone's load is overloaded whether or not pcnctl's s
   start and after a re-measure) but never beyond ``headroom`` over the use, plus one call, and is trimmed
   to that. A limit the client cannot fill is not headroom the ENT granted: the moment the ENT slows,
   every slot the client holds fills.
-* **A rise halves.** A window above ``tolerance`` cuts to at most ``rise_cut`` of the calls in use before
-  the rise (fewer the slower: ``healthy`` over the ratio of it, never below ``max_cut``). Answers to calls
-  sent before a cut say nothing about it and are ignored, so the next window sees the cut's effect.
+* **A rise halves.** A window above ``tolerance`` cuts to at most ``rise_cut`` of the calls the run had at
+  the ENT before the rise (fewer the slower: ``healthy`` over the ratio of it, never below ``max_cut``).
+  Answers to calls sent before a cut say nothing about it and are ignored, so the next window sees the
+  cut's effect.
 * **Slower is not a licence for more.** If that next window is no faster, fewer calls did not help: the
   ENT is slower for everyone. Its new latency becomes the minimum and the limit grows back, but never above
-  the calls in use before the rise (the *ceiling*), until the ENT answers as fast as it did then. If the
-  window is faster, the ENT was queueing behind the run's own calls: the minimum stays, and so does the
-  lower limit. After ``remeasure`` seconds between healthy and tolerance, a small cut (``probe_cut``) asks
-  the same question, so a stale minimum does not hold the limit down for ever.
+  ``before_share`` of the calls it had before the rise (the *ceiling*), until the ENT answers as fast as it
+  did then. If the window is faster, the ENT was queueing behind the run's own calls: the minimum stays,
+  and so does the lower limit. After ``remeasure`` seconds between healthy and tolerance, a small cut
+  (``probe_cut``) asks the same question, so a stale minimum does not hold the limit down for ever.
 * **Throttling** (429/503/509) halves the limit once per flight of calls; the pause it asks for
   (``Retry-After``) and the rate cap are the fan-out's to keep. Other transient failures cut by 30 %.
 """
