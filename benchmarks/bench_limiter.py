@@ -448,9 +448,9 @@ def write_results(
         "slower ENT than it held before the ENT slowed. An ENT slowed by everyone's load (the first day of "
         "remote schooling, April 2021) is overloaded whether or not pcnctl's own calls are the cause, so a "
         "slower ENT first gets fewer of them (at most 40 % of what it had), then at most 90 % of what it "
-        "had, never more, until it is as fast as it was. The limit also stays within a fifth (plus one "
-        "call) of the calls the run actually keeps at the ENT: slots the client cannot fill are not room "
-        "the ENT gave, and they would all fill the moment the ENT slowed. That is what the previous "
+        "had, never more, until it is as fast as it was. The limit also stays within a tenth (plus one "
+        "call) of the calls the run actually keeps busy at the ENT: slots the client cannot fill are not "
+        "room the ENT gave, and they would all fill the moment the ENT slowed. That is what the previous "
         "controller did: it grew to its maximum while the client could keep only part of it at the ENT, "
         "and when the ENT slowed, every slot filled and stayed full.",
         "",

@@ -13,13 +13,12 @@ slowed (an ENT slowed by everyone's load is overloaded whether or not pcnctl's s
   yields one sampled round trip (its lower quartile), compared with the *minimum* round trip seen plus
   ``slack``.
 * **The limit follows use.** Each healthy window (ratio at or below ``healthy``) also measures the calls
-  the run kept at the ENT: answers per second times the round trip one call takes when nothing queues
-  (Little's law). That round trip is the minimum at first; when trimming the limit did not make answers
-  faster, the round trips were not queueing but vary from call to call, and each call counts for the mean
-  instead (:class:`Use`). The limit grows by one slot per healthy window (by half while exploring: at the
-  start and after a re-measure) but never beyond ``headroom`` over the use, plus one call, and is trimmed
-  to that. A limit the client cannot fill is not headroom the ENT granted: the moment the ENT slows,
-  every slot the client holds fills.
+  the run kept busy at the ENT: answers per second times the round trip a call takes when nothing waits,
+  the mean of the first windows at the ENT's current speed, while the run is light (Little's law; see
+  :class:`Use`). The limit grows by one slot per healthy window (by half while exploring: at the start and
+  after a re-measure) but never beyond ``headroom`` over the use, plus one call, and is trimmed to that.
+  A limit the client cannot fill is not headroom the ENT granted: the moment the ENT slows, every slot
+  the client holds fills. Climbing back to the ceiling after a rise, the ceiling alone bounds growth.
 * **A rise halves.** A window above ``tolerance`` cuts to at most ``rise_cut`` of the calls the run had at
   the ENT before the rise (fewer the slower: ``healthy`` over the ratio of it, never below ``max_cut``).
   Answers to calls sent before a cut say nothing about it and are ignored, so the next window sees the
@@ -59,7 +58,7 @@ class LimiterSettings:
     max_cut: float = 0.25  # and at least this fraction, however slow the window
     remeasure: float = 5.0  # seconds of "hold" after which a small cut re-measures the minimum
     probe_cut: float = 0.75  # that cut
-    headroom: float = 0.2  # the limit stays within this fraction above the calls in use (plus one call)
+    headroom: float = 0.1  # the limit stays within this fraction above the calls in use (plus one call)
     trim_check: float = 0.8  # trims down to this fraction of the limit are checked for faster answers
     # The ceiling after a rise, as a share (rounded to whole calls) of the calls at the ENT before it: the
     # client estimates them within a tenth or so, and the ceiling must not exceed them.
@@ -126,49 +125,45 @@ class _Window:
 
 
 class Use:
-    """The calls a run keeps at the ENT, window by window: answers per second times the round trip one
-    call takes when nothing queues (Little's law).
+    """The calls a run keeps busy at the ENT, window by window: answers per second times the round trip a
+    call takes when nothing waits (Little's law).
 
-    That round trip starts as the minimum: beyond it, a round trip is waiting somewhere (the ENT's queue,
-    a client short of CPU), and slots spent waiting are not use. But an ENT whose calls simply differ (a
-    read, a write; a cache hit, a miss) spreads its round trips without any queue, and counting each call
-    for the fastest would shrink the limit for ever. So trimming is checked: once trims have taken the
+    That round trip is the mean of the first windows at the ENT's current speed (the start of the run, or
+    just after a rise or a fall), while the run is light: then each call is only at the ENT and on the
+    wire. Later, when more calls than the ENT or a busy client can take at once are in flight, round trips
+    grow but answers per second do not, and the use stops growing with the limit: slots spent waiting are
+    not use. A mean rather than the fastest round trip, because an ENT's calls differ by nature (a read, a
+    write; a cache hit, a miss) without any queue.
+
+    The ENT's speed can drift within its usual band, so trimming is checked too: once trims have taken the
     limit down to ``check`` of where they began, the next window must answer faster (by a quarter of the
-    share removed: what any queue gives back). If it does not, the spread is the ENT's nature and each call
-    counts for the mean round trip from then on, until the ENT's speed changes (:meth:`reset`).
+    share removed: what any queue gives back). If it does not, the round trip a call counts for becomes
+    that window's mean.
 
     The bound follows the share of its slots a run fills (use over the limit its calls were sent under):
     a limit that just grew is judged once its new slots have answered.
     """
 
-    def __init__(self, check: float, windows: int = 10) -> None:
-        self.check = check
+    def __init__(self, check: float, windows: int = 10, light: int = 3) -> None:
+        self.check, self.light = check, light
         self.uses: deque[float] = deque(maxlen=windows)  # the last healthy windows' use
-        self.levels: deque[float] = deque(maxlen=windows)  # and their calls at the ENT (see measure)
         self.fills: deque[float] = deque(maxlen=windows)  # and their use per slot
-        self.typical: float | None = None  # the round trip a call counts for; None: the minimum
+        self.typical: float | None = None  # the round trip a call counts for, once measured
+        self._early: list[float] = []  # the mean round trips of the first windows at this speed
         self._trim_from: tuple[int, float] | None = None  # (limit, mean round trip) when trims began
         self._checking = False  # the trims went deep enough: the next window says whether they helped
 
-    def measure(self, window: _Window, now: float, min_rtt: float, sampled: float) -> tuple[float, float]:
-        """Record a healthy window's use, and its calls at the ENT: what a rise is measured against.
-
-        Those are counted at a round trip halfway between the fastest and the window's sampled one: the
-        ENT's own share of a call lies in between (the rest is the client's and the network's), closer to
-        the fastest on an idle machine, closer to the sampled one when the ENT is busy.
-
-        A mean that once counted decays to the lowest window mean since: a check misled by the client's
-        own load (fewer calls did not help because the machine was busy) does not loosen the bound for
-        good. Returns the use and the share of its slots the run filled."""
-        if self.typical is not None:
-            self.typical = min(self.typical, window.mean())
-        typical = self.typical or 0.0
-        rate = window.rate(now)
-        use = rate * max(min_rtt, typical)
+    def measure(self, window: _Window, now: float) -> tuple[float, float]:
+        """Record a healthy window; its use and the share of its slots the run filled."""
+        mean = window.mean()
+        if self.typical is None:
+            self._early.append(mean)
+            if len(self._early) >= self.light:
+                self.typical = statistics.median(self._early)
+        use = window.rate(now) * (mean if self.typical is None else self.typical)
         fill = use / window.slots_at_send()
         self.uses.append(use)
         self.fills.append(fill)
-        self.levels.append(rate * (max(min_rtt, typical) + max(sampled, typical)) / 2)
         return use, fill
 
     def bound(self, fill: float | None, limit: float, headroom: float) -> float:
@@ -188,13 +183,14 @@ class Use:
         return min(limit, (1 + headroom) * max(latest, lately) * slots + 1)
 
     def level(self, *, rise: bool = False) -> float | None:
-        """The calls at the ENT over the last two seconds or so (the median of the last windows): the level
+        """The calls in use over the last two seconds or so (the median of the last windows): the level
         before a rise. At a rise the last window is left out: the ENT had stopped answering during it."""
-        levels = list(self.levels)[:-1] if rise and len(self.levels) > 1 else list(self.levels)
-        return statistics.median(levels) if levels else None
+        uses = list(self.uses)[:-1] if rise and len(self.uses) > 1 else list(self.uses)
+        return statistics.median(uses) if uses else None
 
     def judge(self, limit: float, mean_rtt: float) -> None:
-        """A healthy window after deep trims: faster answers, it was queueing; otherwise, spread."""
+        """A healthy window after deep trims: faster answers, it was queueing; otherwise, the ENT's speed
+        has drifted and its calls now take this window's mean."""
         if self._checking and self._trim_from is not None:
             start, before = self._trim_from
             removed = 1 - max(1, _slots(limit)) / max(1, start)
@@ -217,6 +213,7 @@ class Use:
         use stays: calls in flight do not change with the ENT's speed, and the first windows after a
         change, often short of answers, would otherwise trim the limit on their own."""
         self.typical = None
+        self._early = []
         self.grew()
 
 
@@ -365,30 +362,39 @@ class Limiter:
         if ratio > s.healthy:
             self.use.grew()  # a trim is checked on a healthy window only
             return verdict(self._hold(now, sampled))
+        mean_rtt = window.mean()
         self._lift_ceiling(sampled)
-        self.use.judge(self._limit, window.mean())
-        use, fill = self.use.measure(window, now, self._min_rtt, sampled) if measured else (None, None)
-        return verdict(self._follow_use(now, fill, window.mean()), use)
+        self.use.judge(self._limit, mean_rtt)
+        use, fill = self.use.measure(window, now) if measured else (None, None)
+        return verdict(self._follow_use(now, fill, mean_rtt), use)
 
     def _follow_use(self, now: float, fill: float | None, mean_rtt: float) -> str:
         """A healthy window: grow while the run fills the limit, trim what it leaves unused."""
         s = self.settings
         before = self._limit
         self._holding_since = None
-        ceiling = math.inf if self._ceiling is None else self._ceiling
-        bound = min(float(s.maximum), ceiling, self.use.bound(fill, before, s.headroom))
-        self._limit = max(float(s.minimum), min(self._grow(), bound))
+        grown = self._grow()
+        if self._ceiling is not None and self._exploring:
+            # Climbing back after a rise: the run had these calls at the ENT before it slowed, and a slower
+            # ENT leaves the client more time per call, so the ceiling alone bounds the climb.
+            bound = min(float(s.maximum), self._ceiling)
+            self._exploring = grown < bound  # (once there, the run's use bounds the limit again)
+        else:
+            ceiling = math.inf if self._ceiling is None else self._ceiling
+            bound = min(float(s.maximum), ceiling, self.use.bound(fill, before, s.headroom))
+        self._limit = max(float(s.minimum), min(grown, bound))
         if self._limit > before:
             self.use.grew()
             return "increase"
         if self._limit < before:
-            # The run stopped filling its slots: its level is found, one slot at a time from now on (but
-            # climbing back to the ceiling after a rise, where the level is known, stays fast).
-            self._exploring = self._exploring and self._ceiling is not None
-            if self.use.trimmed(before, self._limit, mean_rtt):
-                self._floor = now  # the check reads calls sent at the trimmed limit only
+            self._exploring = False  # the run stopped filling its slots: one slot at a time from now on
+            self._trimmed(now, before, mean_rtt)
             return "trim"
         return "hold"
+
+    def _trimmed(self, now: float, before: float, mean_rtt: float) -> None:
+        if self.use.trimmed(before, self._limit, mean_rtt):
+            self._floor = now  # the check reads calls sent at the trimmed limit only
 
     def _rise(self, now: float, sampled: float, ratio: float) -> None:
         """The ENT slowed: at most ``rise_cut`` of the calls in use before, fewer the slower it answers."""
@@ -402,8 +408,9 @@ class Limiter:
         self._after_cut(now, sampled, before)
 
     def _hold(self, now: float, sampled: float) -> str:
-        """Between healthy and tolerance: hold; after ``remeasure`` seconds, a small cut asks whether the
-        minimum is stale (no relief: the ENT is slower, the cut is judged like a rise's)."""
+        """Between healthy and tolerance: hold (use measured at the usual speed says nothing of a slower
+        ENT's); after ``remeasure`` seconds, a small cut asks whether the minimum is stale (no relief: the
+        ENT is slower, the cut is judged like a rise's)."""
         s = self.settings
         self._exploring = False
         if self._holding_since is None:
