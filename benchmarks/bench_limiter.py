@@ -447,7 +447,7 @@ def write_results(
         'The policy (README, "How bulk runs pace themselves"): a bulk run never holds more calls at a '
         "slower ENT than it held before the ENT slowed. An ENT slowed by everyone's load (the first day of "
         "remote schooling, April 2021) is overloaded whether or not pcnctl's own calls are the cause, so a "
-        "slower ENT first gets fewer of them (at most 40 % of what it had), then at most 90 % of what it "
+        "slower ENT first gets fewer of them (at most 40 % of what it had), then at most 85 % of what it "
         "had, never more, until it is as fast as it was. The limit also stays within a tenth (plus one "
         "call) of the calls the run actually keeps busy at the ENT: slots the client cannot fill are not "
         "room the ENT gave, and they would all fill the moment the ENT slowed. That is what the previous "
@@ -488,9 +488,8 @@ def write_results(
         "work), not the lab, limits the rate: the run keeps what its answers show it can at the ENT, where "
         "the previous controller held all 32 slots; the price is the throughput before the rise (compare "
         "the answers per second of the two tables), the gain that a slower ENT is not loaded more. After "
-        "a rise to 500 ms nothing "
-        "is known for half a second, and growth waits for answers too (one window per round trip): the "
-        "throughput comes back in about 5 s.",
+        "a rise to 500 ms nothing is known for half a second, and growth waits for answers too (one "
+        "window per round trip).",
     ]
     if previous:
         text += [

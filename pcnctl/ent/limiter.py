@@ -60,9 +60,10 @@ class LimiterSettings:
     probe_cut: float = 0.75  # that cut
     headroom: float = 0.1  # the limit stays within this fraction above the calls in use (plus one call)
     trim_check: float = 0.8  # trims down to this fraction of the limit are checked for faster answers
-    # The ceiling after a rise, as a share (rounded to whole calls) of the calls at the ENT before it: the
-    # client estimates them within a tenth or so, and the ceiling must not exceed them.
-    before_share: float = 0.9
+    # The ceiling after a rise, as a share (rounded to whole calls) of the calls in use before it: the client
+    # counts them within a tenth or so either way (part of each call is its own), and the ceiling must not
+    # exceed what the ENT had.
+    before_share: float = 0.85
     # Added to the minimum in every comparison: a few milliseconds are the client's own scheduling (threads
     # waiting for the interpreter), not the ENT queueing, and they would dominate a very fast ENT's ratio.
     slack: float = 0.01
