@@ -1,13 +1,14 @@
 """The fan-out's limiter and circuit breaker: decisions on recorded round trips, then runs against the lab.
 
-The unit tests replay sequences of (sent, round trip) on a clock they drive, so every decision is exact.
-The lab runs check what matters end to end: every item done exactly once through a latency change and an
-outage, and a bounded number of calls to an ENT that keeps failing.
+The unit tests replay sequences of (sent, answered) times: the limiter reads no clock, so every decision
+is exact. The lab runs check what matters end to end: every item done exactly once through a latency
+change and an outage, and a bounded number of calls to an ENT that keeps failing.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import socket
@@ -42,20 +43,31 @@ class Clock:
 
 
 def replay(
-    limiter: Limiter, clock: Clock, rtt: float | Callable[[Limiter], float], seconds: float
+    limiter: Limiter,
+    clock: Clock,
+    rtt: float | Callable[[Limiter], float],
+    seconds: float,
+    *,
+    client: float = math.inf,
+    spread: tuple[float, ...] = (1.0,),
 ) -> list[Decision]:
-    """Keep ``limit`` calls in flight for ``seconds`` against an ENT answering in ``rtt``; the decisions.
+    """Keep calls in flight for ``seconds`` against an ENT answering in ``rtt``; the decisions.
 
-    Answers trickle in evenly, as they do from a busy server: each slot is refilled when its answer comes.
+    The client keeps ``limit`` calls in flight, or ``client`` when it cannot fill more (a busy machine, a
+    slow producer). Answers trickle in evenly, as they do from a busy server: each slot is refilled when its
+    answer comes. ``spread`` scales the round trips in turn (an ENT whose calls differ; mean 1).
     """
     decisions = []
     end = clock.now + seconds
+    turn = 0
     while clock.now < end:
         step = rtt(limiter) if callable(rtt) else rtt
-        flight = limiter.limit
+        flight = max(1, int(min(limiter.limit, client)))
         for _ in range(flight):
+            factor = spread[turn % len(spread)]
+            turn += 1
             clock.now += step / flight
-            decision = limiter.on_answer(clock.now - step, step)
+            decision = limiter.on_answer(clock.now - step * factor, clock.now)
             if decision is not None:
                 decisions.append(decision)
     return decisions
@@ -65,69 +77,118 @@ def actions(decisions: list[Decision]) -> list[str]:
     return [d.action for d in decisions]
 
 
-def test_healthy_ent_grows_fast_then_stays_at_the_maximum() -> None:
+def warmed(client: float, rtt: float = 0.02) -> tuple[Limiter, Clock]:
+    """A limiter after 5 s against a healthy ENT, with a client that fills ``client`` slots at most."""
     clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=4, maximum=32), clock=clock)
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32))
+    replay(limiter, clock, rtt, 5.0, client=client)
+    return limiter, clock
+
+
+def test_healthy_ent_and_a_client_that_fills_every_slot_grow_to_the_maximum() -> None:
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32))
     decisions = replay(limiter, clock, 0.02, 5.0)
-    assert set(actions(decisions)) == {"increase"}
+    assert set(actions(decisions)) == {"increase", "hold"}
     limits = [d.limit for d in decisions]
-    assert limits[:4] == [6.0, 9.0, 13.5, 20.25]  # half again per window until the first cut
-    assert limiter.limit == 32 and max(limits) == 32.0
+    assert limits == sorted(limits) and limits[-1] == 32.0
+    reached = next(d.at for d in decisions if d.limit == 32.0)
+    assert reached - 100.0 <= 3.0  # about fifteen windows of 0.2 s
+    assert decisions[-1].in_use == pytest.approx(32.0)
+    assert limiter.use.typical == pytest.approx(0.02)  # the mean round trip of the first, light windows
 
 
-def test_latency_rise_cuts_once_then_accepts_the_new_normal_and_climbs_back() -> None:
-    clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=32, maximum=32), clock=clock)
-    replay(limiter, clock, 0.1, 2.0)
-    assert limiter.limit == 32 and limiter.min_rtt == pytest.approx(0.1)
-    rise = replay(limiter, clock, 0.5, 6.0)
-    # The first window of slow answers cuts (one still open at the rise may close first on a fast median);
-    # the window after the cut is no faster: the ENT is slower, not queueing our calls.
+def test_limit_stays_within_a_tenth_and_one_call_of_what_the_run_fills() -> None:
+    limiter, clock = warmed(client=10)  # the client keeps 10 calls at the ENT, whatever the limit
+    settled = replay(limiter, clock, 0.02, 5.0, client=10)
+    assert all(d.in_use == pytest.approx(10.0) for d in settled)
+    assert all(d.limit == pytest.approx(1.1 * 10 + 1) for d in settled)  # 12 slots, not 32
+    assert set(actions(settled)) == {"hold"}
+
+
+def test_slots_the_run_stops_filling_are_trimmed() -> None:
+    limiter, clock = warmed(client=math.inf)
+    assert limiter.limit == 32
+    trimmed = replay(limiter, clock, 0.02, 3.0, client=5)  # the tail of a run, or a busy client
+    assert "trim" in actions(trimmed) and "decrease" not in actions(trimmed)
+    assert limiter.limit == int(1.1 * 5 + 1) and limiter.min_rtt == pytest.approx(0.02)
+    assert limiter.use.typical == pytest.approx(0.02)  # fewer calls, no faster answers: the same ENT
+
+
+def test_growth_resumes_when_the_client_can_fill_more() -> None:
+    limiter, clock = warmed(client=10)
+    assert limiter.limit == 12
+    grown = replay(limiter, clock, 0.02, 3.0, client=20)
+    assert actions(grown)[1:4] == ["increase"] * 3 and "decrease" not in actions(grown)
+    assert max(d.limit for d in grown) < 24  # no further than a tenth and one call above the new use
+    assert limiter.limit == 23 and grown[-1].in_use == pytest.approx(20.0)
+
+
+def test_rise_cuts_in_flight_to_less_than_half_of_the_level_before() -> None:
+    limiter, clock = warmed(client=13)  # 20 ms, the client the bottleneck: 13 in use, limit 15.3
+    assert limiter.limit == 15
+    rise = replay(limiter, clock, 0.1, 1.0)  # then the ENT answers in 100 ms, for everyone
+    cut = rise[actions(rise).index("decrease")]
+    assert cut.limit_before == pytest.approx(1.1 * 13 + 1) and cut.sampled_rtt == pytest.approx(0.1)
+    assert cut.limit == pytest.approx(0.4 * 13)  # 40 % of the 13 calls in use before, not of the limit
+    assert int(cut.limit) <= 13 / 2
+    assert cut.at - rise[0].at <= 0.2  # within the first slow flight
+
+
+def test_slower_ent_never_gets_more_calls_than_it_had_before() -> None:
+    limiter, clock = warmed(client=13)
+    rise = replay(limiter, clock, 0.1, 30.0)  # the client could now fill every slot: 32
+    first = actions(rise).index("decrease")  # (the window open at the rise may close first, unmoved)
+    assert first <= 1 and actions(rise)[first : first + 2] == ["decrease", "rebase"]
+    rebase = rise[first + 1]
+    # The ceiling: 85 % of the 13 calls in use before, in whole calls (the client's count errs).
+    assert rebase.min_rtt == pytest.approx(0.1) and rebase.ceiling == 11
+    after = rise[first + 1 :]
+    assert max(d.limit for d in after) == 11  # back to the level before, never above
+    assert limiter.limit == 11  # and there it stays: 110 answers/s at 100 ms
+    back = next(d for d in after if d.limit == 11)
+    assert back.at - rise[first].at <= 1.0  # climbing back, only the ceiling bounds the growth
+
+
+def test_ceiling_is_lifted_once_the_ent_is_as_fast_as_before() -> None:
+    limiter, clock = warmed(client=13)
+    replay(limiter, clock, 0.1, 5.0)
+    assert limiter.ceiling == 11
+    replay(limiter, clock, 0.05, 3.0)  # faster, but still more than twice as slow as before the rise
+    assert limiter.ceiling == 11 and limiter.limit == 11
+    fall = replay(limiter, clock, 0.02, 4.0)
+    assert fall[0].action == "rebase" and limiter.ceiling is None
+    assert limiter.limit == 32 and set(actions(fall[1:])) == {"increase", "hold"}
+
+
+def test_rise_at_a_slow_ent_cuts_then_recovers_within_a_few_round_trips() -> None:
+    limiter, clock = warmed(client=math.inf, rtt=0.1)
+    assert limiter.limit == 32
+    rise = replay(limiter, clock, 0.5, 12.0)
     first = actions(rise).index("decrease")
     assert first <= 1 and actions(rise)[first : first + 2] == ["decrease", "rebase"]
     cut = rise[first]
-    assert cut.limit_before == 32 and cut.limit == pytest.approx(32 * 0.4)  # ratio 5: the deepest cut
-    assert cut.sampled_rtt == pytest.approx(0.5) and cut.min_rtt == pytest.approx(0.1)
-    assert cut.at - rise[0].at <= 0.5  # within the first slow flight
-    assert rise[first + 1].min_rtt == pytest.approx(0.5)  # re-measured: the slower ENT is the new normal
-    assert actions(rise).count("decrease") == 1
-    climbed = [d.limit for d in rise[first + 2 :]]
-    assert climbed[:3] == [pytest.approx(12.8 * 1.5), pytest.approx(12.8 * 2.25), 32.0]
-    assert limiter.limit == 32
-
-
-def test_rise_right_after_a_small_cut_is_cut_not_taken_as_the_new_normal() -> None:
-    clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=32, maximum=32), clock=clock)
-    replay(limiter, clock, 0.02, 1.0)
-    noisy, sent = [], clock.now
-    for _ in range(60):  # one noisy flight of calls (2.5 x 30 ms), answered over a quarter of a second
-        clock.now += 0.004
-        noisy.append(limiter.on_answer(sent, 0.075))
-    assert [d.action for d in noisy if d is not None][-1:] == ["decrease"] and limiter.limit == 19
-    rise = replay(limiter, clock, 0.1, 1.0)  # then the ENT really becomes 5 x slower
-    # Much slower than at the small cut: a rise, cut against the minimum, and only then the new normal.
-    assert actions(rise)[:2] == ["decrease", "rebase"]
-    assert rise[0].min_rtt == pytest.approx(0.02) and rise[0].limit == pytest.approx(19.2 * 0.45, rel=0.01)
+    assert cut.limit == pytest.approx(32 * 1.5 * 0.11 / 0.5)  # the deeper the rise, the deeper the cut
+    assert limiter.limit == 27 and limiter.ceiling == round(0.85 * 32)
+    recovered = next(d.at for d in rise if d.limit >= 0.8 * 32)
+    assert recovered - cut.at <= 3.0
 
 
 def test_answers_to_calls_sent_before_a_cut_do_not_cut_again() -> None:
-    clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=32, maximum=32, window_samples=4), clock=clock)
-    replay(limiter, clock, 0.02, 1.0)
+    limiter, clock = warmed(client=math.inf)
     sent = clock.now
     made = []
     for _ in range(64):  # a slow flight: the window open at the rise closes, the next one cuts
         clock.now += 0.01
-        made.append(limiter.on_answer(sent, 0.2))
+        made.append(limiter.on_answer(sent, clock.now))
     judged = [d for d in made if d is not None]
     assert actions(judged).count("decrease") == 1 and judged[-1].action == "decrease"
-    assert limiter.limit == 12
+    cut = limiter.limit
     late = []
     for _ in range(40):  # more answers to calls sent before the cut: they say nothing about it
         clock.now += 0.05
-        late.append(limiter.on_answer(sent + 0.001, 0.2))
-    assert late == [None] * 40 and limiter.limit == 12
+        late.append(limiter.on_answer(sent + 0.001, clock.now))
+    assert late == [None] * 40 and limiter.limit == cut
 
 
 def test_queueing_ent_is_cut_and_kept_near_what_it_serves() -> None:
@@ -138,53 +199,94 @@ def test_queueing_ent_is_cut_and_kept_near_what_it_serves() -> None:
         return 0.05 * max(1.0, lim.limit / cap[0])
 
     clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=4, maximum=32), clock=clock)
-    grown = replay(limiter, clock, ent, 4.0)
-    assert "rebase" not in actions(grown) and 8 <= limiter.limit <= 2 * 8 + 1
-    cap[0] = 4  # other load takes half of it
-    after = replay(limiter, clock, ent, 20.0)
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32))
+    replay(limiter, clock, ent, 4.0)
+    assert limiter.limit == int(1.1 * 8 + 1)  # what it serves at once is the use: the queue is not
+    cap[0] = 2  # other load takes three quarters of it
+    after = replay(limiter, clock, ent, 10.0)
     assert actions(after).count("decrease") == 1 and "rebase" not in actions(after)  # cutting relieved it
-    assert "probe" in actions(after)  # holding above its minimum, it checks the minimum again
-    assert limiter.min_rtt == pytest.approx(0.05)
-    assert all(d.limit <= 2.5 * 4 for d in after[1:])  # never much more than twice what it serves
+    assert limiter.min_rtt == pytest.approx(0.05) and limiter.ceiling is None
+    cut = after[actions(after).index("decrease")]
+    assert cut.limit == pytest.approx(0.4 * 8)  # 40 % of the 8 calls in use before
+    settled = [d for d in after if d.at >= cut.at + 1.0]
+    assert all(d.limit == pytest.approx(1.1 * 2 + 1) for d in settled)  # what it serves now allows
+
+
+def test_moderate_rise_holds_then_probes_the_minimum() -> None:
+    limiter, clock = warmed(client=math.inf, rtt=0.1)
+    held = replay(limiter, clock, 0.18, 8.0)  # 1.8 x: between healthy and tolerance
+    assert set(actions(held[:20])) == {"hold"} and held[0].limit == 32
+    at = actions(held).index("probe")
+    probe = held[at]
+    assert probe.at - held[0].at >= 5.0 and probe.limit == pytest.approx(32 * 0.75)
+    # The small cut brought no faster answers: the slower ENT is the norm, at most the 32 it had before.
+    assert held[at + 1].action == "rebase" and held[at + 1].min_rtt == pytest.approx(0.18)
+    assert limiter.ceiling == round(0.85 * 32) and limiter.limit == 27
+
+
+def test_round_trips_that_differ_by_nature_count_for_their_mean() -> None:
+    """An ENT whose calls take 12.5 or 87.5 ms in turn, without any queue: counted at the fastest, the run
+    would look idle and the limit would shrink for ever; counted at the mean, it grows as usual."""
+    clock = Clock()
+    limiter = Limiter(LimiterSettings(initial=4, maximum=32))
+    decisions = replay(limiter, clock, 0.05, 10.0, spread=(0.25, 1.75))
+    assert limiter.min_rtt == pytest.approx(0.0125) and limiter.use.typical == pytest.approx(0.05)
+    assert "trim" not in actions(decisions) and "decrease" not in actions(decisions)
+    assert limiter.limit == 32
+
+
+def test_drift_of_the_ents_speed_is_followed_after_a_checked_trim() -> None:
+    limiter, clock = warmed(client=math.inf)
+    assert limiter.use.typical == pytest.approx(0.02)
+    drift = replay(limiter, clock, 0.028, 6.0)  # 40 % slower, within the usual band: no cut
+    trims = [d for d in drift if d.action == "trim"]
+    assert trims and trims[-1].limit <= 0.8 * 32 and "decrease" not in actions(drift)
+    # Fewer calls brought no faster answers: calls now count for the new mean, and the limit grows back.
+    assert limiter.use.typical == pytest.approx(0.028) and limiter.limit == 32
 
 
 def test_latency_fall_updates_the_minimum_at_once_and_keeps_growing() -> None:
     clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=16, maximum=32), clock=clock)
+    limiter = Limiter(LimiterSettings(initial=16, maximum=32))
     replay(limiter, clock, 0.5, 3.0)
-    fall = replay(limiter, clock, 0.1, 2.0)
+    fall = replay(limiter, clock, 0.1, 3.0)
     assert fall and fall[0].min_rtt == pytest.approx(0.1)
     # The window that mixes the last slow answers with the first fast ones re-measures, never cuts.
-    assert actions(fall)[0] == "rebase" and set(actions(fall)[1:]) == {"increase"} and limiter.limit == 32
-
-
-def test_moderate_rise_holds_then_cuts_in_proportion() -> None:
-    clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=20, maximum=20), clock=clock)
-    replay(limiter, clock, 0.1, 1.0)
-    hold = replay(limiter, clock, 0.18, 2.0)  # 1.8 x: between healthy and tolerance
-    assert set(actions(hold[1:])) == {"hold"} and limiter.limit == 20
-    cut = replay(limiter, clock, 0.25, 0.6)  # 2.3 x the minimum and its 10 ms of slack: a cut to 1.5 / 2.3
-    assert "decrease" in actions(cut)
-    assert next(d for d in cut if d.action == "decrease").limit == pytest.approx(20 * 1.5 * 0.11 / 0.25)
+    assert fall[0].action == "rebase" and "decrease" not in actions(fall) and limiter.limit == 32
 
 
 def test_throttle_burst_halves_once_per_flight_down_to_the_minimum() -> None:
-    clock = Clock()
-    limiter = Limiter(LimiterSettings(initial=32, maximum=32), clock=clock)
-    replay(limiter, clock, 0.02, 1.0)
+    limiter, clock = warmed(client=math.inf)
     sent = clock.now
     clock.now += 0.02
-    burst = [limiter.on_throttle(sent) for _ in range(32)]  # a whole flight answered 429 at once
+    burst = [limiter.on_throttle(sent, clock.now) for _ in range(32)]  # a whole flight answered 429 at once
     assert actions([d for d in burst if d is not None]) == ["throttle"] and limiter.limit == 16
     for _ in range(10):  # each later flight that is throttled again halves again
         clock.now += 1.0
-        limiter.on_throttle(clock.now - 0.01)
+        limiter.on_throttle(clock.now - 0.01, clock.now)
     assert limiter.limit == 1  # never below the minimum
     after = replay(limiter, clock, 0.02, 2.0)
     assert set(actions(after)) == {"increase"}
     assert [d.limit for d in after][:3] == [2.0, 3.0, 4.0]  # after a throttle: one slot per window
+
+
+def test_failure_eases_off_by_a_third_once_per_flight() -> None:
+    limiter, clock = warmed(client=math.inf)
+    sent = clock.now
+    clock.now += 0.02
+    failed = [limiter.on_failure(sent, clock.now) for _ in range(5)]
+    assert actions([d for d in failed if d is not None]) == ["failure"] and limiter.limit == int(32 * 0.7)
+
+
+def test_decision_describes_the_window_for_debug_logs() -> None:
+    decision = Decision(1.0, "rebase", 5.2, 5.2, 0.1, 0.104, 9, None, 13.0)
+    assert decision.describe() == (
+        "limiter rebase: limit 5.2 -> 5.2, min RTT 100 ms, sampled RTT 104 ms over 9 answer(s), ceiling 13.0"
+    )
+    limiter, clock = warmed(client=10)
+    held = replay(limiter, clock, 0.02, 0.5, client=10)[-1]
+    assert held.describe().startswith("limiter hold: limit 12.0 -> 12.0, min RTT 20 ms, sampled RTT 20 ms")
+    assert held.describe().endswith(", in use 10.0")
 
 
 def test_rate_cap_follows_what_a_token_bucket_lets_through() -> None:
@@ -215,10 +317,11 @@ def test_a_call_sent_during_the_pause_does_not_cap_sending_at_one_call_per_secon
 
     clock = Clock()
     pacer = Pacer(clock=clock)
-    for _ in range(400):  # 200 answers/s for 2 s
-        assert pacer.acquire(threading.Event())
-        clock.now += 0.005
-        pacer.answered([(clock.now - 0.004, clock.now)])
+    for _ in range(200):  # 200 answers/s for 2 s, two calls in flight
+        assert pacer.acquire(threading.Event()) and pacer.acquire(threading.Event())
+        for _ in range(2):
+            clock.now += 0.005
+            pacer.answered([(clock.now - 0.009, clock.now)])
     assert pacer.acquire(threading.Event()) and pacer.acquire(threading.Event())
     pacer.failed(clock.now - 0.003, Failure(retryable=True, throttled=True, retry_after=1.0), "429")
     first = pacer.rate_cap.rate()

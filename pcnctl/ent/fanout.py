@@ -2,9 +2,10 @@
 
 The server is the limit, so the executor runs as close to it as it can without making an outage worse:
 
-* **A limit that follows the ENT** (:class:`pcnctl.ent.limiter.Limiter`): round trips timed from send to
-  answer are compared, once per sampling window, with the minimum round trip; a queueing ENT gets fewer
-  calls in flight, an ENT that is only slower gets them back. The state is logged at debug level per window.
+* **A limit that follows the ENT and the run's use** (:class:`pcnctl.ent.limiter.Limiter`): round trips
+  timed from send to answer are compared, once per sampling window, with the minimum round trip; the limit
+  stays close to the calls the run actually keeps at the ENT, a rise halves them, and a slower ENT never
+  gets more than it had before it slowed. The state is logged at debug level per window.
 * **Throttling** (429, 503, 509) halves the limit; a ``Retry-After`` pauses *every* worker until then, not
   only the one that was told.
 * **Failures** (transport errors, 5xx) pause every worker with exponential backoff and jitter, and while
@@ -107,7 +108,7 @@ class Pacer:
         rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
-        self.limiter = Limiter(limiter, clock=clock)
+        self.limiter = Limiter(limiter)
         self.breaker = Breaker(breaker, clock=clock, rng=rng or random.Random())
         self.rate_cap = RateCap(clock=clock)
         self.in_flight = 0
@@ -136,8 +137,12 @@ class Pacer:
                     if rate < math.inf:
                         self._next_slot = max(now, self._next_slot) + 1.0 / rate
                     return True
-                wake = max(self.pause_until, self._next_slot) - now
-                self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
+                # Without a free slot, the answer that frees one wakes a worker: idle workers polling on a
+                # short timeout would take the interpreter from those reading answers (a busy client
+                # inflates every round trip it times).
+                free = self.in_flight < self.limit
+                wake = max(self.pause_until, self._next_slot) - now if free else 0.25
+                self._cond.wait(timeout=min(max(wake, 0.001), 0.25))
 
     def answered(self, trips: Sequence[tuple[float, float]]) -> None:
         """The ENT answered the item's calls (success or a final refusal): feed the round trips."""
@@ -146,8 +151,10 @@ class Pacer:
             self.breaker.on_success()
             for sent, answered in trips:
                 self.rate_cap.on_answer()
-                self._note(self.limiter.on_answer(sent, answered - sent))
-            self._cond.notify_all()
+                self._note(self.limiter.on_answer(sent, answered))
+            free = self.limit - self.in_flight
+            if free > 0:
+                self._cond.notify(free)  # as many workers as slots are free, not every idle one
 
     def failed(self, sent: float, failure: Failure, detail: str, item: str = "") -> None:
         """A call failed: throttling pauses as asked; failures back off and may open the circuit."""
@@ -155,7 +162,7 @@ class Pacer:
             self.in_flight -= 1
             now = self.clock()
             if failure.throttled:
-                self._note(self.limiter.on_throttle(sent))
+                self._note(self.limiter.on_throttle(sent, now))
                 # A call sent while an earlier throttle's pause holds (an item's next call, its slot
                 # taken before) is refused by the same dry bucket: it says nothing of the rate accepted.
                 cap = self.rate_cap.on_throttle(sent) if sent >= self.pause_until else None
@@ -164,7 +171,7 @@ class Pacer:
                 wait = failure.retry_after if failure.retry_after is not None else 0.5
                 self.pause_until = max(self.pause_until, now + min(wait, 60.0))
             elif failure.retryable:
-                self._note(self.limiter.on_failure(sent))
+                self._note(self.limiter.on_failure(sent, now))
             if failure.breaks:
                 delay = self.breaker.on_failure(sent, detail, item)
                 self.pause_until = max(self.pause_until, now + delay)
