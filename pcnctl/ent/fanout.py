@@ -63,6 +63,7 @@ class FanoutReport:
     interrupted: bool = False
     stopped: str | None = None  # why the circuit opened, when it did
     decisions: list[Decision] = field(default_factory=list)  # the limiter's, window by window
+    waited_s: float = 0.0  # wall time every worker held back: Retry-After, backoff, the rate cap
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -116,6 +117,8 @@ class Pacer:
         self.peak = 0
         self.rate_limit = rate_limit
         self.decisions: list[Decision] = []
+        self.waited_s = 0.0  # wall time the pauses and the rate cap held sending back (counted once)
+        self._counted_to = 0.0
         self._next_slot = 0.0
         self._cond = threading.Condition()
 
@@ -141,8 +144,18 @@ class Pacer:
                 # short timeout would take the interpreter from those reading answers (a busy client
                 # inflates every round trip it times).
                 free = self.in_flight < self.limit
+                if free:
+                    self._held(now, max(self.pause_until, self._next_slot))
                 wake = max(self.pause_until, self._next_slot) - now if free else 0.25
                 self._cond.wait(timeout=min(max(wake, 0.001), 0.25))
+
+    def _held(self, now: float, until: float) -> None:
+        """A free slot held back until ``until`` (a pause, the rate cap): counted once whatever the number
+        of workers waiting, so that it is wall time the ENT was left alone."""
+        start = max(now, self._counted_to)
+        if until > start:
+            self.waited_s += until - start
+            self._counted_to = until
 
     def answered(self, trips: Sequence[tuple[float, float]]) -> None:
         """The ENT answered the item's calls (success or a final refusal): feed the round trips."""
@@ -298,6 +311,7 @@ class Fanout(Generic[T]):
         self._report.elapsed = time.monotonic() - started
         self._report.peak_concurrency = self.pacer.peak
         self._report.decisions = list(self.pacer.decisions)
+        self._report.waited_s = self.pacer.waited_s
 
     def _stop_unfinished(self) -> None:
         """The circuit opened: report what is left, then raise so the caller exits 5 and can resume."""

@@ -90,7 +90,8 @@ def drive(op: Operation[P], plan: P, run: Run) -> Verdict:
         run.report = _fan_out(op, run, op.units(run, plan), outcomes)
         acted = Mark.now(stats)
         verdict = op.after(run, plan, outcomes)
-        verdict.timing.writes = Phase.between(begun, acted)
+        waited = run.report.waited_s if run.report is not None else 0.0
+        verdict.timing.writes = Phase.between(begun, acted) + Phase(waited_s=waited)
         verdict.timing.verification = Phase.between(acted, Mark.now(stats))
     except KeyboardInterrupt:
         raise ctx.interrupted(run.id, counts(outcomes)) from None
